@@ -1,0 +1,79 @@
+"""Local file-system recipes: atomic write, folder fsync, create-only publish, locks.
+
+This module is the one place for the crash-safety recipe (temp file in the same
+folder, fsync, rename or link, fsync the folder).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a folder's entries (creations, renames) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def temp_name(folder: Path, suffix: str = ".tmp") -> Path:
+    """A fresh, unguessable temporary path inside ``folder``."""
+    return folder / f".tmp-{os.getpid()}-{secrets.token_hex(8)}{suffix}"
+
+
+def _write_temp(folder: Path, data: bytes) -> Path:
+    tmp = temp_name(folder)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    return tmp
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` so that a reader sees the old or the new content."""
+    tmp = _write_temp(path.parent, data)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def create_only(path: Path, data: bytes) -> bool:
+    """Write ``path`` with ``data`` only if it does not exist yet; durable when True.
+
+    Returns False (writing nothing) when ``path`` already exists. The content
+    appears whole or not at all: it is written to a temp file and hard-linked.
+    """
+    tmp = _write_temp(path.parent, data)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_dir(path.parent)
+    return True
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, *, shared: bool) -> Iterator[None]:
+    """Hold an advisory ``flock`` on ``path`` (created if missing) for the block."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock

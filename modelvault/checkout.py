@@ -1,0 +1,163 @@
+"""The read path: stream a stored file, or write a stored tree out as a folder.
+
+Every chunk is checked against its id as it is read (``PackDB.read``), so no
+read returns bytes that do not match what was saved.
+"""
+
+from __future__ import annotations
+
+import bisect
+import io
+import os
+import shutil
+import stat
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from modelvault import _fsutil
+from modelvault._parallel import ordered_map
+from modelvault.core.hashing import ObjType
+from modelvault.core.objects import KIND_EXEC, KIND_TREE, FileObject, TreeObject
+from modelvault.errors import IntegrityError, NotFound
+from modelvault.odb import PackDB
+
+Progress = Callable[[int], None]
+
+
+def read_tree(db: PackDB, oid: bytes) -> TreeObject:
+    """Load and decode a tree object (raises IntegrityError if malformed)."""
+    try:
+        return TreeObject.decode(db.read(oid, ObjType.TREE))
+    except ValueError as exc:
+        raise IntegrityError(f"tree {oid.hex()} is malformed: {exc}") from exc
+
+
+def read_file_object(db: PackDB, oid: bytes) -> FileObject:
+    """Load and decode a file object (raises IntegrityError if malformed)."""
+    try:
+        return FileObject.decode(db.read(oid, ObjType.FILE))
+    except ValueError as exc:
+        raise IntegrityError(f"file object {oid.hex()} is malformed: {exc}") from exc
+
+
+def lookup(db: PackDB, tree_id: bytes, relpath: str) -> tuple[str, bytes]:
+    """Find ``relpath`` (``/``-separated) in a tree; returns (kind, id).
+
+    Raises:
+        NotFound: no such entry.
+    """
+    parts = [p for p in relpath.replace("\\", "/").split("/") if p not in ("", ".")]
+    kind, oid = KIND_TREE, tree_id
+    for i, part in enumerate(parts):
+        if kind != KIND_TREE:
+            raise NotFound(f"{'/'.join(parts[:i])} is a file, not a folder")
+        entry = next((e for e in read_tree(db, oid).entries if e.name == part), None)
+        if entry is None:
+            raise NotFound(f"no file {relpath!r} in the model")
+        kind, oid = entry.kind, entry.oid
+    return kind, oid
+
+
+class FileReader(io.RawIOBase):
+    """A read-only, seekable binary stream over a stored file, fetched chunk by chunk."""
+
+    def __init__(self, db: PackDB, fobj: FileObject, name: str = "") -> None:
+        super().__init__()
+        self._db = db
+        self._chunks = fobj.chunks
+        self._starts: list[int] = []
+        pos = 0
+        for _, n in fobj.chunks:
+            self._starts.append(pos)
+            pos += n
+        self._size = fobj.size
+        self._pos = 0
+        self._cached: tuple[int, bytes] | None = None
+        self.name = name
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        if base + offset < 0:
+            raise ValueError("negative seek position")
+        self._pos = base + offset
+        return self._pos
+
+    def _chunk(self, index: int) -> bytes:
+        if self._cached is None or self._cached[0] != index:
+            self._cached = (index, self._db.read(self._chunks[index][0], ObjType.CHUNK))
+        return self._cached[1]
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        if self._pos >= self._size:
+            return 0
+        index = bisect.bisect_right(self._starts, self._pos) - 1
+        data = self._chunk(index)
+        start = self._pos - self._starts[index]
+        n = min(len(buffer), len(data) - start)
+        memoryview(buffer)[:n] = data[start : start + n]
+        self._pos += n
+        return n
+
+
+def write_file(
+    db: PackDB, fobj: FileObject, dest: Path, pool: ThreadPoolExecutor, progress: Progress | None
+) -> None:
+    """Write one stored file to ``dest`` (which must not exist) and fsync it."""
+    ids = [cid for cid, _ in fobj.chunks]
+    with open(dest, "xb") as f:
+        for _, data in ordered_map(pool, lambda cid: db.read(cid, ObjType.CHUNK), ids, 32):
+            f.write(data)
+            if progress:
+                progress(len(data))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def write_tree(
+    db: PackDB,
+    tree_id: bytes,
+    dest: Path,
+    pool: ThreadPoolExecutor,
+    progress: Progress | None = None,
+    read_only: bool = False,
+) -> None:
+    """Write a stored tree into the new folder ``dest``; entry names are re-checked on decode."""
+    dest.mkdir()
+    for entry in read_tree(db, tree_id).entries:
+        path = dest / entry.name
+        if entry.kind == KIND_TREE:
+            write_tree(db, entry.oid, path, pool, progress, read_only)
+            continue
+        write_file(db, read_file_object(db, entry.oid), path, pool, progress)
+        mode = 0o444 if read_only else 0o644
+        os.chmod(path, mode | (0o111 if entry.kind == KIND_EXEC else 0))
+    _fsutil.fsync_dir(dest)
+    if read_only:
+        os.chmod(dest, 0o555)
+
+
+def make_writable(path: Path) -> None:
+    """Give the owner write permission on a read-only tree so it can be removed."""
+    for root, dirs, _ in os.walk(path):
+        for d in dirs:
+            p = os.path.join(root, d)
+            os.chmod(p, os.stat(p).st_mode | stat.S_IWUSR)
+    if path.exists():
+        os.chmod(path, path.stat().st_mode | stat.S_IWUSR)
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a folder written read-only by :func:`write_tree`."""
+    if path.exists():
+        make_writable(path)
+        shutil.rmtree(path)

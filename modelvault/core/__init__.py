@@ -1,0 +1,1 @@
+"""Pure building blocks: bytes in, bytes out, no I/O."""

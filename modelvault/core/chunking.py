@@ -1,0 +1,30 @@
+"""Content-defined chunking (FastCDC 2020, via pyfastcdc's Cython build).
+
+The parameters are part of the storage format: changing them does not break
+reading, but chunks cut with other parameters no longer deduplicate with old ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from pyfastcdc.cy import FastCDC
+
+AVG_SIZE = 64 * 1024
+MIN_SIZE = 16 * 1024
+MAX_SIZE = 512 * 1024
+
+_CHUNKER = FastCDC(AVG_SIZE, min_size=MIN_SIZE, max_size=MAX_SIZE)
+
+
+def chunk_file(path: Path | str) -> Iterator[memoryview]:
+    """Yield the chunks of a regular file, as views into a read-only memory map."""
+    for chunk in _CHUNKER.cut_file(str(path)):
+        yield chunk.data
+
+
+def chunk_bytes(data: bytes | memoryview) -> Iterator[memoryview]:
+    """Yield the chunks of an in-memory buffer (same cut points as :func:`chunk_file`)."""
+    for chunk in _CHUNKER.cut_buf(data):
+        yield chunk.data

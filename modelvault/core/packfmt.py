@@ -1,0 +1,113 @@
+"""Byte layouts of pack files and pack index files (docs/format.md is normative).
+
+Pack file ``<pack>.pack``::
+
+    0   4  magic  b"MVPK"
+    4   1  format version (1)
+    5   3  zero
+    8   .. records, each:
+           0   1  object type (ObjType)
+           1   1  codec (Codec)
+           2   2  zero
+           4   4  raw length, u32 little-endian
+           8   4  stored length, u32 little-endian
+           12 32  object id
+           44 ..  stored payload (stored length bytes)
+
+Index file ``<pack>.idx``::
+
+    0   4  magic  b"MVIX"
+    4   1  format version (1)
+    5   3  zero
+    8   4  entry count N, u32 little-endian
+    12  .. N entries sorted by id, 52 bytes each:
+           0  32  object id
+           32  1  object type
+           33  1  codec
+           34  2  zero
+           36  8  payload offset in the pack, u64 little-endian
+           44  4  stored length, u32
+           48  4  raw length, u32
+    ..  32  BLAKE3 of the whole pack file
+    ..  32  BLAKE3 of every index byte before this field
+
+A pack's name is the hex BLAKE3 of the whole pack file.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from blake3 import blake3
+
+PACK_MAGIC = b"MVPK"
+IDX_MAGIC = b"MVIX"
+VERSION = 1
+
+FILE_HEADER = struct.Struct("<4sB3x")
+RECORD_HEADER = struct.Struct("<BBxxII32s")
+IDX_COUNT = struct.Struct("<I")
+IDX_ENTRY = struct.Struct("<32sBBxxQII")
+HASH_LEN = 32
+MAX_PAYLOAD = 2**32 - 1
+
+
+class PackFormatError(ValueError):
+    """A pack or index file does not follow the layout."""
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """Where one object lives: its pack, payload offset and lengths, type and codec."""
+
+    pack: str
+    offset: int
+    stored_len: int
+    raw_len: int
+    kind: int
+    codec: int
+
+
+def pack_header() -> bytes:
+    return FILE_HEADER.pack(PACK_MAGIC, VERSION)
+
+
+def record_header(kind: int, codec: int, raw_len: int, stored_len: int, oid: bytes) -> bytes:
+    return RECORD_HEADER.pack(kind, codec, raw_len, stored_len, oid)
+
+
+def encode_index(entries: dict[bytes, Entry], pack_digest: bytes) -> bytes:
+    """The index file of one pack, entries sorted by id."""
+    parts = [FILE_HEADER.pack(IDX_MAGIC, VERSION), IDX_COUNT.pack(len(entries))]
+    for oid in sorted(entries):
+        e = entries[oid]
+        parts.append(IDX_ENTRY.pack(oid, e.kind, e.codec, e.offset, e.stored_len, e.raw_len))
+    parts.append(pack_digest)
+    body = b"".join(parts)
+    return body + blake3(body).digest()
+
+
+def decode_index(pack: str, data: bytes) -> tuple[dict[bytes, Entry], bytes]:
+    """Parse an index file; returns ``(entries, pack digest)``.
+
+    Raises:
+        PackFormatError: wrong magic or version, bad length, or checksum mismatch.
+    """
+    head = FILE_HEADER.size + IDX_COUNT.size
+    if len(data) < head + 2 * HASH_LEN:
+        raise PackFormatError(f"index of pack {pack} is truncated")
+    magic, version = FILE_HEADER.unpack_from(data)
+    if magic != IDX_MAGIC or version != VERSION:
+        raise PackFormatError(f"index of pack {pack}: bad magic or version {version}")
+    (count,) = IDX_COUNT.unpack_from(data, FILE_HEADER.size)
+    if len(data) != head + count * IDX_ENTRY.size + 2 * HASH_LEN:
+        raise PackFormatError(f"index of pack {pack} has the wrong length")
+    if blake3(data[:-HASH_LEN]).digest() != data[-HASH_LEN:]:
+        raise PackFormatError(f"index of pack {pack} fails its checksum")
+    entries: dict[bytes, Entry] = {}
+    for oid, kind, codec, off, stored, raw in IDX_ENTRY.iter_unpack(
+        data[head : head + count * IDX_ENTRY.size]
+    ):
+        entries[oid] = Entry(pack, off, stored, raw, kind, codec)
+    return entries, data[-2 * HASH_LEN : -HASH_LEN]

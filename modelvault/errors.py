@@ -1,0 +1,67 @@
+"""Every error modelvault raises, in one tree.
+
+::
+
+    ModelVaultError
+     ├── InvalidTag          (also ValueError)   a name or version breaks the tag rules
+     ├── InvalidInput        (also ValueError)   bad arguments: metadata, signatures, paths
+     ├── NotFound            (also LookupError)  no such model, version, path or object
+     │    └── PathNotFound   (also FileNotFoundError)
+     ├── ModelExists                             name:version already holds another model
+     ├── IntegrityError                          stored or received bytes do not match their id
+     ├── ArchiveError        (also ValueError)   an archive is truncated, corrupt or hostile
+     └── RemoteError         (also OSError)      a remote could not be read or written
+
+Foreign exceptions are translated once, where they enter (``raise ... from exc``).
+"""
+
+from __future__ import annotations
+
+
+class ModelVaultError(Exception):
+    """Root of every error modelvault raises on purpose."""
+
+
+class InvalidTag(ModelVaultError, ValueError):
+    """A model name or version does not follow the tag rules."""
+
+
+class InvalidInput(ModelVaultError, ValueError):
+    """An argument is not usable: metadata that cannot be stored, a bad signature, a bad path."""
+
+
+class NotFound(ModelVaultError, LookupError):
+    """A model, version, path or object that was asked for does not exist."""
+
+
+class PathNotFound(NotFound, FileNotFoundError):
+    """A path on disk that was named does not exist (or is a dangling link)."""
+
+
+class ModelExists(ModelVaultError):
+    """A ``name:version`` already holds a different model; versions are immutable."""
+
+
+class IntegrityError(ModelVaultError):
+    """Bytes read from disk, an archive or a remote do not match their content id."""
+
+
+class ArchiveError(ModelVaultError, ValueError):
+    """An archive is truncated, corrupted, of an unknown version or hostile."""
+
+
+class RemoteError(ModelVaultError, OSError):
+    """A remote could not be reached, read or written."""
+
+
+__all__ = [
+    "ArchiveError",
+    "IntegrityError",
+    "InvalidInput",
+    "InvalidTag",
+    "ModelExists",
+    "ModelVaultError",
+    "NotFound",
+    "PathNotFound",
+    "RemoteError",
+]

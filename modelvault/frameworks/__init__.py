@@ -1,0 +1,1 @@
+"""What the framework flavours share: saving through a store, loading, flavour checks."""

@@ -1,0 +1,123 @@
+"""Model functions on the default store (``$MODELVAULT_HOME``, else ``~/modelvault``).
+
+The store is looked up at each call, so changing ``$MODELVAULT_HOME`` takes
+effect immediately (tests point it at a temporary folder).
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from modelvault.model import Model
+from modelvault.store import ModelRef, Store, _default_home
+from modelvault.tags import Tag
+
+if TYPE_CHECKING:
+    from modelvault.archive import ArchiveSource
+    from modelvault.remote.sync import TransferResult
+
+_stores: dict[Path, Store] = {}
+
+
+def default_store() -> Store:
+    """The Store at ``$MODELVAULT_HOME`` (else ``~/modelvault``), opened once per path."""
+    path = _default_home().expanduser().absolute()
+    store = _stores.get(path)
+    if store is None or not store.path.is_dir():
+        store = _stores[path] = Store(path)
+    return store
+
+
+@contextlib.contextmanager
+def create(
+    tag: str | Tag,
+    *,
+    labels: Mapping[str, str] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    custom_objects: Mapping[str, Any] | None = None,
+    signatures: Mapping[str, Mapping[str, Any]] | None = None,
+    module: str = "",
+    options: Mapping[str, Any] | None = None,
+    context: Mapping[str, Any] | None = None,
+) -> Iterator[ModelRef]:
+    """See :meth:`Store.create`."""
+    with default_store().create(
+        tag,
+        labels=labels,
+        metadata=metadata,
+        custom_objects=custom_objects,
+        signatures=signatures,
+        module=module,
+        options=options,
+        context=context,
+    ) as ref:
+        yield ref
+
+
+def save(
+    path: str | os.PathLike[str],
+    tag: str | Tag,
+    *,
+    labels: Mapping[str, str] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    custom_objects: Mapping[str, Any] | None = None,
+    signatures: Mapping[str, Mapping[str, Any]] | None = None,
+    module: str = "",
+) -> Model:
+    """See :meth:`Store.save`."""
+    return default_store().save(
+        path,
+        tag,
+        labels=labels,
+        metadata=metadata,
+        custom_objects=custom_objects,
+        signatures=signatures,
+        module=module,
+    )
+
+
+def get(tag: str | Tag) -> Model:
+    """See :meth:`Store.get`."""
+    return default_store().get(tag)
+
+
+def list(name: str | Tag | None = None) -> builtins.list[Model]:
+    """See :meth:`Store.list`."""
+    return default_store().list(name)
+
+
+def delete(tag: str | Tag) -> None:
+    """See :meth:`Store.delete`."""
+    default_store().delete(tag)
+
+
+def export_model(tag: str | Tag, dest: str, *, base: str | Tag | None = None) -> str:
+    """See :func:`modelvault.archive.export_model`."""
+    return default_store().export_model(tag, dest, base=base)
+
+
+def import_model(src: ArchiveSource) -> Model:
+    """See :func:`modelvault.archive.import_model`."""
+    return default_store().import_model(src)
+
+
+def push(tag: str | Tag, remote: str | None = None, **kw: Any) -> TransferResult:
+    """See :func:`modelvault.remote.sync.push`."""
+    return default_store().push(tag, remote, **kw)
+
+
+def pull(tag: str | Tag, remote: str | None = None, **kw: Any) -> TransferResult:
+    """See :func:`modelvault.remote.sync.pull`."""
+    return default_store().pull(tag, remote, **kw)
+
+
+def list_remote(remote: str | None = None, name: str | None = None) -> builtins.list[Tag]:
+    """The tags a remote holds (``[]`` for an empty or new remote)."""
+    from modelvault.remote.sync import list_remote as _list_remote
+
+    return _list_remote(default_store(), remote, name)

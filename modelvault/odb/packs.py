@@ -1,0 +1,343 @@
+"""PackDB: has / read / write / iterate / delete objects kept in pack files.
+
+Layout under the store's ``objects/`` folder (see docs/format.md)::
+
+    objects/packs/<hex>.pack   records of objects, named by the BLAKE3 of the file
+    objects/packs/<hex>.idx    the pack's index; a pack without its index is invisible
+    objects/tmp/               packs being written
+
+Write order: a pack is written under a temporary name, fsync'd, renamed to
+``<hex>.pack``; then its index is written the same way and renamed to
+``<hex>.idx``. Only then do its objects exist for readers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import BinaryIO
+
+from blake3 import blake3
+
+from modelvault import _fsutil
+from modelvault.core import codec
+from modelvault.core.hashing import ObjType, object_id
+from modelvault.core.packfmt import (
+    Entry,
+    PackFormatError,
+    decode_index,
+    encode_index,
+    pack_header,
+    record_header,
+)
+from modelvault.errors import IntegrityError, NotFound
+
+PACK_TARGET = 64 * 1024 * 1024  # a pack is sealed once it holds this many bytes
+
+Prepared = tuple[bytes, int, bytes | memoryview]  # (id, codec, payload)
+
+
+def prepare(kind: ObjType, data: bytes | memoryview, *, probe: bool = True) -> Prepared:
+    """Hash and encode one object: the CPU work of a write, safe to run in threads."""
+    oid = object_id(kind, data)
+    how, payload = codec.encode(data, probe=probe)
+    return oid, int(how), payload
+
+
+class PackDB:
+    """The objects of one store. Thread-safe; several processes may share one folder."""
+
+    def __init__(self, root: Path) -> None:
+        self.pack_dir = root / "packs"
+        self.tmp_dir = root / "tmp"
+        self.pack_dir.mkdir(parents=True, exist_ok=True)
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._index: dict[bytes, Entry] = {}
+        self._packs: set[str] = set()
+        self.refresh()
+
+    # -- index -----------------------------------------------------------------
+    def refresh(self) -> None:
+        """Load indexes of packs written since the last look (by any process)."""
+        on_disk = {p.stem for p in self.pack_dir.glob("*.idx")}
+        with self._lock:
+            gone = self._packs - on_disk
+            new = on_disk - self._packs
+        loaded = {name: self._load_index(name) for name in sorted(new)}
+        with self._lock:
+            if gone:
+                self._index = {k: e for k, e in self._index.items() if e.pack not in gone}
+                self._packs -= gone
+            for name, entries in loaded.items():
+                self._index.update(entries)
+                self._packs.add(name)
+
+    def _load_index(self, name: str) -> dict[bytes, Entry]:
+        try:
+            data = (self.pack_dir / f"{name}.idx").read_bytes()
+            return decode_index(name, data)[0]
+        except FileNotFoundError:
+            return {}
+        except PackFormatError as exc:
+            raise IntegrityError(str(exc)) from exc
+
+    def _add_entries(self, name: str, entries: dict[bytes, Entry]) -> None:
+        with self._lock:
+            for oid, e in entries.items():
+                self._index.setdefault(oid, e)
+            self._packs.add(name)
+
+    def entry(self, oid: bytes) -> Entry | None:
+        """Where ``oid`` is stored, or None; looks for new packs once on a miss."""
+        e = self._index.get(oid)
+        if e is None:
+            self.refresh()
+            e = self._index.get(oid)
+        return e
+
+    def has(self, oid: bytes) -> bool:
+        """True if the object is stored (as far as the loaded indexes know)."""
+        return oid in self._index
+
+    def ids(self) -> list[bytes]:
+        """Every stored object id."""
+        with self._lock:
+            return list(self._index)
+
+    def packs(self) -> list[str]:
+        """Names of every visible pack."""
+        with self._lock:
+            return sorted(self._packs)
+
+    def entries_of(self, pack: str) -> dict[bytes, Entry]:
+        """The index of one pack, read from disk."""
+        return self._load_index(pack)
+
+    # -- reading ---------------------------------------------------------------
+    def read_stored(self, oid: bytes) -> tuple[Entry, bytes]:
+        """The stored (maybe compressed) payload of ``oid``, not yet verified.
+
+        Raises:
+            NotFound: no visible pack holds the object.
+        """
+        for attempt in range(2):
+            e = self.entry(oid)
+            if e is None:
+                break
+            try:
+                with open(self.pack_dir / f"{e.pack}.pack", "rb") as f:
+                    payload = os.pread(f.fileno(), e.stored_len, e.offset)
+            except FileNotFoundError:
+                if attempt:
+                    raise
+                self.refresh()  # the pack was repacked by gc meanwhile
+                continue
+            return e, payload
+        raise NotFound(f"object {oid.hex()} is not in the store")
+
+    def read(self, oid: bytes, kind: ObjType | None = None) -> bytes:
+        """The raw bytes of ``oid``, checked against the id.
+
+        Raises:
+            NotFound: the object is not stored.
+            IntegrityError: the bytes on disk do not hash to ``oid`` (or are of another type).
+        """
+        e, payload = self.read_stored(oid)
+        return verify_payload(oid, e, payload, kind)
+
+    # -- writing ---------------------------------------------------------------
+    def writer(self) -> PackWriter:
+        """A new writer; call ``commit()`` to make its objects durable and visible."""
+        return PackWriter(self)
+
+    # -- maintenance -----------------------------------------------------------
+    def stored_bytes(self) -> int:
+        """Bytes the visible packs and their indexes take on disk."""
+        total = 0
+        for name in self.packs():
+            for ext in (".pack", ".idx"):
+                with contextlib.suppress(FileNotFoundError):
+                    total += (self.pack_dir / f"{name}{ext}").stat().st_size
+        return total
+
+    def verify_pack(self, name: str) -> list[bytes]:
+        """Re-hash every object of one pack; return the ids that do not match."""
+        bad: list[bytes] = []
+        try:
+            entries = self.entries_of(name)
+        except IntegrityError:
+            return [oid for oid, e in self._index.items() if e.pack == name]
+        with open(self.pack_dir / f"{name}.pack", "rb") as f:
+            for oid, e in entries.items():
+                payload = os.pread(f.fileno(), e.stored_len, e.offset)
+                try:
+                    verify_payload(oid, e, payload, None)
+                except IntegrityError:
+                    bad.append(oid)
+        return bad
+
+    def delete_pack(self, name: str) -> int:
+        """Remove a pack and its index (index first); returns the bytes freed."""
+        freed = 0
+        for ext in (".idx", ".pack"):
+            path = self.pack_dir / f"{name}{ext}"
+            with contextlib.suppress(FileNotFoundError):
+                freed += path.stat().st_size
+                path.unlink()
+        _fsutil.fsync_dir(self.pack_dir)
+        with self._lock:
+            self._packs.discard(name)
+            self._index = {k: e for k, e in self._index.items() if e.pack != name}
+        return freed
+
+    def orphan_files(self) -> Iterator[Path]:
+        """Pack files without index and leftover temporaries (only safe to delete under lock)."""
+        indexed = {p.stem for p in self.pack_dir.glob("*.idx")}
+        for p in self.pack_dir.iterdir():
+            if p.suffix != ".idx" and p.stem not in indexed:
+                yield p
+        yield from self.tmp_dir.iterdir()
+
+
+def verify_payload(oid: bytes, e: Entry, payload: bytes, kind: ObjType | None) -> bytes:
+    """Decode a stored payload and check it against its id; returns the raw bytes."""
+    if kind is not None and e.kind != kind:
+        raise IntegrityError(f"object {oid.hex()} is a {e.kind}, expected a {kind.name.lower()}")
+    if len(payload) != e.stored_len:
+        raise IntegrityError(f"object {oid.hex()} is truncated on disk")
+    raw = codec.decode(e.codec, payload, e.raw_len)
+    if object_id(ObjType(e.kind), raw) != oid:
+        raise IntegrityError(f"object {oid.hex()} does not match its id: the store is damaged")
+    return raw
+
+
+class PackWriter:
+    """Appends new objects to packs; seals full packs in the background.
+
+    Objects already stored (or already added to this writer) are skipped.
+    Nothing becomes visible to other readers before the pack holding it is
+    sealed; ``commit()`` seals the last pack and waits until all are durable.
+    """
+
+    def __init__(self, db: PackDB, target: int = PACK_TARGET) -> None:
+        self._db = db
+        self._target = target
+        self._pending: dict[bytes, Entry] = {}
+        self._sealer = ThreadPoolExecutor(1, thread_name_prefix="modelvault-seal")
+        self._sealing: list[Future[None]] = []
+        self._file: BinaryIO | None = None
+        self._tmp: Path | None = None
+        self._hash = blake3()
+        self._pos = 0
+        self._entries: dict[bytes, Entry] = {}
+        self.new_objects = 0
+        self.new_bytes = 0  # stored payload bytes written
+
+    def has(self, oid: bytes) -> bool:
+        """True if the object is stored already or written by this writer."""
+        return oid in self._pending or self._db.has(oid)
+
+    def add(self, kind: ObjType, data: bytes | memoryview, *, probe: bool = True) -> bytes:
+        """Store one object (unless it exists) and return its id."""
+        oid = object_id(kind, data)
+        if not self.has(oid):
+            how, payload = codec.encode(data, probe=probe)
+            self.add_prepared(kind, oid, int(how), len(data), payload)
+        return oid
+
+    def add_prepared(
+        self, kind: int, oid: bytes, how: int, raw_len: int, payload: bytes | memoryview
+    ) -> None:
+        """Append an object already hashed and encoded (the caller vouches for ``oid``)."""
+        if self.has(oid):
+            return
+        f = self._open()
+        header = record_header(kind, how, raw_len, len(payload), oid)
+        f.write(header)
+        f.write(payload)
+        self._hash.update(header)
+        self._hash.update(payload)
+        e = Entry("", self._pos + len(header), len(payload), raw_len, kind, how)
+        self._pos += len(header) + len(payload)
+        self._entries[oid] = e
+        self._pending[oid] = e
+        self.new_objects += 1
+        self.new_bytes += len(payload)
+        if self._pos >= self._target:
+            self._seal()
+
+    def _open(self) -> BinaryIO:
+        if self._file is None:
+            self._tmp = _fsutil.temp_name(self._db.tmp_dir, ".pack")
+            self._file = open(self._tmp, "xb", buffering=1024 * 1024)  # noqa: SIM115
+            header = pack_header()
+            self._file.write(header)
+            self._hash = blake3(header)
+            self._pos = len(header)
+            self._entries = {}
+        return self._file
+
+    def _seal(self) -> None:
+        f, tmp, digest, entries = self._file, self._tmp, self._hash.digest(), self._entries
+        if f is None or tmp is None:
+            return
+        self._file, self._tmp = None, None
+        name = digest.hex()
+        final = {
+            oid: Entry(name, e.offset, e.stored_len, e.raw_len, e.kind, e.codec)
+            for oid, e in entries.items()
+        }
+        self._sealing.append(self._sealer.submit(self._publish, f, tmp, name, digest, final))
+
+    def _publish(
+        self, f: BinaryIO, tmp: Path, name: str, digest: bytes, entries: dict[bytes, Entry]
+    ) -> None:
+        f.flush()
+        os.fsync(f.fileno())
+        f.close()
+        os.chmod(tmp, 0o444)
+        os.replace(tmp, self._db.pack_dir / f"{name}.pack")
+        idx_tmp = _fsutil.temp_name(self._db.tmp_dir, ".idx")
+        with open(idx_tmp, "xb") as g:
+            g.write(encode_index(entries, digest))
+            g.flush()
+            os.fsync(g.fileno())
+        os.chmod(idx_tmp, 0o444)
+        os.replace(idx_tmp, self._db.pack_dir / f"{name}.idx")
+        self._db._add_entries(name, entries)
+
+    def commit(self) -> None:
+        """Seal the open pack and wait until every pack and index is durable and visible."""
+        self._seal()
+        try:
+            for fut in self._sealing:
+                fut.result()
+            _fsutil.fsync_dir(self._db.pack_dir)
+        finally:
+            self._sealing = []
+            self._sealer.shutdown()
+
+    def abort(self) -> None:
+        """Drop the open pack; packs sealed already stay (unreferenced, freed by gc)."""
+        if self._file is not None and self._tmp is not None:
+            self._file.close()
+            self._tmp.unlink(missing_ok=True)
+            self._file = self._tmp = None
+        for fut in self._sealing:
+            with contextlib.suppress(Exception):
+                fut.result()
+        self._sealer.shutdown()
+
+    def __enter__(self) -> PackWriter:
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()

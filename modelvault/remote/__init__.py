@@ -1,0 +1,1 @@
+"""Remotes over fsspec: layout, transport, push and pull."""

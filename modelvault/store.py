@@ -1,0 +1,549 @@
+"""Store: the facade over one store folder — save, get, list, delete, gc, verify, stats.
+
+Layout (docs/format.md is normative)::
+
+    <store>/config.json      {"format": 1, "remotes": {...}}
+    <store>/objects/         packs and their indexes (modelvault.odb)
+    <store>/refs/            name/version -> model id (modelvault.refs)
+    <store>/cache/<id>/      materialised model folders, read-only, dropped by gc
+    <store>/tmp/             staging folders of models being created
+    <store>/locks/gc.lock    writers hold it shared, gc exclusive
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from modelvault import _fsutil
+from modelvault.checkout import read_file_object, read_tree, remove_tree, write_tree
+from modelvault.core.hashing import ObjType
+from modelvault.core.objects import KIND_TREE, ModelObject
+from modelvault.errors import IntegrityError, InvalidInput, ModelExists, NotFound, PathNotFound
+from modelvault.ingest import Ingester, Progress
+from modelvault.model import Model
+from modelvault.modelinfo import (
+    build_context,
+    check_labels,
+    check_storable,
+    normalise_signatures,
+)
+from modelvault.odb import PackDB, PackWriter
+from modelvault.odb.packs import verify_payload
+from modelvault.refs import RefStore, RefValue
+from modelvault.tags import Tag, new_version
+
+if TYPE_CHECKING:
+    from modelvault.archive import ArchiveSource
+    from modelvault.remote.sync import TransferResult
+
+FORMAT_VERSION = 1
+DEFAULT_SIGNATURES: dict[str, dict[str, Any]] = {}
+
+
+@dataclass(frozen=True)
+class StoreStats:
+    """Sizes of a store: tags, logical bytes over all tags, bytes on disk."""
+
+    models: int
+    logical_bytes: int
+    stored_bytes: int
+
+    @property
+    def dedup_ratio(self) -> float:
+        """Logical over stored bytes (how many times the store saves over plain copies)."""
+        return self.logical_bytes / self.stored_bytes if self.stored_bytes else 1.0
+
+
+@dataclass
+class VerifyReport:
+    """Result of :meth:`Store.verify`: ``ok`` is False when anything is damaged or missing."""
+
+    ok: bool = True
+    corrupt: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    broken_tags: list[Tag] = field(default_factory=list)
+    objects_checked: int = 0
+
+
+@dataclass
+class ModelRef:
+    """What ``create()`` yields: an empty staging ``path`` to write the model's files into."""
+
+    tag: Tag
+    path: str
+    model: Model | None = None
+
+    def __str__(self) -> str:
+        return str(self.tag)
+
+
+@dataclass(frozen=True)
+class SaveOptions:
+    """Everything saved beside the files; checked before any byte is written."""
+
+    labels: dict[str, str]
+    metadata: dict[str, Any]
+    signatures: dict[str, dict[str, Any]]
+    options: dict[str, Any]
+    context: dict[str, Any]
+    module: str
+    custom_objects: bytes | None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _default_home() -> Path:
+    home = os.environ.get("MODELVAULT_HOME")
+    return Path(home) if home else Path.home() / "modelvault"
+
+
+class Store:
+    """A modelvault store in one folder (created on first use)."""
+
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        self.path = Path(path if path is not None else _default_home()).expanduser().absolute()
+        if self.path.exists() and not self.path.is_dir():
+            raise InvalidInput(f"{self.path} exists and is not a folder")
+        for sub in ("objects", "refs", "cache", "tmp", "locks"):
+            (self.path / sub).mkdir(parents=True, exist_ok=True)
+        self._init_config()
+        self._db = PackDB(self.path / "objects")
+        self._refs = RefStore(self.path / "refs")
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.path)!r})"
+
+    # -- config ----------------------------------------------------------------
+    @property
+    def _config_path(self) -> Path:
+        return self.path / "config.json"
+
+    def _init_config(self) -> None:
+        if not self._config_path.exists():
+            _fsutil.create_only(self._config_path, json.dumps({"format": FORMAT_VERSION}).encode())
+        fmt = self.read_config().get("format")
+        if fmt != FORMAT_VERSION:
+            raise InvalidInput(
+                f"{self.path} is a store of format {fmt}; this modelvault reads format "
+                f"{FORMAT_VERSION}: upgrade modelvault"
+            )
+
+    def read_config(self) -> dict[str, Any]:
+        """The store's config document."""
+        try:
+            doc = json.loads(self._config_path.read_bytes())
+        except (OSError, ValueError) as exc:
+            raise IntegrityError(f"{self._config_path} is unreadable: {exc}") from exc
+        if not isinstance(doc, dict):
+            raise IntegrityError(f"{self._config_path} is not a JSON object")
+        return doc
+
+    def update_config(self, change: Callable[[dict[str, Any]], None]) -> None:
+        """Apply ``change`` to the config under a lock and replace it atomically."""
+        with _fsutil.file_lock(self.path / "locks" / "config.lock", shared=False):
+            doc = self.read_config()
+            change(doc)
+            _fsutil.atomic_write(self._config_path, json.dumps(doc, indent=2).encode())
+
+    # -- writing ---------------------------------------------------------------
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[PackWriter]:
+        """A pack writer, holding the gc lock shared so gc never frees what it reaches."""
+        with _fsutil.file_lock(self.path / "locks" / "gc.lock", shared=True):
+            self._db.refresh()
+            writer = self._db.writer()
+            with writer:
+                yield writer
+
+    def _options(
+        self,
+        *,
+        labels: Mapping[str, str] | None,
+        metadata: Mapping[str, Any] | None,
+        custom_objects: Mapping[str, Any] | None,
+        signatures: Mapping[str, Mapping[str, Any]] | None,
+        module: str,
+        options: Mapping[str, Any] | None,
+        context: Mapping[str, Any] | None,
+        default_signatures: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> SaveOptions:
+        pickled = None
+        if custom_objects:
+            if not isinstance(custom_objects, Mapping):
+                raise InvalidInput("custom_objects must be a dict: name -> object")
+            import cloudpickle
+
+            pickled = cloudpickle.dumps(dict(custom_objects))
+        if not isinstance(module, str):
+            raise InvalidInput("module must be a string")
+        return SaveOptions(
+            labels=check_labels(labels),
+            metadata=check_storable("metadata", metadata),
+            signatures=normalise_signatures(signatures, default_signatures or DEFAULT_SIGNATURES),
+            options=check_storable("options", options),
+            context=check_storable("context", context or build_context()),
+            module=module,
+            custom_objects=pickled,
+        )
+
+    def _new_tag(self, tag: str | Tag) -> Tag:
+        t = Tag.coerce(tag)
+        t = Tag(t.name, new_version()) if t.is_latest else t
+        with contextlib.suppress(NotFound):
+            self._refs.read(t)
+            raise ModelExists(
+                f"model {t} already exists: versions are immutable; "
+                "save without a version to get a new one"
+            )
+        return t
+
+    def _commit(
+        self,
+        tag: Tag,
+        opts: SaveOptions,
+        store_files: Callable[[Ingester], tuple[bytes, int]],
+        progress: Progress | None = None,
+    ) -> Model:
+        with self.writing() as writer:
+            ingester = Ingester(writer, progress)
+            try:
+                tree, size = store_files(ingester)
+                co = ingester.store_bytes(opts.custom_objects) if opts.custom_objects else None
+            finally:
+                ingester.close()
+            created = time.time_ns() // 1000
+            obj = ModelObject(
+                name=tag.name,
+                version=str(tag.version),
+                module=opts.module,
+                tree=tree,
+                size=size,
+                creation_time=created,
+                labels=opts.labels,
+                metadata=opts.metadata,
+                options=opts.options,
+                signatures=opts.signatures,
+                context=opts.context,
+                custom_objects=co,
+            )
+            oid = writer.add(ObjType.MODEL, obj.encode(), probe=False)
+            writer.commit()  # invariant 1: objects durable before the ref exists
+            ref = RefValue(tag, oid, created)
+            if not self._refs.create(ref):
+                raise ModelExists(f"model {tag} already exists (saved concurrently)")
+        return Model(self, ref)
+
+    def save(
+        self,
+        path: str | os.PathLike[str],
+        tag: str | Tag,
+        *,
+        labels: Mapping[str, str] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        custom_objects: Mapping[str, Any] | None = None,
+        signatures: Mapping[str, Mapping[str, Any]] | None = None,
+        module: str = "",
+        options: Mapping[str, Any] | None = None,
+        context: Mapping[str, Any] | None = None,
+        progress: Progress | None = None,
+        _default_signatures: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> Model:
+        """Store a folder (or one file) already on disk as ``tag`` and return the Model.
+
+        Symbolic links are followed: the files they point to are stored.
+
+        Raises:
+            InvalidTag: bad name or version.
+            ModelExists: ``name:version`` exists already.
+            PathNotFound: ``path`` (or a link inside) does not exist.
+            InvalidInput: a link loop, a special file, or info that cannot be stored.
+        """
+        src = Path(path)
+        if not src.exists():
+            raise PathNotFound(f"cannot save {src}: no such file or folder")
+        t = self._new_tag(tag)
+        opts = self._options(
+            labels=labels,
+            metadata=metadata,
+            custom_objects=custom_objects,
+            signatures=signatures,
+            module=module,
+            options=options,
+            context=context,
+            default_signatures=_default_signatures,
+        )
+        return self._commit(t, opts, lambda ing: ing.store_path(src), progress)
+
+    @contextlib.contextmanager
+    def create(
+        self,
+        tag: str | Tag,
+        *,
+        labels: Mapping[str, str] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        custom_objects: Mapping[str, Any] | None = None,
+        signatures: Mapping[str, Mapping[str, Any]] | None = None,
+        module: str = "",
+        options: Mapping[str, Any] | None = None,
+        context: Mapping[str, Any] | None = None,
+        _default_signatures: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> Iterator[ModelRef]:
+        """Yield a ModelRef whose empty ``path`` receives the model's files.
+
+        On normal exit the files are stored and the model committed (``ref.model``);
+        on an exception nothing is committed. The staging folder is removed either way.
+        """
+        t = self._new_tag(tag)
+        opts = self._options(
+            labels=labels,
+            metadata=metadata,
+            custom_objects=custom_objects,
+            signatures=signatures,
+            module=module,
+            options=options,
+            context=context,
+            default_signatures=_default_signatures,
+        )
+        staging = _fsutil.temp_name(self.path / "tmp", ".staging")
+        staging.mkdir()
+        try:
+            ref = ModelRef(t, str(staging))
+            yield ref
+            ref.model = self._commit(t, opts, lambda ing: ing.store_tree(staging))
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    # -- reading ---------------------------------------------------------------
+    def get(self, tag: str | Tag) -> Model:
+        """The model a tag names (``name`` or ``name:latest`` = newest).
+
+        Raises:
+            InvalidTag: bad tag syntax.
+            NotFound: no such name or version.
+        """
+        if isinstance(tag, Model):
+            return tag
+        return Model(self, self._refs.resolve(Tag.coerce(tag)))
+
+    def list(self, name: str | Tag | None = None) -> builtins.list[Model]:
+        """Every model (or every version of ``name``), newest first."""
+        refs = self._refs.all() if name is None else self._refs.versions(Tag.coerce(name).name)
+        return [Model(self, r) for r in refs]
+
+    def delete(self, tag: str | Tag) -> None:
+        """Remove one version's ref, or every version of a bare name.
+
+        Stored bytes are freed by :meth:`gc`, never while another ref reaches them.
+
+        Raises:
+            NotFound: no such name or version.
+        """
+        t = Tag.coerce(tag)
+        if t.version is not None and t.version != "latest":
+            self._refs.delete(t)
+            return
+        versions = self._refs.versions(t.name)
+        if not versions:
+            raise NotFound(f"no model named {t.name!r} in the store")
+        targets = versions[:1] if t.version == "latest" else versions
+        for ref in targets:
+            with contextlib.suppress(NotFound):
+                self._refs.delete(ref.tag)
+
+    def _materialise(self, model_id: bytes, tree_id: bytes) -> Path:
+        final = self.path / "cache" / model_id.hex()
+        if final.is_dir():
+            return final
+        tmp = _fsutil.temp_name(self.path / "cache", ".cache")
+        with ThreadPoolExecutor(2, thread_name_prefix="modelvault-read") as pool:
+            try:
+                write_tree(self._db, tree_id, tmp, pool, read_only=True)
+                os.rename(tmp, final)
+            except OSError:
+                remove_tree(tmp)
+                if not final.is_dir():  # not a lost race with another process
+                    raise
+            except BaseException:
+                remove_tree(tmp)
+                raise
+        _fsutil.fsync_dir(final.parent)
+        return final
+
+    def checkout(
+        self, tag: str | Tag, dest: str | os.PathLike[str], progress: Progress | None = None
+    ) -> Path:
+        """Write a model's files into the new folder ``dest`` (writable copies)."""
+        model = self.get(tag)
+        target = Path(dest)
+        if target.exists():
+            raise InvalidInput(f"{target} exists already: checkout writes a new folder")
+        with ThreadPoolExecutor(2, thread_name_prefix="modelvault-read") as pool:
+            write_tree(self._db, model._object.tree, target, pool, progress)
+        return target
+
+    # -- reachability ----------------------------------------------------------
+    def _reach(self, oid: bytes, kind: ObjType, seen: set[bytes], missing: set[bytes]) -> None:
+        """Add every id reachable from ``oid`` to ``seen`` (chunks are not read)."""
+        if oid in seen:
+            return
+        seen.add(oid)
+        if self._db.entry(oid) is None:
+            missing.add(oid)
+            return
+        try:
+            if kind == ObjType.MODEL:
+                obj = ModelObject.decode(self._db.read(oid, ObjType.MODEL))
+                self._reach(obj.tree, ObjType.TREE, seen, missing)
+                if obj.custom_objects:
+                    self._reach(obj.custom_objects, ObjType.FILE, seen, missing)
+            elif kind == ObjType.TREE:
+                for e in read_tree(self._db, oid).entries:
+                    sub = ObjType.TREE if e.kind == KIND_TREE else ObjType.FILE
+                    self._reach(e.oid, sub, seen, missing)
+            elif kind == ObjType.FILE:
+                seen.update(cid for cid, _ in read_file_object(self._db, oid).chunks)
+        except (IntegrityError, ValueError):
+            missing.add(oid)
+
+    def reachable(self, model_ids: builtins.list[bytes]) -> tuple[set[bytes], set[bytes]]:
+        """``(every id the models reach, ids among them that are absent or unreadable)``."""
+        seen: set[bytes] = set()
+        missing: set[bytes] = set()
+        for oid in model_ids:
+            self._reach(oid, ObjType.MODEL, seen, missing)
+        missing |= {c for c in seen if self._db.entry(c) is None}
+        return seen, missing
+
+    # -- maintenance -----------------------------------------------------------
+    def stats(self) -> StoreStats:
+        """Tags, logical bytes over all tags, and bytes the objects take on disk."""
+        models = self.list()
+        logical = sum(m.size for m in models)
+        return StoreStats(len(models), logical, self._db.stored_bytes())
+
+    def verify(self) -> VerifyReport:
+        """Re-hash every stored object; report damaged ids and the tags they break."""
+        self._db.refresh()
+        report = VerifyReport()
+        corrupt: set[bytes] = set()
+        for pack in self._db.packs():
+            corrupt.update(self._db.verify_pack(pack))
+        report.objects_checked = len(self._db.ids())
+        for ref in self._refs.all():
+            reach, missing = self.reachable([ref.model_id])
+            bad = (reach & corrupt) | missing
+            if bad:
+                report.broken_tags.append(ref.tag)
+                report.missing.extend(m.hex() for m in missing - corrupt)
+        report.corrupt = sorted(c.hex() for c in corrupt)
+        report.missing = sorted(set(report.missing))
+        report.ok = not (report.corrupt or report.broken_tags)
+        return report
+
+    def gc(self) -> int:
+        """Free what no tag reaches; returns the bytes freed (packs and caches).
+
+        Holds the gc lock exclusively: saves, imports and pulls in flight finish first.
+        """
+        with _fsutil.file_lock(self.path / "locks" / "gc.lock", shared=False):
+            self._db.refresh()
+            refs = self._refs.all()
+            live, _ = self.reachable([r.model_id for r in refs])
+            freed = self._gc_packs(live)
+            freed += self._gc_leftovers({r.model_id.hex() for r in refs})
+        return freed
+
+    def _gc_packs(self, live: set[bytes]) -> int:
+        freed = 0
+        for pack in self._db.packs():
+            entries = self._db.entries_of(pack)
+            keep = [oid for oid in entries if oid in live]
+            if len(keep) == len(entries):
+                continue
+            if keep:
+                self._repack(keep)
+            freed += self._db.delete_pack(pack)
+        return freed
+
+    def _repack(self, ids: builtins.list[bytes]) -> None:
+        writer = self._db.writer()
+        with writer:
+            for oid in ids:
+                e, payload = self._db.read_stored(oid)
+                verify_payload(oid, e, payload, None)  # never copy damage forward
+                writer.add_prepared(e.kind, oid, e.codec, e.raw_len, payload)
+
+    def _gc_leftovers(self, live_models: set[str]) -> int:
+        freed = 0
+        for path in self._db.orphan_files():
+            if _is_dead_temp(path):
+                freed += path.stat().st_size
+                path.unlink()
+        for path in (self.path / "cache").iterdir():
+            if path.name not in live_models and (
+                not path.name.startswith(".") or _is_dead_temp(path)
+            ):
+                freed += _tree_size(path)
+                remove_tree(path)
+        for path in (self.path / "tmp").iterdir():
+            if _is_dead_temp(path):
+                shutil.rmtree(path, ignore_errors=True)
+        return freed
+
+    # -- archives and remotes (modelvault.archive, modelvault.remote) ----------
+    def export_model(self, tag: str | Tag, dest: str, *, base: str | Tag | None = None) -> str:
+        """Write one ``.bentomodel`` archive of ``tag``; see modelvault.archive."""
+        from modelvault.archive import export_model
+
+        return export_model(self, tag, dest, base=base)
+
+    def import_model(self, src: ArchiveSource) -> Model:
+        """Import a ``.bentomodel`` archive; see modelvault.archive."""
+        from modelvault.archive import import_model
+
+        return import_model(self, src)
+
+    def push(self, tag: str | Tag, remote: str | None = None, **kw: Any) -> TransferResult:
+        """Send a model to a remote; see modelvault.remote."""
+        from modelvault.remote.sync import push
+
+        return push(self, tag, remote, **kw)
+
+    def pull(self, tag: str | Tag, remote: str | None = None, **kw: Any) -> TransferResult:
+        """Fetch a model from a remote; see modelvault.remote."""
+        from modelvault.remote.sync import pull
+
+        return pull(self, tag, remote, **kw)
+
+
+def _is_dead_temp(path: Path) -> bool:
+    """A ``.tmp-<pid>-...`` leftover whose writing process is gone (or a pack without index)."""
+    if not path.name.startswith(".tmp-"):
+        return path.suffix == ".pack"
+    try:
+        pid = int(path.name.split("-")[1])
+    except (IndexError, ValueError):
+        return True
+    return not _pid_alive(pid)
+
+
+def _tree_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
