@@ -484,8 +484,7 @@ class Store:
         return freed
 
     def _repack(self, ids: builtins.list[bytes]) -> None:
-        writer = self._db.writer()
-        with writer:
+        with self._db.writer(repack=True) as writer:
             for oid in ids:
                 e, payload = self._db.read_stored(oid)
                 verify_payload(oid, e, payload, None)  # never copy damage forward

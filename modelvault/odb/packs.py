@@ -63,16 +63,19 @@ class PackDB:
 
     # -- index -----------------------------------------------------------------
     def refresh(self) -> None:
-        """Load indexes of packs written since the last look (by any process)."""
+        """Load indexes of packs written since the last look (by any process).
+
+        When packs have disappeared (gc elsewhere), the index is rebuilt, since an
+        object may have lived in a removed pack and in a newer one too.
+        """
         on_disk = {p.stem for p in self.pack_dir.glob("*.idx")}
         with self._lock:
-            gone = self._packs - on_disk
-            new = on_disk - self._packs
+            rebuild = bool(self._packs - on_disk)
+            new = on_disk if rebuild else on_disk - self._packs
         loaded = {name: self._load_index(name) for name in sorted(new)}
         with self._lock:
-            if gone:
-                self._index = {k: e for k, e in self._index.items() if e.pack not in gone}
-                self._packs -= gone
+            if rebuild:
+                self._index, self._packs = {}, set()
             for name, entries in loaded.items():
                 self._index.update(entries)
                 self._packs.add(name)
@@ -87,9 +90,8 @@ class PackDB:
             raise IntegrityError(str(exc)) from exc
 
     def _add_entries(self, name: str, entries: dict[bytes, Entry]) -> None:
-        with self._lock:
-            for oid, e in entries.items():
-                self._index.setdefault(oid, e)
+        with self._lock:  # a newer copy wins: gc writes one before dropping the old pack
+            self._index.update(entries)
             self._packs.add(name)
 
     def entry(self, oid: bytes) -> Entry | None:
@@ -151,9 +153,13 @@ class PackDB:
         return verify_payload(oid, e, payload, kind)
 
     # -- writing ---------------------------------------------------------------
-    def writer(self) -> PackWriter:
-        """A new writer; call ``commit()`` to make its objects durable and visible."""
-        return PackWriter(self)
+    def writer(self, *, repack: bool = False) -> PackWriter:
+        """A new writer; call ``commit()`` to make its objects durable and visible.
+
+        With ``repack`` it writes objects even if a visible pack holds them (gc
+        copies the live objects out of a pack before deleting it).
+        """
+        return PackWriter(self, skip_stored=not repack)
 
     # -- maintenance -----------------------------------------------------------
     def stored_bytes(self) -> int:
@@ -182,7 +188,11 @@ class PackDB:
         return bad
 
     def delete_pack(self, name: str) -> int:
-        """Remove a pack and its index (index first); returns the bytes freed."""
+        """Remove a pack and its index (index first); returns the bytes freed.
+
+        Objects it held must be copied elsewhere first if still needed; the index
+        is rebuilt so ids that live on in another pack stay found.
+        """
         freed = 0
         for ext in (".idx", ".pack"):
             path = self.pack_dir / f"{name}{ext}"
@@ -190,9 +200,7 @@ class PackDB:
                 freed += path.stat().st_size
                 path.unlink()
         _fsutil.fsync_dir(self.pack_dir)
-        with self._lock:
-            self._packs.discard(name)
-            self._index = {k: e for k, e in self._index.items() if e.pack != name}
+        self.refresh()
         return freed
 
     def orphan_files(self) -> Iterator[Path]:
@@ -224,9 +232,10 @@ class PackWriter:
     sealed; ``commit()`` seals the last pack and waits until all are durable.
     """
 
-    def __init__(self, db: PackDB, target: int = PACK_TARGET) -> None:
+    def __init__(self, db: PackDB, target: int = PACK_TARGET, *, skip_stored: bool = True) -> None:
         self._db = db
         self._target = target
+        self._skip_stored = skip_stored
         self._pending: dict[bytes, Entry] = {}
         self._sealer = ThreadPoolExecutor(1, thread_name_prefix="modelvault-seal")
         self._sealing: list[Future[None]] = []
@@ -240,7 +249,7 @@ class PackWriter:
 
     def has(self, oid: bytes) -> bool:
         """True if the object is stored already or written by this writer."""
-        return oid in self._pending or self._db.has(oid)
+        return oid in self._pending or (self._skip_stored and self._db.has(oid))
 
     def add(self, kind: ObjType, data: bytes | memoryview, *, probe: bool = True) -> bytes:
         """Store one object (unless it exists) and return its id."""
