@@ -30,8 +30,43 @@ from modelvault.core.objects import (
 from modelvault.errors import InvalidInput, PathNotFound
 from modelvault.odb import PackWriter
 
-_WINDOW = 64
+_BATCH = 32  # chunks per worker task: amortises the thread hand-off
+_WINDOW = 8  # tasks in flight: bounds memory to ~_BATCH * _WINDOW * chunk size
 Progress = Callable[[int], None]  # called with a number of bytes just processed
+Result = tuple[bytes, int, int, bytes | memoryview | None]  # id, codec, raw size, payload
+
+
+class _Compressibility:
+    """Per-file guess of whether compression pays, so weights skip most zstd probes.
+
+    After ``_STREAK`` chunks in a row that did not compress, only every
+    ``_EVERY``-th chunk is probed; one that compresses resets the guess.
+    """
+
+    _STREAK = 8
+    _EVERY = 16
+
+    def __init__(self) -> None:
+        self.streak = 0
+        self.seen = 0
+
+    def should_try(self) -> bool:
+        self.seen += 1
+        return self.streak < self._STREAK or self.seen % self._EVERY == 0
+
+    def record(self, compressed: bool) -> None:  # races between workers only blur the guess
+        self.streak = 0 if compressed else self.streak + 1
+
+
+def _batched(chunks: Iterator[memoryview]) -> Iterator[list[bytes]]:
+    batch: list[bytes] = []
+    for data in chunks:
+        batch.append(bytes(data))  # the chunker reuses its buffer: copy out
+        if len(batch) == _BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 class _ChunkPipeline:
@@ -41,22 +76,33 @@ class _ChunkPipeline:
         self.writer = writer
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="modelvault-chunk")
 
-    def _work(self, data: memoryview) -> tuple[bytes, int, bytes | memoryview | None]:
-        oid = object_id(ObjType.CHUNK, data)
-        if self.writer.has(oid):
-            return oid, 0, None
-        how, payload = codec.encode(data)
-        return oid, int(how), payload
+    def _work(self, batch: list[bytes], guess: _Compressibility) -> list[Result]:
+        out: list[Result] = []
+        for data in batch:
+            oid = object_id(ObjType.CHUNK, data)
+            if self.writer.has(oid):
+                out.append((oid, 0, len(data), None))
+                continue
+            how: codec.Codec = codec.Codec.RAW
+            payload: bytes | memoryview = data
+            if guess.should_try():
+                how, payload = codec.encode(data)
+                guess.record(how != codec.Codec.RAW)
+            out.append((oid, int(how), len(data), payload))
+        return out
 
     def store(self, chunks: Iterator[memoryview], progress: Progress | None) -> FileObject:
         """Store every chunk of one file and return its file object."""
+        guess = _Compressibility()
         out: list[tuple[bytes, int]] = []
-        for data, (oid, how, payload) in ordered_map(self.pool, self._work, chunks, _WINDOW):
-            if payload is not None:
-                self.writer.add_prepared(ObjType.CHUNK, oid, how, len(data), payload)
-            out.append((oid, len(data)))
-            if progress:
-                progress(len(data))
+        work = lambda batch: self._work(batch, guess)  # noqa: E731
+        for _, results in ordered_map(self.pool, work, _batched(chunks), _WINDOW):
+            for oid, how, size, payload in results:
+                if payload is not None:
+                    self.writer.add_prepared(ObjType.CHUNK, oid, how, size, payload)
+                out.append((oid, size))
+                if progress:
+                    progress(size)
         return FileObject(sum(n for _, n in out), out)
 
     def close(self) -> None:

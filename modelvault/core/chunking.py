@@ -19,9 +19,13 @@ _CHUNKER = FastCDC(AVG_SIZE, min_size=MIN_SIZE, max_size=MAX_SIZE)
 
 
 def chunk_file(path: Path | str) -> Iterator[memoryview]:
-    """Yield the chunks of a regular file, as views into a read-only memory map."""
-    for chunk in _CHUNKER.cut_file(str(path)):
-        yield chunk.data
+    """Yield the chunks of a regular file, read as a stream (memory stays bounded).
+
+    Each view is valid only until the next chunk is produced: copy what you keep.
+    """
+    with open(path, "rb", buffering=0) as f:
+        for chunk in FastCDC(AVG_SIZE, min_size=MIN_SIZE, max_size=MAX_SIZE).cut_stream(f):
+            yield chunk.data
 
 
 def chunk_bytes(data: bytes | memoryview) -> Iterator[memoryview]:

@@ -28,10 +28,11 @@ Index file ``<pack>.idx``::
            36  8  payload offset in the pack, u64 little-endian
            44  4  stored length, u32
            48  4  raw length, u32
-    ..  32  BLAKE3 of the whole pack file
+    ..  32  pack digest: BLAKE3 of the pack's file header and record headers
     ..  32  BLAKE3 of every index byte before this field
 
-A pack's name is the hex BLAKE3 of the whole pack file.
+A pack's name is the hex pack digest. The record headers carry each object's
+id, so the digest identifies the content without re-hashing every payload.
 """
 
 from __future__ import annotations
