@@ -66,12 +66,16 @@ class RefStore:
         try:
             data = self._path(tag).read_bytes()
         except (FileNotFoundError, NotADirectoryError):
-            raise NotFound(f"model {tag} not found") from None
+            raise NotFound(
+                f"model {tag} not found: `mv list {tag.name}` shows the versions stored"
+            ) from None
         try:
             doc = json.loads(data)
             return RefValue(tag, parse_hex_id(doc["model"]), int(doc["created"]))
         except (ValueError, KeyError, TypeError) as exc:
-            raise IntegrityError(f"the ref of {tag} is damaged: {exc}") from exc
+            raise IntegrityError(
+                f"the ref of {tag} is damaged ({exc}): delete the tag and import or pull it again"
+            ) from exc
 
     def resolve(self, tag: Tag) -> RefValue:
         """The ref a tag means: its exact version, or the newest when it names latest.
@@ -83,11 +87,15 @@ class RefStore:
             return self.read(tag)
         versions = self.versions(tag.name)
         if not versions:
-            raise NotFound(f"no model named {tag.name!r} in the store")
+            raise NotFound(f"no model named {tag.name!r} in the store: `mv list` shows the models")
         return versions[0]
 
-    def versions(self, name: str) -> list[RefValue]:
-        """Every version of ``name``, newest first."""
+    def versions(self, name: str, damaged: list[Tag] | None = None) -> list[RefValue]:
+        """Every version of ``name``, newest first.
+
+        Raises:
+            IntegrityError: a ref file is damaged (unless ``damaged`` collects its tag).
+        """
         folder = self.root / name
         try:
             files = [p for p in folder.iterdir() if not p.name.startswith(".")]
@@ -95,17 +103,23 @@ class RefStore:
             return []
         refs = []
         for p in files:
-            with contextlib.suppress(NotFound):  # deleted meanwhile
+            try:
                 refs.append(self.read(Tag(name, p.name)))
+            except NotFound:  # deleted meanwhile
+                continue
+            except IntegrityError:
+                if damaged is None:
+                    raise
+                damaged.append(Tag(name, p.name))
         return sorted(refs, key=lambda r: (r.created, r.tag.version), reverse=True)
 
     def names(self) -> list[str]:
         """Every model name that has at least one ref folder."""
         return sorted(p.name for p in self.root.iterdir() if not p.name.startswith("."))
 
-    def all(self) -> list[RefValue]:
-        """Every ref of the store, newest first."""
-        refs = [r for name in self.names() for r in self.versions(name)]
+    def all(self, damaged: list[Tag] | None = None) -> list[RefValue]:
+        """Every ref of the store, newest first (``damaged`` as in :meth:`versions`)."""
+        refs = [r for name in self.names() for r in self.versions(name, damaged)]
         return sorted(refs, key=lambda r: (r.created, r.tag.version), reverse=True)
 
     def delete(self, tag: Tag) -> None:
@@ -117,7 +131,9 @@ class RefStore:
         try:
             self._path(tag).unlink()
         except (FileNotFoundError, NotADirectoryError):
-            raise NotFound(f"model {tag} not found") from None
+            raise NotFound(
+                f"model {tag} not found: `mv list {tag.name}` shows the versions stored"
+            ) from None
         _fsutil.fsync_dir(self.root / tag.name)
         with contextlib.suppress(OSError):  # not empty: another version remains or arrived
             os.rmdir(self.root / tag.name)

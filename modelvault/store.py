@@ -73,6 +73,7 @@ class VerifyReport:
     missing: list[str] = field(default_factory=list)
     broken_tags: list[Tag] = field(default_factory=list)
     objects_checked: int = 0
+    damaged_files: dict[str, str] = field(default_factory=dict)  # store-relative path -> why
 
 
 @dataclass
@@ -165,11 +166,15 @@ class Store:
 
     # -- writing ---------------------------------------------------------------
     @contextlib.contextmanager
-    def writing(self) -> Iterator[PackWriter]:
-        """A pack writer, holding the gc lock shared so gc never frees what it reaches."""
+    def writing(self, *, pack_target: int | None = None) -> Iterator[PackWriter]:
+        """A pack writer, holding the gc lock shared so gc never frees what it reaches.
+
+        ``pack_target``: seal (and so publish) a pack once it holds this many bytes instead
+        of the default; an import passes a huge one so nothing is visible before commit.
+        """
         with _fsutil.file_lock(self.path / "locks" / "gc.lock", shared=True):
             self._db.refresh()
-            writer = self._db.writer()
+            writer = self._db.writer() if pack_target is None else PackWriter(self._db, pack_target)
             with writer:
                 yield writer
 
@@ -278,7 +283,9 @@ class Store:
         """
         src = Path(path)
         if not src.exists():
-            raise PathNotFound(f"cannot save {src}: no such file or folder")
+            raise PathNotFound(
+                f"cannot save {src}: no such file or folder; give the path of an existing one"
+            )
         t = self._new_tag(tag)
         opts = self._options(
             labels=labels,
@@ -362,7 +369,7 @@ class Store:
             return
         versions = self._refs.versions(t.name)
         if not versions:
-            raise NotFound(f"no model named {t.name!r} in the store")
+            raise NotFound(f"no model named {t.name!r} in the store: `mv list` shows the models")
         targets = versions[:1] if t.version == "latest" else versions
         for ref in targets:
             with contextlib.suppress(NotFound):
@@ -446,8 +453,18 @@ class Store:
         corrupt: set[bytes] = set()
         for pack in self._db.packs():
             corrupt.update(self._db.verify_pack(pack))
+            why = self._db.check_pack_file(pack)
+            if why:
+                report.damaged_files[f"objects/packs/{pack}.pack"] = why
+        for pack, why in self._db.damaged_indexes().items():
+            report.damaged_files[f"objects/packs/{pack}.idx"] = why
         report.objects_checked = len(self._db.ids())
-        for ref in self._refs.all():
+        damaged_refs: list[Tag] = []
+        refs = self._refs.all(damaged=damaged_refs)
+        for tag in damaged_refs:
+            report.broken_tags.append(tag)
+            report.damaged_files[f"refs/{tag.name}/{tag.version}"] = "unreadable ref"
+        for ref in refs:
             reach, missing = self.reachable([ref.model_id])
             bad = (reach & corrupt) | missing
             if bad:
@@ -455,18 +472,27 @@ class Store:
                 report.missing.extend(m.hex() for m in missing - corrupt)
         report.corrupt = sorted(c.hex() for c in corrupt)
         report.missing = sorted(set(report.missing))
-        report.ok = not (report.corrupt or report.broken_tags)
+        report.ok = not (report.corrupt or report.broken_tags or report.damaged_files)
         return report
 
     def gc(self) -> int:
         """Free what no tag reaches; returns the bytes freed (packs and caches).
 
         Holds the gc lock exclusively: saves, imports and pulls in flight finish first.
+
+        Raises:
+            IntegrityError: a tag reaches a missing or damaged object (nothing is freed).
         """
         with _fsutil.file_lock(self.path / "locks" / "gc.lock", shared=False):
             self._db.refresh()
             refs = self._refs.all()
-            live, _ = self.reachable([r.model_id for r in refs])
+            live, missing = self.reachable([r.model_id for r in refs])
+            if missing:  # what lies below an unreadable object is unknown: free nothing
+                broken = [str(r.tag) for r in refs if self.reachable([r.model_id])[1]]
+                raise IntegrityError(
+                    f"gc stopped, nothing freed: {', '.join(broken)} reach {len(missing)} "
+                    "missing or damaged objects; run verify, then delete or restore those tags"
+                )
             freed = self._gc_packs(live)
             freed += self._gc_leftovers({r.model_id.hex() for r in refs})
         return freed
@@ -505,6 +531,10 @@ class Store:
         for path in (self.path / "tmp").iterdir():
             if _is_dead_temp(path):
                 shutil.rmtree(path, ignore_errors=True)
+        # temp files of ref and config writes (a crash between write and link/rename)
+        for path in [*self.path.glob(".tmp-*"), *(self.path / "refs").glob("*/.tmp-*")]:
+            if _is_dead_temp(path):
+                path.unlink(missing_ok=True)
         return freed
 
     # -- archives and remotes (modelvault.archive, modelvault.remote) ----------

@@ -19,7 +19,6 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import BinaryIO
 
 from blake3 import blake3
 
@@ -27,6 +26,8 @@ from modelvault import _fsutil
 from modelvault.core import codec
 from modelvault.core.hashing import ObjType, object_id
 from modelvault.core.packfmt import (
+    FILE_HEADER,
+    RECORD_HEADER,
     Entry,
     PackFormatError,
     decode_index,
@@ -59,6 +60,7 @@ class PackDB:
         self._lock = threading.Lock()
         self._index: dict[bytes, Entry] = {}
         self._packs: set[str] = set()
+        self._damaged: dict[str, str] = {}  # pack -> why its index is unreadable
         self.refresh()
 
     # -- index -----------------------------------------------------------------
@@ -72,13 +74,29 @@ class PackDB:
         with self._lock:
             rebuild = bool(self._packs - on_disk)
             new = on_disk if rebuild else on_disk - self._packs
-        loaded = {name: self._load_index(name) for name in sorted(new)}
+        loaded: dict[str, dict[bytes, Entry]] = {}
+        damaged: dict[str, str] = {}
+        for name in sorted(new):
+            try:
+                loaded[name] = self._load_index(name)
+            except IntegrityError as exc:  # the store still opens; verify reports it
+                damaged[name] = str(exc)
         with self._lock:
             if rebuild:
                 self._index, self._packs = {}, set()
             for name, entries in loaded.items():
                 self._index.update(entries)
                 self._packs.add(name)
+            self._damaged = {
+                n: why
+                for n, why in (self._damaged | damaged).items()
+                if n in on_disk and n not in self._packs
+            }
+
+    def damaged_indexes(self) -> dict[str, str]:
+        """Packs whose index file is unreadable (their objects cannot be found): name -> why."""
+        with self._lock:
+            return dict(self._damaged)
 
     def _load_index(self, name: str) -> dict[bytes, Entry]:
         try:
@@ -126,6 +144,7 @@ class PackDB:
 
         Raises:
             NotFound: no visible pack holds the object.
+            IntegrityError: its pack is gone, or an index that may list it is damaged.
         """
         for attempt in range(2):
             e = self.entry(oid)
@@ -136,10 +155,15 @@ class PackDB:
                     payload = os.pread(f.fileno(), e.stored_len, e.offset)
             except FileNotFoundError:
                 if attempt:
-                    raise
+                    raise IntegrityError(
+                        f"pack {e.pack} is missing: the store is damaged"
+                    ) from None
                 self.refresh()  # the pack was repacked by gc meanwhile
                 continue
             return e, payload
+        if self._damaged:
+            why = "; ".join(self._damaged.values())
+            raise IntegrityError(f"object {oid.hex()} cannot be found, the store is damaged: {why}")
         raise NotFound(f"object {oid.hex()} is not in the store")
 
     def read(self, oid: bytes, kind: ObjType | None = None) -> bytes:
@@ -178,7 +202,11 @@ class PackDB:
             entries = self.entries_of(name)
         except IntegrityError:
             return [oid for oid, e in self._index.items() if e.pack == name]
-        with open(self.pack_dir / f"{name}.pack", "rb") as f:
+        try:
+            f = open(self.pack_dir / f"{name}.pack", "rb")  # noqa: SIM115
+        except FileNotFoundError:
+            return list(entries)
+        with f:
             for oid, e in entries.items():
                 payload = os.pread(f.fileno(), e.stored_len, e.offset)
                 try:
@@ -186,6 +214,34 @@ class PackDB:
                 except IntegrityError:
                     bad.append(oid)
         return bad
+
+    def check_pack_file(self, name: str) -> str | None:
+        """What is wrong with a pack file outside its payloads, or None.
+
+        Payloads are checked object by object (:meth:`verify_pack`); every other byte
+        is the file header or a record header, which the pack digest (its name)
+        covers, and the records must tile the file with nothing between or after.
+        """
+        try:
+            entries = sorted(self.entries_of(name).values(), key=lambda e: e.offset)
+            with open(self.pack_dir / f"{name}.pack", "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                digest = blake3(os.pread(f.fileno(), FILE_HEADER.size, 0))
+                pos = FILE_HEADER.size
+                for e in entries:
+                    if e.offset - RECORD_HEADER.size != pos:
+                        return f"record at {pos} is not where its index says"
+                    digest.update(os.pread(f.fileno(), RECORD_HEADER.size, pos))
+                    pos = e.offset + e.stored_len
+        except FileNotFoundError:
+            return "the pack file is missing"
+        except IntegrityError as exc:
+            return str(exc)
+        if pos != size:
+            return f"the file has {size} bytes, its records end at {pos}"
+        if digest.hexdigest() != name:
+            return "a file or record header does not match the pack's digest"
+        return None
 
     def delete_pack(self, name: str) -> int:
         """Remove a pack and its index (index first); returns the bytes freed.
@@ -239,9 +295,9 @@ class PackWriter:
         self._pending: dict[bytes, Entry] = {}
         self._sealer = ThreadPoolExecutor(1, thread_name_prefix="modelvault-seal")
         self._sealing: list[Future[None]] = []
-        self._file: BinaryIO | None = None
+        self._fd: int | None = None
         self._tmp: Path | None = None
-        self._hash = blake3()
+        self._hash = blake3()  # over the file header and record headers: names the pack
         self._pos = 0
         self._entries: dict[bytes, Entry] = {}
         self.new_objects = 0
@@ -265,12 +321,10 @@ class PackWriter:
         """Append an object already hashed and encoded (the caller vouches for ``oid``)."""
         if self.has(oid):
             return
-        f = self._open()
+        fd = self._open()
         header = record_header(kind, how, raw_len, len(payload), oid)
-        f.write(header)
-        f.write(payload)
+        _write_all(fd, [header, payload])  # one syscall, no copy, GIL released
         self._hash.update(header)
-        self._hash.update(payload)
         e = Entry("", self._pos + len(header), len(payload), raw_len, kind, how)
         self._pos += len(header) + len(payload)
         self._entries[oid] = e
@@ -280,35 +334,36 @@ class PackWriter:
         if self._pos >= self._target:
             self._seal()
 
-    def _open(self) -> BinaryIO:
-        if self._file is None:
+    def _open(self) -> int:
+        if self._fd is None:
             self._tmp = _fsutil.temp_name(self._db.tmp_dir, ".pack")
-            self._file = open(self._tmp, "xb", buffering=1024 * 1024)  # noqa: SIM115
+            self._fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             header = pack_header()
-            self._file.write(header)
+            _write_all(self._fd, [header])
             self._hash = blake3(header)
             self._pos = len(header)
             self._entries = {}
-        return self._file
+        return self._fd
 
     def _seal(self) -> None:
-        f, tmp, digest, entries = self._file, self._tmp, self._hash.digest(), self._entries
-        if f is None or tmp is None:
+        fd, tmp, digest, entries = self._fd, self._tmp, self._hash.digest(), self._entries
+        if fd is None or tmp is None:
             return
-        self._file, self._tmp = None, None
+        self._fd, self._tmp = None, None
         name = digest.hex()
         final = {
             oid: Entry(name, e.offset, e.stored_len, e.raw_len, e.kind, e.codec)
             for oid, e in entries.items()
         }
-        self._sealing.append(self._sealer.submit(self._publish, f, tmp, name, digest, final))
+        self._sealing.append(self._sealer.submit(self._publish, fd, tmp, name, digest, final))
 
     def _publish(
-        self, f: BinaryIO, tmp: Path, name: str, digest: bytes, entries: dict[bytes, Entry]
+        self, fd: int, tmp: Path, name: str, digest: bytes, entries: dict[bytes, Entry]
     ) -> None:
-        f.flush()
-        os.fsync(f.fileno())
-        f.close()
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.chmod(tmp, 0o444)
         os.replace(tmp, self._db.pack_dir / f"{name}.pack")
         idx_tmp = _fsutil.temp_name(self._db.tmp_dir, ".idx")
@@ -333,10 +388,10 @@ class PackWriter:
 
     def abort(self) -> None:
         """Drop the open pack; packs sealed already stay (unreferenced, freed by gc)."""
-        if self._file is not None and self._tmp is not None:
-            self._file.close()
+        if self._fd is not None and self._tmp is not None:
+            os.close(self._fd)
             self._tmp.unlink(missing_ok=True)
-            self._file = self._tmp = None
+            self._fd, self._tmp = None, None
         for fut in self._sealing:
             with contextlib.suppress(Exception):
                 fut.result()
@@ -350,3 +405,15 @@ class PackWriter:
             self.commit()
         else:
             self.abort()
+
+
+def _write_all(fd: int, parts: list[bytes | memoryview]) -> None:
+    """Write every byte of ``parts`` at the file's position (writev may write less)."""
+    views = [memoryview(p).cast("B") for p in parts]
+    while views:
+        n = os.writev(fd, views)
+        while views and n >= len(views[0]):
+            n -= len(views[0])
+            views.pop(0)
+        if views and n:
+            views[0] = views[0][n:]
