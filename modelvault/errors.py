@@ -10,7 +10,11 @@
      ├── ModelExists                             name:version already holds another model
      ├── IntegrityError                          stored or received bytes do not match their id
      ├── ArchiveError        (also ValueError)   an archive is truncated, corrupt or hostile
-     └── RemoteError         (also OSError)      a remote could not be read or written
+     ├── RemoteError         (also OSError)      a remote could not be read or written
+     ├── BatchingError       (also ValueError)   a payload cannot be merged or split on batch_dim
+     ├── BatcherClosed       (also RuntimeError) a batcher was closed before the call ran
+     └── RunnerError         (also RuntimeError) a model cannot be served
+          └── RunnerNotInitialized               called before init_local()
 
 Foreign exceptions are translated once, where they enter (``raise ... from exc``).
 """
@@ -54,8 +58,26 @@ class RemoteError(ModelVaultError, OSError):
     """A remote could not be reached, read or written."""
 
 
+class BatchingError(ModelVaultError, ValueError):
+    """A payload cannot be batched, or an output cannot be split, along ``batch_dim``."""
+
+
+class BatcherClosed(ModelVaultError, RuntimeError):
+    """The batcher was closed: the call was refused or dropped before it ran."""
+
+
+class RunnerError(ModelVaultError, RuntimeError):
+    """The model cannot be served: no flavour module, no loader, or a missing method."""
+
+
+class RunnerNotInitialized(RunnerError):
+    """A runner was called before ``init_local()``."""
+
+
 __all__ = [
     "ArchiveError",
+    "BatcherClosed",
+    "BatchingError",
     "IntegrityError",
     "InvalidInput",
     "InvalidTag",
@@ -64,4 +86,6 @@ __all__ = [
     "NotFound",
     "PathNotFound",
     "RemoteError",
+    "RunnerError",
+    "RunnerNotInitialized",
 ]
