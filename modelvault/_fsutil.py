@@ -10,7 +10,7 @@ import contextlib
 import fcntl
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 
@@ -28,13 +28,26 @@ def temp_name(folder: Path, suffix: str = ".tmp") -> Path:
     return folder / f".tmp-{os.getpid()}-{secrets.token_hex(8)}{suffix}"
 
 
+def write_all(fd: int, parts: Sequence[bytes | memoryview]) -> None:
+    """Write every byte of ``parts`` at the file's position: one ``writev``, no copy.
+
+    ``writev`` may write less than asked; the rest is written by further calls.
+    """
+    views = [memoryview(p).cast("B") for p in parts]
+    while views:
+        n = os.writev(fd, views)
+        while views and n >= len(views[0]):
+            n -= len(views[0])
+            views.pop(0)
+        if views and n:
+            views[0] = views[0][n:]
+
+
 def _write_temp(folder: Path, data: bytes) -> Path:
     tmp = temp_name(folder)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        write_all(fd, [data])
         os.fsync(fd)
     except BaseException:
         os.close(fd)

@@ -109,18 +109,31 @@ class FileReader(io.RawIOBase):
         return n
 
 
+_READ_BATCH = 16  # chunks per reader task
+
+
 def write_file(
     db: PackDB, fobj: FileObject, dest: Path, pool: ThreadPoolExecutor, progress: Progress | None
 ) -> None:
-    """Write one stored file to ``dest`` (which must not exist) and fsync it."""
+    """Write one stored file to ``dest`` (which must not exist) and fsync it.
+
+    Reader threads fetch and verify batches of chunks; this thread writes them in order.
+    """
     ids = [cid for cid, _ in fobj.chunks]
-    with open(dest, "xb") as f:
-        for _, data in ordered_map(pool, lambda cid: db.read(cid, ObjType.CHUNK), ids, 32):
-            f.write(data)
+    batches = [ids[i : i + _READ_BATCH] for i in range(0, len(ids), _READ_BATCH)]
+
+    def fetch(batch: list[bytes]) -> list[bytes]:
+        return [db.read(cid, ObjType.CHUNK) for cid in batch]
+
+    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        for _, datas in ordered_map(pool, fetch, batches, 4):
+            _fsutil.write_all(fd, datas)
             if progress:
-                progress(len(data))
-        f.flush()
-        os.fsync(f.fileno())
+                progress(sum(len(d) for d in datas))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_tree(

@@ -323,7 +323,7 @@ class PackWriter:
             return
         fd = self._open()
         header = record_header(kind, how, raw_len, len(payload), oid)
-        _write_all(fd, [header, payload])  # one syscall, no copy, GIL released
+        _fsutil.write_all(fd, [header, payload])  # one syscall, no copy, GIL released
         self._hash.update(header)
         e = Entry("", self._pos + len(header), len(payload), raw_len, kind, how)
         self._pos += len(header) + len(payload)
@@ -339,7 +339,7 @@ class PackWriter:
             self._tmp = _fsutil.temp_name(self._db.tmp_dir, ".pack")
             self._fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             header = pack_header()
-            _write_all(self._fd, [header])
+            _fsutil.write_all(self._fd, [header])
             self._hash = blake3(header)
             self._pos = len(header)
             self._entries = {}
@@ -406,14 +406,3 @@ class PackWriter:
         else:
             self.abort()
 
-
-def _write_all(fd: int, parts: list[bytes | memoryview]) -> None:
-    """Write every byte of ``parts`` at the file's position (writev may write less)."""
-    views = [memoryview(p).cast("B") for p in parts]
-    while views:
-        n = os.writev(fd, views)
-        while views and n >= len(views[0]):
-            n -= len(views[0])
-            views.pop(0)
-        if views and n:
-            views[0] = views[0][n:]
