@@ -1,0 +1,230 @@
+"""A changed byte anywhere on disk is reported by verify and never read back as data.
+
+Damage is made the way bit rot or a careless hand makes it: flipping bytes in pack,
+index and ref files (after making the read-only files writable).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from modelvault import IntegrityError, Model, NotFound, Store
+from modelvault.core.codec import Codec
+
+KiB = 1024
+
+
+def flip(path: Path, offset: int, mask: int = 0x01) -> None:
+    """XOR one byte of a (maybe read-only) file, keeping its mode."""
+    mode = path.stat().st_mode
+    path.chmod(0o644)
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        byte = f.read(1)[0]
+        f.seek(offset)
+        f.write(bytes([byte ^ mask]))
+    path.chmod(mode)
+
+
+def pack_of(store: Store, oid: bytes) -> tuple[Path, int, int]:
+    """``(pack file, payload offset, payload length)`` of a stored object."""
+    e = store._db.entry(oid)
+    assert e is not None
+    return store.path / "objects" / "packs" / f"{e.pack}.pack", e.offset, e.stored_len
+
+
+def chunk_ids(model: Model, rel: str) -> list[bytes]:
+    from modelvault.checkout import lookup, read_file_object
+
+    db = model.store._db
+    _, fid = lookup(db, model._object.tree, rel)
+    return [cid for cid, _ in read_file_object(db, fid).chunks]
+
+
+def read_all(model: Model, files: dict[str, bytes]) -> None:
+    """Each file reads back exactly, or raises IntegrityError: never other bytes."""
+    for rel, data in files.items():
+        try:
+            with model.open(rel) as f:
+                got = f.read()
+        except IntegrityError:
+            continue
+        assert got == data, f"{rel} read back different bytes"
+
+
+@pytest.fixture
+def files() -> dict[str, dict[str, bytes]]:
+    rng = np.random.default_rng(11)
+    return {
+        "a": {
+            "weights.bin": rng.bytes(600 * KiB),  # raw chunks
+            "vocab.txt": "\n".join(f"token{i}" for i in range(60000)).encode(),  # zstd chunks
+            "sub/config.json": b'{"layers": 2}',
+        },
+        "b": {"weights.bin": rng.bytes(200 * KiB)},
+    }
+
+
+def _save(store: Store, tmp_path: Path, files: dict[str, dict[str, bytes]]) -> None:
+    for name, content in files.items():
+        root = tmp_path / name
+        for rel, data in content.items():
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).write_bytes(data)
+        store.save(root, f"{name}:v1")
+
+
+@pytest.mark.parametrize(("rel", "codec"), [("weights.bin", Codec.RAW), ("vocab.txt", Codec.ZSTD)])
+def test_flipped_chunk_byte_is_reported_and_raises_on_read(
+    store: Store, tmp_path: Path, files: dict[str, dict[str, bytes]], rel: str, codec: Codec
+) -> None:
+    _save(store, tmp_path, files)
+    model = store.get("a:v1")
+    cid = chunk_ids(model, rel)[1]
+    e = store._db.entry(cid)
+    assert e is not None and e.codec == codec
+    pack, offset, length = pack_of(store, cid)
+    flip(pack, offset + length // 2)
+
+    for s in (store, Store(store.path)):
+        report = s.verify()
+        assert not report.ok
+        assert report.corrupt == [cid.hex()]
+        assert report.broken_tags == ["a:v1"]  # b:v1 does not reach the chunk
+        damaged = s.get("a:v1")
+        with pytest.raises(IntegrityError), damaged.open(rel) as f:
+            f.read()
+        with pytest.raises(IntegrityError):
+            damaged.path  # noqa: B018
+        read_all(damaged, files["a"])  # the other files are fine, this one raises
+        with s.get("b:v1").open("weights.bin") as f:
+            assert f.read() == files["b"]["weights.bin"]
+    assert list((store.path / "cache").iterdir()) == []  # no half-written folder left
+
+
+@pytest.mark.parametrize("which", ["model", "tree", "file"])
+def test_flipped_metadata_object_is_reported_and_raises(
+    store: Store, tmp_path: Path, files: dict[str, dict[str, bytes]], which: str
+) -> None:
+    from modelvault.checkout import lookup
+
+    _save(store, tmp_path, files)
+    model = store.get("a:v1")
+    oid = {
+        "model": bytes.fromhex(model.id),
+        "tree": model._object.tree,
+        "file": lookup(store._db, model._object.tree, "sub/config.json")[1],
+    }[which]
+    pack, offset, length = pack_of(store, oid)
+    flip(pack, offset + length - 1)
+    fresh = Store(store.path)
+    report = fresh.verify()
+    assert oid.hex() in report.corrupt
+    assert report.broken_tags == ["a:v1"]
+    with pytest.raises(IntegrityError):
+        damaged = fresh.get("a:v1")
+        damaged.info  # noqa: B018
+        with damaged.open("sub/config.json") as f:
+            f.read()
+
+
+def test_bytes_all_over_a_pack_are_covered(store: Store, tmp_path: Path) -> None:
+    """Flip every third byte of a small pack in turn (file header, record headers,
+    payloads of every object type): verify always notices, reads never lie."""
+    content = {"config.json": b'{"dim": 16}', "w.bin": bytes(range(256)) * 3, "x": b"xyz" * 9}
+    root = tmp_path / "m"
+    root.mkdir()
+    for rel, data in content.items():
+        (root / rel).write_bytes(data)
+    store.save(root, "m:v1")
+    [pack] = (store.path / "objects" / "packs").glob("*.pack")
+    size = pack.stat().st_size
+    assert size < 2 * KiB
+    for offset in range(0, size, 3):
+        flip(pack, offset)
+        try:
+            fresh = Store(store.path)
+            report = fresh.verify()
+            assert not report.ok, f"a flipped byte at {offset} went unnoticed"
+            try:
+                model = fresh.get("m:v1")
+                read_all(model, content)
+            except IntegrityError:
+                pass
+        finally:
+            flip(pack, offset)
+    assert Store(store.path).verify().ok
+
+
+def test_trailing_bytes_and_truncation_are_reported(
+    store: Store, tmp_path: Path, files: dict[str, dict[str, bytes]]
+) -> None:
+    _save(store, tmp_path, files)
+    pack, _, _ = pack_of(store, chunk_ids(store.get("b:v1"), "weights.bin")[0])
+    pack.chmod(0o644)
+    data = pack.read_bytes()
+    pack.write_bytes(data + b"junk")
+    report = Store(store.path).verify()
+    assert not report.ok
+    assert any(p.endswith(".pack") for p in report.damaged_files)
+    pack.write_bytes(data[: len(data) - 100])
+    fresh = Store(store.path)
+    report = fresh.verify()
+    assert not report.ok and report.corrupt
+    assert "b:v1" in report.broken_tags
+    read_all(fresh.get("b:v1"), files["b"])
+    with pytest.raises(IntegrityError):
+        fresh.get("b:v1").path  # noqa: B018
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "empty"])
+def test_damaged_index_is_reported_not_fatal(
+    store: Store, tmp_path: Path, files: dict[str, dict[str, bytes]], damage: str
+) -> None:
+    _save(store, tmp_path, files)
+    pack, _, _ = pack_of(store, chunk_ids(store.get("a:v1"), "weights.bin")[0])
+    idx = pack.with_suffix(".idx")
+    if damage == "flip":
+        flip(idx, idx.stat().st_size // 2)
+    else:
+        idx.chmod(0o644)
+        idx.write_bytes(idx.read_bytes()[: 20 if damage == "truncate" else 0])
+    fresh = Store(store.path)  # the store still opens
+    report = fresh.verify()
+    assert not report.ok
+    assert f"objects/packs/{idx.name}" in report.damaged_files
+    assert "a:v1" in report.broken_tags
+    with pytest.raises(IntegrityError, match=idx.stem), fresh.get("a:v1").open("weights.bin") as f:
+        f.read()
+    with pytest.raises(IntegrityError):
+        fresh.gc()  # cannot tell what the damaged pack holds: frees nothing
+
+
+def test_damaged_ref_is_reported_with_a_clear_error(
+    store: Store, tmp_path: Path, files: dict[str, dict[str, bytes]]
+) -> None:
+    _save(store, tmp_path, files)
+    ref = store.path / "refs" / "a" / "v1"
+    ref.chmod(0o644)
+    ref.write_bytes(b'{"model": "not hex')
+    fresh = Store(store.path)
+    with pytest.raises(IntegrityError, match="a:v1") as exc:
+        fresh.get("a:v1")
+    assert "delete" in str(exc.value)
+    report = fresh.verify()  # reports it rather than failing
+    assert not report.ok
+    assert report.broken_tags == ["a:v1"]
+    assert "refs/a/v1" in report.damaged_files
+    with pytest.raises(IntegrityError, match="a:v1"):
+        fresh.gc()  # cannot tell what the damaged ref reaches
+    with fresh.get("b:v1").open("weights.bin") as f:
+        assert f.read() == files["b"]["weights.bin"]
+    fresh.delete("a:v1")  # the way out the message names
+    assert fresh.verify().ok
+    with pytest.raises(NotFound):
+        fresh.get("a:v1")
+    assert fresh.gc() > 0
+    assert fresh.verify().ok
