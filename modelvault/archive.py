@@ -1,24 +1,668 @@
-"""``.bentomodel`` archives: export and import (issue 3 — not implemented yet)."""
+"""``.bentomodel`` archives: one model in one self-describing file (docs/format.md, Archives).
+
+Byte layout, format version 1 (integers little-endian)::
+
+    header
+      0   8  magic b"MVAR\\r\\n\\x1a\\n"
+      8   2  format version, u16 (1)
+      10  2  flags, u16 (0; readers refuse any other value)
+      12  4  manifest length M, u32 (at most MAX_MANIFEST)
+      16  M  manifest, msgpack: {"tags": [{"tag": "name:version", "model": <32-byte id>}],
+                                 "base": None | {"tag": "name:version", "model": <32-byte id>}}
+    records, from offset 16 + M: one per object, ids unique, in any order
+      0   1  object type (ObjType), 1..4
+      1   1  codec (Codec), 0 raw or 1 zstd
+      2   2  zero
+      4   4  raw length, u32
+      8   4  stored length, u32
+      12 32  object id
+      44 ..  stored payload (stored length bytes)
+    end of records: one record header of 44 zero bytes
+    index, at offset I
+      0   4  magic b"MVAI"
+      4   4  entry count N, u32
+      8  ..  N entries sorted by id, 52 bytes each (the pack index entry layout):
+             id (32), type (1), codec (1), zero (2), payload offset u64, stored u32, raw u32
+    footer, the last 48 bytes
+      0   8  index offset I, u64
+      8   4  entry count N, u32
+      12  4  magic b"MVAE"
+      16 32  BLAKE3 of every byte of the file before this field
+
+Records use the pack record layout (``modelvault.core.packfmt``), so export copies
+compressed payloads as they are stored (chunks stored raw get one zstd level-1 pass,
+kept when it pays) and import stores payloads as they arrive. The writer streams in
+one pass (the index goes last); the importer reads in one pass too and trusts
+nothing: every bound is checked before bytes are read, every id recomputed, the
+checksum checked, the closure walked, and only then are the objects committed and
+the tag published.
+
+Errors::
+
+    NotFound        export: unknown tag or base
+    PathNotFound    import: the local source file does not exist
+    IntegrityError  export: the store's own bytes are damaged (nothing is written)
+    ArchiveError    import: truncated, corrupt, unknown version, hostile, or incomplete
+    ModelExists     import: the tag holds a different model already
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, BinaryIO
+import contextlib
+import os
+import struct
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
-from modelvault.errors import ModelVaultError
+import msgpack
+import zstandard
+from blake3 import blake3
+
+from modelvault import _fsutil
+from modelvault._parallel import ordered_map
+from modelvault.core.chunking import MAX_SIZE as MAX_CHUNK
+from modelvault.core.codec import Codec
+from modelvault.core.hashing import ID_LEN, ObjType
+from modelvault.core.objects import KIND_TREE, FileObject, ModelObject, TreeObject
+from modelvault.core.packfmt import IDX_ENTRY, RECORD_HEADER, Entry, record_header
+from modelvault.errors import (
+    ArchiveError,
+    IntegrityError,
+    InvalidTag,
+    ModelExists,
+    NotFound,
+    PathNotFound,
+)
+from modelvault.model import Model
+from modelvault.odb.packs import verify_payload
+from modelvault.refs import RefValue
 from modelvault.tags import Tag
 
 if TYPE_CHECKING:
-    from modelvault.model import Model
     from modelvault.store import Store
 
-ArchiveSource = str | BinaryIO
+ArchiveSource = str | os.PathLike[str] | BinaryIO
+
+MAGIC = b"MVAR\r\n\x1a\n"
+VERSION = 1
+SUFFIX = ".bentomodel"
+HEADER = struct.Struct("<8sHHI")
+INDEX_HEAD = struct.Struct("<4sI")
+INDEX_MAGIC = b"MVAI"
+FOOTER = struct.Struct("<QI4s")  # followed by the 32-byte checksum
+FOOTER_MAGIC = b"MVAE"
+CHECKSUM_LEN = 32
+END_RECORD = bytes(RECORD_HEADER.size)
+
+MAX_MANIFEST = 1 << 20
+MAX_METADATA = 64 << 20  # raw bytes of one file, tree or model object (~100 GB in one file)
+MAX_RAW = {ObjType.CHUNK: MAX_CHUNK, ObjType.FILE: MAX_METADATA}
+MAX_RAW |= {ObjType.TREE: MAX_METADATA, ObjType.MODEL: MAX_METADATA}
+
+SQUEEZE_LEVEL = 1  # zstd level for chunks the store keeps raw
+SQUEEZE_KEEP = 0.99  # keep the compressed form only below this share of the raw size
+
+_IO_BLOCK = 1 << 20
+_WINDOW = 16  # objects in flight between the reading and the verifying threads
+_NO_EARLY_SEAL = 1 << 62  # an import's packs stay invisible until it commits
+_local = threading.local()
+_UPLOAD_ON_CLOSE = {"s3", "s3a", "gs", "gcs"}  # an object appears only once its upload ends
+
+
+def zstd_bound(raw_len: int) -> int:
+    """The largest zstd frame a ``raw_len``-byte input compresses to (ZSTD_COMPRESSBOUND)."""
+    small = (128 << 10) - raw_len >> 11 if raw_len < 128 << 10 else 0
+    return raw_len + (raw_len >> 8) + small + 64  # + 64: room for frame header options
+
+
+# --- manifest ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What an archive carries: the tag and model id, and for a thin one its base."""
+
+    tag: Tag
+    model_id: bytes
+    base: tuple[Tag, bytes] | None = None
+
+    def encode(self) -> bytes:
+        def ref(tag: Tag, oid: bytes) -> dict[str, Any]:
+            return {"tag": str(tag), "model": oid}
+
+        base = ref(*self.base) if self.base else None
+        doc = {"tags": [ref(self.tag, self.model_id)], "base": base}
+        return msgpack.packb(doc, use_bin_type=True)  # type: ignore[no-any-return]
+
+    @classmethod
+    def decode(cls, data: bytes) -> Manifest:
+        """Parse and check a manifest; raises ArchiveError naming what is wrong."""
+        try:
+            doc = msgpack.unpackb(data, raw=False, strict_map_key=True)
+        except Exception as exc:  # msgpack raises several unrelated types
+            raise ArchiveError(f"archive manifest is not valid msgpack: {exc}") from exc
+        _need(isinstance(doc, dict) and set(doc) == {"tags", "base"}, "bad archive manifest")
+        tags = doc["tags"]
+        _need(isinstance(tags, list) and len(tags) == 1, "archive must carry exactly one tag")
+        tag, oid = _ref(tags[0])
+        manifest = cls(tag, oid, None if doc["base"] is None else _ref(doc["base"]))
+        _need(manifest.encode() == data, "archive manifest is not in canonical form")
+        return manifest
+
+
+def _ref(doc: Any) -> tuple[Tag, bytes]:
+    _need(isinstance(doc, dict) and set(doc) == {"tag", "model"}, "bad tag in archive manifest")
+    oid = doc["model"]
+    _need(isinstance(oid, bytes) and len(oid) == ID_LEN, "bad model id in archive manifest")
+    try:
+        tag = Tag.from_str(doc["tag"]) if isinstance(doc["tag"], str) else None
+    except InvalidTag as exc:
+        raise ArchiveError(f"bad tag in archive manifest: {exc}") from exc
+    _need(tag is not None and not tag.is_latest, f"archive tag {doc['tag']!r} has no version")
+    assert tag is not None
+    return tag, oid
+
+
+def _need(cond: bool, what: str) -> None:
+    if not cond:
+        raise ArchiveError(what)
+
+
+# --- writing ----------------------------------------------------------------------
+
+
+class ArchiveWriter:
+    """Streams one archive into ``out``: header, records, then index and footer."""
+
+    def __init__(self, out: IO[bytes], manifest: Manifest) -> None:
+        self._out = out
+        self._hash = blake3()
+        self._pos = 0
+        self._index: dict[bytes, bytes] = {}
+        body = manifest.encode()
+        self._write(HEADER.pack(MAGIC, VERSION, 0, len(body)), body)
+
+    def _write(self, *parts: bytes | memoryview) -> None:
+        for part in parts:
+            self._out.write(part)
+            self._hash.update(part)
+            self._pos += len(part)
+
+    def add(self, kind: int, oid: bytes, how: int, raw_len: int, payload: bytes) -> None:
+        """Append one object as stored (payload encoded with codec ``how``)."""
+        if oid in self._index:
+            return
+        entry = IDX_ENTRY.pack(
+            oid, kind, how, self._pos + RECORD_HEADER.size, len(payload), raw_len
+        )
+        self._index[oid] = entry
+        self._write(record_header(kind, how, raw_len, len(payload), oid), payload)
+
+    def finish(self) -> None:
+        """Write the end marker, the index and the footer with the checksum."""
+        self._write(END_RECORD)
+        offset, count = self._pos, len(self._index)
+        self._write(INDEX_HEAD.pack(INDEX_MAGIC, count))
+        self._write(*(self._index[oid] for oid in sorted(self._index)))
+        self._write(FOOTER.pack(offset, count, FOOTER_MAGIC))
+        self._out.write(self._hash.digest())
+
+
+# --- walking a model --------------------------------------------------------------
+
+Child = tuple[ObjType, bytes, int | None]  # kind, id, and the size the parent says it has
+Info = tuple[ObjType, int, list[Child]]  # an object's kind, size and children
+
+
+def _decode(kind: ObjType, raw: bytes) -> Info:
+    """Kind, size and children of a metadata object; ValueError if it is malformed."""
+    if kind == ObjType.MODEL:
+        return _model_info(ModelObject.decode(raw))
+    if kind == ObjType.TREE:
+        entries = TreeObject.decode(raw).entries
+        kids: list[Child] = [
+            (ObjType.TREE if e.kind == KIND_TREE else ObjType.FILE, e.oid, e.size) for e in entries
+        ]
+        return kind, sum(e.size for e in entries), kids
+    f = FileObject.decode(raw)
+    return kind, f.size, [(ObjType.CHUNK, cid, n) for cid, n in f.chunks]
+
+
+def _model_info(m: ModelObject) -> Info:
+    co: list[Child] = [(ObjType.FILE, m.custom_objects, None)] if m.custom_objects else []
+    return ObjType.MODEL, m.size, [(ObjType.TREE, m.tree, m.size), *co]
+
+
+def _stored_info(store: Store, oid: bytes) -> Info | None:
+    """Kind, size and children of an object of the store, or None if it is absent."""
+    entry = store._db.entry(oid)
+    if entry is None:
+        return None
+    kind = ObjType(entry.kind)
+    if kind == ObjType.CHUNK:
+        return kind, entry.raw_len, []
+    try:
+        return _decode(kind, store._db.read(oid, kind))
+    except ValueError as exc:
+        raise IntegrityError(f"stored object {oid.hex()} is malformed: {exc}") from exc
+
+
+def _walk(
+    root: bytes, skip: set[bytes], info: Callable[[bytes], Info | None]
+) -> Iterator[tuple[bytes, Info | None]]:
+    """Every object ``root`` reaches, once each, depth first, with its info (None: absent).
+
+    ``skip`` cuts branches: neither those ids nor what only they reach are visited.
+    """
+    stack = [root]
+    seen: set[bytes] = set()
+    while stack:
+        oid = stack.pop()
+        if oid in seen or oid in skip:
+            continue
+        seen.add(oid)
+        found = info(oid)
+        yield oid, found
+        if found is not None:
+            stack.extend(c for _, c, _ in reversed(found[2]))
+
+
+# --- export -----------------------------------------------------------------------
 
 
 def export_model(store: Store, tag: str | Tag, dest: str, *, base: str | Tag | None = None) -> str:
-    """Not implemented yet: raises ModelVaultError."""
-    raise ModelVaultError("archives are not implemented yet")
+    """Write ``tag`` as one ``.bentomodel`` archive at ``dest``; return its path or URL.
+
+    ``dest`` is a local path or fsspec URL; a folder (existing, or ending in ``/``)
+    receives ``<name>-<version>.bentomodel``. Each object is checked against its id
+    first; compressed payloads are copied as stored, raw chunks zstd'd when it pays.
+    The file appears under its final name only once complete. With ``base`` the
+    archive is thin: it leaves out what ``base`` reaches.
+
+    Raises:
+        NotFound: no such tag or base.
+        IntegrityError: an object of the model is damaged in the store (nothing written).
+    """
+    model = store.get(tag)
+    skip: set[bytes] = set()
+    base_ref = None
+    if base is not None:
+        base_model = store.get(base)
+        skip, _ = store.reachable([base_model._oid])
+        base_ref = (base_model.tag, base_model._oid)
+    manifest = Manifest(model.tag, model._oid, base_ref)
+    name = f"{model.tag.name}-{model.tag.version}{SUFFIX}"
+
+    def objects() -> Iterator[tuple[bytes, ObjType]]:
+        for oid, info in _walk(model._oid, skip, lambda oid: _stored_info(store, oid)):
+            if info is None:
+                raise IntegrityError(f"object {oid.hex()} of {model.tag} is missing from the store")
+            yield oid, info[0]
+
+    def load(item: tuple[bytes, ObjType]) -> tuple[int, int, bytes]:
+        entry, payload = store._db.read_stored(item[0])
+        raw = verify_payload(item[0], entry, payload, item[1])  # never copy damage forward
+        if entry.codec == Codec.RAW and item[1] == ObjType.CHUNK:
+            return _squeeze(raw)
+        return entry.codec, entry.raw_len, payload
+
+    with (
+        ThreadPoolExecutor(2, thread_name_prefix="modelvault-export") as pool,
+        _output(dest, name) as (out, where),
+    ):
+        writer = ArchiveWriter(out, manifest)
+        for (oid, kind), (how, raw_len, payload) in ordered_map(pool, load, objects(), _WINDOW):
+            writer.add(kind, oid, how, raw_len, payload)
+        writer.finish()
+    return where
+
+
+def _squeeze(raw: bytes) -> tuple[int, int, bytes]:
+    """``(codec, raw length, payload)`` of a chunk the store keeps raw, zstd'd if that pays.
+
+    The store keeps fp32 weights raw (they shrink only ~8%, not enough to pay for
+    decoding on every read); an archive is for moving bytes, where 8% is worth a fast
+    level-1 pass. Compressed objects are never recompressed.
+    """
+    cctx: zstandard.ZstdCompressor | None = getattr(_local, "cctx", None)
+    if cctx is None:
+        cctx = _local.cctx = zstandard.ZstdCompressor(level=SQUEEZE_LEVEL)
+    packed = cctx.compress(raw)
+    if len(packed) < len(raw) * SQUEEZE_KEEP:
+        return Codec.ZSTD, len(raw), packed
+    return Codec.RAW, len(raw), raw
+
+
+@contextlib.contextmanager
+def _output(dest: str, name: str) -> Iterator[tuple[IO[bytes], str]]:
+    """An output stream for ``dest`` that appears under its final name only when complete."""
+    if "://" not in dest:
+        local = Path(dest).expanduser().absolute()
+        if dest.endswith(("/", os.sep)) or local.is_dir():
+            local = local / name
+        with _local_output(local) as out:
+            yield out, str(local)
+        return
+    from fsspec.core import url_to_fs
+    from fsspec.implementations.local import LocalFileSystem
+
+    fs, path = url_to_fs(dest)
+    if dest.endswith("/") or fs.isdir(path):
+        path = f"{path.rstrip('/')}/{name}"
+    if isinstance(fs, LocalFileSystem):
+        with _local_output(Path(path)) as out:
+            yield out, fs.unstrip_protocol(path)
+        return
+    protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
+    output = _upload_output if protocols & _UPLOAD_ON_CLOSE else _renamed_output
+    with output(fs, path) as out:
+        yield out, fs.unstrip_protocol(path)
+
+
+@contextlib.contextmanager
+def _local_output(path: Path) -> Iterator[IO[bytes]]:
+    """Temp file in the same folder, fsync, rename, fsync the folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _fsutil.temp_name(path.parent, SUFFIX)
+    try:
+        with open(tmp, "xb", buffering=_IO_BLOCK) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsutil.fsync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def _upload_output(fs: Any, path: str) -> Iterator[IO[bytes]]:
+    """Object stores: the object appears when the upload completes; on error it is aborted."""
+    f = fs.open(path, "wb")
+    try:
+        yield f
+    except BaseException:
+        f.discard()  # aborts the multipart upload, or drops the single-PUT buffer
+        f.closed = True  # so that close() (also from __del__) uploads nothing
+        raise
+    f.close()
+
+
+@contextlib.contextmanager
+def _renamed_output(fs: Any, path: str) -> Iterator[IO[bytes]]:
+    """Other file systems: write a hidden temporary beside the target, then move it."""
+    parent, _, base = path.rpartition("/")
+    tmp = f"{parent}/{_fsutil.temp_name(Path(), '-' + base).name}"
+    try:
+        with fs.open(tmp, "wb") as f:
+            yield f
+        fs.mv(tmp, path)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            fs.rm(tmp)
+        raise
+
+
+# --- import -----------------------------------------------------------------------
+
+
+class _Reader:
+    """Reads an archive stream exactly, hashing every byte and counting the offset."""
+
+    def __init__(self, f: IO[bytes]) -> None:
+        self._f = f
+        self._hash = blake3()
+        self.pos = 0
+
+    def read(self, n: int, what: str, *, hashed: bool = True) -> bytes:
+        parts: list[bytes] = []
+        left = n
+        while left:
+            data = self._f.read(min(left, 16 * _IO_BLOCK))
+            if not data:
+                raise ArchiveError(
+                    f"archive is truncated: {what} at offset {self.pos} is cut short"
+                )
+            parts.append(data)
+            left -= len(data)
+        out = parts[0] if len(parts) == 1 else b"".join(parts)
+        if hashed:
+            self._hash.update(out)
+        self.pos += n
+        return out
+
+    def digest(self) -> bytes:
+        return self._hash.digest()
+
+    def at_eof(self) -> bool:
+        return not self._f.read(1)
+
+
+@dataclass(frozen=True)
+class _Record:
+    kind: ObjType
+    codec: int
+    raw_len: int
+    oid: bytes
+    offset: int  # of the payload
+    payload: bytes
+
+
+@dataclass
+class _Received:
+    """What the records held: per id its index entry and info; the model objects decoded."""
+
+    entries: dict[bytes, bytes]  # id -> the index entry it must have
+    info: dict[bytes, Info]
+    models: dict[bytes, ModelObject]
+
+
+def _read_header(r: _Reader) -> Manifest:
+    magic, version, flags, length = HEADER.unpack(r.read(HEADER.size, "header"))
+    _need(magic == MAGIC, "not a .bentomodel archive (wrong magic)")
+    _need(version == VERSION, f"archive format version {version} is unknown (this reads {VERSION})")
+    _need(flags == 0, f"archive has unknown flags {flags:#x}")
+    _need(length <= MAX_MANIFEST, f"archive manifest declares {length} bytes (> {MAX_MANIFEST})")
+    return Manifest.decode(r.read(length, "manifest"))
+
+
+def _records(r: _Reader) -> Iterator[_Record]:
+    """Parse record headers and read payloads, checking every bound before reading."""
+    while True:
+        start = r.pos
+        head = r.read(RECORD_HEADER.size, "record header")
+        kind, how, raw_len, stored_len, oid = RECORD_HEADER.unpack(head)
+        if kind == 0:
+            _need(head == END_RECORD, f"malformed end-of-records marker at offset {start}")
+            return
+        where = f"object {oid.hex()} at offset {start}"
+        _need(head == record_header(kind, how, raw_len, stored_len, oid), f"{where}: bad padding")
+        _need(kind in ObjType._value2member_map_, f"{where} has unknown type {kind}")
+        _need(how in Codec._value2member_map_, f"{where} has unknown codec {how}")
+        t = ObjType(kind)
+        limit = MAX_RAW[t]
+        _need(raw_len <= limit, f"{where} declares {raw_len} raw bytes (more than {limit})")
+        most = raw_len if how == Codec.RAW else zstd_bound(raw_len)
+        _need(stored_len <= most, f"{where} declares {stored_len} stored bytes for {raw_len} raw")
+        payload = r.read(stored_len, f"payload of {where}")
+        yield _Record(t, how, raw_len, oid, start + RECORD_HEADER.size, payload)
+
+
+def _verify(rec: _Record) -> tuple[Info, ModelObject | None]:
+    """Decode one record (never past its raw length), check its id, decode metadata."""
+    entry = Entry("", rec.offset, len(rec.payload), rec.raw_len, rec.kind, rec.codec)
+    what = f"archive {rec.kind.name.lower()} {rec.oid.hex()}"
+    try:
+        raw = verify_payload(rec.oid, entry, rec.payload, rec.kind)
+        if rec.kind == ObjType.CHUNK:
+            return (rec.kind, rec.raw_len, []), None
+        if rec.kind == ObjType.MODEL:
+            model = ModelObject.decode(raw)
+            return _model_info(model), model
+        return _decode(rec.kind, raw), None
+    except IntegrityError as exc:
+        raise ArchiveError(f"{what} at offset {rec.offset}: {exc}") from exc
+    except ValueError as exc:  # a malformed or hostile metadata object
+        raise ArchiveError(f"{what} is malformed: {exc}") from exc
+
+
+def _receive(r: _Reader, stage: Callable[[_Record], None], pool: ThreadPoolExecutor) -> _Received:
+    """Read and verify every record, handing each verified one to ``stage``."""
+    got = _Received({}, {}, {})
+    for rec, (info, model) in ordered_map(pool, _verify, _records(r), _WINDOW):
+        _need(rec.oid not in got.entries, f"object {rec.oid.hex()} appears twice in the archive")
+        got.entries[rec.oid] = IDX_ENTRY.pack(
+            rec.oid, rec.kind, rec.codec, rec.offset, len(rec.payload), rec.raw_len
+        )
+        got.info[rec.oid] = info
+        if model is not None:
+            got.models[rec.oid] = model
+        stage(rec)
+    return got
+
+
+def _read_trailer(r: _Reader, got: _Received) -> None:
+    """Check the index against the records, then the footer, checksum and end of file."""
+    offset = r.pos
+    magic, count = INDEX_HEAD.unpack(r.read(INDEX_HEAD.size, "index header"))
+    _need(magic == INDEX_MAGIC, f"archive index at offset {offset} has a wrong magic")
+    held = len(got.entries)
+    _need(count == held, f"archive index lists {count} objects, the archive holds {held}")
+    expected = iter(sorted(got.entries))
+    for i in range(count):
+        entry = r.read(IDX_ENTRY.size, "index entry")
+        oid = entry[:ID_LEN]
+        _need(oid == next(expected), f"archive index entry {i} is out of order or unknown")
+        _need(entry == got.entries[oid], f"archive index entry {i} does not match its record")
+    index_at, n, end_magic = FOOTER.unpack(r.read(FOOTER.size, "footer"))
+    _need(end_magic == FOOTER_MAGIC, "archive footer has a wrong magic")
+    _need(index_at == offset, f"archive footer puts the index at {index_at}, it is at {offset}")
+    _need(n == count, f"archive footer counts {n} objects, the index {count}")
+    digest = r.digest()
+    checksum = r.read(CHECKSUM_LEN, "checksum", hashed=False)
+    _need(checksum == digest, "archive checksum does not match its content")
+    _need(r.at_eof(), "archive has trailing bytes after its checksum")
+
+
+def _check_closure(store: Store, manifest: Manifest, got: _Received) -> ModelObject:
+    """The model must be whole (archive + store), consistent, and the archive hold no extra."""
+    infos: dict[bytes, Info] = {}
+    missing: list[bytes] = []
+
+    def info(oid: bytes) -> Info | None:
+        return got.info[oid] if oid in got.info else _stored_info(store, oid)
+
+    for oid, found in _walk(manifest.model_id, set(), info):
+        if found is None:
+            missing.append(oid)
+        else:
+            infos[oid] = found
+    if missing:
+        raise ArchiveError(_missing_message(store, manifest, missing))
+    extra = len(set(got.info) - set(infos))
+    _need(not extra, f"archive holds {extra} objects its model does not reach")
+    root_kind = infos[manifest.model_id][0]
+    _need(root_kind == ObjType.MODEL, f"archive model id names a {root_kind.name.lower()}")
+    for oid, (kind, _, children) in infos.items():
+        for want_kind, child, want_size in children:
+            have_kind, size, _ = infos[child]
+            what = f"{kind.name.lower()} {oid.hex()}"
+            _need(have_kind == want_kind, f"{what} refers to {child.hex()} with the wrong type")
+            _need(want_size in (None, size), f"{what} gives {child.hex()} a wrong size")
+    model = got.models.get(manifest.model_id)
+    if model is None:
+        model = ModelObject.decode(store._db.read(manifest.model_id, ObjType.MODEL))
+    named = f"{model.name}:{model.version}"
+    _need(named == str(manifest.tag), f"archive tag {manifest.tag} holds the model {named}")
+    return model
+
+
+def _missing_message(store: Store, manifest: Manifest, missing: list[bytes]) -> str:
+    first = f"{len(missing)} objects of {manifest.tag} (first {missing[0].hex()})"
+    if manifest.base is None:
+        return f"archive is incomplete: {first} are neither in it nor in the store"
+    base, base_id = manifest.base
+    try:
+        present = store._refs.read(base).model_id == base_id
+    except NotFound:
+        present = False
+    if not present:
+        return (
+            f"thin archive needs its base {base} (model {base_id.hex()}) in the store: "
+            f"import {base} first ({first} are missing)"
+        )
+    return f"thin archive is incomplete: {first} are neither in it nor in the store nor in {base}"
+
+
+@contextlib.contextmanager
+def _input(src: ArchiveSource) -> Iterator[IO[bytes]]:
+    """A binary stream over ``src``: a file object as is, a local path, or an fsspec URL."""
+    if not isinstance(src, (str, os.PathLike)):
+        yield src
+        return
+    text = os.fspath(src)
+    try:
+        if "://" in text:
+            from fsspec.core import url_to_fs
+
+            fs, path = url_to_fs(text)
+            f = fs.open(path, "rb", block_size=8 * _IO_BLOCK)
+        else:
+            f = open(text, "rb", buffering=_IO_BLOCK)  # noqa: SIM115
+    except FileNotFoundError:
+        raise PathNotFound(f"cannot import {text}: no such file") from None
+    with f:
+        yield f
 
 
 def import_model(store: Store, src: ArchiveSource) -> Model:
-    """Not implemented yet: raises ModelVaultError."""
-    raise ModelVaultError("archives are not implemented yet")
+    """Import one ``.bentomodel`` archive (local path, fsspec URL or binary file object).
+
+    Every object is verified against its id and the whole file against its checksum,
+    and the model must be whole (a thin archive's base in the store) before anything
+    is committed and the tag published; importing the identical model again is a no-op.
+
+    Raises:
+        PathNotFound: ``src`` is a local path that does not exist.
+        ArchiveError: the archive is truncated, corrupt, of an unknown version, hostile
+            or incomplete; the store is left exactly as it was.
+        ModelExists: the tag already holds a different model (the store is unchanged).
+    """
+    with (
+        _input(src) as f,
+        store.writing(pack_target=_NO_EARLY_SEAL) as writer,
+        ThreadPoolExecutor(2, thread_name_prefix="modelvault-import") as pool,
+    ):
+        r = _Reader(f)
+        manifest = _read_header(r)
+
+        def stage(rec: _Record) -> None:
+            writer.add_prepared(rec.kind, rec.oid, rec.codec, rec.raw_len, rec.payload)
+
+        got = _receive(r, stage, pool)
+        _read_trailer(r, got)
+        model = _check_closure(store, manifest, got)
+        ref = RefValue(manifest.tag, manifest.model_id, model.creation_time)
+        _check_free(store, ref)
+        writer.commit()  # invariant 1: objects durable before the ref exists
+        if not store._refs.create(ref):
+            _check_free(store, ref)  # created meanwhile: the same model, or ModelExists
+    return Model(store, ref)
+
+
+def _check_free(store: Store, ref: RefValue) -> None:
+    """Raise ModelExists if ``ref.tag`` holds another model (the same one is fine)."""
+    try:
+        held = store._refs.read(ref.tag).model_id
+    except NotFound:
+        return
+    if held != ref.model_id:
+        raise ModelExists(
+            f"model {ref.tag} already exists as {held.hex()}; the archive holds "
+            f"{ref.model_id.hex()}: versions are immutable"
+        )

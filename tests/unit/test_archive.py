@@ -1,0 +1,596 @@
+"""``.bentomodel`` archives: round trips, thin archives, idempotence and hostile input.
+
+Hostile archives are built here by hand, byte by byte from docs/format.md (not with the
+module's writer), so these tests also check that the code follows the written format.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import msgpack
+import numpy as np
+import pytest
+import zstandard
+from blake3 import blake3
+
+import modelvault
+from modelvault import archive
+from modelvault.checkout import lookup, read_file_object
+from modelvault.errors import ArchiveError, IntegrityError, ModelExists, NotFound, PathNotFound
+
+CHUNK, FILE, TREE, MODEL = 1, 2, 3, 4
+Record = tuple[int, int, int, bytes, bytes]  # type, codec, raw length, id, payload
+
+
+# --- helpers ------------------------------------------------------------------------
+
+
+def make_model_dir(root: Path, seed: int = 0, floats: int = 200_000) -> Path:
+    """A small model folder: float weights (several chunks), text, a subfolder, an exec."""
+    root.mkdir(parents=True)
+    weights = np.random.default_rng(seed).standard_normal(floats).astype("<f4")
+    (root / "model.bin").write_bytes(weights.tobytes())
+    (root / "config.json").write_text('{"hidden": 64, "layers": 2}\n' * 200)
+    (root / "sub").mkdir()
+    (root / "sub" / "empty.txt").write_bytes(b"")
+    (root / "run.sh").write_text("#!/bin/sh\necho hi\n")
+    (root / "run.sh").chmod(0o755)
+    return root
+
+
+def change_weights(src: Path, dst: Path, fraction: float = 0.1) -> Path:
+    """A copy of ``src`` whose weights differ in one contiguous ``fraction``."""
+    make_model_dir(dst, floats=1)
+    data = bytearray((src / "model.bin").read_bytes())
+    n = int(len(data) * fraction)
+    data[len(data) // 2 : len(data) // 2 + n] = os.urandom(n)
+    (dst / "model.bin").write_bytes(bytes(data))
+    return dst
+
+
+def snapshot(path: Path) -> dict[str, bytes | None]:
+    """Every file (content) and folder (None) under ``path``: the store's exact state."""
+    return {
+        str(p.relative_to(path)): (p.read_bytes() if p.is_file() else None)
+        for p in sorted(path.rglob("*"))
+    }
+
+
+def files_of(folder: str | Path) -> dict[str, bytes]:
+    root = Path(folder)
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def corrupt_object(store: modelvault.Store, oid: bytes) -> None:
+    """Flip one payload byte of a stored object in its pack file."""
+    entry = store._db.entry(oid)
+    assert entry is not None
+    pack = store._db.pack_dir / f"{entry.pack}.pack"
+    pack.chmod(0o644)
+    with open(pack, "r+b") as f:
+        f.seek(entry.offset)
+        byte = f.read(1)
+        f.seek(entry.offset)
+        f.write(bytes([byte[0] ^ 0xFF]))
+
+
+def oid(kind: int, raw: bytes) -> bytes:
+    return blake3(bytes([kind]) + raw).digest()
+
+
+def pack(doc: Any) -> bytes:
+    return msgpack.packb(doc, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def manifest(tag: str, model_id: bytes, base: tuple[str, bytes] | None = None) -> bytes:
+    def ref(t: str, m: bytes) -> dict[str, Any]:
+        return {"tag": t, "model": m}
+
+    return pack({"tags": [ref(tag, model_id)], "base": ref(*base) if base else None})
+
+
+def build(
+    manifest_bytes: bytes,
+    records: list[Record],
+    *,
+    version: int = 1,
+    magic: bytes = b"MVAR\r\n\x1a\n",
+    edit_index: Callable[[list[bytes]], list[bytes]] = lambda e: e,
+    index_offset: int | None = None,
+) -> bytes:
+    """An archive laid out as docs/format.md says, checksum included."""
+    out = bytearray(struct.pack("<8sHHI", magic, version, 0, len(manifest_bytes)))
+    out += manifest_bytes
+    entries: dict[bytes, bytes] = {}
+    for kind, how, raw_len, ident, payload in records:
+        header = struct.pack("<BBxxII32s", kind, how, raw_len, len(payload), ident)
+        entries[ident] = struct.pack(
+            "<32sBBxxQII", ident, kind, how, len(out) + 44, len(payload), raw_len
+        )
+        out += header + payload
+    out += bytes(44)
+    at = len(out)
+    index = edit_index([entries[k] for k in sorted(entries)])
+    out += struct.pack("<4sI", b"MVAI", len(index)) + b"".join(index)
+    out += struct.pack("<QI4s", at if index_offset is None else index_offset, len(index), b"MVAE")
+    return bytes(out + blake3(bytes(out)).digest())
+
+
+def model_doc(tree_id: bytes, size: int, name: str = "evil", version: str = "v1") -> bytes:
+    return pack(
+        {
+            "name": name,
+            "version": version,
+            "module": "",
+            "labels": {},
+            "metadata": {},
+            "options": {},
+            "signatures": {},
+            "context": {},
+            "api_version": "v1",
+            "creation_time": 1_700_000_000_000_000,
+            "tree": tree_id,
+            "size": size,
+            "custom_objects": None,
+        }
+    )
+
+
+def hostile_records(
+    rows: list[list[Any]] | None = None, *, tree: bytes | None = None, name: str = "evil"
+) -> tuple[bytes, list[Record]]:
+    """``(model id, records)`` of a correctly hashed model whose tree has the given rows."""
+    chunk = b"hello"
+    chunk_id = oid(CHUNK, chunk)
+    file_raw = pack({"size": len(chunk), "chunks": [[chunk_id, len(chunk)]]})
+    file_id = oid(FILE, file_raw)
+    if tree is None:
+        rows = rows if rows is not None else [["ok.txt", "file", file_id, len(chunk)]]
+        tree = pack({"entries": [[n, k, file_id if i is None else i, s] for n, k, i, s in rows]})
+    tree_id = oid(TREE, tree)
+    model_raw = model_doc(tree_id, len(chunk), name)
+    model_id = oid(MODEL, model_raw)
+    return model_id, [
+        (MODEL, 0, len(model_raw), model_id, model_raw),
+        (TREE, 0, len(tree), tree_id, tree),
+        (FILE, 0, len(file_raw), file_id, file_raw),
+        (CHUNK, 0, len(chunk), chunk_id, chunk),
+    ]
+
+
+def hostile(rows: list[list[Any]] | None = None, *, tree: bytes | None = None) -> bytes:
+    """A well-formed, correctly hashed archive of ``evil:v1`` whose tree has the given rows."""
+    model_id, records = hostile_records(rows, tree=tree)
+    return build(manifest("evil:v1", model_id), records)
+
+
+# --- fixtures -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> modelvault.Store:
+    return modelvault.Store(tmp_path / "source")
+
+
+@pytest.fixture
+def model(source: modelvault.Store, tmp_path: Path) -> modelvault.Model:
+    return source.save(
+        make_model_dir(tmp_path / "m0"),
+        "clf:v1",
+        labels={"team": "nlp"},
+        metadata={"acc": 0.93},
+        signatures={"predict": {"batchable": True, "batch_dim": (0, 1)}},
+        custom_objects={"vocab": ["a", "b"]},
+    )
+
+
+@pytest.fixture
+def target(store: modelvault.Store, model: modelvault.Model) -> modelvault.Store:
+    """The empty store archives are imported into, with one unrelated model (locks, packs)."""
+    store.save(make_model_dir(store.path.parent / "other", seed=9, floats=1000), "other:v1")
+    return store
+
+
+def assert_same_model(a: modelvault.Model, b: modelvault.Model) -> None:
+    assert (a.tag, a.id, a.size) == (b.tag, b.id, b.size)
+    assert a.info == b.info
+    assert files_of(a.path) == files_of(b.path)
+    assert os.access(Path(b.path) / "run.sh", os.X_OK)
+    assert a.custom_objects == b.custom_objects
+
+
+# --- round trips --------------------------------------------------------------------
+
+
+def test_round_trip_through_a_local_folder(
+    model: modelvault.Model, source: modelvault.Store, target: modelvault.Store, tmp_path: Path
+) -> None:
+    (tmp_path / "out").mkdir()
+    path = source.export_model("clf:v1", str(tmp_path / "out"))
+    assert path == str(tmp_path / "out" / "clf-v1.bentomodel")
+    assert os.listdir(tmp_path / "out") == ["clf-v1.bentomodel"]  # no temporaries left
+    imported = target.import_model(path)
+    assert_same_model(model, imported)
+    assert target.get("clf") == imported
+    assert target.verify().ok
+
+
+def test_export_destinations(
+    model: modelvault.Model, source: modelvault.Store, tmp_path: Path
+) -> None:
+    new_folder = str(tmp_path / "new" / "folder") + "/"
+    assert source.export_model("clf", new_folder) == new_folder + "clf-v1.bentomodel"
+    exact = tmp_path / "exact.bin"
+    assert source.export_model("clf:v1", str(exact)) == str(exact)
+    url = source.export_model("clf", f"file://{tmp_path}/")
+    assert url == f"file://{tmp_path}/clf-v1.bentomodel"
+    assert exact.read_bytes() == Path(new_folder, "clf-v1.bentomodel").read_bytes()
+
+
+@pytest.mark.parametrize("dest", ["memory://mv-archive-test/", "memory://mv-archive-test/x.bm"])
+def test_round_trip_through_memory_urls(
+    model: modelvault.Model, source: modelvault.Store, target: modelvault.Store, dest: str
+) -> None:
+    url = source.export_model("clf:v1", dest)
+    fs = fsspec.filesystem("memory")
+    try:
+        assert url.startswith("memory://") and fs.exists(url)
+        assert [p for p in fs.ls("/mv-archive-test", detail=False) if ".tmp-" in p] == []
+        assert_same_model(model, target.import_model(url))
+        with fs.open(url, "rb") as f:  # a binary file object works too
+            assert target.import_model(f) == model
+    finally:
+        fs.rm("/mv-archive-test", recursive=True)
+
+
+def test_the_archive_is_deterministic_and_holds_each_object_once(
+    model: modelvault.Model, source: modelvault.Store, tmp_path: Path
+) -> None:
+    a = Path(source.export_model("clf:v1", str(tmp_path / "a.bentomodel"))).read_bytes()
+    b = Path(source.export_model("clf:v1", str(tmp_path / "b.bentomodel"))).read_bytes()
+    assert a == b
+    reach, _ = source.reachable([model._oid])
+    (count,) = struct.unpack_from("<I", a, len(a) - 48 + 8)
+    assert count == len(reach)
+
+
+def test_index_gives_random_access_to_every_object(
+    model: modelvault.Model, source: modelvault.Store, tmp_path: Path
+) -> None:
+    data = Path(source.export_model("clf:v1", str(tmp_path / "a.bentomodel"))).read_bytes()
+    at, count, magic = struct.unpack_from("<QI4s", data, len(data) - 48)
+    assert magic == b"MVAE" and data[at : at + 4] == b"MVAI"
+    for i in range(count):
+        ident, kind, how, off, stored, raw = struct.unpack_from(
+            "<32sBBxxQII", data, at + 8 + 52 * i
+        )
+        payload = data[off : off + stored]
+        body = (
+            zstandard.ZstdDecompressor().decompress(payload, max_output_size=raw)
+            if how
+            else payload
+        )
+        assert oid(kind, body) == ident
+
+
+# --- idempotence and conflicts --------------------------------------------------------
+
+
+def test_reimport_changes_nothing(
+    model: modelvault.Model, source: modelvault.Store, target: modelvault.Store, tmp_path: Path
+) -> None:
+    path = source.export_model("clf:v1", str(tmp_path))
+    target.import_model(path)
+    before = snapshot(target.path)
+    assert target.import_model(path) == model
+    assert snapshot(target.path) == before
+
+
+def test_import_into_the_store_that_holds_the_tag_changes_nothing(
+    model: modelvault.Model, source: modelvault.Store, tmp_path: Path
+) -> None:
+    path = source.export_model("clf:v1", str(tmp_path))
+    before = snapshot(source.path)
+    assert source.import_model(path) == model
+    assert snapshot(source.path) == before
+
+
+def test_a_different_model_under_an_existing_tag_raises_model_exists(
+    source: modelvault.Store, model: modelvault.Model, target: modelvault.Store, tmp_path: Path
+) -> None:
+    target.save(make_model_dir(tmp_path / "impostor", seed=5), "clf:v1")
+    path = source.export_model("clf:v1", str(tmp_path))
+    before = snapshot(target.path)
+    with pytest.raises(ModelExists, match="clf:v1"):
+        target.import_model(path)
+    assert snapshot(target.path) == before
+
+
+# --- thin archives --------------------------------------------------------------------
+
+
+def test_thin_archive_needs_its_base_and_names_it(
+    model: modelvault.Model, source: modelvault.Store, target: modelvault.Store, tmp_path: Path
+) -> None:
+    big = make_model_dir(tmp_path / "big", floats=2_000_000)  # 8 MB: ~120 chunks
+    source.save(big, "clf:v9")
+    v2 = source.save(change_weights(big, tmp_path / "big2"), "clf:v2")
+    full = Path(source.export_model("clf:v2", str(tmp_path / "full.bentomodel")))
+    thin = Path(source.export_model("clf:v2", str(tmp_path / "thin.bentomodel"), base="clf:v9"))
+    assert thin.stat().st_size < 0.2 * full.stat().st_size
+    before = snapshot(target.path)
+    with pytest.raises(ArchiveError, match=r"needs its base clf:v9 .*import clf:v9 first"):
+        target.import_model(str(thin))
+    assert snapshot(target.path) == before
+    target.import_model(source.export_model("clf:v9", str(tmp_path / "base.bentomodel")))
+    assert_same_model(v2, target.import_model(str(thin)))
+    assert target.verify().ok
+
+
+def test_thin_archive_against_itself_holds_no_object(
+    model: modelvault.Model, source: modelvault.Store, target: modelvault.Store, tmp_path: Path
+) -> None:
+    path = source.export_model("clf:v1", str(tmp_path / "t.bentomodel"), base="clf:v1")
+    data = Path(path).read_bytes()
+    assert struct.unpack_from("<I", data, len(data) - 40)[0] == 0
+    with pytest.raises(ArchiveError, match="needs its base clf:v1"):
+        target.import_model(path)
+    assert source.import_model(path) == model
+
+
+# --- export failures ------------------------------------------------------------------
+
+
+def test_export_of_unknown_tag_or_base_raises_not_found(
+    model: modelvault.Model, source: modelvault.Store, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    with pytest.raises(NotFound):
+        source.export_model("nope:v1", f"{out}/")
+    with pytest.raises(NotFound):
+        source.export_model("clf:v1", f"{out}/", base="nope:v9")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("dest", ["local", "memory://mv-archive-fail/"])
+def test_failed_export_leaves_no_file(
+    model: modelvault.Model, source: modelvault.Store, tmp_path: Path, dest: str
+) -> None:
+    weights = lookup(source._db, model._object.tree, "model.bin")[1]
+    last_chunk = read_file_object(source._db, weights).chunks[-1][0]
+    corrupt_object(source, last_chunk)  # late in the archive: most of it is written by then
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(IntegrityError):
+        source.export_model("clf:v1", f"{out}/" if dest == "local" else dest)
+    assert os.listdir(out) == []
+    fs = fsspec.filesystem("memory")
+    assert not fs.exists("/mv-archive-fail") or fs.ls("/mv-archive-fail") == []
+
+
+# --- import failures and hostile archives -----------------------------------------------
+
+
+def test_import_of_a_missing_file_raises_path_not_found(target: modelvault.Store) -> None:
+    with pytest.raises(PathNotFound):
+        target.import_model("/nonexistent/x.bentomodel")
+
+
+class _Tripwire:
+    """Unpickling it creates a file: proves whether anything was unpickled."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Path.touch, (self.marker,))
+
+
+def test_import_never_unpickles(target: modelvault.Store, tmp_path: Path) -> None:
+    marker = tmp_path / "unpickled"
+    src = modelvault.Store(tmp_path / "s")
+    src.save(make_model_dir(tmp_path / "p"), "pk:v1", custom_objects={"t": _Tripwire(marker)})
+    imported = target.import_model(src.export_model("pk:v1", str(tmp_path)))
+    assert not marker.exists()
+    imported.custom_objects  # noqa: B018 - the user asks: now it is unpickled
+    assert marker.exists()
+
+
+def test_a_hand_built_archive_imports(target: modelvault.Store) -> None:
+    """The format as written in docs/format.md is what the importer reads."""
+    import io
+
+    m = target.import_model(io.BytesIO(hostile()))
+    assert str(m.tag) == "evil:v1" and files_of(m.path) == {"ok.txt": b"hello"}
+
+
+def _rechecksum(data: bytes) -> bytes:
+    return data[:-32] + blake3(data[:-32]).digest()
+
+
+def _at(data: bytes, offset: int, value: bytes) -> bytes:
+    return data[:offset] + value + data[offset + len(value) :]
+
+
+def _index_at(data: bytes) -> int:
+    return int(struct.unpack_from("<Q", data, len(data) - 48)[0])
+
+
+GOOD = hostile()
+FIRST_RECORD = 16 + struct.unpack_from("<I", GOOD, 12)[0]
+
+
+def _bomb() -> bytes:
+    """A chunk whose zstd payload inflates far beyond the raw length it declares."""
+    payload = zstandard.ZstdCompressor().compress(bytes(64 << 20))
+    fake = oid(CHUNK, b"x" * 100)
+    return build(manifest("evil:v1", fake), [(CHUNK, 1, 100, fake, payload)])
+
+
+HOSTILE: dict[str, tuple[Callable[[], bytes], str]] = {
+    "empty file": (lambda: b"", "truncated"),
+    "wrong magic": (lambda: _at(GOOD, 0, b"PK\x03\x04"), "wrong magic"),
+    "unknown version": (lambda: _at(GOOD, 8, b"\x02\x00"), "version 2 is unknown"),
+    "unknown flags": (lambda: _at(GOOD, 10, b"\x01\x00"), "unknown flags"),
+    "truncated in a payload": (lambda: GOOD[: FIRST_RECORD + 50], "truncated"),
+    "truncated in the index": (lambda: GOOD[: _index_at(GOOD) + 20], "truncated"),
+    "checksum cut off": (lambda: GOOD[:-1], "truncated"),
+    "trailing bytes": (lambda: GOOD + b"\0", "trailing bytes"),
+    "flipped payload byte": (
+        lambda: _at(GOOD, FIRST_RECORD + 50, bytes([GOOD[FIRST_RECORD + 50] ^ 1])),
+        "does not match its id",
+    ),
+    "flipped checksum byte": (lambda: GOOD[:-1] + bytes([GOOD[-1] ^ 1]), "checksum"),
+    "huge manifest length": (lambda: _at(GOOD, 12, b"\xff\xff\xff\x7f"), "manifest declares"),
+    "index offset outside the file": (
+        lambda: _rechecksum(_at(GOOD, len(GOOD) - 48, struct.pack("<Q", 1 << 40))),
+        "footer puts the index at",
+    ),
+    "index entry pointing outside the file": (
+        lambda: _rechecksum(
+            _at(GOOD, _index_at(GOOD) + 8 + 36, struct.pack("<Q", 1 << 40))  # first offset
+        ),
+        "does not match its record",
+    ),
+    "index entry missing": (
+        lambda: build(
+            manifest("evil:v1", bytes(32)),
+            [(CHUNK, 0, 1, oid(CHUNK, b"a"), b"a")],
+            edit_index=lambda e: [],
+        ),
+        "index lists 0 objects",
+    ),
+    "declared raw size far beyond a chunk": (
+        lambda: build(manifest("evil:v1", bytes(32)), [(CHUNK, 1, 1 << 31, bytes(32), b"x")]),
+        "declares 2147483648 raw bytes",
+    ),
+    "stored size far beyond the raw size": (
+        lambda: build(manifest("evil:v1", bytes(32)), [(CHUNK, 0, 10, bytes(32), b"x" * 100)]),
+        "declares 100 stored bytes",
+    ),
+    "decompression bomb": (_bomb, "object"),
+    "wrong id": (
+        lambda: build(manifest("evil:v1", bytes(32)), [(CHUNK, 0, 1, bytes(32), b"a")]),
+        "does not match its id",
+    ),
+    "unknown object type": (
+        lambda: build(manifest("evil:v1", bytes(32)), [(9, 0, 1, bytes(32), b"a")]),
+        "unknown type 9",
+    ),
+    "duplicate object": (
+        lambda: build(
+            manifest("evil:v1", bytes(32)),
+            [(CHUNK, 0, 1, oid(CHUNK, b"a"), b"a")] * 2,
+        ),
+        "appears twice",
+    ),
+    "bad manifest": (
+        lambda: build(pack({"tags": "evil"}), []),
+        "bad archive manifest",
+    ),
+    "manifest tag without version": (
+        lambda: build(manifest("evil", bytes(32)), []),
+        "has no version",
+    ),
+    "incomplete model": (
+        lambda: build(manifest("evil:v1", oid(MODEL, b"m")), []),
+        "archive is incomplete",
+    ),
+    "parent entry ../x": (lambda: hostile([["../x", "file", None, 5]]), "unsafe entry name"),
+    "absolute /etc/x": (lambda: hostile([["/etc/x", "file", None, 5]]), "unsafe entry name"),
+    "a/../../x": (lambda: hostile([["a/../../x", "file", None, 5]]), "unsafe entry name"),
+    "name ..": (lambda: hostile([["..", "file", None, 5]]), "unsafe entry name"),
+    "NUL in a name": (lambda: hostile([["a\0b", "file", None, 5]]), "unsafe entry name"),
+    "backslash path": (lambda: hostile([["..\\x", "file", None, 5]]), "unsafe entry name"),
+    "duplicate names": (
+        lambda: hostile([["a", "file", None, 5], ["a", "file", None, 5]]),
+        "duplicate entry names",
+    ),
+    "unsorted names": (
+        lambda: hostile([["b", "file", None, 5], ["a", "file", None, 5]]),
+        "out of order",
+    ),
+    "tree that is not msgpack": (lambda: hostile(tree=b"\xc1\xc1"), "not valid msgpack"),
+    "entry kind not a file": (lambda: hostile([["a", "tree", None, 5]]), "wrong type"),
+    "size that lies": (lambda: hostile([["a", "file", None, 6]]), "wrong size"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_hostile_archive_raises_archive_error_and_changes_nothing(
+    case: str, target: modelvault.Store, tmp_path: Path
+) -> None:
+    make, message = HOSTILE[case]
+    path = tmp_path / "hostile.bentomodel"
+    path.write_bytes(make())
+    before = snapshot(target.path)
+    with pytest.raises(ArchiveError, match=message):
+        target.import_model(str(path))
+    assert snapshot(target.path) == before
+
+
+def test_an_archive_with_an_unreached_object_is_refused(target: modelvault.Store) -> None:
+    model_id, records = hostile_records()
+    extra: Record = (CHUNK, 0, 3, oid(CHUNK, b"odd"), b"odd")
+    bad = build(manifest("evil:v1", model_id), [*records, extra])
+    before = snapshot(target.path)
+    with pytest.raises(ArchiveError, match="does not reach"):
+        target.import_model(_write(target.path.parent / "x.bentomodel", bad))
+    assert snapshot(target.path) == before
+
+
+def test_a_tag_that_does_not_match_its_model_object_is_refused(target: modelvault.Store) -> None:
+    model_id, records = hostile_records(name="alien")
+    bad = build(manifest("evil:v1", model_id), records)
+    with pytest.raises(ArchiveError, match="archive tag evil:v1 holds the model alien:v1"):
+        target.import_model(_write(target.path.parent / "x.bentomodel", bad))
+    assert target.list(name="evil") == [] and target.list(name="alien") == []
+
+
+def _write(path: Path, data: bytes) -> str:
+    path.write_bytes(data)
+    return str(path)
+
+
+def test_limits_are_what_the_format_says() -> None:
+    assert archive.MAX_RAW[archive.ObjType.CHUNK] == 512 * 1024
+    assert archive.zstd_bound(0) >= 64 and archive.zstd_bound(1 << 20) > (1 << 20)
+
+
+# --- golden archives: every later version must still import them -----------------------
+
+GOLDEN = Path(__file__).parent.parent / "golden"
+
+
+def _golden_files(version: int) -> dict[str, bytes]:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("golden", GOLDEN / "make_archive_golden.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.golden_files(version)  # type: ignore[no-any-return]
+
+
+def test_golden_archives_of_format_1_import(target: modelvault.Store) -> None:
+    import json
+
+    store = target
+    ids = json.loads((GOLDEN / "archive-v1.json").read_text())
+    before = snapshot(store.path)
+    with pytest.raises(ArchiveError, match="needs its base golden:v1"):
+        store.import_model(str(GOLDEN / "archive-v1-thin.bentomodel"))
+    assert snapshot(store.path) == before
+    for version, name in ((1, "archive-v1.bentomodel"), (2, "archive-v1-thin.bentomodel")):
+        model = store.import_model(GOLDEN / name)
+        assert (str(model.tag), model.id) == (f"golden:v{version}", ids[str(model.tag)])
+        assert files_of(model.path) == _golden_files(version)
+        assert model.info.labels == {"stage": "golden"}
+        assert model.info.signatures == {"predict": {"batchable": True, "batch_dim": 0}}
+    assert store.verify().ok
