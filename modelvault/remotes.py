@@ -1,13 +1,17 @@
 """Configured remotes: names for fsspec URLs and their storage options, kept in the store config.
 
-Credentials are never stored here: they come from the backend's usual places
-(for S3: the AWS environment variables and profiles).
+Credentials are never stored here: they come from the backend's usual places (for S3:
+the AWS environment variables, ``AWS_ENDPOINT_URL_S3`` included, and profiles). An option
+whose name looks like a credential (``key``, ``secret``, ``token``, ``password`` ...) is
+refused, so a secret never lands in ``config.json`` or in ``mv remote list``.
 """
 
 from __future__ import annotations
 
 import builtins
+import json
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,7 +19,7 @@ from modelvault.errors import InvalidInput, NotFound
 from modelvault.store import Store
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}")
-_SECRET_KEYS = re.compile(r"secret|password|token|key$", re.IGNORECASE)
+_SECRET_KEYS = re.compile(r"secret|passw|token|credential|access_key|session|key$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,16 @@ def add(name: str, url: str, *, store: Store | None = None, **storage_options: A
         raise InvalidInput(f"invalid remote name {name!r}: letters, digits, _ - . only")
     if not isinstance(url, str) or not url:
         raise InvalidInput("a remote needs a URL, e.g. s3://bucket/prefix or file:///srv/models")
+    secret = _secret_option(storage_options)
+    if secret is not None:
+        raise InvalidInput(
+            f"option {secret!r} looks like credentials: they are not stored in the config; "
+            "use the backend's usual places (for S3: AWS_* environment variables or a profile)"
+        )
+    try:
+        json.dumps(storage_options)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"storage options must be plain JSON values: {exc}") from exc
     remote = Remote(name, url, dict(storage_options))
 
     def change(doc: dict[str, Any]) -> None:
@@ -88,3 +102,36 @@ def remove(name: str, *, store: Store | None = None) -> None:
         doc.get("remotes", {}).pop(name, None)
 
     _store(store).update_config(change)
+
+
+def _secret_option(options: Mapping[str, Any]) -> str | None:
+    """The first option name (nested dicts included) that looks like a credential."""
+    for k, v in options.items():
+        if _SECRET_KEYS.search(str(k)):
+            return str(k)
+        if isinstance(v, Mapping):
+            inner = _secret_option(v)
+            if inner is not None:
+                return inner
+    return None
+
+
+def parse_options(items: Iterable[str]) -> dict[str, Any]:
+    """``["KEY=VALUE", ...]`` (the CLI's ``--option``) as storage options.
+
+    A value that reads as JSON (``true``, ``3``, ``{"a": 1}``) is taken as that value,
+    anything else as a string.
+
+    Raises:
+        InvalidInput: an item without ``=``.
+    """
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise InvalidInput(f"expected KEY=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(text)
+        except ValueError:
+            out[key] = text
+    return out

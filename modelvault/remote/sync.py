@@ -1,35 +1,492 @@
-"""Push and pull (issue 4 — not implemented yet)."""
+"""Push and pull: move only the objects the other side lacks, then publish the tag.
+
+Push: list the remote's packs and read the indexes not cached yet (never one request per
+object), send the missing objects as packs (a local pack whose objects are all missing is
+sent as it is; the rest are packed anew), several at a time, each pack before its index,
+and create the tag last, create-only. Pull: resolve the tag on the remote, walk
+model -> trees -> files, fetch what the local store lacks with ranged reads of packs
+(neighbouring objects merged into one read), verify every object against its id, write
+them into a local pack, and publish the tag only after the pack is durable.
+
+``progress`` (both directions) is called from the calling thread with a
+:class:`TransferProgress` after each pack sent or each read received.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from modelvault.errors import ModelVaultError
+from blake3 import blake3
+
+from modelvault import _fsutil
+from modelvault import remotes as _remotes
+from modelvault._parallel import ordered_map
+from modelvault.core.hashing import ObjType
+from modelvault.core.objects import KIND_TREE, FileObject, ModelObject, TreeObject
+from modelvault.core.packfmt import Entry, encode_index, pack_header, record_header
+from modelvault.errors import IntegrityError, ModelExists, NotFound
+from modelvault.odb.packs import verify_payload
+from modelvault.refs import RefValue
+from modelvault.remote.repo import RemoteRepo, cache_key, index_key, pack_key
+from modelvault.remote.transport import Metered, Retrying, Transport, open_transport
 from modelvault.tags import Tag
 
 if TYPE_CHECKING:
+    from modelvault.odb import PackDB, PackWriter
     from modelvault.store import Store
+
+JOBS = 4  # transfers in flight
+REPACK_TARGET = 32 * 1024 * 1024  # size of packs built for a push
+SPAN_GAP = 1024 * 1024  # objects closer than this in a remote pack are read together
+SPAN_MAX = 16 * 1024 * 1024  # longest single ranged read
 
 
 @dataclass(frozen=True)
 class TransferResult:
-    """What crossed the wire: objects and bytes."""
+    """What crossed the wire: objects moved, and bytes and requests in both directions.
+
+    ``bytes`` = ``sent + received`` (packs, indexes, refs, the marker).
+    """
 
     objects: int
     bytes: int
+    requests: int = 0
+    sent: int = 0
+    received: int = 0
 
 
-def push(store: Store, tag: str | Tag, remote: str | None = None, **kw: Any) -> TransferResult:
-    """Not implemented yet: raises ModelVaultError."""
-    raise ModelVaultError("remotes are not implemented yet")
+@dataclass(frozen=True)
+class TransferProgress:
+    """Progress of a push or pull: objects and stored bytes done, and the totals."""
+
+    objects: int
+    bytes: int
+    total_objects: int
+    total_bytes: int
 
 
-def pull(store: Store, tag: str | Tag, remote: str | None = None, **kw: Any) -> TransferResult:
-    """Not implemented yet: raises ModelVaultError."""
-    raise ModelVaultError("remotes are not implemented yet")
+ProgressCallback = Callable[[TransferProgress], None]
+
+
+# -- choosing the remote ----------------------------------------------------------------
+
+
+def resolve_remote(store: Store, remote: str | None) -> tuple[str, dict[str, Any]]:
+    """``(url, storage options)`` of a remote given by name, URL, ``$MODELVAULT_REMOTE``
+    or, by default, the configured remote ``origin``.
+
+    Raises:
+        NotFound: no remote given and no default, or an unknown remote name.
+    """
+    name = remote or os.environ.get("MODELVAULT_REMOTE") or None
+    configured = {r.name: r for r in _remotes.list(store=store)}
+    if name is None:
+        if "origin" in configured:
+            return configured["origin"].url, dict(configured["origin"].options)
+        raise NotFound(
+            "no remote given, $MODELVAULT_REMOTE is not set and no remote is named "
+            "'origin': add one with `mv remote add origin s3://bucket/prefix` "
+            "(or modelvault.remotes.add('origin', url))"
+        )
+    if name in configured:
+        return configured[name].url, dict(configured[name].options)
+    if "://" in name or "/" in name:
+        return name, {}
+    raise NotFound(f"no remote named {name!r}: add it with `mv remote add {name} URL`")
+
+
+@dataclass
+class _Session:
+    repo: RemoteRepo
+    meter: Metered
+    jobs: int
+
+    def result(self, objects: int) -> TransferResult:
+        m = self.meter
+        return TransferResult(objects, m.sent + m.received, m.requests, m.sent, m.received)
+
+
+def _open(store: Store, remote: str | None, jobs: int) -> _Session:
+    url, options = resolve_remote(store, remote)
+    meter = Metered(open_transport(url, options))
+    transport: Transport = Retrying(meter)
+    cache = store.path / "remotes" / cache_key(url, options)
+    return _Session(RemoteRepo(transport, cache, jobs), meter, jobs)
+
+
+def _local_ref(store: Store, tag: Tag) -> RefValue | None:
+    try:
+        return store._refs.read(tag)
+    except NotFound:
+        return None
+
+
+# -- push -----------------------------------------------------------------------------
+
+
+@dataclass
+class _Upload:
+    """One pack to send: a local pack as it is, or objects to pack anew."""
+
+    local: str | None
+    ids: list[bytes] = field(default_factory=list)
+    objects: int = 0
+    nbytes: int = 0
+
+
+def push(
+    store: Store,
+    tag: str | Tag,
+    remote: str | None = None,
+    *,
+    progress: ProgressCallback | None = None,
+    jobs: int = JOBS,
+) -> TransferResult:
+    """Send ``tag`` (``name`` = its newest local version) to a remote; see module docs.
+
+    Sends only objects the remote lacks, then creates the tag there (create-only).
+    Pushing a tag the remote holds with the same model moves no object.
+
+    Raises:
+        NotFound: no such local model, or no such remote.
+        ModelExists: the remote holds another model under that ``name:version``.
+        IntegrityError: a local object the tag reaches is missing or damaged.
+        RemoteError: the remote failed (after retries), with its URL and the cause.
+    """
+    model = store.get(tag)
+    ref = store._refs.read(model.tag)
+    s = _open(store, remote, jobs)
+    s.repo.check_format(create=True)
+    if _remote_has(s.repo, ref):
+        return s.result(0)
+    with _fsutil.file_lock(store.path / "locks" / "gc.lock", shared=True):
+        reach, missing = store.reachable([ref.model_id])
+        if missing:
+            raise IntegrityError(
+                f"cannot push {ref.tag}: {len(missing)} of its objects are missing or damaged "
+                "in the local store (run `mv verify`)"
+            )
+        index = s.repo.index()
+        needed = reach - index.entries.keys()
+        uploads = _plan(store._db, needed)
+        sent = _send_all(store._db, s, uploads, progress)
+    if not s.repo.create_ref(ref):
+        _remote_has(s.repo, ref)  # the same model raced in (fine), or ModelExists
+    return s.result(sent)
+
+
+def _remote_has(repo: RemoteRepo, ref: RefValue) -> bool:
+    """True if the remote holds this exact ref; ModelExists if it holds another model."""
+    there = repo.read_ref(ref.tag)
+    if there is None:
+        return False
+    if there.model_id != ref.model_id:
+        raise ModelExists(
+            f"{repo.url} holds another model under {ref.tag} "
+            f"({there.model_id.hex()[:12]}, here {ref.model_id.hex()[:12]}): versions are immutable"
+        )
+    return True
+
+
+def _plan(db: PackDB, needed: set[bytes]) -> list[_Upload]:
+    """Group the needed objects into packs to send, largest local packs first."""
+    by_pack: dict[str, list[tuple[bytes, Entry]]] = {}
+    for oid in needed:
+        e = db.entry(oid)
+        if e is None:
+            raise IntegrityError(f"object {oid.hex()} vanished from the local store")
+        by_pack.setdefault(e.pack, []).append((oid, e))
+    whole: list[_Upload] = []
+    loose: list[tuple[bytes, Entry]] = []
+    for pack, items in by_pack.items():
+        if len(items) == len(db.entries_of(pack)):
+            size = (db.pack_dir / f"{pack}.pack").stat().st_size
+            whole.append(_Upload(pack, objects=len(items), nbytes=size))
+        else:
+            loose += items
+    loose.sort(key=lambda item: (item[1].pack, item[1].offset))
+    rebuilt: list[_Upload] = []
+    for oid, e in loose:
+        if not rebuilt or rebuilt[-1].nbytes >= REPACK_TARGET:
+            rebuilt.append(_Upload(None))
+        up = rebuilt[-1]
+        up.ids.append(oid)
+        up.objects += 1
+        up.nbytes += e.stored_len
+    return sorted(whole, key=lambda u: -u.nbytes) + rebuilt
+
+
+def _send_all(
+    db: PackDB, s: _Session, uploads: list[_Upload], progress: ProgressCallback | None
+) -> int:
+    total_objects = sum(u.objects for u in uploads)
+    total_bytes = sum(u.nbytes for u in uploads)
+    done_objects = done_bytes = 0
+    with ThreadPoolExecutor(s.jobs, thread_name_prefix="modelvault-push") as pool:
+        futures = [pool.submit(_send, db, s.repo, up) for up in uploads]
+        try:
+            for fut in as_completed(futures):
+                up = fut.result()
+                done_objects += up.objects
+                done_bytes += up.nbytes
+                if progress is not None:
+                    progress(TransferProgress(done_objects, done_bytes, total_objects, total_bytes))
+        finally:
+            for fut in futures:
+                fut.cancel()
+    return done_objects
+
+
+def _send(db: PackDB, repo: RemoteRepo, up: _Upload) -> _Upload:
+    """Upload one pack, then its index (the index makes the pack visible)."""
+    if up.local is not None:
+        path = db.pack_dir / f"{up.local}.pack"
+        wrong = db.check_pack_file(up.local)
+        if wrong is None and db.verify_pack(up.local):
+            wrong = "objects do not match their ids"
+        if wrong is not None:  # never spread damage to the remote
+            raise IntegrityError(f"local pack {up.local} is damaged ({wrong}): run `mv verify`")
+        idx = (db.pack_dir / f"{up.local}.idx").read_bytes()
+        repo.t.put_file(pack_key(up.local), path)
+        repo.t.put(index_key(up.local), idx)
+        repo.remember_index(up.local, idx)
+        return up
+    name, data, idx = _build_pack(db, up.ids)
+    repo.t.put(pack_key(name), data)
+    repo.t.put(index_key(name), idx)
+    repo.remember_index(name, idx)
+    return replace(up, local=None, nbytes=len(data))
+
+
+def _build_pack(db: PackDB, ids: list[bytes]) -> tuple[str, bytes, bytes]:
+    """A new pack (same layout as local packs) of verified objects: (name, pack, index)."""
+    buf = bytearray(pack_header())
+    digest_of = blake3(buf)  # the pack digest covers the file and record headers
+    entries: dict[bytes, Entry] = {}
+    for oid in ids:
+        e, payload = db.read_stored(oid)
+        verify_payload(oid, e, payload, None)  # never copy damage forward
+        head = record_header(e.kind, e.codec, e.raw_len, len(payload), oid)
+        entries[oid] = Entry("", len(buf) + len(head), len(payload), e.raw_len, e.kind, e.codec)
+        digest_of.update(head)
+        buf += head
+        buf += payload
+    digest = digest_of.digest()
+    name = digest.hex()
+    entries = {oid: replace(e, pack=name) for oid, e in entries.items()}
+    return name, bytes(buf), encode_index(entries, digest)
+
+
+# -- pull -----------------------------------------------------------------------------
+
+
+@dataclass
+class _Span:
+    """One ranged read: a stretch of a remote pack holding some wanted objects."""
+
+    pack: str
+    start: int
+    end: int
+    items: list[tuple[bytes, Entry]]
+
+
+Fetched = tuple[bytes, Entry, memoryview, bytes | memoryview]  # id, entry, payload, raw
+
+
+class _Fetcher:
+    """Reads objects from remote packs in merged ranges, verifying each against its id."""
+
+    def __init__(self, s: _Session, entries: dict[bytes, Entry]) -> None:
+        self.t = s.repo.t
+        self.url = s.repo.url
+        self.entries = entries
+        self.jobs = s.jobs
+
+    def spans(self, ids: list[bytes]) -> list[_Span]:
+        items = []
+        for oid in ids:
+            e = self.entries.get(oid)
+            if e is None:
+                raise IntegrityError(f"{self.url} lacks object {oid.hex()}: the remote is damaged")
+            items.append((oid, e))
+        items.sort(key=lambda it: (it[1].pack, it[1].offset))
+        spans: list[_Span] = []
+        for oid, e in items:
+            last = spans[-1] if spans else None
+            end = e.offset + e.stored_len
+            if (
+                last is not None
+                and last.pack == e.pack
+                and e.offset - last.end <= SPAN_GAP
+                and end - last.start <= SPAN_MAX
+            ):
+                last.end = max(last.end, end)
+                last.items.append((oid, e))
+            else:
+                spans.append(_Span(e.pack, e.offset, end, [(oid, e)]))
+        return spans
+
+    def fetch(
+        self, ids: list[bytes], kind: ObjType | None
+    ) -> Iterator[tuple[_Span, list[Fetched]]]:
+        """Yield each span with its verified objects, in order, ``jobs`` reads in flight."""
+        spans = self.spans(ids)
+        with ThreadPoolExecutor(self.jobs, thread_name_prefix="modelvault-pull") as pool:
+            yield from ordered_map(pool, lambda sp: self._read(sp, kind), spans, self.jobs + 2)
+
+    def _read(self, span: _Span, kind: ObjType | None) -> list[Fetched]:
+        (data,) = self.t.get_ranges(pack_key(span.pack), [(span.start, span.end - span.start)])
+        view = memoryview(data)
+        out: list[Fetched] = []
+        for oid, e in span.items:
+            payload = view[e.offset - span.start : e.offset - span.start + e.stored_len]
+            try:
+                raw = verify_payload(oid, e, payload, kind)  # type: ignore[arg-type]
+            except IntegrityError as exc:
+                raise IntegrityError(f"{self.url}, pack {span.pack}: {exc}") from None
+            out.append((oid, e, payload, raw))
+        return out
+
+
+class _Receiver:
+    """Walks a model on the remote and writes what the local store lacks."""
+
+    def __init__(self, store: Store, writer: PackWriter, fetcher: _Fetcher) -> None:
+        self.db = store._db
+        self.writer = writer
+        self.fetcher = fetcher
+        self.metadata: list[Fetched] = []  # written last, after the chunks
+        self.objects = 0
+
+    def objects_of(self, ids: list[bytes], kind: ObjType) -> dict[bytes, bytes]:
+        """Raw bytes of metadata objects, from the local store when it has them."""
+        out: dict[bytes, bytes] = {}
+        remote = []
+        for oid in dict.fromkeys(ids):
+            if self.db.has(oid):
+                out[oid] = self.db.read(oid, kind)
+            else:
+                remote.append(oid)
+        for _, fetched in self.fetcher.fetch(remote, kind):
+            for item in fetched:
+                out[item[0]] = bytes(item[3])
+                self.metadata.append(item)
+        return out
+
+    def walk(self, ref: RefValue) -> tuple[ModelObject, list[bytes]]:
+        """The model object and the ids of every chunk it reaches."""
+        raw = self.objects_of([ref.model_id], ObjType.MODEL)[ref.model_id]
+        model = _decode(ModelObject.decode, raw, ref.model_id)
+        if (model.name, model.version) != (ref.tag.name, ref.tag.version):
+            raise IntegrityError(
+                f"{self.fetcher.url}: the ref {ref.tag} points at the model "
+                f"{model.name}:{model.version}"
+            )
+        trees, files = [model.tree], [model.custom_objects] if model.custom_objects else []
+        while trees:
+            level = self.objects_of(trees, ObjType.TREE)
+            trees = []
+            for oid, data in level.items():
+                for e in _decode(TreeObject.decode, data, oid).entries:
+                    (trees if e.kind == KIND_TREE else files).append(e.oid)
+        chunks: dict[bytes, None] = {}
+        for oid, data in self.objects_of(files, ObjType.FILE).items():
+            chunks.update((cid, None) for cid, _ in _decode(FileObject.decode, data, oid).chunks)
+        return model, list(chunks)
+
+    def receive(self, chunks: list[bytes], progress: ProgressCallback | None) -> None:
+        wanted = [c for c in chunks if not self.writer.has(c)]
+        meta_bytes = sum(item[1].stored_len for item in self.metadata)
+        total_objects = len(wanted) + len(self.metadata)
+        entries = self.fetcher.entries
+        total_bytes = meta_bytes + sum(entries[c].stored_len for c in wanted if c in entries)
+        done_objects, done_bytes = len(self.metadata), meta_bytes
+        for _, fetched in self.fetcher.fetch(wanted, ObjType.CHUNK):
+            for oid, e, payload, _ in fetched:
+                self.writer.add_prepared(e.kind, oid, e.codec, e.raw_len, payload)
+                done_objects += 1
+                done_bytes += e.stored_len
+            if progress is not None:
+                progress(TransferProgress(done_objects, done_bytes, total_objects, total_bytes))
+        for oid, e, payload, _ in self.metadata:
+            self.writer.add_prepared(e.kind, oid, e.codec, e.raw_len, payload)
+        self.objects = total_objects
+
+
+def _decode(fn: Callable[[bytes], Any], data: bytes, oid: bytes) -> Any:
+    try:
+        return fn(data)
+    except ValueError as exc:
+        raise IntegrityError(f"object {oid.hex()} is malformed: {exc}") from exc
+
+
+def pull(
+    store: Store,
+    tag: str | Tag,
+    remote: str | None = None,
+    *,
+    progress: ProgressCallback | None = None,
+    jobs: int = JOBS,
+) -> TransferResult:
+    """Fetch ``tag`` (``name`` or ``name:latest`` = the newest on the remote).
+
+    Fetches only objects the local store lacks, verifies every one against its id,
+    and publishes the tag locally only once they are all durably stored. Pulling a
+    tag the store holds with the same model moves no object.
+
+    Raises:
+        NotFound: no such model on the remote, or no such remote.
+        ModelExists: the local store holds another model under that ``name:version``.
+        IntegrityError: a remote object does not match its id (nothing is published).
+        RemoteError: the remote failed (after retries), with its URL and the cause.
+    """
+    t = Tag.coerce(tag)
+    s = _open(store, remote, jobs)
+    if not s.repo.check_format(create=False):
+        raise NotFound(f"model {t} not found on {s.repo.url} (no modelvault remote there)")
+    ref = s.repo.resolve(t)
+    if _local_has(store, ref):
+        return s.result(0)
+    fetcher = _Fetcher(s, s.repo.index().entries)
+    with store.writing() as writer:
+        receiver = _Receiver(store, writer, fetcher)
+        model, chunks = receiver.walk(ref)
+        receiver.receive([c for c in chunks if not store._db.has(c)], progress)
+        writer.commit()  # invariant 1: objects durable before the ref exists
+        value = RefValue(ref.tag, ref.model_id, model.creation_time)
+        if not store._refs.create(value):
+            _local_has(store, ref)  # raises ModelExists unless the same model raced in
+    return s.result(receiver.objects)
+
+
+def _local_has(store: Store, ref: RefValue) -> bool:
+    """True if the local store holds this exact ref; ModelExists if another model."""
+    here = _local_ref(store, ref.tag)
+    if here is None:
+        return False
+    if here.model_id != ref.model_id:
+        raise ModelExists(
+            f"the local store holds another model under {ref.tag}: versions are immutable"
+        )
+    return True
+
+
+# -- listing --------------------------------------------------------------------------
 
 
 def list_remote(store: Store, remote: str | None = None, name: str | None = None) -> list[Tag]:
-    """Not implemented yet: raises ModelVaultError."""
-    raise ModelVaultError("remotes are not implemented yet")
+    """The tags a remote holds (of ``name``), newest first; ``[]`` for an empty remote.
+
+    Raises:
+        NotFound: no remote given and no default, or an unknown remote name.
+        RemoteError: the remote failed (after retries).
+    """
+    s = _open(store, remote, JOBS)
+    if not s.repo.check_format(create=False):
+        return []
+    only = Tag.coerce(name).name if name else None
+    return [r.tag for r in s.repo.refs(only)]
