@@ -527,6 +527,10 @@ class Store:
                 not path.name.startswith(".") or _is_dead_temp(path)
             ):
                 freed += _tree_size(path)
+                if not path.name.startswith("."):  # out of sight first: a crash must not
+                    doomed = _fsutil.temp_name(path.parent, ".cache")  # leave a partial
+                    os.rename(path, doomed)  # folder under a name _materialise trusts
+                    path = doomed
                 remove_tree(path)
         for path in (self.path / "tmp").iterdir():
             if _is_dead_temp(path):

@@ -20,6 +20,7 @@ The points are reached by wrapping functions of the real code in this process on
 - ``after-ref``      the ref is published (the save is complete)
 - ``gc-repacked``    gc copied the live objects of a pack, the old pack still exists
 - ``gc-idx-gone``    gc deleted an index, not yet its pack
+- ``gc-cache-half``  gc removed the first file of a cached model folder, not the rest
 - ``cache-rename``   a materialised folder is complete under its temporary name
 
 Exit codes: 0 done, 3 ModelExists, 4 another ModelVaultError (message on stderr).
@@ -52,6 +53,7 @@ POINTS = (
     "after-ref",
     "gc-repacked",
     "gc-idx-gone",
+    "gc-cache-half",
     "cache-rename",
 )
 
@@ -73,7 +75,7 @@ def _after(owner: Any, attr: str, point: str, when: Callable[..., bool] | None =
 
     def wrapper(*args: Any, **kw: Any) -> Any:
         result = real(*args, **kw)
-        if when is None or when(*args):
+        if when is None or when(*args, **kw):
             hit(point)
         return result
 
@@ -109,6 +111,7 @@ def install_points() -> None:
     _after(_fsutil, "_write_temp", "ref-temp", lambda folder, data: "refs" in Path(folder).parts)
     _after(Store, "_repack", "gc-repacked")
     _after(os, "unlink", "gc-idx-gone", lambda path, *a, **k: str(path).endswith(".idx"))
+    _after(os, "unlink", "gc-cache-half", lambda path, *a, **k: "dir_fd" in k)  # rmtree
     _before(os, "rename", "cache-rename", lambda src, dst: ".cache" in str(src))
 
 

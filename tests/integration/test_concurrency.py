@@ -66,7 +66,7 @@ def test_two_processes_save_at_once(
     tmp_path: Path, sources: list[Path], tags: tuple[str, str]
 ) -> None:
     path = tmp_path / "store"
-    Store(path)  # created beforehand: the children race on saving, not on creating
+    # no Store(path) here: the children also race to create the store
     children = [
         Child("save", str(path), str(src), tag, "--wait")
         for src, tag in zip(sources[:2], tags, strict=True)

@@ -177,3 +177,25 @@ def test_kill_during_materialisation(tmp_path: Path, small_sources: tuple[Source
     assert check_after_crash(path, a, "m:a") is True
     model = Store(path).get("m:a")
     assert _digest_file(Path(model.path) / "weights.bin") == a.digests["weights.bin"]
+
+
+@pytest.mark.slow
+def test_kill_during_gc_of_a_cache_never_leaves_a_partial_model_folder(
+    tmp_path: Path, small_sources: tuple[Source, Source]
+) -> None:
+    """The same model id can come back (import of its archive): its cache folder must
+    then be whole, so gc must never leave a half-removed one under the final name."""
+    a, _ = small_sources
+    path = tmp_path / "store"
+    store = Store(path)
+    model = store.save(a.root, "m:v1")
+    store.get("m:v1").path  # noqa: B018
+    archive = store.export_model("m:v1", str(tmp_path / "m.bentomodel"))
+    store.delete("m:v1")
+    run_killed("gc", str(path), "--kill-at", "gc-cache-half")
+    again = Store(path).import_model(archive)
+    assert again.id == model.id
+    folder = Path(again.path)
+    assert sorted(p.name for p in folder.iterdir()) == ["weights.bin"]
+    assert _digest_file(folder / "weights.bin") == a.digests["weights.bin"]
+    assert check_after_crash(path, a, "m:v1") is True
