@@ -1,0 +1,79 @@
+"""The ``mv`` / ``modelvault`` command line (see docs/cli.md).
+
+``main()`` first decides, from ``sys.argv`` alone, whether the arguments are for
+modelvault; if not, it runs the system ``mv`` (:mod:`modelvault.cli.passthrough`).
+Only then is the typer app (:mod:`modelvault.cli.app`) imported, so moving files
+and ``mv --help`` pay no more start-up than they must.
+
+Exit codes: 0 success; 1 an error (one line on stderr, no traceback unless ``--debug``
+or ``MODELVAULT_DEBUG=1``); 2 a usage error (bad option, argument or tag); 130
+interrupted by Ctrl-C. ``mv verify`` exits 1 when the store is damaged.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+COMMANDS = frozenset(
+    {
+        "list",
+        "get",
+        "delete",
+        "save",
+        "checkout",
+        "export",
+        "import",
+        "push",
+        "pull",
+        "remote",
+        "gc",
+        "verify",
+        "du",
+        "models",
+    }
+)
+GLOBAL_OPTIONS = frozenset(
+    {
+        "--help",
+        "-h",
+        "--version",
+        "--debug",
+        "--store",
+        "--install-completion",
+        "--show-completion",
+    }
+)
+
+
+def _completion_requested(prog: str) -> bool:
+    """True when a shell asks typer's completion (``_MV_COMPLETE=...`` and the like)."""
+    names = {prog, "mv", "modelvault"}
+    return any(f"_{n.replace('-', '_').upper()}_COMPLETE" in os.environ for n in names)
+
+
+def is_modelvault_invocation(args: Sequence[str], prog: str = "mv") -> bool:
+    """True when ``args`` (without the program name) are for modelvault, not the system mv.
+
+    They are when there are none, when the first is a modelvault command or global
+    option (``--store=PATH`` included), or when a shell asks for completions.
+    """
+    if not args or _completion_requested(prog):
+        return True
+    first = args[0]
+    return first in COMMANDS or first in GLOBAL_OPTIONS or first.startswith("--store=")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``mv`` and ``modelvault`` console scripts."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "mv"
+    prog = prog if prog in ("mv", "modelvault") else "mv"
+    if prog == "mv" and not is_modelvault_invocation(args, prog):
+        from modelvault.cli.passthrough import run_system_mv
+
+        return run_system_mv(args)
+    from modelvault.cli.app import run
+
+    return run(args, prog)

@@ -1,0 +1,138 @@
+"""Errors: one line on stderr, the right exit code, a traceback only with --debug; Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from _cli import Run, console_script, no_traceback
+
+from modelvault.cli.failures import describe
+from modelvault.errors import (
+    ArchiveError,
+    IntegrityError,
+    InvalidTag,
+    ModelExists,
+    NotFound,
+    RemoteError,
+)
+
+
+def test_not_found_is_one_line(mv: Run) -> None:
+    out = mv("get", "nope:v1")
+    assert out.returncode == 1
+    no_traceback(out)
+    assert "nope:v1" in out.stderr and "`mv list" in out.stderr
+
+
+def test_bad_tag_is_a_usage_error(mv: Run) -> None:
+    out = mv("get", "Bad Tag!")
+    assert out.returncode == 2
+    no_traceback(out)
+    assert "invalid model name" in out.stderr
+
+
+def test_missing_argument_and_unknown_option_exit_2(mv: Run) -> None:
+    for args in (("get",), ("list", "--bogus"), ("list", "-o", "xml"), ("remote", "nope")):
+        out = mv(*args)
+        assert out.returncode == 2, args
+        assert "Traceback" not in out.stderr
+
+
+def test_save_errors(mv: Run, model_dir: Path, tmp_path: Path) -> None:
+    missing = mv("save", str(tmp_path / "absent"), "m")
+    assert missing.returncode == 1
+    no_traceback(missing)
+    assert "no such file or folder" in missing.stderr
+
+    assert mv("save", str(model_dir), "m:v1").returncode == 0
+    exists = mv("save", str(model_dir), "m:v1")
+    assert exists.returncode == 1
+    no_traceback(exists)
+    assert "already exists" in exists.stderr
+
+    bad_pair = mv("save", str(model_dir), "m", "--label", "novalue")
+    assert bad_pair.returncode == 2
+    no_traceback(bad_pair)
+    assert "KEY=VALUE" in bad_pair.stderr
+
+
+def test_debug_shows_the_traceback(mv: Run, cli_env: dict[str, str]) -> None:
+    out = mv("--debug", "get", "nope")
+    assert out.returncode == 1
+    assert "Traceback" in out.stderr and "NotFound" in out.stderr
+    assert out.stderr.strip().splitlines()[-1].startswith("mv: error:")
+    env_debug = mv("get", "nope", env={**cli_env, "MODELVAULT_DEBUG": "1"})
+    assert "Traceback" in env_debug.stderr
+
+
+def test_damaged_store_config_is_one_line(mv: Run, _isolated_home: Path) -> None:
+    assert mv("list").returncode == 0
+    (_isolated_home / "config.json").write_text("{not json")
+    out = mv("list")
+    assert out.returncode == 1
+    no_traceback(out)
+    assert "config.json" in out.stderr
+
+
+@pytest.mark.parametrize(
+    ("error", "code", "words"),
+    [
+        (InvalidTag("invalid model name 'A B'"), 2, "NAME:VERSION"),
+        (NotFound("model x:y not found"), 1, "`mv list"),
+        (ModelExists("model x:y already exists"), 1, "immutable"),
+        (IntegrityError("object abc is damaged"), 1, "`mv verify`"),
+        (ArchiveError("archive truncated"), 1, "unchanged"),
+        (RemoteError("connection refused"), 1, "`mv remote list`"),
+        (PermissionError(13, "Permission denied", "/x"), 1, "Permission denied: /x"),
+        (RuntimeError("boom"), 1, "--debug"),
+    ],
+)
+def test_every_error_says_what_to_do(error: BaseException, code: int, words: str) -> None:
+    message, exit_code = describe(error)
+    assert exit_code == code
+    assert words in message and "\n" not in message
+
+
+def _big_folder(folder: Path, mib: int) -> Path:
+    folder.mkdir()
+    block = os.urandom(1 << 20)
+    with open(folder / "weights.bin", "wb") as f:
+        for i in range(mib):  # distinct blocks: nothing dedups, every byte is work
+            f.write(i.to_bytes(8, "little") + block[8:])
+    return folder
+
+
+@pytest.mark.slow
+def test_ctrl_c_leaves_the_store_consistent(
+    mv: Run, cli_env: dict[str, str], tmp_path: Path, _isolated_home: Path
+) -> None:
+    assert mv("list").returncode == 0  # the store exists before the save starts
+    src = _big_folder(tmp_path / "big", 512)
+    proc = subprocess.Popen(
+        [console_script("mv"), "save", str(src), "big"],
+        env=cli_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    tmp = _isolated_home / "objects"
+    while time.monotonic() < deadline and proc.poll() is None:
+        if any(p.name.startswith(".tmp-") for p in tmp.rglob("*")):
+            break  # a pack is being written
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+
+    assert json.loads(mv("list", "-o", "json").stdout) == []
+    assert mv("verify").returncode == 0
+    assert mv("gc").returncode == 0
+    assert mv("save", str(tmp_path / "big"), "big").returncode == 0

@@ -1,0 +1,134 @@
+"""``mv`` runs the system's own mv when the arguments are not for modelvault."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+from _cli import Run, console_script
+
+from modelvault.cli import COMMANDS, is_modelvault_invocation
+from modelvault.cli.passthrough import find_system_mv
+
+SYSTEM_MV = shutil.which("mv", path="/usr/bin:/bin")
+
+
+def test_moves_a_file(mv: Run, tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_text("hello")
+    out = mv("a.txt", "b.txt")
+    assert out.returncode == 0, out.stderr
+    assert not (tmp_path / "a.txt").exists()
+    assert (tmp_path / "b.txt").read_text() == "hello"
+
+
+def test_options_and_exit_status_are_the_system_mvs(mv: Run, tmp_path: Path) -> None:
+    (tmp_path / "x").write_text("x")
+    verbose = mv("-v", "x", "y")
+    assert verbose.returncode == 0 and "y" in verbose.stdout  # GNU/BSD mv -v prints the move
+    missing = mv("does-not-exist", "z")
+    reference = subprocess.run(
+        [SYSTEM_MV or "/bin/mv", "does-not-exist", "z"], cwd=tmp_path, capture_output=True
+    )
+    assert missing.returncode == reference.returncode != 0
+    assert "Traceback" not in missing.stderr and "does-not-exist" in missing.stderr
+
+
+def test_double_dash_moves_a_file_named_like_a_command(mv: Run, tmp_path: Path) -> None:
+    (tmp_path / "list").write_text("not a command")
+    out = mv("--", "list", "renamed")
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "renamed").read_text() == "not a command"
+
+
+def test_moves_into_a_folder_with_many_files(mv: Run, tmp_path: Path) -> None:
+    (tmp_path / "dest").mkdir()
+    for name in ("one", "two", "three"):
+        (tmp_path / name).write_text(name)
+    assert mv("one", "two", "three", "dest").returncode == 0
+    assert sorted(p.name for p in (tmp_path / "dest").iterdir()) == ["one", "three", "two"]
+
+
+def _fake_modelvault_mv(folder: Path) -> Path:
+    """A copy of the installed ``mv`` script (another environment's modelvault)."""
+    folder.mkdir()
+    fake = folder / "mv"
+    shutil.copy(console_script("mv"), fake)
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    return fake
+
+
+def test_skips_other_modelvault_scripts_on_path(
+    mv: Run, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    other_env = _fake_modelvault_mv(tmp_path / "other-venv-bin")
+    own_bin = str(Path(console_script("mv")).parent)
+    path = os.pathsep.join([own_bin, str(other_env.parent), "/usr/bin", "/bin"])
+    found = find_system_mv(path, console_script("mv"))
+    assert found is not None and Path(found).name == "mv"
+    assert str(other_env.parent) not in found and own_bin not in found
+
+    (tmp_path / "f").write_text("f")
+    out = mv("f", "g", env={**cli_env, "PATH": path})
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "g").exists()
+
+
+def test_falls_back_to_bin_mv(tmp_path: Path) -> None:
+    own = console_script("mv")
+    assert find_system_mv(str(tmp_path), own) == "/bin/mv"
+    assert find_system_mv("", own) == "/bin/mv"
+
+
+def test_a_later_mv_on_path_wins_over_bin_mv(tmp_path: Path) -> None:
+    folder = tmp_path / "tools"
+    folder.mkdir()
+    tool = folder / "mv"
+    tool.write_text('#!/bin/sh\necho fake-mv "$@"\n')
+    tool.chmod(0o755)
+    path = os.pathsep.join([str(Path(console_script("mv")).parent), str(folder)])
+    assert find_system_mv(path, console_script("mv")) == str(tool)
+
+
+@pytest.mark.parametrize(
+    ("args", "ours"),
+    [
+        ((), True),
+        (("list",), True),
+        (("models", "list"), True),
+        (("--help",), True),
+        (("-h",), True),
+        (("--version",), True),
+        (("--store=/x", "list"), True),
+        (("--store", "/x", "list"), True),
+        (("--debug", "get", "x"), True),
+        (("a.txt", "b.txt"), False),
+        (("-v", "a", "b"), False),
+        (("-f", "a", "b"), False),
+        (("--", "list", "x"), False),
+        (("./list", "x"), False),
+        (("--target-directory=d", "a"), False),
+    ],
+)
+def test_dispatch(args: tuple[str, ...], ours: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in list(os.environ):
+        if key.endswith("_COMPLETE"):
+            monkeypatch.delenv(key)
+    assert is_modelvault_invocation(list(args)) is ours
+
+
+def test_completion_requests_are_ours(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("_MV_COMPLETE", "complete_bash")
+    assert is_modelvault_invocation(["a.txt", "b.txt"])
+
+
+def test_commands_constant_matches_the_app() -> None:
+    from typer.main import get_command
+
+    from modelvault.cli.app import app
+
+    group = get_command(app)
+    assert set(group.commands) == set(COMMANDS)  # type: ignore[attr-defined]

@@ -1,0 +1,68 @@
+"""Progress bars: drawn on stderr when it is a terminal (a pty here), never with -q."""
+
+from __future__ import annotations
+
+import os
+import select
+import subprocess
+from pathlib import Path
+
+from _cli import console_script
+
+
+def run_with_tty_stderr(env: dict[str, str], *args: str, cwd: Path) -> tuple[int, str, bytes]:
+    """Run ``mv ARGS`` with stderr on a pseudo-terminal; (code, stdout, stderr bytes)."""
+    master, slave = os.openpty()
+    proc = subprocess.Popen(
+        [console_script("mv"), *args],
+        stdout=subprocess.PIPE,
+        stderr=slave,
+        stdin=subprocess.DEVNULL,
+        env=env,
+        cwd=cwd,
+        text=True,
+    )
+    os.close(slave)
+    err = b""
+    while True:
+        ready, _, _ = select.select([master], [], [], 0.2)
+        if ready:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # the child closed the terminal
+                break
+            if not data:
+                break
+            err += data
+        elif proc.poll() is not None:
+            break
+    os.close(master)
+    assert proc.stdout is not None
+    out = proc.stdout.read()
+    proc.wait(timeout=60)
+    return proc.returncode, out, err
+
+
+def test_bars_on_a_terminal_only(cli_env: dict[str, str], model_dir: Path, tmp_path: Path) -> None:
+    env = {**cli_env, "TERM": "xterm"}
+    code, out, err = run_with_tty_stderr(env, "save", str(model_dir), "bar:v1", cwd=tmp_path)
+    assert code == 0 and 'Model(tag="bar:v1") saved' in out
+    assert b"saving bar:v1" in err and b"KiB" in err
+    assert b"\x1b[3" not in err  # NO_COLOR=1 in cli_env: a bar, but no colour
+
+    code, out, err = run_with_tty_stderr(env, "save", "-q", str(model_dir), "bar:v2", cwd=tmp_path)
+    assert code == 0 and err == b""
+
+    dest = tmp_path / "co"
+    code, out, err = run_with_tty_stderr(env, "checkout", "bar:v1", str(dest), cwd=tmp_path)
+    assert code == 0 and b"checking out bar:v1" in err
+    assert (dest / "weights.bin").read_bytes() == (model_dir / "weights.bin").read_bytes()
+
+
+def test_colour_on_a_terminal_without_no_color(cli_env: dict[str, str], tmp_path: Path) -> None:
+    env = {k: v for k, v in cli_env.items() if k != "NO_COLOR"}
+    env["TERM"] = "xterm"
+    code, _, err = run_with_tty_stderr(env, "get", "nope", cwd=tmp_path)
+    assert code == 1 and err.startswith(b"\x1b[31mmv: error:")
+    code, _, err = run_with_tty_stderr({**env, "NO_COLOR": "1"}, "get", "nope", cwd=tmp_path)
+    assert code == 1 and err.startswith(b"mv: error:")
