@@ -447,7 +447,14 @@ class Store:
         return StoreStats(len(models), logical, self._db.stored_bytes())
 
     def verify(self) -> VerifyReport:
-        """Re-hash every stored object; report damaged ids and the tags they break."""
+        """Re-hash every stored object; report damaged ids and the tags they break.
+
+        Holds the gc lock shared, so a gc elsewhere cannot delete packs being checked.
+        """
+        with _fsutil.file_lock(self.path / "locks" / "gc.lock", shared=True):
+            return self._verify()
+
+    def _verify(self) -> VerifyReport:
         self._db.refresh()
         report = VerifyReport()
         corrupt: set[bytes] = set()

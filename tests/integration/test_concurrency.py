@@ -181,3 +181,37 @@ def test_two_processes_materialise_one_model(tmp_path: Path, sources: list[Path]
     folder = Path(_said(results[0][1], "path")[0])
     assert (folder / "w.bin").read_bytes() == (sources[1] / "w.bin").read_bytes()
     assert leftovers(path) == []
+
+
+@pytest.mark.slow
+def test_verify_beside_gc_reports_no_false_damage(tmp_path: Path, sources: list[Path]) -> None:
+    """gc in another process starts while verify is between packs: it must not delete
+    a pack verify is about to read (verify would report sound objects as damaged)."""
+    path = tmp_path / "store"
+    store = Store(path)
+    store.save(sources[0], "old:v1")
+    store.save(sources[1], "new:v1")  # shares old:v1's pack: gc will repack it
+    store.delete("old:v1")
+    gc = Child("gc", str(path), "--wait")
+    gc.expect("ready")
+    real = store._db.verify_pack
+    started: list[str] = []
+    lock = path / "locks" / "gc.lock"
+
+    def verify_pack_after_gc_starts(name: str) -> list[bytes]:
+        if not started:
+            started.append(name)
+            gc.send()  # gc begins now, with verify under way...
+            _wait_until(  # ...and either waits for verify or runs to its end
+                lambda: gc.proc.poll() is not None or waiting_for_lock(lock, gc.pid),
+                "gc finishes or waits",
+            )
+        return real(name)
+
+    store._db.verify_pack = verify_pack_after_gc_starts  # type: ignore[method-assign]
+    report = store.verify()
+    assert report.ok, report
+    code, _, err = gc.finish()
+    assert code == 0, err
+    assert Store(path).verify().ok
+    assert _same_files(Store(path), "new:v1", sources[1])
