@@ -163,6 +163,12 @@ TagArg = Annotated[
     str, typer.Argument(help="NAME or NAME:VERSION", metavar="TAG", autocompletion=_complete_tags)
 ]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+RemoteArg = Annotated[
+    str | None,
+    typer.Argument(
+        help="Remote name or URL [default: $MODELVAULT_REMOTE, else origin].", metavar="REMOTE"
+    ),
+]
 
 
 # -- root -----------------------------------------------------------------------------
@@ -367,13 +373,7 @@ def import_(
 
 def push(
     tag: TagArg,
-    remote: Annotated[
-        str | None,
-        typer.Argument(
-            help="Remote name or URL [default: $MODELVAULT_REMOTE, else origin].",
-            metavar="REMOTE",
-        ),
-    ] = None,
+    remote: RemoteArg = None,
     quiet: Quiet = False,
 ) -> None:
     """Send a model to a remote: only the objects it lacks."""
@@ -382,9 +382,7 @@ def push(
     with progress.bar(f"pushing {model.tag}", None, quiet) as bar:
         kw = {"progress": bar.transfer} if bar else {}
         result = store.push(model.tag, remote, **kw)
-    sent = (
-        f"{result.objects} objects, {render.human_size(getattr(result, 'sent', result.bytes))} sent"
-    )
+    sent = f"{result.objects} objects, {render.human_size(result.sent)} sent"
     _echo(f'Successfully pushed model "{model.tag}" to {_default_remote(remote)} ({sent})')
 
 
@@ -392,23 +390,15 @@ def pull(
     tag: Annotated[
         str, typer.Argument(help="NAME (the remote's newest) or NAME:VERSION", metavar="TAG")
     ],
-    remote: Annotated[
-        str | None,
-        typer.Argument(
-            help="Remote name or URL [default: $MODELVAULT_REMOTE, else origin].",
-            metavar="REMOTE",
-        ),
-    ] = None,
+    remote: RemoteArg = None,
     quiet: Quiet = False,
 ) -> None:
     """Fetch a model from a remote: only the objects the store lacks, verified."""
     with progress.bar(f"pulling {tag}", None, quiet) as bar:
         kw = {"progress": bar.transfer} if bar else {}
         result = _store().pull(tag, remote, **kw)
-    pulled = getattr(result, "tag", None) or tag
-    received = getattr(result, "received", result.bytes)
-    got = f"{result.objects} objects, {render.human_size(received)} received"
-    _echo(f'Successfully pulled model "{pulled}" from {_default_remote(remote)} ({got})')
+    got = f"{result.objects} objects, {render.human_size(result.received)} received"
+    _echo(f'Successfully pulled model "{tag}" from {_default_remote(remote)} ({got})')
 
 
 for _target in (app, models_app):

@@ -66,3 +66,16 @@ def test_colour_on_a_terminal_without_no_color(cli_env: dict[str, str], tmp_path
     assert code == 1 and err.startswith(b"\x1b[31mmv: error:")
     code, _, err = run_with_tty_stderr({**env, "NO_COLOR": "1"}, "get", "nope", cwd=tmp_path)
     assert code == 1 and err.startswith(b"mv: error:")
+
+
+def test_push_and_pull_bars(cli_env: dict[str, str], model_dir: Path, tmp_path: Path) -> None:
+    env = {**cli_env, "TERM": "xterm"}
+    url = (tmp_path / "remote").as_uri()
+    code, _, err = run_with_tty_stderr(env, "save", "-q", str(model_dir), "sync:v1", cwd=tmp_path)
+    assert code == 0
+    code, out, err = run_with_tty_stderr(env, "push", "sync:v1", url, cwd=tmp_path)
+    assert code == 0 and b"pushing sync:v1" in err and "Successfully pushed" in out
+    other = {**env, "MODELVAULT_HOME": str(tmp_path / "other")}
+    code, out, err = run_with_tty_stderr(other, "pull", "sync:v1", url, cwd=tmp_path)
+    assert code == 0 and b"pulling sync:v1" in err and "Successfully pulled" in out
+    assert b"Traceback" not in err
