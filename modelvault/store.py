@@ -397,13 +397,29 @@ class Store:
     def checkout(
         self, tag: str | Tag, dest: str | os.PathLike[str], progress: Progress | None = None
     ) -> Path:
-        """Write a model's files into the new folder ``dest`` (writable copies)."""
+        """Write a model's files into the new folder ``dest`` (writable copies).
+
+        The files are written into a temporary sibling folder renamed to ``dest``
+        at the end, so a failure (a damaged object, Ctrl-C) leaves no partial ``dest``.
+
+        Raises:
+            InvalidInput: ``dest`` exists already.
+            IntegrityError: a stored object is damaged.
+        """
         model = self.get(tag)
-        target = Path(dest)
+        target = Path(dest).absolute()
         if target.exists():
             raise InvalidInput(f"{target} exists already: checkout writes a new folder")
-        with ThreadPoolExecutor(2, thread_name_prefix="modelvault-read") as pool:
-            write_tree(self._db, model._object.tree, target, pool, progress)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _fsutil.temp_name(target.parent, ".checkout")
+        try:
+            with ThreadPoolExecutor(2, thread_name_prefix="modelvault-read") as pool:
+                write_tree(self._db, model._object.tree, tmp, pool, progress)
+            os.rename(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        _fsutil.fsync_dir(target.parent)
         return target
 
     # -- reachability ----------------------------------------------------------

@@ -300,12 +300,26 @@ class PackWriter:
         self._hash = blake3()  # over the file header and record headers: names the pack
         self._pos = 0
         self._entries: dict[bytes, Entry] = {}
+        self._defer = False  # publish_at_commit(): sealed packs wait in objects/tmp/
+        self._held: list[tuple[Path, Path, str, dict[bytes, Entry]]] = []
         self.new_objects = 0
         self.new_bytes = 0  # stored payload bytes written
 
     def has(self, oid: bytes) -> bool:
         """True if the object is stored already or written by this writer."""
         return oid in self._pending or (self._skip_stored and self._db.has(oid))
+
+    def publish_at_commit(self) -> None:
+        """Keep every pack of this writer invisible until ``commit()``.
+
+        Full packs are still sealed in the background (fsync'd, index written and
+        fsync'd) but stay under temporary names in ``objects/tmp/``; ``commit()``
+        renames them all into view and ``abort()`` removes them all. Call it before
+        adding anything (an import stages a whole archive this way).
+        """
+        if self._fd is not None or self._sealing:
+            raise RuntimeError("publish_at_commit() must come before the first object")
+        self._defer = True
 
     def add(self, kind: ObjType, data: bytes | memoryview, *, probe: bool = True) -> bytes:
         """Store one object (unless it exists) and return its id."""
@@ -360,6 +374,9 @@ class PackWriter:
     def _publish(
         self, fd: int, tmp: Path, name: str, digest: bytes, entries: dict[bytes, Entry]
     ) -> None:
+        if self._defer:
+            self._hold(fd, tmp, name, digest, entries)
+            return
         try:
             os.fsync(fd)
         finally:
@@ -375,19 +392,53 @@ class PackWriter:
         os.replace(idx_tmp, self._db.pack_dir / f"{name}.idx")
         self._db._add_entries(name, entries)
 
+    def _hold(
+        self, fd: int, tmp: Path, name: str, digest: bytes, entries: dict[bytes, Entry]
+    ) -> None:
+        """``publish_at_commit`` mode: make a pack and its index durable, still hidden."""
+        idx_tmp = _fsutil.temp_name(self._db.tmp_dir, ".idx")
+        try:
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.chmod(tmp, 0o444)
+            with open(idx_tmp, "xb") as g:
+                g.write(encode_index(entries, digest))
+                g.flush()
+                os.fsync(g.fileno())
+            os.chmod(idx_tmp, 0o444)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            idx_tmp.unlink(missing_ok=True)
+            raise
+        self._held.append((tmp, idx_tmp, name, entries))
+
     def commit(self) -> None:
         """Seal the open pack and wait until every pack and index is durable and visible."""
         self._seal()
         try:
             for fut in self._sealing:
                 fut.result()
+            while self._held:  # publish_at_commit mode: every pack is durable, reveal them
+                tmp, idx_tmp, name, entries = self._held[0]
+                os.replace(tmp, self._db.pack_dir / f"{name}.pack")
+                os.replace(idx_tmp, self._db.pack_dir / f"{name}.idx")
+                self._db._add_entries(name, entries)
+                del self._held[0]
             _fsutil.fsync_dir(self._db.pack_dir)
+        except BaseException:
+            self._drop_held()
+            raise
         finally:
             self._sealing = []
             self._sealer.shutdown()
 
     def abort(self) -> None:
-        """Drop the open pack; packs sealed already stay (unreferenced, freed by gc)."""
+        """Drop the open pack; packs sealed already stay (unreferenced, freed by gc).
+
+        In ``publish_at_commit`` mode no pack was visible yet: every one is removed.
+        """
         if self._fd is not None and self._tmp is not None:
             os.close(self._fd)
             self._tmp.unlink(missing_ok=True)
@@ -396,6 +447,13 @@ class PackWriter:
             with contextlib.suppress(Exception):
                 fut.result()
         self._sealer.shutdown()
+        self._drop_held()
+
+    def _drop_held(self) -> None:
+        for tmp, idx_tmp, _, _ in self._held:
+            idx_tmp.unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
+        self._held = []
 
     def __enter__(self) -> PackWriter:
         return self
@@ -405,4 +463,3 @@ class PackWriter:
             self.commit()
         else:
             self.abort()
-

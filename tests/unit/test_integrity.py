@@ -228,3 +228,18 @@ def test_damaged_ref_is_reported_with_a_clear_error(
         fresh.get("a:v1")
     assert fresh.gc() > 0
     assert fresh.verify().ok
+
+
+def test_checkout_of_a_damaged_model_leaves_no_partial_folder(store: Store, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_bytes(b"first file " * 1000)
+    (src / "b.bin").write_bytes(np.random.default_rng(3).bytes(300_000))
+    model = store.save(src, "m")
+    path, offset, _ = pack_of(store, chunk_ids(model, "b.bin")[-1])
+    flip(path, offset + 10)
+    dest = tmp_path / "out"
+    with pytest.raises(IntegrityError):
+        store.checkout(model.tag, dest)
+    assert not dest.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp-")] == []
