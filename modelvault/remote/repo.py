@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 from modelvault import _fsutil
-from modelvault.core.hashing import parse_hex_id
 from modelvault.core.packfmt import Entry, PackFormatError, decode_index
 from modelvault.errors import IntegrityError, InvalidTag, NotFound, RemoteError
 from modelvault.refs import RefValue
@@ -55,8 +54,7 @@ def ref_key(tag: Tag) -> str:
 def decode_ref(tag: Tag, data: bytes, where: str) -> RefValue:
     """Parse a ref document; IntegrityError if damaged."""
     try:
-        doc = json.loads(data)
-        return RefValue(tag, parse_hex_id(doc["model"]), int(doc["created"]))
+        return RefValue.decode(tag, data)
     except (ValueError, KeyError, TypeError) as exc:
         raise IntegrityError(f"the ref {where} is damaged: {exc}") from exc
 

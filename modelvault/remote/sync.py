@@ -457,7 +457,7 @@ def pull(
         model, chunks = receiver.walk(ref)
         receiver.receive([c for c in chunks if not store._db.has(c)], progress)
         writer.commit()  # invariant 1: objects durable before the ref exists
-        value = RefValue(ref.tag, ref.model_id, model.creation_time)
+        value = RefValue.of(ref.tag, ref.model_id, model)
         if not store._refs.create(value):
             _local_has(store, ref)  # raises ModelExists unless the same model raced in
     return s.result(receiver.objects)
