@@ -17,39 +17,70 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-from modelvault import models
-from modelvault.errors import (
-    ArchiveError,
-    IntegrityError,
-    InvalidInput,
-    InvalidTag,
-    ModelExists,
-    ModelVaultError,
-    NotFound,
-    PathNotFound,
-    RemoteError,
-)
-from modelvault.model import Model, ModelInfo
-from modelvault.store import Store
-from modelvault.tags import Tag
-
 if TYPE_CHECKING:
-    from modelvault import picklable_model, pytorch, sklearn
+    from modelvault import models, picklable_model, pytorch, sklearn
     from modelvault import remotes as remotes
+    from modelvault.errors import (
+        ArchiveError,
+        IntegrityError,
+        InvalidInput,
+        InvalidTag,
+        ModelExists,
+        ModelVaultError,
+        NotFound,
+        PathNotFound,
+        RemoteError,
+    )
+    from modelvault.model import Model, ModelInfo
     from modelvault.runner import Runner
+    from modelvault.store import Store
+    from modelvault.tags import Tag
 
-_LAZY = {"picklable_model", "sklearn", "pytorch", "remotes"}
+# Every public name is imported on first use, so `import modelvault` (and every
+# `mv` command) pays only for what it touches.
+_WHERE = {
+    "models": "modelvault.models",
+    "picklable_model": "modelvault.picklable_model",
+    "sklearn": "modelvault.sklearn",
+    "pytorch": "modelvault.pytorch",
+    "remotes": "modelvault.remotes",
+    "Model": "modelvault.model",
+    "ModelInfo": "modelvault.model",
+    "Store": "modelvault.store",
+    "Tag": "modelvault.tags",
+    "Runner": "modelvault.runner",
+    **{
+        name: "modelvault.errors"
+        for name in (
+            "ArchiveError",
+            "IntegrityError",
+            "InvalidInput",
+            "InvalidTag",
+            "ModelExists",
+            "ModelVaultError",
+            "NotFound",
+            "PathNotFound",
+            "RemoteError",
+        )
+    },
+}
 
 
 def __getattr__(name: str) -> Any:
-    """Import flavours, remotes and the runner on first use (keeps ``import modelvault`` fast)."""
+    """Import a public name on first use (PEP 562)."""
     import importlib
 
-    if name in _LAZY:
-        return importlib.import_module(f"modelvault.{name}")
-    if name == "Runner":
-        return importlib.import_module("modelvault.runner").Runner
-    raise AttributeError(f"module 'modelvault' has no attribute {name!r}")
+    where = _WHERE.get(name)
+    if where is None:
+        raise AttributeError(f"module 'modelvault' has no attribute {name!r}")
+    module = importlib.import_module(where)
+    value = module if where.endswith(f".{name}") else getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_WHERE))
 
 
 __all__ = [

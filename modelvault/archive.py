@@ -49,11 +49,13 @@ Errors::
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import struct
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
@@ -107,8 +109,12 @@ SQUEEZE_LEVEL = 1  # zstd level for chunks the store keeps raw
 SQUEEZE_KEEP = 0.99  # keep the compressed form only below this share of the raw size
 
 _IO_BLOCK = 1 << 20
-_WINDOW = 16  # objects in flight between the reading and the verifying threads
-_NO_EARLY_SEAL = 1 << 62  # an import's packs stay invisible until it commits
+_READ_BLOCK = 4 << 20  # import reads the archive this many bytes at a time
+_BATCH = 64  # objects per worker task (export and import): amortises the thread hand-off
+_BATCH_BYTES = 4 << 20  # bytes of chunks per worker task, about
+_WINDOW = 4  # worker tasks in flight: bounds memory to ~_WINDOW * (_BATCH_BYTES + 512 KiB)
+_SINK_DEPTH = 4  # batches queued for the thread that writes (export) or stages (import)
+_READ_SPAN = 8 << 20  # export reads neighbouring records together up to this many bytes
 _local = threading.local()
 _UPLOAD_ON_CLOSE = {"s3", "s3a", "gs", "gcs"}  # an object appears only once its upload ends
 
@@ -176,40 +182,85 @@ def _need(cond: bool, what: str) -> None:
 
 
 class ArchiveWriter:
-    """Streams one archive into ``out``: header, records, then index and footer."""
+    """Streams one archive into ``out``: header, records, then index and footer.
+
+    Writing and the running checksum happen in one helper thread (both release the
+    GIL), in the order parts were given; at most ``_SINK_DEPTH`` batches wait for it.
+    """
 
     def __init__(self, out: IO[bytes], manifest: Manifest) -> None:
         self._out = out
+        self._fd = out.fileno() if isinstance(out, io.FileIO) else None  # writev, no copy
         self._hash = blake3()
         self._pos = 0
         self._index: dict[bytes, bytes] = {}
+        self._sink = ThreadPoolExecutor(1, thread_name_prefix="modelvault-archive-out")
+        self._queued: deque[Future[None]] = deque()
         body = manifest.encode()
-        self._write(HEADER.pack(MAGIC, VERSION, 0, len(body)), body)
+        self._write([HEADER.pack(MAGIC, VERSION, 0, len(body)), body])
 
-    def _write(self, *parts: bytes | memoryview) -> None:
+    def _emit(self, parts: list[bytes | memoryview]) -> None:  # in the helper thread
+        if self._fd is not None:
+            _fsutil.write_all(self._fd, parts)
+        else:
+            for part in parts:
+                self._out.write(part)
         for part in parts:
-            self._out.write(part)
             self._hash.update(part)
-            self._pos += len(part)
+
+    def _write(self, parts: list[bytes | memoryview]) -> None:
+        self._pos += sum(len(p) for p in parts)
+        self._queued.append(self._sink.submit(self._emit, parts))
+        while len(self._queued) > _SINK_DEPTH or (self._queued and self._queued[0].done()):
+            self._queued.popleft().result()
 
     def add(self, kind: int, oid: bytes, how: int, raw_len: int, payload: bytes) -> None:
         """Append one object as stored (payload encoded with codec ``how``)."""
-        if oid in self._index:
-            return
-        entry = IDX_ENTRY.pack(
-            oid, kind, how, self._pos + RECORD_HEADER.size, len(payload), raw_len
-        )
-        self._index[oid] = entry
-        self._write(record_header(kind, how, raw_len, len(payload), oid), payload)
+        self.add_many([(kind, oid, how, raw_len, payload)])
+
+    def add_many(self, objects: list[tuple[int, bytes, int, int, bytes | memoryview]]) -> None:
+        """Append objects as stored: ``(type, id, codec, raw length, payload)`` each."""
+        parts: list[bytes | memoryview] = []
+        pos = self._pos
+        for kind, oid, how, raw_len, payload in objects:
+            if oid in self._index:
+                continue
+            n = len(payload)
+            self._index[oid] = IDX_ENTRY.pack(oid, kind, how, pos + RECORD_HEADER.size, n, raw_len)
+            parts += (record_header(kind, how, raw_len, n, oid), payload)
+            pos += RECORD_HEADER.size + n
+        if parts:
+            self._write(parts)
 
     def finish(self) -> None:
         """Write the end marker, the index and the footer with the checksum."""
-        self._write(END_RECORD)
+        self._write([END_RECORD])
         offset, count = self._pos, len(self._index)
-        self._write(INDEX_HEAD.pack(INDEX_MAGIC, count))
-        self._write(*(self._index[oid] for oid in sorted(self._index)))
-        self._write(FOOTER.pack(offset, count, FOOTER_MAGIC))
-        self._out.write(self._hash.digest())
+        index = b"".join(self._index[oid] for oid in sorted(self._index))
+        self._write([INDEX_HEAD.pack(INDEX_MAGIC, count), index])
+        self._write([FOOTER.pack(offset, count, FOOTER_MAGIC)])
+        self._drain()
+        self._emit_raw(self._hash.digest())
+
+    def _emit_raw(self, data: bytes) -> None:
+        if self._fd is not None:
+            _fsutil.write_all(self._fd, [data])
+        else:
+            self._out.write(data)
+
+    def _drain(self) -> None:
+        try:
+            while self._queued:
+                self._queued.popleft().result()
+        finally:
+            self._sink.shutdown()
+
+    def close(self) -> None:
+        """Stop the helper thread (after an error: drop what it has not written yet)."""
+        for fut in self._queued:
+            fut.cancel()
+        with contextlib.suppress(Exception):
+            self._drain()
 
 
 # --- walking a model --------------------------------------------------------------
@@ -297,31 +348,132 @@ def export_model(store: Store, tag: str | Tag, dest: str, *, base: str | Tag | N
     manifest = Manifest(model.tag, model._oid, base_ref)
     name = f"{model.tag.name}-{model.tag.version}{SUFFIX}"
 
-    def objects() -> Iterator[tuple[bytes, ObjType]]:
+    def objects() -> Iterator[tuple[bytes, ObjType, int]]:
         for oid, info in _walk(model._oid, skip, lambda oid: _stored_info(store, oid)):
             if info is None:
                 raise IntegrityError(f"object {oid.hex()} of {model.tag} is missing from the store")
-            yield oid, info[0]
+            yield oid, info[0], info[1] if info[0] == ObjType.CHUNK else 0
 
-    def load(item: tuple[bytes, ObjType]) -> tuple[int, int, bytes]:
-        entry, payload = store._db.read_stored(item[0])
-        raw = verify_payload(item[0], entry, payload, item[1])  # never copy damage forward
-        if entry.codec == Codec.RAW and item[1] == ObjType.CHUNK:
-            return _squeeze(raw)
-        return entry.codec, entry.raw_len, payload
-
+    packs = _PackFiles(store)
     with (
         ThreadPoolExecutor(2, thread_name_prefix="modelvault-export") as pool,
         _output(dest, name) as (out, where),
+        contextlib.closing(packs),
     ):
         writer = ArchiveWriter(out, manifest)
-        for (oid, kind), (how, raw_len, payload) in ordered_map(pool, load, objects(), _WINDOW):
-            writer.add(kind, oid, how, raw_len, payload)
-        writer.finish()
+        try:
+            for _, loaded in ordered_map(pool, packs.load, _batches(objects()), _WINDOW):
+                writer.add_many(loaded)
+            writer.finish()
+        finally:
+            writer.close()
     return where
 
 
-def _squeeze(raw: bytes) -> tuple[int, int, bytes]:
+def _batches(
+    objects: Iterator[tuple[bytes, ObjType, int]],
+) -> Iterator[list[tuple[bytes, ObjType]]]:
+    """Group ``(id, type, size)`` into tasks of at most ``_BATCH`` objects or about
+    ``_BATCH_BYTES`` bytes."""
+    batch: list[tuple[bytes, ObjType]] = []
+    size = 0
+    for oid, kind, n in objects:
+        batch.append((oid, kind))
+        size += n
+        if len(batch) == _BATCH or size >= _BATCH_BYTES:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
+Loaded = tuple[int, bytes, int, int, bytes | memoryview]  # type, id, codec, raw length, payload
+
+
+class _PackFiles:
+    """Reads stored payloads for export: one open file per pack, neighbours in one pread.
+
+    Thread-safe. An open pack stays readable even if gc replaces it meanwhile; a pack
+    that is gone before it is opened is looked up again through the store.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._fds: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def _fd(self, pack: str) -> int | None:
+        with self._lock:
+            fd = self._fds.get(pack)
+            if fd is None:
+                try:
+                    fd = os.open(self._store._db.pack_dir / f"{pack}.pack", os.O_RDONLY)
+                except FileNotFoundError:
+                    return None
+                self._fds[pack] = fd
+            return fd
+
+    def close(self) -> None:
+        with self._lock:
+            for fd in self._fds.values():
+                os.close(fd)
+            self._fds.clear()
+
+    def _read(self, items: list[tuple[bytes, ObjType]]) -> list[tuple[Entry, bytes | memoryview]]:
+        """The stored payloads of ``items``; records next to each other come in one read."""
+        db = self._store._db
+        found: list[tuple[Entry, bytes | memoryview] | None] = [None] * len(items)
+        spans: list[tuple[Entry, int]] = []
+        for i, (oid, _) in enumerate(items):
+            e = db.entry(oid)
+            if e is None:
+                found[i] = db.read_stored(oid)  # raises NotFound / IntegrityError
+            else:
+                spans.append((e, i))
+        run: list[tuple[Entry, int]] = []
+        for e, i in [*spans, (None, -1)]:
+            if run and (
+                e is None
+                or e.pack != run[-1][0].pack
+                or e.offset != run[-1][0].offset + run[-1][0].stored_len + RECORD_HEADER.size
+                or e.offset + e.stored_len - run[0][0].offset > _READ_SPAN
+            ):
+                self._read_run(items, run, found)
+                run = []
+            if e is not None:
+                run.append((e, i))
+        return [x for x in found if x is not None]
+
+    def _read_run(
+        self,
+        items: list[tuple[bytes, ObjType]],
+        run: list[tuple[Entry, int]],
+        found: list[tuple[Entry, bytes | memoryview] | None],
+    ) -> None:
+        first, last = run[0][0], run[-1][0]
+        fd = self._fd(first.pack)
+        if fd is None:  # repacked by gc since the index was loaded: ask the store
+            for _, i in run:
+                found[i] = self._store._db.read_stored(items[i][0])
+            return
+        data = memoryview(os.pread(fd, last.offset + last.stored_len - first.offset, first.offset))
+        for e, i in run:
+            at = e.offset - first.offset
+            found[i] = (e, data[at : at + e.stored_len])
+
+    def load(self, items: list[tuple[bytes, ObjType]]) -> list[Loaded]:
+        """Read, verify (never copy damage forward) and encode one batch, in order."""
+        out: list[Loaded] = []
+        for (oid, kind), (entry, payload) in zip(items, self._read(items), strict=True):
+            raw = verify_payload(oid, entry, payload, kind)  # type: ignore[arg-type]
+            if entry.codec == Codec.RAW and kind == ObjType.CHUNK:
+                out.append((kind, oid, *_squeeze(raw)))
+            else:
+                out.append((kind, oid, entry.codec, entry.raw_len, payload))
+        return out
+
+
+def _squeeze(raw: bytes | memoryview) -> tuple[int, int, bytes | memoryview]:
     """``(codec, raw length, payload)`` of a chunk the store keeps raw, zstd'd if that pays.
 
     The store keeps fp32 weights raw (they shrink only ~8%, not enough to pay for
@@ -369,7 +521,7 @@ def _local_output(path: Path) -> Iterator[IO[bytes]]:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _fsutil.temp_name(path.parent, SUFFIX)
     try:
-        with open(tmp, "xb", buffering=_IO_BLOCK) as f:
+        with open(tmp, "xb", buffering=0) as f:  # ArchiveWriter batches its writes
             yield f
             f.flush()
             os.fsync(f.fileno())
@@ -412,35 +564,71 @@ def _renamed_output(fs: Any, path: str) -> Iterator[IO[bytes]]:
 
 
 class _Reader:
-    """Reads an archive stream exactly, hashing every byte and counting the offset."""
+    """Reads an archive stream exactly, in large blocks, counting the offset.
 
-    def __init__(self, f: IO[bytes]) -> None:
+    Every byte read before ``digest()`` is hashed, in a helper thread (BLAKE3 releases
+    the GIL), in file order; payloads are views of the blocks, copied only when one
+    straddles two blocks.
+    """
+
+    def __init__(self, f: IO[bytes], hasher: ThreadPoolExecutor) -> None:
         self._f = f
         self._hash = blake3()
+        self._hasher = hasher
+        self._hashing: deque[Future[Any]] = deque()
+        self._block = memoryview(b"")
+        self._at = 0  # next unread byte of the block
+        self._hashed = 0  # bytes of the block handed to the hasher
+        self._sealed = False  # digest() was taken: nothing more is hashed
         self.pos = 0
 
-    def read(self, n: int, what: str, *, hashed: bool = True) -> bytes:
-        parts: list[bytes] = []
+    def _hash_to(self, end: int) -> None:
+        if self._sealed or end <= self._hashed:
+            return
+        self._hashing.append(
+            self._hasher.submit(self._hash.update, self._block[self._hashed : end])
+        )
+        self._hashed = end
+        while len(self._hashing) > _SINK_DEPTH or (self._hashing and self._hashing[0].done()):
+            self._hashing.popleft().result()
+
+    def _next_block(self) -> bool:
+        self._hash_to(len(self._block))
+        data = self._f.read(_READ_BLOCK)
+        self._block = memoryview(data or b"")
+        self._at = self._hashed = 0
+        return bool(data)
+
+    def read(self, n: int, what: str) -> bytes | memoryview:
+        at = self._at
+        if at + n <= len(self._block):  # the common case: a view, no copy
+            self._at = at + n
+            self.pos += n
+            return self._block[at : at + n]
+        parts: list[bytes | memoryview] = []
         left = n
         while left:
-            data = self._f.read(min(left, 16 * _IO_BLOCK))
-            if not data:
+            if self._at == len(self._block) and not self._next_block():
                 raise ArchiveError(
                     f"archive is truncated: {what} at offset {self.pos} is cut short"
                 )
-            parts.append(data)
-            left -= len(data)
-        out = parts[0] if len(parts) == 1 else b"".join(parts)
-        if hashed:
-            self._hash.update(out)
+            take = min(left, len(self._block) - self._at)
+            parts.append(self._block[self._at : self._at + take])
+            self._at += take
+            left -= take
         self.pos += n
-        return out
+        return b"".join(parts)
 
     def digest(self) -> bytes:
+        """The hash of every byte read so far; later reads are not hashed."""
+        self._hash_to(self._at)
+        self._sealed = True
+        while self._hashing:
+            self._hashing.popleft().result()
         return self._hash.digest()
 
     def at_eof(self) -> bool:
-        return not self._f.read(1)
+        return self._at == len(self._block) and not self._f.read(1)
 
 
 @dataclass(frozen=True)
@@ -450,7 +638,7 @@ class _Record:
     raw_len: int
     oid: bytes
     offset: int  # of the payload
-    payload: bytes
+    payload: bytes | memoryview
 
 
 @dataclass
@@ -468,14 +656,14 @@ def _read_header(r: _Reader) -> Manifest:
     _need(version == VERSION, f"archive format version {version} is unknown (this reads {VERSION})")
     _need(flags == 0, f"archive has unknown flags {flags:#x}")
     _need(length <= MAX_MANIFEST, f"archive manifest declares {length} bytes (> {MAX_MANIFEST})")
-    return Manifest.decode(r.read(length, "manifest"))
+    return Manifest.decode(bytes(r.read(length, "manifest")))
 
 
 def _records(r: _Reader) -> Iterator[_Record]:
     """Parse record headers and read payloads, checking every bound before reading."""
     while True:
         start = r.pos
-        head = r.read(RECORD_HEADER.size, "record header")
+        head = bytes(r.read(RECORD_HEADER.size, "record header"))
         kind, how, raw_len, stored_len, oid = RECORD_HEADER.unpack(head)
         if kind == 0:
             _need(head == END_RECORD, f"malformed end-of-records marker at offset {start}")
@@ -493,36 +681,59 @@ def _records(r: _Reader) -> Iterator[_Record]:
         yield _Record(t, how, raw_len, oid, start + RECORD_HEADER.size, payload)
 
 
+def _record_batches(records: Iterator[_Record]) -> Iterator[list[_Record]]:
+    batch: list[_Record] = []
+    size = 0
+    for rec in records:
+        batch.append(rec)
+        size += len(rec.payload)
+        if len(batch) == _BATCH or size >= _BATCH_BYTES:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
 def _verify(rec: _Record) -> tuple[Info, ModelObject | None]:
     """Decode one record (never past its raw length), check its id, decode metadata."""
     entry = Entry("", rec.offset, len(rec.payload), rec.raw_len, rec.kind, rec.codec)
     what = f"archive {rec.kind.name.lower()} {rec.oid.hex()}"
     try:
-        raw = verify_payload(rec.oid, entry, rec.payload, rec.kind)
+        raw = verify_payload(rec.oid, entry, rec.payload, rec.kind)  # type: ignore[arg-type]
         if rec.kind == ObjType.CHUNK:
             return (rec.kind, rec.raw_len, []), None
         if rec.kind == ObjType.MODEL:
-            model = ModelObject.decode(raw)
+            model = ModelObject.decode(bytes(raw))
             return _model_info(model), model
-        return _decode(rec.kind, raw), None
+        return _decode(rec.kind, bytes(raw)), None
     except IntegrityError as exc:
         raise ArchiveError(f"{what} at offset {rec.offset}: {exc}") from exc
     except ValueError as exc:  # a malformed or hostile metadata object
         raise ArchiveError(f"{what} is malformed: {exc}") from exc
 
 
-def _receive(r: _Reader, stage: Callable[[_Record], None], pool: ThreadPoolExecutor) -> _Received:
-    """Read and verify every record, handing each verified one to ``stage``."""
+def _verify_batch(batch: list[_Record]) -> list[tuple[Info, ModelObject | None]]:
+    return [_verify(rec) for rec in batch]
+
+
+def _receive(
+    r: _Reader, stage: Callable[[list[_Record]], None], pool: ThreadPoolExecutor
+) -> _Received:
+    """Read and verify every record, handing each verified batch to ``stage`` in order."""
     got = _Received({}, {}, {})
-    for rec, (info, model) in ordered_map(pool, _verify, _records(r), _WINDOW):
-        _need(rec.oid not in got.entries, f"object {rec.oid.hex()} appears twice in the archive")
-        got.entries[rec.oid] = IDX_ENTRY.pack(
-            rec.oid, rec.kind, rec.codec, rec.offset, len(rec.payload), rec.raw_len
-        )
-        got.info[rec.oid] = info
-        if model is not None:
-            got.models[rec.oid] = model
-        stage(rec)
+    batches = _record_batches(_records(r))
+    for batch, results in ordered_map(pool, _verify_batch, batches, _WINDOW):
+        for rec, (info, model) in zip(batch, results, strict=True):
+            _need(
+                rec.oid not in got.entries, f"object {rec.oid.hex()} appears twice in the archive"
+            )
+            got.entries[rec.oid] = IDX_ENTRY.pack(
+                rec.oid, rec.kind, rec.codec, rec.offset, len(rec.payload), rec.raw_len
+            )
+            got.info[rec.oid] = info
+            if model is not None:
+                got.models[rec.oid] = model
+        stage(batch)
     return got
 
 
@@ -535,7 +746,7 @@ def _read_trailer(r: _Reader, got: _Received) -> None:
     _need(count == held, f"archive index lists {count} objects, the archive holds {held}")
     expected = iter(sorted(got.entries))
     for i in range(count):
-        entry = r.read(IDX_ENTRY.size, "index entry")
+        entry = bytes(r.read(IDX_ENTRY.size, "index entry"))
         oid = entry[:ID_LEN]
         _need(oid == next(expected), f"archive index entry {i} is out of order or unknown")
         _need(entry == got.entries[oid], f"archive index entry {i} does not match its record")
@@ -544,7 +755,7 @@ def _read_trailer(r: _Reader, got: _Received) -> None:
     _need(index_at == offset, f"archive footer puts the index at {index_at}, it is at {offset}")
     _need(n == count, f"archive footer counts {n} objects, the index {count}")
     digest = r.digest()
-    checksum = r.read(CHECKSUM_LEN, "checksum", hashed=False)
+    checksum = r.read(CHECKSUM_LEN, "checksum")
     _need(checksum == digest, "archive checksum does not match its content")
     _need(r.at_eof(), "archive has trailing bytes after its checksum")
 
@@ -635,19 +846,36 @@ def import_model(store: Store, src: ArchiveSource) -> Model:
     """
     with (
         _input(src) as f,
-        store.writing(pack_target=_NO_EARLY_SEAL) as writer,
+        store.writing() as writer,
         ThreadPoolExecutor(2, thread_name_prefix="modelvault-import") as pool,
+        ThreadPoolExecutor(1, thread_name_prefix="modelvault-import-hash") as hasher,
+        ThreadPoolExecutor(1, thread_name_prefix="modelvault-import-stage") as stager,
     ):
-        r = _Reader(f)
+        writer.publish_at_commit()  # sealed packs stay hidden until commit; abort drops them
+        r = _Reader(f, hasher)
         manifest = _read_header(r)
+        staging: deque[Future[None]] = deque()
 
-        def stage(rec: _Record) -> None:
-            writer.add_prepared(rec.kind, rec.oid, rec.codec, rec.raw_len, rec.payload)
+        def write(batch: list[_Record]) -> None:  # in the stager thread, in order
+            for rec in batch:
+                writer.add_prepared(rec.kind, rec.oid, rec.codec, rec.raw_len, rec.payload)
 
-        got = _receive(r, stage, pool)
+        def stage(batch: list[_Record]) -> None:
+            staging.append(stager.submit(write, batch))
+            while len(staging) > _SINK_DEPTH or (staging and staging[0].done()):
+                staging.popleft().result()
+
+        try:
+            got = _receive(r, stage, pool)
+            while staging:
+                staging.popleft().result()
+        finally:
+            for fut in staging:  # after an error: stop staging before the writer aborts
+                fut.cancel()
+            stager.shutdown()
         _read_trailer(r, got)
         model = _check_closure(store, manifest, got)
-        ref = RefValue(manifest.tag, manifest.model_id, model.creation_time)
+        ref = RefValue.of(manifest.tag, manifest.model_id, model)
         _check_free(store, ref)
         writer.commit()  # invariant 1: objects durable before the ref exists
         if not store._refs.create(ref):

@@ -57,6 +57,7 @@ class Model:
         self._store = store
         self.tag: Tag = ref.tag
         self._oid = ref.model_id
+        self._ref = ref
 
     def __repr__(self) -> str:
         return f"Model(tag={str(self.tag)!r}, path={str(self._store.path)!r})"
@@ -104,12 +105,18 @@ class Model:
 
     @property
     def creation_time(self) -> dt.datetime:
-        return self.info.creation_time
+        """When the model was saved (UTC); read from the ref, no pack access."""
+        return micros_to_datetime(self._ref.created)
+
+    @property
+    def module(self) -> str:
+        """The flavour that saved the model (``info.module``), from the ref when it says."""
+        return self._ref.module if self._ref.module is not None else self._object.module
 
     @property
     def size(self) -> int:
         """Logical bytes: the sum of the sizes of the model's files."""
-        return self._object.size
+        return self._ref.size if self._ref.size is not None else self._object.size
 
     @property
     def path(self) -> str:

@@ -1,7 +1,8 @@
 """Refs: ``name:version`` -> model id, written once and never changed.
 
 Layout: ``refs/<name>/<version>`` holds a small JSON document
-``{"model": "<hex id>", "created": <microseconds since the epoch>}``. A ref is
+``{"model": "<hex id>", "created": <microseconds since the epoch>, "module": str,
+"size": int}`` (the last two are a summary of the model object, optional). A ref is
 created with a hard link from a complete, fsync'd temp file, so it appears
 whole or not at all, and a second writer of the same ref fails instead of
 overwriting. ``latest`` is derived: the newest ``created`` (ties: the greater version).
@@ -17,20 +18,48 @@ from pathlib import Path
 
 from modelvault import _fsutil
 from modelvault.core.hashing import parse_hex_id
+from modelvault.core.objects import ModelObject
 from modelvault.errors import IntegrityError, NotFound
 from modelvault.tags import Tag
 
 
 @dataclass(frozen=True)
 class RefValue:
-    """What a ref points at, with the creation time used to order versions."""
+    """What a ref points at, with the creation time used to order versions.
+
+    ``module`` and ``size`` repeat the model object's, so listing needs no pack
+    reads; None when the ref was written without them.
+    """
 
     tag: Tag
     model_id: bytes
     created: int  # microseconds since the Unix epoch
+    module: str | None = None
+    size: int | None = None
+
+    @classmethod
+    def of(cls, tag: Tag, model_id: bytes, model: ModelObject) -> RefValue:
+        """The ref of a model object, with its summary."""
+        return cls(tag, model_id, model.creation_time, model.module, model.size)
 
     def encode(self) -> bytes:
-        return json.dumps({"model": self.model_id.hex(), "created": self.created}).encode()
+        doc: dict[str, object] = {"model": self.model_id.hex(), "created": self.created}
+        if self.module is not None:
+            doc["module"] = self.module
+        if self.size is not None:
+            doc["size"] = self.size
+        return json.dumps(doc).encode()
+
+    @classmethod
+    def decode(cls, tag: Tag, data: bytes) -> RefValue:
+        """Parse a ref document; raises ValueError (or KeyError, TypeError) if malformed."""
+        doc = json.loads(data)
+        module, size = doc.get("module"), doc.get("size")
+        if not (module is None or isinstance(module, str)):
+            raise ValueError("module is not a string")
+        if not (size is None or (isinstance(size, int) and size >= 0)):
+            raise ValueError("size is not a non-negative integer")
+        return cls(tag, parse_hex_id(doc["model"]), int(doc["created"]), module, size)
 
 
 class RefStore:
@@ -70,8 +99,7 @@ class RefStore:
                 f"model {tag} not found: `mv list {tag.name}` shows the versions stored"
             ) from None
         try:
-            doc = json.loads(data)
-            return RefValue(tag, parse_hex_id(doc["model"]), int(doc["created"]))
+            return RefValue.decode(tag, data)
         except (ValueError, KeyError, TypeError) as exc:
             raise IntegrityError(
                 f"the ref of {tag} is damaged ({exc}): delete the tag and import or pull it again"

@@ -251,7 +251,7 @@ class Store:
             )
             oid = writer.add(ObjType.MODEL, obj.encode(), probe=False)
             writer.commit()  # invariant 1: objects durable before the ref exists
-            ref = RefValue(tag, oid, created)
+            ref = RefValue.of(tag, oid, obj)
             if not self._refs.create(ref):
                 raise ModelExists(f"model {tag} already exists (saved concurrently)")
         return Model(self, ref)

@@ -227,9 +227,9 @@ def list_models(
     rows = [
         (
             str(m.tag),
-            m.info.module,
+            m.module,
             render.human_size(m.size),
-            render.local_time(m.info.creation_time),
+            render.local_time(m.creation_time),
         )
         for m in models
     ]

@@ -61,7 +61,11 @@ class PackDB:
         self._index: dict[bytes, Entry] = {}
         self._packs: set[str] = set()
         self._damaged: dict[str, str] = {}  # pack -> why its index is unreadable
-        self.refresh()
+        self._loaded = False  # indexes are read on first use: listing refs needs none
+
+    def _ensure_loaded(self) -> None:
+        if not self._loaded:
+            self.refresh()
 
     # -- index -----------------------------------------------------------------
     def refresh(self) -> None:
@@ -71,6 +75,7 @@ class PackDB:
         object may have lived in a removed pack and in a newer one too.
         """
         on_disk = {p.stem for p in self.pack_dir.glob("*.idx")}
+        self._loaded = True
         with self._lock:
             rebuild = bool(self._packs - on_disk)
             new = on_disk if rebuild else on_disk - self._packs
@@ -95,6 +100,7 @@ class PackDB:
 
     def damaged_indexes(self) -> dict[str, str]:
         """Packs whose index file is unreadable (their objects cannot be found): name -> why."""
+        self._ensure_loaded()
         with self._lock:
             return dict(self._damaged)
 
@@ -122,15 +128,18 @@ class PackDB:
 
     def has(self, oid: bytes) -> bool:
         """True if the object is stored (as far as the loaded indexes know)."""
+        self._ensure_loaded()
         return oid in self._index
 
     def ids(self) -> list[bytes]:
         """Every stored object id."""
+        self._ensure_loaded()
         with self._lock:
             return list(self._index)
 
     def packs(self) -> list[str]:
         """Names of every visible pack."""
+        self._ensure_loaded()
         with self._lock:
             return sorted(self._packs)
 
