@@ -50,9 +50,10 @@ def digest(folder: Path) -> str:
 
 
 def sklearn_part() -> None:
-    import modelvault
     from sklearn import svm
     from sklearn.datasets import load_iris
+
+    import modelvault
 
     step("train and save a scikit-learn model")
     x, y = load_iris(return_X_y=True)
