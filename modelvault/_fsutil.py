@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import secrets
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -25,7 +24,7 @@ def fsync_dir(path: Path) -> None:
 
 def temp_name(folder: Path, suffix: str = ".tmp") -> Path:
     """A fresh, unguessable temporary path inside ``folder``."""
-    return folder / f".tmp-{os.getpid()}-{secrets.token_hex(8)}{suffix}"
+    return folder / f".tmp-{os.getpid()}-{os.urandom(8).hex()}{suffix}"
 
 
 def write_all(fd: int, parts: Sequence[bytes | memoryview]) -> None:

@@ -12,8 +12,8 @@ import os
 import shutil
 import stat
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from modelvault import _fsutil
 from modelvault._parallel import ordered_map
@@ -21,6 +21,9 @@ from modelvault.core.hashing import ObjType
 from modelvault.core.objects import KIND_EXEC, KIND_TREE, FileObject, TreeObject
 from modelvault.errors import IntegrityError, NotFound
 from modelvault.odb import PackDB
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
 
 Progress = Callable[[int], None]
 

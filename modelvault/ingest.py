@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from modelvault._parallel import ordered_map
@@ -74,6 +73,8 @@ class _ChunkPipeline:
 
     def __init__(self, writer: PackWriter, workers: int = 2) -> None:
         self.writer = writer
+        from concurrent.futures import ThreadPoolExecutor
+
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="modelvault-chunk")
 
     def _work(self, batch: list[bytes], guess: _Compressibility) -> list[Result]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import platform
 from collections.abc import Mapping
 from typing import Any
 
@@ -83,6 +82,8 @@ def build_context(
     framework_name: str = "", framework_versions: Mapping[str, str] | None = None
 ) -> dict[str, Any]:
     """The ``info.context`` of a new model."""
+    import platform
+
     from modelvault import __version__
 
     return {

@@ -19,7 +19,6 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,6 +42,8 @@ from modelvault.refs import RefStore, RefValue
 from modelvault.tags import Tag, new_version
 
 if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
+
     from modelvault.archive import ArchiveSource
     from modelvault.remote.sync import TransferResult
 
@@ -380,7 +381,7 @@ class Store:
         if final.is_dir():
             return final
         tmp = _fsutil.temp_name(self.path / "cache", ".cache")
-        with ThreadPoolExecutor(2, thread_name_prefix="modelvault-read") as pool:
+        with _reader_pool() as pool:
             try:
                 write_tree(self._db, tree_id, tmp, pool, read_only=True)
                 os.rename(tmp, final)
@@ -413,7 +414,7 @@ class Store:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = _fsutil.temp_name(target.parent, ".checkout")
         try:
-            with ThreadPoolExecutor(2, thread_name_prefix="modelvault-read") as pool:
+            with _reader_pool() as pool:
                 write_tree(self._db, model._object.tree, tmp, pool, progress)
             os.rename(tmp, target)
         except BaseException:
@@ -588,6 +589,13 @@ class Store:
         from modelvault.remote.sync import pull
 
         return pull(self, tag, remote, **kw)
+
+
+def _reader_pool() -> ThreadPoolExecutor:
+    """Threads that fetch and verify chunks while the caller writes them out."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    return ThreadPoolExecutor(2, thread_name_prefix="modelvault-read")
 
 
 def _is_dead_temp(path: Path) -> bool:

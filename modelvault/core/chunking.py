@@ -9,13 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from pyfastcdc.cy import FastCDC
-
 AVG_SIZE = 64 * 1024
 MIN_SIZE = 16 * 1024
 MAX_SIZE = 512 * 1024
-
-_CHUNKER = FastCDC(AVG_SIZE, min_size=MIN_SIZE, max_size=MAX_SIZE)
 
 
 def chunk_file(path: Path | str) -> Iterator[memoryview]:
@@ -23,6 +19,8 @@ def chunk_file(path: Path | str) -> Iterator[memoryview]:
 
     Each view is valid only until the next chunk is produced: copy what you keep.
     """
+    from pyfastcdc.cy import FastCDC  # imported on first use: keeps start-up light
+
     with open(path, "rb", buffering=0) as f:
         for chunk in FastCDC(AVG_SIZE, min_size=MIN_SIZE, max_size=MAX_SIZE).cut_stream(f):
             yield chunk.data
@@ -30,5 +28,7 @@ def chunk_file(path: Path | str) -> Iterator[memoryview]:
 
 def chunk_bytes(data: bytes | memoryview) -> Iterator[memoryview]:
     """Yield the chunks of an in-memory buffer (same cut points as :func:`chunk_file`)."""
-    for chunk in _CHUNKER.cut_buf(data):
+    from pyfastcdc.cy import FastCDC
+
+    for chunk in FastCDC(AVG_SIZE, min_size=MIN_SIZE, max_size=MAX_SIZE).cut_buf(data):
         yield chunk.data
