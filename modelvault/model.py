@@ -124,7 +124,7 @@ class Model:
 
         Written into the store's cache on first access and reused afterwards.
         """
-        return str(self._store._materialise(self._oid, self._object.tree))
+        return str(self._store._materialise(self._oid, lambda: self._object.tree))
 
     def path_of(self, relpath: str) -> str:
         """The local path of one of the model's files (materialising the folder)."""

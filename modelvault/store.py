@@ -376,14 +376,16 @@ class Store:
             with contextlib.suppress(NotFound):
                 self._refs.delete(ref.tag)
 
-    def _materialise(self, model_id: bytes, tree_id: bytes) -> Path:
+    def _materialise(self, model_id: bytes, tree_id: Callable[[], bytes]) -> Path:
+        """The cache folder of a model, written on first use (``tree_id`` read only then)."""
         final = self.path / "cache" / model_id.hex()
         if final.is_dir():
             return final
+        tree = tree_id()
         tmp = _fsutil.temp_name(self.path / "cache", ".cache")
         with _reader_pool() as pool:
             try:
-                write_tree(self._db, tree_id, tmp, pool, read_only=True)
+                write_tree(self._db, tree, tmp, pool, read_only=True)
                 os.rename(tmp, final)
             except OSError:
                 remove_tree(tmp)
