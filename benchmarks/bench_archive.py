@@ -12,8 +12,9 @@ store first (untimed). Then, per run, each step in a fresh process next to its b
                                                                  target <= 15%
 - peak RSS of the export and import processes                    target < 300 MiB
 
-Timings are medians over ``--runs``; the pair order alternates from run to run. Pending
-writes are flushed (``sync``, untimed) before every step. Neither baseline fsyncs.
+Timings are medians over ``--runs``; the pair order alternates from run to run. Each side's
+input is read into the page cache and pending writes are flushed (``sync``), untimed,
+before every step. Neither baseline fsyncs.
 """
 
 from __future__ import annotations
@@ -25,11 +26,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from baselines import MIB, drop_tree, markdown_table, median
-from bench_store import _import_modelvault, filesystem_of, in_child, log, paired
+from baselines import MIB, ChildResult, drop_tree, markdown_table, median, run_in_child, warm_cache
+from bench_store import _import_modelvault, filesystem_of, log, paired
 from workload import generate_family
 
 PEAK_LIMIT_MIB = 300.0
@@ -92,7 +94,13 @@ def run(work: Path, size_mib: int, runs: int) -> dict[str, Any]:
         drop_tree(store)
         for version in ("v0", "v1"):
             log(f"saving bench:{version} (setup)")
-            in_child(save_in_child, str(store), str(family / version), f"bench:{version}")
+            in_child(
+                str(family / version),
+                save_in_child,
+                str(store),
+                str(family / version),
+                f"bench:{version}",
+            )
     archive, baseline = work / "v0.bentomodel", work / "v0.tar.zst"
     samples: dict[str, list[float]] = {k: [] for k in ("export", "tar", "import", "untar")}
     peaks: dict[str, float] = {"export": 0.0, "import": 0.0}
@@ -102,8 +110,10 @@ def run(work: Path, size_mib: int, runs: int) -> dict[str, Any]:
         drop_tree(archive)
         base_s, res = paired(
             turn,
-            lambda: (_sync(), tar_zstd(family / "v0", baseline))[1],
-            lambda: in_child(export_in_child, str(store), "bench:v0", str(archive), None),
+            lambda: (_ready(family / "v0"), tar_zstd(family / "v0", baseline))[1],
+            lambda: in_child(
+                str(store), export_in_child, str(store), "bench:v0", str(archive), None
+            ),
         )
         samples["tar"].append(base_s)
         samples["export"].append(res.value)
@@ -113,8 +123,8 @@ def run(work: Path, size_mib: int, runs: int) -> dict[str, Any]:
         drop_tree(work / "imported")
         base_s, res = paired(
             turn + 1,
-            lambda: (_sync(), untar_zstd(baseline, work / "untarred"))[1],
-            lambda: in_child(import_in_child, str(work / "imported"), str(archive)),
+            lambda: (_ready(baseline), untar_zstd(baseline, work / "untarred"))[1],
+            lambda: in_child(str(archive), import_in_child, str(work / "imported"), str(archive)),
         )
         samples["untar"].append(base_s)
         samples["import"].append(res.value)
@@ -123,7 +133,7 @@ def run(work: Path, size_mib: int, runs: int) -> dict[str, Any]:
     full_v1, thin_v1 = work / "v1.bentomodel", work / "v1-thin.bentomodel"
     for dest, base in ((full_v1, None), (thin_v1, "bench:v0")):
         drop_tree(dest)
-        in_child(export_in_child, str(store), "bench:v1", str(dest), base)
+        in_child(str(store), export_in_child, str(store), "bench:v1", str(dest), base)
     return {
         "size_mib": size_mib,
         "runs": runs,
@@ -141,7 +151,17 @@ def run(work: Path, size_mib: int, runs: int) -> dict[str, Any]:
     }
 
 
-def _sync() -> None:
+def in_child(warm: str, fn: Callable[..., Any], *args: Any) -> ChildResult[Any]:
+    """Untimed: read ``warm`` into the page cache, flush pending writes; then run ``fn``
+    in a fresh process."""
+    _ready(Path(warm))
+    return run_in_child(fn, *args)
+
+
+def _ready(source: Path) -> None:
+    """Untimed, before every step (baselines too): read ``source`` into the page cache and
+    flush pending writes, so neither side pays for the other's reads or dirty pages."""
+    warm_cache(source)
     subprocess.run(["sync"], check=True)
 
 

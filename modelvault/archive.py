@@ -49,6 +49,7 @@ Errors::
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import struct
@@ -58,7 +59,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, BinaryIO
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, NamedTuple, NoReturn
 
 import msgpack
 import zstandard
@@ -104,6 +105,8 @@ MAX_MANIFEST = 1 << 20
 MAX_METADATA = 64 << 20  # raw bytes of one file, tree or model object (~100 GB in one file)
 MAX_RAW = {ObjType.CHUNK: MAX_CHUNK, ObjType.FILE: MAX_METADATA}
 MAX_RAW |= {ObjType.TREE: MAX_METADATA, ObjType.MODEL: MAX_METADATA}
+_KINDS = {int(t): t for t in ObjType}
+_CODECS = frozenset(int(c) for c in Codec)
 
 SQUEEZE_LEVEL = 1  # zstd level for chunks the store keeps raw
 SQUEEZE_KEEP = 0.99  # keep the compressed form only below this share of the raw size
@@ -115,6 +118,7 @@ _BATCH_BYTES = 4 << 20  # bytes of chunks per worker task, about
 _WINDOW = 4  # worker tasks in flight: bounds memory to ~_WINDOW * (_BATCH_BYTES + 512 KiB)
 _SINK_DEPTH = 4  # batches queued for the thread that writes (export) or stages (import)
 _READ_SPAN = 8 << 20  # export reads neighbouring records together up to this many bytes
+_FLUSH_EVERY = 64 << 20  # export starts writing a local archive back to disk this often
 _local = threading.local()
 _UPLOAD_ON_CLOSE = {"s3", "s3a", "gs", "gcs"}  # an object appears only once its upload ends
 
@@ -186,6 +190,8 @@ class ArchiveWriter:
 
     Writing and the running checksum happen in one helper thread (both release the
     GIL), in the order parts were given; at most ``_SINK_DEPTH`` batches wait for it.
+    A local file is also flushed to disk every ``_FLUSH_EVERY`` bytes in the background,
+    so the final fsync (by the caller) has little left to wait for.
     """
 
     def __init__(self, out: IO[bytes], manifest: Manifest) -> None:
@@ -196,12 +202,22 @@ class ArchiveWriter:
         self._index: dict[bytes, bytes] = {}
         self._sink = ThreadPoolExecutor(1, thread_name_prefix="modelvault-archive-out")
         self._queued: deque[Future[None]] = deque()
+        self._flusher = ThreadPoolExecutor(1, thread_name_prefix="modelvault-archive-sync")
+        self._flushing: Future[None] | None = None
+        self._unsynced = 0
         body = manifest.encode()
         self._write([HEADER.pack(MAGIC, VERSION, 0, len(body)), body])
 
     def _emit(self, parts: list[bytes | memoryview]) -> None:  # in the helper thread
         if self._fd is not None:
             _fsutil.write_all(self._fd, parts)
+            self._unsynced += sum(len(p) for p in parts)
+            idle = self._flushing is None or self._flushing.done()
+            if self._unsynced >= _FLUSH_EVERY and idle:
+                if self._flushing is not None:
+                    self._flushing.result()  # a write-back error is reported once: keep it
+                self._flushing = self._flusher.submit(os.fdatasync, self._fd)
+                self._unsynced = 0
         else:
             for part in parts:
                 self._out.write(part)
@@ -254,6 +270,9 @@ class ArchiveWriter:
                 self._queued.popleft().result()
         finally:
             self._sink.shutdown()
+            self._flusher.shutdown()
+        if self._flushing is not None:
+            self._flushing.result()
 
     def close(self) -> None:
         """Stop the helper thread (after an error: drop what it has not written yet)."""
@@ -599,7 +618,8 @@ class _Reader:
         self._at = self._hashed = 0
         return bool(data)
 
-    def read(self, n: int, what: str) -> bytes | memoryview:
+    def read(self, n: int, what: str | Callable[[], str]) -> bytes | memoryview:
+        """The next ``n`` bytes; ``what`` (or what it returns) names them if the file ends."""
         at = self._at
         if at + n <= len(self._block):  # the common case: a view, no copy
             self._at = at + n
@@ -609,8 +629,9 @@ class _Reader:
         left = n
         while left:
             if self._at == len(self._block) and not self._next_block():
+                name = what if isinstance(what, str) else what()
                 raise ArchiveError(
-                    f"archive is truncated: {what} at offset {self.pos} is cut short"
+                    f"archive is truncated: {name} at offset {self.pos} is cut short"
                 )
             take = min(left, len(self._block) - self._at)
             parts.append(self._block[self._at : self._at + take])
@@ -631,14 +652,16 @@ class _Reader:
         return self._at == len(self._block) and not self._f.read(1)
 
 
-@dataclass(frozen=True)
-class _Record:
+class _Record(NamedTuple):
+    """One record as read; its first five fields are what ``PackWriter.add_prepared_many``
+    takes."""
+
     kind: ObjType
+    oid: bytes
     codec: int
     raw_len: int
-    oid: bytes
-    offset: int  # of the payload
     payload: bytes | memoryview
+    offset: int  # of the payload
 
 
 @dataclass
@@ -668,17 +691,33 @@ def _records(r: _Reader) -> Iterator[_Record]:
         if kind == 0:
             _need(head == END_RECORD, f"malformed end-of-records marker at offset {start}")
             return
-        where = f"object {oid.hex()} at offset {start}"
-        _need(head == record_header(kind, how, raw_len, stored_len, oid), f"{where}: bad padding")
-        _need(kind in ObjType._value2member_map_, f"{where} has unknown type {kind}")
-        _need(how in Codec._value2member_map_, f"{where} has unknown codec {how}")
-        t = ObjType(kind)
-        limit = MAX_RAW[t]
-        _need(raw_len <= limit, f"{where} declares {raw_len} raw bytes (more than {limit})")
-        most = raw_len if how == Codec.RAW else zstd_bound(raw_len)
-        _need(stored_len <= most, f"{where} declares {stored_len} stored bytes for {raw_len} raw")
-        payload = r.read(stored_len, f"payload of {where}")
-        yield _Record(t, how, raw_len, oid, start + RECORD_HEADER.size, payload)
+        t = _KINDS.get(kind)
+        if (
+            t is None
+            or how not in _CODECS
+            or head[2:4] != b"\0\0"
+            or raw_len > MAX_RAW[t]
+            or stored_len > (raw_len if how == Codec.RAW else zstd_bound(raw_len))
+        ):
+            _refuse_record(start, head)
+        payload = r.read(stored_len, functools.partial(_payload_name, oid, start))
+        yield _Record(t, oid, how, raw_len, payload, start + RECORD_HEADER.size)
+
+
+def _payload_name(oid: bytes, start: int) -> str:
+    return f"payload of object {oid.hex()} at offset {start}"
+
+
+def _refuse_record(start: int, head: bytes) -> NoReturn:
+    """Raise the ArchiveError naming what is wrong with the record header ``head``."""
+    kind, how, raw_len, stored_len, oid = RECORD_HEADER.unpack(head)
+    where = f"object {oid.hex()} at offset {start}"
+    _need(head == record_header(kind, how, raw_len, stored_len, oid), f"{where}: bad padding")
+    _need(kind in ObjType._value2member_map_, f"{where} has unknown type {kind}")
+    _need(how in Codec._value2member_map_, f"{where} has unknown codec {how}")
+    limit = MAX_RAW[ObjType(kind)]
+    _need(raw_len <= limit, f"{where} declares {raw_len} raw bytes (more than {limit})")
+    raise ArchiveError(f"{where} declares {stored_len} stored bytes for {raw_len} raw")
 
 
 def _record_batches(records: Iterator[_Record]) -> Iterator[list[_Record]]:
@@ -697,7 +736,6 @@ def _record_batches(records: Iterator[_Record]) -> Iterator[list[_Record]]:
 def _verify(rec: _Record) -> tuple[Info, ModelObject | None]:
     """Decode one record (never past its raw length), check its id, decode metadata."""
     entry = Entry("", rec.offset, len(rec.payload), rec.raw_len, rec.kind, rec.codec)
-    what = f"archive {rec.kind.name.lower()} {rec.oid.hex()}"
     try:
         raw = verify_payload(rec.oid, entry, rec.payload, rec.kind)  # type: ignore[arg-type]
         if rec.kind == ObjType.CHUNK:
@@ -707,8 +745,10 @@ def _verify(rec: _Record) -> tuple[Info, ModelObject | None]:
             return _model_info(model), model
         return _decode(rec.kind, bytes(raw)), None
     except IntegrityError as exc:
+        what = f"archive {rec.kind.name.lower()} {rec.oid.hex()}"
         raise ArchiveError(f"{what} at offset {rec.offset}: {exc}") from exc
     except ValueError as exc:  # a malformed or hostile metadata object
+        what = f"archive {rec.kind.name.lower()} {rec.oid.hex()}"
         raise ArchiveError(f"{what} is malformed: {exc}") from exc
 
 
@@ -857,8 +897,7 @@ def import_model(store: Store, src: ArchiveSource) -> Model:
         staging: deque[Future[None]] = deque()
 
         def write(batch: list[_Record]) -> None:  # in the stager thread, in order
-            for rec in batch:
-                writer.add_prepared(rec.kind, rec.oid, rec.codec, rec.raw_len, rec.payload)
+            writer.add_prepared_many(rec[:5] for rec in batch)  # one writev per batch
 
         def stage(batch: list[_Record]) -> None:
             staging.append(stager.submit(write, batch))

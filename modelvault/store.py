@@ -171,7 +171,8 @@ class Store:
         """A pack writer, holding the gc lock shared so gc never frees what it reaches.
 
         ``pack_target``: seal (and so publish) a pack once it holds this many bytes instead
-        of the default; an import passes a huge one so nothing is visible before commit.
+        of the default. (An import keeps all its packs hidden until commit with
+        ``PackWriter.publish_at_commit()`` instead.)
         """
         with _fsutil.file_lock(self.path / "locks" / "gc.lock", shared=True):
             self._db.refresh()

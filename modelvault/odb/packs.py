@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -38,6 +38,7 @@ from modelvault.core.packfmt import (
 from modelvault.errors import IntegrityError, NotFound
 
 PACK_TARGET = 64 * 1024 * 1024  # a pack is sealed once it holds this many bytes
+_MAX_PARTS = 512  # buffers per writev (IOV_MAX is 1024 on Linux)
 
 Prepared = tuple[bytes, int, bytes | memoryview]  # (id, codec, payload)
 
@@ -342,20 +343,34 @@ class PackWriter:
         self, kind: int, oid: bytes, how: int, raw_len: int, payload: bytes | memoryview
     ) -> None:
         """Append an object already hashed and encoded (the caller vouches for ``oid``)."""
-        if self.has(oid):
-            return
-        fd = self._open()
-        header = record_header(kind, how, raw_len, len(payload), oid)
-        _fsutil.write_all(fd, [header, payload])  # one syscall, no copy, GIL released
-        self._hash.update(header)
-        e = Entry("", self._pos + len(header), len(payload), raw_len, kind, how)
-        self._pos += len(header) + len(payload)
-        self._entries[oid] = e
-        self._pending[oid] = e
-        self.new_objects += 1
-        self.new_bytes += len(payload)
-        if self._pos >= self._target:
-            self._seal()
+        self.add_prepared_many([(kind, oid, how, raw_len, payload)])
+
+    def add_prepared_many(
+        self, objects: Iterable[tuple[int, bytes, int, int, bytes | memoryview]]
+    ) -> None:
+        """Append objects already hashed and encoded: ``(type, id, codec, raw length,
+        payload)`` each, in one ``writev`` per pack (no copy, GIL released)."""
+        parts: list[bytes | memoryview] = []
+        for kind, oid, how, raw_len, payload in objects:
+            if self.has(oid):
+                continue
+            self._open()
+            header = record_header(kind, how, raw_len, len(payload), oid)
+            parts += (header, payload)
+            self._hash.update(header)
+            e = Entry("", self._pos + len(header), len(payload), raw_len, kind, how)
+            self._pos += len(header) + len(payload)
+            self._entries[oid] = e
+            self._pending[oid] = e
+            self.new_objects += 1
+            self.new_bytes += len(payload)
+            if self._pos >= self._target or len(parts) >= _MAX_PARTS:
+                _fsutil.write_all(self._open(), parts)
+                parts = []
+                if self._pos >= self._target:
+                    self._seal()
+        if parts:
+            _fsutil.write_all(self._open(), parts)
 
     def _open(self) -> int:
         if self._fd is None:

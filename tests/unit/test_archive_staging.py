@@ -1,0 +1,148 @@
+"""Import staging: packs sealed in the background stay invisible until commit.
+
+``PackWriter.publish_at_commit`` is what lets an import seal (fsync) packs of normal size
+while it reads, yet publish nothing before every check passed; ``add_prepared_many`` is
+its batched write. These tests use a tiny pack size so that even small models span many
+packs.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import modelvault
+from modelvault.core.hashing import ObjType, object_id
+from modelvault.errors import ArchiveError
+from modelvault.odb import PackDB, PackWriter
+
+SMALL_PACK = 64 << 10
+
+
+def _objects(n: int, size: int = 3000, seed: int = 0) -> list[bytes]:
+    rng = np.random.default_rng(seed)
+    return [rng.bytes(size) for _ in range(n)]
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def _add(writer: PackWriter, blobs: list[bytes]) -> list[bytes]:
+    ids = [object_id(ObjType.CHUNK, b) for b in blobs]
+    writer.add_prepared_many(
+        (ObjType.CHUNK, oid, 0, len(b), b) for oid, b in zip(ids, blobs, strict=True)
+    )
+    return ids
+
+
+def test_packs_stay_hidden_until_commit(tmp_path: Path) -> None:
+    db = PackDB(tmp_path / "objects")
+    writer = PackWriter(db, 8192)
+    writer.publish_at_commit()
+    blobs = _objects(40)
+    ids = _add(writer, blobs + blobs[:5])  # duplicates are skipped
+    writer._seal()  # the open pack too: everything sealed, nothing visible
+    for fut in writer._sealing:
+        fut.result()
+    assert _files(db.pack_dir) == []
+    held = _files(db.tmp_dir)
+    assert len([n for n in held if n.endswith(".pack")]) >= 10
+    assert len([n for n in held if n.endswith(".idx")]) == len(held) // 2
+    assert not any(db.has(oid) for oid in ids)
+    writer.commit()
+    assert _files(db.tmp_dir) == []
+    assert len(_files(db.pack_dir)) == len(held)
+    fresh = PackDB(tmp_path / "objects")  # what another process sees
+    assert [fresh.read(oid, ObjType.CHUNK) for oid in ids[:40]] == blobs
+    assert writer.new_objects == 40
+
+
+def test_abort_removes_every_pack(tmp_path: Path) -> None:
+    db = PackDB(tmp_path / "objects")
+    writer = PackWriter(db, 8192)
+    writer.publish_at_commit()
+    _add(writer, _objects(40))
+    writer.abort()
+    assert _files(db.pack_dir) == []
+    assert _files(db.tmp_dir) == []
+
+
+def test_publish_at_commit_only_before_the_first_object(tmp_path: Path) -> None:
+    writer = PackWriter(PackDB(tmp_path / "objects"))
+    writer.add(ObjType.CHUNK, b"x")
+    with pytest.raises(RuntimeError):
+        writer.publish_at_commit()
+    writer.abort()
+
+
+def test_add_prepared_many_splits_big_batches(tmp_path: Path) -> None:
+    """More buffers than one writev takes, across pack boundaries, read back intact."""
+    db = PackDB(tmp_path / "objects")
+    with PackWriter(db, 256 << 10) as writer:
+        blobs = _objects(700, size=1000, seed=1)
+        ids = _add(writer, blobs)
+    assert [PackDB(tmp_path / "objects").read(oid) for oid in ids] == blobs
+    assert all(db.check_pack_file(name) is None for name in db.packs())
+
+
+@pytest.fixture
+def small_packs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(PackWriter.__init__, "__defaults__", (SMALL_PACK,))
+
+
+def _model(tmp_path: Path) -> tuple[modelvault.Store, Path]:
+    source = modelvault.Store(tmp_path / "source")
+    folder = tmp_path / "m"
+    folder.mkdir()
+    weights = np.random.default_rng(3).standard_normal(1_500_000).astype("<f4")  # > 1 batch
+    (folder / "model.bin").write_bytes(weights.tobytes())
+    source.save(folder, "big:v1")
+    return source, Path(source.export_model("big:v1", str(tmp_path / "big.bentomodel")))
+
+
+def _snapshot(path: Path) -> dict[str, bytes | None]:
+    return {
+        str(p.relative_to(path)): (p.read_bytes() if p.is_file() else None)
+        for p in sorted(path.rglob("*"))
+        if not p.name.endswith(".lock")
+    }
+
+
+@pytest.mark.usefixtures("small_packs")
+def test_import_spanning_many_packs(tmp_path: Path) -> None:
+    source, path = _model(tmp_path)
+    target = modelvault.Store(tmp_path / "target")
+    model = target.import_model(path)
+    assert len(target._db.packs()) > 5
+    assert _files(target._db.tmp_dir) == []
+    assert model.id == source.get("big:v1").id
+    assert target.verify().ok
+
+
+@pytest.mark.usefixtures("small_packs")
+@pytest.mark.parametrize("damage", ["last-payload", "truncated", "checksum"])
+def test_refused_import_leaves_no_pack(tmp_path: Path, damage: str) -> None:
+    """Packs sealed early are removed when a late check fails: the store is unchanged."""
+    _, path = _model(tmp_path)
+    data = bytearray(path.read_bytes())
+    if damage == "last-payload":
+        at, count, _ = struct.unpack_from("<QI4s", data, len(data) - 48)
+        offsets = [struct.unpack_from("<Q", data, at + 8 + 52 * i + 36)[0] for i in range(count)]
+        data[max(offsets) + 10] ^= 0xFF
+    elif damage == "truncated":
+        del data[len(data) - 100 :]
+    else:
+        data[-1] ^= 0xFF
+    bad = tmp_path / "bad.bentomodel"
+    bad.write_bytes(bytes(data))
+    target = modelvault.Store(tmp_path / "target")
+    before = _snapshot(target.path)
+    with pytest.raises(ArchiveError):
+        target.import_model(bad)
+    assert _snapshot(target.path) == before
+    assert os.listdir(target._db.tmp_dir) == []
