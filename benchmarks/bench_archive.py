@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -28,14 +30,15 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from baselines import MIB, ChildResult, drop_tree, markdown_table, median, run_in_child, warm_cache
-from bench_store import _import_modelvault, filesystem_of, log, paired
+from bench_store import _import_modelvault, filesystem_of, log
 from workload import generate_family
 
 PEAK_LIMIT_MIB = 300.0
 THIN_TARGET = 0.15
+T = TypeVar("T")
 
 
 # --- measured steps (run in child processes) ------------------------------------------
@@ -46,40 +49,49 @@ def save_in_child(root: str, folder: str, tag: str) -> None:
     _import_modelvault().Store(root).save(folder, tag)
 
 
-def export_in_child(root: str, tag: str, dest: str, base: str | None) -> float:
-    """Seconds to export ``tag`` from a freshly opened store."""
+def export_in_child(root: str, tag: str, dest: str, base: str | None) -> tuple[float, float]:
+    """Seconds (wall, CPU) to export ``tag`` from a freshly opened store."""
     store_cls = _import_modelvault().Store
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _cpu(resource.RUSAGE_SELF)
     store_cls(root).export_model(tag, dest, base=base)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, _cpu(resource.RUSAGE_SELF) - cpu
 
 
-def import_in_child(root: str, src: str) -> float:
-    """Seconds to import ``src`` into a freshly opened (new) store."""
+def import_in_child(root: str, src: str) -> tuple[float, float]:
+    """Seconds (wall, CPU) to import ``src`` into a freshly opened (new) store."""
     store_cls = _import_modelvault().Store
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _cpu(resource.RUSAGE_SELF)
     store_cls(root).import_model(src)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, _cpu(resource.RUSAGE_SELF) - cpu
+
+
+def _cpu(who: int) -> float:
+    """User + system CPU seconds of this process (every thread) or of its waited children."""
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
 
 
 # --- baselines --------------------------------------------------------------------------
 
 
-def shell_seconds(command: str) -> float:
-    """Seconds a bash pipeline takes (``pipefail``: any stage failing is an error)."""
-    start = time.perf_counter()
+def shell_seconds(command: str) -> tuple[float, float]:
+    """Seconds (wall, CPU of every process of it) a bash pipeline takes (``pipefail``: any
+    stage failing is an error)."""
+    start, cpu = time.perf_counter(), _cpu(resource.RUSAGE_CHILDREN)
     subprocess.run(["bash", "-o", "pipefail", "-c", command], check=True)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, _cpu(resource.RUSAGE_CHILDREN) - cpu
 
 
-def tar_zstd(folder: Path, out: Path) -> float:
+def tar_zstd(folder: Path, out: Path) -> tuple[float, float]:
     drop_tree(out)
+    _ready(folder)
     return shell_seconds(f"tar -c -C '{folder}' . | zstd -1 -T0 -q > '{out}'")
 
 
-def untar_zstd(archive: Path, dest: Path) -> float:
+def untar_zstd(archive: Path, dest: Path) -> tuple[float, float]:
     drop_tree(dest)
     dest.mkdir()
+    _ready(archive)
     return shell_seconds(f"zstd -d -q < '{archive}' | tar -x -C '{dest}'")
 
 
@@ -102,32 +114,36 @@ def run(work: Path, size_mib: int, runs: int) -> dict[str, Any]:
                 f"bench:{version}",
             )
     archive, baseline = work / "v0.bentomodel", work / "v0.tar.zst"
-    samples: dict[str, list[float]] = {k: [] for k in ("export", "tar", "import", "untar")}
+    steps = ("export", "tar", "import", "untar")
+    samples: dict[str, list[float]] = {k: [] for k in steps}
+    cpu: dict[str, list[float]] = {k: [] for k in steps}
+    load = [os.getloadavg()[0]]
     peaks: dict[str, float] = {"export": 0.0, "import": 0.0}
     anon: dict[str, float] = {"export": 0.0, "import": 0.0}
     for turn in range(runs):
         log(f"run {turn + 1}/{runs}: export")
         drop_tree(archive)
-        base_s, res = paired(
+        base_s, res = _paired(
             turn,
-            lambda: (_ready(family / "v0"), tar_zstd(family / "v0", baseline))[1],
+            lambda: tar_zstd(family / "v0", baseline),
             lambda: in_child(
                 str(store), export_in_child, str(store), "bench:v0", str(archive), None
             ),
         )
-        samples["tar"].append(base_s)
-        samples["export"].append(res.value)
+        _record(samples, cpu, "tar", base_s)
+        _record(samples, cpu, "export", res.value)
         peaks["export"] = max(peaks["export"], res.peak_rss_mib)
         anon["export"] = max(anon["export"], res.peak_anon_mib)
         log(f"run {turn + 1}/{runs}: import")
         drop_tree(work / "imported")
-        base_s, res = paired(
+        base_s, res = _paired(
             turn + 1,
-            lambda: (_ready(baseline), untar_zstd(baseline, work / "untarred"))[1],
+            lambda: untar_zstd(baseline, work / "untarred"),
             lambda: in_child(str(archive), import_in_child, str(work / "imported"), str(archive)),
         )
-        samples["untar"].append(base_s)
-        samples["import"].append(res.value)
+        _record(samples, cpu, "untar", base_s)
+        _record(samples, cpu, "import", res.value)
+        load.append(os.getloadavg()[0])
         peaks["import"] = max(peaks["import"], res.peak_rss_mib)
         anon["import"] = max(anon["import"], res.peak_anon_mib)
     full_v1, thin_v1 = work / "v1.bentomodel", work / "v1-thin.bentomodel"
@@ -140,6 +156,9 @@ def run(work: Path, size_mib: int, runs: int) -> dict[str, Any]:
         "filesystem": filesystem_of(work),
         "samples": samples,
         "medians": {k: median(v) for k, v in samples.items()},
+        "cpu_samples": cpu,
+        "cpu_medians": {k: median(v) for k, v in cpu.items()},
+        "load_1min": load,
         "bytes": {
             "archive": archive.stat().st_size,
             "tar_zstd": baseline.stat().st_size,
@@ -158,6 +177,28 @@ def in_child(warm: str, fn: Callable[..., Any], *args: Any) -> ChildResult[Any]:
     return run_in_child(fn, *args)
 
 
+def _paired(
+    turn: int, baseline: Callable[[], tuple[float, float]], measure: Callable[[], T]
+) -> tuple[tuple[float, float], T]:
+    """Run the baseline and the measured step, the baseline first on even turns, so a slow
+    drift of the machine does not always favour one side; return both results."""
+    if turn % 2 == 0:
+        base = baseline()
+        return base, measure()
+    result = measure()
+    return baseline(), result
+
+
+def _record(
+    samples: dict[str, list[float]],
+    cpu: dict[str, list[float]],
+    step: str,
+    got: tuple[float, float],
+) -> None:
+    samples[step].append(got[0])
+    cpu[step].append(got[1])
+
+
 def _ready(source: Path) -> None:
     """Untimed, before every step (baselines too): read ``source`` into the page cache and
     flush pending writes, so neither side pays for the other's reads or dirty pages."""
@@ -166,18 +207,19 @@ def _ready(source: Path) -> None:
 
 
 def report(r: dict[str, Any]) -> tuple[str, bool]:
-    m, b = r["medians"], r["bytes"]
+    m, b, c = r["medians"], r["bytes"], r["cpu_medians"]
     export_ratio, import_ratio = m["export"] / m["tar"], m["import"] / m["untar"]
     size_ratio, thin_ratio = b["archive"] / b["tar_zstd"], b["v1_thin"] / b["v1_full"]
     peak = max(r["peak_rss_mib"].values())
     checks = [
-        ("export time", f"{m['export']:.2f} s", f"{m['tar']:.2f} s (tar | zstd -1 -T0)",
+        ("export time", f"{m['export']:.2f} s (CPU {c['export']:.2f} s)",
+         f"{m['tar']:.2f} s (CPU {c['tar']:.2f} s; tar | zstd -1 -T0)",
          f"{export_ratio:.2f}x", "<= 1.0x", export_ratio <= 1.0),
         ("export size", f"{b['archive'] / MIB:.1f} MiB", f"{b['tar_zstd'] / MIB:.1f} MiB",
          f"{size_ratio:.3f}x", "<= 1.0x", size_ratio <= 1.0),
-        ("import time (verified, durable)", f"{m['import']:.2f} s",
-         f"{m['untar']:.2f} s (zstd -d | tar -x)", f"{import_ratio:.2f}x", "<= 1.0x",
-         import_ratio <= 1.0),
+        ("import time (verified, durable)", f"{m['import']:.2f} s (CPU {c['import']:.2f} s)",
+         f"{m['untar']:.2f} s (CPU {c['untar']:.2f} s; zstd -d | tar -x)",
+         f"{import_ratio:.2f}x", "<= 1.0x", import_ratio <= 1.0),
         ("thin archive of v1 (base v0)", f"{b['v1_thin'] / MIB:.1f} MiB",
          f"{b['v1_full'] / MIB:.1f} MiB (full v1)", f"{thin_ratio:.1%}", "<= 15%",
          thin_ratio <= THIN_TARGET),
@@ -190,7 +232,11 @@ def report(r: dict[str, Any]) -> tuple[str, bool]:
     head = ["step", "modelvault", "baseline (same run)", "ratio", "target", "verdict"]
     text = (
         f"Archive benchmark: {r['size_mib']} MiB model, median of {r['runs']} runs, "
-        f"workdir on {r['filesystem']}.\n\n{markdown_table(head, rows)}\n"
+        f"workdir on {r['filesystem']}.\n\n{markdown_table(head, rows)}\n\n"
+        f"1-minute load average {min(r['load_1min']):.1f} to {max(r['load_1min']):.1f} on "
+        f"{os.cpu_count()} CPUs during the runs. CPU is user + system seconds of every thread "
+        "(modelvault) or of every process of the pipeline (baseline); on a shared machine it "
+        "varies less than the wall time.\n"
     )
     return text, all(row[5] for row in checks)
 
