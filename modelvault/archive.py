@@ -864,7 +864,9 @@ def _input(src: ArchiveSource) -> Iterator[IO[bytes]]:
             fs, path = url_to_fs(text)
             f = fs.open(path, "rb", block_size=8 * _IO_BLOCK)
         else:
-            f = open(text, "rb", buffering=_IO_BLOCK)  # noqa: SIM115
+            f = open(text, "rb", buffering=0)  # noqa: SIM115  (_Reader reads big blocks)
+            with contextlib.suppress(OSError, AttributeError):  # read-ahead hint only
+                os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
     except FileNotFoundError:
         raise PathNotFound(f"cannot import {text}: no such file") from None
     with f:
