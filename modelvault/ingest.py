@@ -13,7 +13,7 @@ import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from modelvault._parallel import ordered_map
+from modelvault._parallel import ordered_pipeline
 from modelvault.core import codec
 from modelvault.core.chunking import chunk_bytes, chunk_file
 from modelvault.core.hashing import ObjType, object_id
@@ -57,10 +57,10 @@ class _Compressibility:
         self.streak = 0 if compressed else self.streak + 1
 
 
-def _batched(chunks: Iterator[memoryview]) -> Iterator[list[bytes]]:
-    batch: list[bytes] = []
+def _batched(chunks: Iterator[memoryview]) -> Iterator[list[memoryview]]:
+    batch: list[memoryview] = []
     for data in chunks:
-        batch.append(bytes(data))  # the chunker reuses its buffer: copy out
+        batch.append(data)
         if len(batch) == _BATCH:
             yield batch
             batch = []
@@ -77,7 +77,7 @@ class _ChunkPipeline:
 
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="modelvault-chunk")
 
-    def _work(self, batch: list[bytes], guess: _Compressibility) -> list[Result]:
+    def _work(self, batch: list[memoryview], guess: _Compressibility) -> list[Result]:
         out: list[Result] = []
         for data in batch:
             oid = object_id(ObjType.CHUNK, data)
@@ -93,17 +93,24 @@ class _ChunkPipeline:
         return out
 
     def store(self, chunks: Iterator[memoryview], progress: Progress | None) -> FileObject:
-        """Store every chunk of one file and return its file object."""
+        """Store every chunk of one file and return its file object.
+
+        This thread cuts chunks, the pool hashes and encodes them, and a third
+        thread appends them to the pack in order.
+        """
         guess = _Compressibility()
         out: list[tuple[bytes, int]] = []
-        work = lambda batch: self._work(batch, guess)  # noqa: E731
-        for _, results in ordered_map(self.pool, work, _batched(chunks), _WINDOW):
+
+        def append(results: list[Result]) -> None:
             for oid, how, size, payload in results:
                 if payload is not None:
                     self.writer.add_prepared(ObjType.CHUNK, oid, how, size, payload)
                 out.append((oid, size))
                 if progress:
                     progress(size)
+
+        work = lambda batch: self._work(batch, guess)  # noqa: E731
+        ordered_pipeline(self.pool, work, _batched(chunks), append, _WINDOW)
         return FileObject(sum(n for _, n in out), out)
 
     def close(self) -> None:

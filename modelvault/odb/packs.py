@@ -17,8 +17,8 @@ import contextlib
 import os
 import threading
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from blake3 import blake3
 
@@ -36,6 +36,9 @@ from modelvault.core.packfmt import (
     record_header,
 )
 from modelvault.errors import IntegrityError, NotFound
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 PACK_TARGET = 64 * 1024 * 1024  # a pack is sealed once it holds this many bytes
 _MAX_PARTS = 512  # buffers per writev (IOV_MAX is 1024 on Linux)
@@ -303,6 +306,8 @@ class PackWriter:
         self._target = target
         self._skip_stored = skip_stored
         self._pending: dict[bytes, Entry] = {}
+        from concurrent.futures import ThreadPoolExecutor
+
         self._sealer = ThreadPoolExecutor(1, thread_name_prefix="modelvault-seal")
         self._sealing: list[Future[None]] = []
         self._fd: int | None = None
