@@ -112,7 +112,7 @@ class FileReader(io.RawIOBase):
         return n
 
 
-_READ_BATCH = 16  # chunks per reader task
+_READ_BATCH = 64  # chunks per reader task (read with few preads)
 
 
 def write_file(
@@ -126,7 +126,7 @@ def write_file(
     batches = [ids[i : i + _READ_BATCH] for i in range(0, len(ids), _READ_BATCH)]
 
     def fetch(batch: list[bytes]) -> list[bytes]:
-        return [db.read(cid, ObjType.CHUNK) for cid in batch]
+        return db.read_many(batch, ObjType.CHUNK)
 
     fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:

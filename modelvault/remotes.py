@@ -116,11 +116,11 @@ def _secret_option(options: Mapping[str, Any]) -> str | None:
     return None
 
 
-def parse_options(items: Iterable[str]) -> dict[str, Any]:
-    """``["KEY=VALUE", ...]`` (the CLI's ``--option``) as storage options.
+def parse_options(items: Iterable[str], *, typed: bool = True) -> dict[str, Any]:
+    """``["KEY=VALUE", ...]`` (the CLI's ``--option``, ``--label``, ``--metadata``) as a dict.
 
-    A value that reads as JSON (``true``, ``3``, ``{"a": 1}``) is taken as that value,
-    anything else as a string.
+    With ``typed``, a value that reads as JSON (``true``, ``3``, ``{"a": 1}``) is taken
+    as that value, anything else as a string; without, every value is a string.
 
     Raises:
         InvalidInput: an item without ``=``.
@@ -131,7 +131,7 @@ def parse_options(items: Iterable[str]) -> dict[str, Any]:
         if not sep or not key:
             raise InvalidInput(f"expected KEY=VALUE, got {item!r}")
         try:
-            out[key] = json.loads(text)
+            out[key] = json.loads(text) if typed else text
         except ValueError:
             out[key] = text
     return out

@@ -120,21 +120,13 @@ def _echo(text: str) -> None:
 
 def _parse_pairs(pairs: list[str] | None, what: str, *, typed: bool) -> dict[str, Any]:
     """``KEY=VALUE`` arguments as a dict; values parsed as JSON when ``typed`` and valid."""
-    import json
+    from modelvault.errors import InvalidInput
+    from modelvault.remotes import parse_options
 
-    out: dict[str, Any] = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise UsageError(f"{what} {pair!r} is not KEY=VALUE")
-        if typed:
-            try:
-                out[key] = json.loads(value)
-            except ValueError:
-                out[key] = value
-        else:
-            out[key] = value
-    return out
+    try:
+        return parse_options(pairs or [], typed=typed)
+    except InvalidInput as exc:
+        raise UsageError(f"{what}: {exc}") from None
 
 
 def _model_line(model: "Model", what: str) -> str:
