@@ -102,12 +102,14 @@ class _ChunkPipeline:
         out: list[tuple[bytes, int]] = []
 
         def append(results: list[Result]) -> None:
-            for oid, how, size, payload in results:
-                if payload is not None:
-                    self.writer.add_prepared(ObjType.CHUNK, oid, how, size, payload)
-                out.append((oid, size))
-                if progress:
-                    progress(size)
+            self.writer.add_prepared_many(
+                (ObjType.CHUNK, oid, how, size, payload)
+                for oid, how, size, payload in results
+                if payload is not None
+            )
+            out.extend((oid, size) for oid, _, size, _ in results)
+            if progress:
+                progress(sum(size for _, _, size, _ in results))
 
         work = lambda batch: self._work(batch, guess)  # noqa: E731
         ordered_pipeline(self.pool, work, _batched(chunks), append, _WINDOW)

@@ -95,15 +95,17 @@ def _before(owner: Any, attr: str, point: str, when: Callable[..., bool] | None 
 
 def install_points() -> None:
     records = [0]
-    real_add = packs.PackWriter.add_prepared
+    real_add = packs.PackWriter.add_prepared_many
 
-    def add_prepared(self: packs.PackWriter, *args: Any) -> None:
-        real_add(self, *args)
-        records[0] += 1
-        if records[0] == 100:
+    def add_prepared_many(self: packs.PackWriter, objects: Any) -> None:
+        batch = list(objects)
+        real_add(self, batch)
+        records[0] += len(batch)
+        if records[0] >= 100:  # every record goes through here, single or batched
+            records[0] = -(10**9)
             hit("pack-half")
 
-    packs.PackWriter.add_prepared = add_prepared  # type: ignore[method-assign,assignment]
+    packs.PackWriter.add_prepared_many = add_prepared_many  # type: ignore[method-assign]
     _after(os, "replace", "pack-renamed", lambda src, dst: str(dst).endswith(".pack"))
     _after(os, "replace", "index-renamed", lambda src, dst: str(dst).endswith(".idx"))
     _before(RefStore, "create", "before-ref")
