@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     from modelvault.store import Store
     from modelvault.tags import Tag
 
+from modelvault import errors as _errors  # tiny, no dependencies
+
 # Every public name is imported on first use, so `import modelvault` (and every
 # `mv` command) pays only for what it touches.
 _WHERE = {
@@ -49,20 +51,7 @@ _WHERE = {
     "Store": "modelvault.store",
     "Tag": "modelvault.tags",
     "Runner": "modelvault.runner",
-    **{
-        name: "modelvault.errors"
-        for name in (
-            "ArchiveError",
-            "IntegrityError",
-            "InvalidInput",
-            "InvalidTag",
-            "ModelExists",
-            "ModelVaultError",
-            "NotFound",
-            "PathNotFound",
-            "RemoteError",
-        )
-    },
+    **{name: "modelvault.errors" for name in _errors.__all__},
 }
 
 
