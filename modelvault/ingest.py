@@ -1,21 +1,23 @@
 """Turning files and folders on disk into stored objects (the write path of save).
 
-read file -> CDC cut points -> BLAKE3 each chunk -> skip known ids -> compress the
-new ones -> append to the open pack. Hashing and compression release the GIL, so
-a small thread pool keeps both cores busy while the main thread cuts and writes.
-Files are memory-mapped, never read whole; at most ``_WINDOW`` chunks are in flight.
+split a file into segments -> per segment, in a worker: CDC cut points from its start,
+BLAKE3 each chunk, skip known ids, compress the new ones -> in order, on the drain
+thread: stitch the segments into the cut points of a sequential cut, append to the open
+pack. Cutting, hashing and compression release the GIL, so a small thread pool keeps
+both cores busy. Files are memory-mapped one segment at a time, never read whole; at
+most ``_WINDOW + 2`` segments are mapped at once.
 """
 
 from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 from modelvault._parallel import ordered_pipeline
 from modelvault.core import codec
-from modelvault.core.chunking import chunk_bytes, chunk_file
+from modelvault.core.chunking import Piece, Source, Stitcher, cut_piece, plan_segments
 from modelvault.core.hashing import ObjType, object_id
 from modelvault.core.objects import (
     KIND_EXEC,
@@ -29,8 +31,8 @@ from modelvault.core.objects import (
 from modelvault.errors import InvalidInput, PathNotFound
 from modelvault.odb import PackWriter
 
-_BATCH = 32  # chunks per worker task: amortises the thread hand-off
-_WINDOW = 8  # tasks in flight: bounds memory to ~_BATCH * _WINDOW * chunk size
+_BATCH = 32  # chunks per add_prepared_many call (one writev each)
+_WINDOW = 3  # cut segments waiting to be appended: bounds memory to ~(_WINDOW + 2) segments
 Progress = Callable[[int], None]  # called with a number of bytes just processed
 Result = tuple[bytes, int, int, bytes | memoryview | None]  # id, codec, raw size, payload
 
@@ -57,62 +59,58 @@ class _Compressibility:
         self.streak = 0 if compressed else self.streak + 1
 
 
-def _batched(chunks: Iterator[memoryview]) -> Iterator[list[memoryview]]:
-    batch: list[memoryview] = []
-    for data in chunks:
-        batch.append(data)
-        if len(batch) == _BATCH:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 class _ChunkPipeline:
-    """Hashes and encodes chunks in worker threads; appends them in order."""
+    """Cuts segments of a file and hashes and encodes their chunks in worker threads;
+    stitches the segments and appends their chunks in order on a thread of its own."""
 
     def __init__(self, writer: PackWriter, workers: int = 2) -> None:
         self.writer = writer
         from concurrent.futures import ThreadPoolExecutor
 
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="modelvault-chunk")
+        self.recut = 0  # bytes the stitcher cut itself, where segments did not agree
 
-    def _work(self, batch: list[memoryview], guess: _Compressibility) -> list[Result]:
-        out: list[Result] = []
-        for data in batch:
-            oid = object_id(ObjType.CHUNK, data)
-            if self.writer.has(oid):
-                out.append((oid, 0, len(data), None))
-                continue
-            how: codec.Codec = codec.Codec.RAW
-            payload: bytes | memoryview = data
-            if guess.should_try():
-                how, payload = codec.encode(data)
-                guess.record(how != codec.Codec.RAW)
-            out.append((oid, int(how), len(data), payload))
-        return out
+    def _work(self, data: memoryview, guess: _Compressibility) -> Result:
+        oid = object_id(ObjType.CHUNK, data)
+        if self.writer.has(oid):
+            return oid, 0, len(data), None
+        how: codec.Codec = codec.Codec.RAW
+        payload: bytes | memoryview = data
+        if guess.should_try():
+            how, payload = codec.encode(data)
+            guess.record(how != codec.Codec.RAW)
+        return oid, int(how), len(data), payload
 
-    def store(self, chunks: Iterator[memoryview], progress: Progress | None) -> FileObject:
-        """Store every chunk of one file and return its file object.
+    def store(self, source: Source, progress: Progress | None) -> FileObject:
+        """Store every chunk of ``source`` and return its file object.
 
-        This thread cuts chunks, the pool hashes and encodes them, and a third
-        thread appends them to the pack in order.
+        The pool cuts segments and hashes and encodes their chunks (a chunker of its own
+        per segment); the drain thread stitches them into the sequential cut, appends
+        the new chunks to the pack in order and lets each segment's mapping go.
         """
         guess = _Compressibility()
+        work = lambda data: self._work(data, guess)  # noqa: E731
+        stitcher = Stitcher(work)
         out: list[tuple[bytes, int]] = []
 
-        def append(results: list[Result]) -> None:
-            self.writer.add_prepared_many(
-                (ObjType.CHUNK, oid, how, size, payload)
-                for oid, how, size, payload in results
-                if payload is not None
-            )
-            out.extend((oid, size) for oid, _, size, _ in results)
-            if progress:
-                progress(sum(size for _, _, size, _ in results))
+        def append(piece: Piece[Result]) -> None:
+            results = stitcher.feed(piece)
+            for i in range(0, len(results), _BATCH):
+                batch = results[i : i + _BATCH]
+                self.writer.add_prepared_many(
+                    (ObjType.CHUNK, oid, how, size, payload)
+                    for oid, how, size, payload in batch
+                    if payload is not None
+                )
+                out.extend((oid, size) for oid, _, size, _ in batch)
+                if progress:
+                    progress(sum(size for _, _, size, _ in batch))
 
-        work = lambda batch: self._work(batch, guess)  # noqa: E731
-        ordered_pipeline(self.pool, work, _batched(chunks), append, _WINDOW)
+        cut = lambda span: cut_piece(source, span[0], span[1], work)  # noqa: E731
+        ordered_pipeline(self.pool, cut, plan_segments(source.size), append, _WINDOW)
+        self.recut += stitcher.recut
+        if stitcher.pos != source.size:  # cannot happen: every piece ends where it should
+            raise AssertionError(f"stitched {stitcher.pos} of {source.size} bytes")
         return FileObject(sum(n for _, n in out), out)
 
     def close(self) -> None:
@@ -147,14 +145,16 @@ class Ingester:
         if st.st_size == 0:
             fobj = FileObject(0, [])
         else:
-            fobj = self._pipeline.store(chunk_file(path), self.progress)
+            with open(path, "rb", buffering=0) as f:
+                source = Source(os.fstat(f.fileno()).st_size, fd=f.fileno())
+                fobj = self._pipeline.store(source, self.progress)
         if fobj.size != st.st_size:
             raise InvalidInput(f"{path} changed size while it was being saved")
         return self.writer.add(ObjType.FILE, fobj.encode(), probe=False), fobj.size
 
     def store_bytes(self, data: bytes) -> bytes:
         """Store an in-memory buffer as a file object; returns its id."""
-        fobj = self._pipeline.store(chunk_bytes(data), None) if data else FileObject(0, [])
+        fobj = self._pipeline.store(Source.of_bytes(data), None) if data else FileObject(0, [])
         return self.writer.add(ObjType.FILE, fobj.encode(), probe=False)
 
     def store_tree(

@@ -7,8 +7,13 @@ reading, but chunks cut with other parameters no longer deduplicate with old one
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+if TYPE_CHECKING:
+    from pyfastcdc.cy import FastCDC
 
 AVG_SIZE = 64 * 1024
 MIN_SIZE = 16 * 1024
@@ -52,3 +57,168 @@ def chunk_bytes(data: bytes | memoryview) -> Iterator[memoryview]:
 
     for chunk in FastCDC(AVG_SIZE, min_size=MIN_SIZE, max_size=MAX_SIZE).cut_buf(data):
         yield chunk.data
+
+
+# --- cutting segments of one file in parallel --------------------------------------------
+#
+# A cut depends only on the bytes since the previous cut (the gear hash restarts at every
+# cut), so a chunker started at any offset B, once it cuts where the chunker started at 0
+# cuts, agrees with it from there on. A file is split into segments cut independently
+# (one worker each, GIL released while cutting); the segment before runs one chunk past
+# its end and the pieces are stitched at the first cut point they share. Where they share
+# none (long runs of one byte cut only at MAX_SIZE, in another phase), the stitcher cuts
+# on from the last final cut point itself, so the result is always the sequential one.
+
+SEGMENT = 16 * 1024 * 1024  # bytes per segment of a large file
+MIN_SEGMENT = 2 * 1024 * 1024  # smaller files are split in fewer, not smaller, segments
+R = TypeVar("R")
+
+
+def _cdc() -> FastCDC:
+    from pyfastcdc.cy import FastCDC  # imported on first use: keeps start-up light
+
+    return FastCDC(AVG_SIZE, min_size=MIN_SIZE, max_size=MAX_SIZE)
+
+
+class Source:
+    """Read-only views of a file (memory-mapped one segment at a time) or of a buffer."""
+
+    def __init__(self, size: int, fd: int | None = None, data: memoryview | None = None):
+        self.size, self._fd, self._data = size, fd, data
+
+    @classmethod
+    def of_bytes(cls, data: bytes | memoryview) -> Source:
+        """A source over an in-memory buffer."""
+        view = memoryview(data).cast("B")
+        return cls(len(view), data=view)
+
+    def view(self, start: int, stop: int) -> memoryview:
+        """Bytes ``[start, stop)``; a file's view keeps its own mapping alive (no copy)."""
+        if self._data is not None:
+            return self._data[start:stop]
+        import mmap
+
+        base = start - start % mmap.ALLOCATIONGRANULARITY
+        assert self._fd is not None
+        window = mmap.mmap(self._fd, stop - base, offset=base, access=mmap.ACCESS_READ)
+        return memoryview(window)[start - base :]
+
+
+def plan_segments(size: int, segment: int | None = None) -> list[tuple[int, int]]:
+    """Split ``[0, size)`` into ``(start, stop)`` segments: at least four for files of
+    ``4 * MIN_SEGMENT`` bytes or more, at most ``segment`` (default ``SEGMENT``) bytes each."""
+    step = segment or max(MIN_SEGMENT, min(SEGMENT, -(-size // 4)))
+    return [(start, min(start + step, size)) for start in range(0, size, step)]
+
+
+@dataclass
+class Piece(Generic[R]):
+    """The chunks of one segment as cut from its own start, and ``work`` done on each.
+
+    The last chunk runs past ``stop`` (it is the one that contains ``stop - 1``);
+    ``view`` covers ``[start, min(size, stop + 2 * MAX_SIZE))``, enough for the stitcher
+    to cut on from any point before the last end.
+    """
+
+    start: int
+    stop: int
+    ends: list[int]  # file offset just past each chunk, increasing
+    results: list[R]
+    view: memoryview
+
+
+def cut_piece(source: Source, start: int, stop: int, work: Callable[[memoryview], R]) -> Piece[R]:
+    """Cut the segment ``[start, stop)`` from ``start`` and call ``work`` on each chunk.
+
+    Every chunk is cut with at least ``MAX_SIZE`` bytes after it in the view (or the end
+    of the source), so it is exactly the chunk a sequential cut from the same start gives.
+    """
+    view = source.view(start, min(source.size, stop + 2 * MAX_SIZE))
+    chunks = _cdc().cut_buf(view)
+    ends: list[int] = []
+    results: list[R] = []
+    pos = start
+    while pos < stop:
+        data = next(chunks).data
+        results.append(work(data))
+        pos += len(data)
+        ends.append(pos)
+    return Piece(start, stop, ends, results, view)
+
+
+class Stitcher(Generic[R]):
+    """Joins pieces, in file order, into the chunks of a sequential cut from offset 0.
+
+    ``feed`` returns the final results of a piece: those after the first cut point the
+    piece shares with the chunks already final, preceded by the chunks cut here (and
+    ``work`` done on them here) to reach that point. A piece that shares none is skipped.
+
+    Runs of one byte value (zeros, mostly) are the usual reason to share none: they cut
+    every MAX_SIZE bytes (or every L bytes for a few values) in the phase of the last
+    cut before the run. Inside a run every chunk is the same, so the stitcher remembers
+    the chunk of each byte value and steps over the run comparing bytes, not cutting.
+    """
+
+    def __init__(self, work: Callable[[memoryview], R]) -> None:
+        self.pos = 0  # every byte before this is in a final chunk
+        self.work = work
+        self.recut = 0  # bytes cut here rather than in a worker (for tests and tuning)
+        self.reused = 0  # bytes of runs stepped over with a remembered chunk
+        self._runs: dict[int, tuple[int, R, bytes]] = {}  # byte -> length, result, fill
+
+    def feed(self, piece: Piece[R]) -> list[R]:
+        """The final results that ``piece`` completes, in order."""
+        import bisect
+
+        assert piece.start <= self.pos, "pieces must be fed in file order"
+        out: list[R] = []
+        while self.pos < piece.ends[-1]:
+            if self.pos == piece.start:
+                first = 0
+            else:
+                i = bisect.bisect_left(piece.ends, self.pos)
+                first = i + 1 if piece.ends[i] == self.pos else -1
+            if first >= 0:  # in step with the piece from here on
+                out += piece.results[first:]
+                self.pos = piece.ends[-1]
+                break
+            out.append(self._next(piece.view[self.pos - piece.start :]))
+        return out
+
+    def _next(self, view: memoryview) -> R:
+        """The chunk at the start of ``view`` (which holds more than MAX_SIZE bytes or
+        reaches the end of the source): its result, and ``pos`` moved past it.
+
+        A cut from offset s reads bytes s .. s+L (L the length, the byte after the chunk
+        included) or s .. s+MAX_SIZE-1 when cut at MAX_SIZE, and nothing else once more
+        than MAX_SIZE bytes follow s. So where those bytes are all one value, the chunk
+        is the one already cut from inside a run of that value.
+        """
+        deep = len(view) > MAX_SIZE
+        run = self._runs.get(view[0]) if deep else None
+        if run is not None:
+            length, result, fill = run
+            if fill.startswith(view[: len(fill)]):
+                self.pos += length
+                self.reused += length
+                return result
+        data = next(_cdc().cut_buf(view)).data
+        result = self.work(data)
+        self.pos += len(data)
+        self.recut += len(data)
+        span = min(len(data) + 1, MAX_SIZE)
+        if deep and view[0] == view[span - 1] == view[span // 2]:
+            fill = bytes(view[:1]) * span
+            if fill.startswith(view[:span]):
+                self._runs[view[0]] = (len(data), result, fill)
+        return result
+
+
+def chunk_file_segmented(path: Path | str, segment: int | None = None) -> Iterator[memoryview]:
+    """:func:`chunk_file` by segments, cut one after the other here (the parallel save
+    cuts them in worker threads): the same chunks, for tests and comparisons."""
+    with open(path, "rb", buffering=0) as f:
+        source = Source(os.fstat(f.fileno()).st_size, fd=f.fileno())
+        stitcher: Stitcher[memoryview] = Stitcher(lambda data: data)
+        for start, stop in plan_segments(source.size, segment):
+            yield from stitcher.feed(cut_piece(source, start, stop, lambda data: data))

@@ -1,11 +1,16 @@
-"""Chunking a file window by window cuts exactly where cutting it whole would."""
+"""Chunking a file window by window, or segment by segment from each segment's own start
+and stitched, cuts exactly where cutting it whole would."""
 
 from __future__ import annotations
 
+import itertools
 import os
+import random
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from modelvault.core import chunking
 
@@ -39,3 +44,143 @@ def test_windowed_cuts_equal_whole_cuts(
     assert windowed == [bytes(c) for c in chunking.chunk_bytes(data)]
     assert b"".join(windowed) == data
     assert all(len(c) <= chunking.MAX_SIZE for c in windowed)
+
+
+# --- segments cut on their own, then stitched (the parallel save) --------------------------
+
+MAX = chunking.MAX_SIZE
+
+
+def _stitched(data: bytes, segment: int) -> tuple[list[bytes], chunking.Stitcher[bytes]]:
+    """The chunks of cutting ``data`` by segments of ``segment`` bytes, and the stitcher
+    (how many bytes it cut itself, how many it stepped over in runs of one byte)."""
+    source = chunking.Source.of_bytes(data)
+    stitcher: chunking.Stitcher[bytes] = chunking.Stitcher(bytes)
+    out: list[bytes] = []
+    for start, stop in chunking.plan_segments(len(data), segment):
+        out += stitcher.feed(chunking.cut_piece(source, start, stop, bytes))
+    assert stitcher.pos == len(data)
+    return out, stitcher
+
+
+def _whole(data: bytes) -> list[bytes]:
+    return [bytes(c) for c in chunking.chunk_bytes(data)]
+
+
+def test_plan_segments_cover_the_file() -> None:
+    for size in [1, MAX, 5 * chunking.MIN_SEGMENT + 1, 3 * chunking.SEGMENT + 7, 100 << 20]:
+        spans = chunking.plan_segments(size)
+        assert spans[0][0] == 0 and spans[-1][1] == size
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(spans))
+        assert all(stop - start <= chunking.SEGMENT for start, stop in spans)
+    assert len(chunking.plan_segments(8 * chunking.MIN_SEGMENT)) == 4
+    assert chunking.plan_segments(0) == []
+
+
+@pytest.mark.parametrize("segment", [5000, 100_000, MAX, 3 * MAX, 1 << 20])
+@pytest.mark.parametrize(
+    "size_and_kind",
+    [
+        (100, "rand"),
+        (600_000, "same"),
+        (2 * MAX + 4096, "rand"),
+        (7_000_000, "mix"),
+        (6 * MAX, "zero"),
+        (6 * MAX + 1, "zero"),
+    ],
+)
+def test_segmented_file_cuts_equal_whole_cuts(
+    tmp_path: Path, segment: int, size_and_kind: tuple[int, str]
+) -> None:
+    size, kind = size_and_kind
+    data = {
+        "rand": os.urandom(size),
+        "same": b"x" * size,
+        "zero": bytes(size),
+        "mix": os.urandom(size // 2)
+        + b"\0" * (size // 4)
+        + os.urandom(size - size // 2 - size // 4),
+    }[kind]
+    path = tmp_path / "f"
+    path.write_bytes(data)
+    segmented = [bytes(c) for c in chunking.chunk_file_segmented(path, segment)]
+    assert segmented == _whole(data)
+    assert segmented == _stitched(data, segment)[0]
+
+
+def test_random_segments_stitch_after_a_few_chunks() -> None:
+    data = os.urandom(12 << 20)
+    chunks, stitcher = _stitched(data, 1 << 20)
+    assert chunks == _whole(data)
+    assert stitcher.recut < 11 * 4 * MAX  # a few chunks per seam, not whole segments
+
+
+@pytest.mark.parametrize("value", [0, 0x3F, 0xFF])
+def test_runs_of_one_byte_out_of_phase(value: int) -> None:
+    """Runs of one byte cut only every MAX_SIZE bytes: segments that start in another
+    phase never meet the sequential cuts inside the run. The stitcher cuts one chunk
+    of the run itself and steps over the rest, comparing bytes."""
+    run = bytes([value]) * (8 * MAX)
+    assert {len(c) for c in _whole(run)} == {MAX}
+    chunks, stitcher = _stitched(run, 2 * MAX)  # segments start on sequential cut points
+    assert (chunks, stitcher.recut, stitcher.reused) == (_whole(run), 0, 0)
+    head = os.urandom(100_001)
+    for data in [
+        head + run,
+        head + run + os.urandom(3 * MAX),
+        head + run[: 3 * MAX + 5] + b"\1" + run + os.urandom(MAX + 3),  # a byte breaks the run
+        head + run + bytes([value ^ 1]) * (3 * MAX),  # another run right after
+        head + run[:-1] + os.urandom(1),  # the run ends one byte short of the end
+    ]:
+        chunks, stitcher = _stitched(data, 2 * MAX + 4096)
+        assert chunks == _whole(data)
+        assert stitcher.reused >= 2 * MAX and stitcher.recut < 4 * MAX + len(data) - len(run)
+
+
+def _mix(draw: st.DrawFn) -> bytes:
+    rng = random.Random(draw(st.integers(0, 2**32 - 1)))
+    parts: list[bytes] = []
+    for _ in range(draw(st.integers(1, 6))):
+        kind = draw(st.sampled_from(["rand", "zero", "byte", "pattern"]))
+        n = draw(
+            st.one_of(
+                st.integers(0, 3 * MAX),
+                st.sampled_from([MAX - 1, MAX, MAX + 1, 2 * MAX, chunking.MIN_SIZE]),
+            )
+        )
+        if kind == "rand":
+            parts.append(rng.randbytes(n))
+        elif kind == "zero":
+            parts.append(bytes(n))
+        elif kind == "byte":
+            parts.append(bytes([rng.randrange(256)]) * n)
+        else:
+            period = rng.choice([1, 2, 7, 64, 4096, 65536, 100_003])
+            unit = rng.randbytes(period)
+            parts.append((unit * (n // period + 1))[:n])
+    return b"".join(parts)
+
+
+@st.composite
+def _data_and_segment(draw: st.DrawFn) -> tuple[bytes, int]:
+    data = _mix(draw)
+    segment = draw(
+        st.one_of(
+            st.integers(1, 2 * MAX),
+            st.sampled_from([MAX, 2 * MAX, 3 * MAX, chunking.MIN_SIZE, chunking.AVG_SIZE]),
+        )
+    )
+    # sizes at and around a segment boundary or a multiple of MAX_SIZE
+    edge = draw(st.sampled_from([None, "segment", "max"]))
+    if edge is not None and data:
+        unit = segment if edge == "segment" else MAX
+        target = max(1, round(len(data) / unit)) * unit + draw(st.integers(-2, 2))
+        data = (data * (target // len(data) + 1))[: max(1, target)]
+    return data, max(segment, len(data) // 400)  # at most ~400 segments: keeps it quick
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_data_and_segment())
+def test_stitched_cuts_equal_whole_cuts(case: tuple[bytes, int]) -> None:
+    data, segment = case
+    assert _stitched(data, segment)[0] == _whole(data)
