@@ -67,7 +67,8 @@ def chunk_bytes(data: bytes | memoryview) -> Iterator[memoryview]:
 # (one worker each, GIL released while cutting); the segment before runs one chunk past
 # its end and the pieces are stitched at the first cut point they share. Where they share
 # none (long runs of one byte cut only at MAX_SIZE, in another phase), the stitcher cuts
-# on from the last final cut point itself, so the result is always the sequential one.
+# on from the last final cut point itself (stepping over such runs by comparing bytes),
+# so the result is always the sequential one.
 
 SEGMENT = 16 * 1024 * 1024  # bytes per segment of a large file
 MIN_SEGMENT = 2 * 1024 * 1024  # smaller files are split in fewer, not smaller, segments
@@ -130,8 +131,9 @@ class Piece(Generic[R]):
 def cut_piece(source: Source, start: int, stop: int, work: Callable[[memoryview], R]) -> Piece[R]:
     """Cut the segment ``[start, stop)`` from ``start`` and call ``work`` on each chunk.
 
-    Every chunk is cut with at least ``MAX_SIZE`` bytes after it in the view (or the end
-    of the source), so it is exactly the chunk a sequential cut from the same start gives.
+    Every chunk is cut with more than ``MAX_SIZE`` bytes after its start in the view (or
+    up to the end of the source), so it is exactly the chunk a sequential cut from the same
+    start gives.
     """
     view = source.view(start, min(source.size, stop + 2 * MAX_SIZE))
     chunks = _cdc().cut_buf(view)
