@@ -30,15 +30,14 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from baselines import MIB, ChildResult, drop_tree, markdown_table, median, run_in_child, warm_cache
-from bench_store import _import_modelvault, filesystem_of, log
+from bench_store import _import_modelvault, filesystem_of, log, paired
 from workload import generate_family
 
 PEAK_LIMIT_MIB = 300.0
 THIN_TARGET = 0.15
-T = TypeVar("T")
 
 
 # --- measured steps (run in child processes) ------------------------------------------
@@ -123,7 +122,7 @@ def run(work: Path, size_mib: int, runs: int) -> dict[str, Any]:
     for turn in range(runs):
         log(f"run {turn + 1}/{runs}: export")
         drop_tree(archive)
-        base_s, res = _paired(
+        base_s, res = paired(
             turn,
             lambda: tar_zstd(family / "v0", baseline),
             lambda: in_child(
@@ -136,7 +135,7 @@ def run(work: Path, size_mib: int, runs: int) -> dict[str, Any]:
         anon["export"] = max(anon["export"], res.peak_anon_mib)
         log(f"run {turn + 1}/{runs}: import")
         drop_tree(work / "imported")
-        base_s, res = _paired(
+        base_s, res = paired(
             turn + 1,
             lambda: untar_zstd(baseline, work / "untarred"),
             lambda: in_child(str(archive), import_in_child, str(work / "imported"), str(archive)),
@@ -175,18 +174,6 @@ def in_child(warm: str, fn: Callable[..., Any], *args: Any) -> ChildResult[Any]:
     in a fresh process."""
     _ready(Path(warm))
     return run_in_child(fn, *args)
-
-
-def _paired(
-    turn: int, baseline: Callable[[], tuple[float, float]], measure: Callable[[], T]
-) -> tuple[tuple[float, float], T]:
-    """Run the baseline and the measured step, the baseline first on even turns, so a slow
-    drift of the machine does not always favour one side; return both results."""
-    if turn % 2 == 0:
-        base = baseline()
-        return base, measure()
-    result = measure()
-    return baseline(), result
 
 
 def _record(

@@ -53,6 +53,7 @@ PEAK_LIMIT_MIB = 300.0
 STORAGE_TARGET = 1.15
 IMPLS = ("modelvault", "copy")
 T = TypeVar("T")
+B = TypeVar("B")
 
 
 # --- the store under test (runs in child processes) ---------------------------------------
@@ -262,7 +263,7 @@ def cp_baseline(folder: str, dest: Path) -> float:
     return cp_sync_seconds(Path(folder), dest)
 
 
-def paired(turn: int, baseline: Callable[[], float], measure: Callable[[], T]) -> tuple[float, T]:
+def paired(turn: int, baseline: Callable[[], B], measure: Callable[[], T]) -> tuple[B, T]:
     """Run the baseline and the measured step, the baseline first on even turns, so a slow
     drift of the machine does not always favour one side; return both results."""
     if turn % 2 == 0:
