@@ -107,7 +107,12 @@ class _ChunkPipeline:
                     progress(sum(size for _, _, size, _ in batch))
 
         cut = lambda span: cut_piece(source, span[0], span[1], work)  # noqa: E731
-        ordered_pipeline(self.pool, cut, plan_segments(source.size), append, _WINDOW)
+        spans = plan_segments(source.size)
+        if len(spans) == 1:  # a small file: handing off to threads costs more than it saves
+            start, stop = spans[0]
+            append(cut_piece(source, start, stop, work))
+        else:
+            ordered_pipeline(self.pool, cut, spans, append, _WINDOW)
         self.recut += stitcher.recut
         if stitcher.pos != source.size:  # cannot happen: every piece ends where it should
             raise AssertionError(f"stitched {stitcher.pos} of {source.size} bytes")
