@@ -114,7 +114,7 @@ def test_ctrl_c_leaves_the_store_consistent(
     mv: Run, cli_env: dict[str, str], tmp_path: Path, _isolated_home: Path
 ) -> None:
     assert mv("list").returncode == 0  # the store exists before the save starts
-    src = _big_folder(tmp_path / "big", 2048)
+    src = _big_folder(tmp_path / "big", 16384)  # seconds of work: the signal lands mid-save
     proc = subprocess.Popen(
         [console_script("mv"), "save", str(src), "big"],
         env=cli_env,
@@ -128,6 +128,7 @@ def test_ctrl_c_leaves_the_store_consistent(
         if any(p.name.startswith(".tmp-") for p in tmp.rglob("*")):
             break  # a pack is being written
         time.sleep(0.01)
+    assert proc.poll() is None, "the save finished before it could be interrupted"
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
@@ -136,4 +137,7 @@ def test_ctrl_c_leaves_the_store_consistent(
     assert json.loads(mv("list", "-o", "json").stdout) == []
     assert mv("verify").returncode == 0
     assert mv("gc").returncode == 0
-    assert mv("save", str(tmp_path / "big"), "big").returncode == 0
+    small = tmp_path / "small"
+    small.mkdir()
+    (small / "w.bin").write_bytes(os.urandom(1 << 20))
+    assert mv("save", str(small), "big").returncode == 0  # the store takes new saves
