@@ -121,6 +121,9 @@ def test_ctrl_c_leaves_the_store_consistent(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # As in a terminal: a test runner started as a background job has SIGINT ignored,
+        # which its children inherit, and Python then installs no KeyboardInterrupt.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 60
     tmp = _isolated_home / "objects"
