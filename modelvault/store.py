@@ -167,16 +167,15 @@ class Store:
 
     # -- writing ---------------------------------------------------------------
     @contextlib.contextmanager
-    def writing(self, *, pack_target: int | None = None) -> Iterator[PackWriter]:
+    def writing(self) -> Iterator[PackWriter]:
         """A pack writer, holding the gc lock shared so gc never frees what it reaches.
 
-        ``pack_target``: seal (and so publish) a pack once it holds this many bytes instead
-        of the default. (An import keeps all its packs hidden until commit with
-        ``PackWriter.publish_at_commit()`` instead.)
+        (An import keeps all its packs hidden until commit with
+        ``PackWriter.publish_at_commit()``.)
         """
         with _fsutil.file_lock(self.path / "locks" / "gc.lock", shared=True):
             self._db.refresh()
-            writer = self._db.writer() if pack_target is None else PackWriter(self._db, pack_target)
+            writer = self._db.writer()
             with writer:
                 yield writer
 
