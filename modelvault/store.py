@@ -48,6 +48,8 @@ if TYPE_CHECKING:
     from modelvault.remote.sync import TransferResult
 
 FORMAT_VERSION = 1
+# object id -> the (id, type) pairs it refers to, or None when it cannot be read
+Children = dict[bytes, "builtins.list[tuple[bytes, ObjType]] | None"]
 DEFAULT_SIGNATURES: dict[str, dict[str, Any]] = {}
 
 
@@ -426,35 +428,48 @@ class Store:
         return target
 
     # -- reachability ----------------------------------------------------------
-    def _reach(self, oid: bytes, kind: ObjType, seen: set[bytes], missing: set[bytes]) -> None:
-        """Add every id reachable from ``oid`` to ``seen`` (chunks are not read)."""
-        if oid in seen:
-            return
-        seen.add(oid)
-        if self._db.entry(oid) is None:
-            missing.add(oid)
-            return
-        try:
-            if kind == ObjType.MODEL:
-                obj = ModelObject.decode(self._db.read(oid, ObjType.MODEL))
-                self._reach(obj.tree, ObjType.TREE, seen, missing)
-                if obj.custom_objects:
-                    self._reach(obj.custom_objects, ObjType.FILE, seen, missing)
-            elif kind == ObjType.TREE:
-                for e in read_tree(self._db, oid).entries:
-                    sub = ObjType.TREE if e.kind == KIND_TREE else ObjType.FILE
-                    self._reach(e.oid, sub, seen, missing)
-            elif kind == ObjType.FILE:
-                seen.update(cid for cid, _ in read_file_object(self._db, oid).chunks)
-        except (IntegrityError, ValueError):
-            missing.add(oid)
+    def _children(self, oid: bytes, kind: ObjType) -> builtins.list[tuple[bytes, ObjType]]:
+        """The ids a model, tree or file object refers to (raises if absent or unreadable)."""
+        if kind == ObjType.MODEL:
+            obj = ModelObject.decode(self._db.read(oid, ObjType.MODEL))
+            kids = [(obj.tree, ObjType.TREE)]
+            return kids + ([(obj.custom_objects, ObjType.FILE)] if obj.custom_objects else [])
+        if kind == ObjType.TREE:
+            return [
+                (e.oid, ObjType.TREE if e.kind == KIND_TREE else ObjType.FILE)
+                for e in read_tree(self._db, oid).entries
+            ]
+        return [(cid, ObjType.CHUNK) for cid, _ in read_file_object(self._db, oid).chunks]
 
-    def reachable(self, model_ids: builtins.list[bytes]) -> tuple[set[bytes], set[bytes]]:
-        """``(every id the models reach, ids among them that are absent or unreadable)``."""
+    def reachable(
+        self, model_ids: builtins.list[bytes], cache: Children | None = None
+    ) -> tuple[set[bytes], set[bytes]]:
+        """``(every id the models reach, ids among them that are absent or unreadable)``.
+
+        Chunks are not read. ``cache`` keeps the decoded children of each object (None:
+        unreadable) across calls, so walking many tags that share files reads each once.
+        """
+        cache = {} if cache is None else cache
         seen: set[bytes] = set()
         missing: set[bytes] = set()
-        for oid in model_ids:
-            self._reach(oid, ObjType.MODEL, seen, missing)
+        todo = [(oid, ObjType.MODEL) for oid in model_ids]
+        while todo:
+            oid, kind = todo.pop()
+            if oid in seen:
+                continue
+            seen.add(oid)
+            if kind == ObjType.CHUNK:
+                continue
+            if oid not in cache:
+                try:
+                    cache[oid] = self._children(oid, kind)
+                except (NotFound, IntegrityError, ValueError):
+                    cache[oid] = None
+            kids = cache[oid]
+            if kids is None:
+                missing.add(oid)
+            else:
+                todo.extend(kids)
         missing |= {c for c in seen if self._db.entry(c) is None}
         return seen, missing
 
@@ -490,8 +505,9 @@ class Store:
         for tag in damaged_refs:
             report.broken_tags.append(tag)
             report.damaged_files[f"refs/{tag.name}/{tag.version}"] = "unreadable ref"
+        cache: Children = {}
         for ref in refs:
-            reach, missing = self.reachable([ref.model_id])
+            reach, missing = self.reachable([ref.model_id], cache)
             bad = (reach & corrupt) | missing
             if bad:
                 report.broken_tags.append(ref.tag)
@@ -512,9 +528,10 @@ class Store:
         with _fsutil.file_lock(self.path / "locks" / "gc.lock", shared=False):
             self._db.refresh()
             refs = self._refs.all()
-            live, missing = self.reachable([r.model_id for r in refs])
+            cache: Children = {}
+            live, missing = self.reachable([r.model_id for r in refs], cache)
             if missing:  # what lies below an unreadable object is unknown: free nothing
-                broken = [str(r.tag) for r in refs if self.reachable([r.model_id])[1]]
+                broken = [str(r.tag) for r in refs if self.reachable([r.model_id], cache)[1]]
                 raise IntegrityError(
                     f"gc stopped, nothing freed: {', '.join(broken)} reach {len(missing)} "
                     "missing or damaged objects; run verify, then delete or restore those tags"
