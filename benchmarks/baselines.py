@@ -1,7 +1,7 @@
 """Baselines and measuring tools shared by the modelvault benchmarks.
 
 - ``cp_sync_seconds``: the reference every store benchmark is compared with,
-  ``cp -r SRC DST && sync``, on a fresh destination; ``warm_cache`` to read its source first.
+  ``cp -r SRC DST && sync``, on a fresh destination; ``prepare`` before every step.
 - ``run_in_child``: run one measured step in a fresh ``spawn`` process and report its peak
   memory (exact peak RSS from ``getrusage``, plus anonymous memory sampled from the parent).
 - ``CopyStore``: a trivial stand-in for ``modelvault.Store`` (copy + fsync), so the harness
@@ -57,6 +57,37 @@ def drop_tree(path: Path) -> None:
         shutil.rmtree(path)
     else:
         path.unlink()
+
+
+DROP_CACHES = Path("/proc/sys/vm/drop_caches")
+
+
+def drop_page_cache() -> bool:
+    """Flush dirty pages and, where permitted (root), empty the page cache.
+
+    A full page cache makes every new page cost a reclaim in the writer's own system
+    time, and how full it is depends on what ran before: the same 1 GiB copy took 0.4 to
+    3.4 s of system CPU here. Emptying it before each step gives both sides of a pair
+    the same start. Returns False where it is not permitted (the cache is then only
+    flushed, not emptied).
+    """
+    os.sync()
+    try:
+        DROP_CACHES.write_text("1\n")
+    except OSError:
+        return False
+    return True
+
+
+def prepare(*inputs: Path) -> bool:
+    """Untimed, before every measured step and every baseline: flush and empty the page
+    cache (:func:`drop_page_cache`), then read the step's ``inputs`` into it, so each side
+    starts from the same state with its own inputs cached. Returns whether the cache
+    was emptied."""
+    dropped = drop_page_cache()
+    for path in inputs:
+        warm_cache(path)
+    return dropped
 
 
 def warm_cache(path: Path) -> int:

@@ -32,7 +32,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from baselines import MIB, ChildResult, drop_tree, markdown_table, median, run_in_child, warm_cache
+from baselines import (
+    MIB,
+    ChildResult,
+    drop_page_cache,
+    drop_tree,
+    markdown_table,
+    median,
+    prepare,
+    run_in_child,
+)
 from bench_store import _import_modelvault, filesystem_of, log, paired
 from workload import generate_family
 
@@ -187,10 +196,10 @@ def _record(
 
 
 def _ready(source: Path) -> None:
-    """Untimed, before every step (baselines too): read ``source`` into the page cache and
-    flush pending writes, so neither side pays for the other's reads or dirty pages."""
-    warm_cache(source)
-    subprocess.run(["sync"], check=True)
+    """Untimed, before every step (baselines too): flush pending writes, empty the page
+    cache where permitted and read ``source`` into it (``baselines.prepare``), so neither
+    side pays for the other's reads, dirty pages or cache reclaim."""
+    prepare(source)
 
 
 def report(r: dict[str, Any]) -> tuple[str, bool]:
@@ -223,7 +232,8 @@ def report(r: dict[str, Any]) -> tuple[str, bool]:
         f"1-minute load average {min(r['load_1min']):.1f} to {max(r['load_1min']):.1f} on "
         f"{os.cpu_count()} CPUs during the runs. CPU is user + system seconds of every thread "
         "(modelvault) or of every process of the pipeline (baseline); on a shared machine it "
-        "varies less than the wall time.\n"
+        "varies less than the wall time. Page cache emptied before every step: "
+        f"{'yes' if drop_page_cache() else 'no (not root)'}.\n"
     )
     return text, all(row[5] for row in checks)
 

@@ -40,11 +40,12 @@ from baselines import (
     ChildResult,
     CopyStore,
     cp_sync_seconds,
+    drop_page_cache,
     drop_tree,
     markdown_table,
     median,
+    prepare,
     run_in_child,
-    warm_cache,
 )
 from workload import Manifest, generate_family
 
@@ -249,17 +250,17 @@ def log(message: str) -> None:
 
 
 def in_child(fn: Callable[..., Any], *args: Any, warm: str | None = None) -> ChildResult[Any]:
-    """Untimed: read ``warm`` (a file or folder the step reads) into the page cache and
-    flush pending writes. Then run ``fn(*args)`` in a fresh process."""
-    if warm is not None:
-        warm_cache(Path(warm))
-    os.sync()
+    """Untimed: :func:`prepare` with ``warm`` (a file or folder the step reads). Then run
+    ``fn(*args)`` in a fresh process."""
+    prepare(*([Path(warm)] if warm is not None else []))
     return run_in_child(fn, *args)
 
 
 def cp_baseline(folder: str, dest: Path) -> float:
-    """``cp -r folder dest && sync``, with ``folder`` read into the page cache first."""
-    warm_cache(Path(folder))
+    """``cp -r folder dest && sync``, prepared the same way (``folder`` read into an
+    emptied page cache first)."""
+    drop_tree(dest)
+    prepare(Path(folder))
     return cp_sync_seconds(Path(folder), dest)
 
 
@@ -393,7 +394,8 @@ def report_markdown(bench: Bench, runs: int) -> str:
         f"{m.versions} versions, median of {runs} runs",
         "",
         f"workdir {bench.workdir} ({filesystem_of(bench.workdir)}); {os.cpu_count()} CPUs; "
-        f"Python {platform.python_version()}; base folder {m.folder_bytes[0] / MIB:.1f} MiB",
+        f"Python {platform.python_version()}; base folder {m.folder_bytes[0] / MIB:.1f} MiB; "
+        f"page cache emptied before every step: {'yes' if drop_page_cache() else 'no (not root)'}",
         "",
         markdown_table(headers, [step.row() for step in bench.steps.values()]),
         "",
