@@ -1,0 +1,288 @@
+"""Codecs (docs/format.md, section 2): round trips, the transfer encoder's choices, and
+hostile payloads, which must raise IntegrityError without allocating past the raw length.
+
+Byte-planes payloads are built here by hand from the written layout (not only with the
+module's encoder), so these tests also check that the code follows docs/format.md.
+"""
+
+from __future__ import annotations
+
+import struct
+import tracemalloc
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+import zstandard
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from modelvault.core import codec
+from modelvault.core.codec import Codec, decode, encode_for_transfer, encode_planes
+from modelvault.errors import IntegrityError
+
+LANE_ZSTD = zstandard.ZstdCompressor(level=1)
+
+
+def weights(count: int, seed: int = 0, scale: float = 0.02) -> bytes:
+    """float32 values drawn like trained weights (what the benchmark uses)."""
+    rng = np.random.default_rng(seed)
+    return rng.normal(0, scale, count).astype("<f4").tobytes()
+
+
+def planes(width: int, lanes: list[bytes], mask: int, tail: bytes = b"") -> bytes:
+    """A byte-planes payload laid out as docs/format.md says."""
+    head = struct.pack("<BB", width, mask) + struct.pack(f"<{width}I", *map(len, lanes))
+    return head + b"".join(lanes) + tail
+
+
+def split(raw: bytes, width: int) -> tuple[list[bytes], bytes]:
+    """Lanes and tail of ``raw``, computed the slow obvious way."""
+    n = len(raw) // width
+    return [raw[i : n * width : width] for i in range(width)], raw[n * width :]
+
+
+# --- round trips --------------------------------------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(max_size=3000), width=st.integers(2, 8))
+def test_planes_round_trip_random_bytes(data: bytes, width: int) -> None:
+    payload = bytes(encode_planes(data, width=width))
+    assert decode(Codec.PLANES, payload, len(data)) == data
+    assert payload[0] == width
+    assert len(payload) <= codec.planes_bound(len(data))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    size=st.integers(0, 7) | st.integers(8, 70_000),
+    seed=st.integers(0, 2**32 - 1),
+    phase=st.integers(0, 3),
+)
+def test_transfer_round_trip_floats_at_any_phase(size: int, seed: int, phase: int) -> None:
+    data = weights(size // 4 + 2, seed)[phase : phase + size]
+    how, payload = encode_for_transfer(data)
+    assert decode(how, bytes(payload), len(data)) == data
+    if how != Codec.RAW:
+        assert len(payload) < len(data) * codec.TRANSFER_KEEP
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(max_size=40_000))
+def test_transfer_round_trip_any_bytes(data: bytes) -> None:
+    how, payload = encode_for_transfer(data)
+    assert decode(how, bytes(payload), len(data)) == data
+
+
+@pytest.mark.parametrize("width", range(2, 9))
+@pytest.mark.parametrize("size", [0, 1, 7, 8, 9, 1000, 65_537])
+def test_every_width_the_reader_accepts(width: int, size: int) -> None:
+    raw = weights(size // 4 + 1)[:size]
+    lanes, tail = split(raw, width)
+    packed = [LANE_ZSTD.compress(lane) for lane in lanes]
+    mask = 0b10101010 & ((1 << width) - 1)  # odd lanes zstd, even lanes raw
+    chosen = [packed[i] if mask >> i & 1 else lanes[i] for i in range(width)]
+    assert decode(Codec.PLANES, planes(width, chosen, mask, tail), size) == raw
+
+
+def test_lanes_follow_the_written_layout() -> None:
+    raw = weights(5000) + b"abc"  # 20_003 bytes: a 3-byte tail
+    payload = bytes(encode_planes(raw, width=4))
+    width, mask = struct.unpack_from("<BB", payload)
+    lengths = struct.unpack_from("<4I", payload, 2)
+    assert width == 4 and len(payload) == 18 + sum(lengths) + 3
+    assert payload.endswith(b"abc")
+    lanes, _ = split(raw, 4)
+    at = 18
+    for i, length in enumerate(lengths):
+        lane = payload[at : at + length]
+        body = zstandard.ZstdDecompressor().decompress(lane) if mask >> i & 1 else lane
+        assert body == lanes[i]
+        at += length
+
+
+# --- what the transfer encoder chooses -------------------------------------------------
+
+
+@pytest.mark.parametrize("phase", range(4))
+def test_float_weights_travel_as_byte_planes(phase: int) -> None:
+    data = weights(20_000, seed=phase)[phase : phase + 65_536]
+    how, payload = encode_for_transfer(data)
+    assert how == Codec.PLANES
+    plain = len(zstandard.ZstdCompressor(level=1).compress(data))
+    assert len(payload) < 0.88 * len(data) < plain  # plain zstd gets ~0.92
+    mask = payload[1]
+    assert bin(mask).count("1") == 1  # only the exponent lane is compressed
+
+
+def test_text_travels_as_zstd_and_noise_raw() -> None:
+    text = b"".join(b'{"token%d": %d},\n' % (i, i) for i in range(5000))[:65_536]
+    assert encode_for_transfer(text)[0] == Codec.ZSTD
+    noise = np.random.default_rng(1).bytes(65_536)
+    how, payload = encode_for_transfer(noise)
+    assert how == Codec.RAW and payload == noise
+    assert encode_for_transfer(b"")[0] == Codec.RAW
+
+
+def test_a_chunk_that_is_mostly_floats_behind_a_text_head() -> None:
+    """The sample is spread over the chunk: a text head does not hide the floats."""
+    data = b"x" * 4096 + weights(30_000)
+    how, payload = encode_for_transfer(data)
+    assert how == Codec.PLANES and decode(how, bytes(payload), len(data)) == data
+
+
+# --- hostile payloads ------------------------------------------------------------------
+
+N = 1000  # raw length of the hostile cases: lanes of 250 bytes
+RAW = weights(N // 4)
+LANES, _ = split(RAW, 4)
+GOOD = planes(4, [*LANES[:3], LANE_ZSTD.compress(LANES[3])], 0b1000)
+
+
+def _no_content_size(data: bytes) -> bytes:
+    return zstandard.ZstdCompressor(level=1, write_content_size=False).compress(data)
+
+
+HOSTILE: dict[str, tuple[Callable[[], bytes], str]] = {
+    "empty": (lambda: b"", "no header"),
+    "width 0": (lambda: b"\x00" + GOOD[1:], "width 0 is not in 2..8"),
+    "width 1": (lambda: b"\x01" + GOOD[1:], "width 1 is not in 2..8"),
+    "width 9": (lambda: b"\x09" + GOOD[1:], "width 9 is not in 2..8"),
+    "width 255": (lambda: b"\xff" + GOOD[1:], "width 255"),
+    "mask beyond width": (lambda: GOOD[:1] + b"\x18" + GOOD[2:], "beyond 4"),
+    "header cut short": (lambda: GOOD[:10], "header is truncated"),
+    "truncated lanes": (lambda: GOOD[:-1], "payload is"),
+    "trailing bytes": (lambda: GOOD + b"\0", "payload is"),
+    "raw lane too short": (
+        lambda: planes(4, [LANES[0][:-1], *LANES[1:3], LANES[3] + b"x"], 0),
+        "raw lane 0 is 249 bytes, expected 250",
+    ),
+    "raw lane too long": (
+        lambda: planes(4, [LANES[0] + b"x", LANES[1][:-1], *LANES[2:]], 0),
+        "raw lane 0 is 251 bytes",
+    ),
+    "lengths that overflow": (
+        lambda: planes(4, LANES, 0)[:2] + struct.pack("<4I", *[2**32 - 1] * 4) + b"".join(LANES),
+        "payload is",
+    ),
+    "zstd lane decodes to more": (
+        lambda: planes(4, [*LANES[:3], LANE_ZSTD.compress(LANES[3] + b"x")], 0b1000),
+        "zstd lane 3 declares 251 bytes, expected 250",
+    ),
+    "zstd lane decodes to fewer": (
+        lambda: planes(4, [*LANES[:3], LANE_ZSTD.compress(LANES[3][:-1])], 0b1000),
+        "zstd lane 3 declares 249 bytes",
+    ),
+    "zstd lane without content size decodes to more": (
+        lambda: planes(4, [*LANES[:3], _no_content_size(LANES[3] + b"x")], 0b1000),
+        "undecodable zstd lane 3",
+    ),
+    "zstd lane without content size decodes to fewer": (
+        lambda: planes(4, [*LANES[:3], _no_content_size(LANES[3][:-1])], 0b1000),
+        "zstd lane 3 decodes to 249 bytes, expected 250",
+    ),
+    "zstd lane that is not zstd": (
+        lambda: planes(4, [*LANES[:3], b"not a zstd frame"], 0b1000),
+        "undecodable zstd lane 3",
+    ),
+    "empty zstd lane": (lambda: planes(4, [*LANES[:3], b""], 0b1000), "undecodable zstd lane 3"),
+    "bytes after the zstd frame": (
+        lambda: planes(4, [*LANES[:3], LANE_ZSTD.compress(LANES[3]) + b"xx"], 0b1000),
+        "undecodable zstd lane 3",
+    ),
+    "two zstd frames in a lane": (
+        lambda: planes(4, [*LANES[:3], LANE_ZSTD.compress(LANES[3][:100]) * 2], 0b1000),
+        "zstd lane 3 declares 100 bytes",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_hostile_planes_payload_raises_integrity_error(case: str) -> None:
+    make, message = HOSTILE[case]
+    with pytest.raises(IntegrityError, match=message):
+        decode(Codec.PLANES, make(), N)
+
+
+def test_the_good_payload_of_the_hostile_cases_decodes() -> None:
+    assert decode(Codec.PLANES, GOOD, N) == RAW
+
+
+BOMB = 256 << 20  # what a hostile lane inflates to: far more than the test may allocate
+
+
+def _peak_allocation(fn: Callable[[], object]) -> int:
+    tracemalloc.start()
+    try:
+        with pytest.raises(IntegrityError):
+            fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("content_size", [True, False])
+def test_a_zstd_lane_bomb_is_refused_without_inflating(content_size: bool) -> None:
+    bomb = zstandard.ZstdCompressor(level=19, write_content_size=content_size).compress(bytes(BOMB))
+    payload = planes(4, [*LANES[:3], bomb], 0b1000)
+    assert len(payload) < 100_000
+    peak = _peak_allocation(lambda: decode(Codec.PLANES, payload, N))
+    assert peak < 1 << 20
+
+
+def test_a_zstd_payload_bomb_is_refused_without_inflating() -> None:
+    """Codec 1 too: the frame's declared size is checked before anything is allocated."""
+    bomb = zstandard.ZstdCompressor(level=19).compress(bytes(BOMB))
+    peak = _peak_allocation(lambda: decode(Codec.ZSTD, bomb, 100))
+    assert peak < 1 << 20
+    no_size = _no_content_size(bytes(BOMB))
+    peak = _peak_allocation(lambda: decode(Codec.ZSTD, no_size, 100))
+    assert peak < 1 << 20
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    at=st.integers(0, len(GOOD) - 1),
+    value=st.integers(0, 255),
+    cut=st.integers(0, len(GOOD)),
+)
+def test_damaged_planes_payloads_raise_integrity_error_or_keep_the_length(
+    at: int, value: int, cut: int
+) -> None:
+    """Any byte changed or the payload cut: IntegrityError, or exactly raw-length bytes
+    (a changed raw-lane byte decodes to other bytes; the object id catches those)."""
+    for bad in (GOOD[:at] + bytes([value]) + GOOD[at + 1 :], GOOD[:cut]):
+        try:
+            out = decode(Codec.PLANES, bad, N)
+        except IntegrityError:
+            continue
+        assert len(out) == N
+
+
+def test_unknown_codec() -> None:
+    with pytest.raises(IntegrityError, match="unknown codec 3"):
+        decode(3, b"x", 1)
+
+
+# --- the stored-length bound -------------------------------------------------------------
+
+
+@settings(max_examples=500)
+@given(raw_len=st.integers(0, 64 << 20))
+def test_planes_bound_covers_every_width(raw_len: int) -> None:
+    for width in range(2, 9):
+        n, tail = divmod(raw_len, width)
+        largest = 2 + 4 * width + width * codec.zstd_bound(n) + tail
+        assert largest <= codec.planes_bound(raw_len)
+
+
+@pytest.mark.parametrize("width", range(2, 9))
+def test_planes_bound_holds_for_incompressible_lanes(width: int) -> None:
+    """zstd frames of noise are larger than the noise: still within the bound."""
+    noise = np.random.default_rng(width).bytes(100_003)
+    lanes, tail = split(noise, width)
+    payload = planes(width, [LANE_ZSTD.compress(x) for x in lanes], (1 << width) - 1, tail)
+    assert len(payload) > len(noise)
+    assert len(payload) <= codec.planes_bound(len(noise))
+    assert decode(Codec.PLANES, payload, len(noise)) == noise
