@@ -1,17 +1,18 @@
 """``.bentomodel`` archives: one model in one self-describing file (docs/format.md, Archives).
 
-Byte layout, format version 1 (integers little-endian)::
+Byte layout, format version 2 (integers little-endian); version 1 is the same layout
+without codec 2, and is still read::
 
     header
       0   8  magic b"MVAR\\r\\n\\x1a\\n"
-      8   2  format version, u16 (1)
+      8   2  format version, u16 (2; readers take 1 and 2)
       10  2  flags, u16 (0; readers refuse any other value)
       12  4  manifest length M, u32 (at most MAX_MANIFEST)
       16  M  manifest, msgpack: {"tags": [{"tag": "name:version", "model": <32-byte id>}],
                                  "base": None | {"tag": "name:version", "model": <32-byte id>}}
     records, from offset 16 + M: one per object, ids unique, in any order
       0   1  object type (ObjType), 1..4
-      1   1  codec (Codec), 0 raw or 1 zstd
+      1   1  codec (Codec): 0 raw, 1 zstd, 2 byte planes (version 2 only)
       2   2  zero
       4   4  raw length, u32
       8   4  stored length, u32
@@ -30,12 +31,14 @@ Byte layout, format version 1 (integers little-endian)::
       16 32  BLAKE3 of every byte of the file before this field
 
 Records use the pack record layout (``modelvault.core.packfmt``), so export copies
-compressed payloads as they are stored (chunks stored raw get one zstd level-1 pass,
-kept when it pays) and import stores payloads as they arrive. The writer streams in
-one pass (the index goes last); the importer reads in one pass too and trusts
-nothing: every bound is checked before bytes are read, every id recomputed, the
-checksum checked, the closure walked, and only then are the objects committed and
-the tag published.
+compressed payloads as they are stored; chunks the store keeps raw are encoded for the
+trip by ``codec.encode_for_transfer`` (byte planes for float weights, zstd level 1 for
+other compressible chunks, raw when neither saves 1%). Import stores raw and zstd
+payloads as they arrive and byte-planes payloads raw (the bytes it decoded to check the
+id), so the local store keeps codecs 0 and 1 only. The writer streams in one pass (the
+index goes last); the importer reads in one pass too and trusts nothing: every bound is
+checked before bytes are read, every id recomputed, the checksum checked, the closure
+walked, and only then are the objects committed and the tag published.
 
 Errors::
 
@@ -62,13 +65,12 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, BinaryIO, NamedTuple, NoReturn
 
 import msgpack
-import zstandard
 from blake3 import blake3
 
 from modelvault import _fsutil
 from modelvault._parallel import ordered_map
 from modelvault.core.chunking import MAX_SIZE as MAX_CHUNK
-from modelvault.core.codec import Codec
+from modelvault.core.codec import Codec, encode_for_transfer, planes_bound, zstd_bound
 from modelvault.core.hashing import ID_LEN, ObjType
 from modelvault.core.objects import KIND_TREE, FileObject, ModelObject, TreeObject
 from modelvault.core.packfmt import IDX_ENTRY, RECORD_HEADER, Entry, record_header
@@ -91,7 +93,8 @@ if TYPE_CHECKING:
 ArchiveSource = str | os.PathLike[str] | BinaryIO
 
 MAGIC = b"MVAR\r\n\x1a\n"
-VERSION = 1
+VERSION = 2
+READABLE = (1, 2)  # archive format versions import_model reads
 SUFFIX = ".bentomodel"
 HEADER = struct.Struct("<8sHHI")
 INDEX_HEAD = struct.Struct("<4sI")
@@ -106,10 +109,7 @@ MAX_METADATA = 64 << 20  # raw bytes of one file, tree or model object (~100 GB 
 MAX_RAW = {ObjType.CHUNK: MAX_CHUNK, ObjType.FILE: MAX_METADATA}
 MAX_RAW |= {ObjType.TREE: MAX_METADATA, ObjType.MODEL: MAX_METADATA}
 _KINDS = {int(t): t for t in ObjType}
-_CODECS = frozenset(int(c) for c in Codec)
-
-SQUEEZE_LEVEL = 1  # zstd level for chunks the store keeps raw
-SQUEEZE_KEEP = 0.99  # keep the compressed form only below this share of the raw size
+_CODECS = {1: frozenset({Codec.RAW, Codec.ZSTD}), 2: frozenset(Codec)}  # by archive version
 
 _IO_BLOCK = 1 << 20
 _READ_BLOCK = 4 << 20  # import reads the archive this many bytes at a time
@@ -119,14 +119,16 @@ _WINDOW = 4  # worker tasks in flight: bounds memory to ~_WINDOW * (_BATCH_BYTES
 _SINK_DEPTH = 4  # batches queued for the thread that writes (export) or stages (import)
 _READ_SPAN = 8 << 20  # export reads neighbouring records together up to this many bytes
 _FLUSH_EVERY = 64 << 20  # export starts writing a local archive back to disk this often
-_local = threading.local()
 _UPLOAD_ON_CLOSE = {"s3", "s3a", "gs", "gcs"}  # an object appears only once its upload ends
 
 
-def zstd_bound(raw_len: int) -> int:
-    """The largest zstd frame a ``raw_len``-byte input compresses to (ZSTD_COMPRESSBOUND)."""
-    small = (128 << 10) - raw_len >> 11 if raw_len < 128 << 10 else 0
-    return raw_len + (raw_len >> 8) + small + 64  # + 64: room for frame header options
+def stored_bound(how: int, raw_len: int) -> int:
+    """The most stored bytes a valid payload of codec ``how`` has for ``raw_len`` raw."""
+    if how == Codec.RAW:
+        return raw_len
+    if how == Codec.ZSTD:
+        return zstd_bound(raw_len)
+    return planes_bound(raw_len)
 
 
 # --- manifest ---------------------------------------------------------------------
@@ -349,7 +351,8 @@ def export_model(store: Store, tag: str | Tag, dest: str, *, base: str | Tag | N
 
     ``dest`` is a local path or fsspec URL; a folder (existing, or ending in ``/``)
     receives ``<name>-<version>.bentomodel``. Each object is checked against its id
-    first; compressed payloads are copied as stored, raw chunks zstd'd when it pays.
+    first; compressed payloads are copied as stored, raw chunks encoded for the trip
+    (byte planes or zstd) when it pays.
     The file appears under its final name only once complete. With ``base`` the
     archive is thin: it leaves out what ``base`` reaches.
 
@@ -481,31 +484,21 @@ class _PackFiles:
             found[i] = (e, data[at : at + e.stored_len])
 
     def load(self, items: list[tuple[bytes, ObjType]]) -> list[Loaded]:
-        """Read, verify (never copy damage forward) and encode one batch, in order."""
+        """Read, verify (never copy damage forward) and encode one batch, in order.
+
+        Compressed objects are copied as stored, never recompressed. The store keeps fp32
+        weights raw (zstd shrinks them ~8% only, not worth decoding on every read); an
+        archive is for moving bytes, so raw chunks are encoded for the trip.
+        """
         out: list[Loaded] = []
         for (oid, kind), (entry, payload) in zip(items, self._read(items), strict=True):
             raw = verify_payload(oid, entry, payload, kind)  # type: ignore[arg-type]
             if entry.codec == Codec.RAW and kind == ObjType.CHUNK:
-                out.append((kind, oid, *_squeeze(raw)))
+                how, packed = encode_for_transfer(raw)
+                out.append((kind, oid, how, entry.raw_len, packed))
             else:
                 out.append((kind, oid, entry.codec, entry.raw_len, payload))
         return out
-
-
-def _squeeze(raw: bytes | memoryview) -> tuple[int, int, bytes | memoryview]:
-    """``(codec, raw length, payload)`` of a chunk the store keeps raw, zstd'd if that pays.
-
-    The store keeps fp32 weights raw (they shrink only ~8%, not enough to pay for
-    decoding on every read); an archive is for moving bytes, where 8% is worth a fast
-    level-1 pass. Compressed objects are never recompressed.
-    """
-    cctx: zstandard.ZstdCompressor | None = getattr(_local, "cctx", None)
-    if cctx is None:
-        cctx = _local.cctx = zstandard.ZstdCompressor(level=SQUEEZE_LEVEL)
-    packed = cctx.compress(raw)
-    if len(packed) < len(raw) * SQUEEZE_KEEP:
-        return Codec.ZSTD, len(raw), packed
-    return Codec.RAW, len(raw), raw
 
 
 @contextlib.contextmanager
@@ -673,17 +666,22 @@ class _Received:
     models: dict[bytes, ModelObject]
 
 
-def _read_header(r: _Reader) -> Manifest:
+def _read_header(r: _Reader) -> tuple[int, Manifest]:
+    """The archive's format version and its manifest."""
     magic, version, flags, length = HEADER.unpack(r.read(HEADER.size, "header"))
     _need(magic == MAGIC, "not a .bentomodel archive (wrong magic)")
-    _need(version == VERSION, f"archive format version {version} is unknown (this reads {VERSION})")
+    readable = " and ".join(map(str, READABLE))
+    _need(
+        version in READABLE, f"archive format version {version} is unknown (this reads {readable})"
+    )
     _need(flags == 0, f"archive has unknown flags {flags:#x}")
     _need(length <= MAX_MANIFEST, f"archive manifest declares {length} bytes (> {MAX_MANIFEST})")
-    return Manifest.decode(bytes(r.read(length, "manifest")))
+    return version, Manifest.decode(bytes(r.read(length, "manifest")))
 
 
-def _records(r: _Reader) -> Iterator[_Record]:
+def _records(r: _Reader, version: int) -> Iterator[_Record]:
     """Parse record headers and read payloads, checking every bound before reading."""
+    codecs = _CODECS[version]
     while True:
         start = r.pos
         head = bytes(r.read(RECORD_HEADER.size, "record header"))
@@ -694,12 +692,12 @@ def _records(r: _Reader) -> Iterator[_Record]:
         t = _KINDS.get(kind)
         if (
             t is None
-            or how not in _CODECS
+            or how not in codecs
             or head[2:4] != b"\0\0"
             or raw_len > MAX_RAW[t]
-            or stored_len > (raw_len if how == Codec.RAW else zstd_bound(raw_len))
+            or stored_len > stored_bound(how, raw_len)
         ):
-            _refuse_record(start, head)
+            _refuse_record(start, head, version)
         payload = r.read(stored_len, functools.partial(_payload_name, oid, start))
         yield _Record(t, oid, how, raw_len, payload, start + RECORD_HEADER.size)
 
@@ -708,13 +706,18 @@ def _payload_name(oid: bytes, start: int) -> str:
     return f"payload of object {oid.hex()} at offset {start}"
 
 
-def _refuse_record(start: int, head: bytes) -> NoReturn:
+def _refuse_record(start: int, head: bytes, version: int) -> NoReturn:
     """Raise the ArchiveError naming what is wrong with the record header ``head``."""
     kind, how, raw_len, stored_len, oid = RECORD_HEADER.unpack(head)
     where = f"object {oid.hex()} at offset {start}"
     _need(head == record_header(kind, how, raw_len, stored_len, oid), f"{where}: bad padding")
     _need(kind in ObjType._value2member_map_, f"{where} has unknown type {kind}")
     _need(how in Codec._value2member_map_, f"{where} has unknown codec {how}")
+    _need(
+        how in _CODECS[version],
+        f"{where} uses codec {how} ({Codec(how).name.lower()}), "
+        f"which archive format version {version} does not have",
+    )
     limit = MAX_RAW[ObjType(kind)]
     _need(raw_len <= limit, f"{where} declares {raw_len} raw bytes (more than {limit})")
     raise ArchiveError(f"{where} declares {stored_len} stored bytes for {raw_len} raw")
@@ -733,17 +736,35 @@ def _record_batches(records: Iterator[_Record]) -> Iterator[list[_Record]]:
         yield batch
 
 
-def _verify(rec: _Record) -> tuple[Info, ModelObject | None]:
-    """Decode one record (never past its raw length), check its id, decode metadata."""
+Staged = tuple[int, bytes, int, int, bytes | memoryview]  # what add_prepared_many takes
+
+
+class _Verified(NamedTuple):
+    """One record checked: its info, its model object if it is one, and what to store."""
+
+    info: Info
+    model: ModelObject | None
+    staged: Staged
+
+
+def _verify(rec: _Record) -> _Verified:
+    """Decode one record (never past its raw length), check its id, decode metadata.
+
+    Raw and zstd payloads are staged as they arrived; a byte-planes payload is staged
+    as the raw bytes it was just decoded to (the local store holds codecs 0 and 1).
+    """
     entry = Entry("", rec.offset, len(rec.payload), rec.raw_len, rec.kind, rec.codec)
     try:
         raw = verify_payload(rec.oid, entry, rec.payload, rec.kind)  # type: ignore[arg-type]
+        staged: Staged = rec[:5]
+        if rec.codec == Codec.PLANES:
+            staged = (rec.kind, rec.oid, Codec.RAW, rec.raw_len, raw)
         if rec.kind == ObjType.CHUNK:
-            return (rec.kind, rec.raw_len, []), None
+            return _Verified((rec.kind, rec.raw_len, []), None, staged)
         if rec.kind == ObjType.MODEL:
             model = ModelObject.decode(bytes(raw))
-            return _model_info(model), model
-        return _decode(rec.kind, bytes(raw)), None
+            return _Verified(_model_info(model), model, staged)
+        return _Verified(_decode(rec.kind, bytes(raw)), None, staged)
     except IntegrityError as exc:
         what = f"archive {rec.kind.name.lower()} {rec.oid.hex()}"
         raise ArchiveError(f"{what} at offset {rec.offset}: {exc}") from exc
@@ -752,18 +773,19 @@ def _verify(rec: _Record) -> tuple[Info, ModelObject | None]:
         raise ArchiveError(f"{what} is malformed: {exc}") from exc
 
 
-def _verify_batch(batch: list[_Record]) -> list[tuple[Info, ModelObject | None]]:
+def _verify_batch(batch: list[_Record]) -> list[_Verified]:
     return [_verify(rec) for rec in batch]
 
 
 def _receive(
-    r: _Reader, stage: Callable[[list[_Record]], None], pool: ThreadPoolExecutor
+    r: _Reader, version: int, stage: Callable[[list[Staged]], None], pool: ThreadPoolExecutor
 ) -> _Received:
-    """Read and verify every record, handing each verified batch to ``stage`` in order."""
+    """Read and verify every record, handing what to store of each verified batch to
+    ``stage``, in order."""
     got = _Received({}, {}, {})
-    batches = _record_batches(_records(r))
+    batches = _record_batches(_records(r, version))
     for batch, results in ordered_map(pool, _verify_batch, batches, _WINDOW):
-        for rec, (info, model) in zip(batch, results, strict=True):
+        for rec, (info, model, _) in zip(batch, results, strict=True):
             _need(
                 rec.oid not in got.entries, f"object {rec.oid.hex()} appears twice in the archive"
             )
@@ -773,7 +795,7 @@ def _receive(
             got.info[rec.oid] = info
             if model is not None:
                 got.models[rec.oid] = model
-        stage(batch)
+        stage([v.staged for v in results])
     return got
 
 
@@ -895,19 +917,19 @@ def import_model(store: Store, src: ArchiveSource) -> Model:
     ):
         writer.publish_at_commit()  # sealed packs stay hidden until commit; abort drops them
         r = _Reader(f, hasher)
-        manifest = _read_header(r)
+        version, manifest = _read_header(r)
         staging: deque[Future[None]] = deque()
 
-        def write(batch: list[_Record]) -> None:  # in the stager thread, in order
-            writer.add_prepared_many(rec[:5] for rec in batch)  # one writev per batch
+        def write(batch: list[Staged]) -> None:  # in the stager thread, in order
+            writer.add_prepared_many(batch)  # one writev per batch
 
-        def stage(batch: list[_Record]) -> None:
+        def stage(batch: list[Staged]) -> None:
             staging.append(stager.submit(write, batch))
             while len(staging) > _SINK_DEPTH or (staging and staging[0].done()):
                 staging.popleft().result()
 
         try:
-            got = _receive(r, stage, pool)
+            got = _receive(r, version, stage, pool)
             while staging:
                 staging.popleft().result()
         finally:

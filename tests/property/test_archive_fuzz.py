@@ -1,5 +1,9 @@
 """Hypothesis mutates real archives at random: every mutant is refused, the store untouched.
 
+The archives: one this version writes (format 2, float weights travelling as byte-planes
+records, codec 2) and the format-1 golden archive. Mutations land anywhere, and for the
+format-2 archive also inside byte-planes payloads (their header, lane lengths and lanes).
+
 Two properties:
 - any change to the bytes (flip, cut, insert, delete, overwrite) raises ArchiveError,
   because the trailing checksum covers every byte;
@@ -12,6 +16,8 @@ In both cases a refused import leaves the store's files exactly as they were.
 from __future__ import annotations
 
 import io
+import json
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +32,10 @@ from modelvault.errors import ArchiveError
 FUZZ = settings(
     max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
+GOLDEN = Path(__file__).parent.parent / "golden"
+PLANES = 2
+
+World = tuple[bytes, modelvault.Store, str, list[tuple[int, int]]]  # + byte-planes payloads
 
 
 def _snapshot(path: Path) -> dict[str, bytes | None]:
@@ -35,9 +45,21 @@ def _snapshot(path: Path) -> dict[str, bytes | None]:
     }
 
 
+def planes_payloads(data: bytes) -> list[tuple[int, int]]:
+    """``(offset, length)`` of every byte-planes payload of an archive, from its index."""
+    at, count, _ = struct.unpack_from("<QI4s", data, len(data) - 48)
+    out = []
+    for i in range(count):
+        _, _, how, offset, stored, _ = struct.unpack_from("<32sBBxxQII", data, at + 8 + 52 * i)
+        if how == PLANES:
+            out.append((offset, stored))
+    return out
+
+
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, modelvault.Store, str]:
-    """A real archive (compressible and incompressible chunks, a subfolder) and a store."""
+def worlds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, World]:
+    """Real archives and the store they are imported into: ``v2`` (compressible and
+    incompressible chunks, float weights, a subfolder) and ``v1-golden``."""
     root = tmp_path_factory.mktemp("fuzz")
     folder = root / "model"
     (folder / "sub").mkdir(parents=True)
@@ -49,7 +71,28 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, modelvault.S
     data = Path(src.export_model("fuzz:v1", str(root / "a.bentomodel"))).read_bytes()
     target = modelvault.Store(root / "target")
     target.save(root / "model" / "sub", "other:v1")
-    return data, target, model.id
+    assert struct.unpack_from("<H", data, 8) == (2,)
+    planes = planes_payloads(data)
+    assert len(planes) >= 2  # the float weights travel as byte planes
+    ids = json.loads((GOLDEN / "archive-v1.json").read_text())
+    golden = (GOLDEN / "archive-v1.bentomodel").read_bytes()
+    assert struct.unpack_from("<H", golden, 8) == (1,) and not planes_payloads(golden)
+    return {
+        "v2": (data, target, model.id, planes),
+        "v1-golden": (golden, target, ids["golden:v1"], []),
+    }
+
+
+@pytest.fixture(params=["v2", "v1-golden"])
+def world(worlds: dict[str, World], request: pytest.FixtureRequest) -> World:
+    """Each archive in turn."""
+    return worlds[request.param]
+
+
+@pytest.fixture
+def v2_world(worlds: dict[str, World]) -> World:
+    """The archive with byte-planes records."""
+    return worlds["v2"]
 
 
 mutations = st.one_of(
@@ -62,6 +105,7 @@ mutations = st.one_of(
 
 
 def _mutate(data: bytes, how: tuple[str, int, object]) -> bytes:
+    """Apply one mutation at a position taken modulo the length."""
     kind, pos, arg = how
     at = pos % len(data)
     if kind == "flip":
@@ -79,13 +123,20 @@ def _mutate(data: bytes, how: tuple[str, int, object]) -> bytes:
     return data[:at] + arg + data[at + len(arg) :]
 
 
-@FUZZ
-@given(how=mutations)
-def test_any_mutation_is_refused(world: tuple[bytes, modelvault.Store, str], how: tuple) -> None:  # type: ignore[type-arg]
-    data, target, _ = world
-    bad = _mutate(data, how)
-    if bad == data:
-        return
+def _mutate_planes(
+    data: bytes, planes: list[tuple[int, int]], pick: int, near: int, how: tuple[str, int, object]
+) -> bytes:
+    """Apply one mutation inside a byte-planes payload: ``pick`` chooses the payload,
+    ``near`` a byte of its header (0..17) or, when larger, anywhere in it."""
+    offset, length = planes[pick % len(planes)]
+    at = offset + (near if near < 18 else how[1]) % length
+    return _mutate(data, (how[0], at, how[2]))
+
+
+in_planes = st.tuples(st.integers(0, 10**6), st.integers(0, 17) | st.integers(18, 10**9), mutations)
+
+
+def _refused(target: modelvault.Store, bad: bytes) -> None:
     before = _snapshot(target.path)
     with pytest.raises(ArchiveError):
         target.import_model(io.BytesIO(bad))
@@ -94,12 +145,25 @@ def test_any_mutation_is_refused(world: tuple[bytes, modelvault.Store, str], how
 
 @FUZZ
 @given(how=mutations)
-def test_mutations_with_a_valid_checksum_never_import_another_model(
-    world: tuple[bytes, modelvault.Store, str],
-    how: tuple,  # type: ignore[type-arg]
-) -> None:
-    data, target, model_id = world
-    body = _mutate(data[:-32], how)
+def test_any_mutation_is_refused(world: World, how: tuple) -> None:  # type: ignore[type-arg]
+    data, target, _, _ = world
+    bad = _mutate(data, how)
+    if bad != data:
+        _refused(target, bad)
+
+
+@FUZZ
+@given(where=in_planes)
+def test_any_mutation_of_byte_planes_is_refused(v2_world: World, where: tuple) -> None:  # type: ignore[type-arg]
+    data, target, _, planes = v2_world
+    bad = _mutate_planes(data, planes, *where)
+    if bad != data:
+        _refused(target, bad)
+
+
+def _imports_nothing_else(world: World, body: bytes) -> None:
+    """With its checksum recomputed, ``body`` is refused or imports the original model."""
+    data, target, model_id, _ = world
     bad = body + blake3(body).digest()
     if bad == data:
         return
@@ -109,6 +173,25 @@ def test_mutations_with_a_valid_checksum_never_import_another_model(
     except ArchiveError:
         assert _snapshot(target.path) == before
         return
-    assert (str(model.tag), model.id) == ("fuzz:v1", model_id)
-    target.delete("fuzz:v1")
+    assert model.id == model_id
+    target.delete(str(model.tag))
     target.gc()
+
+
+@FUZZ
+@given(how=mutations)
+def test_mutations_with_a_valid_checksum_never_import_another_model(
+    world: World,
+    how: tuple,  # type: ignore[type-arg]
+) -> None:
+    _imports_nothing_else(world, _mutate(world[0][:-32], how))
+
+
+@FUZZ
+@given(where=in_planes)
+def test_byte_planes_mutations_with_a_valid_checksum_never_import_another_model(
+    v2_world: World,
+    where: tuple,  # type: ignore[type-arg]
+) -> None:
+    data, _, _, planes = v2_world
+    _imports_nothing_else(v2_world, _mutate_planes(data[:-32], planes, *where))

@@ -2,6 +2,7 @@
 
 Hostile archives are built here by hand, byte by byte from docs/format.md (not with the
 module's writer), so these tests also check that the code follows the written format.
+Payloads are decoded by hand too (``decode_by_hand``), byte planes included.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from modelvault.checkout import lookup, read_file_object
 from modelvault.errors import ArchiveError, IntegrityError, ModelExists, NotFound, PathNotFound
 
 CHUNK, FILE, TREE, MODEL = 1, 2, 3, 4
+RAW, ZSTD, PLANES = 0, 1, 2
 Record = tuple[int, int, int, bytes, bytes]  # type, codec, raw length, id, payload
 
 
@@ -82,6 +84,52 @@ def corrupt_object(store: modelvault.Store, oid: bytes) -> None:
 
 def oid(kind: int, raw: bytes) -> bytes:
     return blake3(bytes([kind]) + raw).digest()
+
+
+def planes(width: int, lanes: list[bytes], mask: int, tail: bytes = b"") -> bytes:
+    """A byte-planes payload (codec 2) laid out as docs/format.md, section 2, says."""
+    head = struct.pack("<BB", width, mask) + struct.pack(f"<{width}I", *map(len, lanes))
+    return head + b"".join(lanes) + tail
+
+
+def planes_of(raw: bytes, width: int = 4) -> bytes:
+    """``raw`` as byte planes, every lane zstd'd: the simple way, not the module's encoder."""
+    n = len(raw) // width
+    lanes = [zstandard.ZstdCompressor().compress(raw[i : n * width : width]) for i in range(width)]
+    return planes(width, lanes, (1 << width) - 1, raw[n * width :])
+
+
+def decode_by_hand(how: int, payload: bytes, raw_len: int) -> bytes:
+    """A record's raw bytes, decoded as docs/format.md says (trusted input only)."""
+    unzstd = zstandard.ZstdDecompressor()
+    if how == RAW:
+        return payload
+    if how == ZSTD:
+        return unzstd.decompress(payload, max_output_size=raw_len)
+    assert how == PLANES
+    width, mask = payload[0], payload[1]
+    lengths = struct.unpack_from(f"<{width}I", payload, 2)
+    n = raw_len // width
+    out = bytearray(raw_len)
+    at = 2 + 4 * width
+    for i, length in enumerate(lengths):
+        lane = payload[at : at + length]
+        out[i : n * width : width] = unzstd.decompress(lane) if mask >> i & 1 else lane
+        at += length
+    out[n * width :] = payload[at:]
+    assert len(payload) == at + raw_len % width
+    return bytes(out)
+
+
+def archive_records(data: bytes) -> list[tuple[int, int, int, int, bytes]]:
+    """``(type, codec, raw length, stored length, id)`` of each record of an archive."""
+    (length,) = struct.unpack_from("<I", data, 12)
+    at, out = 16 + length, []
+    while data[at] != 0:
+        kind, how, raw_len, stored, ident = struct.unpack_from("<BBxxII32s", data, at)
+        out.append((kind, how, raw_len, stored, ident))
+        at += 44 + stored
+    return out
 
 
 def pack(doc: Any) -> bytes:
@@ -143,10 +191,16 @@ def model_doc(tree_id: bytes, size: int, name: str = "evil", version: str = "v1"
 
 
 def hostile_records(
-    rows: list[list[Any]] | None = None, *, tree: bytes | None = None, name: str = "evil"
+    rows: list[list[Any]] | None = None,
+    *,
+    tree: bytes | None = None,
+    name: str = "evil",
+    chunk: bytes = b"hello",
+    chunk_as: tuple[int, bytes] | None = None,
 ) -> tuple[bytes, list[Record]]:
-    """``(model id, records)`` of a correctly hashed model whose tree has the given rows."""
-    chunk = b"hello"
+    """``(model id, records)`` of a correctly hashed model whose tree has the given rows;
+    its one chunk is stored raw, or as ``chunk_as`` = ``(codec, payload)``."""
+    how, payload = chunk_as or (RAW, chunk)
     chunk_id = oid(CHUNK, chunk)
     file_raw = pack({"size": len(chunk), "chunks": [[chunk_id, len(chunk)]]})
     file_id = oid(FILE, file_raw)
@@ -160,7 +214,7 @@ def hostile_records(
         (MODEL, 0, len(model_raw), model_id, model_raw),
         (TREE, 0, len(tree), tree_id, tree),
         (FILE, 0, len(file_raw), file_id, file_raw),
-        (CHUNK, 0, len(chunk), chunk_id, chunk),
+        (CHUNK, how, len(chunk), chunk_id, payload),
     ]
 
 
@@ -168,6 +222,25 @@ def hostile(rows: list[list[Any]] | None = None, *, tree: bytes | None = None) -
     """A well-formed, correctly hashed archive of ``evil:v1`` whose tree has the given rows."""
     model_id, records = hostile_records(rows, tree=tree)
     return build(manifest("evil:v1", model_id), records)
+
+
+FLOATS = np.random.default_rng(7).normal(0, 0.02, 1001).astype("<f4").tobytes()[:4003]
+FLOAT_LANES = [FLOATS[i:4000:4] for i in range(4)]  # 1000 bytes each; tail b"..."
+
+
+def with_planes(payload: bytes, *, version: int = 2, raw: bytes = FLOATS) -> bytes:
+    """An archive of ``evil:v1`` whose one chunk is ``raw`` stored as codec 2 ``payload``."""
+    model_id, records = hostile_records(
+        [["w.bin", "file", None, len(raw)]], chunk=raw, chunk_as=(PLANES, payload)
+    )
+    return build(manifest("evil:v1", model_id), records, version=version)
+
+
+def lane_bomb() -> bytes:
+    """Byte planes whose zstd lane inflates far beyond the lane length (1000 bytes), yet
+    whose payload is within the stored-length bound."""
+    bomb = zstandard.ZstdCompressor(level=19).compress(bytes(32 << 20))
+    return planes(4, [*FLOAT_LANES[:3], bomb], 0b1000, FLOATS[4000:])
 
 
 # --- fixtures -----------------------------------------------------------------------
@@ -270,13 +343,50 @@ def test_index_gives_random_access_to_every_object(
         ident, kind, how, off, stored, raw = struct.unpack_from(
             "<32sBBxxQII", data, at + 8 + 52 * i
         )
-        payload = data[off : off + stored]
-        body = (
-            zstandard.ZstdDecompressor().decompress(payload, max_output_size=raw)
-            if how
-            else payload
+        assert oid(kind, decode_by_hand(how, data[off : off + stored], raw)) == ident
+
+
+def test_float_chunks_travel_as_byte_planes_and_are_stored_raw(
+    model: modelvault.Model, source: modelvault.Store, target: modelvault.Store, tmp_path: Path
+) -> None:
+    data = Path(source.export_model("clf:v1", str(tmp_path / "a.bentomodel"))).read_bytes()
+    assert struct.unpack_from("<H", data, 8) == (2,)  # format version 2
+    records = archive_records(data)
+    by_codec = {how: [r for r in records if r[1] == how] for how in (RAW, ZSTD, PLANES)}
+    assert len(by_codec[PLANES]) >= 10 and all(r[0] == CHUNK for r in by_codec[PLANES])
+    weights = (tmp_path / "m0" / "model.bin").stat().st_size
+    planes_bytes = sum(r[3] for r in by_codec[PLANES])
+    assert planes_bytes < 0.88 * sum(r[2] for r in by_codec[PLANES])  # zstd alone: ~0.92
+    assert len(data) < 0.9 * weights
+    target.import_model(str(tmp_path / "a.bentomodel"))
+    for kind, how, raw_len, stored, ident in records:
+        entry = target._db.entry(ident)
+        assert entry is not None and entry.kind == kind
+        if how == PLANES:  # decoded once to check the id, and stored as those raw bytes
+            assert (entry.codec, entry.stored_len, entry.raw_len) == (RAW, raw_len, raw_len)
+        else:  # stored as it arrived
+            assert (entry.codec, entry.stored_len, entry.raw_len) == (how, stored, raw_len)
+    assert target.verify().ok
+    assert files_of(target.get("clf:v1").path) == files_of(model.path)
+
+
+def test_a_hand_built_version_2_archive_with_byte_planes_imports(
+    target: modelvault.Store,
+) -> None:
+    """Byte planes as docs/format.md lays them out, every width a reader accepts."""
+    for width in range(2, 9):
+        model_id, records = hostile_records(
+            [["w.bin", "file", None, len(FLOATS)]],
+            chunk=FLOATS,
+            chunk_as=(PLANES, planes_of(FLOATS, width)),
+            name=f"w{width}",
         )
-        assert oid(kind, body) == ident
+        data = build(manifest(f"w{width}:v1", model_id), records, version=2)
+        m = target.import_model(_write(target.path.parent / "p.bentomodel", data))
+        assert files_of(m.path) == {"w.bin": FLOATS}
+        entry = target._db.entry(oid(CHUNK, FLOATS))
+        assert entry is not None and entry.codec == RAW
+    assert target.verify().ok
 
 
 # --- idempotence and conflicts --------------------------------------------------------
@@ -436,7 +546,8 @@ def _bomb() -> bytes:
 HOSTILE: dict[str, tuple[Callable[[], bytes], str]] = {
     "empty file": (lambda: b"", "truncated"),
     "wrong magic": (lambda: _at(GOOD, 0, b"PK\x03\x04"), "wrong magic"),
-    "unknown version": (lambda: _at(GOOD, 8, b"\x02\x00"), "version 2 is unknown"),
+    "unknown version": (lambda: _at(GOOD, 8, b"\x03\x00"), "version 3 is unknown"),
+    "version 0": (lambda: _at(GOOD, 8, b"\x00\x00"), "version 0 is unknown"),
     "unknown flags": (lambda: _at(GOOD, 10, b"\x01\x00"), "unknown flags"),
     "truncated in a payload": (lambda: GOOD[: FIRST_RECORD + 50], "truncated"),
     "truncated in the index": (lambda: GOOD[: _index_at(GOOD) + 20], "truncated"),
@@ -519,6 +630,69 @@ HOSTILE: dict[str, tuple[Callable[[], bytes], str]] = {
     "tree that is not msgpack": (lambda: hostile(tree=b"\xc1\xc1"), "not valid msgpack"),
     "entry kind not a file": (lambda: hostile([["a", "tree", None, 5]]), "wrong type"),
     "size that lies": (lambda: hostile([["a", "file", None, 6]]), "wrong size"),
+    # byte planes (codec 2)
+    "byte planes in a version-1 archive": (
+        lambda: with_planes(planes_of(FLOATS), version=1),
+        "uses codec 2 .planes., which archive format version 1 does not have",
+    ),
+    "byte planes beyond their stored bound": (
+        lambda: with_planes(b"\x04" * 6000),
+        "declares 6000 stored bytes for 4003 raw",
+    ),
+    "byte planes of width 9": (
+        lambda: with_planes(b"\x09" + planes_of(FLOATS)[1:]),
+        "width 9 is not in 2..8",
+    ),
+    "byte planes of width 1": (
+        lambda: with_planes(b"\x01" + planes_of(FLOATS)[1:]),
+        "width 1 is not in 2..8",
+    ),
+    "byte planes lane length mismatch": (
+        lambda: with_planes(
+            planes(4, [FLOAT_LANES[0][:-1], FLOAT_LANES[1] + b"x", *FLOAT_LANES[2:]], 0, b"...")
+        ),
+        "raw lane 0 is 999 bytes, expected 1000",
+    ),
+    "byte planes truncated lane": (
+        lambda: with_planes(planes_of(FLOATS)[:-5]),
+        "byte-planes payload is",
+    ),
+    "byte planes with trailing bytes": (
+        lambda: with_planes(planes_of(FLOATS) + b"\0"),
+        "byte-planes payload is",
+    ),
+    "byte planes lane that decodes to more": (
+        lambda: with_planes(
+            planes(
+                4,
+                [*FLOAT_LANES[:3], zstandard.ZstdCompressor().compress(FLOAT_LANES[3] + b"x")],
+                0b1000,
+                FLOATS[4000:],
+            )
+        ),
+        "zstd lane 3 declares 1001 bytes, expected 1000",
+    ),
+    "byte planes lane that decodes to fewer": (
+        lambda: with_planes(
+            planes(
+                4,
+                [*FLOAT_LANES[:3], zstandard.ZstdCompressor().compress(FLOAT_LANES[3][:-1])],
+                0b1000,
+                FLOATS[4000:],
+            )
+        ),
+        "zstd lane 3 declares 999 bytes, expected 1000",
+    ),
+    "byte planes lane bomb": (
+        lambda: with_planes(lane_bomb()),
+        "zstd lane 3 declares 33554432 bytes, expected 1000",
+    ),
+    "byte planes that decode to other bytes": (
+        lambda: with_planes(
+            planes(4, [FLOAT_LANES[1], FLOAT_LANES[0], *FLOAT_LANES[2:]], 0, FLOATS[4000:])
+        ),
+        "does not match its id",
+    ),
 }
 
 
@@ -568,14 +742,14 @@ def test_limits_are_what_the_format_says() -> None:
 GOLDEN = Path(__file__).parent.parent / "golden"
 
 
-def _golden_files(version: int) -> dict[str, bytes]:
+def _golden_files(version: int, archive: int = 1) -> dict[str, bytes]:
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("golden", GOLDEN / "make_archive_golden.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.golden_files(version)  # type: ignore[no-any-return]
+    return module.golden_files(version, archive)  # type: ignore[no-any-return]
 
 
 def test_golden_archives_of_format_1_import(target: modelvault.Store) -> None:
@@ -593,4 +767,29 @@ def test_golden_archives_of_format_1_import(target: modelvault.Store) -> None:
         assert files_of(model.path) == _golden_files(version)
         assert model.info.labels == {"stage": "golden"}
         assert model.info.signatures == {"predict": {"batchable": True, "batch_dim": 0}}
+    assert store.verify().ok
+
+
+def test_golden_archives_of_format_2_import(target: modelvault.Store) -> None:
+    import json
+
+    store = target
+    ids = json.loads((GOLDEN / "archive-v2.json").read_text())
+    for name in ("archive-v2.bentomodel", "archive-v2-thin.bentomodel"):
+        data = (GOLDEN / name).read_bytes()
+        assert struct.unpack_from("<H", data, 8) == (2,)
+        assert any(how == PLANES for _, how, _, _, _ in archive_records(data)), name
+    before = snapshot(store.path)
+    with pytest.raises(ArchiveError, match="needs its base golden2:v1"):
+        store.import_model(str(GOLDEN / "archive-v2-thin.bentomodel"))
+    assert snapshot(store.path) == before
+    for version, name in ((1, "archive-v2.bentomodel"), (2, "archive-v2-thin.bentomodel")):
+        model = store.import_model(GOLDEN / name)
+        assert (str(model.tag), model.id) == (f"golden2:v{version}", ids[str(model.tag)])
+        assert files_of(model.path) == _golden_files(version, archive=2)
+        assert model.info.labels == {"stage": "golden"}
+        assert model.info.signatures == {"predict": {"batchable": True, "batch_dim": 0}}
+        for _, how, _, _, ident in archive_records((GOLDEN / name).read_bytes()):
+            entry = store._db.entry(ident)
+            assert entry is not None and entry.codec == (RAW if how == PLANES else how)
     assert store.verify().ok
