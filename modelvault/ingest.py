@@ -17,7 +17,15 @@ from pathlib import Path
 
 from modelvault._parallel import ordered_pipeline
 from modelvault.core import codec
-from modelvault.core.chunking import Piece, Source, Stitcher, cut_piece, plan_segments
+from modelvault.core.chunking import (
+    MAX_SIZE,
+    Known,
+    Piece,
+    Source,
+    Stitcher,
+    cut_piece,
+    plan_segments,
+)
 from modelvault.core.hashing import ObjType, object_id
 from modelvault.core.objects import (
     KIND_EXEC,
@@ -28,8 +36,9 @@ from modelvault.core.objects import (
     TreeObject,
     check_entry_name,
 )
-from modelvault.errors import InvalidInput, PathNotFound
-from modelvault.odb import PackWriter
+from modelvault.errors import InvalidInput, ModelVaultError, PathNotFound
+from modelvault.odb import PackDB, PackWriter
+from modelvault.odb.known import KnownChunks, Match
 
 _BATCH = 32  # chunks per add_prepared_many call (one writev each)
 _WINDOW = 3  # cut segments waiting to be appended: bounds memory to ~(_WINDOW + 2) segments
@@ -81,12 +90,16 @@ class _ChunkPipeline:
             guess.record(how != codec.Codec.RAW)
         return oid, int(how), len(data), payload
 
-    def store(self, source: Source, progress: Progress | None) -> FileObject:
+    def store(
+        self, source: Source, progress: Progress | None, known: KnownChunks | None = None
+    ) -> FileObject:
         """Store every chunk of ``source`` and return its file object.
 
         The pool cuts segments and hashes and encodes their chunks (a chunker of its own
         per segment); the drain thread stitches them into the sequential cut, appends
-        the new chunks to the pack in order and lets each segment's mapping go.
+        the new chunks to the pack in order and lets each segment's mapping go. Where
+        ``known`` recognises a stored chunk at a cut point, its bytes are compared
+        instead of cut and hashed.
         """
         guess = _Compressibility()
         work = lambda data: self._work(data, guess)  # noqa: E731
@@ -106,11 +119,15 @@ class _ChunkPipeline:
                 if progress:
                     progress(sum(size for _, _, size, _ in batch))
 
-        cut = lambda span: cut_piece(source, span[0], span[1], work)  # noqa: E731
+        def cut(span: tuple[int, int]) -> Piece[Result]:
+            if known is None:
+                return cut_piece(source, span[0], span[1], work)
+            with known.matching() as match:
+                return cut_piece(source, span[0], span[1], work, _found(match))
+
         spans = plan_segments(source.size)
         if len(spans) == 1:  # a small file: handing off to threads costs more than it saves
-            start, stop = spans[0]
-            append(cut_piece(source, start, stop, work))
+            append(cut(spans[0]))
         else:
             ordered_pipeline(self.pool, cut, spans, append, _WINDOW)
         self.recut += stitcher.recut
@@ -120,6 +137,62 @@ class _ChunkPipeline:
 
     def close(self) -> None:
         self.pool.shutdown()
+
+
+def _found(match: Match) -> Known[Result]:
+    """``cut_piece``'s ``known`` for one segment: a recognised chunk is stored already."""
+
+    def found(view: memoryview, at: int) -> tuple[int, Result] | None:
+        hit = match(view, at)
+        if hit is None:
+            return None
+        oid, length = hit
+        return length, (oid, 0, length, None)
+
+    return found
+
+
+class Parent:
+    """The newest stored version of the model being saved, whose files' chunks a new
+    version mostly repeats (``odb.known``). Damage or a missing object only means no
+    shortcut: the file is then cut and hashed as usual."""
+
+    MIN_SIZE = 4 * MAX_SIZE  # smaller files are cut and hashed: comparing saves little
+
+    def __init__(self, db: PackDB, tree: bytes) -> None:
+        self._db = db
+        self._tree = tree
+        self._trees: dict[bytes, dict[str, TreeEntry]] = {}
+
+    def known(self, rel: tuple[str, ...]) -> KnownChunks | None:
+        """The chunks of the file at ``rel`` in the parent, if it has one that large."""
+        oid, kind = self._tree, KIND_TREE
+        try:
+            for name in rel:
+                if kind != KIND_TREE:
+                    return None
+                entry = self._entries(oid).get(name)
+                if entry is None:
+                    return None
+                oid, kind = entry.oid, entry.kind
+            if kind == KIND_TREE:
+                return None
+            fobj = FileObject.decode(self._db.read(oid, ObjType.FILE))
+        except (ModelVaultError, ValueError):
+            return None
+        if fobj.size < self.MIN_SIZE:
+            return None
+        known = KnownChunks(self._db, fobj.chunks)
+        if not len(known):
+            known.close()
+            return None
+        return known
+
+    def _entries(self, oid: bytes) -> dict[str, TreeEntry]:
+        if oid not in self._trees:
+            tree = TreeObject.decode(self._db.read(oid, ObjType.TREE))
+            self._trees[oid] = {e.name: e for e in tree.entries}
+        return self._trees[oid]
 
 
 def _stat_followed(path: Path) -> os.stat_result:
@@ -136,23 +209,32 @@ def _stat_followed(path: Path) -> os.stat_result:
 class Ingester:
     """Stores files and folders into one PackWriter; links are followed."""
 
-    def __init__(self, writer: PackWriter, progress: Progress | None = None) -> None:
+    def __init__(
+        self, writer: PackWriter, progress: Progress | None = None, parent: Parent | None = None
+    ) -> None:
         self.writer = writer
         self.progress = progress
+        self.parent = parent
         self._pipeline = _ChunkPipeline(writer)
 
     def close(self) -> None:
         self._pipeline.close()
 
-    def store_file(self, path: Path) -> tuple[bytes, int]:
-        """Store one regular file; returns (file object id, size)."""
+    def store_file(self, path: Path, rel: tuple[str, ...] = ()) -> tuple[bytes, int]:
+        """Store one regular file (at ``rel`` in the model's tree); returns (file object
+        id, size)."""
         st = _stat_followed(path)
         if st.st_size == 0:
             fobj = FileObject(0, [])
         else:
-            with open(path, "rb", buffering=0) as f:
-                source = Source(os.fstat(f.fileno()).st_size, fd=f.fileno())
-                fobj = self._pipeline.store(source, self.progress)
+            known = self.parent.known(rel) if self.parent and rel else None
+            try:
+                with open(path, "rb", buffering=0) as f:
+                    source = Source(os.fstat(f.fileno()).st_size, fd=f.fileno())
+                    fobj = self._pipeline.store(source, self.progress, known)
+            finally:
+                if known is not None:
+                    known.close()
         if fobj.size != st.st_size:
             raise InvalidInput(f"{path} changed size while it was being saved")
         return self.writer.add(ObjType.FILE, fobj.encode(), probe=False), fobj.size
@@ -163,7 +245,10 @@ class Ingester:
         return self.writer.add(ObjType.FILE, fobj.encode(), probe=False)
 
     def store_tree(
-        self, folder: Path, _ancestors: frozenset[tuple[int, int]] = frozenset()
+        self,
+        folder: Path,
+        _ancestors: frozenset[tuple[int, int]] = frozenset(),
+        _rel: tuple[str, ...] = (),
     ) -> tuple[bytes, int]:
         """Store a folder recursively; returns (tree id, total file bytes).
 
@@ -184,21 +269,21 @@ class Ingester:
                 check_entry_name(name)
             except ValueError as exc:
                 raise InvalidInput(f"cannot store {path}: {exc}") from exc
-            entry = self._store_entry(path, name, ancestors)
+            entry = self._store_entry(path, name, ancestors, (*_rel, name))
             entries.append(entry)
             total += entry.size
         return self.writer.add(ObjType.TREE, TreeObject(entries).encode(), probe=False), total
 
     def _store_entry(
-        self, path: Path, name: str, ancestors: frozenset[tuple[int, int]]
+        self, path: Path, name: str, ancestors: frozenset[tuple[int, int]], rel: tuple[str, ...]
     ) -> TreeEntry:
         st = _stat_followed(path)
         if stat.S_ISDIR(st.st_mode):
-            oid, size = self.store_tree(path, ancestors)
+            oid, size = self.store_tree(path, ancestors, rel)
             return TreeEntry(name, KIND_TREE, oid, size)
         if not stat.S_ISREG(st.st_mode):
             raise InvalidInput(f"{path} is neither a regular file nor a folder")
-        oid, size = self.store_file(path)
+        oid, size = self.store_file(path, rel)
         kind = KIND_EXEC if st.st_mode & stat.S_IXUSR else KIND_FILE
         return TreeEntry(name, kind, oid, size)
 
@@ -207,5 +292,5 @@ class Ingester:
         st = _stat_followed(path)
         if stat.S_ISDIR(st.st_mode):
             return self.store_tree(path)
-        entry = self._store_entry(path, path.name, frozenset())
+        entry = self._store_entry(path, path.name, frozenset(), (path.name,))
         return self.writer.add(ObjType.TREE, TreeObject([entry]).encode(), probe=False), entry.size

@@ -27,8 +27,15 @@ from modelvault import _fsutil
 from modelvault.checkout import read_file_object, read_tree, remove_tree, write_tree
 from modelvault.core.hashing import ObjType
 from modelvault.core.objects import KIND_TREE, ModelObject
-from modelvault.errors import IntegrityError, InvalidInput, ModelExists, NotFound, PathNotFound
-from modelvault.ingest import Ingester, Progress
+from modelvault.errors import (
+    IntegrityError,
+    InvalidInput,
+    ModelExists,
+    ModelVaultError,
+    NotFound,
+    PathNotFound,
+)
+from modelvault.ingest import Ingester, Parent, Progress
 from modelvault.model import Model
 from modelvault.modelinfo import (
     build_context,
@@ -223,6 +230,18 @@ class Store:
             )
         return t
 
+    def _parent(self, name: str) -> Parent | None:
+        """The newest version of ``name``: a new version's files are compared with its
+        files' chunks (``odb.known``). None if there is none or it cannot be read."""
+        try:
+            versions = self._refs.versions(name, damaged=[])
+            if not versions:
+                return None
+            model = ModelObject.decode(self._db.read(versions[0].model_id, ObjType.MODEL))
+        except (ModelVaultError, ValueError):
+            return None
+        return Parent(self._db, model.tree)
+
     def _commit(
         self,
         tag: Tag,
@@ -231,7 +250,7 @@ class Store:
         progress: Progress | None = None,
     ) -> Model:
         with self.writing() as writer:
-            ingester = Ingester(writer, progress)
+            ingester = Ingester(writer, progress, self._parent(tag.name))
             try:
                 tree, size = store_files(ingester)
                 co = ingester.store_bytes(opts.custom_objects) if opts.custom_objects else None

@@ -128,22 +128,41 @@ class Piece(Generic[R]):
     view: memoryview
 
 
-def cut_piece(source: Source, start: int, stop: int, work: Callable[[memoryview], R]) -> Piece[R]:
+Known = Callable[[memoryview, int], "tuple[int, R] | None"]
+
+
+def cut_piece(
+    source: Source,
+    start: int,
+    stop: int,
+    work: Callable[[memoryview], R],
+    known: Known[R] | None = None,
+) -> Piece[R]:
     """Cut the segment ``[start, stop)`` from ``start`` and call ``work`` on each chunk.
 
     Every chunk is cut with more than ``MAX_SIZE`` bytes after its start in the view (or
     up to the end of the source), so it is exactly the chunk a sequential cut from the same
-    start gives.
+    start gives. ``known``, given the view and a cut point in it, may instead answer
+    ``(length, result)`` for the chunk starting there (``odb.known``: a stored chunk with
+    the same bytes, whose cut it vouches for); cutting resumes after it.
     """
     view = source.view(start, min(source.size, stop + 2 * MAX_SIZE))
-    chunks = _cdc().cut_buf(view)
+    chunks = None
     ends: list[int] = []
     results: list[R] = []
     pos = start
     while pos < stop:
-        data = next(chunks).data
-        results.append(work(data))
-        pos += len(data)
+        hit = known(view, pos - start) if known is not None else None
+        if hit is not None:
+            length, result = hit
+            chunks = None
+        else:
+            if chunks is None:
+                chunks = _cdc().cut_buf(view[pos - start :])
+            data = next(chunks).data
+            length, result = len(data), work(data)
+        results.append(result)
+        pos += length
         ends.append(pos)
     return Piece(start, stop, ends, results, view)
 

@@ -1,0 +1,246 @@
+"""Saving a new version compares its bytes with the chunks of the version before
+(``odb.known``) instead of cutting and hashing them. The stored file objects must be
+exactly those of cutting and hashing: same cuts, same ids, for any edit."""
+
+from __future__ import annotations
+
+import itertools
+import random
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import modelvault
+from modelvault import ingest
+from modelvault.checkout import read_file_object
+from modelvault.core import chunking
+from modelvault.core.hashing import ObjType, object_id
+from modelvault.core.objects import ModelObject, TreeObject
+from modelvault.odb.known import KnownChunks
+
+MAX = chunking.MAX_SIZE
+
+
+def _expected(data: bytes) -> list[tuple[bytes, int]]:
+    return [(object_id(ObjType.CHUNK, c), len(c)) for c in chunking.chunk_bytes(data)]
+
+
+def _file_chunks(store: modelvault.Store, tag: str, name: str) -> list[tuple[bytes, int]]:
+    db = store._db
+    model = ModelObject.decode(db.read(store._refs.read(modelvault.Tag.from_str(tag)).model_id))
+    tree = TreeObject.decode(db.read(model.tree, ObjType.TREE))
+    (entry,) = [e for e in tree.entries if e.name == name]
+    return list(read_file_object(db, entry.oid).chunks)
+
+
+class _Counting:
+    """Counts the bytes ``KnownChunks`` recognised during saves."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.hits = 0
+        real = ingest._found
+
+        def found(match: object) -> object:
+            inner = real(match)  # type: ignore[arg-type]
+
+            def counted(view: memoryview, at: int) -> object:
+                hit = inner(view, at)
+                if hit is not None:
+                    self.hits += hit[0]
+                return hit
+
+            return counted
+
+        monkeypatch.setattr(ingest, "_found", found)
+
+
+def _blocks(rng: random.Random, n: int) -> bytes:
+    """Weight-like bytes: random, with some runs of one value (cut at MAX_SIZE)."""
+    out = bytearray(rng.randbytes(n))
+    for _ in range(3):
+        at, length = rng.randrange(n), rng.randrange(1, 2 * MAX)
+        out[at : at + length] = bytes([rng.choice((0, 7))]) * len(out[at : at + length])
+    return bytes(out)
+
+
+def _edit(rng: random.Random, data: bytes, edits: int) -> bytes:
+    out = bytearray(data)
+    for _ in range(edits):
+        at = rng.randrange(len(out) + 1)
+        kind = rng.choice(("insert", "delete", "replace", "flip"))
+        span = rng.randrange(1, 3 * 65536)
+        if kind == "insert":
+            out[at:at] = rng.randbytes(span)
+        elif kind == "delete":
+            del out[at : at + span]
+        elif kind == "replace":
+            out[at : at + span] = rng.randbytes(len(out[at : at + span]))
+        elif at < len(out):
+            out[at] ^= 1 << rng.randrange(8)
+    return bytes(out)
+
+
+@settings(
+    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(seed=st.integers(0, 2**32 - 1), edits=st.integers(0, 6))
+def test_a_version_saved_by_comparing_has_the_chunks_of_cutting_and_hashing(
+    tmp_path_factory: pytest.TempPathFactory, seed: int, edits: int
+) -> None:
+    tmp = tmp_path_factory.mktemp("known")
+    rng = random.Random(seed)
+    base = _blocks(rng, rng.randrange(5 * MAX, 9 * MAX))
+    new = _edit(rng, base, edits)
+    store = modelvault.Store(tmp / "store")
+    for version, data in (("v1", base), ("v2", new)):
+        folder = tmp / version
+        folder.mkdir()
+        (folder / "weights.bin").write_bytes(data)
+        store.save(folder, f"m:{version}")
+    assert _file_chunks(store, "m:v2", "weights.bin") == _expected(new)
+    assert (Path(store.get("m:v2").path) / "weights.bin").read_bytes() == new
+
+
+def test_an_unchanged_file_is_recognised_not_hashed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = random.Random(1)
+    data = _blocks(rng, 12 * MAX)
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "weights.bin").write_bytes(data)
+    store = modelvault.Store(tmp_path / "store")
+    store.save(folder, "m:v1")
+    counting = _Counting(monkeypatch)
+    store.save(folder, "m:v2")
+    # every chunk but those within MAX_SIZE of the end is compared, not cut and hashed
+    assert counting.hits >= len(data) - 2 * MAX
+    assert _file_chunks(store, "m:v2", "weights.bin") == _expected(data)
+
+
+def test_shifted_bytes_are_recognised(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = random.Random(2)
+    data = rng.randbytes(16 * MAX)
+    shifted = b"header grew" + data[: 8 * MAX] + rng.randbytes(70_000) + data[8 * MAX :]
+    store = modelvault.Store(tmp_path / "store")
+    for version, payload in (("v1", data), ("v2", shifted)):
+        (tmp_path / version).mkdir()
+        (tmp_path / version / "w.bin").write_bytes(payload)
+    store.save(tmp_path / "v1", "m:v1")
+    counting = _Counting(monkeypatch)
+    store.save(tmp_path / "v2", "m:v2")
+    assert counting.hits > 0.8 * len(data)
+    assert _file_chunks(store, "m:v2", "w.bin") == _expected(shifted)
+
+
+def test_another_name_or_path_is_not_compared(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = random.Random(3).randbytes(10 * MAX)
+    store = modelvault.Store(tmp_path / "store")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "w.bin").write_bytes(data)
+    store.save(tmp_path / "a", "m:v1")
+    counting = _Counting(monkeypatch)
+    store.save(tmp_path / "a", "other:v1")  # no version of "other" yet: nothing to compare
+    (tmp_path / "a" / "w.bin").rename(tmp_path / "a" / "renamed.bin")
+    store.save(tmp_path / "a", "m:v2")  # m:v1 has no renamed.bin
+    assert counting.hits == 0
+    assert _file_chunks(store, "m:v2", "renamed.bin") == _expected(data)
+
+
+def test_a_damaged_stored_chunk_is_not_matched(tmp_path: Path) -> None:
+    """A flipped byte in a stored chunk makes it differ: the bytes are cut and hashed, and
+    the file object is still the true one (verify reports the damage)."""
+    data = random.Random(4).randbytes(10 * MAX)
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "w.bin").write_bytes(data)
+    store = modelvault.Store(tmp_path / "store")
+    store.save(tmp_path / "m", "m:v1")
+    first, _ = _file_chunks(store, "m:v1", "w.bin")[2]
+    entry = store._db.entry(first)
+    assert entry is not None
+    pack = tmp_path / "store" / "objects" / "packs" / f"{entry.pack}.pack"
+    pack.chmod(0o644)
+    raw = bytearray(pack.read_bytes())
+    raw[entry.offset + 1000] ^= 0xFF
+    pack.write_bytes(bytes(raw))
+    store2 = modelvault.Store(tmp_path / "store")
+    known = KnownChunks(store2._db, _file_chunks(store2, "m:v1", "w.bin"))
+    try:
+        source = chunking.Source.of_bytes(data)
+        with known.matching() as match:
+            at = sum(n for _, n in _file_chunks(store2, "m:v1", "w.bin")[:2])
+            assert match(source.view(0, len(data)), at) is None  # the damaged one
+            nxt = at + _file_chunks(store2, "m:v1", "w.bin")[2][1]
+            assert match(source.view(0, len(data)), nxt) is not None  # its neighbour
+    finally:
+        known.close()
+    store2.save(tmp_path / "m", "m:v2")
+    assert _file_chunks(store2, "m:v2", "w.bin") == _expected(data)
+    assert not store2.verify().ok
+
+
+def _boundaries(data: bytes) -> list[int]:
+    ends, pos = [], 0
+    for chunk in chunking.chunk_bytes(data):
+        pos += len(chunk)
+        ends.append(pos)
+    return ends[:-1]
+
+
+def _edits_at_chunk_boundaries(base: bytes) -> list[bytes]:
+    """Edits where comparing is easiest to get wrong: right at a stored chunk's end (the
+    byte after it decides its cut) and at the end of the file (where cuts follow other
+    rules)."""
+    rng = random.Random(5)
+    out = []
+    for b in _boundaries(base):
+        out.append(base[:b] + rng.randbytes(3000) + base[b:])  # insert at a chunk end
+        out.append(base[:b] + bytes([base[b] ^ 0x5A]) + base[b + 1 :])  # the byte after
+        for k in (0, 1, 2, 5000, MAX // 2, MAX + 3):  # the file ends soon after a chunk
+            out.append(base[: b + 1 + k])
+    for extra in (1, 3000, MAX // 2, 3 * MAX):  # the file goes on past the old end
+        out.append(base + rng.randbytes(extra))
+    return out
+
+
+def _cut_with(known: KnownChunks, data: bytes) -> list[int]:
+    """The chunk ends of ``data`` cut in one piece, with ``known`` answering where it can."""
+    source = chunking.Source.of_bytes(data)
+    with known.matching() as match:
+
+        def found(view: memoryview, at: int) -> tuple[int, None] | None:
+            hit = match(view, at)
+            return None if hit is None else (hit[1], None)
+
+        return chunking.cut_piece(source, 0, len(data), lambda _: None, found).ends
+
+
+def test_edits_at_chunk_boundaries_give_the_cuts_of_cutting(tmp_path: Path) -> None:
+    base = _blocks(random.Random(6), 8 * MAX)
+    store = modelvault.Store(tmp_path / "store")
+    (tmp_path / "v0").mkdir()
+    (tmp_path / "v0" / "w.bin").write_bytes(base)
+    store.save(tmp_path / "v0", "m:v0")
+    known = KnownChunks(store._db, _file_chunks(store, "m:v0", "w.bin"))
+    try:
+        assert len(known) > 0.5 * len(_boundaries(base))
+        for i, new in enumerate(_edits_at_chunk_boundaries(base)):
+            ends = list(itertools.accumulate(len(c) for c in chunking.chunk_bytes(new)))
+            assert _cut_with(known, new) == ends, f"edit {i}"
+    finally:
+        known.close()
+
+
+def test_a_saved_edit_at_a_chunk_boundary_has_the_chunks_of_cutting(tmp_path: Path) -> None:
+    base = _blocks(random.Random(7), 8 * MAX)
+    b = _boundaries(base)[4]
+    store = modelvault.Store(tmp_path / "store")
+    for version, data in (("v0", base), ("v1", base[:b] + b"x" + base[b:])):
+        (tmp_path / version).mkdir()
+        (tmp_path / version / "w.bin").write_bytes(data)
+        store.save(tmp_path / version, f"m:{version}")
+        assert _file_chunks(store, f"m:{version}", "w.bin") == _expected(data)
