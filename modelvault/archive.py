@@ -32,8 +32,8 @@ without codec 2, and is still read::
 
 Records use the pack record layout (``modelvault.core.packfmt``), so export copies
 compressed payloads as they are stored; chunks the store keeps raw are encoded for the
-trip by ``codec.encode_for_transfer`` (byte planes for float weights, zstd level 1 for
-other compressible chunks, raw when neither saves 1%). Import stores raw and zstd
+trip by ``codec.TransferEncoder`` (byte planes for float weights, zstd level 1 for other
+compressible chunks, raw when neither saves 1%). Import stores raw and zstd
 payloads as they arrive and byte-planes payloads raw (the bytes it decoded to check the
 id), so the local store keeps codecs 0 and 1 only. The writer streams in one pass (the
 index goes last); the importer reads in one pass too and trusts nothing: every bound is
@@ -70,7 +70,7 @@ from blake3 import blake3
 from modelvault import _fsutil
 from modelvault._parallel import ordered_map
 from modelvault.core.chunking import MAX_SIZE as MAX_CHUNK
-from modelvault.core.codec import Codec, encode_for_transfer, planes_bound, zstd_bound
+from modelvault.core.codec import Codec, TransferEncoder, planes_bound, zstd_bound
 from modelvault.core.hashing import ID_LEN, ObjType
 from modelvault.core.objects import KIND_TREE, FileObject, ModelObject, TreeObject
 from modelvault.core.packfmt import IDX_ENTRY, RECORD_HEADER, Entry, record_header
@@ -491,13 +491,18 @@ class _PackFiles:
         archive is for moving bytes, so raw chunks are encoded for the trip.
         """
         out: list[Loaded] = []
+        encoder = TransferEncoder()  # chunks come in file order: it reuses what it probed
         for (oid, kind), (entry, payload) in zip(items, self._read(items), strict=True):
             raw = verify_payload(oid, entry, payload, kind)  # type: ignore[arg-type]
             if entry.codec == Codec.RAW and kind == ObjType.CHUNK:
-                how, packed = encode_for_transfer(raw)
+                how, packed = encoder.encode(raw)
                 out.append((kind, oid, how, entry.raw_len, packed))
-            else:
-                out.append((kind, oid, entry.codec, entry.raw_len, payload))
+                continue
+            if kind == ObjType.CHUNK:
+                encoder.skip(entry.raw_len)
+            elif kind == ObjType.FILE:
+                encoder.next_file()
+            out.append((kind, oid, entry.codec, entry.raw_len, payload))
         return out
 
 

@@ -128,6 +128,23 @@ def _lane_pays(lane: bytes | memoryview, keep: float) -> bytes | None:
     return packed if len(packed) < len(lane) * keep else None
 
 
+def _planes(data: bytes | memoryview, width: int, keep: float, tries: int) -> tuple[bytes, int]:
+    """The byte-planes payload of ``data`` and its lane mask: lane i is zstd'd if bit i of
+    ``tries`` is set and that pays, else stored raw."""
+    lanes = np.ascontiguousarray(_lanes(data, width))  # one transposing copy
+    n = lanes.shape[1]
+    parts: list[bytes | memoryview] = []
+    mask = 0
+    for i in range(width):
+        lane = lanes[i].data
+        packed = _lane_pays(lane, keep) if tries >> i & 1 else None
+        if packed is not None:
+            mask |= 1 << i
+        parts.append(lane if packed is None else packed)
+    head = PLANES_HEAD.pack(width, mask) + struct.pack(f"<{width}I", *map(len, parts))
+    return b"".join([head, *parts, data[n * width :]]), mask
+
+
 def encode_planes(
     data: bytes | memoryview,
     *,
@@ -141,18 +158,8 @@ def encode_planes(
     """
     if not MIN_WIDTH <= width <= MAX_WIDTH:
         raise ValueError(f"byte-planes width {width} is not in {MIN_WIDTH}..{MAX_WIDTH}")
-    lanes = np.ascontiguousarray(_lanes(data, width))  # one transposing copy
-    n = lanes.shape[1]
-    parts: list[bytes | memoryview] = []
-    mask = 0
-    for i in range(width):
-        lane = lanes[i].data
-        packed = _lane_pays(lane, keep) if try_lanes is None or try_lanes[i] else None
-        if packed is not None:
-            mask |= 1 << i
-        parts.append(lane if packed is None else packed)
-    head = PLANES_HEAD.pack(width, mask) + struct.pack(f"<{width}I", *map(len, parts))
-    return b"".join([head, *parts, data[n * width :]])
+    lanes = try_lanes if try_lanes is not None else [True] * width
+    return _planes(data, width, keep, sum(1 << i for i, t in enumerate(lanes) if t))[0]
 
 
 def _spread_sample(data: bytes | memoryview, width: int) -> bytes:
@@ -162,6 +169,42 @@ def _spread_sample(data: bytes | memoryview, width: int) -> bytes:
     step = (len(data) - piece) // (_PROBE_SLICES - 1)
     starts = [(k * step) // width * width for k in range(_PROBE_SLICES)]
     return b"".join(data[s : s + piece] for s in starts)
+
+
+Encoded = tuple[Codec, bytes | memoryview, int]  # codec, payload, byte-planes lane mask
+
+
+def _probed(data: bytes | memoryview, keep: float) -> Encoded:
+    """:func:`encode_for_transfer`, also returning the lane mask (0 unless byte planes)."""
+    size = len(data)
+    width = PLANES_WIDTH
+    all_lanes = (1 << width) - 1
+    if size < 2 * width:
+        return Codec.RAW, data, 0
+    cctx = _compressor(TRANSFER_LEVEL)
+    if size <= 2 * SAMPLE:  # small: encoding both ways costs about what probing would
+        best: Encoded = (Codec.RAW, data, 0)
+        for how, (payload, mask) in (
+            (Codec.ZSTD, (cctx.compress(data), 0)),
+            (Codec.PLANES, _planes(data, width, keep, all_lanes)),
+        ):
+            if len(payload) < size * keep and len(payload) < len(best[1]):
+                best = (how, payload, mask)
+        return best
+    sample = _spread_sample(data, width)
+    plain = len(cctx.compress(sample))
+    lanes = np.ascontiguousarray(_lanes(sample, width))
+    pays = [_lane_pays(lane.data, keep) for lane in lanes]
+    planes = PLANES_HEAD.size + 4 * width
+    planes += sum(lanes.shape[1] if p is None else len(p) for p in pays)
+    if min(plain, planes) >= len(sample) * keep:
+        return Codec.RAW, data, 0
+    if plain <= planes:
+        packed = cctx.compress(data)
+        return (Codec.ZSTD, packed, 0) if len(packed) < size * keep else (Codec.RAW, data, 0)
+    tries = sum(1 << i for i, p in enumerate(pays) if p is not None)
+    payload, mask = _planes(data, width, keep, tries)
+    return (Codec.PLANES, payload, mask) if len(payload) < size * keep else (Codec.RAW, data, 0)
 
 
 def encode_for_transfer(
@@ -175,34 +218,64 @@ def encode_for_transfer(
     kept only below ``keep`` of the raw size. Chunks up to twice the sample are simply
     encoded both ways.
     """
-    size = len(data)
-    width = PLANES_WIDTH
-    if size < 2 * width:
-        return Codec.RAW, data
-    cctx = _compressor(TRANSFER_LEVEL)
-    if size <= 2 * SAMPLE:  # small: encoding both ways costs about what probing would
-        best: tuple[Codec, bytes | memoryview] = (Codec.RAW, data)
-        for how, payload in (
-            (Codec.ZSTD, cctx.compress(data)),
-            (Codec.PLANES, encode_planes(data, width=width, keep=keep)),
-        ):
-            if len(payload) < size * keep and len(payload) < len(best[1]):
-                best = (how, payload)
-        return best
-    sample = _spread_sample(data, width)
-    plain = len(cctx.compress(sample))
-    lanes = np.ascontiguousarray(_lanes(sample, width))
-    pays = [_lane_pays(lane.data, keep) for lane in lanes]
-    planes = PLANES_HEAD.size + 4 * width
-    planes += sum(lanes.shape[1] if p is None else len(p) for p in pays)
-    if min(plain, planes) >= len(sample) * keep:
-        return Codec.RAW, data
-    if plain <= planes:
-        packed = cctx.compress(data)
-        return (Codec.ZSTD, packed) if len(packed) < size * keep else (Codec.RAW, data)
-    try_lanes = [p is not None for p in pays]
-    payload = encode_planes(data, width=width, keep=keep, try_lanes=try_lanes)
-    return (Codec.PLANES, payload) if len(payload) < size * keep else (Codec.RAW, data)
+    how, payload, _ = _probed(data, keep)
+    return how, payload
+
+
+class TransferEncoder:
+    """Encodes the chunks of files, in order, for the trip; skips most probes.
+
+    Neighbouring chunks of a file share a layout: in float32 weights the exponent byte
+    comes every 4 bytes. After a chunk went as byte planes, the next one (which starts
+    that chunk's length further into the file) has the same lanes worth compressing,
+    relabelled by that length mod the width: it is encoded so directly, without a probe.
+    The guess is kept only if every guessed lane paid and the chunk shrank about as much
+    as the last probed one (within ``GUESS_SLACK``); otherwise (other content, or a chunk
+    that does not follow the last one) the chunk is probed as :func:`encode_for_transfer`
+    does, and so is every ``REPROBE``-th chunk. Call :meth:`next_file` before each file's
+    chunks and :meth:`skip` for a chunk of the file encoded elsewhere.
+    """
+
+    GUESS_SLACK = 0.03
+    REPROBE = 16
+
+    def __init__(self, keep: float = TRANSFER_KEEP) -> None:
+        self._keep = keep
+        self._guess = 0  # lanes to compress in the next chunk; 0: probe it
+        self._ratio = 1.0  # payload / raw of the last probed chunk
+        self._guessed = 0  # chunks encoded on a guess since the last probe
+
+    def next_file(self) -> None:
+        """Forget the guess: the next chunk starts another file."""
+        self._guess = 0
+
+    def skip(self, size: int) -> None:
+        """The next chunk starts ``size`` bytes later (a chunk not encoded here)."""
+        self._guess = _relabel(self._guess, size)
+
+    def encode(self, data: bytes | memoryview) -> tuple[Codec, bytes | memoryview]:
+        """``(codec, payload)`` of the next chunk, as :func:`encode_for_transfer` gives."""
+        size = len(data)
+        guess, self._guess = self._guess, 0
+        if guess and self._guessed < self.REPROBE and size > 2 * SAMPLE:
+            planes, mask = _planes(data, PLANES_WIDTH, self._keep, guess)
+            if mask == guess and abs(len(planes) / size - self._ratio) <= self.GUESS_SLACK:
+                self._guessed += 1
+                self._guess = _relabel(mask, size)
+                return Codec.PLANES, planes
+        how, payload, mask = _probed(data, self._keep)
+        self._guessed = 0
+        if how == Codec.PLANES and size > 2 * SAMPLE:
+            self._guess = _relabel(mask, size)
+            self._ratio = len(payload) / size
+        return how, payload
+
+
+def _relabel(mask: int, size: int) -> int:
+    """The lane mask of the chunk that starts ``size`` bytes after one with ``mask``: its
+    lane i holds the bytes the earlier chunk's lane (i + size) mod width held."""
+    w = PLANES_WIDTH
+    return sum(1 << i for i in range(w) if mask >> (i + size) % w & 1)
 
 
 def planes_bound(raw_len: int) -> int:
