@@ -113,6 +113,13 @@ def _snapshot(path: Path) -> dict[str, bytes | None]:
     }
 
 
+def _index(data: bytes) -> list[tuple[bytes, int, int, int]]:
+    """``(id, codec, stored length, raw length)`` of every record, from the archive index."""
+    at, count, _ = struct.unpack_from("<QI4s", data, len(data) - 48)
+    rows = [struct.unpack_from("<32sBBxxQII", data, at + 8 + 52 * i) for i in range(count)]
+    return [(oid, how, stored, raw) for oid, _, how, _, stored, raw in rows]
+
+
 @pytest.mark.usefixtures("small_packs")
 def test_import_spanning_many_packs(tmp_path: Path) -> None:
     source, path = _model(tmp_path)
@@ -122,6 +129,11 @@ def test_import_spanning_many_packs(tmp_path: Path) -> None:
     assert _files(target._db.tmp_dir) == []
     assert model.id == source.get("big:v1").id
     assert target.verify().ok
+    planes = [row for row in _index(path.read_bytes()) if row[1] == 2]
+    assert len(planes) > 50  # the weights travelled as byte planes ...
+    for oid, _, _, raw in planes:  # ... and were staged raw, across many packs
+        entry = target._db.entry(oid)
+        assert entry is not None and (entry.codec, entry.stored_len) == (0, raw)
 
 
 @pytest.mark.usefixtures("small_packs")
