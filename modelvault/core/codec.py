@@ -23,11 +23,14 @@ from __future__ import annotations
 import struct
 import threading
 from enum import IntEnum
+from typing import TYPE_CHECKING
 
-import numpy as np
 import zstandard
 
 from modelvault.errors import IntegrityError
+
+if TYPE_CHECKING:  # numpy is imported where byte planes are used: it costs ~80 ms at start-up
+    import numpy as np
 
 
 class Codec(IntEnum):
@@ -117,9 +120,11 @@ def encode(data: bytes | memoryview, *, probe: bool = True) -> tuple[Codec, byte
 
 
 def _lanes(data: bytes | memoryview, width: int) -> np.ndarray:
-    """A ``(width, len // width)`` view: row i is lane i (a strided view, no copy)."""
+    """A contiguous ``(width, len // width)`` array, row i lane i: one transposing copy."""
+    import numpy as np
+
     n = len(data) // width
-    return np.frombuffer(data, np.uint8, count=n * width).reshape(n, width).T
+    return np.ascontiguousarray(np.frombuffer(data, np.uint8, count=n * width).reshape(n, width).T)
 
 
 def _lane_pays(lane: bytes | memoryview, keep: float) -> bytes | None:
@@ -131,7 +136,7 @@ def _lane_pays(lane: bytes | memoryview, keep: float) -> bytes | None:
 def _planes(data: bytes | memoryview, width: int, keep: float, tries: int) -> tuple[bytes, int]:
     """The byte-planes payload of ``data`` and its lane mask: lane i is zstd'd if bit i of
     ``tries`` is set and that pays, else stored raw."""
-    lanes = np.ascontiguousarray(_lanes(data, width))  # one transposing copy
+    lanes = _lanes(data, width)
     n = lanes.shape[1]
     parts: list[bytes | memoryview] = []
     mask = 0
@@ -193,7 +198,7 @@ def _probed(data: bytes | memoryview, keep: float) -> Encoded:
         return best
     sample = _spread_sample(data, width)
     plain = len(cctx.compress(sample))
-    lanes = np.ascontiguousarray(_lanes(sample, width))
+    lanes = _lanes(sample, width)
     pays = [_lane_pays(lane.data, keep) for lane in lanes]
     planes = PLANES_HEAD.size + 4 * width
     planes += sum(lanes.shape[1] if p is None else len(p) for p in pays)
@@ -317,6 +322,8 @@ def _decode_zstd(frame: bytes | memoryview, size: int, what: str) -> bytes:
 
 def _decode_planes(payload: bytes | memoryview, raw_len: int) -> bytes:
     """Undo :func:`encode_planes`, checking every length against the header first."""
+    import numpy as np
+
     view = memoryview(payload)
     if len(view) < PLANES_HEAD.size:
         raise IntegrityError(f"byte-planes payload of {len(view)} bytes has no header")

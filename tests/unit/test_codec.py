@@ -372,3 +372,13 @@ def test_planes_bound_holds_for_incompressible_lanes(width: int) -> None:
     assert len(payload) > len(noise)
     assert len(payload) <= codec.planes_bound(len(noise))
     assert decode(Codec.PLANES, payload, len(noise)) == noise
+
+
+def test_the_codec_module_does_not_import_numpy() -> None:
+    """numpy costs ~80 ms of start-up: only byte planes need it, and import it then."""
+    import subprocess
+    import sys
+
+    code = "import sys, modelvault.core.codec; print('numpy' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
