@@ -73,7 +73,11 @@ class _Pack:
         self.cached = libc.resident(self.address, len(self.view))
 
     def head(self, e: Entry) -> bytes | None:
-        """The first KEY_LEN bytes of the raw payload at ``e``, if its pages are cached."""
+        """The first KEY_LEN bytes of the raw payload at ``e``, if its pages are cached
+        (None for one the file does not hold whole: a damaged pack is never read past
+        its end, which would be a SIGBUS)."""
+        if e.offset + e.raw_len > len(self.view):
+            return None
         first, last = e.offset // _PAGE, (e.offset + e.raw_len - 1) // _PAGE
         if not (self.cached[first] & self.cached[last] & 1):
             return None

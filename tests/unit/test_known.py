@@ -178,8 +178,10 @@ def test_a_damaged_stored_chunk_is_not_matched(tmp_path: Path) -> None:
             assert match(source.view(0, len(data)), nxt) is not None  # its neighbour
     finally:
         known.close()
+    new = data + b"one more line"  # (a new file object: v1's sits in the cut-off part)
+    (tmp_path / "m" / "w.bin").write_bytes(new)
     store2.save(tmp_path / "m", "m:v2")
-    assert _file_chunks(store2, "m:v2", "w.bin") == _expected(data)
+    assert _file_chunks(store2, "m:v2", "w.bin") == _expected(new)
     assert not store2.verify().ok
 
 
@@ -244,3 +246,26 @@ def test_a_saved_edit_at_a_chunk_boundary_has_the_chunks_of_cutting(tmp_path: Pa
         (tmp_path / version / "w.bin").write_bytes(data)
         store.save(tmp_path / version, f"m:{version}")
         assert _file_chunks(store, f"m:{version}", "w.bin") == _expected(data)
+
+
+def test_a_truncated_parent_pack_is_not_read_past_its_end(tmp_path: Path) -> None:
+    data = random.Random(8).randbytes(10 * MAX)
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "w.bin").write_bytes(data)
+    store = modelvault.Store(tmp_path / "store")
+    store.save(tmp_path / "m", "m:v1")
+    chunks = _file_chunks(store, "m:v1", "w.bin")
+    entry = store._db.entry(chunks[-3][0])
+    assert entry is not None
+    pack = tmp_path / "store" / "objects" / "packs" / f"{entry.pack}.pack"
+    pack.chmod(0o644)
+    with pack.open("r+b") as f:
+        f.truncate(entry.offset + 100)  # cuts into a chunk the next save will look for
+    store2 = modelvault.Store(tmp_path / "store")
+    known = KnownChunks(store2._db, chunks)
+    assert 0 < len(known) < len(chunks) - 2  # the cut-off chunks take no part
+    known.close()
+    new = data + b"one more line"  # (a new file object: v1's sits in the cut-off part)
+    (tmp_path / "m" / "w.bin").write_bytes(new)
+    store2.save(tmp_path / "m", "m:v2")
+    assert _file_chunks(store2, "m:v2", "w.bin") == _expected(new)
