@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -40,6 +41,45 @@ def write_all(fd: int, parts: Sequence[bytes | memoryview]) -> None:
             views.pop(0)
         if views and n:
             views[0] = views[0][n:]
+
+
+class WriteBack:
+    """Starts writing a file's dirty pages to disk in the background, every ``every``
+    bytes written (``fdatasync`` in a helper thread, one at a time), so that the final
+    fsync has little left to wait for and the disk works while the CPU does."""
+
+    def __init__(self, fd: int, every: int = 64 << 20) -> None:
+        self._fd = fd
+        self._every = every
+        self._unsynced = 0
+        self._running: threading.Thread | None = None
+        self._error: list[OSError] = []
+
+    def wrote(self, n: int) -> None:
+        """Count ``n`` bytes written; start a write-back if enough wait and none runs."""
+        self._unsynced += n
+        if self._unsynced < self._every or (self._running and self._running.is_alive()):
+            return
+        self._unsynced = 0
+        self._running = threading.Thread(target=self._sync, name="modelvault-writeback")
+        self._running.start()
+
+    def _sync(self) -> None:
+        try:
+            os.fdatasync(self._fd)
+        except OSError as exc:  # reported by wait(): a write-back error is seen once
+            self._error.append(exc)
+
+    def join(self) -> None:
+        """Wait for the write-back under way (before closing the file)."""
+        if self._running is not None:
+            self._running.join()
+
+    def wait(self) -> None:
+        """Wait for the write-back under way; raise its error, if any."""
+        self.join()
+        if self._error:
+            raise self._error[0]
 
 
 def _write_temp(folder: Path, data: bytes) -> Path:

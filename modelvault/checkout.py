@@ -120,22 +120,28 @@ def write_file(
 ) -> None:
     """Write one stored file to ``dest`` (which must not exist) and fsync it.
 
-    Reader threads fetch and verify batches of chunks; this thread writes them in order.
+    Reader threads map and verify batches of chunks; this thread writes them in order,
+    starting write-back as it goes (``_fsutil.WriteBack``).
     """
     ids = [cid for cid, _ in fobj.chunks]
     batches = [ids[i : i + _READ_BATCH] for i in range(0, len(ids), _READ_BATCH)]
 
-    def fetch(batch: list[bytes]) -> list[bytes]:
+    def fetch(batch: list[bytes]) -> list[bytes | memoryview]:
         return db.read_many(batch, ObjType.CHUNK)
 
     fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    writeback = _fsutil.WriteBack(fd)
     try:
         for _, datas in ordered_map(pool, fetch, batches, 4):
             _fsutil.write_all(fd, datas)
+            n = sum(len(d) for d in datas)
+            writeback.wrote(n)
             if progress:
-                progress(sum(len(d) for d in datas))
+                progress(n)
+        writeback.wait()
         os.fsync(fd)
     finally:
+        writeback.join()
         os.close(fd)
 
 
