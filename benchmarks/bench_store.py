@@ -14,9 +14,14 @@ its own ``cp -r`` + ``sync`` baseline:
 - stored bytes after all versions <= 1.15x (base folder + changed tensor bytes)
 - peak RSS of every step < 300 MiB
 
-Timings are the medians over ``--runs`` runs. Progress goes to stderr, the markdown report
-to stdout, the raw samples to ``--json``. ``--impl copy`` swaps the store for a trivial
-copy + fsync stand-in, to try the harness without modelvault.
+Before every step and every baseline the page cache is emptied (where permitted: root)
+and the step's inputs are read into it: the source folder, and for the store's steps the
+store folder too, as it is cached right after the save before it. (With a store that is
+not cached, a version's save cannot compare with the stored chunks and cuts and hashes
+every byte, as a new model's save does.) Timings are the medians over ``--runs`` runs.
+Progress goes to stderr, the markdown report to stdout, the raw samples to ``--json``.
+``--impl copy`` swaps the store for a trivial copy + fsync stand-in, to try the harness
+without modelvault.
 """
 
 from __future__ import annotations
@@ -249,10 +254,10 @@ def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def in_child(fn: Callable[..., Any], *args: Any, warm: str | None = None) -> ChildResult[Any]:
-    """Untimed: :func:`prepare` with ``warm`` (a file or folder the step reads). Then run
-    ``fn(*args)`` in a fresh process."""
-    prepare(*([Path(warm)] if warm is not None else []))
+def in_child(fn: Callable[..., Any], *args: Any, warm: tuple[str, ...] = ()) -> ChildResult[Any]:
+    """Untimed: :func:`prepare` with ``warm`` (the files or folders the step reads). Then
+    run ``fn(*args)`` in a fresh process."""
+    prepare(*(Path(w) for w in warm if Path(w).exists()))
     return run_in_child(fn, *args)
 
 
@@ -293,7 +298,8 @@ def save_with_baseline(bench: Bench, run: int, root: str, version: int) -> None:
     base, result = paired(
         run + version,
         lambda: cp_baseline(folder, dest),
-        lambda: in_child(save_in_child, bench.impl, root, folder, tag, warm=folder),
+        # the store is read too: right after the previous save its packs are cached
+        lambda: in_child(save_in_child, bench.impl, root, folder, tag, warm=(folder, root)),
     )
     drop_tree(dest)
     step.baseline_s.append(base)
@@ -316,12 +322,12 @@ def measure_paths(bench: Bench, run: int, root: str) -> None:
     base, first = paired(
         run,
         lambda: cp_baseline(folder, dest),
-        lambda: in_child(path_in_child, bench.impl, root, tag, warm=root),
+        lambda: in_child(path_in_child, bench.impl, root, tag, warm=(root,)),
     )
     drop_tree(dest)
     seconds, path = first.value
     check_same_files(folder, path)
-    again = in_child(path_in_child, bench.impl, root, tag, warm=root)
+    again = in_child(path_in_child, bench.impl, root, tag, warm=(root,))
     for name, result in (("path_first", first), ("path_again", again)):
         bench.steps[name].baseline_s.append(base)
         bench.steps[name].add(ChildResult(result.value[0], result.peak_rss, result.peak_anon))
