@@ -389,6 +389,23 @@ def test_a_hand_built_version_2_archive_with_byte_planes_imports(
     assert target.verify().ok
 
 
+def test_metadata_objects_may_travel_as_byte_planes_too(target: modelvault.Store) -> None:
+    """Version 2 lets any record use codec 2; the importer stores each one raw."""
+    model_id, records = hostile_records(name="meta")
+    as_planes = [(k, PLANES, n, i, planes_of(raw, 2)) for k, _, n, i, raw in records]
+    data = build(manifest("meta:v1", model_id), as_planes, version=2)
+    m = target.import_model(_write(target.path.parent / "m.bentomodel", data))
+    assert files_of(m.path) == {"ok.txt": b"hello"}
+    for kind, _, raw_len, ident, _ in records:
+        entry = target._db.entry(ident)
+        assert entry is not None and (entry.kind, entry.codec, entry.raw_len) == (
+            kind,
+            RAW,
+            raw_len,
+        )
+    assert target.verify().ok
+
+
 # --- idempotence and conflicts --------------------------------------------------------
 
 
