@@ -9,18 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _helpers import write_files
 from _procs import Child, leftovers, waiting_for_lock
 
 from modelvault import Store
 
 MiB = 1024 * 1024
-
-
-def _write(root: Path, files: dict[str, bytes]) -> Path:
-    for rel, data in files.items():
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_bytes(data)
-    return root
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +23,7 @@ def sources(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     rng = np.random.default_rng(5)
     shared = rng.bytes(12 * MiB)
     return [
-        _write(
+        write_files(
             tmp_path_factory.mktemp(f"src{i}"),
             {"w.bin": shared + rng.bytes(12 * MiB), "config.json": f'{{"i": {i}}}'.encode()},
         )

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _helpers import write_files
 
 import modelvault
 from modelvault import remotes
@@ -69,13 +70,6 @@ def _store(path: Path, remote: dict[str, Any]) -> modelvault.Store:
     return store
 
 
-def _folder(path: Path, files: dict[str, bytes]) -> Path:
-    path.mkdir(parents=True)
-    for name, data in files.items():
-        (path / name).write_bytes(data)
-    return path
-
-
 def _files(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
 
@@ -100,7 +94,9 @@ def test_concurrent_pushes_of_one_name_all_land(tmp_path: Path, remote: dict[str
     base = rng.randbytes(2 << 20)  # shared by every version: the processes upload it at once
     args, sources = [], {}
     for i in range(4):
-        src = _folder(tmp_path / f"src{i}", {"base.bin": base, "own.bin": rng.randbytes(1 << 20)})
+        src = write_files(
+            tmp_path / f"src{i}", {"base.bin": base, "own.bin": rng.randbytes(1 << 20)}
+        )
         store = _store(tmp_path / f"store{i}", remote)
         args.append([str(store.path), str(src), f"family:v{i}"])
         sources[f"v{i}"] = src
@@ -120,7 +116,7 @@ def test_concurrent_pushes_of_one_tag_have_one_winner(
 ) -> None:
     args = []
     for i in range(3):
-        src = _folder(tmp_path / f"src{i}", {"w.bin": os.urandom(300_000)})
+        src = write_files(tmp_path / f"src{i}", {"w.bin": os.urandom(300_000)})
         store = _store(tmp_path / f"store{i}", remote)
         args.append([str(store.path), str(src), "race:v1"])
     outs = _run_all(args, tmp_path / "go")
@@ -134,8 +130,8 @@ def test_concurrent_pushes_of_one_tag_have_one_winner(
 def test_killed_push_leaves_no_tag_and_resumes(tmp_path: Path, remote: dict[str, Any]) -> None:
     store = _store(tmp_path / "store", remote)
     shared = os.urandom(3 << 20)
-    store.save(_folder(tmp_path / "base", {"a.bin": shared}), "base:v1")
-    src = _folder(tmp_path / "m", {"a.bin": shared, "b.bin": os.urandom(3 << 20)})
+    store.save(write_files(tmp_path / "base", {"a.bin": shared}), "base:v1")
+    src = write_files(tmp_path / "m", {"a.bin": shared, "b.bin": os.urandom(3 << 20)})
     store.save(src, "m:v1")  # its objects now sit in two local packs: two packs to send
 
     child = subprocess.run(

@@ -9,17 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _helpers import write_files
 
 from modelvault import IntegrityError, Store
 
 MiB = 1024 * 1024
-
-
-def _folder(root: Path, files: dict[str, bytes]) -> Path:
-    for rel, data in files.items():
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_bytes(data)
-    return root
 
 
 @pytest.fixture
@@ -27,8 +21,8 @@ def two_sharing(tmp_path: Path) -> tuple[Path, Path]:
     """Two folders whose weights share their first 3 MiB (and a whole identical file)."""
     rng = np.random.default_rng(3)
     shared, config = rng.bytes(3 * MiB), b'{"dim": 512}\n'
-    a = _folder(tmp_path / "a", {"w.bin": shared + rng.bytes(MiB), "config.json": config})
-    b = _folder(tmp_path / "b", {"w.bin": shared + rng.bytes(MiB), "config.json": config})
+    a = write_files(tmp_path / "a", {"w.bin": shared + rng.bytes(MiB), "config.json": config})
+    b = write_files(tmp_path / "b", {"w.bin": shared + rng.bytes(MiB), "config.json": config})
     return a, b
 
 
@@ -102,7 +96,7 @@ def test_gc_drops_the_cache_of_a_deleted_model(
 
 
 def test_deleting_latest_makes_the_next_newest_latest(store: Store, tmp_path: Path) -> None:
-    src = _folder(tmp_path / "src", {"f": b"x"})
+    src = write_files(tmp_path / "src", {"f": b"x"})
     v1, v2, v3 = (store.save(src, "m") for _ in range(3))
     assert store.get("m").tag == v3.tag
     store.delete("m:latest")
@@ -122,7 +116,7 @@ def _dead_pid() -> int:
 
 
 def test_gc_removes_temporaries_of_dead_processes_only(store: Store, tmp_path: Path) -> None:
-    src = _folder(tmp_path / "src", {"f": b"keep me"})
+    src = write_files(tmp_path / "src", {"f": b"keep me"})
     store.save(src, "m:v")
     dead, live = _dead_pid(), os.getpid()
     root = store.path
