@@ -560,15 +560,22 @@ class Store:
         return freed
 
     def _gc_packs(self, live: set[bytes]) -> int:
-        freed = 0
+        """Copy the live objects of every pack holding dead ones into new packs (one
+        writer: full-sized packs, durable before anything goes), then delete those packs
+        and reload the index once."""
+        doomed: builtins.list[str] = []
+        keep: builtins.list[bytes] = []
         for pack in self._db.packs():
             entries = self._db.entries_of(pack)
-            keep = [oid for oid in entries if oid in live]
-            if len(keep) == len(entries):
-                continue
-            if keep:
-                self._repack(keep)
-            freed += self._db.delete_pack(pack)
+            alive = [oid for oid in entries if oid in live]
+            if len(alive) < len(entries):
+                doomed.append(pack)
+                keep += alive
+        if keep:
+            self._repack(keep)
+        freed = sum(self._db.delete_pack(pack) for pack in doomed)
+        if doomed:
+            self._db.refresh()
         return freed
 
     def _repack(self, ids: builtins.list[bytes]) -> None:

@@ -295,8 +295,9 @@ class PackDB:
     def delete_pack(self, name: str) -> int:
         """Remove a pack and its index (index first); returns the bytes freed.
 
-        Objects it held must be copied elsewhere first if still needed; the index
-        is rebuilt so ids that live on in another pack stay found.
+        Objects it held must be copied elsewhere first if still needed. The loaded
+        index still lists them until :meth:`refresh` (gc deletes several packs, then
+        refreshes once).
         """
         freed = 0
         for ext in (".idx", ".pack"):
@@ -305,7 +306,6 @@ class PackDB:
                 freed += path.stat().st_size
                 path.unlink()
         _fsutil.fsync_dir(self.pack_dir)
-        self.refresh()
         return freed
 
     def orphan_files(self) -> Iterator[Path]:

@@ -173,3 +173,28 @@ def test_gc_refuses_when_a_live_tag_reaches_a_damaged_object(
     store.delete("m:b")
     assert store.gc() > 0
     assert store.stats().stored_bytes == 0
+
+
+def test_gc_copies_the_live_objects_of_many_packs_into_one(store: Store, tmp_path: Path) -> None:
+    """Each save writes its own pack. Eight packs each hold a file that lives on (another
+    model shares it) and one that dies: gc moves what lives on into one new pack, not
+    one per old pack."""
+    rng = np.random.default_rng(9)
+    packs_dir = store.path / "objects" / "packs"
+    keepers = []
+    for i in range(8):
+        kept = rng.bytes(MiB)
+        store.save(
+            write_files(tmp_path / f"a{i}", {"k.bin": kept, "d.bin": rng.bytes(MiB)}), f"a:v{i}"
+        )
+        keepers.append(write_files(tmp_path / f"b{i}", {"k.bin": kept}))
+        store.save(keepers[-1], f"b:v{i}")  # shares k.bin: only its tree and model are new
+    assert len(list(packs_dir.glob("*.pack"))) == 16
+    for i in range(8):
+        store.delete(f"a:v{i}")
+    store.gc()
+    assert len(list(packs_dir.glob("*.pack"))) == 8 + 1  # b's own packs + one new pack
+    for s in (store, Store(store.path)):
+        for i in range(8):
+            _read_all(s, f"b:v{i}", keepers[i])
+        assert s.verify().ok
