@@ -70,8 +70,15 @@ from blake3 import blake3
 from modelvault import _fsutil
 from modelvault._parallel import ordered_map
 from modelvault.core.chunking import MAX_SIZE as MAX_CHUNK
-from modelvault.core.codec import Codec, TransferEncoder, planes_bound, zstd_bound
-from modelvault.core.hashing import ID_LEN, ObjType
+from modelvault.core.codec import (
+    Codec,
+    TransferEncoder,
+    join_planes,
+    planes_bound,
+    split_planes,
+    zstd_bound,
+)
+from modelvault.core.hashing import ID_LEN, ObjType, object_id
 from modelvault.core.objects import KIND_TREE, FileObject, ModelObject, TreeObject
 from modelvault.core.packfmt import IDX_ENTRY, RECORD_HEADER, Entry, record_header
 from modelvault.errors import (
@@ -752,17 +759,23 @@ class _Verified(NamedTuple):
     staged: Staged
 
 
-def _verify(rec: _Record) -> _Verified:
+def _verify(rec: _Record, decoded: memoryview | None = None) -> _Verified:
     """Decode one record (never past its raw length), check its id, decode metadata.
 
-    Raw and zstd payloads are staged as they arrived; a byte-planes payload is staged
-    as the raw bytes it was just decoded to (the local store holds codecs 0 and 1).
+    Raw and zstd payloads are staged as they arrived; a byte-planes payload comes
+    ``decoded`` already (:func:`_verify_batch`) and is staged as those raw bytes (the
+    local store holds codecs 0 and 1).
     """
     entry = Entry("", rec.offset, len(rec.payload), rec.raw_len, rec.kind, rec.codec)
     try:
-        raw = verify_payload(rec.oid, entry, rec.payload, rec.kind)  # type: ignore[arg-type]
         staged: Staged = rec[:5]
-        if rec.codec == Codec.PLANES:
+        raw: bytes | memoryview
+        if decoded is None:
+            raw = verify_payload(rec.oid, entry, rec.payload, rec.kind)  # type: ignore[arg-type]
+        else:
+            raw = decoded
+            if object_id(rec.kind, raw) != rec.oid:
+                raise IntegrityError(f"object {rec.oid.hex()} does not match its id")
             staged = (rec.kind, rec.oid, Codec.RAW, rec.raw_len, raw)
         if rec.kind == ObjType.CHUNK:
             return _Verified((rec.kind, rec.raw_len, []), None, staged)
@@ -771,15 +784,30 @@ def _verify(rec: _Record) -> _Verified:
             return _Verified(_model_info(model), model, staged)
         return _Verified(_decode(rec.kind, bytes(raw)), None, staged)
     except IntegrityError as exc:
-        what = f"archive {rec.kind.name.lower()} {rec.oid.hex()}"
-        raise ArchiveError(f"{what} at offset {rec.offset}: {exc}") from exc
+        raise _damaged(rec, exc) from exc
     except ValueError as exc:  # a malformed or hostile metadata object
         what = f"archive {rec.kind.name.lower()} {rec.oid.hex()}"
         raise ArchiveError(f"{what} is malformed: {exc}") from exc
 
 
+def _damaged(rec: _Record, exc: IntegrityError) -> ArchiveError:
+    what = f"archive {rec.kind.name.lower()} {rec.oid.hex()}"
+    return ArchiveError(f"{what} at offset {rec.offset}: {exc}")
+
+
 def _verify_batch(batch: list[_Record]) -> list[_Verified]:
-    return [_verify(rec) for rec in batch]
+    """Verify a batch; its byte-planes payloads are decoded together (one interleave)."""
+    planes = [k for k, rec in enumerate(batch) if rec.codec == Codec.PLANES]
+    decoded: dict[int, memoryview] = {}
+    if planes:
+        split = []
+        for k in planes:
+            try:
+                split.append(split_planes(batch[k].payload, batch[k].raw_len))
+            except IntegrityError as exc:
+                raise _damaged(batch[k], exc) from exc
+        decoded = dict(zip(planes, join_planes(split), strict=True))
+    return [_verify(rec, decoded.get(k)) for k, rec in enumerate(batch)]
 
 
 def _receive(

@@ -23,7 +23,7 @@ from __future__ import annotations
 import struct
 import threading
 from enum import IntEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import zstandard
 
@@ -320,10 +320,21 @@ def _decode_zstd(frame: bytes | memoryview, size: int, what: str) -> bytes:
     return out
 
 
-def _decode_planes(payload: bytes | memoryview, raw_len: int) -> bytes:
-    """Undo :func:`encode_planes`, checking every length against the header first."""
-    import numpy as np
+class Planes(NamedTuple):
+    """A checked byte-planes payload: its width, its lanes decoded, and its tail."""
 
+    width: int
+    lanes: list[bytes | memoryview]  # each raw length // width bytes
+    tail: memoryview
+
+
+def split_planes(payload: bytes | memoryview, raw_len: int) -> Planes:
+    """Check a byte-planes payload against its header and ``raw_len`` and decode its zstd
+    lanes (each into at most raw length // width bytes); :func:`join_planes` finishes.
+
+    Raises:
+        IntegrityError: naming what is wrong with the payload.
+    """
     view = memoryview(payload)
     if len(view) < PLANES_HEAD.size:
         raise IntegrityError(f"byte-planes payload of {len(view)} bytes has no header")
@@ -343,19 +354,56 @@ def _decode_planes(payload: bytes | memoryview, raw_len: int) -> bytes:
             f"byte-planes payload is {len(view)} bytes, its header and raw length "
             f"{raw_len} give {expected}"
         )
-    out = np.empty(raw_len, np.uint8)
-    grid = out[: n * width].reshape(n, width)
+    lanes: list[bytes | memoryview] = []
     at = head
     for i, length in enumerate(lengths):
         lane = view[at : at + length]
         at += length
         if mask >> i & 1:
-            lane = memoryview(_decode_zstd(lane, n, f"zstd lane {i}"))
+            lanes.append(_decode_zstd(lane, n, f"zstd lane {i}"))
         elif length != n:
             raise IntegrityError(f"raw lane {i} is {length} bytes, expected {n}")
-        grid[:, i] = np.frombuffer(lane, np.uint8)
-    out[n * width :] = np.frombuffer(view[at:], np.uint8)
-    return out.tobytes()
+        else:
+            lanes.append(lane)
+    return Planes(width, lanes, view[at:])
+
+
+def join_planes(items: list[Planes]) -> list[memoryview]:
+    """The raw bytes of each of ``items``, interleaved all at once.
+
+    Decoding many chunks this way costs one numpy call per width, not several per chunk
+    (each of which would release and retake the GIL). Every lane of every item goes into
+    one ``(width, total)`` array, item after item, each followed by one slot that holds
+    the item's tail (the rest is padding); interleaving that array lays out each item's
+    raw bytes contiguously, tail included. The results are views of that shared buffer.
+    """
+    import numpy as np
+
+    out: list[memoryview] = [memoryview(b"")] * len(items)
+    by_width: dict[int, list[int]] = {}
+    for k, item in enumerate(items):
+        by_width.setdefault(item.width, []).append(k)
+    for width, ks in by_width.items():
+        parts: list[bytes | memoryview] = []
+        for i in range(width):
+            for k in ks:
+                lanes, tail = items[k].lanes, items[k].tail
+                parts += (lanes[i], tail[i : i + 1] if i < len(tail) else b"\0")
+        lanes_array = np.frombuffer(b"".join(parts), np.uint8).reshape(width, -1)
+        joined = np.empty((lanes_array.shape[1], width), np.uint8)
+        np.positive(lanes_array, out=joined.T)  # the interleave: one pass, GIL released
+        view = joined.data.cast("B")
+        at = 0
+        for k in ks:
+            n = len(items[k].lanes[0])
+            out[k] = view[at : at + n * width + len(items[k].tail)]
+            at += (n + 1) * width
+    return out
+
+
+def _decode_planes(payload: bytes | memoryview, raw_len: int) -> bytes:
+    """Undo :func:`encode_planes`, checking every length against the header first."""
+    return bytes(join_planes([split_planes(payload, raw_len)])[0])
 
 
 def decode(codec: int, payload: bytes, raw_len: int) -> bytes:

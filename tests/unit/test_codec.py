@@ -75,6 +75,14 @@ def test_transfer_round_trip_any_bytes(data: bytes) -> None:
     assert decode(how, bytes(payload), len(data)) == data
 
 
+@settings(max_examples=100, deadline=None)
+@given(items=st.lists(st.tuples(st.binary(max_size=2000), st.integers(2, 8)), max_size=20))
+def test_many_payloads_decode_together(items: list[tuple[bytes, int]]) -> None:
+    """split_planes then join_planes (the importer's batch path), widths mixed."""
+    split = [codec.split_planes(bytes(encode_planes(d, width=w)), len(d)) for d, w in items]
+    assert [bytes(raw) for raw in codec.join_planes(split)] == [d for d, _ in items]
+
+
 @pytest.mark.parametrize("width", range(2, 9))
 @pytest.mark.parametrize("size", [0, 1, 7, 8, 9, 1000, 65_537])
 def test_every_width_the_reader_accepts(width: int, size: int) -> None:
