@@ -1,8 +1,10 @@
 """Per-object compression: zstd where it pays, raw where it does not.
 
-Three codecs (docs/format.md, section 2). The local store writes raw (0) and zstd (1);
-archives may also carry byte planes (2), a float-aware layout :func:`encode_for_transfer`
-chooses for chunks on the move. :func:`decode` reads all three.
+Three codecs (docs/format.md, section 2). The local store writes raw (0) and zstd (1)
+(:func:`encode`); archives may also carry byte planes (2), a float-aware layout that
+:func:`encode_for_transfer` and :class:`TransferEncoder` choose for chunks on the move.
+:func:`decode` reads all three; :func:`split_planes` and :func:`join_planes` decode many
+byte-planes payloads at once.
 
 Byte planes payload (integers little-endian)::
 
