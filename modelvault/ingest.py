@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from modelvault._parallel import ordered_pipeline
+from modelvault.checkout import read_file_object, read_tree
 from modelvault.core import codec
 from modelvault.core.chunking import (
     MAX_SIZE,
@@ -177,8 +178,8 @@ class Parent:
                 oid, kind = entry.oid, entry.kind
             if kind == KIND_TREE:
                 return None
-            fobj = FileObject.decode(self._db.read(oid, ObjType.FILE))
-        except (ModelVaultError, ValueError):
+            fobj = read_file_object(self._db, oid)
+        except ModelVaultError:
             return None
         if fobj.size < self.MIN_SIZE:
             return None
@@ -190,8 +191,7 @@ class Parent:
 
     def _entries(self, oid: bytes) -> dict[str, TreeEntry]:
         if oid not in self._trees:
-            tree = TreeObject.decode(self._db.read(oid, ObjType.TREE))
-            self._trees[oid] = {e.name: e for e in tree.entries}
+            self._trees[oid] = {e.name: e for e in read_tree(self._db, oid).entries}
         return self._trees[oid]
 
 
