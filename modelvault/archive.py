@@ -211,22 +211,17 @@ class ArchiveWriter:
         self._index: dict[bytes, bytes] = {}
         self._sink = ThreadPoolExecutor(1, thread_name_prefix="modelvault-archive-out")
         self._queued: deque[Future[None]] = deque()
-        self._flusher = ThreadPoolExecutor(1, thread_name_prefix="modelvault-archive-sync")
-        self._flushing: Future[None] | None = None
-        self._unsynced = 0
+        self._writeback = (
+            _fsutil.WriteBack(self._fd, _FLUSH_EVERY) if self._fd is not None else None
+        )
         body = manifest.encode()
         self._write([HEADER.pack(MAGIC, VERSION, 0, len(body)), body])
 
     def _emit(self, parts: list[bytes | memoryview]) -> None:  # in the helper thread
         if self._fd is not None:
             _fsutil.write_all(self._fd, parts)
-            self._unsynced += sum(len(p) for p in parts)
-            idle = self._flushing is None or self._flushing.done()
-            if self._unsynced >= _FLUSH_EVERY and idle:
-                if self._flushing is not None:
-                    self._flushing.result()  # a write-back error is reported once: keep it
-                self._flushing = self._flusher.submit(os.fdatasync, self._fd)
-                self._unsynced = 0
+            if self._writeback is not None:
+                self._writeback.wrote(sum(len(p) for p in parts))
         else:
             for part in parts:
                 self._out.write(part)
@@ -279,9 +274,8 @@ class ArchiveWriter:
                 self._queued.popleft().result()
         finally:
             self._sink.shutdown()
-            self._flusher.shutdown()
-        if self._flushing is not None:
-            self._flushing.result()
+        if self._writeback is not None:
+            self._writeback.wait()  # a write-back error is reported here
 
     def close(self) -> None:
         """Stop the helper thread (after an error: drop what it has not written yet)."""
