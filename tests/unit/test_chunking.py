@@ -15,6 +15,18 @@ from hypothesis import strategies as st
 from modelvault.core import chunking
 
 
+def _data(size: int, kind: str) -> bytes:
+    """``size`` bytes: random, one repeated byte, zeros, or random with a zero run."""
+    if kind == "rand":
+        return os.urandom(size)
+    if kind == "same":
+        return b"x" * size
+    if kind == "zero":
+        return bytes(size)
+    assert kind == "mix"
+    return os.urandom(size // 2) + bytes(size // 4) + os.urandom(size - size // 2 - size // 4)
+
+
 @pytest.mark.parametrize("window", [1, 300_000, 1 << 20])
 @pytest.mark.parametrize(
     "size_and_kind",
@@ -30,13 +42,7 @@ def test_windowed_cuts_equal_whole_cuts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, window: int, size_and_kind: tuple[int, str]
 ) -> None:
     size, kind = size_and_kind
-    data = {
-        "rand": os.urandom(size),
-        "same": b"x" * size,
-        "mix": os.urandom(size // 2)
-        + b"\0" * (size // 4)
-        + os.urandom(size - size // 2 - size // 4),
-    }[kind]
+    data = _data(size, kind)
     path = tmp_path / "f"
     path.write_bytes(data)
     monkeypatch.setattr(chunking, "WINDOW", window)
@@ -93,14 +99,7 @@ def test_segmented_file_cuts_equal_whole_cuts(
     tmp_path: Path, segment: int, size_and_kind: tuple[int, str]
 ) -> None:
     size, kind = size_and_kind
-    data = {
-        "rand": os.urandom(size),
-        "same": b"x" * size,
-        "zero": bytes(size),
-        "mix": os.urandom(size // 2)
-        + b"\0" * (size // 4)
-        + os.urandom(size - size // 2 - size // 4),
-    }[kind]
+    data = _data(size, kind)
     path = tmp_path / "f"
     path.write_bytes(data)
     segmented = [bytes(c) for c in chunking.chunk_file_segmented(path, segment)]
