@@ -139,7 +139,6 @@ class KnownChunks:
                 continue
             self._first.setdefault(head, len(self._chunks))
             self._chunks.append(_Stored(oid, n, e.pack, e.offset, head, after))
-        self.bytes_known = sum(c.length for c in self._chunks)
 
     def __len__(self) -> int:
         return len(self._chunks)
@@ -221,11 +220,11 @@ class _Libc:
         return int(arr.ctypes.data)
 
     def equal(self, a: int, b: int, n: int) -> bool:
-        import ctypes
+        if self._fns is not None:
+            return bool(self._fns[0](a, b, n) == 0)
+        import ctypes  # no libc found: compare copies
 
-        if self._fns is None:  # no libc found: compare copies
-            return ctypes.string_at(a, n) == ctypes.string_at(b, n)
-        return bool(self._fns[0](a, b, n) == 0)
+        return ctypes.string_at(a, n) == ctypes.string_at(b, n)
 
     def resident(self, address: int, length: int) -> bytes:
         """One byte per page, bit 0 set where the page is in the page cache (all set
