@@ -14,7 +14,6 @@ Write order: a pack is written under a temporary name, fsync'd, renamed to
 from __future__ import annotations
 
 import contextlib
-import mmap
 import os
 import threading
 from collections.abc import Iterable, Iterator
@@ -25,6 +24,7 @@ from blake3 import blake3
 
 from modelvault import _fsutil
 from modelvault.core import codec
+from modelvault.core.chunking import Source
 from modelvault.core.hashing import ObjType, object_id
 from modelvault.core.packfmt import (
     FILE_HEADER,
@@ -210,13 +210,13 @@ class PackDB:
         try:
             for pack, spans in _spans(entries).items():
                 with open(self.pack_dir / f"{pack}.pack", "rb") as f:
-                    size = os.fstat(f.fileno()).st_size
+                    source = Source(os.fstat(f.fileno()).st_size, fd=f.fileno())
                     for start, end, members in spans:
-                        if end > size:  # truncated: read() names the damaged object
+                        if end > source.size:  # truncated: read() names the damaged object
                             return [self.read(oid, kind) for oid in oids]
-                        block, at = _map(f.fileno(), start, end)
+                        block = source.view(start, end)
                         for i in members:
-                            off = entries[i].offset - start + at
+                            off = entries[i].offset - start
                             payloads[i] = block[off : off + entries[i].stored_len]
         except FileNotFoundError:
             return [self.read(oid, kind) for oid in oids]
@@ -338,12 +338,6 @@ def _spans(entries: list[Entry]) -> dict[str, list[tuple[int, int, list[int]]]]:
                 spans.append((e.offset, e.offset + e.stored_len, [i]))
         out[pack] = spans
     return out
-
-
-def _map(fd: int, start: int, end: int) -> tuple[memoryview, int]:
-    """A read-only mapping of ``[start, end)`` of a file and where ``start`` lies in it."""
-    base = start - start % mmap.ALLOCATIONGRANULARITY
-    return memoryview(mmap.mmap(fd, end - base, offset=base, access=mmap.ACCESS_READ)), start - base
 
 
 def verify_payload(oid: bytes, e: Entry, payload: bytes, kind: ObjType | None) -> bytes:
