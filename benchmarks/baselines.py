@@ -62,6 +62,11 @@ def drop_tree(path: Path) -> None:
 DROP_CACHES = Path("/proc/sys/vm/drop_caches")
 
 
+def can_drop_page_cache() -> bool:
+    """Whether :func:`drop_page_cache` may empty the page cache here (root)."""
+    return os.access(DROP_CACHES, os.W_OK)
+
+
 def drop_page_cache() -> bool:
     """Flush dirty pages and, where permitted (root), empty the page cache.
 

@@ -35,7 +35,7 @@ from typing import Any
 from baselines import (
     MIB,
     ChildResult,
-    drop_page_cache,
+    can_drop_page_cache,
     drop_tree,
     markdown_table,
     median,
@@ -233,7 +233,7 @@ def report(r: dict[str, Any]) -> tuple[str, bool]:
         f"{os.cpu_count()} CPUs during the runs. CPU is user + system seconds of every thread "
         "(modelvault) or of every process of the pipeline (baseline); on a shared machine it "
         "varies less than the wall time. Page cache emptied before every step: "
-        f"{'yes' if drop_page_cache() else 'no (not root)'}.\n"
+        f"{'yes' if can_drop_page_cache() else 'no (not root)'}.\n"
     )
     return text, all(row[5] for row in checks)
 

@@ -44,8 +44,8 @@ from baselines import (
     MIB,
     ChildResult,
     CopyStore,
+    can_drop_page_cache,
     cp_sync_seconds,
-    drop_page_cache,
     drop_tree,
     markdown_table,
     median,
@@ -264,7 +264,6 @@ def in_child(fn: Callable[..., Any], *args: Any, warm: tuple[str, ...] = ()) -> 
 def cp_baseline(folder: str, dest: Path) -> float:
     """``cp -r folder dest && sync``, prepared the same way (``folder`` read into an
     emptied page cache first)."""
-    drop_tree(dest)
     prepare(Path(folder))
     return cp_sync_seconds(Path(folder), dest)
 
@@ -401,7 +400,8 @@ def report_markdown(bench: Bench, runs: int) -> str:
         "",
         f"workdir {bench.workdir} ({filesystem_of(bench.workdir)}); {os.cpu_count()} CPUs; "
         f"Python {platform.python_version()}; base folder {m.folder_bytes[0] / MIB:.1f} MiB; "
-        f"page cache emptied before every step: {'yes' if drop_page_cache() else 'no (not root)'}",
+        "page cache emptied before every step: "
+        + ("yes" if can_drop_page_cache() else "no (not root)"),
         "",
         markdown_table(headers, [step.row() for step in bench.steps.values()]),
         "",
