@@ -68,11 +68,12 @@ class FileObject:
         _need(isinstance(d, dict) and set(d) == {"size", "chunks"}, "bad file object")
         chunks = d["chunks"]
         _need(isinstance(chunks, list), "bad chunk list")
-        out: list[tuple[bytes, int]] = []
-        for item in chunks:
-            ok = isinstance(item, list) and len(item) == 2 and _is_id(item[0])
-            _need(ok and isinstance(item[1], int) and item[1] > 0, "bad chunk entry")
-            out.append((item[0], item[1]))
+        out: list[tuple[bytes, int]] = [tuple(item) for item in chunks if type(item) is list]
+        ok = len(out) == len(chunks) and all(  # one pass in a generator: a file has thousands
+            len(c) == 2 and type(c[0]) is bytes and len(c[0]) == ID_LEN and type(c[1]) is int
+            for c in out
+        )
+        _need(ok and all(n > 0 for _, n in out), "bad chunk entry")
         size = d["size"]
         _need(isinstance(size, int) and size == sum(n for _, n in out), "file size mismatch")
         return cls(size, out)

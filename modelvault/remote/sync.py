@@ -277,7 +277,7 @@ def _build_pack(db: PackDB, ids: list[bytes]) -> tuple[str, bytes, bytes]:
         buf += payload
     digest = digest_of.digest()
     name = digest.hex()
-    entries = {oid: replace(e, pack=name) for oid, e in entries.items()}
+    entries = {oid: e._replace(pack=name) for oid, e in entries.items()}
     return name, bytes(buf), encode_index(entries, digest)
 
 
