@@ -6,6 +6,10 @@ thread: stitch the segments into the cut points of a sequential cut, append to t
 pack. Cutting, hashing and compression release the GIL, so a small thread pool keeps
 both cores busy. Files are memory-mapped one segment at a time, never read whole; at
 most ``_WINDOW + 2`` segments are mapped at once.
+
+A file whose previous version is stored (``Parent``) is instead followed along that
+version's chunks on one thread, comparing bytes rather than cutting and hashing
+(``_ChunkPipeline._follow`` and ``odb.known``).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import os
 import stat
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from modelvault._parallel import ordered_pipeline
 from modelvault.checkout import read_file_object, read_tree
@@ -41,7 +46,12 @@ from modelvault.errors import InvalidInput, ModelVaultError, PathNotFound
 from modelvault.odb import PackDB, PackWriter
 from modelvault.odb.known import KnownChunks, Match
 
+if TYPE_CHECKING:
+    from concurrent.futures import Future
+
 _BATCH = 32  # chunks per add_prepared_many call (one writev each)
+FOLLOW_STEP = 16 * 1024 * 1024  # bytes mapped per step of _follow
+_FOLLOW_TRIAL = 2 * FOLLOW_STEP  # _follow goes at least this far before giving up
 _WINDOW = 3  # cut segments waiting to be appended: bounds memory to ~(_WINDOW + 2) segments
 Progress = Callable[[int], None]  # called with a number of bytes just processed
 Result = tuple[bytes, int, int, bytes | memoryview | None]  # id, codec, raw size, payload
@@ -96,19 +106,18 @@ class _ChunkPipeline:
     ) -> FileObject:
         """Store every chunk of ``source`` and return its file object.
 
-        The pool cuts segments and hashes and encodes their chunks (a chunker of its own
-        per segment); the drain thread stitches them into the sequential cut, appends
-        the new chunks to the pack in order and lets each segment's mapping go. Where
-        ``known`` recognises a stored chunk at a cut point, its bytes are compared
-        instead of cut and hashed.
+        With ``known`` (the stored chunks of the file's previous version) the file is
+        first followed along the stored chunks (:meth:`_follow`); the rest, if the file
+        turns out mostly new, is cut in parallel (:meth:`_cut`).
         """
         guess = _Compressibility()
-        work = lambda data: self._work(data, guess)  # noqa: E731
-        stitcher = Stitcher(work)
+
+        def work(data: memoryview) -> Result:
+            return self._work(data, guess)
+
         out: list[tuple[bytes, int]] = []
 
-        def append(piece: Piece[Result]) -> None:
-            results = stitcher.feed(piece)
+        def append(results: list[Result]) -> None:
             for i in range(0, len(results), _BATCH):
                 batch = results[i : i + _BATCH]
                 self.writer.add_prepared_many(
@@ -120,21 +129,95 @@ class _ChunkPipeline:
                 if progress:
                     progress(sum(size for _, _, size, _ in batch))
 
+        begin = self._follow(source, known, work, append) if known is not None else 0
+        if begin < source.size:
+            self._cut(source, begin, known, work, append)
+        if sum(n for _, n in out) != source.size:  # cannot happen: every piece ends where it should
+            raise AssertionError(f"stored {sum(n for _, n in out)} of {source.size} bytes")
+        return FileObject(source.size, out)
+
+    def _follow(
+        self,
+        source: Source,
+        known: KnownChunks,
+        work: Callable[[memoryview], Result],
+        append: Callable[[list[Result]], None],
+    ) -> int:
+        """Store the file from its start, one step at a time on this thread, comparing
+        each cut point with the stored chunk that follows the last one recognised; returns
+        where it stopped (a cut point): the end, or once most of what it went through
+        (after ``_FOLLOW_TRIAL`` bytes at least) had to be cut and hashed.
+
+        A new version mostly repeats the stored chunks, and comparing is cheap but done
+        chunk by chunk in Python: threads would only queue for the GIL. Each step starts
+        where the one before ended, a true cut point, so nothing needs stitching. A pool
+        thread appends each step's new chunks to the pack while the next is compared.
+        """
+        pos = 0
+        with known.matching() as match:
+            hashed = 0  # bytes cut and hashed so far, not recognised
+
+            def work_and_learn(data: memoryview) -> Result:
+                nonlocal hashed
+                hashed += len(data)
+                result = work(data)
+                match.learn(result[0])  # back in step with the stored file?
+                return result
+
+            found = _found(match)
+            writing: Future[None] | None = None  # the step before's chunks, being appended
+            try:
+                while pos < source.size:
+                    stop = min(pos + FOLLOW_STEP, source.size)
+                    piece = cut_piece(source, pos, stop, work_and_learn, found)
+                    match.give_back()
+                    if writing is not None:
+                        writing.result()
+                    writing = self.pool.submit(append, piece.results)
+                    pos = piece.ends[-1]
+                    del piece  # (its mapping goes once its chunks are written)
+                    if pos >= _FOLLOW_TRIAL and hashed > pos // 2:  # mostly new: cut the
+                        break  # rest in parallel (one changed tensor is no reason)
+            finally:
+                if writing is not None:
+                    writing.result()
+        return pos
+
+    def _cut(
+        self,
+        source: Source,
+        begin: int,
+        known: KnownChunks | None,
+        work: Callable[[memoryview], Result],
+        append: Callable[[list[Result]], None],
+    ) -> None:
+        """Store ``source`` from ``begin`` (a cut point) to its end: the pool cuts
+        segments and hashes and encodes their chunks (a chunker of its own per segment);
+        the drain thread stitches them into the sequential cut, appends the new chunks
+        to the pack in order and lets each segment's mapping go. With ``known``, each
+        segment compares its cut points with the stored chunks too."""
+        stitcher = Stitcher(work, begin)
+
         def cut(span: tuple[int, int]) -> Piece[Result]:
             if known is None:
                 return cut_piece(source, span[0], span[1], work)
             with known.matching() as match:
-                return cut_piece(source, span[0], span[1], work, _found(match))
 
-        spans = plan_segments(source.size)
+                def work_and_learn(data: memoryview) -> Result:
+                    result = work(data)
+                    match.learn(result[0])
+                    return result
+
+                return cut_piece(source, span[0], span[1], work_and_learn, _found(match))
+
+        spans = [(begin + a, begin + b) for a, b in plan_segments(source.size - begin)]
         if len(spans) == 1:  # a small file: handing off to threads costs more than it saves
-            append(cut(spans[0]))
+            append(stitcher.feed(cut(spans[0])))
         else:
-            ordered_pipeline(self.pool, cut, spans, append, _WINDOW)
+            ordered_pipeline(self.pool, cut, spans, lambda p: append(stitcher.feed(p)), _WINDOW)
         self.recut += stitcher.recut
         if stitcher.pos != source.size:  # cannot happen: every piece ends where it should
             raise AssertionError(f"stitched {stitcher.pos} of {source.size} bytes")
-        return FileObject(sum(n for _, n in out), out)
 
     def close(self) -> None:
         self.pool.shutdown()

@@ -3,8 +3,13 @@
 A new version of a model mostly repeats the chunks of the version before, at other
 offsets. Cutting and hashing those bytes again costs ~0.7 CPU-s per GiB; comparing
 them with the stored copy costs ~0.13. :class:`KnownChunks` holds the chunk list of one
-stored file (the same path in the newest version of the model being saved) and, at a
-cut point of the new file, says which stored chunk starts there, if any.
+stored file (the same path in the newest version of the model being saved). A pass over
+the new file (:class:`Match`) follows the stored file chunk by chunk: at each cut point it
+compares the stored chunk after the last one it recognised. Where that fails (an edit),
+the new bytes are cut and hashed as usual until a cut chunk is one of the stored file's
+chunks again, which content-defined chunking brings about at the first cut point the two
+files share; the pass goes on from that chunk. Nothing is read up front: building the
+pass costs a dictionary of the file's chunk ids.
 
 Why the answer is exactly what cutting and hashing would give:
 
@@ -33,55 +38,108 @@ from __future__ import annotations
 import contextlib
 import functools
 import mmap
-from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from modelvault.core.chunking import MAX_SIZE
 from modelvault.core.codec import Codec
 from modelvault.core.hashing import ObjType
 
 if TYPE_CHECKING:
-    from modelvault.core.packfmt import Entry
     from modelvault.odb.packs import PackDB
 
-KEY_LEN = 16  # bytes of a chunk's start used to look it up (chunks are >= MIN_SIZE long)
 _NO_NEXT = -1  # a chunk cut at MAX_SIZE: its cut does not depend on the byte after it
 _PAGE = mmap.PAGESIZE
 
 
-class _Stored(NamedTuple):
-    oid: bytes
-    length: int
-    pack: str
-    offset: int  # of the raw payload in the pack
-    head: bytes  # its first KEY_LEN bytes
-    after: int  # the byte after the chunk in its file, or _NO_NEXT
+class Match:
+    """One sequential pass over a new file (one per segment: it keeps state).
 
+    Call it with a view of the new file and a cut point in it: it answers the ``(id,
+    length)`` of the stored chunk that a cut there gives, or None. It only ever tries one
+    stored chunk: the one after the last it found or was told of. Tell it of every chunk
+    that was cut and hashed instead (:meth:`learn`): a chunk of the old file puts the pass
+    back in step with it, which after an edit happens at the first cut that
+    content-defined chunking shares with the old file. No table of the stored chunks is
+    built: a file's chunks are looked at only as the pass reaches them.
+    """
 
-Match = Callable[[memoryview, int], "tuple[bytes, int] | None"]
+    def __init__(self, known: KnownChunks) -> None:
+        self._known = known
+        self._equal = known._libc.equal
+        self._expect = -1  # index of the stored chunk to try at the next cut point
+        self._ahead: tuple[int, _Payload | None] = (-1, None)  # that chunk, looked up
+        self._view: memoryview | None = None  # the view last asked about ...
+        self._address = 0  # ... its address ...
+        self._pin: list[Any] = []  # ... kept valid by this
+        self.touched: dict[_Pack, list[int]] = {}  # pack -> [lowest, highest] compared
+
+    def learn(self, oid: bytes) -> None:
+        """The chunk just before the next cut point is ``oid`` (cut and hashed)."""
+        i = self._known._where.get(oid)
+        self._expect = -1 if i is None else i + 1
+
+    def __call__(self, view: memoryview, at: int) -> tuple[bytes, int] | None:
+        i, self._expect = self._expect, -1
+        if i < 0 or len(view) - at <= MAX_SIZE:  # near the end of the file: cut as usual
+            return None
+        known = self._known
+        ahead_i, c = self._ahead
+        if ahead_i != i:
+            c = known.payload(i)
+        if c is None:
+            return None
+        oid, n, pack, offset = c
+        # (len(view) - at > MAX_SIZE >= n: the byte after is in the view; memcmp cannot overrun)
+        if n != MAX_SIZE:  # its cut is vouched for by the byte after it: chunk i + 1's first
+            d = known.payload(i + 1)
+            if d is None or view[at + n] != d[2].view[d[3]]:
+                return None
+            self._ahead = (i + 1, d)
+        if view is not self._view:
+            self._pin.clear()
+            self._view, self._address = view, known._libc.address(view, self._pin)
+        span = self.touched.get(pack)
+        if span is None:
+            self.touched[pack] = [offset, offset + n]
+        elif offset < span[0]:
+            span[0] = offset
+        elif offset + n > span[1]:
+            span[1] = offset + n
+        if not self._equal(self._address + at, pack.address + offset, n):
+            return None
+        self._expect = i + 1
+        return oid, n
+
+    def give_back(self) -> None:
+        """Give back the pack pages this pass touched so far (the page cache keeps them),
+        so memory stays bounded however long the pass; and let the last view go."""
+        self._view = None
+        self._pin.clear()
+        for pack, (lo, hi) in self.touched.items():
+            pack.give_back(lo, hi)
+        self.touched.clear()
 
 
 class _Pack:
     """One pack, memory-mapped read-only, with its address and which pages are cached."""
 
-    def __init__(self, db: PackDB, name: str, libc: _Libc) -> None:
-        with open(db.pack_dir / f"{name}.pack", "rb") as f:
+    def __init__(self, path: Path, libc: _Libc) -> None:
+        with open(path, "rb") as f:
             self.map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         self.view = memoryview(self.map)
         self._pin: list[Any] = []
         self.address = libc.address(self.view, self._pin)
         self.cached = libc.resident(self.address, len(self.view))
 
-    def head(self, e: Entry) -> bytes | None:
-        """The first KEY_LEN bytes of the raw payload at ``e``, if its pages are cached
-        (None for one the file does not hold whole: a damaged pack is never read past
-        its end, which would be a SIGBUS)."""
-        if e.offset + e.raw_len > len(self.view):
-            return None
-        first, last = e.offset // _PAGE, (e.offset + e.raw_len - 1) // _PAGE
-        if not (self.cached[first] & self.cached[last] & 1):
-            return None
-        return bytes(self.view[e.offset : e.offset + KEY_LEN])
+    def holds(self, offset: int, n: int) -> bool:
+        """Whether ``[offset, offset + n)`` is in the file and its first and last pages are
+        cached (a damaged pack is never read past its end, which would be a SIGBUS)."""
+        if offset + n > len(self.view):
+            return False
+        return bool(self.cached[offset // _PAGE] & self.cached[(offset + n - 1) // _PAGE] & 1)
 
     def give_back(self, lo: int, hi: int) -> None:
         """Unmap pages of ``[lo, hi)`` from this process (the page cache keeps them)."""
@@ -96,128 +154,108 @@ class _Pack:
             self.map.close()
 
 
+_Stored = tuple[bytes, int, _Pack, int, int]  # id, length, pack, offset of payload, byte after
+_Payload = tuple[bytes, int, _Pack, int]  # id, length, pack, offset of payload
+
+
 class KnownChunks:
     """The stored chunks of one file, found again by their bytes in a new file."""
 
     def __init__(self, db: PackDB, chunks: Sequence[tuple[bytes, int]]) -> None:
+        self._db = db
         self._libc = _Libc()
-        self._chunks: list[_Stored] = []
-        self._first: dict[bytes, int] = {}  # first KEY_LEN bytes -> index in _chunks
-        self._packs: dict[str, _Pack] = {}
-        entries = [db.entry(oid) for oid, _ in chunks]
-        raw = [
-            e
+        self._where: dict[bytes, int] = {}  # id -> index of its first occurrence
+        for i, (oid, _) in enumerate(chunks):
+            self._where.setdefault(oid, i)
+        entries = db.entries([oid for oid, _ in chunks])
+        self._at: list[tuple[bytes, int, str, int] | None] = [  # each raw chunk: id, length,
+            (oid, n, e.pack, e.offset)  # pack, offset of payload; a None after the last
             if e is not None
             and e.codec == Codec.RAW
             and e.kind == ObjType.CHUNK
             and e.raw_len == n
-            and e.raw_len >= KEY_LEN
+            and n > 0
             else None
-            for e, (_, n) in zip(entries, chunks, strict=True)
+            for e, (oid, n) in zip(entries, chunks, strict=True)
         ]
-        heads: list[bytes | None] = [None] * len(raw)
-        by_pack: dict[str, list[int]] = {}
-        for i, e in enumerate(raw):
-            if e is not None:
-                by_pack.setdefault(e.pack, []).append(i)
-        for name, where in by_pack.items():
-            try:
-                pack = self._packs[name] = _Pack(db, name, self._libc)
-            except (OSError, ValueError):
-                continue
-            for i in where:
-                heads[i] = pack.head(raw[i])  # type: ignore[arg-type]
-            pack.give_back(0, len(pack.map))  # reading the heads mapped most of it in
-        for i, ((oid, n), e, head) in enumerate(zip(chunks, raw, heads, strict=True)):
-            if e is None or head is None:
-                continue
-            if n == MAX_SIZE:
-                after = _NO_NEXT
-            elif i + 1 < len(chunks) and (next_head := heads[i + 1]) is not None:
-                after = next_head[0]
-            else:
-                continue
-            self._first.setdefault(head, len(self._chunks))
-            self._chunks.append(_Stored(oid, n, e.pack, e.offset, head, after))
+        self._at.append(None)
+        self._packs: dict[str, _Pack | None] = {}  # opened on first use
+        self._lock = threading.Lock()  # opening packs (segments are matched in threads)
 
     def __len__(self) -> int:
-        return len(self._chunks)
+        return len(self._at) - 1
+
+    def stored(self, i: int) -> _Stored | None:
+        """Chunk ``i`` as it can be compared (what :class:`Match` does): kept raw in a pack
+        whose pages holding it are cached, and its cut vouched for by the byte after it
+        (the first of chunk ``i + 1``) or by its length (``MAX_SIZE``). None when it
+        cannot be."""
+        c = self.payload(i)
+        if c is None:
+            return None
+        oid, n, pack, offset = c
+        if n == MAX_SIZE:
+            return oid, n, pack, offset, _NO_NEXT
+        d = self.payload(i + 1)
+        return None if d is None else (oid, n, pack, offset, d[2].view[d[3]])
+
+    def payload(self, i: int) -> _Payload | None:
+        """Chunk ``i`` if it is kept raw, whole in its pack, with its pages cached."""
+        at = self._at[i] if 0 <= i < len(self._at) else None
+        if at is None:
+            return None
+        oid, n, name, offset = at
+        pack = self._packs[name] if name in self._packs else self._open(name)
+        if pack is None or not pack.holds(offset, n):
+            return None
+        return oid, n, pack, offset
+
+    def _open(self, name: str) -> _Pack | None:
+        with self._lock:
+            if name not in self._packs:
+                try:
+                    self._packs[name] = _Pack(self._db.pack_dir / f"{name}.pack", self._libc)
+                except (OSError, ValueError):
+                    self._packs[name] = None
+            return self._packs[name]
 
     @contextlib.contextmanager
     def matching(self) -> Iterator[Match]:
-        """A function for one sequential pass over a new file (one per segment: it keeps
-        state): given a view of the new file and a cut point in it, the ``(id, length)``
-        of the stored chunk that a cut there gives, or None. It tries the chunk after the
-        last one it found first, then looks the start up. The pack pages the pass
-        touched are given back when it ends."""
-        libc = self._libc
-        chunks, first, packs = self._chunks, self._first, self._packs
-        touched: dict[str, list[int]] = {}  # pack -> [lowest, highest] offset compared
-        expect = -1
-        seen: list[tuple[memoryview, int]] = []  # the view last asked about, its address
-        pin: list[Any] = []  # keeps that address valid
-
-        def same(c: _Stored, key: bytes, view: memoryview, at: int) -> bool:
-            n = c.length
-            if at + n >= len(view):  # (match() already makes sure; memcmp must never overrun)
-                return False
-            if key != c.head or (c.after != _NO_NEXT and view[at + n] != c.after):
-                return False
-            if not seen or seen[0][0] is not view:
-                pin.clear()
-                seen[:] = [(view, libc.address(view, pin))]
-            span = touched.setdefault(c.pack, [c.offset, c.offset + n])
-            span[0], span[1] = min(span[0], c.offset), max(span[1], c.offset + n)
-            return libc.equal(seen[0][1] + at, packs[c.pack].address + c.offset, n)
-
-        def match(view: memoryview, at: int) -> tuple[bytes, int] | None:
-            nonlocal expect
-            if len(view) - at <= MAX_SIZE:  # near the end of the file: cut as usual
-                return None
-            key = bytes(view[at : at + KEY_LEN])
-            if expect < 0 or not same(chunks[expect], key, view, at):
-                expect = first.get(key, -1)
-                if expect < 0 or not same(chunks[expect], key, view, at):
-                    expect = -1
-                    return None
-            c = chunks[expect]
-            expect = expect + 1 if expect + 1 < len(chunks) else -1
-            return c.oid, c.length
-
+        """A :class:`Match` for one pass; the pack pages it touched are given back when
+        the pass ends."""
+        match = Match(self)
         try:
             yield match
         finally:
-            seen.clear()
-            pin.clear()
-            for name, (lo, hi) in touched.items():
-                packs[name].give_back(lo, hi)
+            match.give_back()
 
     def close(self) -> None:
         """Let the pack mappings go."""
-        for pack in self._packs.values():
-            pack.close()
-        self._packs = {}
+        with self._lock:
+            for pack in self._packs.values():
+                if pack is not None:
+                    pack.close()
+            self._packs = {}
 
 
 class _Libc:
-    """``memcmp`` and ``mincore`` through ctypes (which lets the GIL go during the call).
-    ``memcmp`` compares a GiB in 0.06-0.1 s, where ``memoryview ==`` takes 2 s.
+    """``memcmp`` and ``mincore`` through ctypes. ``memcmp`` compares a GiB in 0.06-0.1 s,
+    where ``memoryview ==`` takes 2 s.
 
-    Addresses come from numpy, which accepts read-only buffers.
+    Addresses come from the buffer protocol (``PyObject_GetBuffer``, which accepts
+    read-only buffers such as a read-only memory map), not from numpy: importing numpy
+    would cost a save ~0.15 s.
     """
 
     def __init__(self) -> None:
-        import numpy as np
-
-        self._np = np
         self._fns = _libc_functions()
 
     def address(self, view: memoryview, pin: list[Any]) -> int:
         """The address of ``view``'s first byte; valid while ``pin`` holds what is added to
-        it (an array keeping the buffer exported)."""
-        arr = self._np.frombuffer(view, self._np.uint8)
-        pin.append(arr)
-        return int(arr.ctypes.data)
+        it (the exported buffer, released when it is dropped)."""
+        held = _Exported(view)
+        pin.append(held)
+        return held.address
 
     def equal(self, a: int, b: int, n: int) -> bool:
         if self._fns is not None:
@@ -242,18 +280,75 @@ class _Libc:
 
 @functools.cache
 def _libc_functions() -> tuple[Any, Any] | None:
-    """``(memcmp, mincore)`` of the C library, or None where there is none to load."""
-    import ctypes
-    import ctypes.util
+    """``(memcmp, mincore)`` of the C library, or None where there is none to load.
 
-    name = ctypes.util.find_library("c")
+    Loaded as a ``PyDLL`` (the GIL is kept during the call): one ``memcmp`` is a chunk,
+    a few microseconds, and letting the GIL go for that little hands it to another thread
+    that then makes this one wait far longer (the GIL convoy).
+    """
+    import ctypes
+
     try:
-        libc = ctypes.CDLL(name)
+        libc = ctypes.PyDLL(None)  # this process's symbols: the C library's among them
         memcmp, mincore = libc.memcmp, libc.mincore
     except (OSError, AttributeError, TypeError):
-        return None
+        try:
+            import ctypes.util
+
+            libc = ctypes.PyDLL(ctypes.util.find_library("c"))
+            memcmp, mincore = libc.memcmp, libc.mincore
+        except (OSError, AttributeError, TypeError):
+            return None
     memcmp.restype = ctypes.c_int
     memcmp.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
     mincore.restype = ctypes.c_int
     mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
     return memcmp, mincore
+
+
+class _Exported:
+    """A buffer exported through ``PyObject_GetBuffer`` (its address), released when this
+    object goes. The exporter (a memory map, say) cannot be closed or resized meanwhile."""
+
+    def __init__(self, obj: memoryview) -> None:
+        import ctypes
+
+        get, self._release, struct = _buffer_api()
+        self._buf = struct()
+        if get(obj, ctypes.byref(self._buf), 0) != 0:  # 0: PyBUF_SIMPLE, read-only is fine
+            raise ValueError("cannot take the address of this buffer")
+        self.address: int = self._buf.buf or 0
+
+    def __del__(self) -> None:
+        if getattr(self, "address", None) is not None:
+            self._release(self._buf)
+            del self.address
+
+
+@functools.cache
+def _buffer_api() -> tuple[Any, Any, Any]:
+    """``PyObject_GetBuffer``, ``PyBuffer_Release`` and the ``Py_buffer`` struct (the
+    CPython C API, stable since 3.11)."""
+    import ctypes
+
+    class PyBuffer(ctypes.Structure):
+        _fields_ = [
+            ("buf", ctypes.c_void_p),
+            ("obj", ctypes.c_void_p),
+            ("len", ctypes.c_ssize_t),
+            ("itemsize", ctypes.c_ssize_t),
+            ("readonly", ctypes.c_int),
+            ("ndim", ctypes.c_int),
+            ("format", ctypes.c_char_p),
+            ("shape", ctypes.c_void_p),
+            ("strides", ctypes.c_void_p),
+            ("suboffsets", ctypes.c_void_p),
+            ("internal", ctypes.c_void_p),
+        ]
+
+    get, release = ctypes.pythonapi.PyObject_GetBuffer, ctypes.pythonapi.PyBuffer_Release
+    get.argtypes = [ctypes.py_object, ctypes.POINTER(PyBuffer), ctypes.c_int]
+    get.restype = ctypes.c_int
+    release.argtypes = [ctypes.POINTER(PyBuffer)]
+    release.restype = None
+    return get, release, PyBuffer

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -130,6 +130,13 @@ class PackDB:
             self.refresh()
             e = self._index.get(oid)
         return e
+
+    def entries(self, oids: Sequence[bytes]) -> list[Entry | None]:
+        """Where each of ``oids`` is stored, None where the loaded indexes do not know it
+        (no new look for new packs: for many ids at once, where a miss is no error)."""
+        self._ensure_loaded()
+        get = self._index.get
+        return [get(oid) for oid in oids]
 
     def has(self, oid: bytes) -> bool:
         """True if the object is stored (as far as the loaded indexes know)."""

@@ -171,11 +171,14 @@ def test_a_damaged_stored_chunk_is_not_matched(tmp_path: Path) -> None:
     known = KnownChunks(store2._db, _file_chunks(store2, "m:v1", "w.bin"))
     try:
         source = chunking.Source.of_bytes(data)
+        chunks = _file_chunks(store2, "m:v1", "w.bin")
+        view = source.view(0, len(data))
         with known.matching() as match:
-            at = sum(n for _, n in _file_chunks(store2, "m:v1", "w.bin")[:2])
-            assert match(source.view(0, len(data)), at) is None  # the damaged one
-            nxt = at + _file_chunks(store2, "m:v1", "w.bin")[2][1]
-            assert match(source.view(0, len(data)), nxt) is not None  # its neighbour
+            at = sum(n for _, n in chunks[:2])
+            match.learn(chunks[1][0])  # in step: chunk 2 is the one tried next
+            assert match(view, at) is None  # the damaged one
+            match.learn(chunks[2][0])  # (cut and hashed instead)
+            assert match(view, at + chunks[2][1]) == chunks[3]  # its neighbour
     finally:
         known.close()
     new = data + b"one more line"  # (a new file object: v1's sits in the cut-off part)
@@ -210,7 +213,8 @@ def _edits_at_chunk_boundaries(base: bytes) -> list[bytes]:
 
 
 def _cut_with(known: KnownChunks, data: bytes) -> list[int]:
-    """The chunk ends of ``data`` cut in one piece, with ``known`` answering where it can."""
+    """The chunk ends of ``data`` cut in one piece, with ``known`` answering where it can
+    (and told of every chunk cut and hashed, as a save does)."""
     source = chunking.Source.of_bytes(data)
     with known.matching() as match:
 
@@ -218,7 +222,15 @@ def _cut_with(known: KnownChunks, data: bytes) -> list[int]:
             hit = match(view, at)
             return None if hit is None else (hit[1], None)
 
-        return chunking.cut_piece(source, 0, len(data), lambda _: None, found).ends
+        def hashed(chunk: memoryview) -> None:
+            match.learn(object_id(ObjType.CHUNK, chunk))
+
+        return chunking.cut_piece(source, 0, len(data), hashed, found).ends
+
+
+def _comparable(known: KnownChunks) -> int:
+    """How many of the stored chunks can be compared (kept raw, readable, cut vouched for)."""
+    return sum(known.stored(i) is not None for i in range(len(known)))
 
 
 def test_edits_at_chunk_boundaries_give_the_cuts_of_cutting(tmp_path: Path) -> None:
@@ -229,7 +241,7 @@ def test_edits_at_chunk_boundaries_give_the_cuts_of_cutting(tmp_path: Path) -> N
     store.save(tmp_path / "v0", "m:v0")
     known = KnownChunks(store._db, _file_chunks(store, "m:v0", "w.bin"))
     try:
-        assert len(known) > 0.5 * len(_boundaries(base))
+        assert _comparable(known) > 0.5 * len(_boundaries(base))
         for i, new in enumerate(_edits_at_chunk_boundaries(base)):
             ends = list(itertools.accumulate(len(c) for c in chunking.chunk_bytes(new)))
             assert _cut_with(known, new) == ends, f"edit {i}"
@@ -263,9 +275,59 @@ def test_a_truncated_parent_pack_is_not_read_past_its_end(tmp_path: Path) -> Non
         f.truncate(entry.offset + 100)  # cuts into a chunk the next save will look for
     store2 = modelvault.Store(tmp_path / "store")
     known = KnownChunks(store2._db, chunks)
-    assert 0 < len(known) < len(chunks) - 2  # the cut-off chunks take no part
+    assert 0 < _comparable(known) < len(chunks) - 2  # the cut-off chunks take no part
     known.close()
     new = data + b"one more line"  # (a new file object: v1's sits in the cut-off part)
     (tmp_path / "m" / "w.bin").write_bytes(new)
     store2.save(tmp_path / "m", "m:v2")
     assert _file_chunks(store2, "m:v2", "w.bin") == _expected(new)
+
+
+def _save_pair(tmp_path: Path, old: bytes, new: bytes) -> modelvault.Store:
+    store = modelvault.Store(tmp_path / "store")
+    for version, data in (("v1", old), ("v2", new)):
+        (tmp_path / version).mkdir()
+        (tmp_path / version / "w.bin").write_bytes(data)
+        store.save(tmp_path / version, f"m:{version}")
+    return store
+
+
+def _spy_on_parallel_cut(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Where each parallel cut of a file began (0 for a file not followed at all)."""
+    begins: list[int] = []
+    real = ingest._ChunkPipeline._cut
+
+    def cut(self: ingest._ChunkPipeline, src: chunking.Source, begin: int, *rest: object) -> None:
+        begins.append(begin)
+        real(self, src, begin, *rest)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ingest._ChunkPipeline, "_cut", cut)
+    monkeypatch.setattr(ingest, "FOLLOW_STEP", 4 * MAX)  # small steps for small test files
+    monkeypatch.setattr(ingest, "_FOLLOW_TRIAL", 8 * MAX)
+    return begins
+
+
+def test_a_replaced_file_is_followed_only_briefly_then_cut_in_parallel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = random.Random(9)
+    old, new = rng.randbytes(40 * MAX), rng.randbytes(40 * MAX)
+    begins = _spy_on_parallel_cut(monkeypatch)
+    store = _save_pair(tmp_path, old, new)
+    assert begins[0] == 0  # v1: nothing to follow
+    assert 8 * MAX <= begins[1] < 10 * MAX  # v2: given up after the trial
+    assert _file_chunks(store, "m:v2", "w.bin") == _expected(new)
+
+
+def test_one_large_edit_does_not_stop_following(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = random.Random(10)
+    old = rng.randbytes(40 * MAX)
+    new = old[: 12 * MAX] + rng.randbytes(9 * MAX) + old[21 * MAX :]  # a step's worth, new
+    begins = _spy_on_parallel_cut(monkeypatch)
+    counting = _Counting(monkeypatch)
+    store = _save_pair(tmp_path, old, new)
+    assert begins == [0]  # only v1 was cut in parallel: v2 was followed to its end
+    assert counting.hits > 25 * MAX
+    assert _file_chunks(store, "m:v2", "w.bin") == _expected(new)
