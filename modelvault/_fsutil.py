@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 
 def fsync_dir(path: Path) -> None:
@@ -43,22 +45,62 @@ def write_all(fd: int, parts: Sequence[bytes | memoryview]) -> None:
             views[0] = views[0][n:]
 
 
-class WriteBack:
-    """Starts writing a file's dirty pages to disk in the background, every ``every``
-    bytes written (``fdatasync`` in a helper thread, one at a time), so that the final
-    fsync has little left to wait for and the disk works while the CPU does."""
+def start_writeback(fd: int, offset: int, nbytes: int) -> None:
+    """Ask the kernel to start writing ``[offset, offset + nbytes)`` of ``fd`` to disk now,
+    without waiting (``sync_file_range(SYNC_FILE_RANGE_WRITE)``; Linux only, else nothing).
 
-    def __init__(self, fd: int, every: int = 64 << 20) -> None:
+    Durability still comes from ``fsync``, but a file written this way has little left
+    to flush by then, and the disk works while the CPU does. (Left alone, the kernel
+    starts writing only after ~30 s or under memory pressure, so a save would hand the
+    disk its whole payload at once, at the end.)
+    """
+    fn = _sync_file_range()
+    if fn is not None:
+        fn(fd, offset, nbytes, 2)  # SYNC_FILE_RANGE_WRITE; an error only means no head start
+
+
+@functools.cache
+def _sync_file_range() -> Any:
+    import ctypes
+
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    fn.restype = ctypes.c_int
+    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    return fn
+
+
+class WriteBack:
+    """Starts writing a file's dirty pages to disk while it is being written, so that the
+    final fsync has little left to wait for and the disk works while the CPU does.
+
+    Where ``sync_file_range`` exists (Linux) the write-back of each ``step`` bytes is
+    started without waiting (:func:`start_writeback`). Elsewhere ``fdatasync`` runs in a
+    helper thread every ``every`` bytes, one at a time.
+    """
+
+    def __init__(self, fd: int, every: int = 64 << 20, step: int = 8 << 20) -> None:
         self._fd = fd
-        self._every = every
+        self._ranges = _sync_file_range() is not None
+        self._every = step if self._ranges else every
         self._unsynced = 0
+        self._offset = 0  # (sync_file_range) where the bytes not yet started begin
         self._running: threading.Thread | None = None
         self._error: list[OSError] = []
 
     def wrote(self, n: int) -> None:
-        """Count ``n`` bytes written; start a write-back if enough wait and none runs."""
+        """Count ``n`` bytes written (appended); start a write-back if enough wait."""
         self._unsynced += n
-        if self._unsynced < self._every or (self._running and self._running.is_alive()):
+        if self._unsynced < self._every:
+            return
+        if self._ranges:
+            start_writeback(self._fd, self._offset, self._unsynced)
+            self._offset += self._unsynced
+            self._unsynced = 0
+            return
+        if self._running and self._running.is_alive():
             return
         self._unsynced = 0
         self._running = threading.Thread(target=self._sync, name="modelvault-writeback")

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
 PACK_TARGET = 64 * 1024 * 1024  # a pack is sealed once it holds this many bytes
 _MAX_PARTS = 512  # buffers per writev (IOV_MAX is 1024 on Linux)
+_WRITEBACK = 8 * 1024 * 1024  # start writing the open pack to disk every this many bytes
 
 Prepared = tuple[bytes, int, bytes | memoryview]  # (id, codec, payload)
 
@@ -380,6 +381,7 @@ class PackWriter:
         self._tmp: Path | None = None
         self._hash = blake3()  # over the file header and record headers: names the pack
         self._pos = 0
+        self._flushed = 0  # bytes of the open pack whose write-back has been started
         self._entries: dict[bytes, Entry] = {}
         self._defer = False  # publish_at_commit(): sealed packs wait in objects/tmp/
         self._held: list[tuple[Path, Path, str, dict[bytes, Entry]]] = []
@@ -436,12 +438,19 @@ class PackWriter:
             self.new_objects += 1
             self.new_bytes += len(payload)
             if self._pos >= self._target or len(parts) >= _MAX_PARTS:
-                _fsutil.write_all(self._open(), parts)
+                self._write(parts)
                 parts = []
                 if self._pos >= self._target:
                     self._seal()
         if parts:
-            _fsutil.write_all(self._open(), parts)
+            self._write(parts)
+
+    def _write(self, parts: list[bytes | memoryview]) -> None:
+        fd = self._open()
+        _fsutil.write_all(fd, parts)
+        if self._pos - self._flushed >= _WRITEBACK:  # let the disk start on it now
+            _fsutil.start_writeback(fd, self._flushed, self._pos - self._flushed)
+            self._flushed = self._pos
 
     def _open(self) -> int:
         if self._fd is None:
@@ -450,7 +459,7 @@ class PackWriter:
             header = pack_header()
             _fsutil.write_all(self._fd, [header])
             self._hash = blake3(header)
-            self._pos = len(header)
+            self._pos = self._flushed = len(header)
             self._entries = {}
         return self._fd
 

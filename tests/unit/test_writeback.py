@@ -1,0 +1,76 @@
+"""Durable writes start their write-back early (``_fsutil.WriteBack``, ``start_writeback``)
+so the final fsync has little left; the bytes and their durability must not change."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from modelvault import _fsutil
+from modelvault.core.hashing import ObjType
+from modelvault.odb import PackDB, PackWriter
+from modelvault.odb import packs as packs_module
+
+
+def _spy(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """Records each range whose write-back is started (and still starts it)."""
+    started: list[tuple[int, int]] = []
+    real = _fsutil.start_writeback
+
+    def spy(fd: int, offset: int, nbytes: int) -> None:
+        started.append((offset, nbytes))
+        real(fd, offset, nbytes)
+
+    monkeypatch.setattr(_fsutil, "start_writeback", spy)
+    return started
+
+
+@pytest.mark.skipif(_fsutil._sync_file_range() is None, reason="needs sync_file_range (Linux)")
+def test_writeback_starts_every_step_over_consecutive_ranges(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started = _spy(monkeypatch)
+    data = os.urandom(1 << 20)
+    fd = os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        wb = _fsutil.WriteBack(fd, step=3 << 20)
+        for _ in range(10):
+            _fsutil.write_all(fd, [data])
+            wb.wrote(len(data))
+        wb.wait()
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    assert started == [(0, 3 << 20), (3 << 20, 3 << 20), (6 << 20, 3 << 20)]
+    assert (tmp_path / "f").read_bytes() == data * 10
+
+
+def test_without_sync_file_range_a_thread_fdatasyncs_and_reports_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_fsutil, "_sync_file_range", lambda: None)  # as on macOS
+    fd = os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT, 0o644)
+    wb = _fsutil.WriteBack(fd, every=10)
+    os.write(fd, b"x" * 20)
+    os.close(fd)  # the helper thread's fdatasync now fails
+    wb.wrote(20)
+    with pytest.raises(OSError):
+        wb.wait()
+
+
+@pytest.mark.skipif(_fsutil._sync_file_range() is None, reason="needs sync_file_range (Linux)")
+def test_a_pack_starts_its_write_back_while_it_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started = _spy(monkeypatch)
+    monkeypatch.setattr(packs_module, "_WRITEBACK", 1 << 20)
+    db = PackDB(tmp_path / "objects")
+    blobs = [os.urandom(300_000) for _ in range(12)]
+    with PackWriter(db) as writer:
+        ids = [writer.add(ObjType.CHUNK, b) for b in blobs]
+    assert len(started) >= 3  # ~3.6 MB written: a head start every MiB or so
+    ends = [offset + n for offset, n in started]
+    assert all(b == a for a, b in zip(ends, [o for o, _ in started[1:]], strict=False))
+    assert [bytes(db.read(i)) for i in ids] == blobs
