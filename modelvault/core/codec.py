@@ -370,6 +370,14 @@ def split_planes(payload: bytes | memoryview, raw_len: int) -> Planes:
     return Planes(width, lanes, view[at:])
 
 
+def _scratch(n: int) -> memoryview:
+    """A writable buffer of at least ``n`` bytes, this thread's own and reused."""
+    buf: bytearray | None = getattr(_local, "scratch", None)
+    if buf is None or len(buf) < n:
+        buf = _local.scratch = bytearray(max(n, 2 * len(buf) if buf else n))
+    return memoryview(buf)
+
+
 def join_planes(items: list[Planes]) -> list[memoryview]:
     """The raw bytes of each of ``items``, interleaved all at once.
 
@@ -386,13 +394,18 @@ def join_planes(items: list[Planes]) -> list[memoryview]:
     for k, item in enumerate(items):
         by_width.setdefault(item.width, []).append(k)
     for width, ks in by_width.items():
-        parts: list[bytes | memoryview] = []
+        row = sum(len(items[k].lanes[0]) + 1 for k in ks)
+        flat = _scratch(width * row)  # this thread's, reused: no fresh pages every batch
+        at = 0
         for i in range(width):
             for k in ks:
                 lanes, tail = items[k].lanes, items[k].tail
-                parts += (lanes[i], tail[i : i + 1] if i < len(tail) else b"\0")
-        lanes_array = np.frombuffer(b"".join(parts), np.uint8).reshape(width, -1)
-        joined = np.empty((lanes_array.shape[1], width), np.uint8)
+                n = len(lanes[i])
+                flat[at : at + n] = lanes[i]
+                flat[at + n] = tail[i] if i < len(tail) else 0
+                at += n + 1
+        lanes_array = np.frombuffer(flat, np.uint8, width * row).reshape(width, row)
+        joined = np.empty((row, width), np.uint8)
         np.positive(lanes_array, out=joined.T)  # the interleave: one pass, GIL released
         view = joined.data.cast("B")
         at = 0
