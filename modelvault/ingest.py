@@ -156,13 +156,12 @@ class _ChunkPipeline:
         pos = 0
         with known.matching() as match:
             hashed = 0  # bytes cut and hashed so far, not recognised
+            learning = _learning(work, match)
 
             def work_and_learn(data: memoryview) -> Result:
                 nonlocal hashed
                 hashed += len(data)
-                result = work(data)
-                match.learn(result[0])  # back in step with the stored file?
-                return result
+                return learning(data)
 
             found = _found(match)
             writing: Future[None] | None = None  # the step before's chunks, being appended
@@ -202,13 +201,7 @@ class _ChunkPipeline:
             if known is None:
                 return cut_piece(source, span[0], span[1], work)
             with known.matching() as match:
-
-                def work_and_learn(data: memoryview) -> Result:
-                    result = work(data)
-                    match.learn(result[0])
-                    return result
-
-                return cut_piece(source, span[0], span[1], work_and_learn, _found(match))
+                return cut_piece(source, span[0], span[1], _learning(work, match), _found(match))
 
         spans = [(begin + a, begin + b) for a, b in plan_segments(source.size - begin)]
         if len(spans) == 1:  # a small file: handing off to threads costs more than it saves
@@ -221,6 +214,18 @@ class _ChunkPipeline:
 
     def close(self) -> None:
         self.pool.shutdown()
+
+
+def _learning(work: Callable[[memoryview], Result], match: Match) -> Callable[[memoryview], Result]:
+    """``work`` that also tells ``match`` of each chunk it hashed: a chunk of the stored
+    file puts the pass back in step with it after an edit."""
+
+    def work_and_learn(data: memoryview) -> Result:
+        result = work(data)
+        match.learn(result[0])
+        return result
+
+    return work_and_learn
 
 
 def _found(match: Match) -> Known[Result]:
