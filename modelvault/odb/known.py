@@ -2,7 +2,7 @@
 
 A new version of a model mostly repeats the chunks of the version before, at other
 offsets. Cutting and hashing those bytes again costs ~0.7 CPU-s per GiB; comparing
-them with the stored copy costs ~0.13. :class:`KnownChunks` holds the chunk list of one
+them with the stored copy costs ~0.1. :class:`KnownChunks` holds the chunk list of one
 stored file (the same path in the newest version of the model being saved). A pass over
 the new file (:class:`Match`) follows the stored file chunk by chunk: at each cut point it
 compares the stored chunk after the last one it recognised. Where that fails (an edit),
@@ -29,8 +29,8 @@ Why the answer is exactly what cutting and hashing would give:
 
 Stored chunks whose pages are not in the page cache take no part (``mincore``): reading
 them from disk would cost more than hashing the new bytes. Packs are memory-mapped and
-compared with ``memcmp``; each segment's pass gives back the pages it touched when it
-ends, so the mapped memory stays bounded whatever the file size.
+compared with ``memcmp``; a pass gives back the pack pages it touched after every step
+of the save and when it ends, so the mapped memory stays bounded whatever the file size.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ _PAGE = mmap.PAGESIZE
 
 
 class Match:
-    """One sequential pass over a new file (one per segment: it keeps state).
+    """One sequential pass over a new file, or over one segment of it (it keeps state).
 
     Call it with a view of the new file and a cut point in it: it answers the ``(id,
     length)`` of the stored chunk that a cut there gives, or None. It only ever tries one
@@ -154,7 +154,6 @@ class _Pack:
             self.map.close()
 
 
-_Stored = tuple[bytes, int, _Pack, int, int]  # id, length, pack, offset of payload, byte after
 _Payload = tuple[bytes, int, _Pack, int]  # id, length, pack, offset of payload
 
 
@@ -184,20 +183,6 @@ class KnownChunks:
 
     def __len__(self) -> int:
         return len(self._at) - 1
-
-    def stored(self, i: int) -> _Stored | None:
-        """Chunk ``i`` as it can be compared (what :class:`Match` does): kept raw in a pack
-        whose pages holding it are cached, and its cut vouched for by the byte after it
-        (the first of chunk ``i + 1``) or by its length (``MAX_SIZE``). None when it
-        cannot be."""
-        c = self.payload(i)
-        if c is None:
-            return None
-        oid, n, pack, offset = c
-        if n == MAX_SIZE:
-            return oid, n, pack, offset, _NO_NEXT
-        d = self.payload(i + 1)
-        return None if d is None else (oid, n, pack, offset, d[2].view[d[3]])
 
     def payload(self, i: int) -> _Payload | None:
         """Chunk ``i`` if it is kept raw, whole in its pack, with its pages cached."""
