@@ -229,14 +229,16 @@ def _learning(work: Callable[[memoryview], Result], match: Match) -> Callable[[m
 
 
 def _found(match: Match) -> Known[Result]:
-    """``cut_piece``'s ``known`` for one segment: a recognised chunk is stored already."""
+    """``cut_piece``'s ``known`` for one pass: recognised chunks are stored already."""
+    known = match.known
+    chunks = known.chunks
 
-    def found(view: memoryview, at: int) -> tuple[int, Result] | None:
-        hit = match(view, at)
+    def found(view: memoryview, at: int, limit: int) -> tuple[list[int], list[Result]] | None:
+        hit = match.run(view, at, limit)
         if hit is None:
             return None
-        oid, length = hit
-        return length, (oid, 0, length, None)
+        i, k, _ = hit
+        return known.ends(i, k), [(oid, 0, n, None) for oid, n in chunks[i:k]]
 
     return found
 

@@ -128,7 +128,7 @@ class Piece(Generic[R]):
     view: memoryview
 
 
-Known = Callable[[memoryview, int], "tuple[int, R] | None"]
+Known = Callable[[memoryview, int, int], "tuple[list[int], list[R]] | None"]
 
 
 def cut_piece(
@@ -142,9 +142,11 @@ def cut_piece(
 
     Every chunk is cut with more than ``MAX_SIZE`` bytes after its start in the view (or
     up to the end of the source), so it is exactly the chunk a sequential cut from the same
-    start gives. ``known``, given the view and a cut point in it, may instead answer
-    ``(length, result)`` for the chunk starting there (``odb.known``: a stored chunk with
-    the same bytes, whose cut it vouches for); cutting resumes after it.
+    start gives. ``known``, given the view, a cut point in it and the segment's end (both
+    relative to the view), may instead answer ``(ends, results)`` for chunks from that cut
+    point, each starting before the segment's end, ``ends`` relative to the cut point
+    (``odb.known``: stored chunks with the same bytes, whose cuts it vouches for); cutting
+    resumes after the last of them.
     """
     view = source.view(start, min(source.size, stop + 2 * MAX_SIZE))
     chunks = None
@@ -152,17 +154,19 @@ def cut_piece(
     results: list[R] = []
     pos = start
     while pos < stop:
-        hit = known(view, pos - start) if known is not None else None
+        hit = known(view, pos - start, stop - start) if known is not None else None
         if hit is not None:
-            length, result = hit
+            rel, got = hit
+            ends += [pos + e for e in rel]
+            results += got
+            pos = ends[-1]
             chunks = None
-        else:
-            if chunks is None:
-                chunks = _cdc().cut_buf(view[pos - start :])
-            data = next(chunks).data
-            length, result = len(data), work(data)
-        results.append(result)
-        pos += length
+            continue
+        if chunks is None:
+            chunks = _cdc().cut_buf(view[pos - start :])
+        data = next(chunks).data
+        results.append(work(data))
+        pos += len(data)
         ends.append(pos)
     return Piece(start, stop, ends, results, view)
 

@@ -39,7 +39,7 @@ import contextlib
 import functools
 import mmap
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -57,20 +57,20 @@ _PAGE = mmap.PAGESIZE
 class Match:
     """One sequential pass over a new file, or over one segment of it (it keeps state).
 
-    Call it with a view of the new file and a cut point in it: it answers the ``(id,
-    length)`` of the stored chunk that a cut there gives, or None. It only ever tries one
-    stored chunk: the one after the last it found or was told of. Tell it of every chunk
-    that was cut and hashed instead (:meth:`learn`): a chunk of the old file puts the pass
-    back in step with it, which after an edit happens at the first cut that
-    content-defined chunking shares with the old file. No table of the stored chunks is
-    built: a file's chunks are looked at only as the pass reaches them.
+    :meth:`run`, given a view of the new file and a cut point in it, answers the stored
+    chunks that cuts from there give, as many in a row as it can compare (a whole unedited
+    stretch of the file in one call). It only ever tries the stored chunk after the last
+    one it found or was told of, then the ones after that. Tell it of every chunk that was
+    cut and hashed instead (:meth:`learn`): a chunk of the old file puts the pass back in
+    step with it, which after an edit happens at the first cut that content-defined
+    chunking shares with the old file. No table of the stored chunks is built: a file's
+    chunks are looked at only as the pass reaches them.
     """
 
     def __init__(self, known: KnownChunks) -> None:
-        self._known = known
-        self._equal = known._libc.equal
+        self.known = known
+        self._memcmp = known._libc.memcmp
         self._expect = -1  # index of the stored chunk to try at the next cut point
-        self._ahead: tuple[int, _Payload | None] = (-1, None)  # that chunk, looked up
         self._view: memoryview | None = None  # the view last asked about ...
         self._address = 0  # ... its address ...
         self._pin: list[Any] = []  # ... kept valid by this
@@ -78,40 +78,80 @@ class Match:
 
     def learn(self, oid: bytes) -> None:
         """The chunk just before the next cut point is ``oid`` (cut and hashed)."""
-        i = self._known._where.get(oid)
+        i = self.known._where.get(oid)
         self._expect = -1 if i is None else i + 1
 
-    def __call__(self, view: memoryview, at: int) -> tuple[bytes, int] | None:
+    def run(self, view: memoryview, at: int, limit: int) -> tuple[int, int, int] | None:
+        """The stored chunks that cutting ``view`` from ``at`` (a cut point) gives, each
+        starting before ``limit``: ``(i, k, end)`` for chunks ``i .. k-1`` of the stored
+        file, the last ending at ``end``; or None when not even chunk ``i`` is one.
+
+        Each chunk is compared byte for byte (``memcmp``); the byte after each, which
+        vouches for its cut, is the first byte of the next, compared with it, and for the
+        last one it is checked on its own. A chunk is only tried with more than
+        ``MAX_SIZE`` bytes of the view after its start (so the file goes on that far).
+        """
         i, self._expect = self._expect, -1
-        if i < 0 or len(view) - at <= MAX_SIZE:  # near the end of the file: cut as usual
+        last_start = min(limit, len(view) - MAX_SIZE)  # a chunk must start before this
+        if i < 0 or at >= last_start:  # near the end of the file: cut as usual
             return None
-        known = self._known
-        ahead_i, c = self._ahead
-        if ahead_i != i:
-            c = known.payload(i)
-        if c is None:
-            return None
-        oid, n, pack, offset = c
-        # (len(view) - at > MAX_SIZE >= n: the byte after is in the view; memcmp cannot overrun)
-        if n != MAX_SIZE:  # its cut is vouched for by the byte after it: chunk i + 1's first
-            d = known.payload(i + 1)
-            if d is None or view[at + n] != d[2].view[d[3]]:
-                return None
-            self._ahead = (i + 1, d)
         if view is not self._view:
             self._pin.clear()
-            self._view, self._address = view, known._libc.address(view, self._pin)
+            self._view, self._address = view, self.known._libc.address(view, self._pin)
+        known, memcmp, base = self.known, self._memcmp, self._address
+        stored = known._at
+        k, pos, n = i, at, 0
+        pack: _Pack | None = None
+        name = ""
+        lo = hi = 0  # the span of ``pack`` compared in this call
+        while pos < last_start:
+            c = stored[k]
+            if c is None:
+                break
+            _, n, where, offset = c
+            if where != name:
+                if pack is not None:
+                    self._touch(pack, lo, hi)
+                pack, name = known.pack(where), where
+                if pack is None:
+                    break
+                lo = hi = offset
+            assert pack is not None
+            if not pack.holds(offset, n):
+                break
+            lo, hi = min(lo, offset), max(hi, offset + n)
+            if memcmp(base + pos, pack.address + offset, n):
+                break
+            pos += n
+            k += 1
+        if pack is not None:
+            self._touch(pack, lo, hi)
+        if k == i:
+            return None
+        n = stored[k - 1][1]  # type: ignore[index]  # (chunk k-1 was compared: not None)
+        if n != MAX_SIZE:  # its cut is vouched for by the byte after it: chunk k's first
+            d = known.payload(k)
+            if d is None or view[pos] != d[2].view[d[3]]:
+                k, pos = k - 1, pos - n
+                if k == i:
+                    return None
+        self._expect = k
+        return i, k, pos
+
+    def __call__(self, view: memoryview, at: int) -> tuple[bytes, int] | None:
+        """The one stored chunk that a cut at ``at`` gives, as ``(id, length)``, or None."""
+        hit = self.run(view, at, at + 1)
+        if hit is None:
+            return None
+        oid, n, _, _ = self.known._at[hit[0]]  # type: ignore[misc]
+        return oid, n
+
+    def _touch(self, pack: _Pack, lo: int, hi: int) -> None:
         span = self.touched.get(pack)
         if span is None:
-            self.touched[pack] = [offset, offset + n]
-        elif offset < span[0]:
-            span[0] = offset
-        elif offset + n > span[1]:
-            span[1] = offset + n
-        if not self._equal(self._address + at, pack.address + offset, n):
-            return None
-        self._expect = i + 1
-        return oid, n
+            self.touched[pack] = [lo, hi]
+        else:
+            span[0], span[1] = min(span[0], lo), max(span[1], hi)
 
     def give_back(self) -> None:
         """Give back the pack pages this pass touched so far (the page cache keeps them),
@@ -154,6 +194,7 @@ class _Pack:
             self.map.close()
 
 
+_UNOPENED = object()
 _Payload = tuple[bytes, int, _Pack, int]  # id, length, pack, offset of payload
 
 
@@ -163,9 +204,14 @@ class KnownChunks:
     def __init__(self, db: PackDB, chunks: Sequence[tuple[bytes, int]]) -> None:
         self._db = db
         self._libc = _Libc()
+        self.chunks = chunks
         self._where: dict[bytes, int] = {}  # id -> index of its first occurrence
-        for i, (oid, _) in enumerate(chunks):
+        self._offsets = [0]  # offset of each chunk in the stored file, then its size
+        offset = 0
+        for i, (oid, n) in enumerate(chunks):
             self._where.setdefault(oid, i)
+            offset += n
+            self._offsets.append(offset)
         entries = db.entries([oid for oid, _ in chunks])
         self._at: list[tuple[bytes, int, str, int] | None] = [  # each raw chunk: id, length,
             (oid, n, e.pack, e.offset)  # pack, offset of payload; a None after the last
@@ -184,16 +230,27 @@ class KnownChunks:
     def __len__(self) -> int:
         return len(self._at) - 1
 
+    def ends(self, i: int, k: int) -> list[int]:
+        """Where chunks ``i + 1 .. k`` end, counted from the start of chunk ``i``."""
+        offsets = self._offsets
+        first = offsets[i]
+        return [end - first for end in offsets[i + 1 : k + 1]]
+
     def payload(self, i: int) -> _Payload | None:
         """Chunk ``i`` if it is kept raw, whole in its pack, with its pages cached."""
         at = self._at[i] if 0 <= i < len(self._at) else None
         if at is None:
             return None
         oid, n, name, offset = at
-        pack = self._packs[name] if name in self._packs else self._open(name)
+        pack = self.pack(name)
         if pack is None or not pack.holds(offset, n):
             return None
         return oid, n, pack, offset
+
+    def pack(self, name: str) -> _Pack | None:
+        """The pack called ``name``, mapped (on first use), or None if it cannot be."""
+        pack = self._packs.get(name, _UNOPENED)
+        return self._open(name) if pack is _UNOPENED else pack  # type: ignore[return-value]
 
     def _open(self, name: str) -> _Pack | None:
         with self._lock:
@@ -234,6 +291,9 @@ class _Libc:
 
     def __init__(self) -> None:
         self._fns = _libc_functions()
+        self.memcmp: Callable[[int, int, int], int] = (  # nonzero where bytes differ
+            self._fns[0] if self._fns is not None else _compare_copies
+        )
 
     def address(self, view: memoryview, pin: list[Any]) -> int:
         """The address of ``view``'s first byte; valid while ``pin`` holds what is added to
@@ -241,13 +301,6 @@ class _Libc:
         held = _Exported(view)
         pin.append(held)
         return held.address
-
-    def equal(self, a: int, b: int, n: int) -> bool:
-        if self._fns is not None:
-            return bool(self._fns[0](a, b, n) == 0)
-        import ctypes  # no libc found: compare copies
-
-        return ctypes.string_at(a, n) == ctypes.string_at(b, n)
 
     def resident(self, address: int, length: int) -> bytes:
         """One byte per page, bit 0 set where the page is in the page cache (all set
@@ -261,6 +314,13 @@ class _Libc:
         if self._fns[1](address, length, vec) != 0:
             return b"\x01" * pages
         return vec.raw
+
+
+def _compare_copies(a: int, b: int, n: int) -> int:
+    """``memcmp`` where no C library can be loaded: compare copies (nonzero if differ)."""
+    import ctypes
+
+    return int(ctypes.string_at(a, n) != ctypes.string_at(b, n))
 
 
 @functools.cache

@@ -45,10 +45,10 @@ class _Counting:
         def found(match: object) -> object:
             inner = real(match)  # type: ignore[arg-type]
 
-            def counted(view: memoryview, at: int) -> object:
-                hit = inner(view, at)
+            def counted(view: memoryview, at: int, limit: int) -> object:
+                hit = inner(view, at, limit)
                 if hit is not None:
-                    self.hits += hit[0]
+                    self.hits += hit[0][-1]
                 return hit
 
             return counted
@@ -212,20 +212,32 @@ def _edits_at_chunk_boundaries(base: bytes) -> list[bytes]:
     return out
 
 
-def _cut_with(known: KnownChunks, data: bytes) -> list[int]:
-    """The chunk ends of ``data`` cut in one piece, with ``known`` answering where it can
-    (and told of every chunk cut and hashed, as a save does)."""
+def _cut_with(known: KnownChunks, data: bytes, step: int | None = None) -> list[int]:
+    """The chunk ends of ``data`` cut in pieces of ``step`` bytes (default: one piece),
+    one after the other as the follow pass of a save does, with ``known`` answering runs
+    of chunks where it can (and told of every chunk cut and hashed)."""
     source = chunking.Source.of_bytes(data)
+    ends: list[int] = []
     with known.matching() as match:
 
-        def found(view: memoryview, at: int) -> tuple[int, None] | None:
-            hit = match(view, at)
-            return None if hit is None else (hit[1], None)
+        def found(view: memoryview, at: int, limit: int) -> tuple[list[int], list[None]] | None:
+            hit = match.run(view, at, limit)
+            if hit is None:
+                return None
+            i, k, end = hit
+            rel = known.ends(i, k)
+            assert end - at == rel[-1]
+            return rel, [None] * len(rel)
 
         def hashed(chunk: memoryview) -> None:
             match.learn(object_id(ObjType.CHUNK, chunk))
 
-        return chunking.cut_piece(source, 0, len(data), hashed, found).ends
+        pos = 0
+        while pos < len(data):
+            stop = min(pos + (step or len(data)), len(data))
+            ends += chunking.cut_piece(source, pos, stop, hashed, found).ends
+            pos = ends[-1]
+    return ends
 
 
 def _comparable(known: KnownChunks, data: bytes, chunks: list[tuple[bytes, int]]) -> int:
@@ -256,6 +268,7 @@ def test_edits_at_chunk_boundaries_give_the_cuts_of_cutting(tmp_path: Path) -> N
         for i, new in enumerate(_edits_at_chunk_boundaries(base)):
             ends = list(itertools.accumulate(len(c) for c in chunking.chunk_bytes(new)))
             assert _cut_with(known, new) == ends, f"edit {i}"
+            assert _cut_with(known, new, step=MAX + 12345) == ends, f"edit {i}, in steps"
     finally:
         known.close()
 
@@ -342,3 +355,37 @@ def test_one_large_edit_does_not_stop_following(
     assert begins == [0]  # only v1 was cut in parallel: v2 was followed to its end
     assert counting.hits > 25 * MAX
     assert _file_chunks(store, "m:v2", "w.bin") == _expected(new)
+
+
+def test_a_run_takes_an_unedited_stretch_in_one_call_and_stops_before_an_edit(
+    tmp_path: Path,
+) -> None:
+    rng = random.Random(11)
+    data = rng.randbytes(12 * MAX)
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "w.bin").write_bytes(data)
+    store = modelvault.Store(tmp_path / "store")
+    store.save(tmp_path / "m", "m:v1")
+    chunks = _file_chunks(store, "m:v1", "w.bin")
+    starts = list(itertools.accumulate((n for _, n in chunks), initial=0))
+    known = KnownChunks(store._db, chunks)
+    edited = bytearray(data)
+    edited[starts[7] + 100] ^= 1  # inside chunk 7, not its first byte
+    try:
+        with known.matching() as match:
+            view = chunking.Source.of_bytes(data).view(0, len(data))
+            assert match.run(view, starts[1], len(data)) is None  # not in step yet
+            match.learn(chunks[0][0])
+            i, k, end = match.run(view, starts[1], len(data)) or (0, 0, 0)
+            # every chunk from 1 that starts more than MAX_SIZE before the end
+            assert (i, end) == (1, starts[k])
+            assert k == max(j for j, s in enumerate(starts) if s < len(data) - MAX) + 1
+            match.learn(chunks[0][0])
+            assert match.run(view, starts[1], starts[4]) == (1, 4, starts[4])  # the limit
+        with known.matching() as match:
+            view = chunking.Source.of_bytes(bytes(edited)).view(0, len(data))
+            match.learn(chunks[0][0])
+            assert match.run(view, starts[1], len(data)) == (1, 7, starts[7])
+            assert match.run(view, starts[7], len(data)) is None  # out of step after it
+    finally:
+        known.close()
