@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import struct
 import threading
+from collections.abc import Callable
 from enum import IntEnum
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -378,8 +379,15 @@ def _scratch(n: int) -> memoryview:
     return memoryview(buf)
 
 
-def join_planes(items: list[Planes]) -> list[memoryview]:
+def join_planes(
+    items: list[Planes], alloc: Callable[[int], memoryview] | None = None
+) -> list[memoryview]:
     """The raw bytes of each of ``items``, interleaved all at once.
+
+    The results are views of buffers from ``alloc`` (given a size in bytes, it returns a
+    writable buffer at least that large), or of fresh arrays without it: a caller that
+    knows when the results are no longer used can hand the same buffers out again, and
+    spare the page faults of fresh memory.
 
     Decoding many chunks this way costs one numpy call per width, not several per chunk
     (each of which would release and retake the GIL). Every lane of every item goes into
@@ -405,7 +413,10 @@ def join_planes(items: list[Planes]) -> list[memoryview]:
                 flat[at + n] = tail[i] if i < len(tail) else 0
                 at += n + 1
         lanes_array = np.frombuffer(flat, np.uint8, width * row).reshape(width, row)
-        joined = np.empty((row, width), np.uint8)
+        if alloc is None:
+            joined = np.empty((row, width), np.uint8)
+        else:
+            joined = np.frombuffer(alloc(row * width), np.uint8, row * width).reshape(row, width)
         np.positive(lanes_array, out=joined.T)  # the interleave: one pass, GIL released
         view = joined.data.cast("B")
         at = 0

@@ -294,6 +294,31 @@ def test_round_trip_through_a_local_folder(
     assert target.verify().ok
 
 
+def test_local_files_are_mapped_and_read_from_where_they_stand(
+    model: modelvault.Model,
+    source: modelvault.Store,
+    target: modelvault.Store,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A local archive is memory-mapped in windows (here small ones, so a payload often
+    straddles two); an unbuffered file object is read from its own position."""
+    monkeypatch.setattr(archive, "_MAP_BLOCK", 100_003)
+    data = Path(source.export_model("clf:v1", str(tmp_path / "a.bentomodel"))).read_bytes()
+    (tmp_path / "b.bin").write_bytes(b"prefix" + data + b"!")
+    before = target.list()
+    with open(tmp_path / "b.bin", "rb", buffering=0) as f:
+        f.seek(6)
+        with pytest.raises(ArchiveError, match="trailing bytes"):  # the "!" is seen
+            target.import_model(f)
+    assert target.list() == before
+    (tmp_path / "b.bin").write_bytes(b"prefix" + data)
+    with open(tmp_path / "b.bin", "rb", buffering=0) as f:
+        f.seek(6)
+        assert_same_model(model, target.import_model(f))
+    assert target.verify().ok
+
+
 def test_export_destinations(
     model: modelvault.Model, source: modelvault.Store, tmp_path: Path
 ) -> None:

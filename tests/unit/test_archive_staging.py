@@ -158,3 +158,30 @@ def test_refused_import_leaves_no_pack(tmp_path: Path, damage: str) -> None:
         target.import_model(bad)
     assert _snapshot(target.path) == before
     assert os.listdir(target._db.tmp_dir) == []
+
+
+def test_interleave_buffers_are_handed_out_again_only_after_their_batch_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many small batches: the byte-planes output buffers go round several times. A buffer
+    reused before its batch was written would store bytes that fail their id."""
+    from modelvault import archive
+
+    monkeypatch.setattr(archive, "_BATCH", 2)  # ~60 batches of byte planes
+    fresh: list[bool] = []  # per buffer taken: whether none was spare
+    take = archive._Buffers.take
+
+    def counted(self: archive._Buffers, n: int) -> bytearray:
+        fresh.append(not self._free)
+        return take(self, n)
+
+    monkeypatch.setattr(archive._Buffers, "take", counted)
+    source, path = _model(tmp_path)
+    target = modelvault.Store(tmp_path / "target")
+    model = target.import_model(path)
+    assert len(fresh) > 30
+    assert sum(fresh) < len(fresh) / 3  # handed out again and again ...
+    assert target.verify().ok  # ... and every stored byte matches its id
+    assert model.id == source.get("big:v1").id
+    weights = (tmp_path / "m" / "model.bin").read_bytes()
+    assert (Path(model.path) / "model.bin").read_bytes() == weights
