@@ -794,44 +794,41 @@ def _golden_files(version: int, archive: int = 1) -> dict[str, bytes]:
     return module.golden_files(version, archive)  # type: ignore[no-any-return]
 
 
-def test_golden_archives_of_format_1_import(target: modelvault.Store) -> None:
+def _import_goldens(store: modelvault.Store, fmt: int, name: str) -> None:
+    """Import the golden archives of format ``fmt`` (tags ``name:v1`` and ``name:v2``): the
+    thin one is refused without its base and changes nothing; then both import, each with
+    the tag, id, files and info the format pins."""
     import json
 
-    store = target
-    ids = json.loads((GOLDEN / "archive-v1.json").read_text())
+    ids = json.loads((GOLDEN / f"archive-v{fmt}.json").read_text())
     before = snapshot(store.path)
-    with pytest.raises(ArchiveError, match="needs its base golden:v1"):
-        store.import_model(str(GOLDEN / "archive-v1-thin.bentomodel"))
+    with pytest.raises(ArchiveError, match=f"needs its base {name}:v1"):
+        store.import_model(str(GOLDEN / f"archive-v{fmt}-thin.bentomodel"))
     assert snapshot(store.path) == before
-    for version, name in ((1, "archive-v1.bentomodel"), (2, "archive-v1-thin.bentomodel")):
-        model = store.import_model(GOLDEN / name)
-        assert (str(model.tag), model.id) == (f"golden:v{version}", ids[str(model.tag)])
-        assert files_of(model.path) == _golden_files(version)
+    for version, file in (
+        (1, f"archive-v{fmt}.bentomodel"),
+        (2, f"archive-v{fmt}-thin.bentomodel"),
+    ):
+        model = store.import_model(GOLDEN / file)
+        assert (str(model.tag), model.id) == (f"{name}:v{version}", ids[str(model.tag)])
+        assert files_of(model.path) == _golden_files(version, archive=fmt)
         assert model.info.labels == {"stage": "golden"}
         assert model.info.signatures == {"predict": {"batchable": True, "batch_dim": 0}}
-    assert store.verify().ok
+
+
+def test_golden_archives_of_format_1_import(target: modelvault.Store) -> None:
+    _import_goldens(target, 1, "golden")
+    assert target.verify().ok
 
 
 def test_golden_archives_of_format_2_import(target: modelvault.Store) -> None:
-    import json
-
-    store = target
-    ids = json.loads((GOLDEN / "archive-v2.json").read_text())
     for name in ("archive-v2.bentomodel", "archive-v2-thin.bentomodel"):
         data = (GOLDEN / name).read_bytes()
         assert struct.unpack_from("<H", data, 8) == (2,)
         assert any(how == PLANES for _, how, _, _, _ in archive_records(data)), name
-    before = snapshot(store.path)
-    with pytest.raises(ArchiveError, match="needs its base golden2:v1"):
-        store.import_model(str(GOLDEN / "archive-v2-thin.bentomodel"))
-    assert snapshot(store.path) == before
-    for version, name in ((1, "archive-v2.bentomodel"), (2, "archive-v2-thin.bentomodel")):
-        model = store.import_model(GOLDEN / name)
-        assert (str(model.tag), model.id) == (f"golden2:v{version}", ids[str(model.tag)])
-        assert files_of(model.path) == _golden_files(version, archive=2)
-        assert model.info.labels == {"stage": "golden"}
-        assert model.info.signatures == {"predict": {"batchable": True, "batch_dim": 0}}
+    _import_goldens(target, 2, "golden2")
+    for name in ("archive-v2.bentomodel", "archive-v2-thin.bentomodel"):
         for _, how, _, _, ident in archive_records((GOLDEN / name).read_bytes()):
-            entry = store._db.entry(ident)
+            entry = target._db.entry(ident)
             assert entry is not None and entry.codec == (RAW if how == PLANES else how)
-    assert store.verify().ok
+    assert target.verify().ok
