@@ -7,9 +7,10 @@ module's encoder), so these tests also check that the code follows docs/format.m
 
 from __future__ import annotations
 
+import contextlib
 import struct
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -75,23 +76,81 @@ def test_transfer_round_trip_any_bytes(data: bytes) -> None:
     assert decode(how, bytes(payload), len(data)) == data
 
 
+INTERLEAVES = ["compiled", "numpy"]
+
+
+@contextlib.contextmanager
+def interleaving(how: str) -> Iterator[None]:
+    """Decode byte planes with the compiled interleave or with the numpy fallback."""
+    compiled = codec._interleave
+    if how == "numpy":
+        codec._interleave = None
+    try:
+        yield
+    finally:
+        codec._interleave = compiled
+
+
+def test_the_compiled_interleave_is_built() -> None:
+    """``make test`` builds modelvault._planes (optional for users: numpy stands in)."""
+    assert codec._interleave is not None, "modelvault._planes was not built: is gcc there?"
+
+
+@pytest.mark.parametrize("how", INTERLEAVES)
 @settings(max_examples=100, deadline=None)
 @given(items=st.lists(st.tuples(st.binary(max_size=2000), st.integers(2, 8)), max_size=20))
-def test_many_payloads_decode_together(items: list[tuple[bytes, int]]) -> None:
-    """split_planes then join_planes (the importer's batch path), widths mixed."""
+def test_many_payloads_decode_together(how: str, items: list[tuple[bytes, int]]) -> None:
+    """split_planes then join_planes (the importer's batch path), widths mixed, with and
+    without buffers handed in."""
     split = [codec.split_planes(bytes(encode_planes(d, width=w)), len(d)) for d, w in items]
-    assert [bytes(raw) for raw in codec.join_planes(split)] == [d for d, _ in items]
+    given_buffers: list[bytearray] = []
+
+    def alloc(n: int) -> memoryview:
+        given_buffers.append(bytearray(b"\xee" * (n + 3)))  # larger, and not zeroed
+        return memoryview(given_buffers[-1])
+
+    with interleaving(how):
+        assert [bytes(raw) for raw in codec.join_planes(split)] == [d for d, _ in items]
+        joined = codec.join_planes(split, alloc)
+    assert [bytes(raw) for raw in joined] == [d for d, _ in items]
+    for raw in joined:  # views of the buffers handed in
+        view = np.frombuffer(raw, np.uint8)
+        assert not len(raw) or any(np.shares_memory(view, buf) for buf in given_buffers)
 
 
+@pytest.mark.parametrize("how", INTERLEAVES)
 @pytest.mark.parametrize("width", range(2, 9))
 @pytest.mark.parametrize("size", [0, 1, 7, 8, 9, 1000, 65_537])
-def test_every_width_the_reader_accepts(width: int, size: int) -> None:
+def test_every_width_the_reader_accepts(how: str, width: int, size: int) -> None:
     raw = weights(size // 4 + 1)[:size]
     lanes, tail = split(raw, width)
     packed = [LANE_ZSTD.compress(lane) for lane in lanes]
     mask = 0b10101010 & ((1 << width) - 1)  # odd lanes zstd, even lanes raw
     chosen = [packed[i] if mask >> i & 1 else lanes[i] for i in range(width)]
-    assert decode(Codec.PLANES, planes(width, chosen, mask, tail), size) == raw
+    with interleaving(how):
+        assert decode(Codec.PLANES, planes(width, chosen, mask, tail), size) == raw
+
+
+def test_compiled_interleave_checks_its_arguments() -> None:
+    from modelvault import _planes
+
+    out = bytearray(12)
+    _planes.interleave(out, [b"abc", memoryview(b"def"), bytearray(b"ghi"), b"jkl"])
+    assert out == b"adgjbehkcfil"
+    _planes.interleave(out, [b"abcdefghijkl"])  # one lane: a copy
+    assert out == b"abcdefghijkl"
+    with pytest.raises(ValueError, match="lane 1 is 2 bytes, lane 0 is 3"):
+        _planes.interleave(out, [b"abc", b"de"])
+    with pytest.raises(ValueError, match="out holds 5 bytes"):
+        _planes.interleave(bytearray(5), [b"abc", b"def"])
+    with pytest.raises(ValueError, match="9 lanes"):
+        _planes.interleave(bytearray(9), [b"a"] * 9)
+    with pytest.raises(ValueError, match="0 lanes"):
+        _planes.interleave(bytearray(9), [])
+    with pytest.raises(BufferError):  # out must be writable
+        _planes.interleave(b"123456", [b"abc", b"def"])
+    with pytest.raises(TypeError):
+        _planes.interleave(bytearray(6), [b"abc", "def"])  # type: ignore[list-item]
 
 
 def test_lanes_follow_the_written_layout() -> None:
