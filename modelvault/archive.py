@@ -1,18 +1,19 @@
 """``.bentomodel`` archives: one model in one self-describing file (docs/format.md, Archives).
 
-Byte layout, format version 2 (integers little-endian); version 1 is the same layout
-without codec 2, and is still read::
+Byte layout, format version 3 (integers little-endian); version 2 is the same layout
+with a 32-byte BLAKE3 checksum, version 1 as version 2 without codec 2, and both are
+still read::
 
     header
       0   8  magic b"MVAR\\r\\n\\x1a\\n"
-      8   2  format version, u16 (2; readers take 1 and 2)
+      8   2  format version, u16 (3; readers take 1, 2 and 3)
       10  2  flags, u16 (0; readers refuse any other value)
       12  4  manifest length M, u32 (at most MAX_MANIFEST)
       16  M  manifest, msgpack: {"tags": [{"tag": "name:version", "model": <32-byte id>}],
                                  "base": None | {"tag": "name:version", "model": <32-byte id>}}
     records, from offset 16 + M: one per object, ids unique, in any order
       0   1  object type (ObjType), 1..4
-      1   1  codec (Codec): 0 raw, 1 zstd, 2 byte planes (version 2 only)
+      1   1  codec (Codec): 0 raw, 1 zstd, 2 byte planes (from version 2)
       2   2  zero
       4   4  raw length, u32
       8   4  stored length, u32
@@ -24,11 +25,16 @@ without codec 2, and is still read::
       4   4  entry count N, u32
       8  ..  N entries sorted by id, 52 bytes each (the pack index entry layout):
              id (32), type (1), codec (1), zero (2), payload offset u64, stored u32, raw u32
-    footer, the last 48 bytes
+    footer, the last 32 bytes (48 in versions 1 and 2)
       0   8  index offset I, u64
       8   4  entry count N, u32
       12  4  magic b"MVAE"
-      16 32  BLAKE3 of every byte of the file before this field
+      16 16  XXH3-128 of every byte of the file before this field, canonical (big-endian)
+             form (versions 1 and 2: 32 bytes, BLAKE3)
+
+Every object is checked against its BLAKE3 id, so the checksum only has to catch damage
+to the framing (header, manifest, record headers, index): a fast non-cryptographic hash
+does, at a fifth of BLAKE3's cost.
 
 Records use the pack record layout (``modelvault.core.packfmt``), so export copies
 compressed payloads as they are stored; chunks the store keeps raw are encoded for the
@@ -62,9 +68,10 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, BinaryIO, NamedTuple, NoReturn
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, NamedTuple, NoReturn, Protocol
 
 import msgpack
+import xxhash
 from blake3 import blake3
 
 from modelvault import _fsutil
@@ -100,15 +107,14 @@ if TYPE_CHECKING:
 ArchiveSource = str | os.PathLike[str] | BinaryIO
 
 MAGIC = b"MVAR\r\n\x1a\n"
-VERSION = 2
-READABLE = (1, 2)  # archive format versions import_model reads
+VERSION = 3
+READABLE = (1, 2, 3)  # archive format versions import_model reads
 SUFFIX = ".bentomodel"
 HEADER = struct.Struct("<8sHHI")
 INDEX_HEAD = struct.Struct("<4sI")
 INDEX_MAGIC = b"MVAI"
-FOOTER = struct.Struct("<QI4s")  # followed by the 32-byte checksum
+FOOTER = struct.Struct("<QI4s")  # followed by the checksum
 FOOTER_MAGIC = b"MVAE"
-CHECKSUM_LEN = 32
 END_RECORD = bytes(RECORD_HEADER.size)
 
 MAX_MANIFEST = 1 << 20
@@ -116,7 +122,26 @@ MAX_METADATA = 64 << 20  # raw bytes of one file, tree or model object (~100 GB 
 MAX_RAW = {ObjType.CHUNK: MAX_CHUNK, ObjType.FILE: MAX_METADATA}
 MAX_RAW |= {ObjType.TREE: MAX_METADATA, ObjType.MODEL: MAX_METADATA}
 _KINDS = {int(t): t for t in ObjType}
-_CODECS = {1: frozenset({Codec.RAW, Codec.ZSTD}), 2: frozenset(Codec)}  # by archive version
+_CODECS = {1: frozenset({Codec.RAW, Codec.ZSTD}), 2: frozenset(Codec), 3: frozenset(Codec)}
+
+
+class _Hash(Protocol):
+    def update(self, data: bytes | memoryview, /) -> object: ...
+    def digest(self) -> bytes: ...
+
+
+_CHECKSUMS: dict[int, Callable[[], _Hash]] = {1: blake3, 2: blake3, 3: xxhash.xxh3_128}
+
+
+def checksum(version: int) -> _Hash:
+    """A new hash of the trailer checksum of archive format ``version``."""
+    return _CHECKSUMS[version]()
+
+
+def checksum_len(version: int) -> int:
+    """Bytes of the trailer checksum of archive format ``version``."""
+    return 32 if version < 3 else 16
+
 
 _IO_BLOCK = 1 << 20
 _READ_BLOCK = 4 << 20  # import reads the archive this many bytes at a time
@@ -207,7 +232,7 @@ class ArchiveWriter:
     def __init__(self, out: IO[bytes], manifest: Manifest) -> None:
         self._out = out
         self._fd = out.fileno() if isinstance(out, io.FileIO) else None  # writev, no copy
-        self._hash = blake3()
+        self._hash = checksum(VERSION)
         self._pos = 0
         self._index: dict[bytes, bytes] = {}
         self._sink = ThreadPoolExecutor(1, thread_name_prefix="modelvault-archive-out")
@@ -585,9 +610,10 @@ def _renamed_output(fs: Any, path: str) -> Iterator[IO[bytes]]:
 class _Reader:
     """Reads an archive stream exactly, in large blocks, counting the offset.
 
-    Every byte read before ``digest()`` is hashed, in a helper thread (BLAKE3 releases
-    the GIL), in file order; payloads are views of the blocks, copied only when one
-    straddles two blocks.
+    Every byte read before ``digest()`` is hashed with the checksum of the archive's
+    format, which ``checksum_with`` sets once the header is read (bytes read before
+    are kept for it), in a helper thread, in file order; payloads are views of the
+    blocks, copied only when one straddles two blocks.
 
     A local regular file is memory-mapped one window of ``_MAP_BLOCK`` bytes at a time
     instead of read: no copy into fresh buffers (whose first touch costs a page fault
@@ -602,7 +628,9 @@ class _Reader:
         self._f = f
         self._map = _mappable(f)  # (fd, size) of a local regular file, else None
         self._file_pos = f.tell() if self._map is not None else 0  # next byte to map
-        self._hash = blake3()
+        self._hash: _Hash | None = None  # until checksum_with
+        self._early: list[bytes] = []  # bytes read before it, to hash then
+        self.checksum_len = 0
         self._hasher = hasher
         self._hashing: deque[Future[Any]] = deque()
         self._block = memoryview(b"")
@@ -611,13 +639,23 @@ class _Reader:
         self._sealed = False  # digest() was taken: nothing more is hashed
         self.pos = 0
 
+    def checksum_with(self, version: int) -> None:
+        """Hash with the checksum of archive format ``version``, from the first byte."""
+        self._hash = checksum(version)
+        self.checksum_len = checksum_len(version)
+        for data in self._early:
+            self._hash.update(data)
+        self._early.clear()
+
     def _hash_to(self, end: int) -> None:
         if self._sealed or end <= self._hashed:
             return
-        self._hashing.append(
-            self._hasher.submit(self._hash.update, self._block[self._hashed : end])
-        )
+        part = self._block[self._hashed : end]
         self._hashed = end
+        if self._hash is None:  # the header straddles blocks: keep what was read of it
+            self._early.append(bytes(part))
+            return
+        self._hashing.append(self._hasher.submit(self._hash.update, part))
         while len(self._hashing) > _SINK_DEPTH or (self._hashing and self._hashing[0].done()):
             self._hashing.popleft().result()
 
@@ -678,6 +716,7 @@ class _Reader:
         self._sealed = True
         while self._hashing:
             self._hashing.popleft().result()
+        assert self._hash is not None, "checksum_with() was not called"
         return self._hash.digest()
 
     def at_eof(self) -> bool:
@@ -727,11 +766,12 @@ def _read_header(r: _Reader) -> tuple[int, Manifest]:
     """The archive's format version and its manifest."""
     magic, version, flags, length = HEADER.unpack(r.read(HEADER.size, "header"))
     _need(magic == MAGIC, "not a .bentomodel archive (wrong magic)")
-    readable = " and ".join(map(str, READABLE))
+    readable = ", ".join(map(str, READABLE[:-1])) + f" and {READABLE[-1]}"
     _need(
         version in READABLE, f"archive format version {version} is unknown (this reads {readable})"
     )
     _need(flags == 0, f"archive has unknown flags {flags:#x}")
+    r.checksum_with(version)
     _need(length <= MAX_MANIFEST, f"archive manifest declares {length} bytes (> {MAX_MANIFEST})")
     return version, Manifest.decode(bytes(r.read(length, "manifest")))
 
@@ -936,8 +976,8 @@ def _read_trailer(r: _Reader, got: _Received) -> None:
     _need(index_at == offset, f"archive footer puts the index at {index_at}, it is at {offset}")
     _need(n == count, f"archive footer counts {n} objects, the index {count}")
     digest = r.digest()
-    checksum = r.read(CHECKSUM_LEN, "checksum")
-    _need(checksum == digest, "archive checksum does not match its content")
+    stored = r.read(r.checksum_len, "checksum")
+    _need(stored == digest, "archive checksum does not match its content")
     _need(r.at_eof(), "archive has trailing bytes after its checksum")
 
 

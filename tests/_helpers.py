@@ -11,3 +11,36 @@ def write_files(root: Path, files: dict[str, bytes]) -> Path:
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_bytes(data)
     return root
+
+
+# --- archives, as docs/format.md section 10 lays them out ------------------------------
+
+
+def archive_version(data: bytes) -> int:
+    """The format version in an archive's header."""
+    return int.from_bytes(data[8:10], "little")
+
+
+def archive_checksum(version: int, body: bytes) -> bytes:
+    """The trailer checksum of archive format ``version`` over ``body``: XXH3-128 in its
+    canonical (big-endian) form from version 3, BLAKE3 before."""
+    import xxhash
+    from blake3 import blake3
+
+    return xxhash.xxh3_128(body).digest() if version >= 3 else blake3(body).digest()
+
+
+def archive_footer_at(data: bytes) -> int:
+    """Offset of an archive's footer: its 16 fixed bytes, then the checksum (16 bytes from
+    version 3, 32 before)."""
+    return len(data) - 16 - (16 if archive_version(data) >= 3 else 32)
+
+
+def archive_body(data: bytes) -> bytes:
+    """Every byte of an archive the checksum covers."""
+    return data[: archive_footer_at(data) + 16]
+
+
+def resigned(body: bytes) -> bytes:
+    """``body`` (an archive without its checksum) followed by the checksum of its version."""
+    return body + archive_checksum(archive_version(body), body)

@@ -6,13 +6,13 @@ writes now and refuses to replace files that exist. tests/unit/test_archive.py i
 them with every later version. ``golden_files(version, archive)`` regenerates the
 expected file contents.
 
-- ``archive-v<N>.bentomodel``: a full archive of ``golden:v1`` (format 1) or
-  ``golden2:v1`` (format 2).
-- ``archive-v<N>-thin.bentomodel``: ``golden:v2`` / ``golden2:v2`` (10% of the weights
-  changed), thin against v1.
+- ``archive-v<N>.bentomodel``: a full archive of ``golden:v1`` (format 1),
+  ``golden2:v1`` (format 2) or ``golden3:v1`` (format 3).
+- ``archive-v<N>-thin.bentomodel``: ``golden:v2`` / ``golden2:v2`` / ``golden3:v2`` (10% of
+  the weights changed), thin against v1.
 - ``archive-v<N>.json``: tag and model id of each, for the test to compare.
 
-Format 2 models also hold ``weights.f32``, float32 values shaped like trained weights,
+Models of format 2 and later also hold ``weights.f32``, float32 values shaped like trained weights,
 so that their archives carry byte-planes records (codec 2).
 """
 
@@ -26,7 +26,8 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).parent
-NAMES = {1: "golden", 2: "golden2"}  # model name of each archive format's golden files
+# model name of each archive format's golden files
+NAMES = {1: "golden", 2: "golden2", 3: "golden3"}
 
 
 def _lcg(seed: int, count: int) -> list[int]:

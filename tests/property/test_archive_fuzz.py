@@ -1,8 +1,8 @@
 """Hypothesis mutates real archives at random: every mutant is refused, the store untouched.
 
-The archives: one this version writes (format 2, float weights travelling as byte-planes
+The archives: one this version writes (format 3, float weights travelling as byte-planes
 records, codec 2) and the format-1 golden archive. Mutations land anywhere, and for the
-format-2 archive also inside byte-planes payloads (their header, lane lengths and lanes).
+format-3 archive also inside byte-planes payloads (their header, lane lengths and lanes).
 
 Two properties:
 - any change to the bytes (flip, cut, insert, delete, overwrite) raises ArchiveError,
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from blake3 import blake3
+from _helpers import archive_body, archive_footer_at, resigned
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -47,7 +47,7 @@ def _snapshot(path: Path) -> dict[str, bytes | None]:
 
 def planes_payloads(data: bytes) -> list[tuple[int, int]]:
     """``(offset, length)`` of every byte-planes payload of an archive, from its index."""
-    at, count, _ = struct.unpack_from("<QI4s", data, len(data) - 48)
+    at, count, _ = struct.unpack_from("<QI4s", data, archive_footer_at(data))
     out = []
     for i in range(count):
         _, _, how, offset, stored, _ = struct.unpack_from("<32sBBxxQII", data, at + 8 + 52 * i)
@@ -58,7 +58,7 @@ def planes_payloads(data: bytes) -> list[tuple[int, int]]:
 
 @pytest.fixture(scope="module")
 def worlds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, World]:
-    """Real archives and the store they are imported into: ``v2`` (compressible and
+    """Real archives and the store they are imported into: ``written`` (compressible and
     incompressible chunks, float weights, a subfolder) and ``v1-golden``."""
     root = tmp_path_factory.mktemp("fuzz")
     folder = root / "model"
@@ -71,28 +71,28 @@ def worlds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, World]:
     data = Path(src.export_model("fuzz:v1", str(root / "a.bentomodel"))).read_bytes()
     target = modelvault.Store(root / "target")
     target.save(root / "model" / "sub", "other:v1")
-    assert struct.unpack_from("<H", data, 8) == (2,)
+    assert struct.unpack_from("<H", data, 8) == (3,)
     planes = planes_payloads(data)
     assert len(planes) >= 2  # the float weights travel as byte planes
     ids = json.loads((GOLDEN / "archive-v1.json").read_text())
     golden = (GOLDEN / "archive-v1.bentomodel").read_bytes()
     assert struct.unpack_from("<H", golden, 8) == (1,) and not planes_payloads(golden)
     return {
-        "v2": (data, target, model.id, planes),
+        "written": (data, target, model.id, planes),
         "v1-golden": (golden, target, ids["golden:v1"], []),
     }
 
 
-@pytest.fixture(params=["v2", "v1-golden"])
+@pytest.fixture(params=["written", "v1-golden"])
 def world(worlds: dict[str, World], request: pytest.FixtureRequest) -> World:
     """Each archive in turn."""
     return worlds[request.param]
 
 
 @pytest.fixture
-def v2_world(worlds: dict[str, World]) -> World:
+def planes_world(worlds: dict[str, World]) -> World:
     """The archive with byte-planes records."""
-    return worlds["v2"]
+    return worlds["written"]
 
 
 mutations = st.one_of(
@@ -154,8 +154,8 @@ def test_any_mutation_is_refused(world: World, how: tuple) -> None:  # type: ign
 
 @FUZZ
 @given(where=in_planes)
-def test_any_mutation_of_byte_planes_is_refused(v2_world: World, where: tuple) -> None:  # type: ignore[type-arg]
-    data, target, _, planes = v2_world
+def test_any_mutation_of_byte_planes_is_refused(planes_world: World, where: tuple) -> None:  # type: ignore[type-arg]
+    data, target, _, planes = planes_world
     bad = _mutate_planes(data, planes, *where)
     if bad != data:
         _refused(target, bad)
@@ -164,7 +164,7 @@ def test_any_mutation_of_byte_planes_is_refused(v2_world: World, where: tuple) -
 def _imports_nothing_else(world: World, body: bytes) -> None:
     """With its checksum recomputed, ``body`` is refused or imports the original model."""
     data, target, model_id, _ = world
-    bad = body + blake3(body).digest()
+    bad = resigned(body)
     if bad == data:
         return
     before = _snapshot(target.path)
@@ -184,14 +184,14 @@ def test_mutations_with_a_valid_checksum_never_import_another_model(
     world: World,
     how: tuple,  # type: ignore[type-arg]
 ) -> None:
-    _imports_nothing_else(world, _mutate(world[0][:-32], how))
+    _imports_nothing_else(world, _mutate(archive_body(world[0]), how))
 
 
 @FUZZ
 @given(where=in_planes)
 def test_byte_planes_mutations_with_a_valid_checksum_never_import_another_model(
-    v2_world: World,
+    planes_world: World,
     where: tuple,  # type: ignore[type-arg]
 ) -> None:
-    data, _, _, planes = v2_world
-    _imports_nothing_else(v2_world, _mutate_planes(data[:-32], planes, *where))
+    data, _, _, planes = planes_world
+    _imports_nothing_else(planes_world, _mutate_planes(archive_body(data), planes, *where))

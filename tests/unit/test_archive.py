@@ -7,6 +7,7 @@ Payloads are decoded by hand too (``decode_by_hand``), byte planes included.
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 from collections.abc import Callable
@@ -18,6 +19,7 @@ import msgpack
 import numpy as np
 import pytest
 import zstandard
+from _helpers import archive_body, archive_checksum, archive_footer_at, resigned
 from blake3 import blake3
 
 import modelvault
@@ -147,7 +149,7 @@ def build(
     manifest_bytes: bytes,
     records: list[Record],
     *,
-    version: int = 1,
+    version: int = 3,
     magic: bytes = b"MVAR\r\n\x1a\n",
     edit_index: Callable[[list[bytes]], list[bytes]] = lambda e: e,
     index_offset: int | None = None,
@@ -167,7 +169,7 @@ def build(
     index = edit_index([entries[k] for k in sorted(entries)])
     out += struct.pack("<4sI", b"MVAI", len(index)) + b"".join(index)
     out += struct.pack("<QI4s", at if index_offset is None else index_offset, len(index), b"MVAE")
-    return bytes(out + blake3(bytes(out)).digest())
+    return resigned(bytes(out))
 
 
 def model_doc(tree_id: bytes, size: int, name: str = "evil", version: str = "v1") -> bytes:
@@ -218,17 +220,19 @@ def hostile_records(
     ]
 
 
-def hostile(rows: list[list[Any]] | None = None, *, tree: bytes | None = None) -> bytes:
+def hostile(
+    rows: list[list[Any]] | None = None, *, tree: bytes | None = None, version: int = 3
+) -> bytes:
     """A well-formed, correctly hashed archive of ``evil:v1`` whose tree has the given rows."""
     model_id, records = hostile_records(rows, tree=tree)
-    return build(manifest("evil:v1", model_id), records)
+    return build(manifest("evil:v1", model_id), records, version=version)
 
 
 FLOATS = np.random.default_rng(7).normal(0, 0.02, 1001).astype("<f4").tobytes()[:4003]
 FLOAT_LANES = [FLOATS[i:4000:4] for i in range(4)]  # 1000 bytes each; tail b"..."
 
 
-def with_planes(payload: bytes, *, version: int = 2, raw: bytes = FLOATS) -> bytes:
+def with_planes(payload: bytes, *, version: int = 3, raw: bytes = FLOATS) -> bytes:
     """An archive of ``evil:v1`` whose one chunk is ``raw`` stored as codec 2 ``payload``."""
     model_id, records = hostile_records(
         [["w.bin", "file", None, len(raw)]], chunk=raw, chunk_as=(PLANES, payload)
@@ -354,7 +358,7 @@ def test_the_archive_is_deterministic_and_holds_each_object_once(
     b = Path(source.export_model("clf:v1", str(tmp_path / "b.bentomodel"))).read_bytes()
     assert a == b
     reach, _ = source.reachable([model._oid])
-    (count,) = struct.unpack_from("<I", a, len(a) - 48 + 8)
+    (count,) = struct.unpack_from("<I", a, archive_footer_at(a) + 8)
     assert count == len(reach)
 
 
@@ -362,7 +366,7 @@ def test_index_gives_random_access_to_every_object(
     model: modelvault.Model, source: modelvault.Store, tmp_path: Path
 ) -> None:
     data = Path(source.export_model("clf:v1", str(tmp_path / "a.bentomodel"))).read_bytes()
-    at, count, magic = struct.unpack_from("<QI4s", data, len(data) - 48)
+    at, count, magic = struct.unpack_from("<QI4s", data, archive_footer_at(data))
     assert magic == b"MVAE" and data[at : at + 4] == b"MVAI"
     for i in range(count):
         ident, kind, how, off, stored, raw = struct.unpack_from(
@@ -375,7 +379,7 @@ def test_float_chunks_travel_as_byte_planes_and_are_stored_raw(
     model: modelvault.Model, source: modelvault.Store, target: modelvault.Store, tmp_path: Path
 ) -> None:
     data = Path(source.export_model("clf:v1", str(tmp_path / "a.bentomodel"))).read_bytes()
-    assert struct.unpack_from("<H", data, 8) == (2,)  # format version 2
+    assert struct.unpack_from("<H", data, 8) == (3,)  # format version 3
     records = archive_records(data)
     by_codec = {how: [r for r in records if r[1] == how] for how in (RAW, ZSTD, PLANES)}
     assert len(by_codec[PLANES]) >= 10 and all(r[0] == CHUNK for r in by_codec[PLANES])
@@ -490,7 +494,7 @@ def test_thin_archive_against_itself_holds_no_object(
 ) -> None:
     path = source.export_model("clf:v1", str(tmp_path / "t.bentomodel"), base="clf:v1")
     data = Path(path).read_bytes()
-    assert struct.unpack_from("<I", data, len(data) - 40)[0] == 0
+    assert struct.unpack_from("<I", data, archive_footer_at(data) + 8)[0] == 0
     with pytest.raises(ArchiveError, match="needs its base clf:v1"):
         target.import_model(path)
     assert source.import_model(path) == model
@@ -562,8 +566,67 @@ def test_a_hand_built_archive_imports(target: modelvault.Store) -> None:
     assert str(m.tag) == "evil:v1" and files_of(m.path) == {"ok.txt": b"hello"}
 
 
+@pytest.mark.parametrize("version", [1, 2, 3])
+def test_each_format_version_is_checked_with_its_own_checksum(
+    target: modelvault.Store, version: int
+) -> None:
+    """Versions 1 and 2 end in a 32-byte BLAKE3, version 3 in a 16-byte XXH3-128; an
+    archive carrying the other version's checksum, or a damaged one, is refused."""
+    import io
+
+    import xxhash
+
+    good = hostile(version=version)
+    body = archive_body(good)
+    assert len(good) - len(body) == (32 if version < 3 else 16)
+    other = xxhash.xxh3_128(body).digest() if version < 3 else blake3(body).digest()
+    before = snapshot(target.path)
+    for bad, why in (
+        (body + other, "truncated" if version < 3 else "checksum does not match"),
+        (good[:-1] + bytes([good[-1] ^ 0x80]), "checksum does not match"),
+    ):
+        with pytest.raises(ArchiveError, match=why):
+            target.import_model(io.BytesIO(bad))
+        assert snapshot(target.path) == before
+    assert str(target.import_model(io.BytesIO(good)).tag) == "evil:v1"
+
+
+class _Dribble(io.RawIOBase):
+    """A stream that hands out at most ``step`` bytes a read, like a slow pipe."""
+
+    def __init__(self, data: bytes, step: int) -> None:
+        self._data, self._at, self._step = data, 0, step
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        n = min(len(b), self._step, len(self._data) - self._at)
+        b[:n] = self._data[self._at : self._at + n]
+        self._at += n
+        return n
+
+    def read(self, size: int = -1) -> bytes:
+        n = self._step if size < 0 else min(size, self._step)
+        out = self._data[self._at : self._at + n]
+        self._at += len(out)
+        return out
+
+
+@pytest.mark.parametrize("version", [2, 3])
+@pytest.mark.parametrize("step", [1, 7, 16, 4096])
+def test_short_reads_that_split_the_header_still_hash_it(
+    target: modelvault.Store, version: int, step: int
+) -> None:
+    """Bytes read before the header says which checksum to use are hashed too, so a
+    stream that returns a few bytes a read (the header split across reads) imports: the
+    checksum covers them only if they were kept for it."""
+    good = hostile(version=version)
+    assert str(target.import_model(_Dribble(good, step)).tag) == "evil:v1"  # type: ignore[arg-type]
+
+
 def _rechecksum(data: bytes) -> bytes:
-    return data[:-32] + blake3(data[:-32]).digest()
+    return resigned(archive_body(data))
 
 
 def _at(data: bytes, offset: int, value: bytes) -> bytes:
@@ -571,7 +634,7 @@ def _at(data: bytes, offset: int, value: bytes) -> bytes:
 
 
 def _index_at(data: bytes) -> int:
-    return int(struct.unpack_from("<Q", data, len(data) - 48)[0])
+    return int(struct.unpack_from("<Q", data, archive_footer_at(data))[0])
 
 
 GOOD = hostile()
@@ -588,7 +651,7 @@ def _bomb() -> bytes:
 HOSTILE: dict[str, tuple[Callable[[], bytes], str]] = {
     "empty file": (lambda: b"", "truncated"),
     "wrong magic": (lambda: _at(GOOD, 0, b"PK\x03\x04"), "wrong magic"),
-    "unknown version": (lambda: _at(GOOD, 8, b"\x03\x00"), "version 3 is unknown"),
+    "unknown version": (lambda: _at(GOOD, 8, b"\x04\x00"), "version 4 is unknown"),
     "version 0": (lambda: _at(GOOD, 8, b"\x00\x00"), "version 0 is unknown"),
     "unknown flags": (lambda: _at(GOOD, 10, b"\x01\x00"), "unknown flags"),
     "truncated in a payload": (lambda: GOOD[: FIRST_RECORD + 50], "truncated"),
@@ -602,7 +665,7 @@ HOSTILE: dict[str, tuple[Callable[[], bytes], str]] = {
     "flipped checksum byte": (lambda: GOOD[:-1] + bytes([GOOD[-1] ^ 1]), "checksum"),
     "huge manifest length": (lambda: _at(GOOD, 12, b"\xff\xff\xff\x7f"), "manifest declares"),
     "index offset outside the file": (
-        lambda: _rechecksum(_at(GOOD, len(GOOD) - 48, struct.pack("<Q", 1 << 40))),
+        lambda: _rechecksum(_at(GOOD, archive_footer_at(GOOD), struct.pack("<Q", 1 << 40))),
         "footer puts the index at",
     ),
     "index entry pointing outside the file": (
@@ -821,14 +884,23 @@ def test_golden_archives_of_format_1_import(target: modelvault.Store) -> None:
     assert target.verify().ok
 
 
-def test_golden_archives_of_format_2_import(target: modelvault.Store) -> None:
-    for name in ("archive-v2.bentomodel", "archive-v2-thin.bentomodel"):
-        data = (GOLDEN / name).read_bytes()
-        assert struct.unpack_from("<H", data, 8) == (2,)
-        assert any(how == PLANES for _, how, _, _, _ in archive_records(data)), name
-    _import_goldens(target, 2, "golden2")
-    for name in ("archive-v2.bentomodel", "archive-v2-thin.bentomodel"):
-        for _, how, _, _, ident in archive_records((GOLDEN / name).read_bytes()):
+@pytest.mark.parametrize(("fmt", "name"), [(2, "golden2"), (3, "golden3")])
+def test_golden_archives_with_byte_planes_import(
+    target: modelvault.Store, fmt: int, name: str
+) -> None:
+    """Formats 2 and 3 carry byte-planes records; they differ in the trailer checksum
+    (BLAKE3, 32 bytes; XXH3-128 in canonical big-endian form, 16 bytes)."""
+    files = (f"archive-v{fmt}.bentomodel", f"archive-v{fmt}-thin.bentomodel")
+    for file in files:
+        data = (GOLDEN / file).read_bytes()
+        assert struct.unpack_from("<H", data, 8) == (fmt,)
+        assert any(how == PLANES for _, how, _, _, _ in archive_records(data)), file
+        body = archive_body(data)
+        assert len(data) - len(body) == (32 if fmt == 2 else 16)
+        assert data[len(body) :] == archive_checksum(fmt, body)
+    _import_goldens(target, fmt, name)
+    for file in files:
+        for _, how, _, _, ident in archive_records((GOLDEN / file).read_bytes()):
             entry = target._db.entry(ident)
             assert entry is not None and entry.codec == (RAW if how == PLANES else how)
     assert target.verify().ok

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _helpers import archive_footer_at
 
 import modelvault
 from modelvault.core.hashing import ObjType, object_id
@@ -115,7 +116,7 @@ def _snapshot(path: Path) -> dict[str, bytes | None]:
 
 def _index(data: bytes) -> list[tuple[bytes, int, int, int]]:
     """``(id, codec, stored length, raw length)`` of every record, from the archive index."""
-    at, count, _ = struct.unpack_from("<QI4s", data, len(data) - 48)
+    at, count, _ = struct.unpack_from("<QI4s", data, archive_footer_at(data))
     rows = [struct.unpack_from("<32sBBxxQII", data, at + 8 + 52 * i) for i in range(count)]
     return [(oid, how, stored, raw) for oid, _, how, _, stored, raw in rows]
 
@@ -143,7 +144,7 @@ def test_refused_import_leaves_no_pack(tmp_path: Path, damage: str) -> None:
     _, path = _model(tmp_path)
     data = bytearray(path.read_bytes())
     if damage == "last-payload":
-        at, count, _ = struct.unpack_from("<QI4s", data, len(data) - 48)
+        at, count, _ = struct.unpack_from("<QI4s", data, archive_footer_at(data))
         offsets = [struct.unpack_from("<Q", data, at + 8 + 52 * i + 36)[0] for i in range(count)]
         data[max(offsets) + 10] ^= 0xFF
     elif damage == "truncated":
