@@ -60,6 +60,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import itertools
 import os
 import struct
 import threading
@@ -150,6 +151,7 @@ _BATCH = 64  # objects per worker task (export and import): amortises the thread
 _BATCH_BYTES = 4 << 20  # bytes of chunks per worker task, about
 _WINDOW = 4  # worker tasks in flight: bounds memory to ~_WINDOW * (_BATCH_BYTES + 512 KiB)
 _SINK_DEPTH = 4  # batches queued for the thread that writes (export) or stages (import)
+_LANES = 2  # import stages into this many packs at once, one thread each
 _READ_SPAN = 8 << 20  # export reads neighbouring records together up to this many bytes
 _FLUSH_EVERY = 64 << 20  # export starts writing a local archive back to disk this often
 _UPLOAD_ON_CLOSE = {"s3", "s3a", "gs", "gcs"}  # an object appears only once its upload ends
@@ -892,11 +894,13 @@ class _Buffers:
         self._free: deque[bytearray] = deque()
 
     def take(self, n: int) -> bytearray:
-        while self._free:
-            buf = self._free.pop()  # (deque pops are atomic: workers take concurrently)
+        while True:
+            try:
+                buf = self._free.pop()  # (atomic: workers take concurrently)
+            except IndexError:
+                return bytearray(-(-n // _IO_BLOCK) * _IO_BLOCK)
             if len(buf) >= n:
                 return buf
-        return bytearray(-(-n // _IO_BLOCK) * _IO_BLOCK)
 
     def give(self, bufs: list[bytearray]) -> None:
         for buf in bufs:
@@ -1072,21 +1076,25 @@ def import_model(store: Store, src: ArchiveSource) -> Model:
         store.writing() as writer,
         ThreadPoolExecutor(2, thread_name_prefix="modelvault-import") as pool,
         ThreadPoolExecutor(1, thread_name_prefix="modelvault-import-hash") as hasher,
-        ThreadPoolExecutor(1, thread_name_prefix="modelvault-import-stage") as stager,
     ):
         writer.publish_at_commit()  # sealed packs stay hidden until commit; abort drops them
         r = _Reader(f, hasher)
         version, manifest = _read_header(r)
         staging: deque[Future[None]] = deque()
-
+        stagers = [  # one per pack lane: copies into the page cache run in parallel
+            ThreadPoolExecutor(1, thread_name_prefix=f"modelvault-import-stage{lane}")
+            for lane in range(_LANES)
+        ]
+        staged = itertools.count()
         buffers = _Buffers()
 
-        def write(batch: list[Staged], taken: list[bytearray]) -> None:  # in the stager
-            writer.add_prepared_many(batch)  # one writev per batch, in order
+        def write(batch: list[Staged], taken: list[bytearray], lane: int) -> None:
+            writer.add_prepared_many(batch, lane)  # one writev per batch
             buffers.give(taken)  # written (copied): nothing reads those bytes again
 
         def stage(batch: list[Staged], taken: list[bytearray]) -> None:
-            staging.append(stager.submit(write, batch, taken))
+            lane = next(staged) % _LANES  # batches take turns: each lane has its stager
+            staging.append(stagers[lane].submit(write, batch, taken, lane))
             while len(staging) > _SINK_DEPTH or (staging and staging[0].done()):
                 staging.popleft().result()
 
@@ -1097,7 +1105,8 @@ def import_model(store: Store, src: ArchiveSource) -> Model:
         finally:
             for fut in staging:  # after an error: stop staging before the writer aborts
                 fut.cancel()
-            stager.shutdown()
+            for stager in stagers:
+                stager.shutdown()
         _read_trailer(r, got)
         model = _check_closure(store, manifest, got)
         ref = RefValue.of(manifest.tag, manifest.model_id, model)

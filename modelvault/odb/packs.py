@@ -360,12 +360,43 @@ def verify_payload(oid: bytes, e: Entry, payload: bytes, kind: ObjType | None) -
     return raw
 
 
+class _OpenPack:
+    """One pack being written: its file, the running name hash, the entries it holds."""
+
+    def __init__(self, db: PackDB) -> None:
+        self.tmp = _fsutil.temp_name(db.tmp_dir, ".pack")
+        self.fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        header = pack_header()
+        try:
+            _fsutil.write_all(self.fd, [header])
+        except BaseException:
+            self.discard()
+            raise
+        self.hash = blake3(header)  # over the file header and record headers: names the pack
+        self.pos = self.flushed = len(header)  # flushed: write-back started up to here
+        self.entries: dict[bytes, Entry] = {}
+
+    def write(self, parts: list[bytes | memoryview]) -> None:
+        _fsutil.write_all(self.fd, parts)
+        if self.pos - self.flushed >= _WRITEBACK:  # let the disk start on it now
+            _fsutil.start_writeback(self.fd, self.flushed, self.pos - self.flushed)
+            self.flushed = self.pos
+
+    def discard(self) -> None:
+        os.close(self.fd)
+        self.tmp.unlink(missing_ok=True)
+
+
 class PackWriter:
     """Appends new objects to packs; seals full packs in the background.
 
     Objects already stored (or already added to this writer) are skipped.
     Nothing becomes visible to other readers before the pack holding it is
     sealed; ``commit()`` seals the last pack and waits until all are durable.
+
+    Objects go to *lanes* (``lane=0`` unless told): each lane appends to a pack of its
+    own, so threads that write at the same time, each to its own lane, copy into the
+    page cache in parallel. One lane must not be used by two threads at once.
     """
 
     def __init__(self, db: PackDB, target: int = PACK_TARGET, *, skip_stored: bool = True) -> None:
@@ -377,12 +408,8 @@ class PackWriter:
 
         self._sealer = ThreadPoolExecutor(1, thread_name_prefix="modelvault-seal")
         self._sealing: list[Future[None]] = []
-        self._fd: int | None = None
-        self._tmp: Path | None = None
-        self._hash = blake3()  # over the file header and record headers: names the pack
-        self._pos = 0
-        self._flushed = 0  # bytes of the open pack whose write-back has been started
-        self._entries: dict[bytes, Entry] = {}
+        self._lock = threading.Lock()  # _pending, _lanes, _sealing and the counters
+        self._lanes: dict[int, _OpenPack] = {}  # lane -> its open pack
         self._defer = False  # publish_at_commit(): sealed packs wait in objects/tmp/
         self._held: list[tuple[Path, Path, str, dict[bytes, Entry]]] = []
         self.new_objects = 0
@@ -400,7 +427,7 @@ class PackWriter:
         renames them all into view and ``abort()`` removes them all. Call it before
         adding anything (an import stages a whole archive this way).
         """
-        if self._fd is not None or self._sealing:
+        if self._lanes or self._sealing:
             raise RuntimeError("publish_at_commit() must come before the first object")
         self._defer = True
 
@@ -419,61 +446,54 @@ class PackWriter:
         self.add_prepared_many([(kind, oid, how, raw_len, payload)])
 
     def add_prepared_many(
-        self, objects: Iterable[tuple[int, bytes, int, int, bytes | memoryview]]
+        self, objects: Iterable[tuple[int, bytes, int, int, bytes | memoryview]], lane: int = 0
     ) -> None:
         """Append objects already hashed and encoded: ``(type, id, codec, raw length,
-        payload)`` each, in one ``writev`` per pack (no copy, GIL released)."""
+        payload)`` each, to ``lane``'s pack, in one ``writev`` per pack (no copy, GIL
+        released)."""
         parts: list[bytes | memoryview] = []
+        pack = None
         for kind, oid, how, raw_len, payload in objects:
-            if self.has(oid):
-                continue
-            self._open()
-            header = record_header(kind, how, raw_len, len(payload), oid)
+            with self._lock:
+                if self.has(oid):
+                    continue
+                pack = self._lanes.get(lane)
+                if pack is None:
+                    pack = self._lanes[lane] = _OpenPack(self._db)
+                header = record_header(kind, how, raw_len, len(payload), oid)
+                e = Entry("", pack.pos + len(header), len(payload), raw_len, kind, how)
+                pack.entries[oid] = self._pending[oid] = e
+                self.new_objects += 1
+                self.new_bytes += len(payload)
             parts += (header, payload)
-            self._hash.update(header)
-            e = Entry("", self._pos + len(header), len(payload), raw_len, kind, how)
-            self._pos += len(header) + len(payload)
-            self._entries[oid] = e
-            self._pending[oid] = e
-            self.new_objects += 1
-            self.new_bytes += len(payload)
-            if self._pos >= self._target or len(parts) >= _MAX_PARTS:
-                self._write(parts)
+            pack.hash.update(header)
+            pack.pos += len(header) + len(payload)
+            if pack.pos >= self._target or len(parts) >= _MAX_PARTS:
+                pack.write(parts)
                 parts = []
-                if self._pos >= self._target:
-                    self._seal()
-        if parts:
-            self._write(parts)
+                if pack.pos >= self._target:
+                    self._seal(lane)
+        if parts and pack is not None:
+            pack.write(parts)
 
-    def _write(self, parts: list[bytes | memoryview]) -> None:
-        fd = self._open()
-        _fsutil.write_all(fd, parts)
-        if self._pos - self._flushed >= _WRITEBACK:  # let the disk start on it now
-            _fsutil.start_writeback(fd, self._flushed, self._pos - self._flushed)
-            self._flushed = self._pos
+    def _seal_all(self) -> None:
+        for lane in sorted(self._lanes):
+            self._seal(lane)
 
-    def _open(self) -> int:
-        if self._fd is None:
-            self._tmp = _fsutil.temp_name(self._db.tmp_dir, ".pack")
-            self._fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            header = pack_header()
-            _fsutil.write_all(self._fd, [header])
-            self._hash = blake3(header)
-            self._pos = self._flushed = len(header)
-            self._entries = {}
-        return self._fd
-
-    def _seal(self) -> None:
-        fd, tmp, digest, entries = self._fd, self._tmp, self._hash.digest(), self._entries
-        if fd is None or tmp is None:
+    def _seal(self, lane: int) -> None:
+        with self._lock:
+            pack = self._lanes.pop(lane, None)
+        if pack is None:
             return
-        self._fd, self._tmp = None, None
+        digest = pack.hash.digest()
         name = digest.hex()
         final = {
             oid: Entry(name, e.offset, e.stored_len, e.raw_len, e.kind, e.codec)
-            for oid, e in entries.items()
+            for oid, e in pack.entries.items()
         }
-        self._sealing.append(self._sealer.submit(self._publish, fd, tmp, name, digest, final))
+        fut = self._sealer.submit(self._publish, pack.fd, pack.tmp, name, digest, final)
+        with self._lock:
+            self._sealing.append(fut)
 
     def _publish(
         self, fd: int, tmp: Path, name: str, digest: bytes, entries: dict[bytes, Entry]
@@ -519,8 +539,8 @@ class PackWriter:
         self._held.append((tmp, idx_tmp, name, entries))
 
     def commit(self) -> None:
-        """Seal the open pack and wait until every pack and index is durable and visible."""
-        self._seal()
+        """Seal the open packs and wait until every pack and index is durable and visible."""
+        self._seal_all()
         try:
             for fut in self._sealing:
                 fut.result()
@@ -539,14 +559,14 @@ class PackWriter:
             self._sealer.shutdown()
 
     def abort(self) -> None:
-        """Drop the open pack; packs sealed already stay (unreferenced, freed by gc).
+        """Drop the open packs; packs sealed already stay (unreferenced, freed by gc).
 
         In ``publish_at_commit`` mode no pack was visible yet: every one is removed.
         """
-        if self._fd is not None and self._tmp is not None:
-            os.close(self._fd)
-            self._tmp.unlink(missing_ok=True)
-            self._fd, self._tmp = None, None
+        with self._lock:
+            lanes, self._lanes = self._lanes, {}
+        for pack in lanes.values():
+            pack.discard()
         for fut in self._sealing:
             with contextlib.suppress(Exception):
                 fut.result()

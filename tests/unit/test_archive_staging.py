@@ -33,12 +33,34 @@ def _files(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir())
 
 
-def _add(writer: PackWriter, blobs: list[bytes]) -> list[bytes]:
+def _add(writer: PackWriter, blobs: list[bytes], lane: int = 0) -> list[bytes]:
     ids = [object_id(ObjType.CHUNK, b) for b in blobs]
     writer.add_prepared_many(
-        (ObjType.CHUNK, oid, 0, len(b), b) for oid, b in zip(ids, blobs, strict=True)
+        ((ObjType.CHUNK, oid, 0, len(b), b) for oid, b in zip(ids, blobs, strict=True)), lane
     )
     return ids
+
+
+def test_lanes_write_packs_of_their_own_from_threads_at_once(tmp_path: Path) -> None:
+    """Two threads, each on its lane, write at once: each lane fills packs of its own,
+    an object both add is stored once, and every object reads back after commit."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    db = PackDB(tmp_path / "objects")
+    writer = PackWriter(db, 1 << 20)
+    blobs = _objects(600)
+    shared = blobs[:50]  # both lanes add these
+    with ThreadPoolExecutor(2) as pool:
+        lanes = list(pool.map(lambda k: _add(writer, shared + blobs[50 + k :: 2], k), (0, 1)))
+    writer.commit()
+    assert writer.new_objects == 600
+    ids = [object_id(ObjType.CHUNK, b) for b in blobs]
+    fresh = PackDB(tmp_path / "objects")
+    assert [fresh.read(oid, ObjType.CHUNK) for oid in ids] == blobs
+    packs_of = [{fresh.entry(oid).pack for oid in lane[50:]} for lane in lanes]  # type: ignore[union-attr]
+    assert packs_of[0] and packs_of[1] and not packs_of[0] & packs_of[1]
+    stored = sum(len(fresh.entries_of(p)) for p in fresh.packs())
+    assert stored == 600  # the shared 50 once, not twice
 
 
 def test_packs_stay_hidden_until_commit(tmp_path: Path) -> None:
@@ -47,7 +69,7 @@ def test_packs_stay_hidden_until_commit(tmp_path: Path) -> None:
     writer.publish_at_commit()
     blobs = _objects(40)
     ids = _add(writer, blobs + blobs[:5])  # duplicates are skipped
-    writer._seal()  # the open pack too: everything sealed, nothing visible
+    writer._seal_all()  # the open pack too: everything sealed, nothing visible
     for fut in writer._sealing:
         fut.result()
     assert _files(db.pack_dir) == []
