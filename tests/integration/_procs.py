@@ -97,9 +97,9 @@ def install_points() -> None:
     records = [0]
     real_add = packs.PackWriter.add_prepared_many
 
-    def add_prepared_many(self: packs.PackWriter, objects: Any) -> None:
+    def add_prepared_many(self: packs.PackWriter, objects: Any, lane: int = 0) -> None:
         batch = list(objects)
-        real_add(self, batch)
+        real_add(self, batch, lane)
         records[0] += len(batch)
         if records[0] >= 100:  # every record goes through here, single or batched
             records[0] = -(10**9)
