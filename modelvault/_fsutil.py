@@ -30,12 +30,37 @@ def temp_name(folder: Path, suffix: str = ".tmp") -> Path:
     return folder / f".tmp-{os.getpid()}-{os.urandom(8).hex()}{suffix}"
 
 
-def write_all(fd: int, parts: Sequence[bytes | memoryview]) -> None:
-    """Write every byte of ``parts`` at the file's position: one ``writev``, no copy.
+WRITE_MAX = 256 * 1024  # bytes per write call (see write_all)
 
-    ``writev`` may write less than asked; the rest is written by further calls.
+
+def write_all(fd: int, parts: Sequence[bytes | memoryview]) -> None:
+    """Write every byte of ``parts`` at the file's position, with no copy: ``writev`` calls
+    of at most ``WRITE_MAX`` bytes each.
+
+    Why not one call for everything: the kernel fills a write with page-cache folios as
+    large as the write allows, and on the VMs measured here fresh large folios often
+    cost far more to fill than small ones. Writing 1 GiB from a mapped file, fsync'd,
+    took 0.4 s of system time in 256 KiB writes and 2.7-3.0 s in 4 MiB writes; an
+    import's system time fell from 2.0 to 1.1 s. 4096 calls per GiB cost next to nothing.
     """
-    views = [memoryview(p).cast("B") for p in parts]
+    group: list[memoryview] = []
+    size = 0
+    for part in parts:
+        view = memoryview(part).cast("B")
+        while len(view):
+            take = view[: WRITE_MAX - size]
+            group.append(take)
+            size += len(take)
+            view = view[len(take) :]
+            if size == WRITE_MAX:
+                _writev_all(fd, group)
+                group, size = [], 0
+    if group:
+        _writev_all(fd, group)
+
+
+def _writev_all(fd: int, views: list[memoryview]) -> None:
+    """``writev`` until every byte is written (it may write less than asked)."""
     while views:
         n = os.writev(fd, views)
         while views and n >= len(views[0]):
