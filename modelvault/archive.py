@@ -280,6 +280,11 @@ class ArchiveWriter:
         if parts:
             self._write(parts)
 
+    @property
+    def pos(self) -> int:
+        """Bytes of the archive handed to the writer so far."""
+        return self._pos
+
     def finish(self) -> None:
         """Write the end marker, the index and the footer with the checksum."""
         self._write([END_RECORD])
@@ -288,7 +293,9 @@ class ArchiveWriter:
         self._write([INDEX_HEAD.pack(INDEX_MAGIC, count), index])
         self._write([FOOTER.pack(offset, count, FOOTER_MAGIC)])
         self._drain()
-        self._emit_raw(self._hash.digest())
+        digest = self._hash.digest()
+        self._emit_raw(digest)
+        self._pos += len(digest)
 
     def _emit_raw(self, data: bytes) -> None:
         if self._fd is not None:
@@ -375,7 +382,14 @@ def _walk(
 # --- export -----------------------------------------------------------------------
 
 
-def export_model(store: Store, tag: str | Tag, dest: str, *, base: str | Tag | None = None) -> str:
+def export_model(
+    store: Store,
+    tag: str | Tag,
+    dest: str,
+    *,
+    base: str | Tag | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> str:
     """Write ``tag`` as one ``.bentomodel`` archive at ``dest``; return its path or URL.
 
     ``dest`` is a local path or fsspec URL; a folder (existing, or ending in ``/``)
@@ -383,7 +397,8 @@ def export_model(store: Store, tag: str | Tag, dest: str, *, base: str | Tag | N
     first; compressed payloads are copied as stored, raw chunks encoded for the trip
     (byte planes or zstd) when it pays.
     The file appears under its final name only once complete. With ``base`` the
-    archive is thin: it leaves out what ``base`` reaches.
+    archive is thin: it leaves out what ``base`` reaches. ``progress``, if given, is
+    called with each number of archive bytes written (they add up to its size).
 
     Raises:
         NotFound: no such tag or base.
@@ -412,10 +427,20 @@ def export_model(store: Store, tag: str | Tag, dest: str, *, base: str | Tag | N
         contextlib.closing(packs),
     ):
         writer = ArchiveWriter(out, manifest)
+        reported = 0
+
+        def report() -> None:
+            nonlocal reported
+            if progress is not None and writer.pos > reported:
+                progress(writer.pos - reported)
+                reported = writer.pos
+
         try:
             for _, loaded in ordered_map(pool, packs.load, _batches(objects()), _WINDOW):
                 writer.add_many(loaded)
+                report()
             writer.finish()
+            report()
         finally:
             writer.close()
     return where
@@ -941,9 +966,11 @@ def _receive(
     stage: Callable[[list[Staged], list[bytearray]], None],
     pool: ThreadPoolExecutor,
     buffers: _Buffers,
+    report: Callable[[int], None],
 ) -> _Received:
     """Read and verify every record, handing what to store of each verified batch to
-    ``stage`` in order, with the buffers its raw bytes are in."""
+    ``stage`` in order, with the buffers its raw bytes are in; then ``report`` where
+    the batch ends in the file."""
     got = _Received({}, {}, {})
     batches = _record_batches(_records(r, version))
     verify = functools.partial(_verify_batch, buffers=buffers)
@@ -959,6 +986,7 @@ def _receive(
             if model is not None:
                 got.models[rec.oid] = model
         stage([v.staged for v in results], taken)
+        report(batch[-1].offset + len(batch[-1].payload))
     return got
 
 
@@ -1058,12 +1086,16 @@ def _input(src: ArchiveSource) -> Iterator[IO[bytes]]:
         yield f
 
 
-def import_model(store: Store, src: ArchiveSource) -> Model:
+def import_model(
+    store: Store, src: ArchiveSource, *, progress: Callable[[int], None] | None = None
+) -> Model:
     """Import one ``.bentomodel`` archive (local path, fsspec URL or binary file object).
 
     Every object is verified against its id and the whole file against its checksum,
     and the model must be whole (a thin archive's base in the store) before anything
     is committed and the tag published; importing the identical model again is a no-op.
+    ``progress``, if given, is called with each number of archive bytes read and
+    verified (they add up to its size).
 
     Raises:
         PathNotFound: ``src`` is a local path that does not exist.
@@ -1087,6 +1119,13 @@ def import_model(store: Store, src: ArchiveSource) -> Model:
         ]
         staged = itertools.count()
         buffers = _Buffers()
+        reported = 0
+
+        def report(done: int) -> None:  # the first ``done`` bytes of the file are checked
+            nonlocal reported
+            if progress is not None and done > reported:
+                progress(done - reported)
+                reported = done
 
         def write(batch: list[Staged], taken: list[bytearray], lane: int) -> None:
             writer.add_prepared_many(batch, lane)  # one writev per batch
@@ -1099,7 +1138,7 @@ def import_model(store: Store, src: ArchiveSource) -> Model:
                 staging.popleft().result()
 
         try:
-            got = _receive(r, version, stage, pool, buffers)
+            got = _receive(r, version, stage, pool, buffers, report)
             while staging:
                 staging.popleft().result()
         finally:
@@ -1108,6 +1147,7 @@ def import_model(store: Store, src: ArchiveSource) -> Model:
             for stager in stagers:
                 stager.shutdown()
         _read_trailer(r, got)
+        report(r.pos)
         model = _check_closure(store, manifest, got)
         ref = RefValue.of(manifest.tag, manifest.model_id, model)
         _check_free(store, ref)

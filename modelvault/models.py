@@ -9,7 +9,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -96,14 +96,20 @@ def delete(tag: str | Tag) -> None:
     default_store().delete(tag)
 
 
-def export_model(tag: str | Tag, dest: str, *, base: str | Tag | None = None) -> str:
+def export_model(
+    tag: str | Tag,
+    dest: str,
+    *,
+    base: str | Tag | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> str:
     """See :func:`modelvault.archive.export_model`."""
-    return default_store().export_model(tag, dest, base=base)
+    return default_store().export_model(tag, dest, base=base, progress=progress)
 
 
-def import_model(src: ArchiveSource) -> Model:
+def import_model(src: ArchiveSource, *, progress: Callable[[int], None] | None = None) -> Model:
     """See :func:`modelvault.archive.import_model`."""
-    return default_store().import_model(src)
+    return default_store().import_model(src, progress=progress)
 
 
 def push(tag: str | Tag, remote: str | None = None, **kw: Any) -> TransferResult:

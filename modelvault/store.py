@@ -611,17 +611,24 @@ class Store:
         return freed
 
     # -- archives and remotes (modelvault.archive, modelvault.remote) ----------
-    def export_model(self, tag: str | Tag, dest: str, *, base: str | Tag | None = None) -> str:
+    def export_model(
+        self,
+        tag: str | Tag,
+        dest: str,
+        *,
+        base: str | Tag | None = None,
+        progress: Progress | None = None,
+    ) -> str:
         """Write one ``.bentomodel`` archive of ``tag``; see modelvault.archive."""
         from modelvault.archive import export_model
 
-        return export_model(self, tag, dest, base=base)
+        return export_model(self, tag, dest, base=base, progress=progress)
 
-    def import_model(self, src: ArchiveSource) -> Model:
+    def import_model(self, src: ArchiveSource, *, progress: Progress | None = None) -> Model:
         """Import a ``.bentomodel`` archive; see modelvault.archive."""
         from modelvault.archive import import_model
 
-        return import_model(self, src)
+        return import_model(self, src, progress=progress)
 
     def push(self, tag: str | Tag, remote: str | None = None, **kw: Any) -> TransferResult:
         """Send a model to a remote; see modelvault.remote."""

@@ -154,6 +154,16 @@ def _tree_bytes(path: Path) -> int:
 TagArg = Annotated[
     str, typer.Argument(help="NAME or NAME:VERSION", metavar="TAG", autocompletion=_complete_tags)
 ]
+
+
+def _file_bytes(src: str) -> int | None:
+    """Size of a local archive, for the import progress bar (None: a URL, or missing)."""
+    try:
+        return None if "://" in src else os.path.getsize(src)
+    except OSError:
+        return None
+
+
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 RemoteArg = Annotated[
     str | None,
@@ -348,8 +358,9 @@ def export(
     """Export a model as one .bentomodel archive (a folder receives NAME-VERSION.bentomodel)."""
     store = _store()
     model = store.get(tag)
-    with progress.spinner(f"exporting {model.tag}", quiet):
-        where = store.export_model(model.tag, dest or os.getcwd(), base=base)
+    with progress.bar(f"exporting {model.tag}", None, quiet) as bar:
+        advance = bar.advance if bar else None
+        where = store.export_model(model.tag, dest or os.getcwd(), base=base, progress=advance)
     _echo(_model_line(model, f"exported to {where}"))
 
 
@@ -358,8 +369,10 @@ def import_(
     quiet: Quiet = False,
 ) -> None:
     """Import a .bentomodel archive (verified before its tag appears)."""
-    with progress.spinner(f"importing {src}", quiet):
-        model = _store().import_model(src)
+    store = _store()
+    total = _file_bytes(src) if progress.wanted(quiet) else None
+    with progress.bar(f"importing {src}", total, quiet) as bar:
+        model = store.import_model(src, progress=bar.advance if bar else None)
     _echo(_model_line(model, "imported"))
 
 

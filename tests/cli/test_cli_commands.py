@@ -285,3 +285,57 @@ def test_store_option_and_env(mv: Run, model_dir: Path, tmp_path: Path) -> None:
 def test_colour_only_on_a_terminal(mv: Run, args: tuple[str, ...]) -> None:
     out = mv(*args)
     assert "\x1b[" not in out.stdout + out.stderr
+
+
+def _on_a_terminal(env: dict[str, str], cwd: Path, *args: str) -> tuple[int, str]:
+    """Run ``mv`` with its stderr on a pseudo-terminal; its exit code and what it drew."""
+    import os
+    import pty
+    import subprocess
+    import threading
+
+    master, slave = pty.openpty()
+    drawn = bytearray()
+
+    def drain() -> None:  # read as it is written, so a full terminal never blocks mv
+        while True:
+            try:
+                data = os.read(master, 1 << 16)
+            except OSError:  # the last writer closed
+                return
+            if not data:
+                return
+            drawn.extend(data)
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    try:
+        done = subprocess.run(
+            [console_script("mv"), *args],
+            env={**env, "COLUMNS": "160"},
+            cwd=cwd,
+            stdout=subprocess.DEVNULL,
+            stderr=slave,
+            timeout=120,
+        )
+    finally:
+        os.close(slave)
+        reader.join(timeout=30)
+        os.close(master)
+    return done.returncode, drawn.decode(errors="replace")
+
+
+def test_export_and_import_draw_progress_bars_on_a_terminal(
+    mv: Run, model_dir: Path, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Long work shows a progress bar: export and import draw one (bytes, speed) on a
+    terminal, and none with ``-q``."""
+    assert mv("save", str(model_dir), "clf:v1").returncode == 0
+    code, drawn = _on_a_terminal(cli_env, tmp_path, "export", "clf:v1", "a.bentomodel")
+    assert code == 0 and "exporting clf:v1" in drawn and "KiB" in drawn, drawn
+    assert mv("delete", "clf:v1", "-y").returncode == 0
+    code, drawn = _on_a_terminal(cli_env, tmp_path, "import", "a.bentomodel")
+    assert code == 0 and "importing a.bentomodel" in drawn and "KiB" in drawn, drawn
+    assert mv("get", "clf:v1").returncode == 0
+    code, drawn = _on_a_terminal(cli_env, tmp_path, "export", "clf:v1", "b.bentomodel", "-q")
+    assert code == 0 and "exporting" not in drawn, drawn

@@ -351,6 +351,25 @@ def test_round_trip_through_memory_urls(
         fs.rm("/mv-archive-test", recursive=True)
 
 
+def test_export_and_import_report_progress_that_adds_up_to_the_archive(
+    source: modelvault.Store, target: modelvault.Store, tmp_path: Path
+) -> None:
+    """``progress`` receives byte counts as the work goes (a 12 MiB model: several
+    batches), written by export, read and verified by import; each adds up to the
+    archive's size exactly."""
+    source.save(make_model_dir(tmp_path / "big", floats=3 << 20), "big:v1")
+    written: list[int] = []
+    path = Path(
+        source.export_model("big:v1", str(tmp_path / "a.bentomodel"), progress=written.append)
+    )
+    read: list[int] = []
+    target.import_model(path, progress=read.append)
+    size = path.stat().st_size
+    assert sum(written) == size and sum(read) == size
+    assert len(written) > 2 and len(read) > 2 and min(written + read) > 0
+    assert read[-1] < 64 * 1024  # the last report is the index and footer, after the records
+
+
 def test_the_archive_is_deterministic_and_holds_each_object_once(
     model: modelvault.Model, source: modelvault.Store, tmp_path: Path
 ) -> None:
