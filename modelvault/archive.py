@@ -127,6 +127,9 @@ _CODECS = {1: frozenset({Codec.RAW, Codec.ZSTD}), 2: frozenset(Codec), 3: frozen
 
 
 class _Hash(Protocol):
+    @property
+    def digest_size(self) -> int: ...
+
     def update(self, data: bytes | memoryview, /) -> object: ...
     def digest(self) -> bytes: ...
 
@@ -135,13 +138,23 @@ _CHECKSUMS: dict[int, Callable[[], _Hash]] = {1: blake3, 2: blake3, 3: xxhash.xx
 
 
 def checksum(version: int) -> _Hash:
-    """A new hash of the trailer checksum of archive format ``version``."""
+    """A new hash of the trailer checksum of archive format ``version`` (its
+    ``digest_size`` is the checksum's length: 32 bytes, then 16 from version 3)."""
     return _CHECKSUMS[version]()
 
 
-def checksum_len(version: int) -> int:
-    """Bytes of the trailer checksum of archive format ``version``."""
-    return 32 if version < 3 else 16
+class _Progress:
+    """Hands a ``progress`` callback (if any) the growth of a count of bytes done."""
+
+    def __init__(self, progress: Callable[[int], None] | None) -> None:
+        self._progress = progress
+        self._done = 0
+
+    def to(self, done: int) -> None:
+        """``done`` bytes are done now."""
+        if self._progress is not None and done > self._done:
+            self._progress(done - self._done)
+            self._done = done
 
 
 _IO_BLOCK = 1 << 20
@@ -427,20 +440,13 @@ def export_model(
         contextlib.closing(packs),
     ):
         writer = ArchiveWriter(out, manifest)
-        reported = 0
-
-        def report() -> None:
-            nonlocal reported
-            if progress is not None and writer.pos > reported:
-                progress(writer.pos - reported)
-                reported = writer.pos
-
+        written = _Progress(progress)
         try:
             for _, loaded in ordered_map(pool, packs.load, _batches(objects()), _WINDOW):
                 writer.add_many(loaded)
-                report()
+                written.to(writer.pos)
             writer.finish()
-            report()
+            written.to(writer.pos)
         finally:
             writer.close()
     return where
@@ -669,7 +675,7 @@ class _Reader:
     def checksum_with(self, version: int) -> None:
         """Hash with the checksum of archive format ``version``, from the first byte."""
         self._hash = checksum(version)
-        self.checksum_len = checksum_len(version)
+        self.checksum_len = self._hash.digest_size
         for data in self._early:
             self._hash.update(data)
         self._early.clear()
@@ -1119,13 +1125,7 @@ def import_model(
         ]
         staged = itertools.count()
         buffers = _Buffers()
-        reported = 0
-
-        def report(done: int) -> None:  # the first ``done`` bytes of the file are checked
-            nonlocal reported
-            if progress is not None and done > reported:
-                progress(done - reported)
-                reported = done
+        checked = _Progress(progress)  # bytes of the file verified, from its start
 
         def write(batch: list[Staged], taken: list[bytearray], lane: int) -> None:
             writer.add_prepared_many(batch, lane)  # one writev per batch
@@ -1138,7 +1138,7 @@ def import_model(
                 staging.popleft().result()
 
         try:
-            got = _receive(r, version, stage, pool, buffers, report)
+            got = _receive(r, version, stage, pool, buffers, checked.to)
             while staging:
                 staging.popleft().result()
         finally:
@@ -1147,7 +1147,7 @@ def import_model(
             for stager in stagers:
                 stager.shutdown()
         _read_trailer(r, got)
-        report(r.pos)
+        checked.to(r.pos)
         model = _check_closure(store, manifest, got)
         ref = RefValue.of(manifest.tag, manifest.model_id, model)
         _check_free(store, ref)
