@@ -1128,7 +1128,7 @@ def import_model(
         checked = _Progress(progress)  # bytes of the file verified, from its start
 
         def write(batch: list[Staged], taken: list[bytearray], lane: int) -> None:
-            writer.add_prepared_many(batch, lane)  # one writev per batch
+            writer.add_prepared_many(batch, lane)
             buffers.give(taken)  # written (copied): nothing reads those bytes again
 
         def stage(batch: list[Staged], taken: list[bytearray]) -> None:

@@ -49,7 +49,7 @@ from modelvault.odb.known import KnownChunks, Match
 if TYPE_CHECKING:
     from concurrent.futures import Future
 
-_BATCH = 32  # chunks per add_prepared_many call (one writev each)
+_BATCH = 32  # chunks per add_prepared_many call
 FOLLOW_STEP = 16 * 1024 * 1024  # bytes mapped per step of _follow
 _FOLLOW_TRIAL = 2 * FOLLOW_STEP  # _follow goes at least this far before giving up
 _WINDOW = 3  # cut segments waiting to be appended: bounds memory to ~(_WINDOW + 2) segments

@@ -449,8 +449,8 @@ class PackWriter:
         self, objects: Iterable[tuple[int, bytes, int, int, bytes | memoryview]], lane: int = 0
     ) -> None:
         """Append objects already hashed and encoded: ``(type, id, codec, raw length,
-        payload)`` each, to ``lane``'s pack, in one ``writev`` per pack (no copy, GIL
-        released)."""
+        payload)`` each, to ``lane``'s pack, with ``writev`` straight from the payloads
+        (``_fsutil.write_all``: no copy, GIL released)."""
         parts: list[bytes | memoryview] = []
         pack = None
         for kind, oid, how, raw_len, payload in objects:
