@@ -663,7 +663,6 @@ class _Reader:
         self._file_pos = f.tell() if self._map is not None else 0  # next byte to map
         self._hash: _Hash | None = None  # until checksum_with
         self._early: list[bytes] = []  # bytes read before it, to hash then
-        self.checksum_len = 0
         self._hasher = hasher
         self._hashing: deque[Future[Any]] = deque()
         self._block = memoryview(b"")
@@ -675,10 +674,15 @@ class _Reader:
     def checksum_with(self, version: int) -> None:
         """Hash with the checksum of archive format ``version``, from the first byte."""
         self._hash = checksum(version)
-        self.checksum_len = self._hash.digest_size
         for data in self._early:
             self._hash.update(data)
         self._early.clear()
+
+    @property
+    def checksum_len(self) -> int:
+        """Bytes of the archive's checksum (known once ``checksum_with`` was called)."""
+        assert self._hash is not None, "checksum_with() was not called"
+        return self._hash.digest_size
 
     def _hash_to(self, end: int) -> None:
         if self._sealed or end <= self._hashed:

@@ -50,7 +50,6 @@ from modelvault.core.hashing import ObjType
 if TYPE_CHECKING:
     from modelvault.odb.packs import PackDB
 
-_NO_NEXT = -1  # a chunk cut at MAX_SIZE: its cut does not depend on the byte after it
 _PAGE = mmap.PAGESIZE
 
 

@@ -487,10 +487,7 @@ class PackWriter:
             return
         digest = pack.hash.digest()
         name = digest.hex()
-        final = {
-            oid: Entry(name, e.offset, e.stored_len, e.raw_len, e.kind, e.codec)
-            for oid, e in pack.entries.items()
-        }
+        final = {oid: e._replace(pack=name) for oid, e in pack.entries.items()}
         fut = self._sealer.submit(self._publish, pack.fd, pack.tmp, name, digest, final)
         with self._lock:
             self._sealing.append(fut)
