@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint typecheck unit bench clean
 
-$(STAMP): pyproject.toml modelvault/_planes.c
+$(STAMP): pyproject.toml modelvault/_planes.c modelvault/_cdc.c setup.py
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
@@ -23,8 +23,8 @@ unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit
 
 lint: $(STAMP)
-	$(BIN)/ruff check modelvault tests benchmarks demo
-	$(BIN)/ruff format --check modelvault tests benchmarks demo
+	$(BIN)/ruff check modelvault tests benchmarks demo setup.py
+	$(BIN)/ruff format --check modelvault tests benchmarks demo setup.py
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

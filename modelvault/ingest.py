@@ -1,11 +1,12 @@
 """Turning files and folders on disk into stored objects (the write path of save).
 
-split a file into segments -> per segment, in a worker: CDC cut points from its start,
-BLAKE3 each chunk, skip known ids, compress the new ones -> in order, on the drain
-thread: stitch the segments into the cut points of a sequential cut, append to the open
-pack. Cutting, hashing and compression release the GIL, so a small thread pool keeps
-both cores busy. Files are memory-mapped one segment at a time, never read whole; at
-most ``_WINDOW + 2`` segments are mapped at once.
+split a file into segments -> per segment, in a worker: CDC cut points from its start
+and the BLAKE3 id of each chunk (one compiled call per segment, ``chunking.cut_and_hash``),
+skip known ids, compress the new ones -> in order, on the drain thread: stitch the
+segments into the cut points of a sequential cut, append to the open pack. Cutting,
+hashing and compression release the GIL, so a small thread pool keeps both cores busy.
+Files are memory-mapped one segment at a time, never read whole; at most ``_WINDOW + 2``
+segments are mapped at once.
 
 A file whose previous version is stored (``Parent``) is instead followed along that
 version's chunks on one thread, comparing bytes rather than cutting and hashing
@@ -14,8 +15,10 @@ version's chunks on one thread, comparing bytes rather than cutting and hashing
 
 from __future__ import annotations
 
+import itertools
 import os
 import stat
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,15 +27,17 @@ from modelvault._parallel import ordered_pipeline
 from modelvault.checkout import read_file_object, read_tree
 from modelvault.core import codec
 from modelvault.core.chunking import (
+    LEAD,
     MAX_SIZE,
     Known,
     Piece,
     Source,
     Stitcher,
+    Work,
     cut_piece,
     plan_segments,
 )
-from modelvault.core.hashing import ObjType, object_id
+from modelvault.core.hashing import ObjType
 from modelvault.core.objects import (
     KIND_EXEC,
     KIND_FILE,
@@ -89,9 +94,10 @@ class _ChunkPipeline:
 
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="modelvault-chunk")
         self.recut = 0  # bytes the stitcher cut itself, where segments did not agree
+        self._local = threading.local()  # .lane: the pack-writer lane of a pool thread
+        self._lanes = itertools.count(1)  # lane 0 is the drain thread's
 
-    def _work(self, data: memoryview, guess: _Compressibility) -> Result:
-        oid = object_id(ObjType.CHUNK, data)
+    def _work(self, data: memoryview, oid: bytes, guess: _Compressibility) -> Result:
         if self.writer.has(oid):
             return oid, 0, len(data), None
         how: codec.Codec = codec.Codec.RAW
@@ -100,6 +106,29 @@ class _ChunkPipeline:
             how, payload = codec.encode(data)
             guess.record(how != codec.Codec.RAW)
         return oid, int(how), len(data), payload
+
+    def _write_ahead(self, piece: Piece[Result]) -> None:
+        """Append the new chunks of ``piece`` to the pack now, from the pool thread that
+        cut it (to a pack of the thread's own), rather than later from the drain thread,
+        which would otherwise copy every byte into the page cache alone.
+
+        A piece is cut from a little before its segment (``chunking.LEAD``), so its
+        chunks are almost always the file's; where the stitcher finds otherwise, the
+        chunks written here that the file does not use stay unreferenced until ``gc``.
+        """
+        lane: int | None = getattr(self._local, "lane", None)
+        if lane is None:
+            lane = self._local.lane = next(self._lanes)
+        results = piece.results
+        self.writer.add_prepared_many(
+            (
+                (ObjType.CHUNK, oid, how, size, payload)
+                for oid, how, size, payload in results
+                if payload is not None
+            ),
+            lane,
+        )
+        piece.results = [(oid, how, size, None) for oid, how, size, _ in results]
 
     def store(
         self, source: Source, progress: Progress | None, known: KnownChunks | None = None
@@ -112,8 +141,8 @@ class _ChunkPipeline:
         """
         guess = _Compressibility()
 
-        def work(data: memoryview) -> Result:
-            return self._work(data, guess)
+        def work(data: memoryview, oid: bytes) -> Result:
+            return self._work(data, oid, guess)
 
         out: list[tuple[bytes, int]] = []
 
@@ -140,7 +169,7 @@ class _ChunkPipeline:
         self,
         source: Source,
         known: KnownChunks,
-        work: Callable[[memoryview], Result],
+        work: Work[Result],
         append: Callable[[list[Result]], None],
     ) -> int:
         """Store the file from its start, one step at a time on this thread, comparing
@@ -158,17 +187,17 @@ class _ChunkPipeline:
             hashed = 0  # bytes cut and hashed so far, not recognised
             learning = _learning(work, match)
 
-            def work_and_learn(data: memoryview) -> Result:
+            def work_and_learn(data: memoryview, oid: bytes) -> Result:
                 nonlocal hashed
                 hashed += len(data)
-                return learning(data)
+                return learning(data, oid)
 
             found = _found(match)
             writing: Future[None] | None = None  # the step before's chunks, being appended
             try:
                 while pos < source.size:
                     stop = min(pos + FOLLOW_STEP, source.size)
-                    piece = cut_piece(source, pos, stop, work_and_learn, found)
+                    piece = cut_piece(source, pos, stop, work_and_learn, found, lead=0)
                     match.give_back()
                     if writing is not None:
                         writing.result()
@@ -187,7 +216,7 @@ class _ChunkPipeline:
         source: Source,
         begin: int,
         known: KnownChunks | None,
-        work: Callable[[memoryview], Result],
+        work: Work[Result],
         append: Callable[[list[Result]], None],
     ) -> None:
         """Store ``source`` from ``begin`` (a cut point) to its end: the pool cuts
@@ -198,16 +227,28 @@ class _ChunkPipeline:
         stitcher = Stitcher(work, begin)
 
         def cut(span: tuple[int, int]) -> Piece[Result]:
+            lead = 0 if span[0] == begin else LEAD  # (begin is a cut point already)
             if known is None:
-                return cut_piece(source, span[0], span[1], work)
-            with known.matching() as match:
-                return cut_piece(source, span[0], span[1], _learning(work, match), _found(match))
+                piece = cut_piece(source, span[0], span[1], work, lead=lead)
+            else:
+                with known.matching() as match:
+                    piece = cut_piece(
+                        source, span[0], span[1], _learning(work, match), _found(match), lead
+                    )
+            return piece
+
+        def cut_and_write(span: tuple[int, int]) -> Piece[Result]:
+            piece = cut(span)
+            self._write_ahead(piece)
+            return piece
 
         spans = [(begin + a, begin + b) for a, b in plan_segments(source.size - begin)]
         if len(spans) == 1:  # a small file: handing off to threads costs more than it saves
             append(stitcher.feed(cut(spans[0])))
         else:
-            ordered_pipeline(self.pool, cut, spans, lambda p: append(stitcher.feed(p)), _WINDOW)
+            ordered_pipeline(
+                self.pool, cut_and_write, spans, lambda p: append(stitcher.feed(p)), _WINDOW
+            )
         self.recut += stitcher.recut
         if stitcher.pos != source.size:  # cannot happen: every piece ends where it should
             raise AssertionError(f"stitched {stitcher.pos} of {source.size} bytes")
@@ -216,14 +257,13 @@ class _ChunkPipeline:
         self.pool.shutdown()
 
 
-def _learning(work: Callable[[memoryview], Result], match: Match) -> Callable[[memoryview], Result]:
+def _learning(work: Work[Result], match: Match) -> Work[Result]:
     """``work`` that also tells ``match`` of each chunk it hashed: a chunk of the stored
     file puts the pass back in step with it after an edit."""
 
-    def work_and_learn(data: memoryview) -> Result:
-        result = work(data)
-        match.learn(result[0])
-        return result
+    def work_and_learn(data: memoryview, oid: bytes) -> Result:
+        match.learn(oid)
+        return work(data, oid)
 
     return work_and_learn
 

@@ -12,12 +12,61 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Generic, TypeVar
 
+from modelvault.core.hashing import ID_LEN, ObjType, object_id
+
 if TYPE_CHECKING:
     from pyfastcdc.cy import FastCDC
 
 AVG_SIZE = 64 * 1024
 MIN_SIZE = 16 * 1024
 MAX_SIZE = 512 * 1024
+
+
+def _native_cut_hash() -> (
+    Callable[[memoryview, int, int, int], tuple[int, list[int], bytes]] | None
+):
+    """The compiled ``cut_hash`` (``modelvault/_cdc.c``), when it was built and cuts with
+    these parameters; None otherwise."""
+    try:
+        from modelvault import _cdc
+    except ImportError:
+        return None
+    if (_cdc.MIN_SIZE, _cdc.AVG_SIZE, _cdc.MAX_SIZE) != (MIN_SIZE, AVG_SIZE, MAX_SIZE):
+        return None
+    return _cdc.cut_hash
+
+
+_cut_hash = _native_cut_hash()
+
+
+def cut_and_hash(view: memoryview, stop: int, skip: int = 0) -> tuple[int, list[int], list[bytes]]:
+    """Cut ``view`` from its start while the next chunk starts before ``stop`` (``0 <= skip
+    <= stop <= len(view)``), and hash the chunks that start at ``skip`` or later: where the
+    first of those starts, the offset just past each of them, and their ids.
+
+    One compiled call without the GIL where ``modelvault._cdc`` was built (a save's
+    workers then run side by side instead of queueing for the GIL once per chunk);
+    pyfastcdc and blake3, chunk by chunk, otherwise. The cut points are those of
+    :func:`chunk_bytes` on ``view`` as long as ``view`` holds more than ``MAX_SIZE``
+    bytes past ``stop`` or ends where the data does.
+    """
+    if _cut_hash is not None:
+        first, cuts, ids = _cut_hash(view, stop, ObjType.CHUNK, skip)
+        return first, cuts, [ids[i : i + ID_LEN] for i in range(0, len(ids), ID_LEN)]
+    ends: list[int] = []
+    oids: list[bytes] = []
+    pos = first = 0
+    for chunk in _cdc().cut_buf(view) if stop else ():
+        if pos >= stop:
+            break
+        if pos < skip:
+            pos += chunk.length
+            first = pos
+            continue
+        oids.append(object_id(ObjType.CHUNK, chunk.data))
+        pos += chunk.length
+        ends.append(pos)
+    return first, ends, oids
 
 
 WINDOW = 16 * 1024 * 1024  # bytes mapped per step of chunk_file
@@ -112,13 +161,19 @@ def plan_segments(size: int, segment: int | None = None) -> list[tuple[int, int]
     return [(start, min(start + step, size)) for start in range(0, size, step)]
 
 
+LEAD = 2 * MAX_SIZE  # a segment is cut from this far before its start (see cut_piece)
+
+
 @dataclass
 class Piece(Generic[R]):
-    """The chunks of one segment as cut from its own start, and ``work`` done on each.
+    """The chunks of one segment, as cut from a little before it, and ``work`` done on
+    each.
 
-    The last chunk runs past ``stop`` (it is the one that contains ``stop - 1``);
-    ``view`` covers ``[start, min(size, stop + 2 * MAX_SIZE))``, enough for the stitcher
-    to cut on from any point before the last end.
+    The first chunk starts at ``start``, the first cut at or after the segment's start;
+    the last runs past ``stop`` (it is the one that contains ``stop - 1``). A segment
+    shorter than a chunk may hold no cut, and its piece no chunk. ``view``
+    covers the source from ``base`` (at most the segment's start) to ``min(size, stop + 2
+    * MAX_SIZE)``, enough for the stitcher to cut on from any point before the last end.
     """
 
     start: int
@@ -126,49 +181,63 @@ class Piece(Generic[R]):
     ends: list[int]  # file offset just past each chunk, increasing
     results: list[R]
     view: memoryview
+    base: int  # the file offset of view[0]
 
 
 Known = Callable[[memoryview, int, int], "tuple[list[int], list[R]] | None"]
+Work = Callable[[memoryview, bytes], R]  # called with a chunk and its id
 
 
 def cut_piece(
     source: Source,
     start: int,
     stop: int,
-    work: Callable[[memoryview], R],
+    work: Work[R],
     known: Known[R] | None = None,
+    lead: int = LEAD,
 ) -> Piece[R]:
-    """Cut the segment ``[start, stop)`` from ``start`` and call ``work`` on each chunk.
+    """Cut the segment ``[start, stop)`` and call ``work`` on each chunk and its id.
 
-    Every chunk is cut with more than ``MAX_SIZE`` bytes after its start in the view (or
-    up to the end of the source), so it is exactly the chunk a sequential cut from the same
-    start gives. ``known``, given the view, a cut point in it and the segment's end (both
-    relative to the view), may instead answer ``(ends, results)`` for chunks from that cut
-    point, each starting before the segment's end, ``ends`` relative to the cut point
-    (``odb.known``: stored chunks with the same bytes, whose cuts it vouches for); cutting
-    resumes after the last of them.
+    The cutting starts ``lead`` bytes before ``start`` (or at 0), where only the cut points
+    are wanted: by ``start`` they are almost always those of the whole file, as a chunker
+    started anywhere falls in step within a chunk or two (the stitcher makes sure). The
+    chunks kept are those from the first cut at or after ``start``. Every chunk is cut
+    with more than ``MAX_SIZE`` bytes after its start in the view (or up to the end of the
+    source), so it is exactly the chunk a sequential cut from the same point gives.
+    ``known``, given the view, a cut point in it and the segment's end (both relative to
+    the view), may instead answer ``(ends, results)`` for chunks from that cut point, each
+    starting before the segment's end, ``ends`` relative to the cut point (``odb.known``:
+    stored chunks with the same bytes, whose cuts it vouches for); cutting resumes after
+    the last of them. Without ``known`` the whole segment is cut and hashed in one call
+    (:func:`cut_and_hash`); with it, chunk by chunk, asking ``known`` at each cut point.
     """
-    view = source.view(start, min(source.size, stop + 2 * MAX_SIZE))
-    chunks = None
+    base = max(0, start - lead)
+    view = source.view(base, min(source.size, stop + 2 * MAX_SIZE))
+    if known is None:
+        first, rel, oids = cut_and_hash(view, stop - base, start - base)
+        if not rel:  # no cut in [start, stop): a segment shorter than a chunk
+            return Piece(base + first, stop, [], [], view, base)
+        results = [
+            work(view[a:b], oid) for a, b, oid in zip([first, *rel[:-1]], rel, oids, strict=True)
+        ]
+        return Piece(base + first, stop, [base + e for e in rel], results, view, base)
+    pos = base + cut_and_hash(view, start - base, start - base)[0]
+    begin = pos
     ends: list[int] = []
-    results: list[R] = []
-    pos = start
+    results = []
     while pos < stop:
-        hit = known(view, pos - start, stop - start) if known is not None else None
+        hit = known(view, pos - base, stop - base)
         if hit is not None:
             rel, got = hit
             ends += [pos + e for e in rel]
             results += got
             pos = ends[-1]
-            chunks = None
             continue
-        if chunks is None:
-            chunks = _cdc().cut_buf(view[pos - start :])
-        data = next(chunks).data
-        results.append(work(data))
-        pos += len(data)
+        _, (size,), (oid,) = cut_and_hash(view[pos - base :], 1)
+        results.append(work(view[pos - base : pos - base + size], oid))
+        pos += size
         ends.append(pos)
-    return Piece(start, stop, ends, results, view)
+    return Piece(begin, stop, ends, results, view, base)
 
 
 class Stitcher(Generic[R]):
@@ -184,7 +253,7 @@ class Stitcher(Generic[R]):
     the chunk of each byte value and steps over the run comparing bytes, not cutting.
     """
 
-    def __init__(self, work: Callable[[memoryview], R], pos: int = 0) -> None:
+    def __init__(self, work: Work[R], pos: int = 0) -> None:
         self.pos = pos  # every byte before this is in a final chunk (pos: a cut point)
         self.work = work
         self.recut = 0  # bytes cut here rather than in a worker (for tests and tuning)
@@ -195,19 +264,21 @@ class Stitcher(Generic[R]):
         """The final results that ``piece`` completes, in order."""
         import bisect
 
-        assert piece.start <= self.pos, "pieces must be fed in file order"
+        assert piece.base <= self.pos, "pieces must be fed in file order"
         out: list[R] = []
-        while self.pos < piece.ends[-1]:
-            if self.pos == piece.start:
-                first = 0
-            else:
-                i = bisect.bisect_left(piece.ends, self.pos)
-                first = i + 1 if piece.ends[i] == self.pos else -1
-            if first >= 0:  # in step with the piece from here on
-                out += piece.results[first:]
-                self.pos = piece.ends[-1]
-                break
-            out.append(self._next(piece.view[self.pos - piece.start :]))
+        ends = piece.ends
+        while self.pos < piece.stop or (ends and self.pos < ends[-1]):
+            if ends:
+                if self.pos == piece.start:
+                    first = 0
+                else:
+                    i = bisect.bisect_left(ends, self.pos)
+                    first = i + 1 if ends[i] == self.pos else -1
+                if first >= 0:  # in step with the piece from here on
+                    out += piece.results[first:]
+                    self.pos = ends[-1]
+                    break
+            out.append(self._next(piece.view[self.pos - piece.base :]))
         return out
 
     def _next(self, view: memoryview) -> R:
@@ -227,15 +298,15 @@ class Stitcher(Generic[R]):
                 self.pos += length
                 self.reused += length
                 return result
-        data = next(_cdc().cut_buf(view)).data
-        result = self.work(data)
-        self.pos += len(data)
-        self.recut += len(data)
-        span = min(len(data) + 1, MAX_SIZE)
+        _, (size,), (oid,) = cut_and_hash(view, 1)
+        result = self.work(view[:size], oid)
+        self.pos += size
+        self.recut += size
+        span = min(size + 1, MAX_SIZE)
         if deep and view[0] == view[span - 1] == view[span // 2]:
             fill = bytes(view[:1]) * span
             if fill.startswith(view[:span]):
-                self._runs[view[0]] = (len(data), result, fill)
+                self._runs[view[0]] = (size, result, fill)
         return result
 
 
@@ -244,6 +315,10 @@ def chunk_file_segmented(path: Path | str, segment: int | None = None) -> Iterat
     cuts them in worker threads): the same chunks, for tests and comparisons."""
     with open(path, "rb", buffering=0) as f:
         source = Source(os.fstat(f.fileno()).st_size, fd=f.fileno())
-        stitcher: Stitcher[memoryview] = Stitcher(lambda data: data)
+        stitcher: Stitcher[memoryview] = Stitcher(_chunk)
         for start, stop in plan_segments(source.size, segment):
-            yield from stitcher.feed(cut_piece(source, start, stop, lambda data: data))
+            yield from stitcher.feed(cut_piece(source, start, stop, _chunk))
+
+
+def _chunk(data: memoryview, oid: bytes) -> memoryview:
+    return data

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from modelvault.core import chunking
+from modelvault.core.hashing import ObjType, object_id
 
 
 def _data(size: int, kind: str) -> bytes:
@@ -61,12 +62,17 @@ def _stitched(data: bytes, segment: int) -> tuple[list[bytes], chunking.Stitcher
     """The chunks of cutting ``data`` by segments of ``segment`` bytes, and the stitcher
     (how many bytes it cut itself, how many it stepped over in runs of one byte)."""
     source = chunking.Source.of_bytes(data)
-    stitcher: chunking.Stitcher[bytes] = chunking.Stitcher(bytes)
+    stitcher: chunking.Stitcher[bytes] = chunking.Stitcher(_bytes)
     out: list[bytes] = []
     for start, stop in chunking.plan_segments(len(data), segment):
-        out += stitcher.feed(chunking.cut_piece(source, start, stop, bytes))
+        out += stitcher.feed(chunking.cut_piece(source, start, stop, _bytes))
     assert stitcher.pos == len(data)
     return out, stitcher
+
+
+def _bytes(data: memoryview, oid: bytes) -> bytes:
+    assert oid == object_id(ObjType.CHUNK, data)
+    return bytes(data)
 
 
 def _whole(data: bytes) -> list[bytes]:

@@ -69,3 +69,38 @@ def test_a_file_smaller_than_a_segment(tmp_path: Path) -> None:
         ing.close()
     writer.commit()
     assert list(read_file_object(PackDB(tmp_path / "objects"), oid).chunks) == _expected(data)
+
+
+@pytest.mark.parametrize("lead", [chunking.LEAD, 0])
+def test_workers_write_only_the_files_chunks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lead: int
+) -> None:
+    """The pool threads append their pieces' chunks to packs of their own as soon as they
+    are cut. Cut from LEAD bytes before their segment, the pieces are in step with the
+    whole file's cut: every chunk written is one the file uses, once. Cut from the
+    segment's start (lead 0) they mostly are not, the chunks the stitcher drops stay
+    unreferenced, and the file is still exactly the sequential cut."""
+    monkeypatch.setattr(chunking, "SEGMENT", 2 * MAX)
+    monkeypatch.setattr(chunking, "MIN_SEGMENT", 2 * MAX)
+    monkeypatch.setattr(ingest, "LEAD", lead)
+    data = os.urandom(24 * MAX + 12345)
+    path = tmp_path / "model.bin"
+    path.write_bytes(data)
+    writer = PackWriter(PackDB(tmp_path / "objects"), 4 << 20)
+    ing = ingest.Ingester(writer)
+    try:
+        oid, _ = ing.store_file(path)
+        recut = ing._pipeline.recut
+    finally:
+        ing.close()
+    writer.commit()
+    expected = _expected(data)
+    fobj = read_file_object(PackDB(tmp_path / "objects"), oid)
+    assert list(fobj.chunks) == expected
+    written = writer.new_objects - 1  # (and the file object)
+    if lead:
+        assert recut == 0
+        assert written == len(expected)
+        assert len(data) < writer.new_bytes < len(data) + MAX  # (and the file object)
+    else:
+        assert recut > 0 and written > len(expected)

@@ -229,8 +229,9 @@ def _cut_with(known: KnownChunks, data: bytes, step: int | None = None) -> list[
             assert end - at == rel[-1]
             return rel, [None] * len(rel)
 
-        def hashed(chunk: memoryview) -> None:
-            match.learn(object_id(ObjType.CHUNK, chunk))
+        def hashed(chunk: memoryview, oid: bytes) -> None:
+            assert oid == object_id(ObjType.CHUNK, chunk)
+            match.learn(oid)
 
         pos = 0
         while pos < len(data):

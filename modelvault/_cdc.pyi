@@ -1,0 +1,11 @@
+from typing_extensions import Buffer
+
+MIN_SIZE: int
+AVG_SIZE: int
+MAX_SIZE: int
+BLAKE3_VERSION: str
+
+def cut_hash(
+    buf: Buffer, stop: int, kind: int, skip: int = 0, /
+) -> tuple[int, list[int], bytes]: ...
+def object_id(kind: int, data: Buffer, /) -> bytes: ...

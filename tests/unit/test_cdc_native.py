@@ -1,0 +1,128 @@
+"""The compiled segment cutter and hasher (``modelvault._cdc``) gives exactly what
+pyfastcdc and the blake3 package give: the same cut points, the same ids.
+
+The module is optional for users (a build without a compiler falls back to the
+packages), but it is built on every machine these tests run on: a failed build must
+fail here rather than quietly leave the save on the slow path."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+
+import pytest
+from blake3 import blake3
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from modelvault import _cdc
+from modelvault.core import chunking, hashing
+from modelvault.core.hashing import ObjType
+
+MAX = chunking.MAX_SIZE
+KiB = 1024
+
+
+def _reference(data: bytes, stop: int, skip: int, kind: int) -> tuple[int, list[int], bytes]:
+    """pyfastcdc's cut of ``data`` from its start, and blake3 ids of the chunks that start
+    at ``skip`` or later while the next chunk starts before ``stop``."""
+    first, ends, ids = 0, [], b""
+    pos = 0
+    for chunk in chunking.chunk_bytes(data):
+        if pos >= stop:
+            break
+        if pos < skip:
+            pos += len(chunk)
+            first = pos
+            continue
+        ids += blake3(bytes((kind,)) + bytes(chunk)).digest()
+        pos += len(chunk)
+        ends.append(pos)
+    return first, ends, ids
+
+
+def test_the_parameters_are_the_chunkers() -> None:
+    assert (_cdc.MIN_SIZE, _cdc.AVG_SIZE, _cdc.MAX_SIZE) == (
+        chunking.MIN_SIZE,
+        chunking.AVG_SIZE,
+        chunking.MAX_SIZE,
+    )
+    assert chunking._cut_hash is _cdc.cut_hash  # the save uses it
+    assert hashing._id is _cdc.object_id
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    size=st.integers(1, 3 * MAX),
+    kind=st.integers(0, 255),
+    where=st.tuples(st.floats(0, 1), st.floats(0, 1)),
+)
+def test_cuts_and_ids_equal_pyfastcdc_and_blake3(
+    seed: int, size: int, kind: int, where: tuple[float, float]
+) -> None:
+    data = random.Random(seed).randbytes(size)
+    skip, stop = sorted(int(w * size) for w in where)
+    assert _cdc.cut_hash(data, stop, kind, skip) == _reference(data, stop, skip, kind)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        bytes(3 * MAX + 5),  # zeros: cut at MAX_SIZE
+        b"\x07" * (2 * MAX),
+        bytes(range(256)) * 5000,
+        os.urandom(MAX) + bytes(MAX) + os.urandom(MAX),
+    ],
+    ids=["zeros", "one-byte", "cycle", "mixed"],
+)
+def test_structured_data_cuts_the_same(data: bytes) -> None:
+    for skip, stop in [(0, len(data)), (0, 1), (MAX // 2, len(data) - 1), (MAX, MAX)]:
+        assert _cdc.cut_hash(data, stop, 1, skip) == _reference(data, stop, skip, 1)
+
+
+def test_ids_of_every_length_around_blake3s_chunk_and_block_sizes() -> None:
+    """BLAKE3 splits its input into 1 KiB chunks of 64-byte blocks; _cdc hashes the
+    whole chunks of a tree at once and the short last chunk block by block."""
+    data = os.urandom(MAX + 3 * KiB)
+    lengths = set(range(0, 3 * KiB))
+    lengths |= {k * KiB + d for k in range(1, 514) for d in (-65, -64, -63, -2, -1, 0, 1)}
+    lengths |= {random.Random(k).randrange(len(data)) for k in range(300)}
+    for n in sorted(lengths):
+        kind = n % 256
+        want = blake3(bytes((kind,)) + data[:n]).digest()
+        assert _cdc.object_id(kind, data[:n]) == want, n
+        assert _cdc.object_id(kind, memoryview(data)[:n]) == want, n
+
+
+def test_the_fallback_gives_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = os.urandom(2 * MAX) + bytes(MAX) + os.urandom(MAX // 3)
+    view = memoryview(data)
+    native = [chunking.cut_and_hash(view, stop, skip) for skip, stop in [(0, len(data)), (5, 9)]]
+    monkeypatch.setattr(chunking, "_cut_hash", None)
+    fallback = [chunking.cut_and_hash(view, stop, skip) for skip, stop in [(0, len(data)), (5, 9)]]
+    assert native == fallback
+    assert hashing._blake3_id(ObjType.CHUNK, data) == hashing.object_id(ObjType.CHUNK, data)
+
+
+def test_bad_arguments_are_refused() -> None:
+    with pytest.raises(ValueError, match="must hold"):
+        _cdc.cut_hash(b"abc", 4, 1)
+    with pytest.raises(ValueError, match="must hold"):
+        _cdc.cut_hash(b"abc", 2, 1, 3)
+    with pytest.raises(ValueError, match="a byte"):
+        _cdc.cut_hash(b"abc", 2, 256)
+    with pytest.raises(ValueError, match="a byte"):
+        _cdc.object_id(-1, b"abc")
+    with pytest.raises(TypeError):
+        _cdc.object_id(1, "text")  # type: ignore[arg-type]
+
+
+def test_a_chunk_crossing_the_stop_is_the_last() -> None:
+    data = os.urandom(4 * MAX)
+    _, ends, ids = _cdc.cut_hash(data, MAX, 1)
+    assert ends[-2] < MAX <= ends[-1] and len(ids) == 32 * len(ends)
+    assert (
+        ends == list(itertools.accumulate(len(c) for c in chunking.chunk_bytes(data)))[: len(ends)]
+    )
