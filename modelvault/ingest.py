@@ -1,10 +1,11 @@
 """Turning files and folders on disk into stored objects (the write path of save).
 
-split a file into segments -> per segment, in a worker: CDC cut points from its start
-and the BLAKE3 id of each chunk (one compiled call per segment, ``chunking.cut_and_hash``),
-skip known ids, compress the new ones -> in order, on the drain thread: stitch the
-segments into the cut points of a sequential cut, append to the open pack. Cutting,
-hashing and compression release the GIL, so a small thread pool keeps both cores busy.
+split a file into segments -> per segment, in a worker: CDC cut points from a little
+before its start and the BLAKE3 id of each chunk (one compiled call per segment,
+``chunking.cut_and_hash``), skip known ids, compress the new ones, append them to a pack
+of the worker's own -> in order, on the drain thread: stitch the segments into the cut
+points of a sequential cut (writing what it cuts itself). Cutting, hashing, compression
+and writing release the GIL, so a small thread pool keeps both cores busy.
 Files are memory-mapped one segment at a time, never read whole; at most ``_WINDOW + 2``
 segments are mapped at once.
 
@@ -220,9 +221,10 @@ class _ChunkPipeline:
         append: Callable[[list[Result]], None],
     ) -> None:
         """Store ``source`` from ``begin`` (a cut point) to its end: the pool cuts
-        segments and hashes and encodes their chunks (a chunker of its own per segment);
-        the drain thread stitches them into the sequential cut, appends the new chunks
-        to the pack in order and lets each segment's mapping go. With ``known``, each
+        segments, hashes, encodes and writes their chunks (a chunker of its own per
+        segment, :meth:`_write_ahead`); the drain thread stitches them into the
+        sequential cut, writes the chunks it cut itself and lets each segment's mapping
+        go. With ``known``, each
         segment compares its cut points with the stored chunks too."""
         stitcher = Stitcher(work, begin)
 
