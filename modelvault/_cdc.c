@@ -256,8 +256,8 @@ cut_hash(PyObject *self, PyObject *args)
         PyErr_Format(PyExc_ValueError, "kind is %d: it must be a byte (0 to 255)", kind);
         goto done;
     }
-    /* Every chunk but the buffer's last is at least MIN_SIZE bytes; the first kept one
-     * starts within MAX_SIZE before skip's cut. */
+    /* Every chunk but the buffer's last is at least MIN_SIZE bytes, and the kept ones
+     * start at skip or later and before stop. */
     Py_ssize_t cap = (stop - skip) / MIN_SIZE + 2, n;
     ends = PyMem_RawMalloc((size_t)cap * sizeof *ends);
     ids = PyBytes_FromStringAndSize(NULL, cap * ID_LEN);

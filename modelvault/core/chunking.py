@@ -69,6 +69,12 @@ def cut_and_hash(view: memoryview, stop: int, skip: int = 0) -> tuple[int, list[
     return first, ends, oids
 
 
+def next_chunk(view: memoryview) -> tuple[int, bytes]:
+    """The length and id of the chunk that a cut from the start of ``view`` gives."""
+    _, (size,), (oid,) = cut_and_hash(view, 1)
+    return size, oid
+
+
 WINDOW = 16 * 1024 * 1024  # bytes mapped per step of chunk_file
 
 
@@ -233,7 +239,7 @@ def cut_piece(
             results += got
             pos = ends[-1]
             continue
-        _, (size,), (oid,) = cut_and_hash(view[pos - base :], 1)
+        size, oid = next_chunk(view[pos - base :])
         results.append(work(view[pos - base : pos - base + size], oid))
         pos += size
         ends.append(pos)
@@ -298,7 +304,7 @@ class Stitcher(Generic[R]):
                 self.pos += length
                 self.reused += length
                 return result
-        _, (size,), (oid,) = cut_and_hash(view, 1)
+        size, oid = next_chunk(view)
         result = self.work(view[:size], oid)
         self.pos += size
         self.recut += size
