@@ -6,21 +6,63 @@ Layout: ``refs/<name>/<version>`` holds a small JSON document
 created with a hard link from a complete, fsync'd temp file, so it appears
 whole or not at all, and a second writer of the same ref fails instead of
 overwriting. ``latest`` is derived: the newest ``created`` (ties: the greater version).
+
+A damaged ref is one damaged ref: a ref file that is not such a document (truncated,
+another JSON shape, a time out of range) raises IntegrityError when that exact tag is
+read; listings and ``latest`` skip it and report it (:func:`warn_damaged`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
+import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from modelvault import _fsutil
-from modelvault.core.hashing import parse_hex_id
 from modelvault.core.objects import ModelObject
-from modelvault.errors import IntegrityError, NotFound
+from modelvault.errors import IntegrityError, InvalidTag, NotFound
 from modelvault.tags import Tag
+
+logger = logging.getLogger("modelvault.refs")
+
+MAX_REF_BYTES = 64 * 1024  # a ref is ~150 bytes; anything this long is not one
+# microseconds of 9999-12-31T23:59:59.999999Z, the last instant a datetime holds
+MAX_CREATED = 253_402_300_799_999_999
+MAX_SIZE = 2**63 - 1
+_HEX_ID = re.compile(r"[0-9a-f]{64}")
+
+
+def _is_int(value: object, top: int) -> bool:
+    """A JSON integer (never a bool or float) in ``0..top``."""
+    return type(value) is int and 0 <= value <= top
+
+
+def damaged_message(tags: list[Tag], where: str = "", lead: str = "skipped") -> str:
+    """One line naming damaged refs (of the store, or of the remote ``where``) and the fix."""
+    tags = sorted(tags, key=str)
+    more = f" (+{len(tags) - 5} more)" if len(tags) > 5 else ""
+    shown = ", ".join(str(t) for t in tags[:5]) + more
+    if where:
+        return (
+            f"{lead} {len(tags)} damaged ref(s) on {where}: {shown}; pull another version, "
+            "or have the ref removed there and the tag pushed again"
+        )
+    it = "it" if len(tags) == 1 else "each"
+    return (
+        f"{lead} {len(tags)} damaged ref(s): {shown}; delete {it} (`mv delete {tags[0]} -y`) "
+        "and pull or import it again"
+    )
+
+
+def warn_damaged(tags: list[Tag], where: str = "") -> None:
+    """Log one warning naming the damaged refs a listing skipped (nothing if none)."""
+    if tags:
+        logger.warning(damaged_message(tags, where))
 
 
 @dataclass(frozen=True)
@@ -52,14 +94,27 @@ class RefValue:
 
     @classmethod
     def decode(cls, tag: Tag, data: bytes) -> RefValue:
-        """Parse a ref document; raises ValueError (or KeyError, TypeError) if malformed."""
-        doc = json.loads(data)
+        """Parse a ref document; raises ValueError (only) if it has any other shape."""
+        if len(data) > MAX_REF_BYTES:
+            raise ValueError(f"{len(data)} bytes long, not a ref")
+        try:
+            doc = json.loads(data)
+        except RecursionError:  # nested thousands deep
+            raise ValueError("not a JSON object") from None
+        if not isinstance(doc, dict):
+            raise ValueError(f"a JSON {type(doc).__name__}, not an object")
+        model = doc.get("model")
+        if not (isinstance(model, str) and _HEX_ID.fullmatch(model)):
+            raise ValueError("model is not an id of 64 lowercase hex digits")
+        created = doc.get("created")
+        if not (type(created) is int and _is_int(created, MAX_CREATED)):
+            raise ValueError("created is not an integer time in microseconds")
         module, size = doc.get("module"), doc.get("size")
         if not (module is None or isinstance(module, str)):
             raise ValueError("module is not a string")
-        if not (size is None or (isinstance(size, int) and size >= 0)):
+        if not (size is None or _is_int(size, MAX_SIZE)):
             raise ValueError("size is not a non-negative integer")
-        return cls(tag, parse_hex_id(doc["model"]), int(doc["created"]), module, size)
+        return cls(tag, bytes.fromhex(model), created, module, size)
 
 
 class RefStore:
@@ -98,22 +153,35 @@ class RefStore:
             raise NotFound(
                 f"model {tag} not found: `mv list {tag.name}` shows the versions stored"
             ) from None
+        except IsADirectoryError:
+            data = b"<a folder>"
         try:
             return RefValue.decode(tag, data)
-        except (ValueError, KeyError, TypeError) as exc:
+        except ValueError as exc:
             raise IntegrityError(
-                f"the ref of {tag} is damaged ({exc}): delete the tag and import or pull it again"
+                f"the ref of {tag} (refs/{tag.name}/{tag.version}) is damaged ({exc}): "
+                f"delete it (`mv delete {tag} -y`) and pull or import {tag} again"
             ) from exc
 
     def resolve(self, tag: Tag) -> RefValue:
         """The ref a tag means: its exact version, or the newest when it names latest.
 
+        The newest is the newest readable version: damaged refs of the name are
+        skipped with a warning (:func:`warn_damaged`).
+
         Raises:
             NotFound: no such name or version.
+            IntegrityError: the exact version's ref is damaged, or every ref of the name.
         """
         if not tag.is_latest:
             return self.read(tag)
-        versions = self.versions(tag.name)
+        damaged: list[Tag] = []
+        versions = self.versions(tag.name, damaged)
+        if not versions and damaged:
+            raise IntegrityError(
+                damaged_message(damaged, lead=f"{tag.name}: no readable version, only")
+            )
+        warn_damaged(damaged)
         if not versions:
             raise NotFound(f"no model named {tag.name!r} in the store: `mv list` shows the models")
         return versions[0]
@@ -124,26 +192,41 @@ class RefStore:
         Raises:
             IntegrityError: a ref file is damaged (unless ``damaged`` collects its tag).
         """
-        folder = self.root / name
-        try:
-            files = [p for p in folder.iterdir() if not p.name.startswith(".")]
-        except (FileNotFoundError, NotADirectoryError):
-            return []
         refs = []
-        for p in files:
+        for tag in self._tags(name):
             try:
-                refs.append(self.read(Tag(name, p.name)))
+                refs.append(self.read(tag))
             except NotFound:  # deleted meanwhile
                 continue
             except IntegrityError:
                 if damaged is None:
                     raise
-                damaged.append(Tag(name, p.name))
+                damaged.append(tag)
         return sorted(refs, key=lambda r: (r.created, r.tag.version), reverse=True)
+
+    def _tags(self, name: str) -> list[Tag]:
+        """The tags of the ref files of ``name`` (files whose names no tag has are not refs)."""
+        folder = self.root / name
+        try:
+            files = [p.name for p in folder.iterdir() if not p.name.startswith(".")]
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        tags = []
+        for version in files:
+            with contextlib.suppress(InvalidTag):
+                tag = Tag(name, version)
+                if tag.version == version and not tag.is_latest:
+                    tags.append(tag)
+        return tags
 
     def names(self) -> list[str]:
         """Every model name that has at least one ref folder."""
-        return sorted(p.name for p in self.root.iterdir() if not p.name.startswith("."))
+        names = []
+        for p in self.root.iterdir():
+            with contextlib.suppress(InvalidTag):
+                if not p.name.startswith(".") and Tag(p.name).name == p.name:
+                    names.append(p.name)
+        return sorted(names)
 
     def all(self, damaged: list[Tag] | None = None) -> list[RefValue]:
         """Every ref of the store, newest first (``damaged`` as in :meth:`versions`)."""
@@ -158,6 +241,8 @@ class RefStore:
         """
         try:
             self._path(tag).unlink()
+        except IsADirectoryError:  # a damaged ref: a folder where the file should be
+            shutil.rmtree(self._path(tag))
         except (FileNotFoundError, NotADirectoryError):
             raise NotFound(
                 f"model {tag} not found: `mv list {tag.name}` shows the versions stored"

@@ -45,7 +45,7 @@ from modelvault.modelinfo import (
 )
 from modelvault.odb import PackDB, PackWriter
 from modelvault.odb.packs import verify_payload
-from modelvault.refs import RefStore, RefValue
+from modelvault.refs import RefStore, RefValue, warn_damaged
 from modelvault.tags import Tag, new_version
 
 if TYPE_CHECKING:
@@ -373,8 +373,16 @@ class Store:
         return Model(self, self._refs.resolve(Tag.coerce(tag)))
 
     def list(self, name: str | Tag | None = None) -> builtins.list[Model]:
-        """Every model (or every version of ``name``), newest first."""
-        refs = self._refs.all() if name is None else self._refs.versions(Tag.coerce(name).name)
+        """Every model (or every version of ``name``), newest first.
+
+        Damaged refs are skipped and named in one logged warning (``modelvault.refs``).
+        """
+        damaged: builtins.list[Tag] = []
+        if name is None:
+            refs = self._refs.all(damaged)
+        else:
+            refs = self._refs.versions(Tag.coerce(name).name, damaged)
+        warn_damaged(damaged)
         return [Model(self, r) for r in refs]
 
     def delete(self, tag: str | Tag) -> None:
@@ -389,13 +397,16 @@ class Store:
         if t.version is not None and t.version != "latest":
             self._refs.delete(t)
             return
-        versions = self._refs.versions(t.name)
-        if not versions:
+        if t.version == "latest":
+            self._refs.delete(self._refs.resolve(t).tag)
+            return
+        damaged: builtins.list[Tag] = []  # a bare name removes its damaged refs too
+        targets = [r.tag for r in self._refs.versions(t.name, damaged)] + damaged
+        if not targets:
             raise NotFound(f"no model named {t.name!r} in the store: `mv list` shows the models")
-        targets = versions[:1] if t.version == "latest" else versions
-        for ref in targets:
+        for target in targets:
             with contextlib.suppress(NotFound):
-                self._refs.delete(ref.tag)
+                self._refs.delete(target)
 
     def _materialise(self, model_id: bytes, tree_id: Callable[[], bytes]) -> Path:
         """The cache folder of a model, written on first use (``tree_id`` read only then)."""

@@ -4,6 +4,8 @@ Every command acts on the default store (``--store PATH``, else ``$MODELVAULT_HO
 else ``~/modelvault``). Errors become one line on stderr in :class:`_Group.invoke`.
 """
 
+import contextlib
+import logging
 import os
 import sys
 import traceback
@@ -37,6 +39,34 @@ def _fail(exc: BaseException) -> typer.Exit:
     prefix = render.styled("mv: error:", "red", sys.stderr)
     sys.stderr.write(f"{prefix} {message}\n")
     return typer.Exit(code)
+
+
+class _Warnings(logging.Handler):
+    """modelvault's logged warnings (a damaged ref a listing skipped, ...) as one
+    ``mv: warning:`` line each on stderr; a warning repeated within a command shows once."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.seen: set[str] = set()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message in self.seen:
+            return
+        self.seen.add(message)
+        prefix = render.styled("mv: warning:", "yellow", sys.stderr)
+        sys.stderr.write(f"{prefix} {message}\n")
+
+
+def _show_warnings() -> None:
+    """Route the ``modelvault`` loggers' warnings to :class:`_Warnings` (once per process)."""
+    logger = logging.getLogger("modelvault")
+    for handler in logger.handlers:
+        if isinstance(handler, _Warnings):
+            handler.seen.clear()
+            return
+    logger.addHandler(_Warnings())
+    logger.propagate = False
 
 
 def _is_click_flow(exc: BaseException) -> bool:
@@ -200,6 +230,7 @@ def _root(
 ) -> None:
     """modelvault: a git-like, content-addressed store for ML models."""
     _State.debug = _State.debug or debug
+    _show_warnings()
     if store is not None:
         os.environ["MODELVAULT_HOME"] = str(store)
 
@@ -273,19 +304,30 @@ def delete(
 
     Stored bytes are freed by `mv gc`.
     """
-    from modelvault.errors import NotFound
+    from modelvault.errors import IntegrityError, NotFound
     from modelvault.tags import Tag
 
     store = _store()
     for text in tags:
         tag = Tag.from_str(text)
-        targets = store.list(tag.name) if tag.version is None else [store.get(tag)]
-        if not targets:
+        damaged: list[Tag] = []  # damaged refs: deleting them is the repair their error advises
+        if tag.version is None:
+            targets = [store.get(r.tag) for r in store._refs.versions(tag.name, damaged)]
+        else:
+            try:
+                targets = [store.get(tag)]
+            except IntegrityError:
+                if tag.is_latest:
+                    raise
+                targets, damaged = [], [tag]
+        if not targets and not damaged:
             raise NotFound(f"no model named {tag.name!r} in the store")
         if not yes:
             what = (
-                f"all {len(targets)} version(s) of {tag.name!r}"
+                f"all {len(targets) + len(damaged)} version(s) of {tag.name!r}"
                 if tag.version is None
+                else f"the damaged ref {tag}"
+                if damaged
                 else f"model {targets[0].tag}"
             )
             try:
@@ -300,6 +342,10 @@ def delete(
         for model in targets:
             store.delete(model.tag)
             _echo(_model_line(model, "deleted"))
+        for ref in damaged:
+            with contextlib.suppress(NotFound):
+                store.delete(ref)
+            _echo(f"Damaged ref {ref} deleted")
 
 
 def save(
@@ -436,25 +482,21 @@ def remote_add(
     from modelvault import remotes
 
     added = remotes.add(name, url, store=_store(), **_parse_pairs(option, "option", typed=True))
-    _echo(f"Remote {added.name} -> {added.url}")
+    _echo(f"Remote {added.name} -> {added.public_url()}")
 
 
 @remote_app.command("list")
 def remote_list(
     output: Annotated[TableOrJson, typer.Option("--output", "-o")] = TableOrJson.table,
 ) -> None:
-    """List configured remotes (secret-looking options masked)."""
+    """List configured remotes (secrets masked: URL passwords, secret-looking options)."""
     from modelvault import remotes
 
     found = remotes.list(store=_store())
     if output is TableOrJson.json:
-        docs = [{"name": r.name, "url": r.url, "options": r.public_options()} for r in found]
-        _echo(render.to_json(docs))
+        _echo(render.to_json([render.remote_summary(r) for r in found]))
         return
-    rows = [
-        (r.name, r.url, ", ".join(f"{k}={v}" for k, v in r.public_options().items())) for r in found
-    ]
-    _echo(render.table(("Name", "URL", "Options"), rows, sys.stdout))
+    _echo(render.table(("Name", "URL", "Options"), map(render.remote_row, found), sys.stdout))
 
 
 @remote_app.command("remove")
