@@ -1,9 +1,13 @@
 """Configured remotes: names for fsspec URLs and their storage options, kept in the store config.
 
 Credentials are never stored here: they come from the backend's usual places (for S3:
-the AWS environment variables, ``AWS_ENDPOINT_URL_S3`` included, and profiles). An option
-whose name looks like a credential (``key``, ``secret``, ``token``, ``password`` ...) is
-refused, so a secret never lands in ``config.json`` or in ``mv remote list``.
+the AWS environment variables, ``AWS_ENDPOINT_URL_S3`` included, and profiles). A URL
+with a ``user:password@`` part, and an option whose name looks like a credential
+(``key``, ``secret``, ``token``, ``password``, ``passphrase``, ``Authorization``,
+``connection_string`` ..., at any depth) or whose value is such a URL, are refused, so a
+secret never lands in ``config.json``. What is shown (``repr``, ``mv remote list``) goes
+through :meth:`Remote.public_url` and :meth:`Remote.public_options`, which hide secrets a
+hand-edited config may still hold.
 """
 
 from __future__ import annotations
@@ -16,23 +20,58 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modelvault.errors import InvalidInput, NotFound
+from modelvault.remote.transport import has_password, public_url, refuse_password
 from modelvault.store import Store
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}")
-_SECRET_KEYS = re.compile(r"secret|passw|token|credential|access_key|session|key$", re.IGNORECASE)
+_SECRET_KEYS = re.compile(
+    r"secret|passw|passphrase|token|credential|access_key|session|key$|auth|cookie"
+    r"|connection_string|conn_str|sas|private",
+    re.IGNORECASE,
+)
+MASK = "***"
 
 
 @dataclass(frozen=True)
 class Remote:
-    """A configured remote: its name, fsspec URL and storage options."""
+    """A configured remote: its name, fsspec URL and storage options.
+
+    Its ``repr`` shows :meth:`public_url` and :meth:`public_options`, never a secret.
+    """
 
     name: str
     url: str
     options: dict[str, Any] = field(default_factory=dict)
 
+    def public_url(self) -> str:
+        """The URL without any ``user:password@`` part, for display."""
+        return public_url(self.url)
+
     def public_options(self) -> dict[str, Any]:
-        """The options with anything that looks like a secret masked, for display."""
-        return {k: ("***" if _SECRET_KEYS.search(k) else v) for k, v in self.options.items()}
+        """The options with anything that looks like a secret masked (at any depth)."""
+        masked = _masked(self.options)
+        assert isinstance(masked, dict)
+        return masked
+
+    def __repr__(self) -> str:
+        return (
+            f"Remote(name={self.name!r}, url={self.public_url()!r}, "
+            f"options={self.public_options()!r})"
+        )
+
+    __str__ = __repr__
+
+
+def _masked(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {
+            str(k): (MASK if _SECRET_KEYS.search(str(k)) else _masked(v)) for k, v in value.items()
+        }
+    if isinstance(value, builtins.list | tuple):
+        return [_masked(v) for v in value]
+    if isinstance(value, str) and has_password(value):
+        return public_url(value)
+    return value
 
 
 def _store(store: Store | None) -> Store:
@@ -47,12 +86,14 @@ def add(name: str, url: str, *, store: Store | None = None, **storage_options: A
     """Add (or replace) the remote ``name`` pointing at ``url``.
 
     Raises:
-        InvalidInput: bad name, or a URL that is not a path or ``protocol://`` URL.
+        InvalidInput: bad name, a URL that is not a path or ``protocol://`` URL, a URL
+            with a ``user:password@`` part, or an option that looks like credentials.
     """
-    if not _NAME.fullmatch(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise InvalidInput(f"invalid remote name {name!r}: letters, digits, _ - . only")
     if not isinstance(url, str) or not url:
         raise InvalidInput("a remote needs a URL, e.g. s3://bucket/prefix or file:///srv/models")
+    refuse_password(url)
     secret = _secret_option(storage_options)
     if secret is not None:
         raise InvalidInput(
@@ -66,16 +107,59 @@ def add(name: str, url: str, *, store: Store | None = None, **storage_options: A
     remote = Remote(name, url, dict(storage_options))
 
     def change(doc: dict[str, Any]) -> None:
+        _remotes_of(doc, where)
         doc.setdefault("remotes", {})[name] = {"url": url, "options": remote.options}
 
-    _store(store).update_config(change)
+    s = _store(store)
+    where = s.path / "config.json"
+    s.update_config(change)
     return remote
 
 
 def list(*, store: Store | None = None) -> builtins.list[Remote]:
-    """Every configured remote, sorted by name."""
-    doc = _store(store).read_config().get("remotes", {})
-    return [Remote(n, r["url"], dict(r.get("options", {}))) for n, r in sorted(doc.items())]
+    """Every configured remote, sorted by name.
+
+    Raises:
+        InvalidInput: the ``remotes`` of the store's config.json (edited by hand) is not
+            shaped as ``{"NAME": {"url": "...", "options": {...}}}``.
+    """
+    s = _store(store)
+    return _remotes_of(s.read_config(), s.path / "config.json")
+
+
+def _remotes_of(doc: Mapping[str, Any], where: object) -> builtins.list[Remote]:
+    """The remotes of a config document, checked for shape."""
+    raw = doc.get("remotes", {})
+    fix = (
+        '(expected "remotes": {"NAME": {"url": "s3://bucket/prefix", "options": {}}}): '
+        "fix or delete that part of the file, then `mv remote add NAME URL`"
+    )
+    if raw is None:
+        return []
+    if not isinstance(raw, Mapping):
+        raise InvalidInput(f'{where}: "remotes" is a {_kind(raw)}, not an object {fix}')
+    out = []
+    for name, entry in sorted(raw.items()):
+        if not isinstance(entry, Mapping):
+            raise InvalidInput(f"{where}: remote {name!r} is a {_kind(entry)}, not an object {fix}")
+        url, options = entry.get("url"), entry.get("options", {})
+        if not isinstance(url, str) or not url:
+            raise InvalidInput(f"{where}: remote {name!r} has no URL {fix}")
+        if options is None:
+            options = {}
+        if not isinstance(options, Mapping):
+            raise InvalidInput(
+                f"{where}: the options of remote {name!r} are a {_kind(options)}, not an "
+                f"object {fix}"
+            )
+        out.append(Remote(str(name), url, dict(options)))
+    return out
+
+
+def _kind(value: Any) -> str:
+    return {list: "list", str: "string", int: "number", float: "number", bool: "boolean"}.get(
+        type(value), type(value).__name__
+    )
 
 
 def get(name: str, *, store: Store | None = None) -> Remote:
@@ -99,21 +183,30 @@ def remove(name: str, *, store: Store | None = None) -> None:
     get(name, store=store)
 
     def change(doc: dict[str, Any]) -> None:
-        doc.get("remotes", {}).pop(name, None)
+        (doc.get("remotes") or {}).pop(name, None)
 
     _store(store).update_config(change)
 
 
 def _secret_option(options: Mapping[str, Any]) -> str | None:
-    """The first option name (nested dicts included) that looks like a credential."""
+    """The first option name that looks like a credential, or whose value is (or holds) a
+    URL with a password; nested dicts and lists included."""
     for k, v in options.items():
-        if _SECRET_KEYS.search(str(k)):
+        if _SECRET_KEYS.search(str(k)) or _holds_password(v):
             return str(k)
         if isinstance(v, Mapping):
             inner = _secret_option(v)
             if inner is not None:
                 return inner
     return None
+
+
+def _holds_password(value: Any) -> bool:
+    if isinstance(value, str):
+        return has_password(value)
+    if isinstance(value, builtins.list | tuple):
+        return any(_holds_password(v) for v in value)
+    return False
 
 
 def parse_options(items: Iterable[str], *, typed: bool = True) -> dict[str, Any]:

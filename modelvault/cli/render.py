@@ -17,6 +17,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from modelvault.model import Model
+    from modelvault.remotes import Remote
 
 _UNITS = ("KiB", "MiB", "GiB", "TiB", "PiB")
 _BOLD, _RED, _GREEN, _YELLOW, _RESET = "\x1b[1m", "\x1b[31m", "\x1b[32m", "\x1b[33m", "\x1b[0m"
@@ -128,6 +129,17 @@ def model_details(model: Model) -> dict[str, Any]:
         "size": model.size,
         "id": model.id,
     }
+
+
+def remote_summary(remote: Remote) -> dict[str, Any]:
+    """What ``mv remote list -o json`` shows of one remote: never a secret."""
+    return {"name": remote.name, "url": remote.public_url(), "options": remote.public_options()}
+
+
+def remote_row(remote: Remote) -> tuple[str, str, str]:
+    """A row of ``mv remote list``: name, URL and options, never a secret."""
+    options = ", ".join(f"{k}={v}" for k, v in remote.public_options().items())
+    return remote.name, remote.public_url(), options
 
 
 # -- YAML-like ------------------------------------------------------------------------

@@ -20,6 +20,7 @@ This module (with the rest of ``modelvault.remote``) is the only one importing f
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import errno
 import os
 import random
@@ -28,22 +29,55 @@ import shutil
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from modelvault import _fsutil
-from modelvault.errors import ModelVaultError, NotFound, RemoteError
+from modelvault.errors import InvalidInput, ModelVaultError, NotFound, RemoteError
 
 T = TypeVar("T")
 Range = tuple[int, int]  # (offset, length)
 
-_USERINFO = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.\-]*://)[^/@]*@")
+# ``scheme://`` then a user part: ``user@`` (no '/', no ':') or ``user:password@`` where
+# the password may hold '/' and '+' (AWS secret keys do); ``host:8080/path@x`` is a port.
+_SCHEME = r"[a-zA-Z][a-zA-Z0-9+.\-]*://"
+_USER_ONLY = re.compile(rf"^({_SCHEME})([^/@:]*)@")
+_USER_PASSWORD = re.compile(rf"^({_SCHEME})([^/@:]*):(?!\d+(?:/|$))([^@]*)@")
+_URL_IN_TEXT = re.compile(rf"{_SCHEME}[^\s'\"<>]*")
+_HINT_FOR_SECRETS = (
+    "credentials come from the backend's usual places (for S3: AWS_ACCESS_KEY_ID / "
+    "AWS_SECRET_ACCESS_KEY or AWS_PROFILE), see docs/remotes.md"
+)
+
+
+def has_password(url: str) -> bool:
+    """Whether ``url`` carries a ``user:password@`` part."""
+    return isinstance(url, str) and _USER_PASSWORD.match(url) is not None
 
 
 def public_url(url: str) -> str:
-    """``url`` without any ``user:secret@`` part, for messages."""
-    return _USERINFO.sub(r"\1", url)
+    """``url`` without any ``user:secret@`` (or ``user@``) part: the one form shown anywhere."""
+    url = _USER_PASSWORD.sub(r"\1", url, count=1)
+    return _USER_ONLY.sub(r"\1", url, count=1)
+
+
+def redact(text: str) -> str:
+    """``text`` with every URL in it shown as :func:`public_url` shows it."""
+    return _URL_IN_TEXT.sub(lambda m: public_url(m.group(0)), text)
+
+
+def refuse_password(url: str) -> None:
+    """Raise InvalidInput (naming the URL without its secret) if ``url`` holds a password.
+
+    Raises:
+        InvalidInput: ``url`` is ``scheme://user:password@...``.
+    """
+    if has_password(url):
+        raise InvalidInput(
+            f"{public_url(url)}: a URL with a user:password@ part is refused, so no secret "
+            f"is stored, shown or logged; {_HINT_FOR_SECRETS}"
+        )
 
 
 class Transport(ABC):
@@ -92,6 +126,10 @@ class Transport(ABC):
         except NotFound:
             return False
         return True
+
+    def is_transient(self, exc: BaseException) -> bool:
+        """Whether :class:`Retrying` should try ``exc``'s call again (see :func:`is_transient`)."""
+        return is_transient(exc)
 
 
 # -- file:// ------------------------------------------------------------------------
@@ -194,11 +232,20 @@ class FsspecTransport(Transport):
             self.put(key, data)
             return True
 
+    def _missing_root(self, exc: FileNotFoundError) -> bool:
+        """Whether ``exc`` says the remote's root (an S3 bucket) is missing, not a key."""
+        return False
+
+    def _not_found(self, key: str, exc: FileNotFoundError) -> Exception:
+        if self._missing_root(exc):
+            return exc  # not a missing key: Retrying reports it as RemoteError
+        return NotFound(f"{self.url}/{key} does not exist")
+
     def get(self, key: str) -> bytes:
         try:
             return bytes(self.fs.cat_file(self._path(key)))
-        except FileNotFoundError:
-            raise NotFound(f"{self.url}/{key} does not exist") from None
+        except FileNotFoundError as exc:
+            raise self._not_found(key, exc) from None
 
     def get_ranges(self, key: str, ranges: Sequence[Range]) -> list[bytes]:
         if not ranges:
@@ -208,8 +255,8 @@ class FsspecTransport(Transport):
         ends = [off + n for off, n in ranges]
         try:
             out = self.fs.cat_ranges([path] * len(ranges), starts, ends, on_error="raise")
-        except FileNotFoundError:
-            raise NotFound(f"{self.url}/{key} does not exist") from None
+        except FileNotFoundError as exc:
+            raise self._not_found(key, exc) from None
         return [bytes(b) for b in out]
 
     def list(self, prefix: str) -> list[str]:
@@ -217,7 +264,9 @@ class FsspecTransport(Transport):
         self.fs.invalidate_cache(top)
         try:
             found = self.fs.find(top)
-        except FileNotFoundError:
+        except FileNotFoundError as exc:
+            if self._missing_root(exc):
+                raise
             return []
         head = self.root + "/"
         return sorted(p[len(head) :] for p in found if p.startswith(head))
@@ -251,6 +300,16 @@ class S3Transport(FsspecTransport):
     def __init__(self, fs: Any, root: str, url: str) -> None:
         super().__init__(fs, root, url)
         self._conditional = True
+
+    def is_transient(self, exc: BaseException) -> bool:
+        """Only failures while streaming a body: botocore (standard mode, see
+        :data:`S3_CONFIG`) has already retried connection errors, timeouts before a
+        response, 5xx answers and throttling; trying again would multiply its attempts."""
+        return _named(exc, _STREAM_ERRORS)
+
+    def _missing_root(self, exc: FileNotFoundError) -> bool:
+        code = getattr(exc.__cause__, "response", {}).get("Error", {}).get("Code")
+        return code == "NoSuchBucket" or "bucket does not exist" in str(exc).lower()
 
     @property
     def atomic_create(self) -> bool:
@@ -293,6 +352,9 @@ class Metered(Transport):
     @property
     def atomic_create(self) -> bool:
         return self.inner.atomic_create
+
+    def is_transient(self, exc: BaseException) -> bool:
+        return self.inner.is_transient(exc)
 
     def _count(self, requests: int, sent: int = 0, received: int = 0) -> None:
         with self._lock:
@@ -354,19 +416,84 @@ _PERMANENT = (
 )
 
 
+_FOREIGN = ("botocore", "aiobotocore", "aiohttp", "urllib3", "http", "requests", "fsspec")
+# failures of the connection or of a body in flight, by class name (imports stay lazy)
+_NETWORK_ERRORS = frozenset(
+    {
+        "ConnectionError",  # botocore: EndpointConnectionError, ConnectTimeoutError, ...
+        "HTTPClientError",  # botocore: ReadTimeoutError, ConnectionClosedError, ...
+        "ClientConnectionError",  # aiohttp
+        "ClientPayloadError",  # aiohttp: a body cut short
+        "IncompleteRead",  # http.client, urllib3
+        "ProtocolError",  # urllib3
+        "FSTimeoutError",  # fsspec
+    }
+)
+_STREAM_ERRORS = frozenset(
+    {"AioReadTimeoutError", "ResponseStreamingError", "ClientPayloadError", "IncompleteRead"}
+)
+_NO_CREDENTIALS = frozenset(
+    {
+        "NoCredentialsError",
+        "PartialCredentialsError",
+        "CredentialRetrievalError",
+        "NoAuthTokenError",
+    }
+)
+
+
+def _named(exc: BaseException, names: frozenset[str]) -> bool:
+    """Whether ``exc`` is an instance of a foreign class named in ``names``."""
+    return any(
+        c.__name__ in names and c.__module__.split(".")[0] in _FOREIGN for c in type(exc).__mro__
+    )
+
+
 def is_transient(exc: BaseException) -> bool:
-    """Whether a failure may go away by itself (network, throttling, a busy server)."""
+    """Whether a failure may go away by itself (network, throttling, a busy server).
+
+    Missing credentials, access denied, a missing bucket, invalid parameters and every
+    other error of the backend's libraries are not: retrying cannot fix them.
+    """
     if isinstance(exc, (ModelVaultError, *_PERMANENT)):
         return False
-    if isinstance(exc, (ConnectionError, TimeoutError)):
+    if isinstance(exc, (ConnectionError, TimeoutError)) or _named(exc, _NETWORK_ERRORS):
         return True
-    if type(exc).__module__.split(".")[0] in ("botocore", "aiobotocore", "aiohttp", "urllib3"):
-        return True
+    if type(exc).__module__.split(".")[0] in _FOREIGN:
+        return False  # NoCredentialsError, ParamValidationError, ClientError, ...
     if isinstance(exc, OSError):
         text = str(exc)
         slow = any(s in text for s in ("SlowDown", "ServiceUnavailable", "InternalError"))
         return exc.errno is None or exc.errno in _TRANSIENT_ERRNOS or slow
     return False
+
+
+def _advice(exc: BaseException) -> str:
+    """What to do about a failure, when its kind is known."""
+    if _named(exc, _NO_CREDENTIALS):
+        return f"no credentials found: {_HINT_FOR_SECRETS}"
+    if isinstance(exc, PermissionError):
+        return "access denied: check the credentials and what they may do on this bucket or path"
+    if isinstance(exc, FileNotFoundError):
+        return "the bucket (or folder) does not exist: create it, or check the URL"
+    if isinstance(exc, (ConnectionError, TimeoutError)) or _named(exc, _NETWORK_ERRORS):
+        return (
+            "the endpoint is unreachable or stalled: check the URL, endpoint_url and the "
+            "network (timeouts: docs/remotes.md)"
+        )
+    return ""
+
+
+def remote_error(what: str, exc: BaseException, attempts: int = 1) -> RemoteError:
+    """RemoteError for a failed ``what`` (verb and public URL): one line, the cause's class
+    and text, advice when the kind is known, and never a secret (URLs are redacted)."""
+    tries = f" after {attempts} attempts" if attempts > 1 else ""
+    cause = " ".join(str(exc).split()) or "no detail"
+    advice = _advice(exc)
+    text = f"{what} failed{tries}: {type(exc).__name__}: {cause}" + (
+        f" ({advice})" if advice else ""
+    )
+    return RemoteError(redact(text))
 
 
 class Retrying(Transport):
@@ -383,6 +510,9 @@ class Retrying(Transport):
     def atomic_create(self) -> bool:
         return self.inner.atomic_create
 
+    def is_transient(self, exc: BaseException) -> bool:
+        return self.inner.is_transient(exc)
+
     def _call(self, verb: str, key: str, fn: Callable[[], T]) -> T:
         for attempt in range(self.attempts):
             try:
@@ -390,11 +520,8 @@ class Retrying(Transport):
             except ModelVaultError:
                 raise
             except Exception as exc:
-                if not is_transient(exc) or attempt == self.attempts - 1:
-                    tries = f" after {attempt + 1} attempts" if attempt else ""
-                    raise RemoteError(
-                        f"{verb} {self.url}/{key} failed{tries}: {type(exc).__name__}: {exc}"
-                    ) from exc
+                if not self.inner.is_transient(exc) or attempt == self.attempts - 1:
+                    raise remote_error(f"{verb} {self.url}/{key}", exc, attempt + 1) from exc
                 time.sleep(self.delay * 2**attempt * (0.5 + random.random()))
         raise AssertionError("unreachable")
 
@@ -423,28 +550,79 @@ class Retrying(Transport):
 # -- opening --------------------------------------------------------------------------
 
 
+# botocore's own retry and timeouts for S3 (through s3fs ``config_kwargs``; a remote's
+# ``config_kwargs`` option overrides each key). Standard mode retries connection errors,
+# timeouts, 5xx and throttling with jittered backoff (<= 1 s, then <= 2 s), and nothing
+# else; a socket that connects in no 3 s or a read that gets no byte in 15 s is a failure.
+S3_CONFIG: dict[str, Any] = {
+    "connect_timeout": 3,
+    "read_timeout": 15,
+    "retries": {"max_attempts": 3, "mode": "standard"},
+}
+
+_wrapper: contextvars.ContextVar[Callable[[Transport], Transport] | None] = contextvars.ContextVar(
+    "modelvault_transport_wrapper", default=None
+)
+
+
+@contextlib.contextmanager
+def wrapping(wrap: Callable[[Transport], Transport]) -> Iterator[None]:
+    """Within the block, :func:`open_transport` (so every push, pull and remote listing
+    of this thread) returns ``wrap(transport)`` instead of the bare transport: the hook
+    of :class:`modelvault.testing.faults.FaultyTransport` and of request counters."""
+    token = _wrapper.set(wrap)
+    try:
+        yield
+    finally:
+        _wrapper.reset(token)
+
+
+def _s3_options(opts: dict[str, Any]) -> dict[str, Any]:
+    out = dict(opts)
+    out["config_kwargs"] = {**S3_CONFIG, **(opts.get("config_kwargs") or {})}
+    # a file system of its own: the current environment's credentials and endpoint, and
+    # the retry settings below stay ours
+    out.setdefault("skip_instance_cache", True)
+    return out
+
+
 def open_transport(url: str, options: Mapping[str, Any] | None = None) -> Transport:
-    """The bare transport for an fsspec URL (or local path) and its storage options.
+    """The transport for an fsspec URL (or local path) and its storage options.
 
     Raises:
-        RemoteError: fsspec does not know the protocol, or its backend is not installed.
+        InvalidInput: the URL holds a ``user:password@`` part (it is never used, so the
+            secret reaches no library and no log).
+        RemoteError: fsspec does not know the protocol, its backend is not installed, or
+            the backend failed to connect (e.g. ``ftp://`` refusing connections).
     """
-    opts = dict(options or {})
-    shown = public_url(url)
+    refuse_password(url)
+    wrap = _wrapper.get()
+    bare = _open_bare(url, dict(options or {}))
+    return wrap(bare) if wrap is not None else bare
+
+
+def _open_bare(url: str, opts: dict[str, Any]) -> Transport:
+    shown = public_url(url).rstrip("/")
     if "://" not in url or url.startswith("file://"):
         if opts:
             raise RemoteError(f"{shown}: a local folder takes no storage options")
         path = url[len("file://") :] if url.startswith("file://") else url
-        return LocalTransport(Path(path).expanduser().absolute(), shown.rstrip("/"))
+        return LocalTransport(Path(path).expanduser().absolute(), shown)
     import fsspec
 
-    try:
-        fs, root = fsspec.core.url_to_fs(url, **opts)
-    except (ImportError, ValueError, TypeError) as exc:
-        raise RemoteError(f"cannot open remote {shown}: {exc}") from exc
     protocol = url.split("://", 1)[0]
-    if protocol in ("s3", "s3a"):
-        return S3Transport(fs, root, shown.rstrip("/"))
+    s3 = protocol in ("s3", "s3a")
+    try:
+        fs, root = fsspec.core.url_to_fs(url, **(_s3_options(opts) if s3 else opts))
+    except ModelVaultError:
+        raise
+    except (ImportError, ValueError, TypeError) as exc:
+        raise RemoteError(redact(f"cannot open remote {shown}: {exc}")) from exc
+    except Exception as exc:  # a backend connecting at once (ftp, sftp) and failing
+        raise remote_error(f"open {shown}", exc) from exc
+    if s3:
+        fs.retries = 1  # s3fs's own retry loop would repeat botocore's attempts
+        return S3Transport(fs, root, shown)
     if protocol == "memory":
-        return MemoryTransport(fs, root, shown.rstrip("/"))
-    return FsspecTransport(fs, root, shown.rstrip("/"))
+        return MemoryTransport(fs, root, shown)
+    return FsspecTransport(fs, root, shown)
