@@ -11,6 +11,7 @@ $(STAMP): pyproject.toml modelvault/_planes.c modelvault/_cdc.c setup.py
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[dev,s3,sklearn]'
+	command -v strace >/dev/null || apt-get install -y strace  # tests/harness: fault injection
 	touch $(STAMP)
 
 demo: $(STAMP)

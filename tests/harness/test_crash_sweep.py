@@ -135,7 +135,6 @@ def count_calls(op: str, world: World, root: Path) -> dict[str, int]:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
 @pytest.mark.parametrize("op", STRACE_OPS)
 def test_fault_at_every_call(op: str, world: World, tmp_path: Path) -> None:
     case = cases(world)[op]
