@@ -10,6 +10,8 @@ Layout under the remote's URL prefix (docs/format-remote.md is normative)::
 Packs, indexes and refs never change once written, so the local cache under
 ``<store>/remotes/<key>/`` (a copy of every index and ref seen) never goes stale: a
 refresh lists ``packs/`` (one request per 1000 packs) and fetches only new indexes.
+A ref's ``created``, ``module`` and ``size`` are only what the remote says: a pull
+takes them from the model object instead, and keeps what it read under ``checked/``.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ FORMAT = 1
 MARKER = "modelvault.json"
 PACKS = "packs"
 REFS = "refs"
+CHECKED = "checked"  # local cache only: refs whose values a pull read from their model
 _PACK_KEY = re.compile(r"packs/([0-9a-f]{64})\.idx")
 
 
@@ -52,11 +55,14 @@ def ref_key(tag: Tag) -> str:
 
 
 def decode_ref(tag: Tag, data: bytes, where: str) -> RefValue:
-    """Parse a ref document; IntegrityError if damaged."""
+    """Parse a ref document; IntegrityError if damaged (any other shape)."""
     try:
         return RefValue.decode(tag, data)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise IntegrityError(f"the ref {where} is damaged: {exc}") from exc
+    except ValueError as exc:
+        raise IntegrityError(
+            f"the ref of {tag} ({where}) is damaged: {exc}; pull another version, "
+            "or have the ref removed there and the tag pushed again"
+        ) from exc
 
 
 def cache_key(url: str, options: Mapping[str, Any]) -> str:
@@ -116,10 +122,14 @@ class RemoteRepo:
 
     # -- refs --------------------------------------------------------------------
     def read_ref(self, tag: Tag) -> RefValue | None:
-        """The ref of an exact ``name:version`` on the remote, or None."""
+        """The ref of an exact ``name:version`` on the remote, or None.
+
+        Raises:
+            IntegrityError: the remote's ref is damaged.
+        """
         cached = self.cache / REFS / tag.name / str(tag.version)
-        with contextlib.suppress(FileNotFoundError):
-            return decode_ref(tag, cached.read_bytes(), str(cached))
+        with contextlib.suppress(FileNotFoundError, IsADirectoryError, IntegrityError):
+            return decode_ref(tag, cached.read_bytes(), str(cached))  # damaged: read again
         try:
             data = self.t.get(ref_key(tag))
         except NotFound:
@@ -147,28 +157,57 @@ class RemoteRepo:
                     out.append(tag)
         return out
 
-    def refs(self, name: str | None = None) -> list[RefValue]:
-        """Every ref (of ``name``) on the remote, newest first."""
-        tags = self.tags(name)
-        with ThreadPoolExecutor(self.jobs, thread_name_prefix="modelvault-refs") as pool:
-            values = [v for v in pool.map(self.read_ref, tags) if v is not None]
-        return sorted(values, key=lambda r: (r.created, r.tag.version), reverse=True)
-
-    def resolve(self, tag: Tag) -> RefValue:
-        """The ref a tag means on the remote: its exact version, or the newest there.
+    def refs(self, name: str | None = None, damaged: list[Tag] | None = None) -> list[RefValue]:
+        """Every ref (of ``name``) on the remote, newest by their ``created`` first.
 
         Raises:
-            NotFound: no such name or version on the remote.
+            IntegrityError: a ref is damaged (unless ``damaged`` collects its tag).
         """
-        if not tag.is_latest:
-            value = self.read_ref(tag)
-            if value is None:
-                raise NotFound(f"model {tag} not found on {self.url}")
-            return value
-        versions = self.refs(tag.name)
-        if not versions:
-            raise NotFound(f"no model named {tag.name!r} on {self.url}")
-        return versions[0]
+        tags = self.tags(name)
+
+        def read(tag: Tag) -> RefValue | Tag | None:
+            try:
+                return self.read_ref(tag)
+            except IntegrityError:
+                if damaged is None:
+                    raise
+                return tag
+
+        with ThreadPoolExecutor(self.jobs, thread_name_prefix="modelvault-refs") as pool:
+            got = list(pool.map(read, tags))
+        if damaged is not None:
+            damaged.extend(v for v in got if isinstance(v, Tag))
+        values = [v for v in got if isinstance(v, RefValue)]
+        return sorted(values, key=lambda r: (r.created, r.tag.version), reverse=True)
+
+    def read_exact(self, tag: Tag) -> RefValue:
+        """The ref of an exact ``name:version`` on the remote.
+
+        Raises:
+            NotFound: no such version on the remote.
+            IntegrityError: its ref is damaged.
+        """
+        value = self.read_ref(tag)
+        if value is None:
+            raise NotFound(f"model {tag} not found on {self.url}")
+        return value
+
+    # -- refs checked against their model objects (pull) ---------------------------
+    def checked_ref(self, ref: RefValue) -> RefValue | None:
+        """The values of ``ref`` as its model object gave them when a pull last checked
+        it (``created``, ``module``, ``size``), or None if never checked."""
+        path = self.cache / CHECKED / ref.tag.name / str(ref.tag.version)
+        try:
+            value = RefValue.decode(ref.tag, path.read_bytes())
+        except (OSError, ValueError):
+            return None
+        return value if value.model_id == ref.model_id else None
+
+    def remember_checked(self, value: RefValue) -> None:
+        """Keep a ref's values as its model object gives them (see :meth:`checked_ref`)."""
+        path = self.cache / CHECKED / value.tag.name / str(value.tag.version)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _fsutil.atomic_write(path, value.encode())
 
     # -- packs -------------------------------------------------------------------
     def index(self) -> RemoteIndex:
