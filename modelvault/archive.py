@@ -48,6 +48,7 @@ walked, and only then are the objects committed and the tag published.
 
 Errors::
 
+    InvalidInput    import: the source is neither a path, a URL nor a file object
     NotFound        export: unknown tag or base
     PathNotFound    import: the local source file does not exist
     IntegrityError  export: the store's own bytes are damaged (nothing is written)
@@ -92,6 +93,7 @@ from modelvault.core.packfmt import IDX_ENTRY, RECORD_HEADER, Entry, record_head
 from modelvault.errors import (
     ArchiveError,
     IntegrityError,
+    InvalidInput,
     InvalidTag,
     ModelExists,
     NotFound,
@@ -1107,12 +1109,21 @@ def import_model(
     ``progress``, if given, is called with each number of archive bytes read and
     verified (they add up to its size).
 
+    Importing a model whose tag the store holds already writes every object of it the
+    store lacks (so an import restores objects the store lost) and leaves the ref as it is.
+
     Raises:
+        InvalidInput: ``src`` is neither a path, a URL nor a binary file object.
         PathNotFound: ``src`` is a local path that does not exist.
         ArchiveError: the archive is truncated, corrupt, of an unknown version, hostile
             or incomplete; the store is left exactly as it was.
         ModelExists: the tag already holds a different model (the store is unchanged).
     """
+    if not isinstance(src, (str, os.PathLike)) and not callable(getattr(src, "read", None)):
+        raise InvalidInput(
+            "import_model reads a .bentomodel path, an fsspec URL or a binary file object, "
+            f"not {type(src).__name__}"
+        )
     with (
         _input(src) as f,
         store.writing() as writer,
