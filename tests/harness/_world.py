@@ -28,10 +28,10 @@ OWN = 6 * MIB  # the bytes each of them has alone
 DELETE_VERSIONS = 12  # versions of "m" in the delete template
 
 
-def make_source(root: Path, shared: bytes, rng: np.random.Generator) -> Source:
+def make_source(root: Path, shared: bytes, rng: np.random.Generator, own: int = OWN) -> Source:
     """A model folder: one large weights file (shared head + own tail) and small files."""
     (root / "sub").mkdir(parents=True)
-    (root / "weights.bin").write_bytes(shared + rng.bytes(OWN))
+    (root / "weights.bin").write_bytes(shared + rng.bytes(own))
     (root / "config.json").write_text('{"hidden": 768, "layers": 12}\n' * 40)
     for i in range(12):
         (root / "sub" / f"part{i}.txt").write_bytes(rng.bytes(3000 + 997 * i))
