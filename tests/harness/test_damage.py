@@ -1,0 +1,271 @@
+"""Damaged files of every shape: refs, pack indexes, packs and config.json.
+
+A store holds ``good:v1`` and ``bad:v1`` (no object in common, each in packs of its
+own). One file is damaged; then:
+
+- ``Store(path)`` opens, ``verify()`` reports the damage without raising (``ok`` False,
+  ``broken_tags`` exactly the tags the damage breaks, ``damaged_files`` naming the file
+  where the damage is to a whole file rather than to an object's bytes);
+- ``list()`` does not raise and lists ``good:v1``;
+- ``good:v1`` reads back byte-exact (streamed and through ``Model.path``);
+- reading ``bad:v1`` raises a modelvault error or gives the exact bytes, never wrong
+  bytes, never a raw Python exception;
+- ``gc()`` either succeeds or raises a modelvault error, and ``good:v1`` still reads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _world import folder_matches, make_source
+from test_crash import Source
+
+import modelvault
+from modelvault import Store
+from modelvault.remote.sync import push
+
+MIB = 1024 * 1024
+
+
+@dataclass
+class Damaged:
+    """The template: its sources, bad:v1's model id, and which packs each tag wrote."""
+
+    template: Path
+    good: Source
+    bad: Source
+    bad_id: str
+    bad_packs: list[str]  # pack names, largest first
+
+
+@pytest.fixture(scope="module")
+def damaged(tmp_path_factory: pytest.TempPathFactory) -> Damaged:
+    root = tmp_path_factory.mktemp("damage-world")
+    rng = np.random.default_rng(404)
+    good = make_source(root / "src-good", rng.bytes(MIB), rng, own=MIB // 2)
+    bad = make_source(root / "src-bad", rng.bytes(MIB), rng, own=MIB // 2)
+    store = Store(root / "template")
+    store.save(good.root, "good:v1")
+    packs = root / "template" / "objects" / "packs"
+    before = {p.stem for p in packs.glob("*.pack")}
+    model = store.save(bad.root, "bad:v1")
+    new = sorted({p.stem for p in packs.glob("*.pack")} - before)
+    new.sort(key=lambda name: (packs / f"{name}.pack").stat().st_size, reverse=True)
+    assert new, "bad:v1 wrote no pack of its own"
+    return Damaged(root / "template", good, bad, model.id, new)
+
+
+Damage = Callable[[Path, Damaged], None]
+
+
+def _write(rel: str, data: bytes | Callable[[bytes, Damaged], bytes]) -> Damage:
+    def damage(store: Path, d: Damaged) -> None:
+        path = store / rel.format(pack=d.bad_packs[0], meta=d.bad_packs[-1])
+        new = data(path.read_bytes(), d) if callable(data) else data
+        path.chmod(0o644)
+        path.write_bytes(new)
+
+    return damage
+
+
+def _flip(at: Callable[[int], int]) -> Callable[[bytes, Damaged], bytes]:
+    def flip(old: bytes, d: Damaged) -> bytes:
+        i = at(len(old))
+        return old[:i] + bytes([old[i] ^ 0x40]) + old[i + 1 :]
+
+    return flip
+
+
+JUNK = bytes(np.random.default_rng(1).integers(0, 256, 300, dtype=np.uint8))
+
+
+def _same_size_junk(old: bytes, d: Damaged) -> bytes:
+    return bytes(np.random.default_rng(2).integers(0, 256, len(old), dtype=np.uint8))
+
+
+def _ref(doc: Callable[[Damaged], object]) -> Callable[[bytes, Damaged], bytes]:
+    return lambda old, d: json.dumps(doc(d)).encode()
+
+
+def _ref_text(text: Callable[[Damaged], str]) -> Callable[[bytes, Damaged], bytes]:
+    return lambda old, d: text(d).encode()
+
+
+REF = "refs/bad/v1"
+REF_CASES: dict[str, Damage] = {
+    "truncated": _write(REF, lambda old, d: old[: len(old) // 2]),
+    "empty": _write(REF, b""),
+    "binary-junk": _write(REF, JUNK),
+    "list": _write(REF, _ref(lambda d: [1, 2])),
+    "null": _write(REF, _ref(lambda d: None)),
+    "string": _write(REF, _ref(lambda d: "model")),
+    "model-is-a-number": _write(REF, _ref(lambda d: {"model": 5})),
+    "created-1e400": _write(
+        REF, _ref_text(lambda d: f'{{"model": "{d.bad_id}", "created": 1e400}}')
+    ),
+    "created-nan": _write(REF, _ref_text(lambda d: f'{{"model": "{d.bad_id}", "created": NaN}}')),
+    "created-string": _write(REF, _ref(lambda d: {"model": d.bad_id, "created": "yesterday"})),
+    "created-bool": _write(REF, _ref(lambda d: {"model": d.bad_id, "created": True})),
+    "created-missing": _write(REF, _ref(lambda d: {"model": d.bad_id})),
+    "model-not-hex": _write(REF, _ref(lambda d: {"model": "z" * 64, "created": 1})),
+    "model-short": _write(REF, _ref(lambda d: {"model": d.bad_id[:10], "created": 1})),
+    "size-negative": _write(REF, _ref(lambda d: {"model": d.bad_id, "created": 1, "size": -5})),
+    "module-number": _write(REF, _ref(lambda d: {"model": d.bad_id, "created": 1, "module": 7})),
+    "deep-nesting": _write(REF, b"[" * 100_000 + b"]" * 100_000),
+    "not-utf8": _write(REF, b'{"model": "\xff\xfe", "created": 1}'),
+}
+
+IDX = "objects/packs/{pack}.idx"
+IDX_CASES: dict[str, Damage] = {
+    "truncated": _write(IDX, lambda old, d: old[: len(old) // 2]),
+    "truncated-by-one": _write(IDX, lambda old, d: old[:-1]),
+    "flipped-entry-byte": _write(IDX, _flip(lambda n: n // 2)),
+    "flipped-checksum-byte": _write(IDX, _flip(lambda n: n - 1)),
+    "flipped-magic": _write(IDX, _flip(lambda n: 0)),
+    "zero-length": _write(IDX, b""),
+    "junk": _write(IDX, _same_size_junk),
+    "extended": _write(IDX, lambda old, d: old + b"\0" * 52),
+}
+
+PACK = "objects/packs/{pack}.pack"
+META = "objects/packs/{meta}.pack"
+PACK_CASES: dict[str, Damage] = {
+    "flipped-payload-byte": _write(PACK, _flip(lambda n: n // 2)),
+    "flipped-last-byte": _write(PACK, _flip(lambda n: n - 1)),
+    "flipped-record-header": _write(PACK, _flip(lambda n: 8 + 12)),  # first record's id
+    "flipped-length-field": _write(PACK, _flip(lambda n: 8 + 8)),  # its stored length
+    "flipped-file-header": _write(PACK, _flip(lambda n: 1)),
+    "truncated": _write(PACK, lambda old, d: old[: len(old) // 2]),
+    "truncated-by-one": _write(PACK, lambda old, d: old[:-1]),
+    "zero-length": _write(PACK, b""),
+    "extended": _write(PACK, lambda old, d: old + JUNK),
+    "junk": _write(PACK, _same_size_junk),
+    "metadata-pack-flipped": _write(META, _flip(lambda n: n - 1)),
+    "metadata-pack-truncated": _write(META, lambda old, d: old[: len(old) // 2]),
+}
+
+
+def _check_reads(store: Store, d: Damaged) -> None:
+    listed = [str(m.tag) for m in store.list()]
+    assert "good:v1" in listed
+    good = store.get("good:v1")
+    assert d.good.matches(good), "an undamaged tag must read back byte-exact"
+    assert folder_matches(Path(good.path), d.good)
+    try:
+        bad = store.get("bad:v1")
+        same = d.bad.matches(bad) and folder_matches(Path(bad.path), d.bad)
+    except modelvault.ModelVaultError:
+        return
+    assert same, "a damaged tag must raise, never read back other bytes"
+
+
+def _check_gc(store: Store, d: Damaged) -> None:
+    with contextlib.suppress(modelvault.ModelVaultError):
+        store.gc()
+    assert d.good.matches(store.get("good:v1")), "gc must keep an undamaged tag"
+
+
+def _damage(tmp_path: Path, d: Damaged, damage: Damage) -> Path:
+    path = tmp_path / "store"
+    shutil.copytree(d.template, path)
+    damage(path, d)
+    return path
+
+
+@pytest.mark.parametrize("case", sorted(REF_CASES))
+def test_damaged_ref(case: str, damaged: Damaged, tmp_path: Path) -> None:
+    path = _damage(tmp_path, damaged, REF_CASES[case])
+    store = Store(path)
+    report = store.verify()
+    assert not report.ok
+    assert [str(t) for t in report.broken_tags] == ["bad:v1"], report
+    assert REF in report.damaged_files, report
+    _check_reads(store, damaged)
+    _check_gc(store, damaged)
+
+
+@pytest.mark.parametrize("case", sorted(IDX_CASES))
+def test_damaged_index(case: str, damaged: Damaged, tmp_path: Path) -> None:
+    path = _damage(tmp_path, damaged, IDX_CASES[case])
+    store = Store(path)
+    report = store.verify()
+    assert not report.ok
+    assert [str(t) for t in report.broken_tags] == ["bad:v1"], report
+    assert f"objects/packs/{damaged.bad_packs[0]}.idx" in report.damaged_files, report
+    _check_reads(store, damaged)
+    _check_gc(store, damaged)
+
+
+# the damage leaves every object of the pack readable through its index (which gives
+# each payload's offset and length): no tag is broken, the pack file is reported
+HARMLESS_TO_OBJECTS = {
+    "extended",
+    "flipped-file-header",
+    "flipped-length-field",
+    "flipped-record-header",
+}
+# damage to a payload: the object is corrupt (verify names its id), the file is not
+PAYLOAD_ONLY = {"flipped-payload-byte", "flipped-last-byte", "metadata-pack-flipped"}
+
+
+@pytest.mark.parametrize("case", sorted(PACK_CASES))
+def test_damaged_pack(case: str, damaged: Damaged, tmp_path: Path) -> None:
+    path = _damage(tmp_path, damaged, PACK_CASES[case])
+    store = Store(path)
+    report = store.verify()
+    assert not report.ok
+    broken = [] if case in HARMLESS_TO_OBJECTS else ["bad:v1"]
+    assert [str(t) for t in report.broken_tags] == broken, report
+    pack = damaged.bad_packs[-1 if case.startswith("metadata") else 0]
+    if case in PAYLOAD_ONLY:
+        assert report.corrupt, report
+    else:
+        assert f"objects/packs/{pack}.pack" in report.damaged_files, report
+    _check_reads(store, damaged)
+    _check_gc(store, damaged)
+
+
+CONFIG_CASES: dict[str, bytes] = {
+    "binary-junk": JUNK,
+    "empty": b"",
+    "truncated": b'{"format": 1, "remo',
+    "list": b"[]",
+    "null": b"null",
+    "remotes-list": b'{"format": 1, "remotes": [1, 2]}',
+    "remotes-null": b'{"format": 1, "remotes": null}',
+    "remotes-string": b'{"format": 1, "remotes": "origin"}',
+    "remote-number": b'{"format": 1, "remotes": {"origin": 5}}',
+    "remote-empty": b'{"format": 1, "remotes": {"origin": {}}}',
+    "remote-url-number": b'{"format": 1, "remotes": {"origin": {"url": 5}}}',
+    "remote-options-list": (
+        b'{"format": 1, "remotes": {"origin": {"url": "file:///tmp/x", "options": [1]}}}'
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CONFIG_CASES))
+def test_damaged_config(case: str, damaged: Damaged, tmp_path: Path) -> None:
+    """Never a raw exception: the store refuses to open with a modelvault error naming
+    config.json, or it opens, reads every tag, and using the remote config fails with a
+    modelvault error. (verify reporting config.json: pending_bugs.py, B3.)"""
+    path = _damage(tmp_path, damaged, _write("config.json", CONFIG_CASES[case]))
+    try:
+        store = Store(path)
+    except modelvault.ModelVaultError as exc:
+        assert "config.json" in str(exc), exc
+        return
+    report = store.verify()
+    assert report.broken_tags == [], report
+    _check_reads(store, damaged)
+    with contextlib.suppress(modelvault.ModelVaultError):
+        modelvault.remotes.list(store=store)
+    with pytest.raises(modelvault.ModelVaultError):
+        push(store, "good:v1", "origin")
+    _check_gc(store, damaged)
