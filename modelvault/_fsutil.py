@@ -1,7 +1,8 @@
 """Local file-system recipes: atomic write, folder fsync, create-only publish, locks.
 
 This module is the one place for the crash-safety recipe (temp file in the same
-folder, fsync, rename or link, fsync the folder).
+folder, fsync, rename or link, fsync the folder), and for temporaries that other
+processes must see as in use (:func:`in_flight`, :func:`temp_in_use`).
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ import contextlib
 import fcntl
 import functools
 import os
+import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +27,120 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+TEMP_PREFIX = ".tmp-"
+LOCK_SUFFIX = ".lock"  # never the suffix of a temporary itself
+_TOKEN = re.compile(r"\.tmp-(\d+-[0-9a-f]{16})")
+
+
 def temp_name(folder: Path, suffix: str = ".tmp") -> Path:
-    """A fresh, unguessable temporary path inside ``folder``."""
-    return folder / f".tmp-{os.getpid()}-{os.urandom(8).hex()}{suffix}"
+    """A fresh, unguessable temporary path inside ``folder``: ``.tmp-<pid>-<16 hex><suffix>``.
+
+    The pid is only a hint for people: whether a temporary is still in use is told by
+    its lock (:func:`in_flight`), which processes in other PID namespaces see too.
+    """
+    return folder / f"{TEMP_PREFIX}{os.getpid()}-{os.urandom(8).hex()}{suffix}"
+
+
+@contextlib.contextmanager
+def in_flight(folder: Path, suffix: str = ".tmp") -> Iterator[Path]:
+    """A fresh temporary path in ``folder``, seen as in use by every process on the host
+    until the block ends (:func:`temp_in_use`).
+
+    Before the path is handed out, ``.tmp-<token>.lock`` beside it is created and locked
+    with ``flock``; the kernel drops the lock when this process exits or is killed, so
+    a crash needs no clean-up for others to know the temporary is dead. The block
+    creates the temporary and removes or renames it; the lock file goes at the end.
+    """
+    if suffix == LOCK_SUFFIX:
+        raise ValueError("a temporary cannot have the lock suffix")
+    while True:
+        tmp = temp_name(folder, suffix)
+        lock = lock_of(tmp)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:  # a sweep may have removed the lock file between its creation and our flock
+            if os.stat(lock).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        yield tmp
+    finally:
+        lock.unlink(missing_ok=True)
+        os.close(fd)
+
+
+def lock_of(temp: Path) -> Path:
+    """The lock file guarding a temporary made by :func:`in_flight`."""
+    m = _TOKEN.match(temp.name)
+    token = m[1] if m else temp.name
+    return temp.parent / f"{TEMP_PREFIX}{token}{LOCK_SUFFIX}"
+
+
+def _locked(path: Path) -> bool:
+    """True if some process holds an ``flock`` on ``path`` (False if it does not exist)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def temp_in_use(path: Path) -> bool:
+    """True while the process that made the temporary ``path`` (or, for a lock file, the
+    temporaries it guards) may still be writing it.
+
+    A temporary is in use while its lock is held; one without a lock file comes from a
+    process that crashed before or after it, or from an older modelvault: dead. Locks
+    are ``flock``s, so this holds across PID namespaces (containers sharing a volume),
+    unlike a check of the pid in the name.
+    """
+    if not path.name.startswith(TEMP_PREFIX):
+        return False
+    return _locked(lock_of(path))
+
+
+def sweep_temps(folder: Path, remove: Callable[[Path], None]) -> None:
+    """Call ``remove`` on every dead temporary in ``folder``, then drop dead lock files.
+
+    Entries that vanish or change meanwhile are skipped (their owner finished).
+    """
+    try:
+        names = [p for p in folder.iterdir() if p.name.startswith(TEMP_PREFIX)]
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    temps = [p for p in names if p.name != lock_of(p).name]
+    for path in temps:
+        if not temp_in_use(path):
+            with contextlib.suppress(FileNotFoundError):
+                remove(path)
+    for lock in (p for p in names if p.name == lock_of(p).name):
+        _drop_dead_lock(lock)
+
+
+def _drop_dead_lock(lock: Path) -> None:
+    """Remove a lock file nobody holds whose temporaries are all gone."""
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return
+        stem = lock.name[: -len(LOCK_SUFFIX)]
+        if not any(p.name != lock.name for p in lock.parent.glob(f"{stem}*")):
+            lock.unlink(missing_ok=True)  # an owner that raced us re-checks the inode
+    finally:
+        os.close(fd)
 
 
 WRITE_MAX = 256 * 1024  # bytes per write call (see write_all)
@@ -149,8 +262,7 @@ class WriteBack:
             raise self._error[0]
 
 
-def _write_temp(folder: Path, data: bytes) -> Path:
-    tmp = temp_name(folder)
+def _write_temp(tmp: Path, data: bytes) -> None:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
     try:
         write_all(fd, [data])
@@ -160,13 +272,17 @@ def _write_temp(folder: Path, data: bytes) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     os.close(fd)
-    return tmp
 
 
 def atomic_write(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` so that a reader sees the old or the new content."""
-    tmp = _write_temp(path.parent, data)
-    os.replace(tmp, path)
+    with in_flight(path.parent) as tmp:
+        _write_temp(tmp, data)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
     fsync_dir(path.parent)
 
 
@@ -176,13 +292,14 @@ def create_only(path: Path, data: bytes) -> bool:
     Returns False (writing nothing) when ``path`` already exists. The content
     appears whole or not at all: it is written to a temp file and hard-linked.
     """
-    tmp = _write_temp(path.parent, data)
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        return False
-    finally:
-        tmp.unlink(missing_ok=True)
+    with in_flight(path.parent) as tmp:
+        _write_temp(tmp, data)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        finally:
+            tmp.unlink(missing_ok=True)
     fsync_dir(path.parent)
     return True
 

@@ -7,6 +7,7 @@ read returns bytes that do not match what was saved.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import io
 import os
 import shutil
@@ -169,17 +170,23 @@ def write_tree(
 
 
 def make_writable(path: Path) -> None:
-    """Give the owner write permission on a read-only tree so it can be removed."""
+    """Give the owner write permission on a read-only tree so it can be removed
+    (entries that vanish meanwhile are skipped)."""
     for root, dirs, _ in os.walk(path):
-        for d in dirs:
-            p = os.path.join(root, d)
-            os.chmod(p, os.stat(p).st_mode | stat.S_IWUSR)
-    if path.exists():
-        os.chmod(path, path.stat().st_mode | stat.S_IWUSR)
+        for d in [path, *(Path(root) / d for d in dirs)]:
+            with contextlib.suppress(FileNotFoundError):
+                os.chmod(d, os.lstat(d).st_mode | stat.S_IWUSR)
 
 
 def remove_tree(path: Path) -> None:
-    """Remove a folder written read-only by :func:`write_tree`."""
-    if path.exists():
-        make_writable(path)
-        shutil.rmtree(path)
+    """Remove a folder written read-only by :func:`write_tree`; what vanishes meanwhile
+    (another process removing it too) is no error."""
+    if not path.exists():
+        return
+    make_writable(path)
+
+    def gone_already(fn: object, p: str, exc_info: tuple[type, BaseException, object]) -> None:
+        if not isinstance(exc_info[1], FileNotFoundError):
+            raise exc_info[1]
+
+    shutil.rmtree(path, onerror=gone_already)

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelvault import _fsutil
-from modelvault.checkout import read_file_object, read_tree, remove_tree, write_tree
+from modelvault.cache import Cache
+from modelvault.checkout import read_file_object, read_tree, write_tree
 from modelvault.core.hashing import ObjType
 from modelvault.core.objects import KIND_TREE, ModelObject
 from modelvault.errors import (
@@ -84,6 +85,9 @@ class VerifyReport:
     broken_tags: list[Tag] = field(default_factory=list)
     objects_checked: int = 0
     damaged_files: dict[str, str] = field(default_factory=dict)  # store-relative path -> why
+    # materialised folders (model id hex -> what differed) that were dropped: a cache,
+    # written afresh on the next ``Model.path``, so they do not make ``ok`` False
+    dropped_caches: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -111,16 +115,6 @@ class SaveOptions:
     custom_objects: bytes | None
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _default_home() -> Path:
     home = os.environ.get("MODELVAULT_HOME")
     return Path(home) if home else Path.home() / "modelvault"
@@ -138,6 +132,7 @@ class Store:
         self._init_config()
         self._db = PackDB(self.path / "objects")
         self._refs = RefStore(self.path / "refs")
+        self._cache = Cache(self.path / "cache", self._db, self.path / "locks" / "cache")
 
     def __repr__(self) -> str:
         return f"Store({str(self.path)!r})"
@@ -351,14 +346,15 @@ class Store:
             context=context,
             default_signatures=_default_signatures,
         )
-        staging = _fsutil.temp_name(self.path / "tmp", ".staging")
-        staging.mkdir()
-        try:
-            ref = ModelRef(t, str(staging))
-            yield ref
-            ref.model = self._commit(t, opts, lambda ing: ing.store_tree(staging))
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+        # in flight: gc in any process of the host leaves the staging folder alone
+        with _fsutil.in_flight(self.path / "tmp", ".staging") as staging:
+            staging.mkdir()
+            try:
+                ref = ModelRef(t, str(staging))
+                yield ref
+                ref.model = self._commit(t, opts, lambda ing: ing.store_tree(staging))
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
 
     # -- reading ---------------------------------------------------------------
     def get(self, tag: str | Tag) -> Model:
@@ -409,25 +405,10 @@ class Store:
                 self._refs.delete(target)
 
     def _materialise(self, model_id: bytes, tree_id: Callable[[], bytes]) -> Path:
-        """The cache folder of a model, written on first use (``tree_id`` read only then)."""
-        final = self.path / "cache" / model_id.hex()
-        if final.is_dir():
-            return final
-        tree = tree_id()
-        tmp = _fsutil.temp_name(self.path / "cache", ".cache")
+        """The cache folder of a model, written on first use (``tree_id`` read only then)
+        and written afresh whenever its files changed since (see modelvault.cache)."""
         with _reader_pool() as pool:
-            try:
-                write_tree(self._db, tree, tmp, pool, read_only=True)
-                os.rename(tmp, final)
-            except OSError:
-                remove_tree(tmp)
-                if not final.is_dir():  # not a lost race with another process
-                    raise
-            except BaseException:
-                remove_tree(tmp)
-                raise
-        _fsutil.fsync_dir(final.parent)
-        return final
+            return self._cache.materialise(model_id, tree_id, pool)
 
     def checkout(
         self, tag: str | Tag, dest: str | os.PathLike[str], progress: Progress | None = None
@@ -542,10 +523,25 @@ class Store:
             if bad:
                 report.broken_tags.append(ref.tag)
                 report.missing.extend(m.hex() for m in missing - corrupt)
+        self._verify_caches(refs, report)
         report.corrupt = sorted(c.hex() for c in corrupt)
         report.missing = sorted(set(report.missing))
         report.ok = not (report.corrupt or report.broken_tags or report.damaged_files)
         return report
+
+    def _verify_caches(self, refs: builtins.list[RefValue], report: VerifyReport) -> None:
+        """Re-hash the materialised folders; drop those whose bytes or files changed."""
+        for ref in refs:
+            if not self._cache.folder(ref.model_id).is_dir():
+                continue
+            try:
+                tree = ModelObject.decode(self._db.read(ref.model_id, ObjType.MODEL)).tree
+            except (ModelVaultError, ValueError):
+                continue  # reported as a broken tag
+            why = self._cache.check_content(ref.model_id, tree)
+            if why:
+                self._cache.drop(ref.model_id)
+                report.dropped_caches[ref.model_id.hex()] = why
 
     def gc(self) -> int:
         """Free what no tag reaches; returns the bytes freed (packs and caches).
@@ -597,28 +593,27 @@ class Store:
                 writer.add_prepared(e.kind, oid, e.codec, e.raw_len, payload)
 
     def _gc_leftovers(self, live_models: set[str]) -> int:
+        """Remove what no tag and no in-flight work needs: packs without index and
+        temporaries under ``objects/`` (no writer runs while gc holds its lock), the
+        cache folders of models no tag reaches, and dead temporaries elsewhere (those
+        whose in-flight lock nobody holds: see ``_fsutil.in_flight``)."""
         freed = 0
         for path in self._db.orphan_files():
-            if _is_dead_temp(path):
+            with contextlib.suppress(FileNotFoundError):
                 freed += path.stat().st_size
                 path.unlink()
-        for path in (self.path / "cache").iterdir():
-            if path.name not in live_models and (
-                not path.name.startswith(".") or _is_dead_temp(path)
-            ):
-                freed += _tree_size(path)
-                if not path.name.startswith("."):  # out of sight first: a crash must not
-                    doomed = _fsutil.temp_name(path.parent, ".cache")  # leave a partial
-                    os.rename(path, doomed)  # folder under a name _materialise trusts
-                    path = doomed
-                remove_tree(path)
-        for path in (self.path / "tmp").iterdir():
-            if _is_dead_temp(path):
+        freed += self._cache.sweep(live_models)
+
+        def remove(path: Path) -> None:
+            if path.is_dir():
                 shutil.rmtree(path, ignore_errors=True)
-        # temp files of ref and config writes (a crash between write and link/rename)
-        for path in [*self.path.glob(".tmp-*"), *(self.path / "refs").glob("*/.tmp-*")]:
-            if _is_dead_temp(path):
+            else:
                 path.unlink(missing_ok=True)
+
+        _fsutil.sweep_temps(self.path / "tmp", remove)
+        _fsutil.sweep_temps(self.path, remove)  # config writes
+        for folder in (self.path / "refs").iterdir():  # ref writes
+            _fsutil.sweep_temps(folder, remove)
         return freed
 
     # -- archives and remotes (modelvault.archive, modelvault.remote) ----------
@@ -659,18 +654,3 @@ def _reader_pool() -> ThreadPoolExecutor:
     from concurrent.futures import ThreadPoolExecutor
 
     return ThreadPoolExecutor(2, thread_name_prefix="modelvault-read")
-
-
-def _is_dead_temp(path: Path) -> bool:
-    """A ``.tmp-<pid>-...`` leftover whose writing process is gone (or a pack without index)."""
-    if not path.name.startswith(".tmp-"):
-        return path.suffix == ".pack"
-    try:
-        pid = int(path.name.split("-")[1])
-    except (IndexError, ValueError):
-        return True
-    return not _pid_alive(pid)
-
-
-def _tree_size(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())

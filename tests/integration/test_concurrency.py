@@ -157,16 +157,25 @@ def test_two_processes_materialise_one_model(tmp_path: Path, sources: list[Path]
     slow = Child("path", str(path), "m:v1", "--pause-at", "cache-rename")
     slow.expect("ready")
     slow.expect("paused cache-rename")
-    # ...while the second materialises and publishes the same model
-    code, fast_out, err = Child("path", str(path), "m:v1").finish()
-    assert code == 0, err
-    slow.send()  # the first now loses the race to publish
+    # ...while the second asks for the same model: it waits for the first's folder
+    # (one writer per model folder) instead of writing a second copy
+    fast = Child("path", str(path), "m:v1")
+    fast.expect("ready")
+    model_id = Store(path).get("m:v1").id
+    lock = path / "locks" / "cache" / model_id
+    _wait_until(lambda: waiting_for_lock(lock, fast.pid), "the second waits for the first")
+    slow.send()
     code, slow_out, err = slow.finish()
+    assert code == 0, err
+    code, fast_out, err = fast.finish()
     assert code == 0, err
     folder = Path(_said(fast_out, "path")[0])
     assert _said(slow_out, "path") == [str(folder)]
     assert (folder / "w.bin").read_bytes() == (sources[0] / "w.bin").read_bytes()
-    assert [p.name for p in (path / "cache").iterdir()] == [folder.name]  # no leftovers
+    assert sorted(p.name for p in (path / "cache").iterdir()) == [
+        folder.name,
+        f"{folder.name}.stat",
+    ]
     # and once more with both released at the same moment, on a second model
     Store(path).save(sources[1], "m:v2")
     results = _run_together([Child("path", str(path), "m:v2", "--wait") for _ in range(2)])

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from _helpers import write_files
 
-from modelvault import IntegrityError, Store
+from modelvault import IntegrityError, Store, _fsutil
 
 MiB = 1024 * 1024
 
@@ -108,42 +108,103 @@ def test_deleting_latest_makes_the_next_newest_latest(store: Store, tmp_path: Pa
     assert store.get("m").open("f").read() == b"x"
 
 
-def _dead_pid() -> int:
-    """The pid of a process that has exited (and been reaped)."""
-    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], check=True,
-                          capture_output=True, text=True)  # fmt: skip
-    return int(proc.stdout)
+_HOLDER = """
+import contextlib, sys
+from pathlib import Path
+from modelvault import _fsutil
+
+made = []
+with contextlib.ExitStack() as stack:
+    for folder, suffix in zip(sys.argv[1::2], sys.argv[2::2]):
+        tmp = stack.enter_context(_fsutil.in_flight(Path(folder), suffix))
+        if suffix in (".cache", ".staging"):
+            tmp.mkdir()
+            (tmp / "file").write_bytes(b"partial")
+        else:
+            tmp.write_bytes(b"partial")
+        made.append(str(tmp))
+    print("\\n".join(made), flush=True)
+    sys.stdin.readline()  # hold the locks until told (or killed)
+"""
 
 
-def test_gc_removes_temporaries_of_dead_processes_only(store: Store, tmp_path: Path) -> None:
+def _hold_temps(places: list[tuple[Path, str]]) -> tuple[subprocess.Popen[str], list[Path]]:
+    """A process that makes in-flight temporaries in ``places`` and holds their locks."""
+    args = [str(a) for place in places for a in place]
+    proc = subprocess.Popen([sys.executable, "-c", _HOLDER, *args], text=True,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)  # fmt: skip
+    assert proc.stdout is not None
+    made = [Path(proc.stdout.readline().strip()) for _ in places]
+    return proc, made
+
+
+def test_gc_removes_temporaries_nobody_holds_and_keeps_held_ones(
+    store: Store, tmp_path: Path
+) -> None:
+    """In-flight temporaries are told by their flock, not by a pid: one whose lock a
+    live process holds is never touched, one whose process was killed (lock released
+    by the kernel) or that has no lock file (a crash, an older modelvault) is removed."""
     src = write_files(tmp_path / "src", {"f": b"keep me"})
     store.save(src, "m:v")
-    dead, live = _dead_pid(), os.getpid()
     root = store.path
-    made = {}
-    for pid in (dead, live):
-        made[pid] = [
-            root / "objects" / "tmp" / f".tmp-{pid}-aa.pack",
-            root / "objects" / "tmp" / f".tmp-{pid}-bb.idx",
-            root / "refs" / "m" / f".tmp-{pid}-cc.tmp",
-            root / f".tmp-{pid}-dd.tmp",
-            root / "cache" / f".tmp-{pid}-ee.cache",
-            root / "tmp" / f".tmp-{pid}-ff.staging",
-        ]
-        for p in made[pid]:
-            if p.suffix in (".cache", ".staging"):
-                p.mkdir()
-                (p / "file").write_bytes(b"partial")
-            else:
-                p.write_bytes(b"partial")
+    places = [
+        (root / "refs" / "m", ".tmp"),
+        (root, ".tmp"),
+        (root / "cache", ".cache"),
+        (root / "tmp", ".staging"),
+    ]
+    held, held_paths = _hold_temps(places)
+    killed, killed_paths = _hold_temps(places)
+    killed.kill()
+    killed.wait()
+    unlocked = [folder / f".tmp-{os.getpid()}-{'ab' * 8}{suffix}" for folder, suffix in places]
+    for p in unlocked:
+        p.write_bytes(b"no lock file")
+    pack_tmps = [root / "objects" / "tmp" / ".tmp-1-aa.pack", root / "objects" / "tmp" / "x.idx"]
+    for p in pack_tmps:  # no writer runs while gc holds its lock: all of objects/tmp is dead
+        p.write_bytes(b"partial")
     orphan = root / "objects" / "packs" / ("ab" * 32 + ".pack")  # renamed, index never came
     orphan.write_bytes(b"MVPK")
-    assert store.gc() > 0
-    assert not any(p.exists() for p in made[dead])
-    assert not orphan.exists()
-    assert all(p.exists() for p in made[live])  # a live writer's files are never touched
+    try:
+        assert store.gc() > 0
+        assert [p for p in killed_paths + unlocked + pack_tmps + [orphan] if p.exists()] == []
+        assert all(p.exists() for p in held_paths)
+        assert all(_fsutil.lock_of(p).exists() for p in held_paths)
+        assert not any(_fsutil.lock_of(p).exists() for p in killed_paths)  # dead locks go too
+    finally:
+        held.kill()
+        held.wait()
+    store.gc()
+    assert [p for p in held_paths if p.exists() or _fsutil.lock_of(p).exists()] == []
     assert store.get("m:v").open("f").read() == b"keep me"
     assert store.verify().ok
+
+
+def test_in_flight_lock_survives_a_sweep_racing_its_creation(tmp_path: Path) -> None:
+    """A sweep that removes a lock file between its creation and its flock makes the
+    owner take a fresh name, so an owner never holds a lock on a removed file."""
+    folder = tmp_path / "f"
+    folder.mkdir()
+    real_flock = _fsutil.fcntl.flock
+    swept = []
+
+    def flock_after_sweep(fd: int, op: int) -> None:
+        if not swept and op == _fsutil.fcntl.LOCK_EX:
+            for lock in folder.glob("*.lock"):
+                lock.unlink()  # what a sweep does to a lock file nobody held yet
+                swept.append(lock)
+        real_flock(fd, op)
+
+    _fsutil.fcntl.flock = flock_after_sweep  # type: ignore[assignment]
+    try:
+        with _fsutil.in_flight(folder) as tmp:
+            tmp.write_bytes(b"x")
+            assert _fsutil.lock_of(tmp).exists()
+            assert _fsutil.lock_of(tmp) != swept[0]
+            assert _fsutil.temp_in_use(tmp)
+    finally:
+        _fsutil.fcntl.flock = real_flock
+    assert not _fsutil.temp_in_use(tmp)
 
 
 def test_gc_refuses_when_a_live_tag_reaches_a_damaged_object(
