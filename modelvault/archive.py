@@ -1164,7 +1164,12 @@ def import_model(
         _read_trailer(r, got)
         checked.to(r.pos)
         model = _check_closure(store, manifest, got)
-        ref = RefValue.of(manifest.tag, manifest.model_id, model)
+        try:
+            ref = RefValue.of(manifest.tag, manifest.model_id, model).check()
+        except ValueError as exc:
+            raise ArchiveError(
+                f"archive model object of {manifest.tag} is unusable: {exc}"
+            ) from None
         _check_free(store, ref)
         writer.commit()  # invariant 1: objects durable before the ref exists
         if not store._refs.create(ref):

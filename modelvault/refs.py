@@ -84,6 +84,11 @@ class RefValue:
         """The ref of a model object, with its summary."""
         return cls(tag, model_id, model.creation_time, model.module, model.size)
 
+    def check(self) -> RefValue:
+        """This value, if it makes a sound ref document; else ValueError (a model object
+        from an archive or a remote may carry a time or size no ref can hold)."""
+        return RefValue.decode(self.tag, self.encode())
+
     def encode(self) -> bytes:
         doc: dict[str, object] = {"model": self.model_id.hex(), "created": self.created}
         if self.module is not None:

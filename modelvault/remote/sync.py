@@ -420,6 +420,12 @@ class _Receiver:
                 f"{self.fetcher.url}: the ref {ref.tag} points at the model "
                 f"{model.name}:{model.version}"
             )
+        try:
+            RefValue.of(ref.tag, ref.model_id, model).check()
+        except ValueError as exc:
+            raise IntegrityError(
+                f"{self.fetcher.url}: the model object of {ref.tag} is unusable: {exc}"
+            ) from None
         tree_objects: dict[bytes, TreeObject] = {}
         file_ids = [model.custom_objects] if model.custom_objects else []
         level = [model.tree]
@@ -584,13 +590,12 @@ def _newest(
     fetched = _fetch_models(fetcher, [r.model_id for r in unknown])
     for ref in unknown:
         item = fetched.get(ref.model_id)
-        model = None if item is None else item[1]
-        if model is None or (model.name, model.version) != (ref.tag.name, ref.tag.version):
+        value = None if item is None else _value_of(ref, item[1])
+        if value is None:
             damaged.append(ref.tag)
             continue
         assert item is not None
         prefetched[ref.model_id] = item[0]
-        value = RefValue.of(ref.tag, ref.model_id, model)
         s.repo.remember_checked(value)
         checked.append(value)
     true = {r.tag: r for r in checked}
@@ -626,9 +631,18 @@ def _checked_locally(store: Store, ref: RefValue) -> RefValue | None:
         model = ModelObject.decode(store._db.read(ref.model_id, ObjType.MODEL))
     except (NotFound, IntegrityError, ValueError):
         return None  # lost or damaged here: the remote's copy decides
-    if (model.name, model.version) != (ref.tag.name, ref.tag.version):
+    return _value_of(ref, model)
+
+
+def _value_of(ref: RefValue, model: ModelObject | None) -> RefValue | None:
+    """``ref`` with the values of its model object; None if that object is malformed,
+    names another tag, or holds values no ref can (a time past year 9999)."""
+    if model is None or (model.name, model.version) != (ref.tag.name, ref.tag.version):
         return None
-    return RefValue.of(ref.tag, ref.model_id, model)
+    try:
+        return RefValue.of(ref.tag, ref.model_id, model).check()
+    except ValueError:
+        return None
 
 
 def _fetch_models(

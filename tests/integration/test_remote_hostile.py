@@ -158,6 +158,7 @@ def forge(
     folder_size: int | None = None,
     model_size: int | None = None,
     chunk_len: int | None = None,
+    created: int = 1_700_000_000_000_000,
 ) -> RefValue:
     """Store by hand a model ``tag`` = ``sub/w.bin`` whose objects are well formed and
     correctly hashed, but may give a wrong size: the file's entry in its tree
@@ -179,11 +180,16 @@ def forge(
         rid = w.add(ObjType.TREE, TreeObject([folder]).encode())
         size = folder.size if model_size is None else model_size
         assert t.version is not None
-        model = ModelObject(t.name, t.version, "", rid, size, 1_700_000_000_000_000)
+        model = ModelObject(t.name, t.version, "", rid, size, created)
         mid = w.add(ObjType.MODEL, model.encode())
         w.commit()
     ref = RefValue.of(t, mid, model)
-    assert store._refs.create(ref)
+    if created > 253_402_300_799_999_999:  # no ref can hold that time: write one by hand
+        path = store.path / "refs" / t.name / t.version
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(json.dumps({"model": mid.hex(), "created": 1}))
+    else:
+        assert store._refs.create(ref)
     return ref
 
 
@@ -233,6 +239,29 @@ def test_an_honest_forged_model_pulls(tmp_path: Path, cheap_remote: dict[str, An
     with b.get("fine:v1").open("sub/w.bin") as f:
         assert f.read() == b"weights!" * 500
     assert b.get("fine").size == 4000 and b.verify().ok
+
+
+def test_a_model_object_from_past_year_9999_is_refused(
+    tmp_path: Path, cheap_remote: dict[str, Any]
+) -> None:
+    """A well-formed model object whose creation time no datetime (and no ref) holds:
+    pull refuses it by its tag, and latest skips it; import refuses it."""
+    a = _store(tmp_path, "a", cheap_remote)
+    forge(a, "evil:v0")
+    forge(a, "evil:v1", created=2**63)
+    a.push("evil:v0")
+    a.push("evil:v1")
+    b = _store(tmp_path, "b", cheap_remote)
+    with pytest.raises(IntegrityError, match="evil:v1"):
+        b.pull("evil:v1")
+    b.pull("evil")
+    assert [str(m.tag) for m in b.list()] == ["evil:v0"]
+    assert b.verify().ok
+    archive = a.export_model("evil:v1", str(tmp_path))
+    c = Store(tmp_path / "c")
+    with pytest.raises(modelvault.ArchiveError, match="evil:v1"):
+        c.import_model(archive)
+    assert c.list() == [] and c.verify().ok
 
 
 @pytest.mark.parametrize("lie", LIES)
