@@ -430,7 +430,13 @@ _NETWORK_ERRORS = frozenset(
     }
 )
 _STREAM_ERRORS = frozenset(
-    {"AioReadTimeoutError", "ResponseStreamingError", "ClientPayloadError", "IncompleteRead"}
+    {
+        "AioReadTimeoutError",  # aiobotocore: a body that stopped coming
+        "FSTimeoutError",  # s3fs raises it from the above
+        "ResponseStreamingError",
+        "ClientPayloadError",
+        "IncompleteRead",
+    }
 )
 _NO_CREDENTIALS = frozenset(
     {
@@ -488,7 +494,8 @@ def remote_error(what: str, exc: BaseException, attempts: int = 1) -> RemoteErro
     """RemoteError for a failed ``what`` (verb and public URL): one line, the cause's class
     and text, advice when the kind is known, and never a secret (URLs are redacted)."""
     tries = f" after {attempts} attempts" if attempts > 1 else ""
-    cause = " ".join(str(exc).split()) or "no detail"
+    detail = str(exc) or str(exc.__cause__ or exc.__context__ or "") or "no detail"
+    cause = " ".join(detail.split())
     advice = _advice(exc)
     text = f"{what} failed{tries}: {type(exc).__name__}: {cause}" + (
         f" ({advice})" if advice else ""
@@ -557,7 +564,7 @@ class Retrying(Transport):
 S3_CONFIG: dict[str, Any] = {
     "connect_timeout": 3,
     "read_timeout": 15,
-    "retries": {"max_attempts": 3, "mode": "standard"},
+    "retries": {"total_max_attempts": 3, "mode": "standard"},
 }
 
 _wrapper: contextvars.ContextVar[Callable[[Transport], Transport] | None] = contextvars.ContextVar(
