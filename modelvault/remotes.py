@@ -108,7 +108,9 @@ def add(name: str, url: str, *, store: Store | None = None, **storage_options: A
 
     def change(doc: dict[str, Any]) -> None:
         _remotes_of(doc, where)
-        doc.setdefault("remotes", {})[name] = {"url": url, "options": remote.options}
+        if doc.get("remotes") is None:
+            doc["remotes"] = {}
+        doc["remotes"][name] = {"url": url, "options": remote.options}
 
     s = _store(store)
     where = s.path / "config.json"
