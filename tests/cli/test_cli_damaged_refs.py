@@ -100,3 +100,29 @@ def test_deleting_a_name_deletes_its_damaged_refs_too(
     assert "Damaged ref a:v1 deleted" in deleted.stdout
     assert mv("verify").returncode == 0
     assert [d["tag"] for d in json.loads(mv("list", "-o", "json").stdout)] == ["b:v1"]
+
+
+def test_remote_listing_and_pull_skip_a_damaged_remote_ref(
+    mv: Run, _isolated_home: Path, model_dir: Path, tmp_path: Path
+) -> None:
+    _damaged_store(_isolated_home, model_dir, "null")  # damages the local a:v1 ...
+    store = modelvault.Store(_isolated_home)
+    remote = tmp_path / "remote"
+    store.delete("a:v1")
+    store.save(model_dir, "a:v1", metadata={"n": 3})
+    for tag in ("a:v0", "a:v1", "b:v1"):
+        store.push(tag, remote.as_uri())
+    ref = remote / "refs" / "a" / "v1"  # ... and then the remote's
+    ref.chmod(0o644)
+    ref.write_bytes(b'{"model": "')
+    listed = mv("list", "--remote", remote.as_uri(), "-o", "json")
+    assert listed.returncode == 0, listed.stderr
+    assert [d["tag"] for d in json.loads(listed.stdout)] == ["b:v1", "a:v0"]
+    lines = listed.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mv: warning: ") and "a:v1" in lines[0]
+
+    other = tmp_path / "other-store"
+    pulled = mv("--store", str(other), "pull", "a", remote.as_uri(), "-q")
+    assert pulled.returncode == 0, pulled.stderr
+    assert "a:v1" in pulled.stderr and pulled.stderr.count("\n") == 1
+    assert [m.tag for m in modelvault.Store(other).list()] == ["a:v0"]
