@@ -29,7 +29,7 @@ from test_crash import Source
 
 import modelvault
 from modelvault import Store
-from modelvault.remote.sync import push
+from modelvault.remote.sync import list_remote, push
 
 MIB = 1024 * 1024
 
@@ -43,6 +43,7 @@ class Damaged:
     bad: Source
     bad_id: str
     bad_packs: list[str]  # pack names, largest first
+    packs: str = "objects/packs"  # where packs are, relative to the template
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +68,7 @@ Damage = Callable[[Path, Damaged], None]
 
 def _write(rel: str, data: bytes | Callable[[bytes, Damaged], bytes]) -> Damage:
     def damage(store: Path, d: Damaged) -> None:
-        path = store / rel.format(pack=d.bad_packs[0], meta=d.bad_packs[-1])
+        path = store / rel.format(packs=d.packs, pack=d.bad_packs[0], meta=d.bad_packs[-1])
         new = data(path.read_bytes(), d) if callable(data) else data
         path.chmod(0o644)
         path.write_bytes(new)
@@ -122,7 +123,7 @@ REF_CASES: dict[str, Damage] = {
     "not-utf8": _write(REF, b'{"model": "\xff\xfe", "created": 1}'),
 }
 
-IDX = "objects/packs/{pack}.idx"
+IDX = "{packs}/{pack}.idx"
 IDX_CASES: dict[str, Damage] = {
     "truncated": _write(IDX, lambda old, d: old[: len(old) // 2]),
     "truncated-by-one": _write(IDX, lambda old, d: old[:-1]),
@@ -134,8 +135,8 @@ IDX_CASES: dict[str, Damage] = {
     "extended": _write(IDX, lambda old, d: old + b"\0" * 52),
 }
 
-PACK = "objects/packs/{pack}.pack"
-META = "objects/packs/{meta}.pack"
+PACK = "{packs}/{pack}.pack"
+META = "{packs}/{meta}.pack"
 PACK_CASES: dict[str, Damage] = {
     "flipped-payload-byte": _write(PACK, _flip(lambda n: n // 2)),
     "flipped-last-byte": _write(PACK, _flip(lambda n: n - 1)),
@@ -254,7 +255,7 @@ CONFIG_CASES: dict[str, bytes] = {
 def test_damaged_config(case: str, damaged: Damaged, tmp_path: Path) -> None:
     """Never a raw exception: the store refuses to open with a modelvault error naming
     config.json, or it opens, reads every tag, and using the remote config fails with a
-    modelvault error. (verify reporting config.json: pending_bugs.py, B3.)"""
+    modelvault error. (verify reporting config.json: pending_bugs.py, B2.)"""
     path = _damage(tmp_path, damaged, _write("config.json", CONFIG_CASES[case]))
     try:
         store = Store(path)
@@ -269,3 +270,55 @@ def test_damaged_config(case: str, damaged: Damaged, tmp_path: Path) -> None:
     with pytest.raises(modelvault.ModelVaultError):
         push(store, "good:v1", "origin")
     _check_gc(store, damaged)
+
+
+# -- the same damage on a file:// remote ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def remote(damaged: Damaged, tmp_path_factory: pytest.TempPathFactory) -> Damaged:
+    """A file:// remote holding good:v1 and bad:v1 (pushed in that order)."""
+    root = tmp_path_factory.mktemp("damage-remote") / "remote"
+    store = Store(damaged.template)
+    store.push("good:v1", f"file://{root}")
+    before = {p.stem for p in (root / "packs").glob("*.pack")}
+    store.push("bad:v1", f"file://{root}")
+    new = sorted({p.stem for p in (root / "packs").glob("*.pack")} - before)
+    new.sort(key=lambda name: (root / "packs" / f"{name}.pack").stat().st_size, reverse=True)
+    assert new, "bad:v1 sent no pack of its own"
+    shutil.rmtree(damaged.template / "remotes")  # the copies made from it start afresh
+    return Damaged(root, damaged.good, damaged.bad, damaged.bad_id, new, packs="packs")
+
+
+# (damaged remote indexes: pending_bugs.py, B4)
+REMOTE_CASES = {
+    **{f"ref-{k}": v for k, v in REF_CASES.items()},
+    **{f"pack-{k}": v for k, v in PACK_CASES.items()},
+}
+
+
+@pytest.mark.parametrize("case", sorted(REMOTE_CASES))
+def test_damaged_remote(case: str, remote: Damaged, tmp_path: Path) -> None:
+    """list_remote does not raise and lists good:v1; good:v1 pulls byte-exact; pulling
+    bad:v1 raises a modelvault error and publishes nothing (or pulls the exact bytes);
+    the local store stays sound."""
+    check_damaged_remote(REMOTE_CASES[case], remote, tmp_path)
+
+
+def check_damaged_remote(damage: Damage, remote: Damaged, tmp_path: Path) -> None:
+    path = _damage(tmp_path, remote, damage)
+    url = f"file://{path}"
+    local = Store(tmp_path / "local")
+    assert "good:v1" in [str(t) for t in list_remote(local, url)]
+    local.pull("good:v1", url)
+    assert remote.good.matches(local.get("good:v1"))
+    for tag in ("bad:v1", "bad"):
+        try:
+            local.pull(tag, url)
+        except modelvault.ModelVaultError:
+            continue
+        assert remote.bad.matches(local.get("bad:v1")), "a pull must never publish other bytes"
+    listed = {str(m.tag) for m in local.list()}
+    assert listed <= {"good:v1", "bad:v1"}
+    report = local.verify()
+    assert report.ok, report
