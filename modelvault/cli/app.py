@@ -65,8 +65,7 @@ def _show_warnings() -> None:
         if isinstance(handler, _Warnings):
             handler.seen.clear()
             return
-    logger.addHandler(_Warnings())
-    logger.propagate = False
+    logger.addHandler(_Warnings())  # (having a handler, they no longer reach lastResort)
 
 
 def _is_click_flow(exc: BaseException) -> bool:
