@@ -88,6 +88,10 @@ class VerifyReport:
     # materialised folders (model id hex -> what differed) that were dropped: a cache,
     # written afresh on the next ``Model.path``, so they do not make ``ok`` False
     dropped_caches: dict[str, str] = field(default_factory=dict)
+    # damaged packs moved to objects/quarantine/ once their sound objects were copied
+    set_aside: list[str] = field(default_factory=list)
+    # damaged packs whose every object was sound, written anew (say, a lost index)
+    rebuilt: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -494,22 +498,76 @@ class Store:
     def verify(self) -> VerifyReport:
         """Re-hash every stored object; report damaged ids and the tags they break.
 
-        Holds the gc lock shared, so a gc elsewhere cannot delete packs being checked.
+        Checks under the gc lock held shared, so a gc elsewhere cannot delete packs being
+        checked. Then, if packs are damaged, takes it exclusively to copy their sound
+        objects into a new pack and set the damaged ones aside (``objects/quarantine/``,
+        freed by gc): what was corrupt is then missing, and pulling or importing a
+        healthy copy of the broken tags restores it (docs/architecture.md, Repair).
         """
         with _fsutil.file_lock(self.path / "locks" / "gc.lock", shared=True):
-            return self._verify()
+            report, damaged = self._verify()
+        if damaged:
+            with _fsutil.file_lock(self.path / "locks" / "gc.lock", shared=False):
+                report.set_aside = self._set_aside(damaged)
+            report.rebuilt = sorted(damaged - set(report.set_aside))
+        return report
 
-    def _verify(self) -> VerifyReport:
+    def _lost_in_quarantine(self) -> set[bytes]:
+        """Damaged objects of the packs set aside that no healthy copy has replaced yet:
+        still reported as corrupt, until a pull or an import repairs their tags."""
+        quarantine = self.path / "objects" / "quarantine"
+        if not quarantine.is_dir():
+            return set()
+        lost = set()
+        for name in {p.stem for p in quarantine.iterdir() if p.suffix == ".pack"}:
+            for oid, _, _, sound in self._db.records(name, quarantine):
+                if not sound and not self._db.has(oid):
+                    lost.add(oid)
+        return lost
+
+    def _set_aside(self, packs: set[str]) -> builtins.list[str]:
+        """Copy the sound objects of damaged packs into a new pack, then move those packs
+        that are still damaged into ``objects/quarantine/``; returns their names."""
+        self._db.refresh()
+        packs &= set(self._db.packs()) | set(self._db.damaged_indexes())
+        with self._db.writer(repack=True) as writer:
+            for pack in sorted(packs):
+                for kind, oid, how, raw_len, payload in self._db.salvage(pack):
+                    writer.add_prepared(kind, oid, how, raw_len, payload)
+        self._db.refresh()
+        aside = []
+        for pack in sorted(packs):
+            # a pack whose every object was sound comes out of the salvage with its own
+            # name (names cover headers), so the copy replaced it: then it is sound again
+            sound = (
+                pack not in self._db.damaged_indexes()
+                and self._db.check_pack_file(pack) is None
+                and not self._db.verify_pack(pack)
+            )
+            if not sound:
+                self._db.set_aside(pack, self.path / "objects" / "quarantine")
+                aside.append(pack)
+        self._db.refresh()
+        return aside
+
+    def _verify(self) -> tuple[VerifyReport, set[str]]:
+        """The report, and the packs to set aside (damaged payloads, headers or index)."""
         self._db.refresh()
         report = VerifyReport()
         corrupt: set[bytes] = set()
+        damaged: set[str] = set()
         for pack in self._db.packs():
-            corrupt.update(self._db.verify_pack(pack))
+            bad_ids = self._db.verify_pack(pack)
+            corrupt.update(bad_ids)
             why = self._db.check_pack_file(pack)
             if why:
                 report.damaged_files[f"objects/packs/{pack}.pack"] = why
+            if bad_ids or why:
+                damaged.add(pack)
         for pack, why in self._db.damaged_indexes().items():
             report.damaged_files[f"objects/packs/{pack}.idx"] = why
+            damaged.add(pack)
+        corrupt |= self._lost_in_quarantine()
         report.objects_checked = len(self._db.ids())
         damaged_refs: list[Tag] = []
         refs = self._refs.all(damaged=damaged_refs)
@@ -527,7 +585,7 @@ class Store:
         report.corrupt = sorted(c.hex() for c in corrupt)
         report.missing = sorted(set(report.missing))
         report.ok = not (report.corrupt or report.broken_tags or report.damaged_files)
-        return report
+        return report, damaged
 
     def _verify_caches(self, refs: builtins.list[RefValue], report: VerifyReport) -> None:
         """Re-hash the materialised folders; drop those whose bytes or files changed."""
@@ -598,7 +656,9 @@ class Store:
         cache folders of models no tag reaches, and dead temporaries elsewhere (those
         whose in-flight lock nobody holds: see ``_fsutil.in_flight``)."""
         freed = 0
-        for path in self._db.orphan_files():
+        quarantine = self.path / "objects" / "quarantine"  # packs verify set aside
+        orphans = [*self._db.orphan_files(), *(quarantine.iterdir() if quarantine.is_dir() else [])]
+        for path in orphans:
             with contextlib.suppress(FileNotFoundError):
                 freed += path.stat().st_size
                 path.unlink()

@@ -36,7 +36,7 @@ from modelvault.core.packfmt import (
     pack_header,
     record_header,
 )
-from modelvault.errors import IntegrityError, NotFound
+from modelvault.errors import IntegrityError
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -165,8 +165,8 @@ class PackDB:
         """The stored (maybe compressed) payload of ``oid``, not yet verified.
 
         Raises:
-            NotFound: no visible pack holds the object.
-            IntegrityError: its pack is gone, or an index that may list it is damaged.
+            IntegrityError: no visible pack holds the object (it was referenced, so the
+                store is damaged), its pack is gone, or an index that may list it is.
         """
         for attempt in range(2):
             e = self.entry(oid)
@@ -186,14 +186,19 @@ class PackDB:
         if self._damaged:
             why = "; ".join(self._damaged.values())
             raise IntegrityError(f"object {oid.hex()} cannot be found, the store is damaged: {why}")
-        raise NotFound(f"object {oid.hex()} is not in the store")
+        # Whoever reads an object got its id from a ref, a model, a tree or a file: its
+        # absence is damage (or a damaged pack that verify set aside), not a lookup miss.
+        raise IntegrityError(
+            f"object {oid.hex()} is missing from the store: `mv verify` names the tags it "
+            "breaks; `mv pull` or `mv import` a healthy copy of them to repair"
+        )
 
     def read(self, oid: bytes, kind: ObjType | None = None) -> bytes:
         """The raw bytes of ``oid``, checked against the id.
 
         Raises:
-            NotFound: the object is not stored.
-            IntegrityError: the bytes on disk do not hash to ``oid`` (or are of another type).
+            IntegrityError: the object is missing, or the bytes on disk do not hash to
+                ``oid`` (or are of another type).
         """
         e, payload = self.read_stored(oid)
         return verify_payload(oid, e, payload, kind)
@@ -207,8 +212,7 @@ class PackDB:
         to :meth:`read` one by one if a pack disappears meanwhile (gc elsewhere).
 
         Raises:
-            NotFound: an object is not stored.
-            IntegrityError: stored bytes do not hash to their id.
+            IntegrityError: an object is missing, or stored bytes do not hash to their id.
         """
         maybe = [self.entry(oid) for oid in oids]
         entries = [e for e in maybe if e is not None]
@@ -316,6 +320,52 @@ class PackDB:
         _fsutil.fsync_dir(self.pack_dir)
         return freed
 
+    def records(
+        self, name: str, folder: Path | None = None
+    ) -> Iterator[tuple[bytes, Entry, bytes, bool]]:
+        """``(id, entry, payload, sound)`` of each object of a pack in ``folder`` (the
+        pack folder unless told), found through its index where that is readable, else
+        by walking the pack's records (their headers carry the ids) until one is
+        malformed; ``sound`` tells whether the payload matches its id."""
+        folder = self.pack_dir if folder is None else folder
+        try:
+            data = (folder / f"{name}.idx").read_bytes()
+            entries: Iterable[tuple[bytes, Entry]] | None = decode_index(name, data)[0].items()
+        except (OSError, PackFormatError):
+            entries = None
+        try:
+            f = open(folder / f"{name}.pack", "rb")  # noqa: SIM115
+        except FileNotFoundError:
+            return
+        with f:
+            fd = f.fileno()
+            for oid, e in _walk_records(fd, name) if entries is None else entries:
+                payload = os.pread(fd, e.stored_len, e.offset)
+                try:
+                    verify_payload(oid, e, payload, None)
+                    sound = True
+                except (IntegrityError, ValueError):
+                    sound = False
+                yield oid, e, payload, sound
+
+    def salvage(self, name: str) -> Iterator[tuple[int, bytes, int, int, bytes]]:
+        """The sound objects of a damaged pack that no other pack holds, as
+        ``(type, id, codec, raw length, payload)`` for ``PackWriter.add_prepared``."""
+        for oid, e, payload, sound in self.records(name):
+            other = self._index.get(oid)
+            if sound and (other is None or other.pack == name):
+                yield e.kind, oid, e.codec, e.raw_len, payload
+
+    def set_aside(self, name: str, folder: Path) -> None:
+        """Move a pack and its index out of view into ``folder`` (index first, so no
+        reader finds an index without its pack); kept for inspection, freed by gc."""
+        folder.mkdir(exist_ok=True)
+        for ext in (".idx", ".pack"):
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(self.pack_dir / f"{name}{ext}", folder / f"{name}{ext}")
+        _fsutil.fsync_dir(self.pack_dir)
+        _fsutil.fsync_dir(folder)
+
     def orphan_files(self) -> Iterator[Path]:
         """Pack files without index and leftover temporaries (only safe to delete under lock)."""
         indexed = {p.stem for p in self.pack_dir.glob("*.idx")}
@@ -323,6 +373,21 @@ class PackDB:
             if p.suffix != ".idx" and p.stem not in indexed:
                 yield p
         yield from self.tmp_dir.iterdir()
+
+
+def _walk_records(fd: int, pack: str) -> Iterator[tuple[bytes, Entry]]:
+    """``(id, entry)`` of each record of a pack file, in order, until a header is malformed."""
+    size = os.fstat(fd).st_size
+    pos = FILE_HEADER.size
+    while pos + RECORD_HEADER.size <= size:
+        kind, how, raw_len, stored_len, oid = RECORD_HEADER.unpack(
+            os.pread(fd, RECORD_HEADER.size, pos)
+        )
+        offset = pos + RECORD_HEADER.size
+        if offset + stored_len > size:
+            return
+        yield oid, Entry(pack, offset, stored_len, raw_len, kind, how)
+        pos = offset + stored_len
 
 
 _GAP = 64 * 1024  # read through holes up to this size rather than issuing another pread
