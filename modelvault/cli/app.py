@@ -539,8 +539,20 @@ def verify(
         _echo(f"{render.styled('ok', 'green')}: {report.objects_checked} objects checked")
     else:
         _print_damage(report.objects_checked, report.corrupt, report.missing, report.broken_tags)
+        _print_repair(report.broken_tags, report.damaged_files)
     if not report.ok:
         raise typer.Exit(failures.EXIT_ERROR)
+
+
+def _print_repair(broken: list[Any], damaged_files: dict[str, str]) -> None:
+    """The commands that repair the store (docs/architecture.md, Repair), on stderr."""
+    lines = ["mv: error: the store is damaged; to repair it, fetch a healthy copy of each "
+             "broken tag (from a remote, or `mv import FILE` of its archive):"]  # fmt: skip
+    for tag in broken:
+        bad_ref = f"refs/{tag.name}/{tag.version}" in damaged_files
+        lines.append(f"  mv delete {tag} -y && mv pull {tag}" if bad_ref else f"  mv pull {tag}")
+    lines.append("then `mv verify` again; `mv gc` frees the damaged packs verify set aside")
+    sys.stderr.write("\n".join(lines) + "\n")
 
 
 def _print_damage(checked: int, corrupt: list[str], missing: list[str], broken: list[Any]) -> None:
@@ -555,10 +567,6 @@ def _print_damage(checked: int, corrupt: list[str], missing: list[str], broken: 
         _echo(f"missing object {oid}")
     for tag in broken:
         _echo(f"broken tag {tag}")
-    sys.stderr.write(
-        "mv: error: the store is damaged (delete the broken tags and `mv pull` or "
-        "`mv import` them again)\n"
-    )
 
 
 @app.command("du")
