@@ -505,13 +505,22 @@ def remote_error(what: str, exc: BaseException, attempts: int = 1) -> RemoteErro
 
 class Retrying(Transport):
     """Retries transient failures (bounded, exponential backoff with jitter) and turns
-    every foreign exception into RemoteError naming the URL and the cause."""
+    every foreign exception into RemoteError naming the URL and the cause.
 
-    def __init__(self, inner: Transport, attempts: int = 4, delay: float = 0.2) -> None:
+    ``attempts`` and ``delay`` (the first backoff, doubled each time) default to the
+    class attributes :attr:`ATTEMPTS` and :attr:`DELAY`.
+    """
+
+    ATTEMPTS = 4
+    DELAY = 0.2
+
+    def __init__(
+        self, inner: Transport, attempts: int | None = None, delay: float | None = None
+    ) -> None:
         self.inner = inner
         self.url = inner.url
-        self.attempts = attempts
-        self.delay = delay
+        self.attempts = self.ATTEMPTS if attempts is None else attempts
+        self.delay = self.DELAY if delay is None else delay
 
     @property
     def atomic_create(self) -> bool:
