@@ -11,6 +11,7 @@
      ├── IntegrityError                          stored or received bytes do not match their id
      ├── ArchiveError        (also ValueError)   an archive is truncated, corrupt or hostile
      ├── RemoteError         (also OSError)      a remote could not be read or written
+     ├── DiskFull            (also OSError)      no space left (or quota) while writing
      ├── BatchingError       (also ValueError)   a payload cannot be merged or split on batch_dim
      ├── BatcherClosed       (also RuntimeError) a batcher was closed before the call ran
      └── RunnerError         (also RuntimeError) a model cannot be served
@@ -58,6 +59,14 @@ class RemoteError(ModelVaultError, OSError):
     """A remote could not be reached, read or written."""
 
 
+class DiskFull(ModelVaultError, OSError):
+    """The disk (or quota) holding the store or a destination filled up while writing.
+
+    Nothing was published: the store is as it was. ``errno`` is the system's
+    (``ENOSPC`` or ``EDQUOT``) and ``filename`` where the write failed, when known.
+    """
+
+
 class BatchingError(ModelVaultError, ValueError):
     """A payload cannot be batched, or an output cannot be split, along ``batch_dim``."""
 
@@ -78,6 +87,7 @@ __all__ = [
     "ArchiveError",
     "BatcherClosed",
     "BatchingError",
+    "DiskFull",
     "IntegrityError",
     "InvalidInput",
     "InvalidTag",

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from modelvault.checkout import FileReader, lookup, read_file_object
 from modelvault.core.hashing import ObjType
 from modelvault.core.objects import KIND_TREE, ModelObject
-from modelvault.errors import IntegrityError, NotFound
+from modelvault.errors import IntegrityError, InvalidInput, NotFound
 from modelvault.refs import RefValue
 from modelvault.tags import Tag
 
@@ -136,6 +136,8 @@ class Model:
         Raises:
             NotFound: no such file in the model.
         """
+        if not isinstance(relpath, str) or not relpath:
+            raise InvalidInput(f"open() takes the relative path of a file, not {relpath!r}")
         db = self._store._db
         kind, oid = lookup(db, self._object.tree, relpath)
         if kind == KIND_TREE:

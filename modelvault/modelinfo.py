@@ -54,19 +54,26 @@ def check_labels(labels: Mapping[str, str] | None) -> dict[str, str]:
     return labels
 
 
-def _plain(value: Any) -> Any:
+MAX_DEPTH = 100  # lists and dicts inside one another (msgpack's own limit is 511)
+
+
+def _plain(value: Any, what: str, depth: int = 0) -> Any:
     if hasattr(value, "item") and hasattr(value, "dtype"):  # numpy scalars
         return value.item()
+    if isinstance(value, Mapping | list | tuple) and depth >= MAX_DEPTH:
+        raise InvalidInput(f"{what} is nested deeper than {MAX_DEPTH} levels of lists and dicts")
     if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: _plain(v, what, depth + 1) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
+        return [_plain(v, what, depth + 1) for v in value]
     return value
 
 
 def check_storable(what: str, value: Mapping[str, Any] | None) -> dict[str, Any]:
     """Return ``value`` as plain data that msgpack can store, or raise InvalidInput."""
-    plain = _plain(dict(value or {}))
+    if value is not None and not isinstance(value, Mapping):
+        raise InvalidInput(f"{what} must be a dict, not {type(value).__name__}")
+    plain = _plain(dict(value or {}), what)
     if any(not isinstance(k, str) for k in plain):
         raise InvalidInput(f"{what} keys must be strings")
     try:

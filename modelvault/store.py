@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import errno
+import functools
 import json
 import os
 import shutil
@@ -21,7 +23,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from modelvault import _fsutil
 from modelvault.cache import Cache
@@ -29,6 +31,7 @@ from modelvault.checkout import read_file_object, read_tree, write_tree
 from modelvault.core.hashing import ObjType
 from modelvault.core.objects import KIND_TREE, ModelObject
 from modelvault.errors import (
+    DiskFull,
     IntegrityError,
     InvalidInput,
     ModelExists,
@@ -119,6 +122,57 @@ class SaveOptions:
     custom_objects: bytes | None
 
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _space_checked(op: str) -> Callable[[_F], _F]:
+    """Turn a disk-full ``OSError`` of the operation into :class:`DiskFull` saying which
+    operation failed (``op`` is formatted with the call's positional arguments), where,
+    and what to free (the store itself stays as it was)."""
+
+    def wrap(fn: _F) -> _F:
+        @functools.wraps(fn)
+        def checked(self: Store, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(self, *args, **kwargs)
+            except DiskFull:
+                raise
+            except OSError as exc:
+                if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                where = Path(exc.filename) if exc.filename else self.path
+                raise DiskFull(
+                    exc.errno,
+                    f"{op.format(*args)} failed: no space left on the disk holding {where} "
+                    f"({_free(where)} free); nothing was published and the store is as it "
+                    "was. Free space there (`mv delete` old versions, then `mv gc`; `mv du` "
+                    "shows what each model holds) and try again",
+                    exc.filename,
+                ) from exc
+
+        return checked  # type: ignore[return-value]
+
+    return wrap
+
+
+def _free(path: Path) -> str:
+    for p in (path, *path.parents):
+        with contextlib.suppress(OSError):
+            st = os.statvfs(p)
+            return f"{st.f_bavail * st.f_frsize / 2**20:.1f} MiB"
+    return "unknown"
+
+
+def _usable_path(what: str, path: object) -> Path:
+    """``path`` as a Path; InvalidInput when it is not a path or is empty (``Path("")``
+    would mean the current folder, which nobody means by an empty string)."""
+    if not isinstance(path, str | os.PathLike) or isinstance(path, bytes):
+        raise InvalidInput(f"{what} needs a folder path (str or os.PathLike), not {path!r}")
+    if not os.fspath(path):
+        raise InvalidInput(f"{what} got an empty path: give a folder, e.g. '.' for this one")
+    return Path(path)
+
+
 def _default_home() -> Path:
     home = os.environ.get("MODELVAULT_HOME")
     return Path(home) if home else Path.home() / "modelvault"
@@ -128,7 +182,11 @@ class Store:
     """A modelvault store in one folder (created on first use)."""
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
-        self.path = Path(path if path is not None else _default_home()).expanduser().absolute()
+        self.path = (
+            _usable_path("Store", path).expanduser().absolute()
+            if path is not None
+            else (_default_home().expanduser().absolute())
+        )
         if self.path.exists() and not self.path.is_dir():
             raise InvalidInput(f"{self.path} exists and is not a folder")
         for sub in ("objects", "refs", "cache", "tmp", "locks"):
@@ -241,6 +299,7 @@ class Store:
             return None
         return Parent(self._db, model.tree)
 
+    @_space_checked("saving {0}")
     def _commit(
         self,
         tag: Tag,
@@ -302,7 +361,7 @@ class Store:
             PathNotFound: ``path`` (or a link inside) does not exist.
             InvalidInput: a link loop, a special file, or info that cannot be stored.
         """
-        src = Path(path)
+        src = _usable_path("save", path)
         if not src.exists():
             raise PathNotFound(
                 f"cannot save {src}: no such file or folder; give the path of an existing one"
@@ -408,12 +467,14 @@ class Store:
             with contextlib.suppress(NotFound):
                 self._refs.delete(target)
 
+    @_space_checked("writing out the model folder (Model.path)")
     def _materialise(self, model_id: bytes, tree_id: Callable[[], bytes]) -> Path:
         """The cache folder of a model, written on first use (``tree_id`` read only then)
         and written afresh whenever its files changed since (see modelvault.cache)."""
         with _reader_pool() as pool:
             return self._cache.materialise(model_id, tree_id, pool)
 
+    @_space_checked("checkout of {0}")
     def checkout(
         self, tag: str | Tag, dest: str | os.PathLike[str], progress: Progress | None = None
     ) -> Path:
@@ -495,6 +556,7 @@ class Store:
         logical = sum(m.size for m in models)
         return StoreStats(len(models), logical, self._db.stored_bytes())
 
+    @_space_checked("verify")
     def verify(self) -> VerifyReport:
         """Re-hash every stored object; report damaged ids and the tags they break.
 
@@ -601,6 +663,7 @@ class Store:
                 self._cache.drop(ref.model_id)
                 report.dropped_caches[ref.model_id.hex()] = why
 
+    @_space_checked("gc")
     def gc(self) -> int:
         """Free what no tag reaches; returns the bytes freed (packs and caches).
 
@@ -677,6 +740,7 @@ class Store:
         return freed
 
     # -- archives and remotes (modelvault.archive, modelvault.remote) ----------
+    @_space_checked("exporting {0}")
     def export_model(
         self,
         tag: str | Tag,
@@ -690,6 +754,7 @@ class Store:
 
         return export_model(self, tag, dest, base=base, progress=progress)
 
+    @_space_checked("importing {0}")
     def import_model(self, src: ArchiveSource, *, progress: Progress | None = None) -> Model:
         """Import a ``.bentomodel`` archive; see modelvault.archive."""
         from modelvault.archive import import_model
@@ -702,6 +767,7 @@ class Store:
 
         return push(self, tag, remote, **kw)
 
+    @_space_checked("pulling {0}")
     def pull(self, tag: str | Tag, remote: str | None = None, **kw: Any) -> TransferResult:
         """Fetch a model from a remote; see modelvault.remote."""
         from modelvault.remote.sync import pull

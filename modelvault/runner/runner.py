@@ -25,7 +25,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from modelvault.errors import BatchingError, RunnerError, RunnerNotInitialized
+from modelvault.errors import BatchingError, InvalidInput, RunnerError, RunnerNotInitialized
 from modelvault.runner.batching import Batcher, BatchStats, cut
 from modelvault.tags import Tag
 
@@ -285,6 +285,8 @@ def _resolve(model: str | Tag | ModelLike) -> ModelLike:
         from modelvault import models  # the store, only when a tag must be resolved
 
         return models.get(model)
+    if not all(hasattr(model, a) for a in ("tag", "info")):
+        raise InvalidInput(f'Runner takes a tag ("name:version") or a Model, not {model!r}')
     return model
 
 

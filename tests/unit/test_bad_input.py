@@ -147,3 +147,73 @@ def test_error_inside_create_commits_nothing(store: Store) -> None:
     assert ref.model is not None
     with ref.model.open("whole.bin") as f:
         assert f.read() == b"whole"
+
+
+# -- issue 16.8: arguments that are not what they should be --------------------------
+
+
+@pytest.mark.parametrize("path", ["", 123, None, b"/tmp/x"])
+def test_save_of_an_empty_or_wrong_path_raises_invalid_input(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path: object
+) -> None:
+    """``save("", tag)`` used to store the current folder (Path("") is ".")."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "not-meant.bin").write_bytes(b"x")
+    with pytest.raises(modelvault.InvalidInput, match="path"):
+        store.save(path, "m")  # type: ignore[arg-type]
+    assert store.list() == []
+
+
+@pytest.mark.parametrize("path", ["", 123, b"/tmp/x"])
+def test_store_of_an_empty_or_wrong_path_raises_invalid_input(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path: object
+) -> None:
+    """``Store("")`` used to turn the current folder into a store."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(modelvault.InvalidInput, match="path"):
+        Store(path)  # type: ignore[arg-type]
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("relpath", [None, 123, ""])
+def test_model_open_of_a_wrong_path_raises_invalid_input(
+    store: Store, src: Path, relpath: object
+) -> None:
+    model = store.save(src, "m")
+    with pytest.raises(modelvault.InvalidInput, match="relative path"):
+        model.open(relpath)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("model", [None, 123, object()])
+def test_runner_of_something_that_is_no_model_raises_invalid_input(model: object) -> None:
+    with pytest.raises(modelvault.InvalidInput, match="tag"):
+        modelvault.Runner(model)  # type: ignore[arg-type]
+
+
+def _nested(depth: int) -> dict[str, object]:
+    value: dict[str, object] = {"leaf": 1}
+    for _ in range(depth):
+        value = {"k": value}
+    return value
+
+
+@pytest.mark.parametrize("what", ["metadata", "options", "labels_ok_metadata_list"])
+def test_deeply_nested_metadata_raises_invalid_input(store: Store, src: Path, what: str) -> None:
+    deep: object = _nested(2000)
+    if what == "labels_ok_metadata_list":
+        lst: list[object] = [1]
+        for _ in range(2000):
+            lst = [lst]
+        deep, what = {"l": lst}, "metadata"
+    with pytest.raises(modelvault.InvalidInput, match="nested deeper"):
+        store.save(src, "m", **{what: deep})  # type: ignore[arg-type]
+    store.save(src, "m", metadata=_nested(90))  # deep, but within the limit
+    assert store.get("m").info.metadata == _nested(90)
+
+
+@pytest.mark.parametrize("value", [[1, 2], "text", 5])
+def test_metadata_that_is_not_a_dict_raises_invalid_input(
+    store: Store, src: Path, value: object
+) -> None:
+    with pytest.raises(modelvault.InvalidInput, match="must be a dict"):
+        store.save(src, "m", metadata=value)  # type: ignore[arg-type]
