@@ -3,7 +3,8 @@
 ::
 
     transport.py   the verbs of a backend (put, put_if_absent, get, get_ranges, list,
-                   delete) per kind of URL, plus the Metered and Retrying wrappers
+                   delete) per kind of URL, the Metered and Retrying wrappers, URL
+                   redaction, S3 timeouts, and the wrapping() hook for fault injection
     repo.py        the remote layout: format marker, refs, packs and their cached indexes
     sync.py        push, pull, list_remote
 

@@ -8,13 +8,21 @@
      │    ├── MemoryTransport     memory:// — create-only under a process lock
      │    └── S3Transport         s3:// — create-only = PutObject with ``If-None-Match: *``
      ├── Metered                  wrapper: counts requests and bytes
-     └── Retrying                 wrapper: retries transient failures with backoff and turns
-                                  every foreign exception into RemoteError (with the URL)
+     └── Retrying                 wrapper: retries what the transport calls transient, with
+                                  backoff, and turns every foreign exception into
+                                  RemoteError (one line, the public URL, advice)
 
 Keys are ``/``-separated paths relative to the remote's root. A missing key is reported
 as :class:`~modelvault.errors.NotFound` by every transport; every other failure leaves a
 transport wrapped in :class:`Retrying` as :class:`~modelvault.errors.RemoteError`.
 This module (with the rest of ``modelvault.remote``) is the only one importing fsspec.
+
+Secrets: a URL with ``user:password@`` is refused by :func:`open_transport` before any
+library sees it, and every URL shown goes through :func:`public_url` / :func:`redact`.
+Failing fast: S3 gets botocore's standard retry and timeouts (:data:`S3_CONFIG`) and
+Retrying adds only what botocore cannot retry (docs/remotes.md, "Errors, retries and
+timeouts"). :func:`wrapping` wraps every transport opened in a block (the hook of
+``modelvault.testing.faults``).
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ TCP server counting the connections it accepts.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -302,3 +303,42 @@ def test_a_body_that_stops_midway_is_noticed(
     # retry), a bounded number of times
     assert 2 <= server.accepted <= 4, server.accepted
     assert elapsed < 4 * 1 + 2 + 4
+
+
+@pytest.fixture
+def blackhole() -> Iterator[int]:
+    """A port on 127.0.0.1 whose listen queue is full: the kernel drops further
+    connection attempts (no refusal), as a firewall that drops packets would."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = int(server.getsockname()[1])
+    fillers = []
+    for _ in range(4):
+        c = socket.socket()
+        c.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            c.connect(("127.0.0.1", port))
+        fillers.append(c)
+    time.sleep(0.2)
+    with socket.socket() as probe:  # the queue is full: a connect now hangs
+        probe.settimeout(0.5)
+        with pytest.raises(TimeoutError):
+            probe.connect(("127.0.0.1", port))
+    yield port
+    for c in fillers:
+        c.close()
+    server.close()
+
+
+@pytest.mark.slow
+def test_an_endpoint_dropping_connections_fails_within_15_s(
+    saved: modelvault.Store, events: Events, credentials: None, blackhole: int
+) -> None:
+    remotes.add(
+        "origin", "s3://bucket/p", store=saved, endpoint_url=f"http://127.0.0.1:{blackhole}"
+    )
+    err, elapsed = _timed(lambda: saved.push("m:v1"))
+    assert elapsed < LIMIT, elapsed  # 3 attempts x 3 s connect timeout + backoff
+    assert "ConnectTimeoutError" in str(err) and "unreachable" in str(err)
+    assert events.counts["before-send"] == 3
