@@ -20,8 +20,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modelvault.errors import InvalidInput, NotFound
-from modelvault.remote.transport import has_password, public_url, refuse_password
 from modelvault.store import Store
+
+# modelvault.remote.transport (URL redaction) is imported where used: importing it loads
+# modelvault.remote and its sync machinery, which `mv save --label` need not pay for.
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}")
 _SECRET_KEYS = re.compile(
@@ -45,6 +47,8 @@ class Remote:
 
     def public_url(self) -> str:
         """The URL without any ``user:password@`` part, for display."""
+        from modelvault.remote.transport import public_url
+
         return public_url(self.url)
 
     def public_options(self) -> dict[str, Any]:
@@ -63,6 +67,8 @@ class Remote:
 
 
 def _masked(value: Any) -> Any:
+    from modelvault.remote.transport import has_password, public_url
+
     if isinstance(value, Mapping):
         return {
             str(k): (MASK if _SECRET_KEYS.search(str(k)) else _masked(v)) for k, v in value.items()
@@ -93,6 +99,8 @@ def add(name: str, url: str, *, store: Store | None = None, **storage_options: A
         raise InvalidInput(f"invalid remote name {name!r}: letters, digits, _ - . only")
     if not isinstance(url, str) or not url:
         raise InvalidInput("a remote needs a URL, e.g. s3://bucket/prefix or file:///srv/models")
+    from modelvault.remote.transport import refuse_password
+
     refuse_password(url)
     secret = _secret_option(storage_options)
     if secret is not None:
@@ -204,6 +212,8 @@ def _secret_option(options: Mapping[str, Any]) -> str | None:
 
 
 def _holds_password(value: Any) -> bool:
+    from modelvault.remote.transport import has_password
+
     if isinstance(value, str):
         return has_password(value)
     if isinstance(value, builtins.list | tuple):
