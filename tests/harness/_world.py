@@ -25,7 +25,7 @@ from modelvault.remote.sync import list_remote
 MIB = 1024 * 1024
 SHARED = 12 * MIB  # the bytes A, B and C share
 OWN = 6 * MIB  # the bytes each of them has alone
-DELETE_VERSIONS = 12  # versions of "m" in the delete template
+DELETE_VERSIONS = 40  # versions of "m" in the delete template
 
 
 def make_source(root: Path, shared: bytes, rng: np.random.Generator, own: int = OWN) -> Source:
@@ -57,7 +57,7 @@ class World:
     c: Source
     plain: Path  # store: base:v0 = A
     gcstore: Path  # store: base:v0 = A, keep:v1 = B, dead:v1 = C deleted (both cached)
-    delstore: Path  # store: base:v0 = A, m:<12 versions> = B
+    delstore: Path  # store: base:v0 = A, m:<40 versions> = B
     remote: Path  # file:// remote folder: m:v1 = B
     archive: str  # archive of m:v1 = B
     delete_tags: list[str] = field(default_factory=list)
