@@ -192,6 +192,40 @@ def test_damaged_ref(case: str, damaged: Damaged, tmp_path: Path) -> None:
     _check_gc(store, damaged)
 
 
+def _ref_is_a_folder(store: Path, d: Damaged) -> None:
+    (store / REF).unlink()
+    (store / REF).mkdir()
+    (store / REF / "junk").write_bytes(JUNK)
+
+
+def _ref_to_a_missing_model(store: Path, d: Damaged) -> None:
+    other = "ab" * 32
+    (store / REF).chmod(0o644)
+    (store / REF).write_text(json.dumps({"model": other, "created": 1, "size": 1}))
+
+
+def test_ref_that_is_a_folder(damaged: Damaged, tmp_path: Path) -> None:
+    store = Store(_damage(tmp_path, damaged, _ref_is_a_folder))
+    report = store.verify()
+    assert not report.ok
+    assert [str(t) for t in report.broken_tags] == ["bad:v1"], report
+    assert REF in report.damaged_files, report
+    _check_reads(store, damaged)
+    _check_gc(store, damaged)
+
+
+def test_ref_to_a_missing_model(damaged: Damaged, tmp_path: Path) -> None:
+    """A well-formed ref naming an object the store lacks: the tag is broken (missing
+    object), the ref file itself is sound."""
+    store = Store(_damage(tmp_path, damaged, _ref_to_a_missing_model))
+    report = store.verify()
+    assert not report.ok
+    assert [str(t) for t in report.broken_tags] == ["bad:v1"], report
+    assert report.missing == ["ab" * 32], report
+    _check_reads(store, damaged)
+    _check_gc(store, damaged)
+
+
 @pytest.mark.parametrize("case", sorted(IDX_CASES))
 def test_damaged_index(case: str, damaged: Damaged, tmp_path: Path) -> None:
     path = _damage(tmp_path, damaged, IDX_CASES[case])
