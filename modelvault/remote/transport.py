@@ -614,15 +614,39 @@ def open_transport(url: str, options: Mapping[str, Any] | None = None) -> Transp
     """The transport for an fsspec URL (or local path) and its storage options.
 
     Raises:
-        InvalidInput: the URL holds a ``user:password@`` part (it is never used, so the
-            secret reaches no library and no log).
+        InvalidInput: the URL, or a URL among the options (``endpoint_url`` in a config
+            edited by hand), holds a ``user:password@`` part: it is never used, so the
+            secret reaches no library and no log.
         RemoteError: fsspec does not know the protocol, its backend is not installed, or
             the backend failed to connect (e.g. ``ftp://`` refusing connections).
     """
     refuse_password(url)
+    opts = dict(options or {})
+    where = _password_in(opts)
+    if where is not None:
+        raise InvalidInput(
+            f"{public_url(url)}: the option {where!r} holds a URL with a user:password@ "
+            f"part, which is refused so no secret is shown or logged; {_HINT_FOR_SECRETS}"
+        )
     wrap = _wrapper.get()
-    bare = _open_bare(url, dict(options or {}))
+    bare = _open_bare(url, opts)
     return wrap(bare) if wrap is not None else bare
+
+
+def _password_in(value: Any, where: str = "") -> str | None:
+    """The path of the first option (nested included) whose value is a URL with a password."""
+    if isinstance(value, str):
+        return where if has_password(value) else None
+    items: Any = ()
+    if isinstance(value, Mapping):
+        items = value.items()
+    elif isinstance(value, (list, tuple)):
+        items = enumerate(value)
+    for k, v in items:
+        found = _password_in(v, f"{where}.{k}" if where else str(k))
+        if found is not None:
+            return found
+    return None
 
 
 def _open_bare(url: str, opts: dict[str, Any]) -> Transport:

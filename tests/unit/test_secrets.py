@@ -235,3 +235,33 @@ def test_debug_logs_of_a_real_s3_push_hold_no_secret(
     for r in records:
         text = r.getMessage()
         assert SECRET not in text, (r.name, text[:300])
+
+
+def test_hand_written_endpoint_with_a_password_is_never_used(
+    store: modelvault.Store,
+    tmp_path: Path,
+    s3_bucket: dict[str, Any],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "w.bin").write_bytes(b"x" * 1000)
+    store.save(tmp_path / "m", "s:v1")
+    endpoint = s3_bucket["endpoint_url"].replace("http://", f"http://u:{SECRET}@")
+    doc = json.loads(_config_text(store))
+    doc["remotes"] = {
+        "origin": {
+            "url": s3_bucket["url"],
+            "options": {"client_kwargs": {"endpoint_url": endpoint}},
+        }
+    }
+    (store.path / "config.json").write_text(json.dumps(doc))
+    caplog.set_level(logging.DEBUG)
+    for call in (
+        lambda: store.push("s:v1"),
+        lambda: store.pull("s:v1"),
+        lambda: list_remote(store),
+    ):
+        with pytest.raises(modelvault.InvalidInput, match=r"client_kwargs\.endpoint_url") as info:
+            call()
+        assert SECRET not in str(info.value)
+    assert all(SECRET not in r.getMessage() for r in caplog.records)
