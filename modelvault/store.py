@@ -208,6 +208,12 @@ class Store:
         if not self._config_path.exists():
             _fsutil.create_only(self._config_path, json.dumps({"format": FORMAT_VERSION}).encode())
         fmt = self.read_config().get("format")
+        if isinstance(fmt, bool) or not isinstance(fmt, int):
+            raise IntegrityError(
+                f"{self._config_path} is damaged: its \"format\" is {fmt!r}, not a number; "
+                f"restore it from a backup, or write {{\"format\": {FORMAT_VERSION}}} and add "
+                "the remotes again (`mv remote add`)"
+            )
         if fmt != FORMAT_VERSION:
             raise InvalidInput(
                 f"{self.path} is a store of format {fmt}; this modelvault reads format "
@@ -644,10 +650,24 @@ class Store:
                 report.broken_tags.append(ref.tag)
                 report.missing.extend(m.hex() for m in missing - corrupt)
         self._verify_caches(refs, report)
+        why = self._config_damage()
+        if why:
+            report.damaged_files["config.json"] = why
         report.corrupt = sorted(c.hex() for c in corrupt)
         report.missing = sorted(set(report.missing))
         report.ok = not (report.corrupt or report.broken_tags or report.damaged_files)
         return report, damaged
+
+    def _config_damage(self) -> str | None:
+        """What is wrong with config.json's remotes, or None (the format was checked
+        when the store opened)."""
+        from modelvault import remotes  # above the store: only when verifying
+
+        try:
+            remotes.list(store=self)
+        except (InvalidInput, IntegrityError) as exc:
+            return str(exc)
+        return None
 
     def _verify_caches(self, refs: builtins.list[RefValue], report: VerifyReport) -> None:
         """Re-hash the materialised folders; drop those whose bytes or files changed."""
@@ -737,6 +757,8 @@ class Store:
         _fsutil.sweep_temps(self.path, remove)  # config writes
         for folder in (self.path / "refs").iterdir():  # ref writes
             _fsutil.sweep_temps(folder, remove)
+        for sub, _, _ in os.walk(self.path / "remotes"):  # local copies of remote indexes
+            _fsutil.sweep_temps(Path(sub), remove)
         return freed
 
     # -- archives and remotes (modelvault.archive, modelvault.remote) ----------

@@ -259,3 +259,23 @@ def test_gc_copies_the_live_objects_of_many_packs_into_one(store: Store, tmp_pat
         for i in range(8):
             _read_all(s, f"b:v{i}", keepers[i])
         assert s.verify().ok
+
+
+def test_gc_sweeps_dead_temporaries_in_local_copies_of_remote_indexes(
+    store: Store, tmp_path: Path
+) -> None:
+    """A push or pull killed while caching a remote index leaves a temporary there."""
+    folder = store.path / "remotes" / "0123abcd" / "packs"
+    folder.mkdir(parents=True)
+    dead = folder / f".tmp-{os.getpid()}-{'cd' * 8}.tmp"
+    dead.write_bytes(b"half an index")
+    dead_lock = _fsutil.lock_of(dead)
+    dead_lock.write_bytes(b"")  # its process was killed: nobody holds it
+    held, [held_path] = _hold_temps([(folder, ".tmp")])
+    try:
+        store.gc()
+        assert not dead.exists() and not dead_lock.exists()
+        assert held_path.exists()
+    finally:
+        held.kill()
+        held.wait()

@@ -261,3 +261,29 @@ def test_checkout_of_a_damaged_model_leaves_no_partial_folder(store: Store, tmp_
         store.checkout(model.tag, dest)
     assert not dest.exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp-")] == []
+
+
+@pytest.mark.parametrize(
+    "remotes", [[1, 2], "origin", {"origin": 5}, {"origin": {}}, {"origin": {"url": 5}}]
+)
+def test_verify_reports_a_config_whose_remotes_are_damaged(
+    store: Store, tmp_path: Path, files: dict[str, dict[str, bytes]], remotes: object
+) -> None:
+    import json
+
+    _save(store, tmp_path, files)
+    config = store.path / "config.json"
+    config.write_text(json.dumps({"format": 1, "remotes": remotes}))
+    report = Store(store.path).verify()
+    assert not report.ok
+    assert report.broken_tags == []
+    assert "remotes" in report.damaged_files["config.json"]
+    read_all(Store(store.path).get("a:v1"), files["a"])
+
+
+@pytest.mark.parametrize("doc", [b"{}", b'{"format": "1"}', b'{"format": null}'])
+def test_a_config_without_a_format_is_damage_not_a_newer_store(store: Store, doc: bytes) -> None:
+    (store.path / "config.json").write_bytes(doc)
+    with pytest.raises(IntegrityError, match=r"config\.json is damaged") as exc:
+        Store(store.path)
+    assert "upgrade" not in str(exc.value)
