@@ -356,3 +356,61 @@ def check_damaged_remote(damage: Damage, remote: Damaged, tmp_path: Path) -> Non
     assert listed <= {"good:v1", "bad:v1"}
     report = local.verify()
     assert report.ok, report
+
+
+# -- repair: a healthy copy heals what verify reported ----------------------------------
+
+
+@pytest.fixture(scope="module")
+def healthy_archive(damaged: Damaged, tmp_path_factory: pytest.TempPathFactory) -> str:
+    out = tmp_path_factory.mktemp("damage-archive") / "bad-v1.bentomodel"
+    archive = Store(damaged.template).export_model("bad:v1", str(out))
+    shutil.rmtree(damaged.template / "remotes", ignore_errors=True)
+    return archive
+
+
+OBJECT_CASES = {
+    **{f"idx-{k}": v for k, v in IDX_CASES.items()},
+    **{f"pack-{k}": v for k, v in PACK_CASES.items() if k not in HARMLESS_TO_OBJECTS},
+}
+
+
+def _check_repaired(store: Store, d: Damaged) -> None:
+    report = store.verify()
+    assert report.ok, report
+    assert d.bad.matches(store.get("bad:v1"))
+    assert folder_matches(Path(store.get("bad:v1").path), d.bad)
+    assert d.good.matches(store.get("good:v1"))
+
+
+@pytest.mark.parametrize("case", sorted(OBJECT_CASES))
+@pytest.mark.parametrize("how", ["import", "pull"])
+def test_repair_from_a_healthy_copy(
+    case: str,
+    how: str,
+    damaged: Damaged,
+    remote: Damaged,
+    healthy_archive: str,
+    tmp_path: Path,
+) -> None:
+    """API.md, Reading: once verify has reported damaged objects, importing or pulling a
+    healthy copy of each broken tag repairs the store."""
+    store = Store(_damage(tmp_path, damaged, OBJECT_CASES[case]))
+    assert not store.verify().ok
+    if how == "import":
+        store.import_model(healthy_archive)
+    else:
+        store.pull("bad:v1", f"file://{remote.template}")
+    _check_repaired(store, damaged)
+
+
+@pytest.mark.parametrize("case", sorted(REF_CASES))
+def test_repair_of_a_damaged_ref(
+    case: str, damaged: Damaged, healthy_archive: str, tmp_path: Path
+) -> None:
+    """The advised repair of a damaged ref: delete the tag, import it again."""
+    store = Store(_damage(tmp_path, damaged, REF_CASES[case]))
+    assert not store.verify().ok
+    store.delete("bad:v1")
+    store.import_model(healthy_archive)
+    _check_repaired(store, damaged)
