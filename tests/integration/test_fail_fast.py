@@ -10,7 +10,10 @@ TCP server counting the connections it accepts.
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -342,3 +345,48 @@ def test_an_endpoint_dropping_connections_fails_within_15_s(
     assert elapsed < LIMIT, elapsed  # 3 attempts x 3 s connect timeout + backoff
     assert "ConnectTimeoutError" in str(err) and "unreachable" in str(err)
     assert events.counts["before-send"] == 3
+
+
+@pytest.fixture
+def s3_with_auth(tmp_path: Path) -> Iterator[str]:
+    """A moto S3 server of its own that checks credentials (INITIAL_NO_AUTH_ACTION_COUNT
+    = 0: every request must be signed by a known key); yields its endpoint URL."""
+    port = _closed_port()
+    code = (
+        "import time; from moto.server import ThreadedMotoServer as S; "
+        f"S(ip_address='127.0.0.1', port={port}, verbose=False).start(); time.sleep(600)"
+    )
+    env = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT="0")
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert time.monotonic() < deadline and proc.poll() is None, "moto did not start"
+            time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_access_denied_fails_at_once(
+    saved: modelvault.Store,
+    events: Events,
+    s3_with_auth: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAUNKNOWNKEY")  # a key the server does not know
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-a-known-secret")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    remotes.add("origin", "s3://bucket/p", store=saved, endpoint_url=s3_with_auth)
+    for op in (lambda: saved.push("m:v1"), lambda: saved.pull("m:v1"), lambda: list_remote(saved)):
+        calls, sends = events.counts["before-call"], events.counts["before-send"]
+        err, elapsed = _timed(op)
+        assert elapsed < 3.0, elapsed
+        assert "access denied" in str(err) and "attempts" not in str(err), str(err)
+        assert "not-a-known-secret" not in str(err)
+        calls, sends = events.counts["before-call"] - calls, events.counts["before-send"] - sends
+        assert calls == sends == 1  # one request, never repeated
