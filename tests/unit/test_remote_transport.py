@@ -160,7 +160,11 @@ def test_permanent_failures_are_not_retried(tmp_path: Path) -> None:
     assert not is_transient(FileNotFoundError()) and is_transient(ConnectionRefusedError())
 
 
-def test_unreachable_s3_is_a_remote_error_without_secrets(tmp_path: Path) -> None:
+def test_unreachable_s3_is_a_remote_error_without_secrets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
