@@ -485,15 +485,18 @@ def is_transient(exc: BaseException) -> bool:
 def _advice(exc: BaseException) -> str:
     """What to do about a failure, when its kind is known."""
     if _named(exc, _NO_CREDENTIALS):
-        return f"no credentials found: {_HINT_FOR_SECRETS}"
+        return (
+            "no credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or "
+            "AWS_PROFILE, where this runs (docs/remotes.md, Credentials)"
+        )
     if isinstance(exc, PermissionError):
         return "access denied: check the credentials and what they may do on this bucket or path"
     if isinstance(exc, FileNotFoundError):
-        return "the bucket (or folder) does not exist: create it, or check the URL"
+        return "the bucket (or folder) does not exist: create it, or fix the URL (`mv remote list`)"
     if isinstance(exc, (ConnectionError, TimeoutError)) or _named(exc, _NETWORK_ERRORS):
         return (
-            "the endpoint is unreachable or stalled: check the URL, endpoint_url and the "
-            "network (timeouts: docs/remotes.md)"
+            "the endpoint is unreachable or stalled: check the URL and endpoint_url "
+            "(`mv remote list`) and the network; timeouts: docs/remotes.md"
         )
     return ""
 
@@ -506,7 +509,7 @@ def remote_error(what: str, exc: BaseException, attempts: int = 1) -> RemoteErro
     cause = " ".join(detail.split())
     advice = _advice(exc)
     text = f"{what} failed{tries}: {type(exc).__name__}: {cause}" + (
-        f" ({advice})" if advice else ""
+        f"; {advice}" if advice else ""
     )
     return RemoteError(redact(text))
 
