@@ -2,11 +2,13 @@
 model of what each should hold.
 
 Rules: save, delete (one version or a whole name), gc, export, import, push, pull,
-verify, get + read (streamed, and through ``Model.path``). After every step each store's
-``list()`` and the remote's listing equal the model (tag -> model id), and every read
-is byte-exact. Tags come from a small pool (2 names x 3 versions) and contents share
-blocks, so steps collide: ``ModelExists`` for another model under a taken tag, no-op
-for the same model, dedup between versions, gc of objects other tags still reach.
+verify, get + read (streamed, and through ``Model.path``), and a save or a gc killed
+(SIGKILL) at a chosen moment in a child process (whole tag or none; nothing else lost).
+After every step each store's ``list()`` and the remote's listing equal the model
+(tag -> model id), and every read is byte-exact. Tags come from a small pool (2 names
+x 3 versions) and contents share blocks, so steps collide: ``ModelExists`` for another
+model under a taken tag, no-op for the same model, dedup between versions, gc of
+objects other tags still reach.
 
 Deterministic (``derandomize``, no example database) and bounded for CI.
 """
@@ -14,6 +16,7 @@ Deterministic (``derandomize``, no example database) and bounded for CI.
 from __future__ import annotations
 
 import shutil
+import signal
 import sys
 import tempfile
 from collections import Counter
@@ -22,9 +25,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _figures import record
+from _ops import ForkServer
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
 
 import modelvault
 from modelvault import Store
@@ -50,7 +60,17 @@ def _contents() -> list[dict[str, bytes]]:
 
 
 CONTENTS = _contents()
-STATS: dict[str, int] = {"runs": 0, "steps": 0}
+STATS: dict[str, int] = {"runs": 0, "steps": 0, "kills": 0}
+_SERVER: list[ForkServer] = []  # one fork server for the whole test (started lazily)
+
+
+def _server() -> ForkServer:
+    if not _SERVER:
+        log = Path(tempfile.mkdtemp(prefix="mv-state-server-")) / "children.log"
+        _SERVER.append(ForkServer(log))
+    return _SERVER[0]
+
+
 RULES: Counter[str] = Counter()
 
 
@@ -93,6 +113,14 @@ class TwoStores(RuleBasedStateMachine):
                     assert f.read() == data, (s, tag, rel)
 
     # -- rules -----------------------------------------------------------------------
+    @initialize()
+    def two_models(self) -> None:
+        """Each run starts with a model in each store and one on the remote."""
+        self.save("s1", "alpha:v1", 0)
+        self.save("s2", "beta:v1", 1)
+        self.stores["s1"].push("alpha:v1", self.remote)
+        self.on_remote["alpha:v1"] = self.model["s1"]["alpha:v1"]
+
     @rule(s=st.sampled_from(STORES), tag=st.sampled_from(TAGS), content=st.integers(0, 4))
     def save(self, s: str, tag: str, content: int) -> None:
         self._step()
@@ -102,6 +130,32 @@ class TwoStores(RuleBasedStateMachine):
             return
         model = self.stores[s].save(self.sources[content], tag)
         self.model[s][tag] = (content, model.id)
+
+    @rule(
+        s=st.sampled_from(STORES),
+        what=st.sampled_from(["save", "gc"]),
+        tag=st.sampled_from(TAGS),
+        content=st.integers(0, 4),
+        moment=st.integers(0, 9),
+    )
+    def killed(self, s: str, what: str, tag: str, content: int, moment: int) -> None:
+        """A save (of ``content`` as ``tag``) or a gc in a child, killed ``moment`` x 3 ms
+        after it starts: the tag is whole or absent, nothing else changes."""
+        self._step()
+        if what == "save" and tag in self.model[s]:
+            return
+        args = {"src": str(self.sources[content]), "tag": tag} if what == "save" else {}
+        code, sig, _ = _server().run(what, self.root / s, args, kill_after=moment * 0.003)
+        assert sig == signal.SIGKILL or code == 0, (code, sig, _server().errors()[-2000:])
+        STATS["kills"] += sig == signal.SIGKILL
+        listed = {str(m.tag): m.id for m in self.stores[s].list()}
+        if what == "save" and tag in listed:  # whole: check it, then drop it again, so
+            self.model[s][tag] = (content, listed[tag])  # that what the model holds (and
+            self._read(s, tag)  # so what hypothesis draws next) does not hang on timing
+            self.stores[s].delete(tag)
+            del self.model[s][tag]
+        for t in sorted(self.model[s]):
+            self._read(s, t)
 
     @rule(s=st.sampled_from(STORES), tag=st.sampled_from(TAGS), whole_name=st.booleans())
     def delete(self, s: str, tag: str, whole_name: bool) -> None:
@@ -117,16 +171,18 @@ class TwoStores(RuleBasedStateMachine):
         for t in gone:
             self.model[s].pop(t, None)
 
-    @rule(s=st.sampled_from(STORES))
-    def gc(self, s: str) -> None:
+    @rule(s=st.sampled_from(STORES), what=st.sampled_from(["gc", "verify"]))
+    def maintain(self, s: str, what: str) -> None:
+        """gc (then every tag still reads) or verify (ok)."""
         self._step()
-        self.stores[s].gc()
-
-    @rule(s=st.sampled_from(STORES))
-    def verify(self, s: str) -> None:
-        self._step()
-        report = self.stores[s].verify()
-        assert report.ok, report
+        RULES[what] += 1
+        if what == "gc":
+            self.stores[s].gc()
+            for tag in sorted(self.model[s]):
+                self._read(s, tag)
+        else:
+            report = self.stores[s].verify()
+            assert report.ok, report
 
     @precondition(lambda self: any(self.model.values()))
     @rule(data=st.data(), through_path=st.booleans())
@@ -210,11 +266,17 @@ TwoStores.TestCase.settings = settings(
 
 @pytest.mark.slow
 def test_two_stores_and_a_remote_match_the_model() -> None:
-    STATS.update(runs=0, steps=0)
+    STATS.update(runs=0, steps=0, kills=0)
     RULES.clear()
-    TwoStores.TestCase("runTest").runTest()
+    try:
+        TwoStores.TestCase("runTest").runTest()
+    finally:
+        while _SERVER:
+            _SERVER.pop().close()
     record(
-        f"state machine: {STATS['runs']} runs, {STATS['steps']} steps over two stores and "
-        f"a file:// remote ({dict(sorted(RULES.items()))}); every listing equal to the "
+        f"state machine: {STATS['runs']} runs, {STATS['steps']} steps ({STATS['kills']} "
+        "kill -9 landing mid-save or mid-gc) over two stores and "
+        f"a file:// remote ({dict(sorted(RULES.items() - {('maintain', RULES['maintain'])}))}); "
+        "every listing equal to the "
         "model, every read byte-exact"
     )
