@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from _figures import record
 from _procs import leftovers
-from _world import check_store, make_source
+from _world import check_remote, check_store, make_source
 from test_crash import Source
 
 import modelvault
@@ -167,4 +167,70 @@ def test_disk_full_fails_cleanly_and_leaves_the_store_sound(
     record(
         f"disk full: {op}: {len(LEVELS)} fill levels, {failed} failed with ENOSPC and left "
         "the store sound, every retry succeeded"
+    )
+
+
+def test_push_to_a_full_remote_publishes_no_tag_with_missing_objects(
+    small: Small, tmpfs: Path, tmp_path: Path
+) -> None:
+    """The remote (file://) is on the full tmpfs: push fails saying so, every tag the
+    remote lists still pulls whole, and the push succeeds once there is space."""
+    store = Store(shutil.copytree(small.plain, tmp_path / "local"))
+    failed = 0
+    for level in LEVELS:
+        remote = tmpfs / f"remote-{level}"
+        shutil.copytree(small.remote.removeprefix("file://"), remote)
+        ballast = fill(tmpfs, level)
+        url = f"file://{remote}"
+        try:
+            store.push("base:v0", url)
+        except Exception as exc:
+            assert isinstance(exc, (OSError, modelvault.ModelVaultError)), repr(exc)
+            assert says_disk_full(exc), f"push at {level} bytes free: {exc!r}"
+            failed += 1
+            check_remote(url, tmp_path / f"full-{level}", {"m:v1": small.b}, {"base:v0": small.a})
+            ballast.unlink()
+            store.push("base:v0", url)
+        else:
+            ballast.unlink()
+        check_remote(url, tmp_path / f"after-{level}", {"m:v1": small.b, "base:v0": small.a}, {})
+        shutil.rmtree(remote)
+    assert failed, "push never ran out of space: the levels are too generous"
+    record(
+        f"disk full: push to a full file:// remote: {len(LEVELS)} fill levels, {failed} "
+        "failed with ENOSPC, every remote tag still pulled whole, every retry succeeded"
+    )
+
+
+def test_export_onto_a_full_disk_leaves_no_partial_archive(
+    small: Small, tmpfs: Path, tmp_path: Path
+) -> None:
+    """Export to the full tmpfs fails saying so and leaves nothing there (no archive
+    under its final name, no temporary); with space again it succeeds."""
+    store = Store(shutil.copytree(small.plain, tmp_path / "local"))
+    failed = 0
+    for level in LEVELS:
+        out = tmpfs / f"out-{level}"
+        out.mkdir()
+        ballast = fill(tmpfs, level)
+        dest = out / "base.bentomodel"
+        try:
+            store.export_model("base:v0", str(dest))
+        except Exception as exc:
+            assert isinstance(exc, (OSError, modelvault.ModelVaultError)), repr(exc)
+            assert says_disk_full(exc), f"export at {level} bytes free: {exc!r}"
+            failed += 1
+            assert sorted(p.name for p in out.iterdir()) == [], "a failed export leaves nothing"
+            ballast.unlink()
+            store.export_model("base:v0", str(dest))
+        else:
+            ballast.unlink()
+        check = Store(out / "check")
+        check.import_model(str(dest))
+        check_store(out / "check", {"base:v0": small.a}, {})
+        shutil.rmtree(out)
+    assert failed, "export never ran out of space: the levels are too generous"
+    record(
+        f"disk full: export onto a full disk: {len(LEVELS)} fill levels, {failed} failed "
+        "with ENOSPC leaving no file behind, every retry succeeded"
     )
