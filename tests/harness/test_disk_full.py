@@ -1,8 +1,9 @@
 """Disk full: the store lives on a small tmpfs (mounted here; CI runs as root) that a
 ballast file fills to several levels of free space, then save, import, pull and gc run.
 
-Each either succeeds or fails with an error that says the disk is full (an ``OSError``
-with ENOSPC, or a modelvault error naming the lack of space), and leaves the store
+Each either succeeds or fails with ``DiskFull`` (a modelvault error and an ``OSError``
+with ENOSPC) naming the store's disk; a push to a full remote fails with a modelvault
+error saying there is no space; either way the store (and the remote) are left
 sound: ``verify`` ok, the tags it held intact, nothing half-published. Once the ballast
 is gone the same operation succeeds, and gc leaves no temporary behind.
 """
@@ -150,8 +151,10 @@ def test_disk_full_fails_cleanly_and_leaves_the_store_sound(
         try:
             case.run(Store(path), small)
         except Exception as exc:
-            assert isinstance(exc, (OSError, modelvault.ModelVaultError)), repr(exc)
-            assert says_disk_full(exc), f"{op} at {level} bytes free: {exc!r}"
+            # DiskFull: a ModelVaultError and an OSError (ENOSPC) naming the store's disk
+            assert isinstance(exc, modelvault.DiskFull), f"{op} at {level} free: {exc!r}"
+            assert exc.errno == errno.ENOSPC and says_disk_full(exc), repr(exc)
+            assert str(path) in str(exc), f"the error must say where: {exc}"
             failed += 1
             check_store(path, case.whole(small), {})  # sound while still full
             ballast.unlink()
@@ -185,7 +188,7 @@ def test_push_to_a_full_remote_publishes_no_tag_with_missing_objects(
         try:
             store.push("base:v0", url)
         except Exception as exc:
-            assert isinstance(exc, (OSError, modelvault.ModelVaultError)), repr(exc)
+            assert isinstance(exc, modelvault.ModelVaultError), repr(exc)
             assert says_disk_full(exc), f"push at {level} bytes free: {exc!r}"
             failed += 1
             check_remote(url, tmp_path / f"full-{level}", {"m:v1": small.b}, {"base:v0": small.a})
@@ -217,7 +220,8 @@ def test_export_onto_a_full_disk_leaves_no_partial_archive(
         try:
             store.export_model("base:v0", str(dest))
         except Exception as exc:
-            assert isinstance(exc, (OSError, modelvault.ModelVaultError)), repr(exc)
+            # (that it names the destination's disk, not the store's: pending_bugs.py, B5)
+            assert isinstance(exc, modelvault.DiskFull), repr(exc)
             assert says_disk_full(exc), f"export at {level} bytes free: {exc!r}"
             failed += 1
             assert sorted(p.name for p in out.iterdir()) == [], "a failed export leaves nothing"
