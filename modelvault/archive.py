@@ -581,6 +581,9 @@ def _output(dest: str, name: str) -> Iterator[tuple[IO[bytes], str]]:
     from fsspec.core import url_to_fs
     from fsspec.implementations.local import LocalFileSystem
 
+    from modelvault.remote.transport import refuse_password
+
+    refuse_password(dest)  # a secret in the URL would reach fsspec, its logs and errors
     fs, path = url_to_fs(dest)
     if dest.endswith("/") or fs.isdir(path):
         path = f"{path.rstrip('/')}/{name}"
@@ -1086,6 +1089,9 @@ def _input(src: ArchiveSource) -> Iterator[IO[bytes]]:
         if "://" in text:
             from fsspec.core import url_to_fs
 
+            from modelvault.remote.transport import refuse_password
+
+            refuse_password(text)  # a secret in the URL would reach fsspec, logs, errors
             fs, path = url_to_fs(text)
             f = fs.open(path, "rb", block_size=8 * _IO_BLOCK)
         else:

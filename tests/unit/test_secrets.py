@@ -265,3 +265,20 @@ def test_hand_written_endpoint_with_a_password_is_never_used(
             call()
         assert SECRET not in str(info.value)
     assert all(SECRET not in r.getMessage() for r in caplog.records)
+
+
+def test_export_and_import_refuse_a_url_with_a_password(
+    store: modelvault.Store, tmp_path: Path
+) -> None:
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "w.bin").write_bytes(b"x" * 1000)
+    store.save(tmp_path / "m", "s:v1")
+    for url in URLS_WITH_PASSWORDS[:3]:
+        target = url.rstrip("/") + "/s.bentomodel"
+        for call in (
+            lambda target=target: store.export_model("s:v1", target),
+            lambda target=target: store.import_model(target),
+        ):
+            with pytest.raises(modelvault.InvalidInput) as info:
+                call()
+            assert SECRET not in str(info.value)
