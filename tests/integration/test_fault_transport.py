@@ -3,8 +3,9 @@
 transport wrapper").
 
 For each seed, on a fresh remote: push two versions (the second sharing most bytes with
-the first) and pull them into a fresh store, all with faults injected (errors before and
-after the call, truncated reads, stalled reads, slow writes). Checked after each step:
+the first), list the remote, and pull both into a fresh store, all with faults injected
+(errors before and after the call, truncated and stalled reads, slow writes). Checked
+after each step:
 
 - every failure is RemoteError or IntegrityError (never a raw exception);
 - the local stores verify ok, and every tag they hold has exactly the saved bytes;
@@ -147,6 +148,9 @@ def _run_seed(world: World, source: modelvault.Store, seed: int) -> Counter[str]
         assert tag in [str(t) for t in list_remote(source)]
 
     dst = world.store(f"dst-{seed}")
+    listing = plan(4)
+    plans.append(listing)
+    world.attempt(listing, lambda: list_remote(dst))
     for i, tag in enumerate(TAGS):
         p = plan(5 + i)
         plans.append(p)
