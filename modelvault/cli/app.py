@@ -533,6 +533,10 @@ def verify(
             "corrupt": report.corrupt,
             "missing": report.missing,
             "broken_tags": [str(t) for t in report.broken_tags],
+            "damaged_files": report.damaged_files,
+            "set_aside": report.set_aside,
+            "rebuilt": report.rebuilt,
+            "dropped_caches": report.dropped_caches,
         }
         _echo(render.to_json(doc))
     elif report.ok:

@@ -218,6 +218,10 @@ def test_verify_exits_non_zero_on_corruption(
     assert "Traceback" not in bad.stderr and bad.stderr.startswith("mv: error:")
     doc = json.loads(mv("verify", "-o", "json").stdout)
     assert doc["ok"] is False and doc["corrupt"] and doc["broken_tags"] == [tag]
+    # the first verify set the damaged pack aside; its corrupt object is still reported
+    assert doc["set_aside"] == [] and doc["rebuilt"] == [] and doc["dropped_caches"] == {}
+    assert victim.stem not in str(doc["damaged_files"])
+    assert (_isolated_home / "objects" / "quarantine" / victim.name).exists()
 
 
 def test_du_shows_dedup(mv: Run, model_dir: Path) -> None:
