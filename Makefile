@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint typecheck unit bench clean
 
-$(STAMP): pyproject.toml modelvault/_planes.c modelvault/_cdc.c setup.py
+$(STAMP): pyproject.toml modelvault/_planes.c modelvault/_cdc.c modelvault/_floatcodec.c setup.py
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0

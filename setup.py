@@ -1,4 +1,4 @@
-"""Build of ``modelvault._cdc``; everything else is in pyproject.toml.
+"""Build of ``modelvault._cdc`` and ``modelvault._floatcodec``; the rest is in pyproject.toml.
 
 ``_cdc`` cuts a segment with FastCDC and hashes its chunks with BLAKE3 in one call without
 the GIL (``modelvault/_cdc.c``). BLAKE3 is its official C implementation, vendored
@@ -10,6 +10,10 @@ here has it to test it on).
 
 The extension is optional: when it cannot be built, ``modelvault.core.chunking`` uses
 pyfastcdc and the ``blake3`` package instead, with the same results.
+
+``_floatcodec`` splits floats into exponent and mantissa planes and joins them again
+without the GIL (``modelvault/_floatcodec.c``; docs/format.md, section 2). Optional too:
+without it the store writes no float-codec objects and reads them with numpy.
 """
 
 from __future__ import annotations
@@ -55,7 +59,13 @@ setup(
             define_macros=macros,
             extra_compile_args=["-O3"],
             optional=True,
-        )
+        ),
+        Extension(
+            "modelvault._floatcodec",
+            sources=["modelvault/_floatcodec.c"],
+            extra_compile_args=["-O3"],
+            optional=True,
+        ),
     ],
     cmdclass={"build_ext": BuildExt},
 )

@@ -67,15 +67,17 @@ class _Compressibility:
     """Per-file guess of whether compression pays, so weights skip most zstd probes.
 
     After ``_STREAK`` chunks in a row that did not compress, only every
-    ``_EVERY``-th chunk is probed; one that compresses resets the guess.
+    ``_EVERY``-th chunk is probed; one that compresses resets the guess. ``dtype`` is
+    what is known of the file's bytes for the float codec (:func:`file_dtype`).
     """
 
     _STREAK = 8
     _EVERY = 16
 
-    def __init__(self) -> None:
+    def __init__(self, dtype: str | None = None) -> None:
         self.streak = 0
         self.seen = 0
+        self.dtype = dtype
 
     def should_try(self) -> bool:
         self.seen += 1
@@ -104,7 +106,7 @@ class _ChunkPipeline:
         how: codec.Codec = codec.Codec.RAW
         payload: bytes | memoryview = data
         if guess.should_try():
-            how, payload = codec.encode(data)
+            how, payload = codec.encode(data, dtype=guess.dtype)
             guess.record(how != codec.Codec.RAW)
         return oid, int(how), len(data), payload
 
@@ -132,15 +134,20 @@ class _ChunkPipeline:
         piece.results = [(oid, how, size, None) for oid, how, size, _ in results]
 
     def store(
-        self, source: Source, progress: Progress | None, known: KnownChunks | None = None
+        self,
+        source: Source,
+        progress: Progress | None,
+        known: KnownChunks | None = None,
+        dtype: str | None = None,
     ) -> FileObject:
         """Store every chunk of ``source`` and return its file object.
 
         With ``known`` (the stored chunks of the file's previous version) the file is
         first followed along the stored chunks (:meth:`_follow`); the rest, if the file
-        turns out mostly new, is cut in parallel (:meth:`_cut`).
+        turns out mostly new, is cut in parallel (:meth:`_cut`). ``dtype`` is handed to
+        the float codec for every chunk (:func:`file_dtype`).
         """
-        guess = _Compressibility()
+        guess = _Compressibility(dtype)
 
         def work(data: memoryview, oid: bytes) -> Result:
             return self._work(data, oid, guess)
@@ -327,6 +334,74 @@ class Parent:
         return self._trees[oid]
 
 
+_SAFETENSORS_HEADER_MAX = 100 * 1024 * 1024  # the safetensors library's own limit
+_DOMINANT = 0.99  # a dtype holding this share of a file's tensor bytes is the file's
+
+
+def _is_safetensors(path: Path) -> bool:
+    return path.suffix.lower() == ".safetensors"
+
+
+def safetensors_dtypes(fd: int, size: int) -> list[tuple[int, int, str]] | None:
+    """The byte ranges of a safetensors file's tensors, ``(start, end, dtype)`` in file
+    offsets, sorted; None if the file does not start with a well-formed header (an
+    8-byte little-endian length, then that much JSON naming each tensor's ``dtype`` and
+    ``data_offsets`` from the end of the header). Only a hint: nothing here is trusted
+    beyond choosing how to compress."""
+    import json
+
+    if size < 8:
+        return None
+    head = os.pread(fd, 8, 0)
+    length = int.from_bytes(head, "little") if len(head) == 8 else 0
+    if not 2 <= length <= min(_SAFETENSORS_HEADER_MAX, size - 8):
+        return None
+    try:
+        header = json.loads(os.pread(fd, length, 8))
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(header, dict):
+        return None
+    base = 8 + length
+    out: list[tuple[int, int, str]] = []
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        if not isinstance(info, dict):
+            return None
+        dtype, offsets = info.get("dtype"), info.get("data_offsets")
+        if (
+            not isinstance(dtype, str)
+            or not isinstance(offsets, list)
+            or len(offsets) != 2
+            or not all(isinstance(o, int) for o in offsets)
+            or not 0 <= offsets[0] <= offsets[1] <= size - base
+        ):
+            return None
+        out.append((base + offsets[0], base + offsets[1], dtype))
+    return sorted(out)
+
+
+def file_dtype(fd: int, size: int) -> str | None:
+    """The dtype of (nearly) all tensor bytes of a safetensors file, for the float codec:
+    ``F32``, ``BF16`` and ``F16`` fix its planes, any other (``I8``, ``F8_E4M3``, ...)
+    turns it off; None (mixed dtypes, or no readable header): every chunk is probed.
+
+    The hint is per file: the chunk workers do not see where a chunk lies in its file,
+    so a chunk of another dtype (a small ``I64`` tensor in an ``F32`` file) gets the
+    file's; the codec's own estimate still refuses planes that do not pay there.
+    """
+    ranges = safetensors_dtypes(fd, size)
+    if not ranges:
+        return None
+    by_dtype: dict[str, int] = {}
+    for start, end, dtype in ranges:
+        by_dtype[dtype] = by_dtype.get(dtype, 0) + end - start
+    total = sum(by_dtype.values())
+    dtype, most = max(by_dtype.items(), key=lambda kv: kv[1])
+    return dtype if total and most >= total * _DOMINANT else None
+
+
 def _stat_followed(path: Path) -> os.stat_result:
     try:
         return path.stat()
@@ -363,7 +438,8 @@ class Ingester:
             try:
                 with open(path, "rb", buffering=0) as f:
                     source = Source(os.fstat(f.fileno()).st_size, fd=f.fileno())
-                    fobj = self._pipeline.store(source, self.progress, known)
+                    dtype = file_dtype(f.fileno(), source.size) if _is_safetensors(path) else None
+                    fobj = self._pipeline.store(source, self.progress, known, dtype)
             finally:
                 if known is not None:
                     known.close()

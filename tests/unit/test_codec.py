@@ -8,9 +8,11 @@ module's encoder), so these tests also check that the code follows docs/format.m
 from __future__ import annotations
 
 import contextlib
+import os
 import struct
 import tracemalloc
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -414,8 +416,8 @@ def test_damaged_planes_payloads_raise_integrity_error_or_keep_the_length(
 
 
 def test_unknown_codec() -> None:
-    with pytest.raises(IntegrityError, match="unknown codec 3"):
-        decode(3, b"x", 1)
+    with pytest.raises(IntegrityError, match="unknown codec 4"):
+        decode(4, b"x", 1)
 
 
 # --- the stored-length bound -------------------------------------------------------------
@@ -449,3 +451,195 @@ def test_the_codec_module_does_not_import_numpy() -> None:
     code = "import sys, modelvault.core.codec; print('numpy' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# --- float planes (codec 3) ----------------------------------------------------------
+
+
+def float_payload(raw: bytes, width: int, skip: int, rot: int, zstd_planes: int = 1) -> bytes:
+    """A float payload built by hand from docs/format.md, section 2 (numpy, no C)."""
+    n = (len(raw) - skip) // width
+    bits = 8 * width
+    v = np.frombuffer(raw[skip : skip + n * width], f"<u{width}").astype(np.uint64)
+    v = ((v << np.uint64(rot)) | (v >> np.uint64(bits - rot))) & np.uint64((1 << bits) - 1)
+    planes = [((v >> np.uint64(bits - 8)) & np.uint64(255)).astype(np.uint8).tobytes()]
+    planes += [
+        ((v >> np.uint64(8 * k)) & np.uint64(255)).astype(np.uint8).tobytes()
+        for k in range(width - 1)
+    ]
+    zstd = zstandard.ZstdCompressor(compression_params=codec._LANE_PARAMS)
+    stored = [zstd.compress(p) if zstd_planes >> i & 1 else p for i, p in enumerate(planes)]
+    head = struct.pack("<BBBB", width, skip, zstd_planes, rot)
+    head += struct.pack(f"<{width}I", *map(len, stored))
+    return head + raw[:skip] + b"".join(stored) + raw[skip + n * width :]
+
+
+def bf16(count: int, seed: int = 0) -> bytes:
+    bits = np.frombuffer(weights(count, seed), "<u4")
+    return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype("<u2").tobytes()
+
+
+@pytest.mark.parametrize(("width", "skip", "rot"), [(4, 0, 1), (4, 3, 3), (2, 1, 3), (2, 0, 1)])
+@pytest.mark.parametrize("mask", [0, 1, 3])
+def test_float_payload_built_from_the_spec_decodes(
+    width: int, skip: int, rot: int, mask: int
+) -> None:
+    raw = b"\x07" * skip + weights(3000, seed=width + skip) + b"\x01\x02\x03"[: 3 - skip]
+    payload = float_payload(raw, width, skip, rot, mask)
+    assert decode(Codec.FLOAT, payload, len(raw)) == raw
+
+
+@pytest.mark.parametrize(("width", "skip", "rot"), [(4, 0, 3), (4, 2, 1), (2, 1, 1), (2, 0, 3)])
+def test_float_encoder_writes_the_spec(width: int, skip: int, rot: int) -> None:
+    """The encoder's payload is the one docs/format.md describes, byte for byte."""
+    raw = b"\x09" * skip + weights(5000, seed=3) + b"\x05"
+    mask = 1  # the exponent plane shrinks; these mantissas do not
+    assert codec.encode_float(raw, width, skip, rot, 1) == float_payload(
+        raw, width, skip, rot, mask
+    )
+
+
+def test_fp32_weights_are_stored_as_float_planes() -> None:
+    """Before codec 3 the store kept float32 weights raw (zstd gained < 10%)."""
+    raw = weights(128 * 1024)
+    how, payload = codec.encode(raw)
+    assert how == Codec.FLOAT
+    assert len(payload) < 0.86 * len(raw)
+    assert decode(how, bytes(payload), len(raw)) == raw
+
+
+@pytest.mark.parametrize("offset", [0, 1, 2, 3])
+def test_chunk_cut_anywhere_in_bf16_finds_its_elements(offset: int) -> None:
+    raw = bf16(100_000)[offset : offset + 150_001]
+    how, payload = codec.encode(raw)
+    assert how == Codec.FLOAT and payload[0] == 2 and payload[1] == offset % 2
+    assert len(payload) < 0.70 * len(raw)
+    assert decode(how, bytes(payload), len(raw)) == raw
+
+
+def test_fp16_weights_use_rotation_1_and_the_hint_is_honoured() -> None:
+    raw = np.frombuffer(weights(80_000), "<f4").astype("<f2").tobytes()
+    how, payload = codec.encode(raw)
+    assert how == Codec.FLOAT and payload[0] == 2 and payload[3] == 1
+    hinted = codec.encode(raw, dtype="F16")[1]
+    assert hinted[:4] == bytes(payload[:4])
+    assert decode(Codec.FLOAT, bytes(hinted), len(raw)) == raw
+
+
+@pytest.mark.parametrize("kind", ["random", "int8", "int4", "fp8", "zeros"])
+def test_non_floats_never_take_float_planes(kind: str) -> None:
+    rng = np.random.default_rng(7)
+    if kind == "random":
+        raw = rng.integers(0, 256, 200_000, dtype=np.uint8).tobytes()
+    elif kind == "int8":
+        raw = np.clip(rng.normal(0, 20, 200_000), -127, 127).astype(np.int8).tobytes()
+    elif kind == "int4":
+        nib = np.clip(rng.normal(0, 2.5, 400_000), -8, 7).astype(np.int8) & 15
+        raw = (nib[0::2] | nib[1::2] << 4).astype(np.uint8).tobytes()
+    elif kind == "fp8":  # e4m3 of normal weights: the top bits of fp32 after rounding
+        bits = np.frombuffer(weights(200_000), "<u4")
+        raw = ((bits >> 31) << 7 | (((bits >> 20) & 0x7F) ^ 0x40)).astype(np.uint8).tobytes()
+    else:
+        raw = bytes(200_000)
+    assert codec.float_plan(raw) is None
+    assert codec.encode(raw)[0] != Codec.FLOAT
+
+
+def test_a_non_float_dtype_hint_skips_the_float_codec() -> None:
+    raw = weights(50_000)
+    assert codec.float_plan(raw, "I8") is None
+    assert codec.encode(raw, dtype="I8")[0] != Codec.FLOAT
+    assert codec.encode(raw, dtype="F32")[0] == Codec.FLOAT
+
+
+def test_float_decode_without_the_compiled_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A build without modelvault._floatcodec still reads codec 3 (numpy), and writes none."""
+    raw = b"\x01" + bf16(40_000) + b"\x02"
+    how, payload = codec.encode(raw)
+    assert how == Codec.FLOAT
+    monkeypatch.setattr(codec, "_fc", None)
+    assert decode(how, bytes(payload), len(raw)) == raw
+    assert codec.encode(raw)[0] != Codec.FLOAT
+
+
+def _good_float() -> tuple[bytes, bytes]:
+    raw = b"\x01" + weights(4000)
+    return raw, codec.encode_float(raw, 4, 1, 3, 1)
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda p: p[:3], "no header"),
+        (lambda p: b"\x03" + p[1:], "width 3"),
+        (lambda p: p[:1] + b"\x04" + p[2:], "header is invalid"),
+        (lambda p: p[:2] + b"\x10" + p[3:], "header is invalid"),
+        (lambda p: p[:3] + b"\x00" + p[4:], "header is invalid"),
+        (lambda p: p[:3] + b"\x20" + p[4:], "header is invalid"),
+        (lambda p: p[:10], "truncated"),
+        (lambda p: p[:-1], "float payload is"),
+        (lambda p: p + b"\x00", "float payload is"),
+        (lambda p: p[:4] + struct.pack("<I", 99) + p[8:], "float payload is"),
+        (lambda p: p[:2] + b"\x03" + p[3:], "plane"),
+        (lambda p: p[:2] + b"\x00" + p[3:], "raw plane 0"),
+    ],
+)
+def test_damaged_float_payloads_are_refused(damage: Callable[[bytes], bytes], message: str) -> None:
+    raw, payload = _good_float()
+    with pytest.raises(IntegrityError, match=message):
+        decode(Codec.FLOAT, damage(payload), len(raw))
+
+
+def test_float_zstd_plane_declaring_too_much_is_refused_before_allocating() -> None:
+    raw = weights(1000)
+    n = len(raw) // 4
+    big = LANE_ZSTD.compress(bytes(64 << 20))
+    head = struct.pack("<BBBB", 4, 0, 1, 3) + struct.pack("<4I", len(big), n, n, n)
+    payload = head + big + bytes(3 * n)
+    tracemalloc.start()
+    try:
+        with pytest.raises(IntegrityError, match="declares"):
+            decode(Codec.FLOAT, payload, len(raw))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20
+
+
+def test_float_bound_is_within_the_archive_bound() -> None:
+    for raw_len in (0, 1, 3, 7, 4096, 524_288, 1 << 20):
+        assert codec.float_bound(raw_len) <= codec.planes_bound(raw_len)
+
+
+def test_safetensors_header_gives_the_file_dtype(tmp_path: Path) -> None:
+    from modelvault.ingest import file_dtype, safetensors_dtypes
+
+    def write(header: bytes, body: bytes) -> tuple[int, int]:
+        path = tmp_path / "m.safetensors"
+        path.write_bytes(struct.pack("<Q", len(header)) + header + body)
+        fd = os.open(path, os.O_RDONLY)
+        return fd, path.stat().st_size
+
+    good = b'{"a":{"dtype":"BF16","shape":[4],"data_offsets":[0,8]},"__metadata__":{}}'
+    fd, size = write(good, bytes(8))
+    try:
+        assert safetensors_dtypes(fd, size) == [(8 + len(good), 16 + len(good), "BF16")]
+        assert file_dtype(fd, size) == "BF16"
+    finally:
+        os.close(fd)
+    mixed = (
+        b'{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},'
+        b'"b":{"dtype":"I8","shape":[16],"data_offsets":[16,32]}}'
+    )
+    for header, body, want in [
+        (mixed, bytes(32), None),
+        (b'{"a":{"dtype":"I8","shape":[4],"data_offsets":[0,4]}}', bytes(4), "I8"),
+        (b'{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,99]}}', bytes(16), None),
+        (b"not json", bytes(16), None),
+        (b"[1, 2]", bytes(16), None),
+    ]:
+        fd, size = write(header, body)
+        try:
+            assert file_dtype(fd, size) == want
+        finally:
+            os.close(fd)
