@@ -65,12 +65,33 @@ def is_modelvault_invocation(args: Sequence[str], prog: str = "mv") -> bool:
     return first in COMMANDS or first in GLOBAL_OPTIONS or first.startswith("--store=")
 
 
+QUIET = ("-q", "--quiet")
+
+
+def near_miss(args: Sequence[str]) -> str | None:
+    """The command a mistyped first argument most likely meant (``mv lst`` -> ``list``),
+    or None: when it is an option, an existing path, or like no command."""
+    if not args or args[0].startswith("-") or os.path.lexists(args[0]):
+        return None
+    import difflib
+
+    close = difflib.get_close_matches(args[0].lower(), sorted(COMMANDS), n=1, cutoff=0.75)
+    return close[0] if close else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mv`` and ``modelvault`` console scripts."""
     args = list(sys.argv[1:] if argv is None else argv)
     prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "mv"
     prog = prog if prog in ("mv", "modelvault") else "mv"
+    if len(args) > 1 and args[0] in QUIET and args[1] in COMMANDS:
+        args = [args[1], args[0], *args[2:]]  # `mv -q list` means `mv list -q`
     if prog == "mv" and not is_modelvault_invocation(args, prog):
+        meant = near_miss(args)
+        if meant is not None:  # moving nothing beats a confusing message from coreutils
+            sys.stderr.write(f"mv: did you mean '{meant}'? ('{args[0]}' is no command")
+            sys.stderr.write(" and no file here; `mv --help` lists the commands)\n")
+            return 2
         from modelvault.cli.passthrough import run_system_mv
 
         return run_system_mv(args)

@@ -132,3 +132,35 @@ def test_commands_constant_matches_the_app() -> None:
 
     group = get_command(app)
     assert set(group.commands) == set(COMMANDS)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("typo", "meant"), [("lst", "list"), ("pul", "pull"), ("verfy", "verify")])
+def test_a_near_miss_of_a_command_says_did_you_mean_and_moves_nothing(
+    mv: Run, tmp_path: Path, typo: str, meant: str
+) -> None:
+    (tmp_path / "x").write_text("x")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    out = mv(typo, "x")
+    assert out.returncode == 2
+    assert f"did you mean '{meant}'?" in out.stderr
+    assert "Try 'mv --help'" not in out.stderr  # not coreutils' message
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_a_file_named_like_a_near_miss_is_still_moved(mv: Run, tmp_path: Path) -> None:
+    (tmp_path / "lst").write_text("mine")
+    out = mv("lst", "renamed")
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "renamed").read_text() == "mine"
+
+
+def test_a_word_like_no_command_goes_to_the_system_mv(mv: Run, tmp_path: Path) -> None:
+    out = mv("zebra", "y")
+    assert out.returncode != 0 and "did you mean" not in out.stderr
+    assert "zebra" in out.stderr  # coreutils: cannot stat 'zebra'
+
+
+def test_quiet_before_the_command_is_ours(mv: Run) -> None:
+    out = mv("-q", "verify")
+    assert out.returncode == 0, out.stderr
+    assert "invalid option" not in out.stderr
