@@ -13,12 +13,11 @@
  *                          back to back (plane 0 first), n * w bytes
  *   join(width, rot, head, planes, tail) -> bytes: head + the elements of the w planes
  *                          (each n bytes) + tail, the inverse of split
- *   probe(data, width=0) -> (width, skip, byte bits, plane bits at rot 1, at rot 3):
- *                          order-0 entropies (bits per byte) on a 16 KiB sample of the
- *                          plain bytes and of each plane, for the width (2 or 4; 0:
- *                          whichever gives the smaller exponent plane at rot 1) and the
- *                          skip (bytes before the first whole element) that give the
- *                          smallest exponent plane
+ *   probe(data, width=0) -> (byte bits, [(width, skip, plane bits at rot 1, at rot 3),
+ *                          ...]): order-0 entropies (bits per byte) on a 16 KiB sample
+ *                          of the plain bytes and of each plane, for width 4 and 2 (or
+ *                          only ``width``), each at the skip (bytes before the first
+ *                          whole element) that gives the smallest exponent plane
  *
  * split and join run without the GIL, and so does probe's counting.
  */
@@ -170,20 +169,20 @@ done:
 /* --- probe ------------------------------------------------------------------------ */
 
 #define SLICES 4
-#define SLICE 4096 /* bytes per slice of the sample; slices start at multiples of 4 */
+#define SLICE 2048 /* bytes per slice of the sample; slices start at multiples of 4 */
+
+#define SAMPLE_MAX (SLICES * SLICE)
+static float clogc[SAMPLE_MAX + 1]; /* c * log2(c), filled at import */
 
 static double
 entropy(const uint32_t *h, uint32_t total)
 {
     if (total == 0)
         return 8.0;
-    double bits = 0.0;
+    double sum = 0.0;
     for (int i = 0; i < 256; i++)
-        if (h[i]) {
-            double q = (double)h[i] / total;
-            bits -= q * log2(q);
-        }
-    return bits;
+        sum += clogc[h[i]];
+    return log2((double)total) - sum / total;
 }
 
 /* The byte of plane ``k`` of the element at ``e`` (width w). */
@@ -227,26 +226,26 @@ probe(PyObject *self, PyObject *args)
     const uint8_t *d = (const uint8_t *)in.buf;
     Py_ssize_t start[SLICES], size[SLICES];
     int count;
-    uint32_t h[256];
-    double best = 1e9, byte_bits, plane_bits[2][4];
-    int best_w = 4, best_skip = 0;
+    uint32_t h[256], total;
+    double byte_bits, plane_bits[2][2][4]; /* [width 4, 2][rot 1, 3][plane] */
+    int skips[2] = {0, 0};
+    static const int widths[2] = {4, 2};
     slices(in.len, start, size, &count);
     Py_BEGIN_ALLOW_THREADS
     memset(h, 0, sizeof h);
-    uint32_t total = 0;
+    total = 0;
     for (int s = 0; s < count; s++)
         for (Py_ssize_t i = 0; i < size[s]; i++)
             h[d[start[s] + i]]++;
-    total = 0;
     for (int i = 0; i < 256; i++)
         total += h[i];
     byte_bits = entropy(h, total);
-    static const int widths[2] = {4, 2};
     for (int wi = 0; wi < 2; wi++) {
         int w = widths[wi];
         if (only && w != only)
             continue;
-        for (int skip = 0; skip < w; skip++) {
+        double best = 1e9;
+        for (int skip = 0; skip < w; skip++) { /* the skip whose exponent plane is smallest */
             memset(h, 0, sizeof h);
             total = 0;
             for (int s = 0; s < count; s++)
@@ -255,40 +254,60 @@ probe(PyObject *self, PyObject *args)
                     total++;
                 }
             double bits = entropy(h, total);
-            double est = (bits / 8.0 + (w - 1)) / w; /* share of raw, mantissa raw */
-            if (total && est < best) {
-                best = est;
-                best_w = w;
-                best_skip = skip;
+            if (total && bits < best) {
+                best = bits;
+                skips[wi] = skip;
             }
         }
-    }
-    for (int ri = 0; ri < 2; ri++)
-        for (int k = 0; k < best_w; k++) {
-            memset(h, 0, sizeof h);
+        for (int ri = 0; ri < 2; ri++) {
+            uint32_t hp[4][256];
+            int r = ri ? 3 : 1;
+            memset(hp, 0, sizeof hp);
             total = 0;
             for (int s = 0; s < count; s++)
-                for (Py_ssize_t i = start[s] + best_skip; i + best_w <= start[s] + size[s];
-                     i += best_w) {
-                    h[plane_byte(d + i, best_w, ri ? 3 : 1, k)]++;
+                for (Py_ssize_t i = start[s] + skips[wi]; i + w <= start[s] + size[s]; i += w) {
+                    if (w == 4) {
+                        uint32_t v = load32(d + i);
+                        v = (v << r) | (v >> (32 - r));
+                        hp[0][v >> 24]++;
+                        hp[1][v & 255]++;
+                        hp[2][(v >> 8) & 255]++;
+                        hp[3][(v >> 16) & 255]++;
+                    } else {
+                        uint16_t v = (uint16_t)(d[i] | (d[i + 1] << 8));
+                        v = (uint16_t)((v << r) | (v >> (16 - r)));
+                        hp[0][v >> 8]++;
+                        hp[1][v & 255]++;
+                    }
                     total++;
                 }
-            plane_bits[ri][k] = entropy(h, total);
+            for (int k = 0; k < w; k++)
+                plane_bits[wi][ri][k] = entropy(hp[k], total);
         }
+    }
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&in);
-    PyObject *planes[2];
-    for (int ri = 0; ri < 2; ri++) {
-        planes[ri] = best_w == 4 ? Py_BuildValue("(dddd)", plane_bits[ri][0], plane_bits[ri][1],
-                                                 plane_bits[ri][2], plane_bits[ri][3])
-                                 : Py_BuildValue("(dd)", plane_bits[ri][0], plane_bits[ri][1]);
-    }
-    if (planes[0] == NULL || planes[1] == NULL) {
-        Py_XDECREF(planes[0]);
-        Py_XDECREF(planes[1]);
+    PyObject *out = PyList_New(0);
+    if (out == NULL)
         return NULL;
+    for (int wi = 0; wi < 2; wi++) {
+        int w = widths[wi];
+        if (only && w != only)
+            continue;
+        double(*b)[4] = plane_bits[wi];
+        PyObject *item =
+            w == 4 ? Py_BuildValue("(ii(dddd)(dddd))", w, skips[wi], b[0][0], b[0][1], b[0][2],
+                                   b[0][3], b[1][0], b[1][1], b[1][2], b[1][3])
+                   : Py_BuildValue("(ii(dd)(dd))", w, skips[wi], b[0][0], b[0][1], b[1][0],
+                                   b[1][1]);
+        if (item == NULL || PyList_Append(out, item) < 0) {
+            Py_XDECREF(item);
+            Py_DECREF(out);
+            return NULL;
+        }
+        Py_DECREF(item);
     }
-    return Py_BuildValue("(iidNN)", best_w, best_skip, byte_bits, planes[0], planes[1]);
+    return Py_BuildValue("(dN)", byte_bits, out);
 }
 
 static PyMethodDef methods[] = {
@@ -297,7 +316,7 @@ static PyMethodDef methods[] = {
     {"join", join, METH_VARARGS,
      "join(width, rot, head, planes, tail) -> head + the elements of the planes + tail."},
     {"probe", probe, METH_VARARGS,
-     "probe(data, width=0) -> (width, skip, byte bits, plane bits at rot 1, at rot 3)."},
+     "probe(data, width=0) -> (byte bits, [(width, skip, bits at rot 1, at rot 3), ...])."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -309,5 +328,8 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__floatcodec(void)
 {
+    clogc[0] = 0.0f;
+    for (int c = 1; c <= SAMPLE_MAX; c++)
+        clogc[c] = (float)(c * log2((double)c));
     return PyModule_Create(&module);
 }

@@ -152,11 +152,12 @@ FLOAT_MIN = 4096  # smaller chunks are not worth the planes
 FLOAT_TRY = 0.92  # try the float codec when the sample's estimate is below this share
 FLOAT_KEEP = 0.97  # keep the float payload only below this share of raw
 FLOAT_MARGIN = 0.05  # ... and the estimate must beat coding plain bytes by this share
-PLANE_TRY_BITS = 7.9  # a mantissa plane is tried with zstd when its sample is below this
+PLANE_TRY_BITS = 7.99  # a mantissa plane is tried with zstd when its sample is below this
 
 
 # safetensors dtype -> (width, rotation) of its float planes; other dtypes: no planes
 FLOAT_DTYPES = {"F32": (4, 3), "BF16": (2, 3), "F16": (2, 1)}
+_WIDTH4_PENALTY = 0.005  # share of raw: width 4 must beat 2 by this (2-byte floats tie)
 _ROT3_SLACK = 0.1  # bits an element: rotation 3 is taken unless this much worse than 1
 
 
@@ -167,11 +168,14 @@ def float_plan(
 
     ``dtype`` is what the caller knows (a safetensors dtype name: ``F32``, ``BF16`` and
     ``F16`` fix the width and rotation, any other name means no planes; None: unknown).
-    An order-0 entropy estimate on a 16 KiB sample (``_floatcodec.probe``, tens of us)
-    picks the width (2 or 4) and the skip (bytes before the first whole element) whose
-    exponent plane is smallest, and the rotation (3 unless that is clearly worse than
-    1: fp16, whose exponent is 5 bits); then the planes' estimate (the exponent
-    entropy-coded, the rest raw unless they look compressible) must beat entropy-coding
+    Order-0 entropies of the planes on an 8 KiB sample (``_floatcodec.probe``, ~15-30
+    us) estimate each width (2 or 4, each at the skip, the bytes before the first whole
+    element, whose exponent plane is smallest) and rotation (1 or 3): the exponent plane
+    entropy-coded, each other plane too if its sample is below :data:`PLANE_TRY_BITS`,
+    else raw. The smallest wins, with rotation 3 favoured by ``_ROT3_SLACK`` bits an
+    element (Huffman codes its planes better than the entropy says) and width 4 taken
+    only if ``_WIDTH4_PENALTY`` smaller (2-byte floats estimate the same either way);
+    its estimate must then beat entropy-coding
     the plain bytes by :data:`FLOAT_MARGIN` and be below :data:`FLOAT_TRY`. ``tries``
     has bit i set for each plane worth compressing (bit 0, the exponent plane, always).
     Integers, fp8, quantized blocks and random bytes come out None: their "exponent"
@@ -185,16 +189,24 @@ def float_plan(
         fixed = FLOAT_DTYPES.get(dtype)
         if fixed is None:
             return None
-    w, skip, byte_bits, bits1, bits3 = _fc.probe(data, fixed[0] if fixed else 0)
-    rot = 3 if sum(bits3) < sum(bits1) + _ROT3_SLACK else 1
-    if fixed is not None:
-        rot = fixed[1]
-    bits = bits3 if rot == 3 else bits1
-    tries = 1
-    for k in range(1, w):
-        if bits[k] < PLANE_TRY_BITS:
-            tries |= 1 << k
-    est = sum(b if tries >> k & 1 else 8.0 for k, b in enumerate(bits)) / (8 * w)
+    byte_bits, candidates = _fc.probe(data, fixed[0] if fixed else 0)
+    best: tuple[float, float, int, int, int, int] | None = None  # rank, est, w, skip, rot, tries
+    for w, skip, bits1, bits3 in candidates:
+        rots = [fixed[1]] if fixed else [1, 3]
+        for rot in rots:
+            bits = bits3 if rot == 3 else bits1
+            tries = 1
+            for k in range(1, w):
+                if bits[k] < PLANE_TRY_BITS:
+                    tries |= 1 << k
+            est = sum(b if tries >> k & 1 else 8.0 for k, b in enumerate(bits)) / (8 * w)
+            rank = est - (_ROT3_SLACK if rot == 3 else 0.0) / (8 * w)
+            rank += _WIDTH4_PENALTY if w == 4 else 0.0
+            if best is None or rank < best[0]:
+                best = (rank, est, w, skip, rot, tries)
+    if best is None:
+        return None
+    _, est, w, skip, rot, tries = best
     if est >= FLOAT_TRY or est >= byte_bits / 8 - FLOAT_MARGIN:
         return None
     return w, skip, rot, tries
