@@ -12,9 +12,14 @@ their own, so a wrong shape fails (inside ``fn``) only for the caller who sent i
 exception raised by ``fn`` fails the calls of that batch only; the batcher keeps serving.
 
 How long a batch waits for company is decided by :class:`AdaptivePolicy` from measurements:
-the cost of a call of ``fn`` fitted as ``a + b * rows`` over recent calls, and how many
-callers are usually in flight at once. A lone caller is never held back; a crowd is held at
-most ``a`` (one saved call) and never longer than ``max_latency_ms`` allows.
+the cost of a call of ``fn`` fitted as ``a + b * rows`` over recent calls, and the callers
+that may be about to come back (those just served plus those already queued). A batch is
+held only while such callers keep arriving in a quick burst, never longer than ``a`` (one
+saved call) nor than ``max_latency_ms`` allows; a lone caller is never held back.
+
+Hand-offs are cheap: a thread caller waits on a lock of its own that the worker releases
+once its result is set; asyncio callers wait on a future of their loop, and the worker
+settles all the futures of one batch with a single ``call_soon_threadsafe`` per loop.
 
 Errors::
 
@@ -26,15 +31,16 @@ Errors::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
 import threading
 import time
+from _thread import LockType, allocate_lock
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass, field
-from itertools import accumulate
+from itertools import accumulate, pairwise
 from typing import Any, NamedTuple, TypeAlias
 
 import numpy as np
@@ -46,7 +52,7 @@ logger = logging.getLogger("modelvault.runner")
 BatchDim: TypeAlias = int | tuple[int, int]
 """The batch dim of a signature: one int for input and output, or ``(input_dim, output_dim)``."""
 
-Key: TypeAlias = tuple[str, str, tuple[int | str, ...]]
+Key: TypeAlias = tuple[str, object, tuple[int | str, ...]]
 """What must be equal for payloads to merge: kind, dtype (and device), shape off the batch dim."""
 
 
@@ -89,7 +95,8 @@ def cut(payload: object, dim: int) -> Cut:
         return Cut(len(payload), 0, ("list", "", ()))
     if isinstance(payload, np.ndarray):
         d = _axis(payload.shape, dim, "numpy array")
-        return Cut(payload.shape[d], d, ("numpy", str(payload.dtype), _rest(payload.shape, d)))
+        # The dtype object itself (hashable, cheap to compare); described with str() in errors.
+        return Cut(payload.shape[d], d, ("numpy", payload.dtype, _rest(payload.shape, d)))
     if _is_tensor(payload):
         shape = tuple(payload.shape)  # type: ignore[attr-defined]
         d = _axis(shape, dim, "torch tensor")
@@ -202,35 +209,34 @@ def join_outputs(parts: Sequence[Any], dim: int, sizes: Sequence[int]) -> Any:
 
 
 class AdaptivePolicy:
-    """Decides how long the oldest queued call waits for company before its batch runs.
+    """Decides whether the queued calls run now or wait a little for company.
 
     It fits the cost of a call of ``fn`` as ``a + b * rows`` (least squares over the last
-    ``WINDOW`` calls) and tracks how many calls are usually in the system (queued or
-    running) when one arrives. A batch is held only while fewer calls are queued than
-    usually arrive together, and for at most ``a``: waiting longer than the fixed cost of
-    a call cannot pay for itself. The hold also leaves room for the call itself within
-    ``max_latency``. Not thread-safe: the batcher's lock guards it.
+    ``WINDOW`` calls) and keeps ``expected``: how many callers may take part in the next
+    batch, set when a batch finishes to the calls still queued plus the callers just
+    served (a caller that resubmits at once comes back within a few microseconds).
+
+    A batch is held only while fewer calls are queued than ``expected`` and company is
+    still on its way: some callers just served have not woken up yet (``returning``), or
+    the newest arrival or wake-up is less than ``BURST_GAP_S`` old. It is held at most
+    ``a`` counted from when the worker was free (waiting longer than the fixed cost of a
+    call cannot pay for itself), leaving room for a full batch's call within
+    ``max_latency``. So a lone caller, whose only company is itself, is never held; nor
+    is a call arriving long after the last batch. Not thread-safe: the batcher's lock
+    guards it.
     """
 
     WINDOW = 64
-    COMPANY_ALPHA = 0.2  # weight of the newest arrival in the company estimate
+    BURST_GAP_S = 50e-6  # callers coming back from a batch arrive closer together than this
 
     def __init__(self, max_batch_size: int, max_latency_s: float) -> None:
         self.max_batch_size = max_batch_size
         self.max_latency_s = max_latency_s
         self.a = 0.0  # fixed cost of a call, seconds; 0 until measured, so no hold
         self.b = 0.0  # cost per row, seconds
-        self.company = 1.0  # calls usually in the system when one arrives, itself included
+        self.expected = 1  # callers that may join the next batch
         self._fit = _LineFit(self.WINDOW)
         self._seen_calls = 0
-
-    def record_arrival(self, in_system: int) -> None:
-        """Note a call arriving while ``in_system`` calls (itself included) are in flight."""
-        self.company += self.COMPANY_ALPHA * (in_system - self.company)
-
-    def record_hold_expired(self, queued: int) -> None:
-        """A hold ran out with only ``queued`` calls: expect less company from now on."""
-        self.company = (self.company + queued) / 2
 
     def record_call(self, rows: int, seconds: float) -> None:
         """Note that ``fn`` took ``seconds`` for ``rows`` rows, and refit the cost."""
@@ -240,12 +246,33 @@ class AdaptivePolicy:
         self._fit.add(rows, seconds)
         self.a, self.b = self._fit.line()
 
-    def hold(self, queued: int) -> float:
-        """Seconds the oldest of ``queued`` mergeable calls waits, counted from its arrival."""
-        if queued + 0.5 >= self.company:
-            return 0.0
+    def record_batch_done(self, served: int, queued: int) -> None:
+        """A batch of ``served`` calls finished with ``queued`` calls waiting."""
+        self.expected = served + queued
+
+    def max_hold(self) -> float:
+        """The longest a batch may wait for company: ``a``, within ``max_latency``."""
         room = self.max_latency_s - (self.a + self.b * self.max_batch_size)
         return max(0.0, min(self.a, room))
+
+    def hold_until(
+        self, queued: int, rows: int, since: float, returning: int, last_event: float
+    ) -> float:
+        """Until when (``time.monotonic()``) ``queued`` calls of ``rows`` rows wait.
+
+        ``since`` is when the oldest of them could first have run (its arrival, or the
+        end of the previous batch if later); ``returning`` how many callers served by the
+        last batch have not woken up yet; ``last_event`` the newest arrival or wake-up.
+        A time already past means: run now.
+        """
+        if rows >= self.max_batch_size or queued >= self.expected:
+            return 0.0
+        limit = self.max_hold()
+        if limit <= 0.0:
+            return 0.0
+        if returning > 0:
+            return since + limit
+        return min(since + limit, last_event + self.BURST_GAP_S)
 
 
 class _LineFit:
@@ -297,14 +324,75 @@ class BatchStats:
     batch_sizes: list[int] = field(default_factory=list)
 
 
-@dataclass(eq=False, slots=True)
 class _Job:
-    payload: Any
-    rows: int
-    key: Key
-    future: Future[Any]
-    not_merged_with: Key | None = None  # another key queued beside it, for error notes
-    enqueued: float = field(default_factory=time.monotonic)
+    """One queued call (or chunk of an oversize call) and how its caller waits.
+
+    A thread caller blocks on ``lock`` (made locked) until ``result`` or ``error`` is set
+    and its lock released: by the worker for the first thread caller of a batch, then by
+    each woken caller for the next (its ``baton``), so that the callers of a batch wake one
+    after another instead of all scrambling for the GIL at once. An asyncio caller awaits
+    ``future`` on ``loop``.
+    """
+
+    __slots__ = (
+        "abandoned",
+        "baton",
+        "enqueued",
+        "error",
+        "future",
+        "key",
+        "lock",
+        "loop",
+        "not_merged_with",
+        "payload",
+        "result",
+        "returning",
+        "rows",
+    )
+
+    def __init__(
+        self,
+        payload: Any,
+        rows: int,
+        key: Key,
+        lock: LockType | None,
+        loop: asyncio.AbstractEventLoop | None = None,
+        future: asyncio.Future[Any] | None = None,
+    ) -> None:
+        self.payload = payload
+        self.rows = rows
+        self.key = key
+        self.lock = lock
+        self.loop = loop
+        self.future = future
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.not_merged_with: Key | None = None  # another key queued beside it, for notes
+        self.enqueued = 0.0
+        self.returning = False  # counted in Batcher._returning until its caller wakes
+        self.baton: LockType | None = None  # the next thread caller's lock, to release on waking
+        self.abandoned = False  # its thread caller stopped waiting (KeyboardInterrupt)
+
+    def cancelled(self) -> bool:
+        return self.future is not None and self.future.cancelled()
+
+
+def _settle(jobs: list[_Job]) -> None:
+    """On an event loop: hand each asyncio caller of a batch its result or error."""
+    for job in jobs:
+        future = job.future
+        if future is None or future.done():  # done: its caller gave up
+            continue
+        if job.error is not None:
+            future.set_exception(job.error)
+        else:
+            future.set_result(job.result)
+
+
+def _locked() -> LockType:
+    lock = allocate_lock()
+    lock.acquire()
+    return lock
 
 
 def _normalise_dims(batch_dim: BatchDim | Sequence[int]) -> tuple[int, int]:
@@ -356,11 +444,21 @@ class Batcher:
         self.in_dim, self.out_dim = _normalise_dims(batch_dim)
         self.name = name or getattr(fn, "__name__", "fn")
         self.policy = AdaptivePolicy(self.max_batch_size, self.max_latency_ms / 1000)
-        self._cond = threading.Condition(threading.Lock())
+        # _lock guards everything below. The worker sleeps on _wake (kept locked; a
+        # submitter releases it once, when the queue reaches _wake_at calls or a full batch).
+        self._lock = threading.Lock()
+        self._wake = _locked()
+        self._sleeping = False
+        self._wake_at = 1
         self._queue: deque[_Job] = deque()
-        self._in_flight = 0
+        self._queued_rows = 0
+        self._last_event = 0.0  # the newest arrival, or wake-up of a returning caller
+        self._free_at = 0.0  # when the last batch finished
+        self._returning = 0  # callers served by the last batch that have not woken yet
+        self._holding = False  # the worker sleeps holding a batch for company
         self._closed = False
         self._worker: threading.Thread | None = None
+        self._worker_id: int | None = None
         self._stats = BatchStats()
 
     # -- callers
@@ -375,12 +473,28 @@ class Batcher:
             RuntimeError: called from inside ``fn`` (it would wait on itself forever).
             Exception: whatever ``fn`` raised for the batch this call was in.
         """
-        if self._worker is not None and threading.current_thread() is self._worker:
+        if threading.get_ident() == self._worker_id:
             raise RuntimeError(f"batcher {self.name!r} called from inside its own fn")
-        jobs = self._enqueue(payload)
-        if len(jobs) == 1:
-            return jobs[0].future.result()
-        return self._join(jobs, [job.future.result() for job in jobs])
+        rows, axis, key = cut(payload, self.in_dim)
+        if rows <= self.max_batch_size:
+            job = _Job(payload, rows, key, _locked())
+            self._enqueue((job,), rows)
+            self._wait(job)
+            if job.returning:
+                self._woke(job)
+            if job.error is not None:
+                raise job.error
+            return job.result
+        jobs = self._chunks(payload, rows, axis, key, None)
+        self._enqueue(jobs, rows)
+        for job in jobs:
+            self._wait(job)
+            if job.returning:
+                self._woke(job)
+        for job in jobs:
+            if job.error is not None:
+                raise job.error
+        return self._join(jobs, [job.result for job in jobs])
 
     async def submit_async(self, payload: Any) -> Any:
         """Like :meth:`submit`, for asyncio: waits without blocking the event loop.
@@ -390,22 +504,35 @@ class Batcher:
         Raises:
             The same errors as :meth:`submit`.
         """
-        jobs = self._enqueue(payload)
-        if len(jobs) == 1:
-            return await asyncio.wrap_future(jobs[0].future)
-        parts = await asyncio.gather(*(asyncio.wrap_future(job.future) for job in jobs))
+        rows, axis, key = cut(payload, self.in_dim)
+        loop = asyncio.get_running_loop()
+        if rows <= self.max_batch_size:
+            future = loop.create_future()
+            job = _Job(payload, rows, key, None, loop, future)
+            self._enqueue((job,), rows)
+            try:
+                return await future
+            finally:  # also when cancelled: the worker must not wait for this caller
+                self._woke(job)
+        jobs = self._chunks(payload, rows, axis, key, loop)
+        self._enqueue(jobs, rows)
+        try:
+            parts = await asyncio.gather(*(job.future for job in jobs if job.future is not None))
+        finally:
+            for job in jobs:
+                self._woke(job)
         return self._join(jobs, parts)
 
     @property
     def stats(self) -> BatchStats:
         """A snapshot of how many times ``fn`` ran and the rows of each call."""
-        with self._cond:
+        with self._lock:
             return BatchStats(self._stats.calls, list(self._stats.batch_sizes))
 
     @property
     def pending(self) -> int:
         """How many calls (chunks of an oversize call counted apart) are queued, not running."""
-        with self._cond:
+        with self._lock:
             return len(self._queue)
 
     def close(self, timeout: float | None = None) -> None:
@@ -414,14 +541,13 @@ class Batcher:
         The batch already running finishes and its callers get their results. Closing
         twice is a no-op.
         """
-        with self._cond:
+        with self._lock:
             self._closed = True
             dropped = list(self._queue)
             self._queue.clear()
-            self._cond.notify_all()
-        for job in dropped:
-            if job.future.set_running_or_notify_cancel():
-                job.future.set_exception(BatcherClosed(f"batcher {self.name!r} was closed"))
+            self._queued_rows = 0
+            self._signal()
+        _deliver_error(dropped, BatcherClosed(f"batcher {self.name!r} was closed"))
         worker = self._worker
         if worker is not None and worker is not threading.current_thread():
             worker.join(timeout)
@@ -432,43 +558,89 @@ class Batcher:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _enqueue(self, payload: Any) -> list[_Job]:
-        rows, axis, key = cut(payload, self.in_dim)
+    def _chunks(
+        self, payload: Any, rows: int, axis: int, key: Key, loop: asyncio.AbstractEventLoop | None
+    ) -> list[_Job]:
+        """An oversize call cut into chunks of at most max_batch_size rows, a job each."""
         step = self.max_batch_size
-        if rows <= step:
-            jobs = [_Job(payload, rows, key, Future())]
-        else:  # too big for one call: cut into chunks, each a call of its own
-            jobs = [
-                _Job(
-                    _slice(payload, axis, i, min(i + step, rows)),
-                    min(step, rows - i),
-                    key,
-                    Future(),
-                )
-                for i in range(0, rows, step)
-            ]
-        with self._cond:
+        return [
+            _Job(
+                _slice(payload, axis, i, min(i + step, rows)),
+                min(step, rows - i),
+                key,
+                None if loop else _locked(),
+                loop,
+                loop.create_future() if loop else None,
+            )
+            for i in range(0, rows, step)
+        ]
+
+    def _enqueue(self, jobs: Sequence[_Job], rows: int) -> None:
+        now = time.monotonic()
+        for job in jobs:
+            job.enqueued = now
+        with self._lock:
             if self._closed:
                 raise BatcherClosed(f"batcher {self.name!r} is closed")
-            self._start_worker()
-            self.policy.record_arrival(len(self._queue) + self._in_flight + 1)
-            self._queue.extend(jobs)
-            self._cond.notify()
-        return jobs
+            if self._worker is None:
+                self._start_worker()
+            queue = self._queue
+            queue.extend(jobs)
+            self._queued_rows += rows
+            self._last_event = now
+            if self._sleeping and (
+                len(queue) >= self._wake_at or self._queued_rows >= self.max_batch_size
+            ):
+                self._signal()
+
+    def _wait(self, job: _Job) -> None:
+        """Block until the job is done, then wake the next thread caller of its batch."""
+        assert job.lock is not None
+        try:
+            job.lock.acquire()
+        except BaseException:  # interrupted: leave the chain without breaking it
+            with self._lock:
+                job.abandoned = True
+                baton, job.baton = job.baton, None
+            if baton is not None:
+                baton.release()
+            raise
+        if job.baton is not None:
+            job.baton.release()
+
+    def _woke(self, job: _Job) -> None:
+        """A caller of a single-job call woke up (or gave up): it is no longer returning."""
+        with self._lock:
+            if job.returning:
+                job.returning = False
+                self._returning -= 1
+                self._last_event = time.monotonic()
+                if self._returning == 0 and self._holding:
+                    self._signal()  # the hold may now end sooner
+            else:  # not served yet (an asyncio caller gave up): never count it later
+                job.lock = None
+                job.loop = None
+
+    def _signal(self) -> None:
+        """Wake the worker if it sleeps; the caller holds _lock."""
+        if self._sleeping:
+            self._sleeping = False
+            self._holding = False
+            self._wake.release()
 
     def _join(self, jobs: list[_Job], parts: Sequence[Any]) -> Any:
         return join_outputs(parts, self.out_dim, [job.rows for job in jobs])
 
     def _start_worker(self) -> None:
-        if self._worker is None:
-            self._worker = threading.Thread(
-                target=self._work, name=f"modelvault-batcher-{self.name}", daemon=True
-            )
-            self._worker.start()
+        self._worker = threading.Thread(
+            target=self._work, name=f"modelvault-batcher-{self.name}", daemon=True
+        )
+        self._worker.start()
 
     # -- the worker thread
 
     def _work(self) -> None:
+        self._worker_id = threading.get_ident()
         try:
             while (batch := self._next_batch()) is not None:
                 self._run(batch)
@@ -478,112 +650,161 @@ class Batcher:
             raise
 
     def _fail_queued(self, exc: BaseException) -> None:
-        with self._cond:
+        with self._lock:
             self._closed = True
             dropped = list(self._queue)
             self._queue.clear()
-        err = BatcherClosed(f"batcher {self.name!r} stopped: {exc!r}")
-        for job in dropped:
-            if job.future.set_running_or_notify_cancel():
-                job.future.set_exception(err)
+            self._queued_rows = 0
+        _deliver_error(dropped, BatcherClosed(f"batcher {self.name!r} stopped: {exc!r}"))
 
     def _next_batch(self) -> list[_Job] | None:
         """Block until a batch should run; None once closed."""
-        held = False
-        with self._cond:
-            while not self._closed:
-                if not self._queue:
-                    self._cond.wait()
-                    continue
-                head = self._queue[0]
-                jobs, rows = self._mergeable(head.key)
-                hold = self.policy.hold(jobs)
-                wait = head.enqueued + hold - time.monotonic()
-                if rows < self.max_batch_size and wait > 0:
-                    held = True
-                    self._cond.wait(wait)
-                    continue
-                if held and hold > 0 and rows < self.max_batch_size:
-                    self.policy.record_hold_expired(jobs)
-                batch = self._take(head.key)
-                if batch:
-                    self._log_decision(batch, hold)
-                    return batch
-            return None
-
-    def _mergeable(self, key: Key) -> tuple[int, int]:
-        jobs = rows = 0
-        for job in self._queue:
-            if job.key == key:
-                jobs += 1
-                rows += job.rows
-        return jobs, rows
+        policy = self.policy
+        while True:
+            with self._lock:
+                if self._closed:
+                    return None
+                queue = self._queue
+                timeout = -1.0  # sleep until woken
+                if queue:
+                    head = queue[0]
+                    now = time.monotonic()
+                    since = max(head.enqueued, self._free_at)
+                    if not self._returning and since - self._free_at > policy.BURST_GAP_S:
+                        # Came long after the last batch: not a caller coming back.
+                        policy.expected = len(queue)
+                    until = policy.hold_until(
+                        len(queue), self._queued_rows, since, self._returning, self._last_event
+                    )
+                    if until <= now:
+                        batch = self._take(head.key)
+                        if batch:
+                            self._log_decision(batch, now - since)
+                            return batch
+                        continue  # all of them were cancelled
+                    timeout = until - now
+                    self._wake_at = policy.expected
+                    self._holding = True
+                else:
+                    self._wake_at = 1
+                    self._holding = False
+                self._sleeping = True
+            woken = self._wake.acquire(True, timeout)
+            if not woken:
+                with self._lock:
+                    if self._sleeping:  # timed out, no signal on the way
+                        self._sleeping = False
+                        self._holding = False
+                        continue
+                self._wake.acquire()  # a signal came just after the timeout: consume it
 
     def _take(self, key: Key) -> list[_Job]:
         """Move the queued jobs of ``key`` that fit in one batch out of the queue."""
         batch: list[_Job] = []
         rest: deque[_Job] = deque()
         rows = 0
+        taken_rows = 0
+        limit = self.max_batch_size
         for job in self._queue:
-            if job.key != key or rows + job.rows > self.max_batch_size:
+            if job.key != key or rows + job.rows > limit:
                 if job.key != key:
                     job.not_merged_with = key
                 rest.append(job)
-            elif job.future.set_running_or_notify_cancel():  # False: its caller gave up
-                batch.append(job)
-                rows += job.rows
+            else:
+                taken_rows += job.rows
+                if not job.cancelled():  # cancelled: its asyncio caller gave up
+                    batch.append(job)
+                    rows += job.rows
         if rest and rest[0].key != key:
             for job in batch:
                 job.not_merged_with = rest[0].key
         self._queue = rest
-        self._in_flight += len(batch)
+        self._queued_rows -= taken_rows
         return batch
 
-    def _log_decision(self, batch: list[_Job], hold: float) -> None:
+    def _log_decision(self, batch: list[_Job], held: float) -> None:
         if logger.isEnabledFor(logging.DEBUG):
-            waited = time.monotonic() - batch[0].enqueued
             logger.debug(
-                "batcher %r: %d call(s), %d row(s) after %.3f ms (hold %.3f ms, "
-                "cost %.3f ms + %.4f ms/row, company %.1f, %d left queued)",
+                "batcher %r: %d call(s), %d row(s) after %.3f ms (held %.3f ms; "
+                "cost %.3f ms + %.4f ms/row, expected %d, %d left queued)",
                 self.name,
                 len(batch),
                 sum(job.rows for job in batch),
-                waited * 1e3,
-                hold * 1e3,
+                (time.monotonic() - batch[0].enqueued) * 1e3,
+                held * 1e3,
                 self.policy.a * 1e3,
                 self.policy.b * 1e3,
-                self.policy.company,
+                self.policy.expected,
                 len(self._queue),
             )
 
     def _run(self, batch: list[_Job]) -> None:
-        sizes = [job.rows for job in batch]
         start = time.monotonic()
-        parts: list[Any] = []
-        error: Exception | None = None
         try:
             if len(batch) == 1:  # alone: no copy in, no slicing out
-                parts = [self.fn(batch[0].payload)]
+                batch[0].result = self.fn(batch[0].payload)
             else:
+                sizes = [job.rows for job in batch]
                 output = self.fn(_concat([job.payload for job in batch], self.in_dim))
-                parts = split_output(output, self.out_dim, sizes)
+                for job, part in zip(batch, split_output(output, self.out_dim, sizes), strict=True):
+                    job.result = part
         except Exception as exc:
-            error = exc
+            for job in batch:
+                job.result = None
+                _note_not_merged(exc, job)
+                job.error = exc
+        end = time.monotonic()
+        rows = sum(job.rows for job in batch)
         # Count the call before any caller wakes, so a caller always sees its call in stats.
-        self._record(sum(sizes), time.monotonic() - start, len(batch))
-        for i, job in enumerate(batch):
-            if error is None:
-                job.future.set_result(parts[i])
-            else:
-                _note_not_merged(error, job)
-                job.future.set_exception(error)
-
-    def _record(self, rows: int, seconds: float, jobs: int) -> None:
-        with self._cond:
-            self._in_flight -= jobs
+        with self._lock:
             self._stats.calls += 1
             self._stats.batch_sizes.append(rows)
-            self.policy.record_call(rows, seconds)
+            self.policy.record_call(rows, end - start)
+            self.policy.record_batch_done(len(batch), len(self._queue))
+            self._free_at = end
+            returning = 0
+            for job in batch:  # callers that will tell when they wake (see _woke)
+                if job.lock is not None or job.loop is not None:
+                    job.returning = True
+                    returning += 1
+            self._returning += returning
+        self._wake_callers(batch)
+
+    def _wake_callers(self, batch: Sequence[_Job]) -> None:
+        """Wake the callers of a batch whose results (or errors) are set.
+
+        Thread callers are chained: the worker wakes the first, each the next. Asyncio
+        callers are settled with one ``call_soon_threadsafe`` per event loop.
+        """
+        with self._lock:  # _wait reads an abandoned job's baton under the lock
+            chain = [job for job in batch if job.lock is not None and not job.abandoned]
+            for job, after in pairwise(chain):
+                job.baton = after.lock
+        if chain:
+            chain[0].lock.release()  # type: ignore[union-attr]
+        _settle_soon(batch)
+
+
+def _settle_soon(batch: Sequence[_Job]) -> None:
+    """Settle the asyncio callers of a batch: one hop onto each of their event loops."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Job]] | None = None
+    for job in batch:
+        if job.lock is None and job.loop is not None:
+            if by_loop is None:
+                by_loop = {}
+            by_loop.setdefault(job.loop, []).append(job)
+    if by_loop:
+        for loop, jobs in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody is left to wait
+                loop.call_soon_threadsafe(_settle, jobs)
+
+
+def _deliver_error(jobs: Sequence[_Job], error: BaseException) -> None:
+    for job in jobs:
+        job.error = error
+        if job.lock is not None:
+            job.lock.release()
+    _settle_soon(jobs)
 
 
 def _note_not_merged(exc: Exception, job: _Job) -> None:

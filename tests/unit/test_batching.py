@@ -411,33 +411,41 @@ def test_policy_never_holds_a_lone_caller() -> None:
     policy = AdaptivePolicy(max_batch_size=100, max_latency_s=10.0)
     for rows in (1, 1, 2, 2):
         policy.record_call(rows, 0.001 * rows)
+    now = time.monotonic()
     for _ in range(20):
-        policy.record_arrival(in_system=1)
-        assert policy.hold(queued=1) == 0.0
+        policy.record_batch_done(served=1, queued=0)  # its only company is itself
+        assert policy.hold_until(1, 1, since=now, returning=0, last_event=now) == 0.0
 
 
 def test_policy_holds_a_crowd_at_most_the_fixed_cost_within_max_latency() -> None:
     policy = AdaptivePolicy(max_batch_size=100, max_latency_s=10.0)
     for rows in (1, 10, 50, 100):
         policy.record_call(rows, 0.002 + 0.00001 * rows)
-    for _ in range(30):
-        policy.record_arrival(in_system=64)
-    assert policy.hold(queued=5) == pytest.approx(0.002)
-    assert policy.hold(queued=64) == 0.0
+    policy.record_batch_done(served=64, queued=0)
+    t = 100.0
+    # Callers of the last batch still waking up: hold up to the fixed cost of a call.
+    assert policy.hold_until(5, 5, since=t, returning=59, last_event=t) == pytest.approx(t + 0.002)
+    # All awake: hold only while arrivals keep coming in a burst.
+    gap = AdaptivePolicy.BURST_GAP_S
+    assert policy.hold_until(5, 5, since=t, returning=0, last_event=t) == pytest.approx(t + gap)
+    # Everyone expected is here, or a full batch: no hold.
+    assert policy.hold_until(64, 64, since=t, returning=0, last_event=t) == 0.0
+    assert policy.hold_until(30, 100, since=t, returning=34, last_event=t) == 0.0
     # room left by max_latency for a full batch: 3.5 ms - (2 ms + 100 * 10 us) = 0.5 ms
     tight = AdaptivePolicy(max_batch_size=100, max_latency_s=0.0035)
-    tight.a, tight.b, tight.company = 0.002, 0.00001, 64.0
-    assert tight.hold(queued=1) == pytest.approx(0.0005)
+    tight.a, tight.b, tight.expected = 0.002, 0.00001, 64
+    assert tight.hold_until(1, 1, since=t, returning=63, last_event=t) == pytest.approx(t + 0.0005)
     tight.max_latency_s = 0.001
-    assert tight.hold(queued=1) == 0.0
+    assert tight.hold_until(1, 1, since=t, returning=63, last_event=t) == 0.0
 
 
-def test_policy_expects_less_company_after_holds_run_out() -> None:
+def test_policy_stops_holding_once_company_stops_coming() -> None:
     policy = AdaptivePolicy(max_batch_size=100, max_latency_s=10.0)
-    policy.a, policy.company = 0.001, 64.0
-    for _ in range(8):
-        policy.record_hold_expired(queued=1)
-    assert policy.hold(queued=1) == 0.0
+    policy.a, policy.expected = 0.001, 64
+    t = 100.0
+    # Nobody is waking up and the last arrival is older than a burst gap: run now.
+    until = policy.hold_until(10, 10, since=t, returning=0, last_event=t - 0.0002)
+    assert until < t
 
 
 def test_lone_caller_is_not_held_for_max_latency(make_batcher: Callable[..., Batcher]) -> None:
@@ -453,4 +461,89 @@ def test_lone_caller_is_not_held_for_max_latency(make_batcher: Callable[..., Bat
         batcher.submit(np.zeros(1))
     elapsed = time.monotonic() - start
     assert elapsed < 2.0, f"30 lone calls took {elapsed:.2f} s"
-    assert batcher.policy.hold(queued=1) == 0.0
+    assert batcher.policy.expected == 1
+    now = time.monotonic()
+    assert batcher.policy.hold_until(1, 1, since=now, returning=0, last_event=now) == 0.0
+
+
+# --- full batches from a crowd, cheap hand-offs
+
+
+def sleepy(x: np.ndarray) -> np.ndarray:
+    time.sleep(0.002)
+    return x * 2
+
+
+def full_share(sizes: list[int], crowd: int) -> float:
+    """Share of batches that held every caller, leaving out the first and last ten
+    (callers starting up and finishing)."""
+    steady = sizes[10:-10]
+    return sum(1 for n in steady if n == crowd) / max(len(steady), 1)
+
+
+def test_64_thread_callers_form_full_batches_not_halves(
+    make_batcher: Callable[..., Batcher],
+) -> None:
+    # Callers that resubmit at once used to settle into two alternating half-batches.
+    batcher = make_batcher(sleepy)
+    ready = threading.Barrier(64)
+
+    def caller(i: int) -> None:
+        x = np.full((1, 2), float(i))
+        ready.wait(WAIT)
+        for _ in range(60):
+            np.testing.assert_array_equal(batcher.submit(x), x * 2)
+
+    with ThreadPoolExecutor(64) as pool:
+        list(pool.map(caller, range(64)))
+    sizes = batcher.stats.batch_sizes
+    assert sum(sizes) == 64 * 60
+    assert full_share(sizes, 64) >= 0.5, f"batches: {sizes}"
+
+
+async def test_64_asyncio_callers_form_full_batches_with_one_loop_hop_each() -> None:
+    loop = asyncio.get_running_loop()
+    hops = 0
+    real = loop.call_soon_threadsafe
+
+    def counting(*args: Any, **kwargs: Any) -> Any:  # the loop's own method, counted
+        nonlocal hops
+        hops += 1
+        return real(*args, **kwargs)
+
+    loop.call_soon_threadsafe = counting  # type: ignore[method-assign]
+    try:
+        with Batcher(sleepy) as batcher:
+
+            async def caller(i: int) -> None:
+                x = np.full((1, 2), float(i))
+                for _ in range(40):
+                    np.testing.assert_array_equal(await batcher.submit_async(x), x * 2)
+
+            await asyncio.gather(*(caller(i) for i in range(64)))
+            sizes = batcher.stats.batch_sizes
+    finally:
+        del loop.call_soon_threadsafe
+    assert sum(sizes) == 64 * 40
+    assert full_share(sizes, 64) >= 0.5, f"batches: {sizes}"
+    assert hops == len(sizes)  # one hop onto the loop per batch, not one per call
+
+
+def test_callers_of_one_batch_all_wake_with_their_own_result(
+    make_batcher: Callable[..., Batcher],
+) -> None:
+    # Thread callers of a batch are woken one after another (each wakes the next):
+    # every one of them must wake, with its own slice, also when fn fails.
+    gated = Gated(lambda x: x * 3 if (x >= 0).all() else np.log(-1.0 + "x"))  # type: ignore[operator]
+    batcher = make_batcher(gated)
+    payloads = [np.full((1, 2), float(i)) for i in range(40)]
+    _, results = run_gated(batcher, gated, np.zeros((1, 2)), payloads)
+    for payload, result in zip(payloads, results, strict=True):
+        np.testing.assert_array_equal(result, payload * 3)
+    bad = [np.full((1, 2), -1.0)] + [np.full((1, 2), float(i)) for i in range(20)]
+    gated.seen.clear()
+    gated.gate.clear()
+    gated.entered.clear()
+    _, results = run_gated(batcher, gated, np.zeros((1, 2)), bad)
+    assert all(isinstance(r, TypeError) for r in results)  # the whole batch failed
+    np.testing.assert_array_equal(batcher.submit(np.ones((1, 2))), np.full((1, 2), 3.0))
