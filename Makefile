@@ -33,5 +33,13 @@ typecheck: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_store.py
 
+# BentoML in a virtualenv of its own (never in .venv): benchmarks/bench_runner.py drives its
+# CorkDispatcher beside modelvault's batcher; the BentoML interop work reuses it.
+.venv-bentoml/.installed: benchmarks/requirements-bentoml.txt
+	$(PY) -m venv .venv-bentoml
+	.venv-bentoml/bin/pip install --quiet --upgrade pip
+	.venv-bentoml/bin/pip install --quiet -r benchmarks/requirements-bentoml.txt
+	touch .venv-bentoml/.installed
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
