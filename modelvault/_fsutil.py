@@ -8,10 +8,13 @@ processes must see as in use (:func:`in_flight`, :func:`temp_in_use`).
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import functools
 import os
 import re
+import shutil
+import stat
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -313,3 +316,60 @@ def file_lock(path: Path, *, shared: bool) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # closing releases the lock
+
+
+def make_writable(path: Path) -> None:
+    """Give the owner write permission on the folders of a read-only tree so it can be
+    removed (entries that vanish meanwhile are skipped)."""
+    for root, dirs, _ in os.walk(path):
+        for d in [path, *(Path(root) / d for d in dirs)]:
+            with contextlib.suppress(FileNotFoundError):
+                os.chmod(d, os.lstat(d).st_mode | stat.S_IWUSR)
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a folder, read-only or not; what vanishes meanwhile (another process
+    removing it too) is no error."""
+    if not path.exists():
+        return
+    make_writable(path)
+
+    def gone_already(fn: object, p: str, exc_info: tuple[type, BaseException, object]) -> None:
+        if not isinstance(exc_info[1], FileNotFoundError):
+            raise exc_info[1]
+
+    shutil.rmtree(path, onerror=gone_already)
+
+
+@contextlib.contextmanager
+def reports_disk_full(op: str, where: Path) -> Iterator[None]:
+    """Turn a disk-full ``OSError`` inside the block into :class:`~modelvault.errors.DiskFull`
+    saying that ``op`` failed, where (the failing file, else ``where``), how much is free
+    and what to free. The store itself stays as it was: nothing half-written is published.
+    """
+    from modelvault.errors import DiskFull
+
+    try:
+        yield
+    except DiskFull:
+        raise
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        at = Path(exc.filename) if exc.filename else where
+        raise DiskFull(
+            exc.errno,
+            f"{op} failed: no space left on the disk holding {at} ({_free(at)} free); "
+            "nothing was published and the store is as it was. Free space there "
+            "(`mv delete` old versions, then `mv gc`; `mv du` shows what each model holds) "
+            "and try again",
+            exc.filename,
+        ) from exc
+
+
+def _free(path: Path) -> str:
+    for p in (path, *path.parents):
+        with contextlib.suppress(OSError):
+            st = os.statvfs(p)
+            return f"{st.f_bavail * st.f_frsize / 2**20:.1f} MiB"
+    return "unknown"

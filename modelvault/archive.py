@@ -102,6 +102,7 @@ from modelvault.errors import (
 from modelvault.model import Model
 from modelvault.odb.packs import verify_payload
 from modelvault.refs import RefValue
+from modelvault.repo import maintenance
 from modelvault.tags import Tag
 
 if TYPE_CHECKING:
@@ -362,14 +363,14 @@ def _model_info(m: ModelObject) -> Info:
 
 def _stored_info(store: Store, oid: bytes) -> Info | None:
     """Kind, size and children of an object of the store, or None if it is absent."""
-    entry = store._db.entry(oid)
+    entry = store.repo.objects.entry(oid)
     if entry is None:
         return None
     kind = ObjType(entry.kind)
     if kind == ObjType.CHUNK:
         return kind, entry.raw_len, []
     try:
-        return _decode(kind, store._db.read(oid, kind))
+        return _decode(kind, store.repo.objects.read(oid, kind))
     except ValueError as exc:
         raise IntegrityError(f"stored object {oid.hex()} is malformed: {exc}") from exc
 
@@ -424,7 +425,7 @@ def export_model(
     base_ref = None
     if base is not None:
         base_model = store.get(base)
-        skip, _ = store.reachable([base_model._oid])
+        skip, _ = maintenance.reachable(store.repo, [base_model.ref.model_id])
         base_ref = (base_model.tag, base_model._oid)
     manifest = Manifest(model.tag, model._oid, base_ref)
     name = f"{model.tag.name}-{model.tag.version}{SUFFIX}"
@@ -491,7 +492,7 @@ class _PackFiles:
             fd = self._fds.get(pack)
             if fd is None:
                 try:
-                    fd = os.open(self._store._db.pack_dir / f"{pack}.pack", os.O_RDONLY)
+                    fd = os.open(self._store.repo.objects.pack_dir / f"{pack}.pack", os.O_RDONLY)
                 except FileNotFoundError:
                     return None
                 self._fds[pack] = fd
@@ -505,7 +506,7 @@ class _PackFiles:
 
     def _read(self, items: list[tuple[bytes, ObjType]]) -> list[tuple[Entry, bytes | memoryview]]:
         """The stored payloads of ``items``; records next to each other come in one read."""
-        db = self._store._db
+        db = self._store.repo.objects
         found: list[tuple[Entry, bytes | memoryview] | None] = [None] * len(items)
         spans: list[tuple[Entry, int]] = []
         for i, (oid, _) in enumerate(items):
@@ -538,7 +539,7 @@ class _PackFiles:
         fd = self._fd(first.pack)
         if fd is None:  # repacked by gc since the index was loaded: ask the store
             for _, i in run:
-                found[i] = self._store._db.read_stored(items[i][0])
+                found[i] = self._store.repo.objects.read_stored(items[i][0])
             return
         data = memoryview(os.pread(fd, last.offset + last.stored_len - first.offset, first.offset))
         for e, i in run:
@@ -1055,7 +1056,7 @@ def _check_closure(store: Store, manifest: Manifest, got: _Received) -> ModelObj
             _need(want_size in (None, size), f"{what} gives {child.hex()} a wrong size")
     model = got.models.get(manifest.model_id)
     if model is None:
-        model = ModelObject.decode(store._db.read(manifest.model_id, ObjType.MODEL))
+        model = ModelObject.decode(store.repo.objects.read(manifest.model_id, ObjType.MODEL))
     named = f"{model.name}:{model.version}"
     _need(named == str(manifest.tag), f"archive tag {manifest.tag} holds the model {named}")
     return model
@@ -1067,7 +1068,7 @@ def _missing_message(store: Store, manifest: Manifest, missing: list[bytes]) -> 
         return f"archive is incomplete: {first} are neither in it nor in the store"
     base, base_id = manifest.base
     try:
-        present = store._refs.read(base).model_id == base_id
+        present = store.repo.refs.read(base).model_id == base_id
     except NotFound:
         present = False
     if not present:
@@ -1132,7 +1133,7 @@ def import_model(
         )
     with (
         _input(src) as f,
-        store.writing() as writer,
+        store.repo.writing() as writer,
         ThreadPoolExecutor(2, thread_name_prefix="modelvault-import") as pool,
         ThreadPoolExecutor(1, thread_name_prefix="modelvault-import-hash") as hasher,
     ):
@@ -1178,15 +1179,15 @@ def import_model(
             ) from None
         _check_free(store, ref)
         writer.commit()  # invariant 1: objects durable before the ref exists
-        if not store._refs.create(ref):
+        if not store.repo.refs.create(ref):
             _check_free(store, ref)  # created meanwhile: the same model, or ModelExists
-    return Model(store, ref)
+    return Model(store.repo, ref)
 
 
 def _check_free(store: Store, ref: RefValue) -> None:
     """Raise ModelExists if ``ref.tag`` holds another model (the same one is fine)."""
     try:
-        held = store._refs.read(ref.tag).model_id
+        held = store.repo.refs.read(ref.tag).model_id
     except NotFound:
         return
     if held != ref.model_id:

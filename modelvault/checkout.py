@@ -7,11 +7,8 @@ read returns bytes that do not match what was saved.
 from __future__ import annotations
 
 import bisect
-import contextlib
 import io
 import os
-import shutil
-import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,48 +16,26 @@ from typing import TYPE_CHECKING
 from modelvault import _fsutil
 from modelvault._parallel import ordered_map
 from modelvault.core.hashing import ObjType
-from modelvault.core.objects import KIND_EXEC, KIND_TREE, FileObject, TreeObject
-from modelvault.errors import IntegrityError, NotFound
+from modelvault.core.objects import KIND_EXEC, KIND_TREE, FileObject
 from modelvault.odb import PackDB
+from modelvault.odb.reading import lookup, read_file_object, read_tree
+
+__all__ = [
+    "FileReader",
+    "lookup",  # (re-exported from odb.reading: the read path's callers find them here)
+    "materialise",
+    "read_file_object",
+    "read_tree",
+    "write_file",
+    "write_tree",
+]
 
 if TYPE_CHECKING:
     from concurrent.futures import ThreadPoolExecutor
 
+    from modelvault.repo.cache import Cache
+
 Progress = Callable[[int], None]
-
-
-def read_tree(db: PackDB, oid: bytes) -> TreeObject:
-    """Load and decode a tree object (raises IntegrityError if malformed)."""
-    try:
-        return TreeObject.decode(db.read(oid, ObjType.TREE))
-    except ValueError as exc:
-        raise IntegrityError(f"tree {oid.hex()} is malformed: {exc}") from exc
-
-
-def read_file_object(db: PackDB, oid: bytes) -> FileObject:
-    """Load and decode a file object (raises IntegrityError if malformed)."""
-    try:
-        return FileObject.decode(db.read(oid, ObjType.FILE))
-    except ValueError as exc:
-        raise IntegrityError(f"file object {oid.hex()} is malformed: {exc}") from exc
-
-
-def lookup(db: PackDB, tree_id: bytes, relpath: str) -> tuple[str, bytes]:
-    """Find ``relpath`` (``/``-separated) in a tree; returns (kind, id).
-
-    Raises:
-        NotFound: no such entry.
-    """
-    parts = [p for p in relpath.replace("\\", "/").split("/") if p not in ("", ".")]
-    kind, oid = KIND_TREE, tree_id
-    for i, part in enumerate(parts):
-        if kind != KIND_TREE:
-            raise NotFound(f"{'/'.join(parts[:i])} is a file, not a folder")
-        entry = next((e for e in read_tree(db, oid).entries if e.name == part), None)
-        if entry is None:
-            raise NotFound(f"no file {relpath!r} in the model")
-        kind, oid = entry.kind, entry.oid
-    return kind, oid
 
 
 class FileReader(io.RawIOBase):
@@ -169,24 +144,19 @@ def write_tree(
         os.chmod(dest, 0o555)
 
 
-def make_writable(path: Path) -> None:
-    """Give the owner write permission on a read-only tree so it can be removed
-    (entries that vanish meanwhile are skipped)."""
-    for root, dirs, _ in os.walk(path):
-        for d in [path, *(Path(root) / d for d in dirs)]:
-            with contextlib.suppress(FileNotFoundError):
-                os.chmod(d, os.lstat(d).st_mode | stat.S_IWUSR)
-
-
-def remove_tree(path: Path) -> None:
-    """Remove a folder written read-only by :func:`write_tree`; what vanishes meanwhile
-    (another process removing it too) is no error."""
-    if not path.exists():
-        return
-    make_writable(path)
-
-    def gone_already(fn: object, p: str, exc_info: tuple[type, BaseException, object]) -> None:
-        if not isinstance(exc_info[1], FileNotFoundError):
-            raise exc_info[1]
-
-    shutil.rmtree(path, onerror=gone_already)
+def materialise(
+    cache: Cache,
+    db: PackDB,
+    model_id: bytes,
+    tree_id: Callable[[], bytes],
+    pool: ThreadPoolExecutor,
+) -> Path:
+    """The cache folder of a model, written (again) unless it is there unchanged
+    (``tree_id`` is read only when it must be written; see repo.cache)."""
+    if cache.unchanged(model_id):
+        return cache.folder(model_id)
+    with cache.writing(model_id) as tmp:
+        if tmp is None:  # written meanwhile by another process
+            return cache.folder(model_id)
+        write_tree(db, tree_id(), tmp, pool, read_only=True)
+        return cache.publish(model_id, tmp)

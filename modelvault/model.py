@@ -8,16 +8,19 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from modelvault.checkout import FileReader, lookup, read_file_object
-from modelvault.core.hashing import ObjType
+from modelvault import _fsutil
+from modelvault.checkout import FileReader, materialise
 from modelvault.core.objects import KIND_TREE, ModelObject
 from modelvault.errors import IntegrityError, InvalidInput, NotFound
+from modelvault.odb.reading import lookup, read_file_object, read_model
 from modelvault.refs import RefValue
+from modelvault.repo import Repository
 from modelvault.tags import Tag
 
 if TYPE_CHECKING:
     from modelvault.runner import Runner
-    from modelvault.store import Store
+
+__all__ = ["Model", "ModelInfo", "micros_to_datetime"]
 
 
 @dataclass(frozen=True)
@@ -53,14 +56,14 @@ class Model:
     (once, into the store's cache) only when ``path`` is asked for.
     """
 
-    def __init__(self, store: Store, ref: RefValue) -> None:
-        self._store = store
+    def __init__(self, repo: Repository, ref: RefValue) -> None:
+        self.repo = repo
         self.tag: Tag = ref.tag
         self._oid = ref.model_id
-        self._ref = ref
+        self.ref = ref
 
     def __repr__(self) -> str:
-        return f"Model(tag={str(self.tag)!r}, path={str(self._store.path)!r})"
+        return f"Model(tag={str(self.tag)!r}, path={str(self.repo.path)!r})"
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Model) and (self.tag, self._oid) == (other.tag, other._oid)
@@ -73,23 +76,18 @@ class Model:
         """Hex content id of the model object: equal ids mean the same model, byte for byte."""
         return self._oid.hex()
 
-    @property
-    def store(self) -> Store:
-        """The store this model lives in."""
-        return self._store
-
     @cached_property
-    def _object(self) -> ModelObject:
-        data = self._store._db.read(self._oid, ObjType.MODEL)
+    def object(self) -> ModelObject:
+        """The decoded model object (read from the store on first use)."""
         try:
-            return ModelObject.decode(data)
-        except ValueError as exc:
-            raise IntegrityError(f"model object of {self.tag} is malformed: {exc}") from exc
+            return read_model(self.repo.objects, self._oid)
+        except IntegrityError as exc:
+            raise IntegrityError(f"model object of {self.tag}: {exc}") from exc
 
     @cached_property
     def info(self) -> ModelInfo:
         """Name, version, module, labels, metadata, options, context, signatures, times."""
-        o = self._object
+        o = self.object
         return ModelInfo(
             name=o.name,
             version=o.version,
@@ -106,25 +104,35 @@ class Model:
     @property
     def creation_time(self) -> dt.datetime:
         """When the model was saved (UTC); read from the ref, no pack access."""
-        return micros_to_datetime(self._ref.created)
+        return micros_to_datetime(self.ref.created)
 
     @property
     def module(self) -> str:
         """The flavour that saved the model (``info.module``), from the ref when it says."""
-        return self._ref.module if self._ref.module is not None else self._object.module
+        return self.ref.module if self.ref.module is not None else self.object.module
 
     @property
     def size(self) -> int:
         """Logical bytes: the sum of the sizes of the model's files."""
-        return self._ref.size if self._ref.size is not None else self._object.size
+        return self.ref.size if self.ref.size is not None else self.object.size
 
     @property
     def path(self) -> str:
         """A read-only local folder holding the model's files exactly as saved.
 
-        Written into the store's cache on first access and reused afterwards.
+        Written into the store's cache on first access and reused afterwards, unless its
+        files changed since: then it is written afresh (see ``repo.cache``).
         """
-        return str(self._store._materialise(self._oid, lambda: self._object.tree))
+        from concurrent.futures import ThreadPoolExecutor
+
+        with (
+            _fsutil.reports_disk_full("writing out the model folder (Model.path)", self.repo.path),
+            ThreadPoolExecutor(2, thread_name_prefix="modelvault-read") as pool,
+        ):
+            folder = materialise(
+                self.repo.cache, self.repo.objects, self._oid, lambda: self.object.tree, pool
+            )
+        return str(folder)
 
     def path_of(self, relpath: str) -> str:
         """The local path of one of the model's files (materialising the folder)."""
@@ -138,8 +146,8 @@ class Model:
         """
         if not isinstance(relpath, str) or not relpath:
             raise InvalidInput(f"open() takes the relative path of a file, not {relpath!r}")
-        db = self._store._db
-        kind, oid = lookup(db, self._object.tree, relpath)
+        db = self.repo.objects
+        kind, oid = lookup(db, self.object.tree, relpath)
         if kind == KIND_TREE:
             raise NotFound(f"{relpath!r} is a folder in {self.tag}, not a file")
         return FileReader(db, read_file_object(db, oid), relpath)
@@ -147,12 +155,12 @@ class Model:
     @cached_property
     def custom_objects(self) -> dict[str, Any]:
         """The custom objects saved with the model, unpickled on first access."""
-        oid = self._object.custom_objects
+        oid = self.object.custom_objects
         if oid is None:
             return {}
         import cloudpickle
 
-        db = self._store._db
+        db = self.repo.objects
         with FileReader(db, read_file_object(db, oid)) as f:
             loaded = cloudpickle.load(f)
         if not isinstance(loaded, dict):

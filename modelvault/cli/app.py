@@ -9,7 +9,6 @@ import logging
 import os
 import sys
 import traceback
-from collections import Counter
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -311,7 +310,7 @@ def delete(
         tag = Tag.from_str(text)
         damaged: list[Tag] = []  # damaged refs: deleting them is the repair their error advises
         if tag.version is None:
-            targets = [store.get(r.tag) for r in store._refs.versions(tag.name, damaged)]
+            targets = [store.get(r.tag) for r in store.repo.refs.versions(tag.name, damaged)]
         else:
             try:
                 targets = [store.get(tag)]
@@ -584,7 +583,9 @@ def du(
     `mv delete` + `mv gc` of this model alone would free.
     """
     store = _store()
-    rows = _footprints(store, store.list())
+    from modelvault.repo import maintenance
+
+    rows = maintenance.footprints(store.repo, [m.ref for m in store.list()])
     stats = store.stats()
     total = {
         "models": stats.models,
@@ -610,27 +611,6 @@ def du(
         f"{render.human_size(stats.stored_bytes)} stored, "
         f"dedup ratio {stats.dedup_ratio:.2f}x"
     )
-
-
-def _footprints(store: "Store", models: "list[Model]") -> list[dict[str, Any]]:
-    """Per model: logical bytes, stored bytes of what it reaches, and of what only it reaches."""
-    reach = {m.tag: store.reachable([m._oid])[0] for m in models}
-    holders = Counter(oid for ids in reach.values() for oid in ids)
-    sizes: dict[bytes, int] = {}
-    for oid in holders:
-        entry = store._db.entry(oid)
-        sizes[oid] = entry.stored_len if entry is not None else 0
-    return [
-        {
-            "tag": str(m.tag),
-            "name": m.tag.name,
-            "version": m.tag.version,
-            "logical_bytes": m.size,
-            "stored_bytes": sum(sizes[o] for o in reach[m.tag]),
-            "unique_bytes": sum(sizes[o] for o in reach[m.tag] if holders[o] == 1),
-        }
-        for m in models
-    ]
 
 
 # -- running ----------------------------------------------------------------------------

@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from blake3 import blake3
 
-from modelvault import _fsutil
 from modelvault import remotes as _remotes
 from modelvault._parallel import ordered_map
 from modelvault.core.hashing import ObjType
@@ -36,6 +35,7 @@ from modelvault.odb.packs import verify_payload
 from modelvault.refs import RefValue, damaged_message, warn_damaged
 from modelvault.remote.repo import RemoteRepo, cache_key, index_key, pack_key
 from modelvault.remote.transport import Metered, Retrying, Transport, open_transport
+from modelvault.repo import maintenance
 from modelvault.tags import Tag
 
 if TYPE_CHECKING:
@@ -119,13 +119,13 @@ def _open(store: Store, remote: str | None, jobs: int) -> _Session:
     url, options = resolve_remote(store, remote)
     meter = Metered(open_transport(url, options))
     transport: Transport = Retrying(meter)
-    cache = store.path / "remotes" / cache_key(url, options)
+    cache = store.repo.remote_cache(cache_key(url, options))
     return _Session(RemoteRepo(transport, cache, jobs), meter, jobs)
 
 
 def _local_ref(store: Store, tag: Tag) -> RefValue | None:
     try:
-        return store._refs.read(tag)
+        return store.repo.refs.read(tag)
     except NotFound:
         return None
 
@@ -163,13 +163,13 @@ def push(
         RemoteError: the remote failed (after retries), with its URL and the cause.
     """
     model = store.get(tag)
-    ref = store._refs.read(model.tag)
+    ref = store.repo.refs.read(model.tag)
     s = _open(store, remote, jobs)
     s.repo.check_format(create=True)
     if _remote_has(s.repo, ref):
         return s.result(0)
-    with _fsutil.file_lock(store.path / "locks" / "gc.lock", shared=True):
-        reach, missing = store.reachable([ref.model_id])
+    with store.repo.gc_lock(shared=True):
+        reach, missing = maintenance.reachable(store.repo, [ref.model_id])
         if missing:
             raise IntegrityError(
                 f"cannot push {ref.tag}: {len(missing)} of its objects are missing or damaged "
@@ -177,8 +177,8 @@ def push(
             )
         index = s.repo.index()
         needed = reach - index.entries.keys()
-        uploads = _plan(store._db, needed)
-        sent = _send_all(store._db, s, uploads, progress)
+        uploads = _plan(store.repo.objects, needed)
+        sent = _send_all(store.repo.objects, s, uploads, progress)
     if not s.repo.create_ref(ref):
         _remote_has(s.repo, ref)  # the same model raced in (fine), or ModelExists
     return s.result(sent)
@@ -375,7 +375,7 @@ class _Receiver:
         fetcher: _Fetcher,
         prefetched: dict[bytes, Fetched] | None = None,
     ) -> None:
-        self.db = store._db
+        self.db = store.repo.objects
         self.writer = writer
         self.fetcher = fetcher
         self.prefetched = prefetched or {}  # model objects read while choosing latest
@@ -556,13 +556,13 @@ def pull(
     prefetched: dict[bytes, Fetched] = {}
     ref = _newest(store, s, fetcher, t.name, prefetched) if t.is_latest else s.repo.read_exact(t)
     _local_has(store, ref)  # ModelExists before anything moves
-    with store.writing() as writer:
+    with store.repo.writing() as writer:
         receiver = _Receiver(store, writer, fetcher, prefetched)
         model, chunks = receiver.walk(ref)
         receiver.receive(chunks, progress)
         writer.commit()  # invariant 1: objects durable before the ref exists
         value = RefValue.of(ref.tag, ref.model_id, model)  # the model's values, not the ref's
-        if not store._refs.create(value):
+        if not store.repo.refs.create(value):
             _local_has(store, ref)  # raises ModelExists unless the same model raced in
     s.repo.remember_checked(value)
     return s.result(receiver.objects)
@@ -625,10 +625,10 @@ def _agrees(said: RefValue, true: RefValue) -> bool:
 
 def _checked_locally(store: Store, ref: RefValue) -> RefValue | None:
     """``ref`` with its model object's values when the local store holds that object."""
-    if not store._db.has(ref.model_id):
+    if not store.repo.objects.has(ref.model_id):
         return None
     try:
-        model = ModelObject.decode(store._db.read(ref.model_id, ObjType.MODEL))
+        model = ModelObject.decode(store.repo.objects.read(ref.model_id, ObjType.MODEL))
     except (NotFound, IntegrityError, ValueError):
         return None  # lost or damaged here: the remote's copy decides
     return _value_of(ref, model)

@@ -1,4 +1,5 @@
-"""Materialised model folders (``Model.path``): written once, checked at every hand-out.
+"""The cache of materialised model folders (``Model.path``): names, stat manifests,
+checks, and removal. (Writing a folder out is the read path's: ``checkout.materialise``.)
 
 A folder ``cache/<model id>`` is written under a temporary name guarded by an in-flight
 lock (so ``gc`` in any process on the host leaves it alone), described by a stat
@@ -22,19 +23,19 @@ import contextlib
 import json
 import os
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from modelvault import _fsutil
-from modelvault.checkout import read_file_object, read_tree, remove_tree, write_tree
+from modelvault._fsutil import remove_tree
 from modelvault.core.hashing import ObjType, object_id
 from modelvault.core.objects import KIND_EXEC, KIND_TREE
 from modelvault.errors import IntegrityError, NotFound
 from modelvault.odb import PackDB
+from modelvault.odb.reading import read_file_object, read_tree
 
-if TYPE_CHECKING:
-    from concurrent.futures import ThreadPoolExecutor
+__all__ = ["MANIFEST_FORMAT", "MANIFEST_SUFFIX", "Cache", "tree_size"]
 
 MANIFEST_FORMAT = 1
 MANIFEST_SUFFIX = ".stat"
@@ -83,30 +84,30 @@ class Cache:
         except (OSError, ValueError):
             return False
 
-    def materialise(
-        self, model_id: bytes, tree_id: Callable[[], bytes], pool: ThreadPoolExecutor
-    ) -> Path:
-        """The folder of a model, written (again) unless it is there unchanged."""
-        final = self.folder(model_id)
-        if self.unchanged(model_id):
-            return final
+    @contextlib.contextmanager
+    def writing(self, model_id: bytes) -> Iterator[Path | None]:
+        """Hold the model's folder lock; yield a fresh in-flight temporary to write the
+        folder into, or None when the folder is there unchanged (written meanwhile by
+        another process). Call :meth:`publish` with the written temporary."""
         self._locks.mkdir(exist_ok=True)
-        with _fsutil.file_lock(
-            self._locks / model_id.hex(), shared=False
-        ):  # one writer per model at a time
-            if self.unchanged(model_id):  # written meanwhile by another process
-                return final
+        with _fsutil.file_lock(self._locks / model_id.hex(), shared=False):
+            if self.unchanged(model_id):
+                yield None
+                return
             self.drop(model_id)
-            tree = tree_id()
             with _fsutil.in_flight(self.root, ".cache") as tmp:
                 try:
-                    write_tree(self._db, tree, tmp, pool, read_only=True)
-                    doc = {"format": MANIFEST_FORMAT, "entries": _scan(tmp)}
-                    _fsutil.atomic_write(self._manifest(model_id), json.dumps(doc).encode())
-                    os.rename(tmp, final)
+                    yield tmp
                 except BaseException:
                     remove_tree(tmp)
                     raise
+
+    def publish(self, model_id: bytes, tmp: Path) -> Path:
+        """Record the stat manifest of a written folder, then rename it into place."""
+        doc = {"format": MANIFEST_FORMAT, "entries": _scan(tmp)}
+        _fsutil.atomic_write(self._manifest(model_id), json.dumps(doc).encode())
+        final = self.folder(model_id)
+        os.rename(tmp, final)
         _fsutil.fsync_dir(self.root)
         return final
 

@@ -16,7 +16,7 @@ from modelvault.core.hashing import ObjType
 
 def _flip_a_chunk(home: Path) -> None:
     store = modelvault.Store(home)
-    entries = [store._db.entry(oid) for oid in store._db.ids()]
+    entries = [store.repo.objects.entry(oid) for oid in store.repo.objects.ids()]
     e = max((e for e in entries if e and e.kind == ObjType.CHUNK), key=lambda e: e.stored_len)
     path = home / "objects" / "packs" / f"{e.pack}.pack"
     path.chmod(0o644)

@@ -43,9 +43,9 @@ def saved(mv: Run, tmp_path: Path, _isolated_home: Path) -> Store:
 
 def _flip_chunk(store: Store, tag: str) -> None:
     model = store.get(tag)
-    _, fid = lookup(store._db, model._object.tree, "w.bin")
-    cid = read_file_object(store._db, fid).chunks[1][0]
-    e = store._db.entry(cid)
+    _, fid = lookup(store.repo.objects, model.object.tree, "w.bin")
+    cid = read_file_object(store.repo.objects, fid).chunks[1][0]
+    e = store.repo.objects.entry(cid)
     assert e is not None
     pack = store.path / "objects" / "packs" / f"{e.pack}.pack"
     pack.chmod(0o644)

@@ -42,6 +42,7 @@ import modelvault
 from modelvault import _fsutil
 from modelvault.odb import packs
 from modelvault.refs import RefStore
+from modelvault.repo import maintenance
 from modelvault.store import Store
 
 POINTS = (
@@ -111,7 +112,7 @@ def install_points() -> None:
     _before(RefStore, "create", "before-ref")
     _after(RefStore, "create", "after-ref")
     _after(_fsutil, "_write_temp", "ref-temp", lambda folder, data: "refs" in Path(folder).parts)
-    _after(Store, "_repack", "gc-repacked")
+    _after(maintenance, "_repack", "gc-repacked")
     _after(os, "unlink", "gc-idx-gone", lambda path, *a, **k: str(path).endswith(".idx"))
     _after(os, "unlink", "gc-cache-half", lambda path, *a, **k: "dir_fd" in k)  # rmtree
     _before(os, "rename", "cache-rename", lambda src, dst: ".cache" in str(src))

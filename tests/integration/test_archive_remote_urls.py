@@ -54,11 +54,11 @@ def test_failed_multipart_export_leaves_nothing_in_the_bucket(
 ) -> None:
     src = modelvault.Store(tmp_path / "src")
     model = src.save(_model_dir(tmp_path / "m", 60 << 20), "big:v1")  # > one 50 MiB part
-    weights = lookup(src._db, model._object.tree, "weights.bin")[1]
-    last = read_file_object(src._db, weights).chunks[-1][0]
-    entry = src._db.entry(last)
+    weights = lookup(src.repo.objects, model.object.tree, "weights.bin")[1]
+    last = read_file_object(src.repo.objects, weights).chunks[-1][0]
+    entry = src.repo.objects.entry(last)
     assert entry is not None
-    pack = src._db.pack_dir / f"{entry.pack}.pack"
+    pack = src.repo.objects.pack_dir / f"{entry.pack}.pack"
     pack.chmod(0o644)
     with open(pack, "r+b") as f:  # damage the last chunk: the first part is uploaded by then
         f.seek(entry.offset)

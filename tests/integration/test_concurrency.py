@@ -197,7 +197,7 @@ def test_verify_beside_gc_reports_no_false_damage(tmp_path: Path, sources: list[
     store.delete("old:v1")
     gc = Child("gc", str(path), "--wait")
     gc.expect("ready")
-    real = store._db.verify_pack
+    real = store.repo.objects.verify_pack
     started: list[str] = []
     lock = path / "locks" / "gc.lock"
 
@@ -211,7 +211,7 @@ def test_verify_beside_gc_reports_no_false_damage(tmp_path: Path, sources: list[
             )
         return real(name)
 
-    store._db.verify_pack = verify_pack_after_gc_starts  # type: ignore[method-assign]
+    store.repo.objects.verify_pack = verify_pack_after_gc_starts  # type: ignore[method-assign]
     report = store.verify()
     assert report.ok, report
     code, _, err = gc.finish()

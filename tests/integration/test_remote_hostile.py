@@ -29,6 +29,7 @@ from modelvault.core.objects import (
 from modelvault.refs import RefValue
 from modelvault.remote import list_remote
 from modelvault.remote.transport import Transport, open_transport
+from modelvault.repo import maintenance
 
 
 def _remote(request: pytest.FixtureRequest, tmp_path: Path, kind: str) -> dict[str, Any]:
@@ -189,7 +190,7 @@ def forge(
         path.parent.mkdir(exist_ok=True)
         path.write_text(json.dumps({"model": mid.hex(), "created": 1}))
     else:
-        assert store._refs.create(ref)
+        assert store.repo.refs.create(ref)
     return ref
 
 
@@ -294,7 +295,7 @@ def test_latest_goes_by_the_model_objects_not_by_what_refs_say(
     _save(a, tmp_path, "clf:older", 3)
     a.push("clf:old")
     a.push("clf:new")
-    newest = a.get("clf:new")._ref.created
+    newest = a.get("clf:new").ref.created
     # old claims to be the newest by far; older claims to be older than everything
     _lie_in_ref(remote, "clf:old", created=newest + 10**12, size=1, module="evil")
     b = _store(tmp_path, "b", remote)
@@ -354,11 +355,11 @@ def test_a_ref_pointing_at_another_tags_model_is_skipped_for_latest(
 
 def _drop_packs_of(store: Store, model: modelvault.Model) -> None:
     """Lose every pack holding an object of ``model`` (a disk that lost files)."""
-    reach, _ = store.reachable([bytes.fromhex(model.id)])
-    packs = {e.pack for e in store._db.entries(list(reach)) if e is not None}
+    reach, _ = maintenance.reachable(store.repo, [bytes.fromhex(model.id)])
+    packs = {e.pack for e in store.repo.objects.entries(list(reach)) if e is not None}
     for pack in packs:
-        store._db.delete_pack(pack)
-    store._db.refresh()
+        store.repo.objects.delete_pack(pack)
+    store.repo.objects.refresh()
 
 
 def test_pull_restores_what_the_store_lost(tmp_path: Path, cheap_remote: dict[str, Any]) -> None:

@@ -38,9 +38,9 @@ def _setup(tmp_path: Path) -> tuple[Store, Path, Path]:
 def _flip_a_chunk(store: Store, tag: str, rel: str) -> bytes:
     """Flip one byte in the stored payload of the first chunk of ``rel``; its id."""
     model = store.get(tag)
-    _, fid = lookup(store._db, model._object.tree, rel)
-    cid = read_file_object(store._db, fid).chunks[0][0]
-    e = store._db.entry(cid)
+    _, fid = lookup(store.repo.objects, model.object.tree, rel)
+    cid = read_file_object(store.repo.objects, fid).chunks[0][0]
+    e = store.repo.objects.entry(cid)
     assert e is not None and e.kind == ObjType.CHUNK
     path = store.path / "objects" / "packs" / f"{e.pack}.pack"
     mode = path.stat().st_mode

@@ -45,7 +45,7 @@ store = Store(sys.argv[1])
 bad = 0
 for rnd in range(int(sys.argv[2])):
     for model in store.list():
-        store._cache.drop(bytes.fromhex(model.id))  # write it out afresh each round
+        store.repo.cache.drop(bytes.fromhex(model.id))  # write it out afresh each round
         root = Path(model.path)
         names = sorted(os.listdir(root))
         if len(names) != %(n)d:

@@ -26,6 +26,7 @@ import modelvault
 from modelvault import archive
 from modelvault.checkout import lookup, read_file_object
 from modelvault.errors import ArchiveError, IntegrityError, ModelExists, NotFound, PathNotFound
+from modelvault.repo import maintenance
 
 CHUNK, FILE, TREE, MODEL = 1, 2, 3, 4
 RAW, ZSTD, PLANES = 0, 1, 2
@@ -73,9 +74,9 @@ def files_of(folder: str | Path) -> dict[str, bytes]:
 
 def corrupt_object(store: modelvault.Store, oid: bytes) -> None:
     """Flip one payload byte of a stored object in its pack file."""
-    entry = store._db.entry(oid)
+    entry = store.repo.objects.entry(oid)
     assert entry is not None
-    pack = store._db.pack_dir / f"{entry.pack}.pack"
+    pack = store.repo.objects.pack_dir / f"{entry.pack}.pack"
     pack.chmod(0o644)
     with open(pack, "r+b") as f:
         f.seek(entry.offset)
@@ -376,7 +377,7 @@ def test_the_archive_is_deterministic_and_holds_each_object_once(
     a = Path(source.export_model("clf:v1", str(tmp_path / "a.bentomodel"))).read_bytes()
     b = Path(source.export_model("clf:v1", str(tmp_path / "b.bentomodel"))).read_bytes()
     assert a == b
-    reach, _ = source.reachable([model._oid])
+    reach, _ = maintenance.reachable(source.repo, [bytes.fromhex(model.id)])
     (count,) = struct.unpack_from("<I", a, archive_footer_at(a) + 8)
     assert count == len(reach)
 
@@ -408,7 +409,7 @@ def test_float_chunks_travel_as_byte_planes_and_are_stored_raw(
     assert len(data) < 0.9 * weights
     target.import_model(str(tmp_path / "a.bentomodel"))
     for kind, how, raw_len, stored, ident in records:
-        entry = target._db.entry(ident)
+        entry = target.repo.objects.entry(ident)
         assert entry is not None and entry.kind == kind
         if how == PLANES:  # decoded once to check the id, and stored as those raw bytes
             assert (entry.codec, entry.stored_len, entry.raw_len) == (RAW, raw_len, raw_len)
@@ -432,7 +433,7 @@ def test_a_hand_built_version_2_archive_with_byte_planes_imports(
         data = build(manifest(f"w{width}:v1", model_id), records, version=2)
         m = target.import_model(_write(target.path.parent / "p.bentomodel", data))
         assert files_of(m.path) == {"w.bin": FLOATS}
-        entry = target._db.entry(oid(CHUNK, FLOATS))
+        entry = target.repo.objects.entry(oid(CHUNK, FLOATS))
         assert entry is not None and entry.codec == RAW
     assert target.verify().ok
 
@@ -445,7 +446,7 @@ def test_metadata_objects_may_travel_as_byte_planes_too(target: modelvault.Store
     m = target.import_model(_write(target.path.parent / "m.bentomodel", data))
     assert files_of(m.path) == {"ok.txt": b"hello"}
     for kind, _, raw_len, ident, _ in records:
-        entry = target._db.entry(ident)
+        entry = target.repo.objects.entry(ident)
         assert entry is not None and (entry.kind, entry.codec, entry.raw_len) == (
             kind,
             RAW,
@@ -537,8 +538,8 @@ def test_export_of_unknown_tag_or_base_raises_not_found(
 def test_failed_export_leaves_no_file(
     model: modelvault.Model, source: modelvault.Store, tmp_path: Path, dest: str
 ) -> None:
-    weights = lookup(source._db, model._object.tree, "model.bin")[1]
-    last_chunk = read_file_object(source._db, weights).chunks[-1][0]
+    weights = lookup(source.repo.objects, model.object.tree, "model.bin")[1]
+    last_chunk = read_file_object(source.repo.objects, weights).chunks[-1][0]
     corrupt_object(source, last_chunk)  # late in the archive: most of it is written by then
     out = tmp_path / "out"
     out.mkdir()
@@ -920,6 +921,6 @@ def test_golden_archives_with_byte_planes_import(
     _import_goldens(target, fmt, name)
     for file in files:
         for _, how, _, _, ident in archive_records((GOLDEN / file).read_bytes()):
-            entry = target._db.entry(ident)
+            entry = target.repo.objects.entry(ident)
             assert entry is not None and entry.codec == (RAW if how == PLANES else how)
     assert target.verify().ok

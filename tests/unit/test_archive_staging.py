@@ -148,14 +148,14 @@ def test_import_spanning_many_packs(tmp_path: Path) -> None:
     source, path = _model(tmp_path)
     target = modelvault.Store(tmp_path / "target")
     model = target.import_model(path)
-    assert len(target._db.packs()) > 5
-    assert _files(target._db.tmp_dir) == []
+    assert len(target.repo.objects.packs()) > 5
+    assert _files(target.repo.objects.tmp_dir) == []
     assert model.id == source.get("big:v1").id
     assert target.verify().ok
     planes = [row for row in _index(path.read_bytes()) if row[1] == 2]
     assert len(planes) > 50  # the weights travelled as byte planes ...
     for oid, _, _, raw in planes:  # ... and were staged raw, across many packs
-        entry = target._db.entry(oid)
+        entry = target.repo.objects.entry(oid)
         assert entry is not None and (entry.codec, entry.stored_len) == (0, raw)
 
 
@@ -180,7 +180,7 @@ def test_refused_import_leaves_no_pack(tmp_path: Path, damage: str) -> None:
     with pytest.raises(ArchiveError):
         target.import_model(bad)
     assert _snapshot(target.path) == before
-    assert os.listdir(target._db.tmp_dir) == []
+    assert os.listdir(target.repo.objects.tmp_dir) == []
 
 
 def test_interleave_buffers_are_handed_out_again_only_after_their_batch_is_written(

@@ -215,8 +215,8 @@ def test_gc_refuses_when_a_live_tag_reaches_a_damaged_object(
     store.save(a, "m:a")
     mb = store.save(b, "m:b")
     store.delete("m:a")
-    tree = mb._object.tree
-    e = store._db.entry(tree)
+    tree = mb.object.tree
+    e = store.repo.objects.entry(tree)
     assert e is not None
     pack = store.path / "objects" / "packs" / f"{e.pack}.pack"
     pack.chmod(0o644)

@@ -61,5 +61,5 @@ def test_ids_are_stable_across_versions(golden_store: modelvault.Store, tmp_path
     (src / "run.sh").chmod(0o755)
     fresh = modelvault.Store(tmp_path / "fresh").save(src, "again")
     old = golden_store.get("golden:v1")
-    assert fresh._object.tree == old._object.tree
-    assert isinstance(old._object, ModelObject)
+    assert fresh.object.tree == old.object.tree
+    assert isinstance(old.object, ModelObject)

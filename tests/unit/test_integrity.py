@@ -33,7 +33,7 @@ def flip(path: Path, offset: int, mask: int = 0x01) -> None:
 
 def pack_of(store: Store, oid: bytes) -> tuple[Path, int, int]:
     """``(pack file, payload offset, payload length)`` of a stored object."""
-    e = store._db.entry(oid)
+    e = store.repo.objects.entry(oid)
     assert e is not None
     return store.path / "objects" / "packs" / f"{e.pack}.pack", e.offset, e.stored_len
 
@@ -41,8 +41,8 @@ def pack_of(store: Store, oid: bytes) -> tuple[Path, int, int]:
 def chunk_ids(model: Model, rel: str) -> list[bytes]:
     from modelvault.checkout import lookup, read_file_object
 
-    db = model.store._db
-    _, fid = lookup(db, model._object.tree, rel)
+    db = model.repo.objects
+    _, fid = lookup(db, model.object.tree, rel)
     return [cid for cid, _ in read_file_object(db, fid).chunks]
 
 
@@ -86,7 +86,7 @@ def test_flipped_chunk_byte_is_reported_and_raises_on_read(
     _save(store, tmp_path, files)
     model = store.get("a:v1")
     cid = chunk_ids(model, rel)[1]
-    e = store._db.entry(cid)
+    e = store.repo.objects.entry(cid)
     assert e is not None and e.codec == codec
     pack, offset, length = pack_of(store, cid)
     flip(pack, offset + length // 2)
@@ -117,8 +117,8 @@ def test_flipped_metadata_object_is_reported_and_raises(
     model = store.get("a:v1")
     oid = {
         "model": bytes.fromhex(model.id),
-        "tree": model._object.tree,
-        "file": lookup(store._db, model._object.tree, "sub/config.json")[1],
+        "tree": model.object.tree,
+        "file": lookup(store.repo.objects, model.object.tree, "sub/config.json")[1],
     }[which]
     pack, offset, length = pack_of(store, oid)
     flip(pack, offset + length - 1)

@@ -28,8 +28,8 @@ def _expected(data: bytes) -> list[tuple[bytes, int]]:
 
 
 def _file_chunks(store: modelvault.Store, tag: str, name: str) -> list[tuple[bytes, int]]:
-    db = store._db
-    model = ModelObject.decode(db.read(store._refs.read(modelvault.Tag.from_str(tag)).model_id))
+    db = store.repo.objects
+    model = ModelObject.decode(db.read(store.repo.refs.read(modelvault.Tag.from_str(tag)).model_id))
     tree = TreeObject.decode(db.read(model.tree, ObjType.TREE))
     (entry,) = [e for e in tree.entries if e.name == name]
     return list(read_file_object(db, entry.oid).chunks)
@@ -160,7 +160,7 @@ def test_a_damaged_stored_chunk_is_not_matched(tmp_path: Path) -> None:
     store = modelvault.Store(tmp_path / "store")
     store.save(tmp_path / "m", "m:v1")
     first, _ = _file_chunks(store, "m:v1", "w.bin")[2]
-    entry = store._db.entry(first)
+    entry = store.repo.objects.entry(first)
     assert entry is not None
     pack = tmp_path / "store" / "objects" / "packs" / f"{entry.pack}.pack"
     pack.chmod(0o644)
@@ -168,7 +168,7 @@ def test_a_damaged_stored_chunk_is_not_matched(tmp_path: Path) -> None:
     raw[entry.offset + 1000] ^= 0xFF
     pack.write_bytes(bytes(raw))
     store2 = modelvault.Store(tmp_path / "store")
-    known = KnownChunks(store2._db, _file_chunks(store2, "m:v1", "w.bin"))
+    known = KnownChunks(store2.repo.objects, _file_chunks(store2, "m:v1", "w.bin"))
     try:
         source = chunking.Source.of_bytes(data)
         chunks = _file_chunks(store2, "m:v1", "w.bin")
@@ -262,7 +262,7 @@ def test_edits_at_chunk_boundaries_give_the_cuts_of_cutting(tmp_path: Path) -> N
     (tmp_path / "v0").mkdir()
     (tmp_path / "v0" / "w.bin").write_bytes(base)
     store.save(tmp_path / "v0", "m:v0")
-    known = KnownChunks(store._db, _file_chunks(store, "m:v0", "w.bin"))
+    known = KnownChunks(store.repo.objects, _file_chunks(store, "m:v0", "w.bin"))
     try:
         chunks = _file_chunks(store, "m:v0", "w.bin")
         assert _comparable(known, base, chunks) > 0.5 * len(_boundaries(base))
@@ -292,14 +292,14 @@ def test_a_truncated_parent_pack_is_not_read_past_its_end(tmp_path: Path) -> Non
     store = modelvault.Store(tmp_path / "store")
     store.save(tmp_path / "m", "m:v1")
     chunks = _file_chunks(store, "m:v1", "w.bin")
-    entry = store._db.entry(chunks[-3][0])
+    entry = store.repo.objects.entry(chunks[-3][0])
     assert entry is not None
     pack = tmp_path / "store" / "objects" / "packs" / f"{entry.pack}.pack"
     pack.chmod(0o644)
     with pack.open("r+b") as f:
         f.truncate(entry.offset + 100)  # cuts into a chunk the next save will look for
     store2 = modelvault.Store(tmp_path / "store")
-    known = KnownChunks(store2._db, chunks)
+    known = KnownChunks(store2.repo.objects, chunks)
     assert 0 < _comparable(known, data, chunks) < len(chunks) - 2  # cut-off chunks take no part
     known.close()
     new = data + b"one more line"  # (a new file object: v1's sits in the cut-off part)
@@ -369,7 +369,7 @@ def test_a_run_takes_an_unedited_stretch_in_one_call_and_stops_before_an_edit(
     store.save(tmp_path / "m", "m:v1")
     chunks = _file_chunks(store, "m:v1", "w.bin")
     starts = list(itertools.accumulate((n for _, n in chunks), initial=0))
-    known = KnownChunks(store._db, chunks)
+    known = KnownChunks(store.repo.objects, chunks)
     edited = bytearray(data)
     edited[starts[7] + 100] ^= 1  # inside chunk 7, not its first byte
     try:

@@ -1,7 +1,7 @@
 """``Model.path`` never hands out a folder whose files changed after it was written.
 
 The tests run as root in CI, for whom read-only modes do not hold: exactly the case the
-stat manifest (modelvault.cache) is there for.
+stat manifest (modelvault.repo.cache) is there for.
 """
 
 from __future__ import annotations

@@ -83,7 +83,7 @@ def test_links_to_files_and_folders_are_followed(store: Store, tmp_path: Path) -
     }
     linked_root = tmp_path / "link-to-src"
     os.symlink(src, linked_root)  # the saved path itself is a link
-    assert store.save(linked_root, "m2")._object.tree == model._object.tree  # same files
+    assert store.save(linked_root, "m2").object.tree == model.object.tree  # same files
 
 
 def test_a_single_linked_file_is_saved(store: Store, tmp_path: Path) -> None:

@@ -1,0 +1,66 @@
+"""The store's config document (``config.json``): format check, atomic updates."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from modelvault import _fsutil
+from modelvault.errors import IntegrityError, InvalidInput
+
+__all__ = ["FORMAT_VERSION", "Config"]
+
+FORMAT_VERSION = 1
+
+
+class Config:
+    """``config.json`` of one store: ``{"format": 1, "remotes": {...}}``."""
+
+    def __init__(self, path: Path, lock: Path) -> None:
+        self.path = path
+        self._lock = lock
+
+    def ensure(self, store: Path) -> None:
+        """Create the config if it is missing, then refuse a store of another format.
+
+        Raises:
+            IntegrityError: the config is unreadable or has no numeric format.
+            InvalidInput: the store is of another format (a newer modelvault wrote it).
+        """
+        if not self.path.exists():
+            _fsutil.create_only(self.path, json.dumps({"format": FORMAT_VERSION}).encode())
+        fmt = self.read().get("format")
+        if isinstance(fmt, bool) or not isinstance(fmt, int):
+            raise IntegrityError(
+                f'{self.path} is damaged: its "format" is {fmt!r}, not a number; '
+                f'restore it from a backup, or write {{"format": {FORMAT_VERSION}}} and add '
+                "the remotes again (`mv remote add`)"
+            )
+        if fmt != FORMAT_VERSION:
+            raise InvalidInput(
+                f"{store} is a store of format {fmt}; this modelvault reads format "
+                f"{FORMAT_VERSION}: upgrade modelvault"
+            )
+
+    def read(self) -> dict[str, Any]:
+        """The config document.
+
+        Raises:
+            IntegrityError: it is unreadable or not a JSON object.
+        """
+        try:
+            doc = json.loads(self.path.read_bytes())
+        except (OSError, ValueError) as exc:
+            raise IntegrityError(f"{self.path} is unreadable: {exc}") from exc
+        if not isinstance(doc, dict):
+            raise IntegrityError(f"{self.path} is not a JSON object")
+        return doc
+
+    def update(self, change: Callable[[dict[str, Any]], None]) -> None:
+        """Apply ``change`` to the config under a lock and replace it atomically."""
+        with _fsutil.file_lock(self._lock, shared=False):
+            doc = self.read()
+            change(doc)
+            _fsutil.atomic_write(self.path, json.dumps(doc, indent=2).encode())

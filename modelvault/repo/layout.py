@@ -1,0 +1,104 @@
+"""Every path of a local store and every key of a remote, in one place (docs/format.md
+sections 3 and 11 are normative)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from modelvault.tags import Tag
+
+__all__ = [
+    "CHECKED",
+    "MARKER",
+    "PACKS",
+    "PACK_INDEX_KEY",
+    "REFS",
+    "StoreLayout",
+    "index_key",
+    "pack_key",
+    "ref_key",
+]
+
+
+@dataclass(frozen=True)
+class StoreLayout:
+    """The paths of a local store under ``root`` (docs/format.md section 3)."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.json"
+
+    @property
+    def objects(self) -> Path:
+        return self.root / "objects"
+
+    @property
+    def quarantine(self) -> Path:
+        """Damaged packs set aside by verify, freed by gc."""
+        return self.objects / "quarantine"
+
+    @property
+    def refs(self) -> Path:
+        return self.root / "refs"
+
+    @property
+    def cache(self) -> Path:
+        """Materialised model folders and their stat manifests."""
+        return self.root / "cache"
+
+    @property
+    def tmp(self) -> Path:
+        """Staging folders of models being created."""
+        return self.root / "tmp"
+
+    @property
+    def locks(self) -> Path:
+        return self.root / "locks"
+
+    @property
+    def gc_lock(self) -> Path:
+        """Writers hold it shared, gc exclusive."""
+        return self.locks / "gc.lock"
+
+    @property
+    def config_lock(self) -> Path:
+        return self.locks / "config.lock"
+
+    @property
+    def cache_locks(self) -> Path:
+        """One writer of a materialised folder at a time: ``locks/cache/<model id>``."""
+        return self.locks / "cache"
+
+    @property
+    def remotes(self) -> Path:
+        """Local copies of remotes' indexes and refs: ``remotes/<key>/``."""
+        return self.root / "remotes"
+
+    def folders(self) -> tuple[Path, ...]:
+        """The folders every store has (made when it is opened)."""
+        return (self.objects, self.refs, self.cache, self.tmp, self.locks)
+
+
+# -- remote keys, relative to the remote's URL prefix (docs/format.md section 11) -------
+
+MARKER = "modelvault.json"  # {"format": 1}, written create-only by the first push
+PACKS = "packs"
+REFS = "refs"
+CHECKED = "checked"  # local cache only: refs whose values a pull read from their model
+PACK_INDEX_KEY = re.compile(r"packs/([0-9a-f]{64})\.idx")
+
+
+def pack_key(name: str) -> str:
+    return f"{PACKS}/{name}.pack"
+
+
+def index_key(name: str) -> str:
+    return f"{PACKS}/{name}.idx"
+
+
+def ref_key(tag: Tag) -> str:
+    return f"{REFS}/{tag.name}/{tag.version}"

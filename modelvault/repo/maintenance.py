@@ -1,0 +1,373 @@
+"""Keeping a store sound and small: verify (and salvage), gc, stats, per-model footprints.
+
+Every function takes a :class:`~modelvault.repo.Repository` and works through its public
+parts; ``Store`` and the CLI call them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypedDict
+
+from modelvault import _fsutil
+from modelvault.core import graph
+from modelvault.core.hashing import ObjType
+from modelvault.core.objects import KIND_TREE
+from modelvault.errors import IntegrityError, ModelVaultError, NotFound
+from modelvault.odb.packs import verify_payload
+from modelvault.odb.reading import read_file_object, read_model, read_tree
+from modelvault.refs import RefValue
+from modelvault.repo.repository import Repository
+from modelvault.tags import Tag
+
+__all__ = [
+    "Children",
+    "Footprint",
+    "StoreStats",
+    "VerifyReport",
+    "footprints",
+    "gc",
+    "reachable",
+    "stats",
+    "verify",
+]
+
+logger = logging.getLogger("modelvault.store")
+
+# object id -> the (id, type) pairs it refers to, or None when it cannot be read
+Children = dict[bytes, "list[tuple[bytes, ObjType]] | None"]
+
+
+@dataclass(frozen=True)
+class StoreStats:
+    """Sizes of a store: tags, logical bytes over all tags, bytes on disk."""
+
+    models: int
+    logical_bytes: int
+    stored_bytes: int
+
+    @property
+    def dedup_ratio(self) -> float:
+        """Logical over stored bytes (how many times the store saves over plain copies)."""
+        return self.logical_bytes / self.stored_bytes if self.stored_bytes else 1.0
+
+
+@dataclass
+class VerifyReport:
+    """Result of :func:`verify`: ``ok`` is False when anything is damaged or missing."""
+
+    ok: bool = True
+    corrupt: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    broken_tags: list[Tag] = field(default_factory=list)
+    objects_checked: int = 0
+    damaged_files: dict[str, str] = field(default_factory=dict)  # store-relative path -> why
+    # materialised folders (model id hex -> what differed) that were dropped: a cache,
+    # written afresh on the next ``Model.path``, so they do not make ``ok`` False
+    dropped_caches: dict[str, str] = field(default_factory=dict)
+    # damaged packs moved to objects/quarantine/ once their sound objects were copied
+    set_aside: list[str] = field(default_factory=list)
+    # damaged packs whose every object was sound, written anew (say, a lost index)
+    rebuilt: list[str] = field(default_factory=list)
+
+
+# -- reachability ---------------------------------------------------------------------
+
+
+def _children(repo: Repository, oid: bytes, kind: ObjType) -> list[tuple[bytes, ObjType]]:
+    """The ids a model, tree or file object refers to (raises if absent or unreadable)."""
+    db = repo.objects
+    if kind == ObjType.MODEL:
+        obj = read_model(db, oid)
+        kids = [(obj.tree, ObjType.TREE)]
+        return kids + ([(obj.custom_objects, ObjType.FILE)] if obj.custom_objects else [])
+    if kind == ObjType.TREE:
+        return [
+            (e.oid, ObjType.TREE if e.kind == KIND_TREE else ObjType.FILE)
+            for e in read_tree(db, oid).entries
+        ]
+    return [(cid, ObjType.CHUNK) for cid, _ in read_file_object(db, oid).chunks]
+
+
+def reachable(
+    repo: Repository, model_ids: Sequence[bytes], cache: Children | None = None
+) -> tuple[set[bytes], set[bytes]]:
+    """``(every id the models reach, ids among them that are absent or unreadable)``.
+
+    Chunks are not read. ``cache`` keeps the decoded children of each object (None:
+    unreadable) across calls, so walking many tags that share files reads each once.
+    """
+    memo: Children = {} if cache is None else cache
+
+    def children(oid: bytes, kind: ObjType) -> list[tuple[bytes, ObjType]] | None:
+        if oid not in memo:
+            try:
+                memo[oid] = _children(repo, oid, kind)
+            except (NotFound, IntegrityError, ValueError):
+                memo[oid] = None
+        return memo[oid]
+
+    return graph.reachable(model_ids, children, lambda oid: repo.objects.entry(oid) is not None)
+
+
+# -- stats --------------------------------------------------------------------------
+
+
+def _size(repo: Repository, ref: RefValue) -> int:
+    return ref.size if ref.size is not None else read_model(repo.objects, ref.model_id).size
+
+
+def stats(repo: Repository, refs: Sequence[RefValue]) -> StoreStats:
+    """Tags, logical bytes over ``refs``, and bytes the objects take on disk."""
+    logical = sum(_size(repo, r) for r in refs)
+    return StoreStats(len(refs), logical, repo.objects.stored_bytes())
+
+
+class Footprint(TypedDict):
+    """What one model takes: ``mv du``'s row."""
+
+    tag: str
+    name: str
+    version: str
+    logical_bytes: int
+    stored_bytes: int
+    unique_bytes: int
+
+
+def footprints(repo: Repository, refs: Sequence[RefValue]) -> list[Footprint]:
+    """Per model: logical bytes, stored bytes of what it reaches, and of what only it
+    reaches (what deleting it alone and running gc would free)."""
+    cache: Children = {}
+    reach = {r.tag: reachable(repo, [r.model_id], cache)[0] for r in refs}
+    holders = Counter(oid for ids in reach.values() for oid in ids)
+    sizes: dict[bytes, int] = {}
+    for oid in holders:
+        entry = repo.objects.entry(oid)
+        sizes[oid] = entry.stored_len if entry is not None else 0
+    return [
+        {
+            "tag": str(r.tag),
+            "name": r.tag.name,
+            "version": str(r.tag.version),
+            "logical_bytes": _size(repo, r),
+            "stored_bytes": sum(sizes[o] for o in reach[r.tag]),
+            "unique_bytes": sum(sizes[o] for o in reach[r.tag] if holders[o] == 1),
+        }
+        for r in refs
+    ]
+
+
+# -- verify -------------------------------------------------------------------------
+
+
+def verify(repo: Repository, config_damage: Callable[[], str | None] | None = None) -> VerifyReport:
+    """Re-hash every stored object; report damaged ids and the tags they break.
+
+    Checks under the gc lock held shared, so a gc elsewhere cannot delete packs being
+    checked. Then, if packs are damaged, takes it exclusively to copy their sound
+    objects into a new pack and set the damaged ones aside (``objects/quarantine/``,
+    freed by gc): what was corrupt is then missing, and pulling or importing a
+    healthy copy of the broken tags restores it (docs/architecture.md, Repair).
+    ``config_damage`` says what is wrong with the config's remotes (checked above).
+    """
+    with repo.gc_lock(shared=True):
+        report, damaged = _verify(repo)
+        why = config_damage() if config_damage is not None else None
+        if why:
+            report.damaged_files["config.json"] = why
+            report.ok = False
+    if damaged:
+        with repo.gc_lock(shared=False):
+            report.set_aside = _set_aside(repo, damaged)
+        report.rebuilt = sorted(damaged - set(report.set_aside))
+    return report
+
+
+def _lost_in_quarantine(repo: Repository) -> set[bytes]:
+    """Damaged objects of the packs set aside that no healthy copy has replaced yet:
+    still reported as corrupt, until a pull or an import repairs their tags."""
+    quarantine = repo.layout.quarantine
+    if not quarantine.is_dir():
+        return set()
+    lost = set()
+    for name in {p.stem for p in quarantine.iterdir() if p.suffix == ".pack"}:
+        for oid, _, _, sound in repo.objects.records(name, quarantine):
+            if not sound and not repo.objects.has(oid):
+                lost.add(oid)
+    return lost
+
+
+def _set_aside(repo: Repository, packs: set[str]) -> list[str]:
+    """Copy the sound objects of damaged packs into a new pack, then move those packs
+    that are still damaged into ``objects/quarantine/``; returns their names."""
+    db = repo.objects
+    db.refresh()
+    packs &= set(db.packs()) | set(db.damaged_indexes())
+    with db.writer(repack=True) as writer:
+        for pack in sorted(packs):
+            for kind, oid, how, raw_len, payload in db.salvage(pack):
+                writer.add_prepared(kind, oid, how, raw_len, payload)
+    db.refresh()
+    aside = []
+    for pack in sorted(packs):
+        # a pack whose every object was sound comes out of the salvage with its own
+        # name (names cover headers), so the copy replaced it: then it is sound again
+        sound = (
+            pack not in db.damaged_indexes()
+            and db.check_pack_file(pack) is None
+            and not db.verify_pack(pack)
+        )
+        if not sound:
+            db.set_aside(pack, repo.layout.quarantine)
+            aside.append(pack)
+    db.refresh()
+    return aside
+
+
+def _verify(repo: Repository) -> tuple[VerifyReport, set[str]]:
+    """The report, and the packs to set aside (damaged payloads, headers or index)."""
+    db = repo.objects
+    db.refresh()
+    report = VerifyReport()
+    corrupt: set[bytes] = set()
+    damaged: set[str] = set()
+    for pack in db.packs():
+        bad_ids = db.verify_pack(pack)
+        corrupt.update(bad_ids)
+        why = db.check_pack_file(pack)
+        if why:
+            report.damaged_files[f"objects/packs/{pack}.pack"] = why
+        if bad_ids or why:
+            damaged.add(pack)
+    for pack, why in db.damaged_indexes().items():
+        report.damaged_files[f"objects/packs/{pack}.idx"] = why
+        damaged.add(pack)
+    corrupt |= _lost_in_quarantine(repo)
+    report.objects_checked = len(db.ids())
+    damaged_refs: list[Tag] = []
+    refs = repo.refs.all(damaged=damaged_refs)
+    for tag in damaged_refs:
+        report.broken_tags.append(tag)
+        report.damaged_files[f"refs/{tag.name}/{tag.version}"] = "unreadable ref"
+    cache: Children = {}
+    for ref in refs:
+        reach, missing = reachable(repo, [ref.model_id], cache)
+        bad = (reach & corrupt) | missing
+        if bad:
+            report.broken_tags.append(ref.tag)
+            report.missing.extend(m.hex() for m in missing - corrupt)
+    _verify_caches(repo, refs, report)
+    report.corrupt = sorted(c.hex() for c in corrupt)
+    report.missing = sorted(set(report.missing))
+    report.ok = not (report.corrupt or report.broken_tags or report.damaged_files)
+    return report, damaged
+
+
+def _verify_caches(repo: Repository, refs: Sequence[RefValue], report: VerifyReport) -> None:
+    """Re-hash the materialised folders; drop those whose bytes or files changed."""
+    for ref in refs:
+        if not repo.cache.folder(ref.model_id).is_dir():
+            continue
+        try:
+            tree = read_model(repo.objects, ref.model_id).tree
+        except ModelVaultError:
+            continue  # reported as a broken tag
+        why = repo.cache.check_content(ref.model_id, tree)
+        if why:
+            repo.cache.drop(ref.model_id)
+            report.dropped_caches[ref.model_id.hex()] = why
+
+
+# -- gc -----------------------------------------------------------------------------
+
+
+def gc(repo: Repository) -> int:
+    """Free what no tag reaches; returns the bytes freed (packs and caches).
+
+    Holds the gc lock exclusively: saves, imports and pulls in flight finish first.
+
+    Raises:
+        IntegrityError: a tag reaches a missing or damaged object, or a ref is damaged
+            (nothing is freed).
+    """
+    with repo.gc_lock(shared=False):
+        repo.objects.refresh()
+        refs = repo.refs.all()
+        cache: Children = {}
+        live, missing = reachable(repo, [r.model_id for r in refs], cache)
+        if missing:  # what lies below an unreadable object is unknown: free nothing
+            broken = [str(r.tag) for r in refs if reachable(repo, [r.model_id], cache)[1]]
+            raise IntegrityError(
+                f"gc stopped, nothing freed: {', '.join(broken)} reach {len(missing)} "
+                "missing or damaged objects; run verify, then delete or restore those tags"
+            )
+        freed = _gc_packs(repo, live)
+        freed += _gc_leftovers(repo, {r.model_id.hex() for r in refs})
+    return freed
+
+
+def _gc_packs(repo: Repository, live: set[bytes]) -> int:
+    """Copy the live objects of every pack holding dead ones into new packs (one
+    writer: full-sized packs, durable before anything goes), then delete those packs
+    and reload the index once."""
+    db = repo.objects
+    doomed: list[str] = []
+    keep: list[bytes] = []
+    for pack in db.packs():
+        entries = db.entries_of(pack)
+        alive = [oid for oid in entries if oid in live]
+        if len(alive) < len(entries):
+            doomed.append(pack)
+            keep += alive
+    if keep:
+        _repack(repo, keep)
+    freed = sum(db.delete_pack(pack) for pack in doomed)
+    if doomed:
+        db.refresh()
+    return freed
+
+
+def _repack(repo: Repository, ids: list[bytes]) -> None:
+    db = repo.objects
+    with db.writer(repack=True) as writer:
+        for oid in ids:
+            e, payload = db.read_stored(oid)
+            verify_payload(oid, e, payload, None)  # never copy damage forward
+            writer.add_prepared(e.kind, oid, e.codec, e.raw_len, payload)
+
+
+def _gc_leftovers(repo: Repository, live_models: set[str]) -> int:
+    """Remove what no tag and no in-flight work needs: packs without index and
+    temporaries under ``objects/`` (no writer runs while gc holds its lock), packs set
+    aside by verify, the cache folders of models no tag reaches, and dead temporaries
+    elsewhere (those whose in-flight lock nobody holds: see ``_fsutil.in_flight``)."""
+    freed = 0
+    quarantine = repo.layout.quarantine
+    orphans = [*repo.objects.orphan_files(), *(quarantine.iterdir() if quarantine.is_dir() else [])]
+    for path in orphans:
+        with contextlib.suppress(FileNotFoundError):
+            freed += path.stat().st_size
+            path.unlink()
+    freed += repo.cache.sweep(live_models)
+
+    def remove(path: Path) -> None:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+    layout = repo.layout
+    _fsutil.sweep_temps(layout.tmp, remove)
+    _fsutil.sweep_temps(layout.root, remove)  # config writes
+    for folder in layout.refs.iterdir():  # ref writes
+        _fsutil.sweep_temps(folder, remove)
+    for sub, _, _ in os.walk(layout.remotes):  # local copies of remote indexes
+        _fsutil.sweep_temps(Path(sub), remove)
+    return freed
