@@ -31,7 +31,6 @@ Errors::
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import sys
 import threading
@@ -89,6 +88,9 @@ def cut(payload: object, dim: int) -> Cut:
         BatchingError: the payload is not a numpy array, torch tensor or list, or has no
             dimension ``dim`` (lists batch along dim 0 only).
     """
+    if type(payload) is np.ndarray and dim == 0 and payload.ndim:  # the common case
+        shape = payload.shape
+        return Cut(shape[0], 0, ("numpy", payload.dtype, ("*", *shape[1:])))
     if isinstance(payload, list):
         if dim != 0:
             raise BatchingError(f"a list payload batches along dim 0 only, not dim {dim}")
@@ -135,6 +137,8 @@ def _slice(value: Any, dim: int, start: int, stop: int) -> Any:
     if isinstance(value, list):
         return value[start:stop]
     if isinstance(value, np.ndarray):
+        if dim == 0:
+            return value[start:stop]
         return value[(slice(None),) * dim + (slice(start, stop),)]
     return value.narrow(dim, start, stop - start)
 
@@ -190,6 +194,8 @@ def split_output(output: Any, dim: int, sizes: Sequence[int]) -> list[Any]:
             "cannot give each caller its slice"
         )
     bounds = [0, *accumulate(sizes)]
+    if d == 0 and isinstance(output, np.ndarray):  # the common case, kept cheap
+        return [output[start:stop] for start, stop in pairwise(bounds)]
     return [_slice(output, d, bounds[i], bounds[i + 1]) for i in range(len(sizes))]
 
 
@@ -373,12 +379,14 @@ class _Job:
         self.baton: LockType | None = None  # the next thread caller's lock, to release on waking
         self.abandoned = False  # its thread caller stopped waiting (KeyboardInterrupt)
 
-    def cancelled(self) -> bool:
-        return self.future is not None and self.future.cancelled()
 
+def _settle(jobs: list[_Job], batcher: Batcher | None) -> None:
+    """On an event loop: hand each asyncio caller of a batch its result or error.
 
-def _settle(jobs: list[_Job]) -> None:
-    """On an event loop: hand each asyncio caller of a batch its result or error."""
+    With ``batcher``, these callers were counted as returning (see ``Batcher._run``): once
+    their futures are set they resume in this loop turn, so they are counted back here,
+    once per batch rather than once per call.
+    """
     for job in jobs:
         future = job.future
         if future is None or future.done():  # done: its caller gave up
@@ -387,6 +395,8 @@ def _settle(jobs: list[_Job]) -> None:
             future.set_exception(job.error)
         else:
             future.set_result(job.result)
+    if batcher is not None:
+        batcher._settled(len(jobs))
 
 
 def _locked() -> LockType:
@@ -508,19 +518,11 @@ class Batcher:
         loop = asyncio.get_running_loop()
         if rows <= self.max_batch_size:
             future = loop.create_future()
-            job = _Job(payload, rows, key, None, loop, future)
-            self._enqueue((job,), rows)
-            try:
-                return await future
-            finally:  # also when cancelled: the worker must not wait for this caller
-                self._woke(job)
+            self._enqueue((_Job(payload, rows, key, None, loop, future),), rows)
+            return await future
         jobs = self._chunks(payload, rows, axis, key, loop)
         self._enqueue(jobs, rows)
-        try:
-            parts = await asyncio.gather(*(job.future for job in jobs if job.future is not None))
-        finally:
-            for job in jobs:
-                self._woke(job)
+        parts = await asyncio.gather(*(job.future for job in jobs if job.future is not None))
         return self._join(jobs, parts)
 
     @property
@@ -609,17 +611,22 @@ class Batcher:
             job.baton.release()
 
     def _woke(self, job: _Job) -> None:
-        """A caller of a single-job call woke up (or gave up): it is no longer returning."""
+        """A thread caller served by the last batch woke up: it is no longer returning."""
         with self._lock:
-            if job.returning:
-                job.returning = False
-                self._returning -= 1
-                self._last_event = time.monotonic()
-                if self._returning == 0 and self._holding:
-                    self._signal()  # the hold may now end sooner
-            else:  # not served yet (an asyncio caller gave up): never count it later
-                job.lock = None
-                job.loop = None
+            job.returning = False
+            self._back(1)
+
+    def _settled(self, jobs: int) -> None:
+        """``jobs`` asyncio callers were handed their results on their loop."""
+        with self._lock:
+            self._back(jobs)
+
+    def _back(self, callers: int) -> None:
+        """Callers served by the last batch are back in their own code; holds _lock."""
+        self._returning -= callers
+        self._last_event = time.monotonic()
+        if self._returning == 0 and self._holding and self._queue:
+            self._signal()  # the hold may now end sooner
 
     def _signal(self) -> None:
         """Wake the worker if it sleeps; the caller holds _lock."""
@@ -685,6 +692,15 @@ class Batcher:
                     timeout = until - now
                     self._wake_at = policy.expected
                     self._holding = True
+                elif (
+                    self._returning
+                    and (left := self._free_at + policy.max_hold() - time.monotonic()) > 0.0
+                ):
+                    # Callers just served are waking up: sleep until as many are back as
+                    # are expected (or the hold runs out), not at the first of them.
+                    timeout = left
+                    self._wake_at = policy.expected
+                    self._holding = True
                 else:
                     self._wake_at = 1
                     self._holding = False
@@ -712,7 +728,8 @@ class Batcher:
                 rest.append(job)
             else:
                 taken_rows += job.rows
-                if not job.cancelled():  # cancelled: its asyncio caller gave up
+                future = job.future
+                if future is None or not future.cancelled():  # cancelled: caller gave up
                     batch.append(job)
                     rows += job.rows
         if rest and rest[0].key != key:
@@ -762,49 +779,55 @@ class Batcher:
             self.policy.record_call(rows, end - start)
             self.policy.record_batch_done(len(batch), len(self._queue))
             self._free_at = end
-            returning = 0
-            for job in batch:  # callers that will tell when they wake (see _woke)
-                if job.lock is not None or job.loop is not None:
+            # Thread callers are chained: the worker wakes the first, each the next (_wait
+            # reads an abandoned job's baton under this lock). All of them, and the asyncio
+            # callers, count as returning until they are back in their own code.
+            chain: list[_Job] = []
+            others: list[_Job] = []
+            for job in batch:
+                if job.lock is None:
+                    others.append(job)
+                elif not job.abandoned:
                     job.returning = True
-                    returning += 1
-            self._returning += returning
-        self._wake_callers(batch)
-
-    def _wake_callers(self, batch: Sequence[_Job]) -> None:
-        """Wake the callers of a batch whose results (or errors) are set.
-
-        Thread callers are chained: the worker wakes the first, each the next. Asyncio
-        callers are settled with one ``call_soon_threadsafe`` per event loop.
-        """
-        with self._lock:  # _wait reads an abandoned job's baton under the lock
-            chain = [job for job in batch if job.lock is not None and not job.abandoned]
+                    chain.append(job)
             for job, after in pairwise(chain):
                 job.baton = after.lock
+            self._returning += len(chain) + len(others)
         if chain:
             chain[0].lock.release()  # type: ignore[union-attr]
-        _settle_soon(batch)
+        if others:
+            _settle_soon(others, self)
 
 
-def _settle_soon(batch: Sequence[_Job]) -> None:
-    """Settle the asyncio callers of a batch: one hop onto each of their event loops."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[_Job]] | None = None
-    for job in batch:
-        if job.lock is None and job.loop is not None:
-            if by_loop is None:
-                by_loop = {}
-            by_loop.setdefault(job.loop, []).append(job)
-    if by_loop:
-        for loop, jobs in by_loop.items():
-            with contextlib.suppress(RuntimeError):  # a closed loop: nobody is left to wait
-                loop.call_soon_threadsafe(_settle, jobs)
+def _settle_soon(jobs: list[_Job], batcher: Batcher | None) -> None:
+    """Settle asyncio callers: one hop onto each of their event loops."""
+    loop = jobs[0].loop
+    if all(job.loop is loop for job in jobs):  # the common case: one loop
+        groups = {loop: jobs}
+    else:
+        groups = {}
+        for job in jobs:
+            groups.setdefault(job.loop, []).append(job)
+    for loop, group in groups.items():
+        if loop is None:
+            continue
+        try:
+            loop.call_soon_threadsafe(_settle, group, batcher)
+        except RuntimeError:  # the loop is closed: nobody is left to wait
+            if batcher is not None:
+                batcher._settled(len(group))
 
 
 def _deliver_error(jobs: Sequence[_Job], error: BaseException) -> None:
+    waiting = []
     for job in jobs:
         job.error = error
         if job.lock is not None:
             job.lock.release()
-    _settle_soon(jobs)
+        else:
+            waiting.append(job)
+    if waiting:
+        _settle_soon(waiting, None)
 
 
 def _note_not_merged(exc: Exception, job: _Job) -> None:
