@@ -25,6 +25,7 @@ from blake3 import blake3
 import modelvault
 from modelvault import archive
 from modelvault.checkout import lookup, read_file_object
+from modelvault.core import codec
 from modelvault.errors import ArchiveError, IntegrityError, ModelExists, NotFound, PathNotFound
 from modelvault.repo import maintenance
 
@@ -258,14 +259,19 @@ def source(tmp_path: Path) -> modelvault.Store:
 
 @pytest.fixture
 def model(source: modelvault.Store, tmp_path: Path) -> modelvault.Model:
-    return source.save(
-        make_model_dir(tmp_path / "m0"),
-        "clf:v1",
-        labels={"team": "nlp"},
-        metadata={"acc": 0.93},
-        signatures={"predict": {"batchable": True, "batch_dim": (0, 1)}},
-        custom_objects={"vocab": ["a", "b"]},
-    )
+    """A model saved as a store without the float codec (codec 3) keeps its float chunks:
+    raw, so that export encodes them for the trip (byte planes). tests/unit/
+    test_float_archive.py covers codec-3 chunks, which travel as stored."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(codec, "_fc", None)
+        return source.save(
+            make_model_dir(tmp_path / "m0"),
+            "clf:v1",
+            labels={"team": "nlp"},
+            metadata={"acc": 0.93},
+            signatures={"predict": {"batchable": True, "batch_dim": (0, 1)}},
+            custom_objects={"vocab": ["a", "b"]},
+        )
 
 
 @pytest.fixture
