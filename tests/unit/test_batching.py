@@ -549,3 +549,42 @@ def test_callers_of_one_batch_all_wake_with_their_own_result(
     _, results = run_gated(batcher, gated, np.zeros((1, 2)), bad)
     assert all(isinstance(r, TypeError) for r in results)  # the whole batch failed
     np.testing.assert_array_equal(batcher.submit(np.ones((1, 2))), np.full((1, 2), 3.0))
+
+
+def test_an_asyncio_caller_whose_loop_closed_does_not_stall_the_batcher(
+    make_batcher: Callable[..., Batcher],
+) -> None:
+    gated = Gated(lambda x: x + 1)
+    batcher = make_batcher(gated)
+
+    async def give_up() -> None:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(batcher.submit_async(np.zeros(1)), 0.05)
+
+    asyncio.run(give_up())  # its call is running (gated) when its loop closes
+    assert gated.entered.wait(WAIT)
+    gated.release()
+    np.testing.assert_array_equal(batcher.submit(np.ones(1)), [2.0])
+    wait_until(lambda: batcher._returning == 0, "no caller to be counted as returning")
+    assert batcher.stats.calls == 2
+
+
+def test_oversize_and_small_thread_calls_mixed_each_get_their_result(
+    make_batcher: Callable[..., Batcher],
+) -> None:
+    def fn(x: np.ndarray) -> np.ndarray:
+        time.sleep(0.001)
+        return x * 2
+
+    batcher = make_batcher(fn, max_batch_size=10)
+
+    def caller(i: int) -> None:
+        for n in (1, 25, 3, 11):
+            x = np.arange(n * 2).reshape(n, 2) + 1000 * i
+            np.testing.assert_array_equal(batcher.submit(x), x * 2)
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(caller, range(16)))
+    sizes = batcher.stats.batch_sizes
+    assert max(sizes) <= 10
+    assert sum(sizes) == 16 * (1 + 25 + 3 + 11)
