@@ -26,7 +26,6 @@ import random
 import re
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 from collections import Counter
@@ -72,7 +71,7 @@ def test_kill_at_random_moments(op: str, world: World, server: ForkServer, tmp_p
         assert case.check(d), f"a complete {op} must show its effect"
         times.append(elapsed)
         shutil.rmtree(d["store"].parent)
-    duration = statistics.median(times)
+    duration = min(times)  # a busy machine only ever makes a run slower
     delays = kill_delays(op, duration)
     extra = random.Random(f"{SEED}-{op}-extra")
     landed = tried = 0
