@@ -19,11 +19,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import re
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,8 @@ from modelvault.errors import IntegrityError, InvalidTag, NotFound, RemoteError
 from modelvault.refs import RefValue
 from modelvault.remote.transport import Transport
 from modelvault.tags import Tag
+
+logger = logging.getLogger("modelvault.remote")
 
 FORMAT = 1
 MARKER = "modelvault.json"
@@ -78,10 +81,45 @@ def cache_key(url: str, options: Mapping[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class RemoteIndex:
-    """What a remote holds: object id -> where (pack names are the remote's)."""
+    """What a remote holds: object id -> where (pack names are the remote's).
 
+    ``damaged`` names the packs whose index is unreadable (name -> why): like a local
+    damaged ``.idx`` (``PackDB.damaged_indexes``), each is one damaged file; its objects
+    are invisible, and every other pack still serves its own.
+    """
+
+    url: str
     entries: dict[bytes, Entry]
     packs: frozenset[str]
+    damaged: Mapping[str, str] = field(default_factory=dict)
+
+    def lacks(self, oid: bytes, tag: Tag | None = None) -> IntegrityError:
+        """The error for an object a pull of ``tag`` needs and no readable index lists."""
+        if not self.damaged:
+            return IntegrityError(f"{self.url} lacks object {oid.hex()}: the remote is damaged")
+        return IntegrityError(
+            f"cannot pull {tag or 'from ' + self.url}: object {oid.hex()[:12]} is in no "
+            f"readable index; {self.damage('it')}"
+        )
+
+    def damage(self, what: str) -> str:
+        """The damaged indexes (a few), which may list ``what``, and what to do."""
+        names = sorted(self.damaged)
+        shown = ", ".join(damaged_index(self.url, n, self.damaged[n]) for n in names[:3])
+        more = f" (+{len(names) - 3} more)" if len(names) > 3 else ""
+        which = "that index" if len(names) == 1 else "those indexes"
+        copy = f"{names[0]}.idx" if len(names) == 1 else "<P>.idx"
+        return (
+            f"{shown}{more} and may list {what}: restore {which} there from a store that "
+            f"used this remote (which keeps a copy as remotes/*/packs/{copy}), or push the "
+            "model there again under a new version"
+        )
+
+
+def damaged_index(url: str, name: str, why: str) -> str:
+    """One phrase naming a remote's damaged index and what is wrong with it."""
+    short = why.removeprefix(f"index of pack {name}").lstrip(": ") or why
+    return f"{url}/{index_key(name)} is damaged ({short})"
 
 
 class RemoteRepo:
@@ -180,18 +218,6 @@ class RemoteRepo:
         values = [v for v in got if isinstance(v, RefValue)]
         return sorted(values, key=lambda r: (r.created, r.tag.version), reverse=True)
 
-    def read_exact(self, tag: Tag) -> RefValue:
-        """The ref of an exact ``name:version`` on the remote.
-
-        Raises:
-            NotFound: no such version on the remote.
-            IntegrityError: its ref is damaged.
-        """
-        value = self.read_ref(tag)
-        if value is None:
-            raise NotFound(f"model {tag} not found on {self.url}")
-        return value
-
     # -- refs checked against their model objects (pull) ---------------------------
     def checked_ref(self, ref: RefValue) -> RefValue | None:
         """The values of ``ref`` as its model object gave them when a pull last checked
@@ -211,27 +237,62 @@ class RemoteRepo:
 
     # -- packs -------------------------------------------------------------------
     def index(self) -> RemoteIndex:
-        """Every object the remote's visible packs hold: one listing plus new indexes."""
+        """Every object the remote's visible packs hold: one listing plus new indexes.
+
+        A damaged index (on the remote, and in the cache) is skipped with one warning
+        naming it: its pack's objects are invisible (a push sends them again, a pull
+        that needs one raises ``IntegrityError`` naming the index), the others serve.
+        """
         names = {m.group(1) for k in self.t.list(PACKS) if (m := _PACK_KEY.fullmatch(k))}
         cached = {p.stem for p in (self.cache / PACKS).glob("*.idx")}
         for gone in cached - names:  # removed from the remote by hand: forget it
             (self.cache / PACKS / f"{gone}.idx").unlink(missing_ok=True)
+
+        def load(name: str) -> dict[bytes, Entry] | str | None:
+            try:
+                return self._load_index(name)
+            except NotFound:  # removed since the listing: the pack is not visible
+                return None
+            except IntegrityError as exc:
+                return str(exc)
+
         with ThreadPoolExecutor(self.jobs, thread_name_prefix="modelvault-idx") as pool:
-            loaded = list(pool.map(self._load_index, sorted(names)))
+            loaded = dict(zip(sorted(names), pool.map(load, sorted(names)), strict=True))
         entries: dict[bytes, Entry] = {}
-        for part in loaded:
-            for oid, e in part.items():
-                entries.setdefault(oid, e)
-        return RemoteIndex(entries, frozenset(names))
+        damaged: dict[str, str] = {}
+        for name, part in loaded.items():
+            if isinstance(part, str):
+                damaged[name] = part
+                logger.warning(
+                    f"{damaged_index(self.url, name, part)}: skipped it, so the objects only "
+                    "its pack holds cannot be pulled; restore it there from a store that used "
+                    f"this remote (which keeps a copy as remotes/*/packs/{name}.idx)"
+                )
+            elif part is not None:
+                for oid, e in part.items():
+                    entries.setdefault(oid, e)
+        visible = frozenset(n for n, part in loaded.items() if isinstance(part, dict))
+        return RemoteIndex(self.url, entries, visible, damaged)
 
     def _load_index(self, name: str) -> dict[bytes, Entry]:
+        """The entries of one pack's index: the cached copy when it is sound, else the
+        remote's (cached when sound; read twice before it is called damaged).
+
+        Raises:
+            IntegrityError: the remote's copy is damaged (why, without the URL).
+            NotFound: the index is no longer on the remote.
+        """
         cached = self.cache / PACKS / f"{name}.idx"
         try:
             return self._decode_index(name, cached.read_bytes())
-        except (FileNotFoundError, IntegrityError):
+        except (OSError, IntegrityError):  # absent or damaged here: the remote's copy
             pass
         data = self.t.get(index_key(name))
-        entries = self._decode_index(name, data)
+        try:
+            entries = self._decode_index(name, data)
+        except IntegrityError:  # a body cut short in flight reads whole the second time
+            data = self.t.get(index_key(name))
+            entries = self._decode_index(name, data)
         self.remember_index(name, data)
         return entries
 
@@ -239,9 +300,9 @@ class RemoteRepo:
         try:
             entries, digest = decode_index(name, data)
         except PackFormatError as exc:
-            raise IntegrityError(f"{self.url}: {exc}") from exc
+            raise IntegrityError(str(exc)) from exc
         if digest.hex() != name:
-            raise IntegrityError(f"{self.url}: the index of pack {name} names another pack")
+            raise IntegrityError(f"index of pack {name} names another pack")
         return entries
 
     def remember_index(self, name: str, data: bytes) -> None:

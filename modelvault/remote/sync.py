@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shlex
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
@@ -33,7 +34,7 @@ from modelvault.core.packfmt import Entry, encode_index, pack_header, record_hea
 from modelvault.errors import IntegrityError, ModelExists, NotFound
 from modelvault.odb.packs import verify_payload
 from modelvault.refs import RefValue, damaged_message, warn_damaged
-from modelvault.remote.repo import RemoteRepo, cache_key, index_key, pack_key
+from modelvault.remote.repo import RemoteIndex, RemoteRepo, cache_key, index_key, pack_key
 from modelvault.remote.transport import Metered, Retrying, Transport, open_transport
 from modelvault.repo import maintenance
 from modelvault.tags import Tag
@@ -109,6 +110,14 @@ class _Session:
     repo: RemoteRepo
     meter: Metered
     jobs: int
+    spec: str  # the remote as the user named it (a name or a URL), for advice
+
+    def not_there(self, lead: str, why: str = "") -> NotFound:
+        """A pull miss (``lead``: "model m:v1 is not on"), and how to see what is there."""
+        return NotFound(
+            f"{lead} the remote {self.repo.url}{why}: "
+            f"`mv list --remote {shlex.quote(self.spec)}` lists the models it holds"
+        )
 
     def result(self, objects: int) -> TransferResult:
         m = self.meter
@@ -120,7 +129,8 @@ def _open(store: Store, remote: str | None, jobs: int) -> _Session:
     meter = Metered(open_transport(url, options))
     transport: Transport = Retrying(meter)
     cache = store.repo.remote_cache(cache_key(url, options))
-    return _Session(RemoteRepo(transport, cache, jobs), meter, jobs)
+    spec = remote or os.environ.get("MODELVAULT_REMOTE") or "origin"  # as resolve_remote
+    return _Session(RemoteRepo(transport, cache, jobs), meter, jobs, spec)
 
 
 def _local_ref(store: Store, tag: Tag) -> RefValue | None:
@@ -310,19 +320,24 @@ class _Fetcher:
         self.url = s.repo.url
         self.repo = s.repo
         self.jobs = s.jobs
+        self.tag: Tag | None = None  # the tag being pulled, once resolved (for errors)
 
     @cached_property
-    def entries(self) -> dict[bytes, Entry]:
+    def index(self) -> RemoteIndex:
         """What the remote's packs hold (listed on first need: a pull of objects the
-        store has already reads no index)."""
-        return self.repo.index().entries
+        store has already reads no index); damaged indexes are skipped, with a warning."""
+        return self.repo.index()
+
+    @property
+    def entries(self) -> dict[bytes, Entry]:
+        return self.index.entries
 
     def spans(self, ids: list[bytes]) -> list[_Span]:
         items = []
         for oid in ids:
             e = self.entries.get(oid)
             if e is None:
-                raise IntegrityError(f"{self.url} lacks object {oid.hex()}: the remote is damaged")
+                raise self.index.lacks(oid, self.tag)
             items.append((oid, e))
         items.sort(key=lambda it: (it[1].pack, it[1].offset))
         spans: list[_Span] = []
@@ -551,11 +566,17 @@ def pull(
     t = Tag.coerce(tag)
     s = _open(store, remote, jobs)
     if not s.repo.check_format(create=False):
-        raise NotFound(f"model {t} not found on {s.repo.url} (no modelvault remote there)")
+        raise s.not_there(f"model {t} is not on", " (no modelvault remote there)")
     fetcher = _Fetcher(s)
     prefetched: dict[bytes, Fetched] = {}
-    ref = _newest(store, s, fetcher, t.name, prefetched) if t.is_latest else s.repo.read_exact(t)
+    if t.is_latest:
+        ref = _newest(store, s, fetcher, t.name, prefetched)
+    elif (exact := s.repo.read_ref(t)) is not None:
+        ref = exact
+    else:
+        raise s.not_there(f"model {t} is not on")
     _local_has(store, ref)  # ModelExists before anything moves
+    fetcher.tag = ref.tag
     with store.repo.writing() as writer:
         receiver = _Receiver(store, writer, fetcher, prefetched)
         model, chunks = receiver.walk(ref)
@@ -606,10 +627,14 @@ def _newest(
             "model objects; going by the model objects"
         )
     if not checked:
+        lost = [str(r.tag) for r in unknown if r.model_id not in fetcher.entries]
+        if lost and fetcher.index.damaged:  # (unknown, so the index was read)
+            what = f"the model object of {', '.join(sorted(lost)[:5])}"
+            raise IntegrityError(f"cannot pull {name}: {fetcher.index.damage(what)}")
         if damaged:
             lead = f"{name}: no readable version, only"
             raise IntegrityError(damaged_message(damaged, s.repo.url, lead))
-        raise NotFound(f"no model named {name!r} on {s.repo.url}")
+        raise s.not_there(f"no model named {name!r} is on")
     warn_damaged(damaged, s.repo.url)
     return max(checked, key=lambda r: (r.created, r.tag.version))
 
