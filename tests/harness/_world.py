@@ -129,9 +129,7 @@ def check_clean(path: Path, known: Mapping[str, Source]) -> None:
     store = Store(path)
     before = {str(m.tag) for m in store.list()}
     store.gc()
-    # (temporaries in the caches of remotes, remotes/<key>/, are checked on their own,
-    # test_gc_removes_temporaries_in_remote_caches)
-    left = [p for p in leftovers(path) if not p.startswith("remotes/")]
+    left = leftovers(path)
     assert left == [], f"gc must remove what a killed process left: {left}"
     check_store(path, {t: known[t] for t in before}, {})
 

@@ -36,7 +36,10 @@ import _ops
 import pytest
 from _figures import record
 from _ops import OPS, ForkServer
+from _procs import leftovers
 from _world import World, cases, check_clean, fresh_dirs
+
+from modelvault import Store
 
 KILLS = 30  # attempted per operation; at least MIN_LANDED must land mid-operation
 MIN_LANDED = 20
@@ -170,3 +173,22 @@ def test_fault_at_every_call(op: str, world: World, tmp_path: Path) -> None:
         f"strace faults: {op}: {runs} runs ({calls}; EIO and SIGKILL at each) survived "
         f"(outcomes: {dict(outcomes)})"
     )
+
+
+@pytest.mark.slow
+def test_gc_removes_temporaries_in_remote_caches(world: World, tmp_path: Path) -> None:
+    """A push killed at any rename leaves temporaries in the store's cache of the remote
+    (``remotes/<key>/``): gc must remove them as it does elsewhere in the store."""
+    case = cases(world)["push"]
+    most = count_calls("push", world, tmp_path)
+    left = {}
+    for nth in range(1, most["rename"] + 1):
+        d = fresh_dirs(tmp_path, f"rename-{nth}")
+        options = ["-o", os.devnull, "-e", "trace=rename"]
+        done = _strace(
+            d, "push", case.setup(d), [*options, "-e", f"inject=rename:signal=SIGKILL:when={nth}"]
+        )
+        assert done.returncode == -signal.SIGKILL, done.stderr
+        Store(d["store"]).gc()
+        left[nth] = leftovers(d["store"])
+    assert all(not files for files in left.values()), left

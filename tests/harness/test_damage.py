@@ -273,6 +273,7 @@ CONFIG_CASES: dict[str, bytes] = {
     "truncated": b'{"format": 1, "remo',
     "list": b"[]",
     "null": b"null",
+    "no-format": b"{}",
     "remotes-list": b'{"format": 1, "remotes": [1, 2]}',
     "remotes-null": b'{"format": 1, "remotes": null}',
     "remotes-string": b'{"format": 1, "remotes": "origin"}',
@@ -289,7 +290,7 @@ CONFIG_CASES: dict[str, bytes] = {
 def test_damaged_config(case: str, damaged: Damaged, tmp_path: Path) -> None:
     """Never a raw exception: the store refuses to open with a modelvault error naming
     config.json, or it opens, reads every tag, and using the remote config fails with a
-    modelvault error. (verify reporting config.json: pending_bugs.py, B2.)"""
+    modelvault error."""
     path = _damage(tmp_path, damaged, _write("config.json", CONFIG_CASES[case]))
     try:
         store = Store(path)
@@ -304,6 +305,33 @@ def test_damaged_config(case: str, damaged: Damaged, tmp_path: Path) -> None:
     with pytest.raises(modelvault.ModelVaultError):
         push(store, "good:v1", "origin")
     _check_gc(store, damaged)
+
+
+# the shapes for which the store opens (its format is readable): verify must report them
+REMOTES_SHAPES = sorted(k for k in CONFIG_CASES if k.startswith("remote") and k != "remotes-null")
+
+
+@pytest.mark.parametrize("case", REMOTES_SHAPES)
+def test_verify_reports_remotes_of_the_wrong_shape(
+    case: str, damaged: Damaged, tmp_path: Path
+) -> None:
+    """(remotes: null, and configs that cannot be read at all: pending_bugs.py, B2.)"""
+    path = _damage(tmp_path, damaged, _write("config.json", CONFIG_CASES[case]))
+    store = Store(path)
+    report = store.verify()
+    assert not report.ok, report
+    assert report.broken_tags == [], report
+    assert "config.json" in report.damaged_files, report
+    _check_reads(store, damaged)
+
+
+def test_a_config_without_format_is_reported_as_damaged(damaged: Damaged, tmp_path: Path) -> None:
+    """Not "upgrade modelvault": the config is damaged, and the error says which file."""
+    path = _damage(tmp_path, damaged, _write("config.json", b"{}"))
+    with pytest.raises(modelvault.ModelVaultError) as caught:
+        Store(path)
+    assert "config.json" in str(caught.value)
+    assert "upgrade" not in str(caught.value)
 
 
 # -- the same damage on a file:// remote ----------------------------------------------

@@ -168,7 +168,7 @@ def forge(
     file object's size follows it, so the file object itself is consistent)."""
     data = b"weights!" * 500
     t = Tag.from_str(tag)
-    with store.writing() as w:
+    with store.repo.writing() as w:
         cid = w.add(ObjType.CHUNK, data)
         n = len(data) if chunk_len is None else chunk_len
         fid = w.add(ObjType.FILE, FileObject(n, [(cid, n)]).encode())
