@@ -26,6 +26,7 @@ unit: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check modelvault tests benchmarks demo setup.py
 	$(BIN)/ruff format --check modelvault tests benchmarks demo setup.py
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
