@@ -8,6 +8,15 @@ from typing import Any
 from modelvault.core.objects import encode_value
 from modelvault.errors import InvalidInput
 
+__all__ = [
+    "MAX_DEPTH",
+    "SIGNATURE_DEFAULTS",
+    "build_context",
+    "check_labels",
+    "check_storable",
+    "normalise_signatures",
+]
+
 SIGNATURE_DEFAULTS: dict[str, Any] = {"batchable": False, "batch_dim": 0}
 
 

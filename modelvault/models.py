@@ -21,6 +21,20 @@ if TYPE_CHECKING:
     from modelvault.archive import ArchiveSource
     from modelvault.remote.sync import TransferResult
 
+__all__ = [
+    "create",
+    "default_store",
+    "delete",
+    "export_model",
+    "get",
+    "import_model",
+    "list",
+    "list_remote",
+    "pull",
+    "push",
+    "save",
+]
+
 _stores: dict[Path, Store] = {}
 
 
@@ -113,17 +127,16 @@ def import_model(src: ArchiveSource, *, progress: Callable[[int], None] | None =
 
 
 def push(tag: str | Tag, remote: str | None = None, **kw: Any) -> TransferResult:
-    """See :func:`modelvault.remote.sync.push`."""
+    """See :meth:`Store.push`."""
     return default_store().push(tag, remote, **kw)
 
 
 def pull(tag: str | Tag, remote: str | None = None, **kw: Any) -> TransferResult:
-    """See :func:`modelvault.remote.sync.pull`."""
+    """See :meth:`Store.pull`."""
     return default_store().pull(tag, remote, **kw)
 
 
 def list_remote(remote: str | None = None, name: str | None = None) -> builtins.list[Tag]:
-    """The tags a remote holds (``[]`` for an empty or new remote)."""
-    from modelvault.remote.sync import list_remote as _list_remote
-
-    return _list_remote(default_store(), remote, name)
+    """See :meth:`Store.list_remote`: the tags a remote holds (``[]`` for an empty or new
+    remote)."""
+    return default_store().list_remote(remote, name)

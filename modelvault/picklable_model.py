@@ -10,6 +10,15 @@ from modelvault.model import Model
 from modelvault.store import Store
 from modelvault.tags import Tag
 
+__all__ = [
+    "DEFAULT_SIGNATURES",
+    "MODULE",
+    "THREAD_SAFE",
+    "get",
+    "load_model",
+    "save_model",
+]
+
 MODULE = "modelvault.picklable_model"
 DEFAULT_SIGNATURES: dict[str, dict[str, Any]] = {"__call__": {"batchable": False}}
 THREAD_SAFE = False  # an arbitrary object may keep state: runner calls are serialised

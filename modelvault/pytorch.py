@@ -17,6 +17,16 @@ from modelvault.model import Model
 from modelvault.store import Store
 from modelvault.tags import Tag
 
+__all__ = [
+    "DEFAULT_SIGNATURES",
+    "MODEL_FILE",
+    "MODULE",
+    "THREAD_SAFE",
+    "get",
+    "load_model",
+    "save_model",
+]
+
 MODULE = "modelvault.pytorch"
 MODEL_FILE = "saved_model.pt"
 DEFAULT_SIGNATURES: dict[str, dict[str, Any]] = {"__call__": {"batchable": False}}

@@ -28,6 +28,16 @@ from modelvault.core.objects import ModelObject
 from modelvault.errors import IntegrityError, InvalidTag, NotFound
 from modelvault.tags import Tag
 
+__all__ = [
+    "MAX_CREATED",
+    "MAX_REF_BYTES",
+    "MAX_SIZE",
+    "RefStore",
+    "RefValue",
+    "damaged_message",
+    "warn_damaged",
+]
+
 logger = logging.getLogger("modelvault.refs")
 
 MAX_REF_BYTES = 64 * 1024  # a ref is ~150 bytes; anything this long is not one

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -21,6 +22,16 @@ from typing import Any
 
 from modelvault.errors import InvalidInput, NotFound
 from modelvault.store import Store
+
+__all__ = [
+    "MASK",
+    "Remote",
+    "add",
+    "get",
+    "list",
+    "parse_options",
+    "remove",
+]
 
 # modelvault.remote.transport (URL redaction) is imported where used: importing it loads
 # modelvault.remote and its sync machinery, which `mv save --label` need not pay for.
@@ -181,6 +192,37 @@ def get(name: str, *, store: Store | None = None) -> Remote:
     for remote in list(store=store):
         if remote.name == name:
             return remote
+    raise NotFound(f"no remote named {name!r}: add it with `mv remote add {name} URL`")
+
+
+def chosen(remote: str | None = None) -> str:
+    """The remote a push, pull or listing uses, as the user named it (a name or a URL):
+    ``remote``, else ``$MODELVAULT_REMOTE``, else ``origin``."""
+    return remote or os.environ.get("MODELVAULT_REMOTE") or "origin"
+
+
+def resolve(remote: str | None = None, *, store: Store | None = None) -> tuple[str, dict[str, Any]]:
+    """``(url, storage options)`` of a remote given by name or URL; by default
+    ``$MODELVAULT_REMOTE`` (a name or a URL), else the configured remote ``origin``.
+
+    Raises:
+        NotFound: no remote given and no default, or an unknown remote name.
+        InvalidInput: the ``remotes`` of config.json is not shaped as :func:`list` expects.
+    """
+    name = remote or os.environ.get("MODELVAULT_REMOTE") or None
+    configured = {r.name: r for r in list(store=store)}
+    if name is None:
+        if "origin" in configured:
+            return configured["origin"].url, dict(configured["origin"].options)
+        raise NotFound(
+            "no remote given, $MODELVAULT_REMOTE is not set and no remote is named "
+            "'origin': add one with `mv remote add origin s3://bucket/prefix` "
+            "(or modelvault.remotes.add('origin', url))"
+        )
+    if name in configured:
+        return configured[name].url, dict(configured[name].options)
+    if "://" in name or "/" in name:
+        return name, {}
     raise NotFound(f"no remote named {name!r}: add it with `mv remote add {name} URL`")
 
 

@@ -11,6 +11,15 @@ from modelvault.model import Model
 from modelvault.store import Store
 from modelvault.tags import Tag
 
+__all__ = [
+    "DEFAULT_SIGNATURES",
+    "MODULE",
+    "THREAD_SAFE",
+    "get",
+    "load_model",
+    "save_model",
+]
+
 MODULE = "modelvault.sklearn"
 DEFAULT_SIGNATURES: dict[str, dict[str, Any]] = {"predict": {"batchable": False}}
 THREAD_SAFE = True  # fitted estimators' predict methods do not mutate the estimator

@@ -10,6 +10,12 @@ from dataclasses import dataclass
 
 from modelvault.errors import InvalidTag
 
+__all__ = [
+    "LATEST",
+    "Tag",
+    "new_version",
+]
+
 _PART = re.compile(r"[a-z0-9][a-z0-9_.\-]{0,62}")
 LATEST = "latest"
 

@@ -17,6 +17,29 @@ from modelvault.core.hashing import ID_LEN, ObjType, object_id
 if TYPE_CHECKING:
     from pyfastcdc.cy import FastCDC
 
+__all__ = [
+    "AVG_SIZE",
+    "LEAD",
+    "MAX_SIZE",
+    "MIN_SEGMENT",
+    "MIN_SIZE",
+    "SEGMENT",
+    "WINDOW",
+    "Known",
+    "Piece",
+    "R",
+    "Source",
+    "Stitcher",
+    "Work",
+    "chunk_bytes",
+    "chunk_file",
+    "chunk_file_segmented",
+    "cut_and_hash",
+    "cut_piece",
+    "next_chunk",
+    "plan_segments",
+]
+
 AVG_SIZE = 64 * 1024
 MIN_SIZE = 16 * 1024
 MAX_SIZE = 512 * 1024

@@ -7,6 +7,13 @@ from enum import IntEnum
 
 from blake3 import blake3
 
+__all__ = [
+    "ID_LEN",
+    "ObjType",
+    "object_id",
+    "parse_hex_id",
+]
+
 ID_LEN = 32
 
 
@@ -44,13 +51,9 @@ def object_id(kind: ObjType, data: bytes | memoryview) -> bytes:
     return _id(kind, data)
 
 
-def hex_id(oid: bytes) -> str:
-    """The lowercase hex form users see (``Model.id``, verify reports)."""
-    return oid.hex()
-
-
 def parse_hex_id(text: str) -> bytes:
-    """Inverse of :func:`hex_id`; raises ValueError on anything but 64 hex digits."""
+    """The id a lowercase hex string names (``Model.id``, refs); ValueError on anything but 64
+    hex digits."""
     raw = bytes.fromhex(text)
     if len(raw) != ID_LEN:
         raise ValueError(f"an object id has {ID_LEN * 2} hex digits, got {text!r}")

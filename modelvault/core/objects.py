@@ -14,6 +14,21 @@ import msgpack
 
 from modelvault.core.hashing import ID_LEN
 
+__all__ = [
+    "KINDS",
+    "KIND_EXEC",
+    "KIND_FILE",
+    "KIND_TREE",
+    "MODEL_FIELDS",
+    "FileObject",
+    "ModelObject",
+    "ObjectFormatError",
+    "TreeEntry",
+    "TreeObject",
+    "check_entry_name",
+    "encode_value",
+]
+
 KIND_FILE = "file"
 KIND_EXEC = "exec"
 KIND_TREE = "tree"

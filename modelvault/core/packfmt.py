@@ -42,6 +42,23 @@ from typing import NamedTuple
 
 from blake3 import blake3
 
+__all__ = [
+    "FILE_HEADER",
+    "HASH_LEN",
+    "IDX_COUNT",
+    "IDX_ENTRY",
+    "IDX_MAGIC",
+    "PACK_MAGIC",
+    "RECORD_HEADER",
+    "VERSION",
+    "Entry",
+    "PackFormatError",
+    "decode_index",
+    "encode_index",
+    "pack_header",
+    "record_header",
+]
+
 PACK_MAGIC = b"MVPK"
 IDX_MAGIC = b"MVIX"
 VERSION = 1
@@ -51,7 +68,6 @@ RECORD_HEADER = struct.Struct("<BBxxII32s")
 IDX_COUNT = struct.Struct("<I")
 IDX_ENTRY = struct.Struct("<32sBBxxQII")
 HASH_LEN = 32
-MAX_PAYLOAD = 2**32 - 1
 
 
 class PackFormatError(ValueError):

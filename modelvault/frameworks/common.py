@@ -20,6 +20,15 @@ from modelvault.modelinfo import build_context
 from modelvault.store import Store
 from modelvault.tags import Tag
 
+__all__ = [
+    "BUFFER_DIR",
+    "PICKLE_FILE",
+    "get_flavoured",
+    "read_pickled",
+    "save_with",
+    "write_pickled",
+]
+
 PICKLE_FILE = "saved_model.pkl"
 BUFFER_DIR = "buffers"
 

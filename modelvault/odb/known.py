@@ -50,6 +50,11 @@ from modelvault.core.hashing import ObjType
 if TYPE_CHECKING:
     from modelvault.odb.packs import PackDB
 
+__all__ = [
+    "KnownChunks",
+    "Match",
+]
+
 _PAGE = mmap.PAGESIZE
 
 

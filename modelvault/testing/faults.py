@@ -48,6 +48,16 @@ from pathlib import Path
 
 from modelvault.remote.transport import Range, Transport, is_transient, wrapping
 
+__all__ = [
+    "KINDS",
+    "READS",
+    "WRITES",
+    "Fault",
+    "FaultPlan",
+    "FaultyTransport",
+    "injected",
+]
+
 KINDS = ("error", "error-after", "truncate", "stall", "slow")
 READS = frozenset({"get", "get_ranges", "list"})
 WRITES = frozenset({"put", "put_file", "put_if_absent", "delete"})
