@@ -4,7 +4,6 @@ retry wrapper, remote configuration and error translation."""
 from __future__ import annotations
 
 import socket
-import threading
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,7 +13,6 @@ import pytest
 
 import modelvault
 from modelvault import remotes
-from modelvault.remote.sync import resolve_remote
 from modelvault.remote.transport import (
     Range,
     Retrying,
@@ -23,74 +21,49 @@ from modelvault.remote.transport import (
     open_transport,
     public_url,
 )
+from modelvault.testing.transport import InMemoryTransport, TransportTests
 
 
-@pytest.fixture(params=["s3", "file", "memory"])
-def transport(request: pytest.FixtureRequest, tmp_path: Path) -> Transport:
-    if request.param == "s3":
-        bucket = request.getfixturevalue("s3_bucket")
-        return Retrying(open_transport(bucket["url"] + "/root", bucket["options"]))
-    if request.param == "file":
+class TestS3(TransportTests):
+    @pytest.fixture
+    def transport(self, s3_bucket: dict[str, Any]) -> Transport:
+        return Retrying(open_transport(s3_bucket["url"] + "/root", s3_bucket["options"]))
+
+
+class TestFile(TransportTests):
+    @pytest.fixture
+    def transport(self, tmp_path: Path) -> Transport:
         return Retrying(open_transport((tmp_path / "r").as_uri()))
-    return Retrying(open_transport(f"memory://t-{uuid.uuid4().hex[:8]}"))
 
 
-def test_put_get_list_delete(transport: Transport) -> None:
-    assert transport.list("packs") == []
-    transport.put("packs/a.pack", b"0123456789")
-    transport.put("packs/sub/b", b"x")
-    transport.put("refs/n/v", b"{}")
-    assert transport.get("packs/a.pack") == b"0123456789"
-    assert transport.list("packs") == ["packs/a.pack", "packs/sub/b"]
-    assert transport.exists("packs/a.pack") and not transport.exists("packs/zz")
-    transport.put("packs/a.pack", b"new")
-    assert transport.get("packs/a.pack") == b"new"
-    transport.delete("packs/a.pack")
-    transport.delete("packs/a.pack")
-    assert transport.list("packs") == ["packs/sub/b"]
+class TestMemory(TransportTests):
+    @pytest.fixture
+    def transport(self) -> Transport:
+        return Retrying(open_transport(f"memory://t-{uuid.uuid4().hex[:8]}"))
 
 
-def test_missing_key_is_not_found(transport: Transport) -> None:
-    with pytest.raises(modelvault.NotFound):
-        transport.get("nope")
-    with pytest.raises(modelvault.NotFound):
-        transport.get_ranges("nope", [(0, 1)])
+class TestInMemoryTwin(TransportTests):
+    @pytest.fixture
+    def transport(self) -> Transport:
+        return InMemoryTransport()
 
 
-def test_get_ranges(transport: Transport, tmp_path: Path) -> None:
+def test_a_store_pushes_and_pulls_through_the_in_memory_twin(tmp_path: Path) -> None:
+    """The twin is a whole remote: push and pull round-trip through it."""
+    from modelvault.remote.transport import wrapping
+
+    twin = InMemoryTransport("inmemory://twin/")
     src = tmp_path / "src"
-    src.write_bytes(bytes(range(256)) * 16)
-    transport.put_file("p", src)
-    got = transport.get_ranges("p", [(0, 4), (250, 10), (4090, 100)])
-    assert got == [
-        bytes([0, 1, 2, 3]),
-        bytes(range(250, 256)) + bytes(range(4)),
-        bytes(range(250, 256)),
-    ]
-
-
-def test_put_if_absent_is_create_only(transport: Transport) -> None:
-    assert transport.put_if_absent("refs/n/v", b"first")
-    assert not transport.put_if_absent("refs/n/v", b"second")
-    assert transport.get("refs/n/v") == b"first"
-
-
-def test_put_if_absent_race_has_one_winner(transport: Transport) -> None:
-    wins: list[int] = []
-    barrier = threading.Barrier(6)
-
-    def attempt(i: int) -> None:
-        barrier.wait()
-        if transport.put_if_absent("refs/race/v", str(i).encode()):
-            wins.append(i)
-
-    threads = [threading.Thread(target=attempt, args=(i,)) for i in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(wins) == 1
-    assert transport.get("refs/race/v") == str(wins[0]).encode()
+    src.mkdir()
+    (src / "w.bin").write_bytes(bytes(range(256)) * 4000)
+    a, b = modelvault.Store(tmp_path / "a"), modelvault.Store(tmp_path / "b")
+    a.save(src, "m:v1")
+    with wrapping(lambda t: twin):
+        assert a.push("m:v1", "memory://unused").objects > 0
+        b.pull("m:v1", "memory://unused")
+    with b.get("m:v1").open("w.bin") as f:
+        assert f.read() == (src / "w.bin").read_bytes()
+    assert any(k.startswith("packs/") for k in twin.objects)
 
 
 class _Flaky(Transport):
@@ -189,12 +162,12 @@ def test_remotes_config(store: modelvault.Store) -> None:
     remotes.add("backup", "file:///srv/models", store=store)
     assert [r.name for r in remotes.list(store=store)] == ["backup", "origin"]
     assert remotes.get("origin", store=store).options == {"endpoint_url": "http://h:1"}
-    assert resolve_remote(store, None) == ("s3://bucket/models", {"endpoint_url": "http://h:1"})
-    assert resolve_remote(store, "backup") == ("file:///srv/models", {})
-    assert resolve_remote(store, "memory://x") == ("memory://x", {})
+    assert remotes.resolve(store=store) == ("s3://bucket/models", {"endpoint_url": "http://h:1"})
+    assert remotes.resolve("backup", store=store) == ("file:///srv/models", {})
+    assert remotes.resolve("memory://x", store=store) == ("memory://x", {})
     remotes.remove("origin", store=store)
     with pytest.raises(modelvault.NotFound, match="mv remote add origin"):
-        resolve_remote(store, None)
+        remotes.resolve(store=store)
     with pytest.raises(modelvault.NotFound):
         remotes.remove("origin", store=store)
 
@@ -205,10 +178,10 @@ def test_remote_env_var_is_the_default(
     remotes.add("origin", "memory://o", store=store)
     remotes.add("team", "memory://t", store=store)
     monkeypatch.setenv("MODELVAULT_REMOTE", "team")
-    assert resolve_remote(store, None)[0] == "memory://t"
+    assert remotes.resolve(store=store)[0] == "memory://t"
     monkeypatch.setenv("MODELVAULT_REMOTE", "memory://elsewhere")
-    assert resolve_remote(store, None)[0] == "memory://elsewhere"
-    assert resolve_remote(store, "origin")[0] == "memory://o"
+    assert remotes.resolve(store=store)[0] == "memory://elsewhere"
+    assert remotes.resolve("origin", store=store)[0] == "memory://o"
 
 
 def test_credentials_are_refused_in_the_config(store: modelvault.Store) -> None:
