@@ -9,6 +9,7 @@
      │    └── PathNotFound   (also FileNotFoundError)
      ├── ModelExists                             name:version already holds another model
      ├── IntegrityError                          stored or received bytes do not match their id
+     ├── UnsupportedFormat                       a store, remote or archive of a newer format
      ├── ArchiveError        (also ValueError)   an archive is truncated, corrupt or hostile
      ├── RemoteError         (also OSError)      a remote could not be read or written
      ├── DiskFull            (also OSError)      no space left (or quota) while writing
@@ -49,6 +50,20 @@ class ModelExists(ModelVaultError):
 
 class IntegrityError(ModelVaultError):
     """Bytes read from disk, an archive or a remote do not match their content id."""
+
+
+class UnsupportedFormat(ModelVaultError):
+    """A store, remote or archive written in a format version this modelvault does not
+    read (a newer modelvault wrote it). The one error for it, wherever it is found; an
+    archive's is also an :class:`ArchiveError`, a remote's also a :class:`RemoteError`.
+    """
+
+    def __init__(self, what: str, found: object, reads: object) -> None:
+        super().__init__(
+            f"{what} is of format {found}; this modelvault reads format {reads}: "
+            "upgrade modelvault (pip install -U modelvault)"
+        )
+        self.found = found
 
 
 class ArchiveError(ModelVaultError, ValueError):
@@ -98,4 +113,5 @@ __all__ = [
     "RemoteError",
     "RunnerError",
     "RunnerNotInitialized",
+    "UnsupportedFormat",
 ]

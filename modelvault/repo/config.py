@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from modelvault import _fsutil
-from modelvault.errors import IntegrityError, InvalidInput
+from modelvault.errors import IntegrityError, UnsupportedFormat
 
 __all__ = ["FORMAT_VERSION", "Config"]
 
@@ -27,7 +27,7 @@ class Config:
 
         Raises:
             IntegrityError: the config is unreadable or has no numeric format.
-            InvalidInput: the store is of another format (a newer modelvault wrote it).
+            UnsupportedFormat: a newer modelvault wrote the store.
         """
         if not self.path.exists():
             _fsutil.create_only(self.path, json.dumps({"format": FORMAT_VERSION}).encode())
@@ -39,10 +39,7 @@ class Config:
                 "the remotes again (`mv remote add`)"
             )
         if fmt != FORMAT_VERSION:
-            raise InvalidInput(
-                f"{store} is a store of format {fmt}; this modelvault reads format "
-                f"{FORMAT_VERSION}: upgrade modelvault"
-            )
+            raise UnsupportedFormat(f"the store at {store}", fmt, FORMAT_VERSION)
 
     def read(self) -> dict[str, Any]:
         """The config document.

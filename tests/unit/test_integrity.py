@@ -287,3 +287,12 @@ def test_a_config_without_a_format_is_damage_not_a_newer_store(store: Store, doc
     with pytest.raises(IntegrityError, match=r"config\.json is damaged") as exc:
         Store(store.path)
     assert "upgrade" not in str(exc.value)
+
+
+def test_a_store_of_a_newer_format_says_upgrade(store: Store) -> None:
+    import modelvault
+
+    (store.path / "config.json").write_bytes(b'{"format": 2}')
+    with pytest.raises(modelvault.UnsupportedFormat, match="upgrade modelvault") as exc:
+        Store(store.path)
+    assert exc.value.found == 2 and str(store.path) in str(exc.value)
