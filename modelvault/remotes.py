@@ -27,10 +27,12 @@ __all__ = [
     "MASK",
     "Remote",
     "add",
+    "chosen",
     "get",
     "list",
     "parse_options",
     "remove",
+    "resolve",
 ]
 
 # modelvault.remote.transport (URL redaction) is imported where used: importing it loads

@@ -332,14 +332,31 @@ class Store:
         return import_model(self, src, progress=progress)
 
     def push(self, tag: str | Tag, remote: str | None = None, **kw: Any) -> TransferResult:
-        """Send a model to a remote; see modelvault.remote."""
+        """Send a model to a remote (a configured name or a URL; by default
+        ``$MODELVAULT_REMOTE``, else ``origin``); see modelvault.remote.sync.push."""
+        from modelvault import remotes
         from modelvault.remote.sync import push
 
-        return push(self, tag, remote, **kw)
+        model = self.get(tag)
+        url, options = remotes.resolve(remote, store=self)
+        return push(self.repo, model.tag, url, options, spec=remotes.chosen(remote), **kw)
 
     @_space_checked("pulling {0}")
     def pull(self, tag: str | Tag, remote: str | None = None, **kw: Any) -> TransferResult:
-        """Fetch a model from a remote; see modelvault.remote."""
+        """Fetch a model from a remote (as :meth:`push` names it); see
+        modelvault.remote.sync.pull."""
+        from modelvault import remotes
         from modelvault.remote.sync import pull
 
-        return pull(self, tag, remote, **kw)
+        t = Tag.coerce(tag)
+        url, options = remotes.resolve(remote, store=self)
+        return pull(self.repo, t, url, options, spec=remotes.chosen(remote), **kw)
+
+    def list_remote(self, remote: str | None = None, name: str | None = None) -> builtins.list[Tag]:
+        """The tags a remote (as :meth:`push` names it) holds, of ``name`` if given, newest
+        first; ``[]`` for an empty or new remote."""
+        from modelvault import remotes
+        from modelvault.remote.sync import list_remote
+
+        url, options = remotes.resolve(remote, store=self)
+        return list_remote(self.repo, url, options, name=name, spec=remotes.chosen(remote))

@@ -1,6 +1,7 @@
 """The remote side as a repository: format marker, refs, and the catalogue of packs.
 
-Layout under the remote's URL prefix (docs/format-remote.md is normative)::
+Layout under the remote's URL prefix (docs/format.md section 11 is normative; the keys
+are made by :mod:`modelvault.repo.layout`, the one place for local paths and remote keys)::
 
     <prefix>/modelvault.json            {"format": 1}, written create-only by the first push
     <prefix>/packs/<hex>.pack           same bytes as a local pack; <hex> = BLAKE3 of the file
@@ -21,7 +22,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -33,28 +33,29 @@ from modelvault.core.packfmt import Entry, PackFormatError, decode_index
 from modelvault.errors import IntegrityError, InvalidTag, NotFound, RemoteError
 from modelvault.refs import RefValue
 from modelvault.remote.transport import Transport
+from modelvault.repo.layout import (
+    CHECKED,
+    MARKER,
+    PACK_INDEX_KEY,
+    PACKS,
+    REFS,
+    index_key,
+    ref_key,
+)
 from modelvault.tags import Tag
 
 logger = logging.getLogger("modelvault.remote")
 
+__all__ = [
+    "FORMAT",
+    "RemoteIndex",
+    "RemoteRepo",
+    "cache_key",
+    "damaged_index",
+    "decode_ref",
+]
+
 FORMAT = 1
-MARKER = "modelvault.json"
-PACKS = "packs"
-REFS = "refs"
-CHECKED = "checked"  # local cache only: refs whose values a pull read from their model
-_PACK_KEY = re.compile(r"packs/([0-9a-f]{64})\.idx")
-
-
-def pack_key(name: str) -> str:
-    return f"{PACKS}/{name}.pack"
-
-
-def index_key(name: str) -> str:
-    return f"{PACKS}/{name}.idx"
-
-
-def ref_key(tag: Tag) -> str:
-    return f"{REFS}/{tag.name}/{tag.version}"
 
 
 def decode_ref(tag: Tag, data: bytes, where: str) -> RefValue:
@@ -243,7 +244,7 @@ class RemoteRepo:
         naming it: its pack's objects are invisible (a push sends them again, a pull
         that needs one raises ``IntegrityError`` naming the index), the others serve.
         """
-        names = {m.group(1) for k in self.t.list(PACKS) if (m := _PACK_KEY.fullmatch(k))}
+        names = {m.group(1) for k in self.t.list(PACKS) if (m := PACK_INDEX_KEY.fullmatch(k))}
         cached = {p.stem for p in (self.cache / PACKS).glob("*.idx")}
         for gone in cached - names:  # removed from the remote by hand: forget it
             (self.cache / PACKS / f"{gone}.idx").unlink(missing_ok=True)

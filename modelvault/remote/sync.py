@@ -10,15 +10,19 @@ them into a local pack, and publish the tag only after the pack is durable.
 
 ``progress`` (both directions) is called from the calling thread with a
 :class:`TransferProgress` after each pack sent or each read received.
+
+Every function here works on a :class:`~modelvault.repo.Repository` and a remote given as
+``(url, storage options)``; turning a remote's name into those (configured remotes,
+``$MODELVAULT_REMOTE``, ``origin``) is the façade's job (``modelvault.remotes.resolve``).
+``spec`` is the remote as the user named it (a name or a URL), used in advice only.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import shlex
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -26,7 +30,6 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from blake3 import blake3
 
-from modelvault import remotes as _remotes
 from modelvault._parallel import ordered_map
 from modelvault.core.hashing import ObjType
 from modelvault.core.objects import KIND_TREE, FileObject, ModelObject, TreeObject
@@ -34,14 +37,24 @@ from modelvault.core.packfmt import Entry, encode_index, pack_header, record_hea
 from modelvault.errors import IntegrityError, ModelExists, NotFound
 from modelvault.odb.packs import verify_payload
 from modelvault.refs import RefValue, damaged_message, warn_damaged
-from modelvault.remote.repo import RemoteIndex, RemoteRepo, cache_key, index_key, pack_key
+from modelvault.remote.repo import RemoteIndex, RemoteRepo, cache_key
 from modelvault.remote.transport import Metered, Retrying, Transport, open_transport
-from modelvault.repo import maintenance
+from modelvault.repo import Repository, maintenance
+from modelvault.repo.layout import index_key, pack_key
 from modelvault.tags import Tag
 
 if TYPE_CHECKING:
     from modelvault.odb import PackDB, PackWriter
-    from modelvault.store import Store
+
+__all__ = [
+    "JOBS",
+    "ProgressCallback",
+    "TransferProgress",
+    "TransferResult",
+    "list_remote",
+    "pull",
+    "push",
+]
 
 logger = logging.getLogger("modelvault.remote")
 
@@ -78,31 +91,7 @@ class TransferProgress:
 ProgressCallback = Callable[[TransferProgress], None]
 
 
-# -- choosing the remote ----------------------------------------------------------------
-
-
-def resolve_remote(store: Store, remote: str | None) -> tuple[str, dict[str, Any]]:
-    """``(url, storage options)`` of a remote given by name, URL, ``$MODELVAULT_REMOTE``
-    or, by default, the configured remote ``origin``.
-
-    Raises:
-        NotFound: no remote given and no default, or an unknown remote name.
-    """
-    name = remote or os.environ.get("MODELVAULT_REMOTE") or None
-    configured = {r.name: r for r in _remotes.list(store=store)}
-    if name is None:
-        if "origin" in configured:
-            return configured["origin"].url, dict(configured["origin"].options)
-        raise NotFound(
-            "no remote given, $MODELVAULT_REMOTE is not set and no remote is named "
-            "'origin': add one with `mv remote add origin s3://bucket/prefix` "
-            "(or modelvault.remotes.add('origin', url))"
-        )
-    if name in configured:
-        return configured[name].url, dict(configured[name].options)
-    if "://" in name or "/" in name:
-        return name, {}
-    raise NotFound(f"no remote named {name!r}: add it with `mv remote add {name} URL`")
+# -- the remote -----------------------------------------------------------------------
 
 
 @dataclass
@@ -124,18 +113,19 @@ class _Session:
         return TransferResult(objects, m.sent + m.received, m.requests, m.sent, m.received)
 
 
-def _open(store: Store, remote: str | None, jobs: int) -> _Session:
-    url, options = resolve_remote(store, remote)
+def _open(
+    repo: Repository, url: str, options: Mapping[str, Any] | None, spec: str | None, jobs: int
+) -> _Session:
+    options = dict(options or {})
     meter = Metered(open_transport(url, options))
     transport: Transport = Retrying(meter)
-    cache = store.repo.remote_cache(cache_key(url, options))
-    spec = remote or os.environ.get("MODELVAULT_REMOTE") or "origin"  # as resolve_remote
-    return _Session(RemoteRepo(transport, cache, jobs), meter, jobs, spec)
+    cache = repo.remote_cache(cache_key(url, options))
+    return _Session(RemoteRepo(transport, cache, jobs), meter, jobs, spec or url)
 
 
-def _local_ref(store: Store, tag: Tag) -> RefValue | None:
+def _local_ref(repo: Repository, tag: Tag) -> RefValue | None:
     try:
-        return store.repo.refs.read(tag)
+        return repo.refs.read(tag)
     except NotFound:
         return None
 
@@ -154,32 +144,34 @@ class _Upload:
 
 
 def push(
-    store: Store,
+    repo: Repository,
     tag: str | Tag,
-    remote: str | None = None,
+    url: str,
+    options: Mapping[str, Any] | None = None,
     *,
+    spec: str | None = None,
     progress: ProgressCallback | None = None,
     jobs: int = JOBS,
 ) -> TransferResult:
-    """Send ``tag`` (``name`` = its newest local version) to a remote; see module docs.
+    """Send ``tag`` (``name`` = its newest local version) to the remote at ``url``; see
+    module docs.
 
     Sends only objects the remote lacks, then creates the tag there (create-only).
     Pushing a tag the remote holds with the same model moves no object.
 
     Raises:
-        NotFound: no such local model, or no such remote.
+        NotFound: no such local model.
         ModelExists: the remote holds another model under that ``name:version``.
         IntegrityError: a local object the tag reaches is missing or damaged.
         RemoteError: the remote failed (after retries), with its URL and the cause.
     """
-    model = store.get(tag)
-    ref = store.repo.refs.read(model.tag)
-    s = _open(store, remote, jobs)
+    ref = repo.refs.resolve(Tag.coerce(tag))
+    s = _open(repo, url, options, spec, jobs)
     s.repo.check_format(create=True)
     if _remote_has(s.repo, ref):
         return s.result(0)
-    with store.repo.gc_lock(shared=True):
-        reach, missing = maintenance.reachable(store.repo, [ref.model_id])
+    with repo.gc_lock(shared=True):
+        reach, missing = maintenance.reachable(repo, [ref.model_id])
         if missing:
             raise IntegrityError(
                 f"cannot push {ref.tag}: {len(missing)} of its objects are missing or damaged "
@@ -187,8 +179,8 @@ def push(
             )
         index = s.repo.index()
         needed = reach - index.entries.keys()
-        uploads = _plan(store.repo.objects, needed)
-        sent = _send_all(store.repo.objects, s, uploads, progress)
+        uploads = _plan(repo.objects, needed)
+        sent = _send_all(repo.objects, s, uploads, progress)
     if not s.repo.create_ref(ref):
         _remote_has(s.repo, ref)  # the same model raced in (fine), or ModelExists
     return s.result(sent)
@@ -385,12 +377,12 @@ class _Receiver:
 
     def __init__(
         self,
-        store: Store,
+        db: PackDB,
         writer: PackWriter,
         fetcher: _Fetcher,
         prefetched: dict[bytes, Fetched] | None = None,
     ) -> None:
-        self.db = store.repo.objects
+        self.db = db
         self.writer = writer
         self.fetcher = fetcher
         self.prefetched = prefetched or {}  # model objects read while choosing latest
@@ -540,14 +532,16 @@ def _decode(fn: Callable[[bytes], Any], data: bytes, oid: bytes) -> Any:
 
 
 def pull(
-    store: Store,
+    repo: Repository,
     tag: str | Tag,
-    remote: str | None = None,
+    url: str,
+    options: Mapping[str, Any] | None = None,
     *,
+    spec: str | None = None,
     progress: ProgressCallback | None = None,
     jobs: int = JOBS,
 ) -> TransferResult:
-    """Fetch ``tag`` (``name`` or ``name:latest`` = the newest on the remote).
+    """Fetch ``tag`` (``name`` or ``name:latest`` = the newest on the remote at ``url``).
 
     Fetches only objects the local store lacks (walking the whole model even when the
     tag is here already, so a pull restores objects the store lost), verifies every
@@ -557,40 +551,40 @@ def pull(
     not by what the remote's refs say; damaged refs there are skipped with a warning.
 
     Raises:
-        NotFound: no such model on the remote, or no such remote.
+        NotFound: no such model on the remote.
         ModelExists: the local store holds another model under that ``name:version``.
         IntegrityError: a remote object does not match its id, a size lies, or the
             ref asked for is damaged (nothing is published).
         RemoteError: the remote failed (after retries), with its URL and the cause.
     """
     t = Tag.coerce(tag)
-    s = _open(store, remote, jobs)
+    s = _open(repo, url, options, spec, jobs)
     if not s.repo.check_format(create=False):
         raise s.not_there(f"model {t} is not on", " (no modelvault remote there)")
     fetcher = _Fetcher(s)
     prefetched: dict[bytes, Fetched] = {}
     if t.is_latest:
-        ref = _newest(store, s, fetcher, t.name, prefetched)
+        ref = _newest(repo, s, fetcher, t.name, prefetched)
     elif (exact := s.repo.read_ref(t)) is not None:
         ref = exact
     else:
         raise s.not_there(f"model {t} is not on")
-    _local_has(store, ref)  # ModelExists before anything moves
+    _local_has(repo, ref)  # ModelExists before anything moves
     fetcher.tag = ref.tag
-    with store.repo.writing() as writer:
-        receiver = _Receiver(store, writer, fetcher, prefetched)
+    with repo.writing() as writer:
+        receiver = _Receiver(repo.objects, writer, fetcher, prefetched)
         model, chunks = receiver.walk(ref)
         receiver.receive(chunks, progress)
         writer.commit()  # invariant 1: objects durable before the ref exists
         value = RefValue.of(ref.tag, ref.model_id, model)  # the model's values, not the ref's
-        if not store.repo.refs.create(value):
-            _local_has(store, ref)  # raises ModelExists unless the same model raced in
+        if not repo.refs.create(value):
+            _local_has(repo, ref)  # raises ModelExists unless the same model raced in
     s.repo.remember_checked(value)
     return s.result(receiver.objects)
 
 
 def _newest(
-    store: Store, s: _Session, fetcher: _Fetcher, name: str, prefetched: dict[bytes, Fetched]
+    repo: Repository, s: _Session, fetcher: _Fetcher, name: str, prefetched: dict[bytes, Fetched]
 ) -> RefValue:
     """The remote's newest readable version of ``name`` by its model object's creation
     time (a ref's ``created`` is only what the remote says). Model objects are read from
@@ -606,7 +600,7 @@ def _newest(
     checked: list[RefValue] = []
     unknown: list[RefValue] = []
     for ref in refs:
-        known = s.repo.checked_ref(ref) or _checked_locally(store, ref)
+        known = s.repo.checked_ref(ref) or _checked_locally(repo.objects, ref)
         (checked if known is not None else unknown).append(known or ref)
     fetched = _fetch_models(fetcher, [r.model_id for r in unknown])
     for ref in unknown:
@@ -648,12 +642,12 @@ def _agrees(said: RefValue, true: RefValue) -> bool:
     )
 
 
-def _checked_locally(store: Store, ref: RefValue) -> RefValue | None:
+def _checked_locally(db: PackDB, ref: RefValue) -> RefValue | None:
     """``ref`` with its model object's values when the local store holds that object."""
-    if not store.repo.objects.has(ref.model_id):
+    if not db.has(ref.model_id):
         return None
     try:
-        model = ModelObject.decode(store.repo.objects.read(ref.model_id, ObjType.MODEL))
+        model = ModelObject.decode(db.read(ref.model_id, ObjType.MODEL))
     except (NotFound, IntegrityError, ValueError):
         return None  # lost or damaged here: the remote's copy decides
     return _value_of(ref, model)
@@ -696,9 +690,9 @@ def _fetch_models(
     return out
 
 
-def _local_has(store: Store, ref: RefValue) -> bool:
+def _local_has(repo: Repository, ref: RefValue) -> bool:
     """True if the local store holds this exact ref; ModelExists if another model."""
-    here = _local_ref(store, ref.tag)
+    here = _local_ref(repo, ref.tag)
     if here is None:
         return False
     if here.model_id != ref.model_id:
@@ -711,14 +705,21 @@ def _local_has(store: Store, ref: RefValue) -> bool:
 # -- listing --------------------------------------------------------------------------
 
 
-def list_remote(store: Store, remote: str | None = None, name: str | None = None) -> list[Tag]:
-    """The tags a remote holds (of ``name``), newest first; ``[]`` for an empty remote.
+def list_remote(
+    repo: Repository,
+    url: str,
+    options: Mapping[str, Any] | None = None,
+    *,
+    name: str | None = None,
+    spec: str | None = None,
+) -> list[Tag]:
+    """The tags the remote at ``url`` holds (of ``name``), newest first; ``[]`` for an
+    empty remote. (``repo`` keeps the local copies of the remote's refs.)
 
     Raises:
-        NotFound: no remote given and no default, or an unknown remote name.
         RemoteError: the remote failed (after retries).
     """
-    s = _open(store, remote, JOBS)
+    s = _open(repo, url, options, spec, JOBS)
     if not s.repo.check_format(create=False):
         return []
     only = Tag.coerce(name).name if name else None

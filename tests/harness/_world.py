@@ -20,7 +20,6 @@ from test_crash import Source, _digest_file
 
 import modelvault
 from modelvault import Store
-from modelvault.remote.sync import list_remote
 
 MIB = 1024 * 1024
 SHARED = 8 * MIB  # the bytes A, B and C share
@@ -140,7 +139,7 @@ def check_remote(
     """Every tag the remote lists pulls into an empty store and reads back byte-exact;
     returns the tags of ``maybe`` present."""
     store = Store(scratch)
-    listed = {str(t) for t in list_remote(store, url)}
+    listed = {str(t) for t in store.list_remote(url)}
     assert set(whole) <= listed, f"remote lost tags: {set(whole) - listed}"
     assert listed <= set(whole) | set(maybe), f"unexpected remote tags: {listed}"
     for tag in sorted(listed):

@@ -29,7 +29,6 @@ from test_crash import Source
 
 import modelvault
 from modelvault import Store
-from modelvault.remote.sync import list_remote, push
 
 MIB = 1024 * 1024
 
@@ -303,7 +302,7 @@ def test_damaged_config(case: str, damaged: Damaged, tmp_path: Path) -> None:
     with contextlib.suppress(modelvault.ModelVaultError):
         modelvault.remotes.list(store=store)
     with pytest.raises(modelvault.ModelVaultError):
-        push(store, "good:v1", "origin")
+        store.push("good:v1", "origin")
     _check_gc(store, damaged)
 
 
@@ -371,7 +370,7 @@ def check_damaged_remote(damage: Damage, remote: Damaged, tmp_path: Path) -> Non
     path = _damage(tmp_path, remote, damage)
     url = f"file://{path}"
     local = Store(tmp_path / "local")
-    assert "good:v1" in [str(t) for t in list_remote(local, url)]
+    assert "good:v1" in [str(t) for t in local.list_remote(url)]
     local.pull("good:v1", url)
     assert remote.good.matches(local.get("good:v1"))
     for tag in ("bad:v1", "bad"):

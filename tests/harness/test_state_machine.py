@@ -38,7 +38,6 @@ from hypothesis.stateful import (
 
 import modelvault
 from modelvault import Store
-from modelvault.remote.sync import list_remote
 
 NAMES = ("alpha", "beta")
 VERSIONS = ("v1", "v2", "v3")
@@ -250,7 +249,7 @@ class TwoStores(RuleBasedStateMachine):
         for s in STORES:
             listed = {str(m.tag): m.id for m in self.stores[s].list()}
             assert listed == {t: oid for t, (_, oid) in self.model[s].items()}, s
-        remote = {str(t) for t in list_remote(self.stores["s1"], self.remote)}
+        remote = {str(t) for t in self.stores["s1"].list_remote(self.remote)}
         assert remote == set(self.on_remote)
 
 

@@ -24,7 +24,6 @@ import pytest
 
 import modelvault
 from modelvault import remotes
-from modelvault.remote import list_remote
 from modelvault.remote.transport import S3_CONFIG, S3Transport, Transport, wrapping
 
 LIMIT = 15.0  # the contract: RemoteError within 15 s by default
@@ -115,7 +114,7 @@ def test_refused_s3_endpoint_fails_within_15_s(
 ) -> None:
     port = _closed_port()
     remotes.add("origin", "s3://bucket/p", store=saved, endpoint_url=f"http://127.0.0.1:{port}")
-    for op in (lambda: saved.push("m:v1"), lambda: saved.pull("m:v1"), lambda: list_remote(saved)):
+    for op in (lambda: saved.push("m:v1"), lambda: saved.pull("m:v1"), lambda: saved.list_remote()):
         before = events.counts["before-send"]
         err, elapsed = _timed(op)
         assert elapsed < 10.0, elapsed  # 3 attempts, backoff <= 1 s + 2 s
@@ -170,7 +169,7 @@ def test_missing_credentials_fail_at_once(
     saved: modelvault.Store, s3_bucket: dict[str, Any], events: Events, no_credentials: None
 ) -> None:
     remotes.add("origin", s3_bucket["url"] + "/p", store=saved, **s3_bucket["options"])
-    for op in (lambda: saved.push("m:v1"), lambda: saved.pull("m:v1"), lambda: list_remote(saved)):
+    for op in (lambda: saved.push("m:v1"), lambda: saved.pull("m:v1"), lambda: saved.list_remote()):
         before = events.counts["before-call"]
         err, elapsed = _timed(op)
         assert elapsed < 3.0, elapsed
@@ -185,7 +184,7 @@ def test_missing_bucket_fails_at_once(
 ) -> None:
     url = s3_bucket["url"] + "-missing/p"  # a bucket nobody created
     remotes.add("origin", url, store=saved, **s3_bucket["options"])
-    for op in (lambda: saved.push("m:v1"), lambda: saved.pull("m:v1"), lambda: list_remote(saved)):
+    for op in (lambda: saved.push("m:v1"), lambda: saved.pull("m:v1"), lambda: saved.list_remote()):
         calls, sends = events.counts["before-call"], events.counts["before-send"]
         err, elapsed = _timed(op)
         assert elapsed < 3.0, elapsed
@@ -382,7 +381,7 @@ def test_access_denied_fails_at_once(
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-a-known-secret")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     remotes.add("origin", "s3://bucket/p", store=saved, endpoint_url=s3_with_auth)
-    for op in (lambda: saved.push("m:v1"), lambda: saved.pull("m:v1"), lambda: list_remote(saved)):
+    for op in (lambda: saved.push("m:v1"), lambda: saved.pull("m:v1"), lambda: saved.list_remote()):
         calls, sends = events.counts["before-call"], events.counts["before-send"]
         err, elapsed = _timed(op)
         assert elapsed < 3.0, elapsed

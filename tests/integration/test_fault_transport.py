@@ -27,7 +27,6 @@ import pytest
 
 import modelvault
 from modelvault import remotes
-from modelvault.remote import list_remote
 from modelvault.remote.transport import Retrying, open_transport
 from modelvault.testing.faults import KINDS, FaultPlan, FaultyTransport, injected
 
@@ -119,7 +118,7 @@ class World:
     def check_remote(self, name: str) -> list[str]:
         """Every tag on the remote pulls whole and verified (no faults); returns them."""
         checker = self.store(name)
-        tags = [str(t) for t in list_remote(checker)]
+        tags = [str(t) for t in checker.list_remote()]
         for tag in tags:
             checker.pull(tag)
         self.check_store(checker)
@@ -145,12 +144,12 @@ def _run_seed(world: World, source: modelvault.Store, seed: int) -> Counter[str]
         published = world.check_remote(f"check-push-{seed}-{i}")
         assert set(published) <= set(TAGS[: i + 1])
         source.push(tag)  # again, without faults
-        assert tag in [str(t) for t in list_remote(source)]
+        assert tag in [str(t) for t in source.list_remote()]
 
     dst = world.store(f"dst-{seed}")
     listing = plan(4)
     plans.append(listing)
-    world.attempt(listing, lambda: list_remote(dst))
+    world.attempt(listing, lambda: dst.list_remote())
     for i, tag in enumerate(TAGS):
         p = plan(5 + i)
         plans.append(p)

@@ -29,6 +29,4 @@ def test_pull_from_golden_remote_v1(tmp_path: Path) -> None:
 
 
 def store_list_remote(store: modelvault.Store, url: str) -> list[modelvault.Tag]:
-    from modelvault.remote.sync import list_remote
-
-    return list_remote(store, url)
+    return store.list_remote(url)

@@ -17,7 +17,6 @@ from _helpers import write_files
 
 import modelvault
 from modelvault import remotes
-from modelvault.remote import list_remote
 
 pytestmark = pytest.mark.slow
 
@@ -104,7 +103,7 @@ def test_concurrent_pushes_of_one_name_all_land(tmp_path: Path, remote: dict[str
     assert all(o.startswith("pushed") for o in outs), outs
 
     reader = _store(tmp_path / "reader", remote)
-    assert sorted(t.version or "" for t in list_remote(reader, name="family")) == sorted(sources)
+    assert sorted(t.version or "" for t in reader.list_remote(name="family")) == sorted(sources)
     for version, src in sources.items():
         reader.pull(f"family:{version}")
         assert _files(Path(reader.get(f"family:{version}").path)) == _files(src)
@@ -141,12 +140,12 @@ def test_killed_push_leaves_no_tag_and_resumes(tmp_path: Path, remote: dict[str,
     )
     assert child.returncode == -9, child.stderr.decode()
     assert child.stdout.decode().startswith("landed") and "finished" not in child.stdout.decode()
-    assert list_remote(store) == []
+    assert store.list_remote() == []
 
     full = store.push("m:v1", (tmp_path / "elsewhere").as_uri())  # the same push, from scratch
     resumed = store.push("m:v1")
     assert 0 < resumed.sent < 0.7 * full.sent
-    assert list_remote(store) == [modelvault.Tag("m", "v1")]
+    assert store.list_remote() == [modelvault.Tag("m", "v1")]
     reader = _store(tmp_path / "reader", remote)
     reader.pull("m:v1")
     assert _files(Path(reader.get("m:v1").path)) == _files(src)

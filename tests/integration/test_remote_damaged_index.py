@@ -22,7 +22,6 @@ import pytest
 import modelvault
 from modelvault import remotes
 from modelvault.errors import IntegrityError
-from modelvault.remote import list_remote
 from modelvault.testing.faults import Fault, FaultPlan, injected
 
 LOGGER = "modelvault.remote"
@@ -132,7 +131,7 @@ def test_sound_tags_pull_past_a_damaged_index(
     chunks = remote.bad_packs[0]
     where = remote.damage(chunks)
     b = remote.store(tmp_path / "b")
-    assert {str(t) for t in list_remote(b)} == {"good:v1", "bad:v1"}
+    assert {str(t) for t in b.list_remote()} == {"good:v1", "bad:v1"}
 
     b.pull("good:v1")
     assert _files(Path(b.get("good:v1").path)) == _files(remote.good)

@@ -27,7 +27,6 @@ from modelvault.core.objects import (
     TreeObject,
 )
 from modelvault.refs import RefValue
-from modelvault.remote import list_remote
 from modelvault.remote.transport import Transport, open_transport
 from modelvault.repo import maintenance
 
@@ -101,7 +100,7 @@ def test_damaged_remote_refs_hide_only_themselves(
         fresh = _store(tmp_path, f"fresh-{shape}", remote)  # no cached copy of the ref
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="modelvault"):
-            listed = [str(x) for x in list_remote(fresh)]
+            listed = [str(x) for x in fresh.list_remote()]
         assert listed == ["b:v1", "a:v0"], shape
         assert "a:v1" in caplog.text, shape
         with caplog.at_level(logging.WARNING, logger="modelvault"):
@@ -121,10 +120,10 @@ def test_a_damaged_cached_copy_of_a_remote_ref_is_read_again(
     _save(a, tmp_path, "a:v1", 1)
     a.push("a:v1")
     b = _store(tmp_path, "b", cheap_remote)
-    assert list_remote(b) == ["a:v1"]
+    assert b.list_remote() == ["a:v1"]
     (cached,) = (b.path / "remotes").glob("*/refs/a/v1")
     cached.write_bytes(b"null")
-    assert list_remote(b) == ["a:v1"]
+    assert b.list_remote() == ["a:v1"]
     b.pull("a")
     assert b.verify().ok
 
@@ -311,7 +310,7 @@ def test_latest_goes_by_the_model_objects_not_by_what_refs_say(
     assert b.get("clf").tag == "clf:new"
     assert b.stats().logical_bytes == 2 * old.size
     # list_remote orders by the values a pull checked
-    assert [str(x) for x in list_remote(b)] == ["clf:new", "clf:old"]
+    assert [str(x) for x in b.list_remote()] == ["clf:new", "clf:old"]
 
 
 def test_a_truly_newest_version_whose_ref_understates_its_time_is_still_latest(

@@ -13,7 +13,6 @@ import pytest
 import modelvault
 from modelvault import remotes
 from modelvault.core.hashing import ObjType
-from modelvault.remote import list_remote
 from modelvault.remote.sync import TransferProgress
 
 BACKENDS = ["s3", "file", "memory"]
@@ -109,8 +108,8 @@ def test_latest_is_the_newest_on_the_remote(tmp_path: Path, remote: dict[str, An
     assert b.pull("clf").objects > 0
     assert [m.tag.version for m in b.list("clf")] == ["aa-new"]
     b.pull("clf:latest")
-    assert [str(t) for t in list_remote(b)] == ["clf:aa-new", "clf:zz-old"]
-    assert list_remote(b, name="nope") == []
+    assert [str(t) for t in b.list_remote()] == ["clf:aa-new", "clf:zz-old"]
+    assert b.list_remote(name="nope") == []
 
 
 def test_different_model_under_existing_tag_is_refused(
@@ -132,7 +131,7 @@ def test_empty_remote_lists_nothing_and_pull_is_not_found(
     tmp_path: Path, remote: dict[str, Any]
 ) -> None:
     a = _store(tmp_path, "a", remote)
-    assert list_remote(a) == []
+    assert a.list_remote() == []
     with pytest.raises(modelvault.NotFound):
         a.pull("clf")
     a.save(_write_model(tmp_path / "m1", seed=1, size=1000), "clf:v1")
@@ -159,7 +158,8 @@ def test_progress_reports_objects_and_bytes(tmp_path: Path, remote: dict[str, An
 
 def _corrupt_one_chunk(store: modelvault.Store, transport: Any) -> None:
     """Flip a byte in the payload of the first chunk of the remote's first pack."""
-    from modelvault.remote.repo import RemoteRepo, pack_key
+    from modelvault.remote.repo import RemoteRepo
+    from modelvault.repo.layout import pack_key
 
     repo = RemoteRepo(transport, store.path / "scratch-cache")
     index = repo.index()
@@ -199,7 +199,7 @@ def test_remote_given_by_url_env_or_name(
         store.push("clf:v1", "team")
     url = (tmp_path / "by-url").as_uri()
     store.push("clf:v1", url)
-    assert list_remote(store, url) == [modelvault.Tag("clf", "v1")]
+    assert store.list_remote(url) == [modelvault.Tag("clf", "v1")]
     # $MODELVAULT_REMOTE, and S3 reached through AWS_ENDPOINT_URL_S3 (read by botocore)
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_bucket["endpoint_url"])
     monkeypatch.setenv("MODELVAULT_REMOTE", s3_bucket["url"] + "/env")
@@ -207,7 +207,7 @@ def test_remote_given_by_url_env_or_name(
     assert s3_bucket["fs"].exists(s3_bucket["url"][5:] + "/env/refs/clf/v1")
     remotes.add("team", str(tmp_path / "team"), store=store)
     store.push("clf:v1", "team")
-    assert [str(t) for t in list_remote(store, "team")] == ["clf:v1"]
+    assert [str(t) for t in store.list_remote("team")] == ["clf:v1"]
 
 
 def test_models_module_uses_the_default_store(

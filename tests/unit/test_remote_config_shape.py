@@ -16,7 +16,6 @@ import pytest
 
 import modelvault
 from modelvault import remotes
-from modelvault.remote import list_remote
 
 BAD_SHAPES: list[Any] = [
     [],
@@ -58,7 +57,7 @@ CALLS: dict[str, Callable[[modelvault.Store], object]] = {
     "push": lambda s: s.push("m:v1"),
     "push-by-url": lambda s: s.push("m:v1", "memory://elsewhere"),
     "pull": lambda s: s.pull("m:v1"),
-    "list_remote": lambda s: list_remote(s),
+    "list_remote": lambda s: s.list_remote(),
 }
 
 

@@ -19,7 +19,6 @@ import pytest
 
 import modelvault
 from modelvault import remotes
-from modelvault.remote import list_remote
 from modelvault.remote.transport import public_url, redact
 
 SECRET = "hunter2-Zq9"  # never to be seen anywhere
@@ -125,7 +124,7 @@ def test_push_to_a_url_with_a_password_does_not_echo_it(
     calls = (
         lambda url: store.push("s:v1", url),
         lambda url: store.pull("s:v1", url),
-        lambda url: list_remote(store, url),
+        lambda url: store.list_remote(url),
     )
     for url in URLS_WITH_PASSWORDS:
         for call in calls:
@@ -228,7 +227,7 @@ def test_debug_logs_of_a_real_s3_push_hold_no_secret(
         store.push("s:v1", f"s3://AKIAEXAMPLEID:{SECRET}@{bucket}/other")
     with pytest.raises(modelvault.InvalidInput):
         store.pull("s:v1", f"s3://AKIAEXAMPLEID:wJal/{SECRET}@{bucket}/models")
-    assert list_remote(store, remote) == [modelvault.Tag("s", "v1")]
+    assert store.list_remote(remote) == [modelvault.Tag("s", "v1")]
     records = caplog.records
     by = {r.name.split(".")[0] for r in records}
     assert {"s3fs", "botocore", "aiobotocore"} <= by, by  # the test saw real debug output
@@ -259,7 +258,7 @@ def test_hand_written_endpoint_with_a_password_is_never_used(
     for call in (
         lambda: store.push("s:v1"),
         lambda: store.pull("s:v1"),
-        lambda: list_remote(store),
+        lambda: store.list_remote(),
     ):
         with pytest.raises(modelvault.InvalidInput, match=r"client_kwargs\.endpoint_url") as info:
             call()
