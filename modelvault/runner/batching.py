@@ -391,10 +391,12 @@ def _settle(jobs: list[_Job], batcher: Batcher | None) -> None:
         future = job.future
         if future is None or future.done():  # done: its caller gave up
             continue
-        if job.error is not None:
-            future.set_exception(job.error)
-        else:
+        if job.error is None:
             future.set_result(job.result)
+        elif isinstance(job.error, StopIteration):  # a future refuses StopIteration
+            future.set_exception(RuntimeError(f"fn raised {job.error!r}"))
+        else:
+            future.set_exception(job.error)
     if batcher is not None:
         batcher._settled(len(jobs))
 
@@ -604,6 +606,9 @@ class Batcher:
             with self._lock:
                 job.abandoned = True
                 baton, job.baton = job.baton, None
+                if job.returning:  # served already: it will not report waking up
+                    job.returning = False
+                    self._back(1)
             if baton is not None:
                 baton.release()
             raise
@@ -770,6 +775,9 @@ class Batcher:
                 job.result = None
                 _note_not_merged(exc, job)
                 job.error = exc
+        except BaseException as exc:  # SystemExit and the like: the worker stops
+            _deliver_error(batch, BatcherClosed(f"batcher {self.name!r} stopped: {exc!r}"))
+            raise
         end = time.monotonic()
         rows = sum(job.rows for job in batch)
         # Count the call before any caller wakes, so a caller always sees its call in stats.

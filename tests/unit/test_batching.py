@@ -588,3 +588,30 @@ def test_oversize_and_small_thread_calls_mixed_each_get_their_result(
     sizes = batcher.stats.batch_sizes
     assert max(sizes) <= 10
     assert sum(sizes) == 16 * (1 + 25 + 3 + 11)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_fn_raising_system_exit_fails_its_callers_instead_of_hanging_them() -> None:
+    # The worker thread stops with the SystemExit (the warning pytest would print).
+    def fn(x: np.ndarray) -> np.ndarray:
+        raise SystemExit("model gave up")
+
+    batcher = Batcher(fn)
+    with ThreadPoolExecutor(1) as pool:
+        call = pool.submit(batcher.submit, np.zeros(1))
+        with pytest.raises(BatcherClosed, match="stopped"):
+            call.result(WAIT)
+    with pytest.raises(BatcherClosed):
+        batcher.submit(np.zeros(1))
+    batcher.close(timeout=WAIT)
+
+
+async def test_fn_raising_stop_iteration_reaches_asyncio_callers_as_runtime_error() -> None:
+    def fn(x: np.ndarray) -> np.ndarray:
+        raise StopIteration
+
+    with Batcher(fn) as batcher:
+        with pytest.raises(RuntimeError, match="StopIteration"):
+            await asyncio.wait_for(batcher.submit_async(np.zeros(1)), WAIT)
+        with pytest.raises(RuntimeError, match="StopIteration"):  # and it keeps serving
+            await asyncio.wait_for(batcher.submit_async(np.zeros(1)), WAIT)
