@@ -1,8 +1,11 @@
 """modelvault's batcher beside BentoML's CorkDispatcher, measured in the same run.
 
-Run from the repository root (BentoML's side needs ``make .venv-bentoml/.installed``)::
+Run from the repository root, alone on the machine (about 6 minutes)::
 
-    .venv/bin/python benchmarks/bench_runner.py [--runs 3] [--seconds 5] [--quick]
+    make .venv-bentoml/.installed
+    .venv/bin/python benchmarks/bench_runner.py --runs 3 --seconds 5 --json runner.json
+
+``--quick`` is one run of 1 s per measure (about 40 s), for a smoke test.
 
 Every measure runs in a fresh child process, one at a time, alternating the sides: ours
 with this interpreter (``benchmarks/bench_runner.py --child SPEC``), BentoML's with
@@ -99,6 +102,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each measure")
     parser.add_argument("--quick", action="store_true", help="1 run of 1 s per measure")
     parser.add_argument("--json", type=Path, help="also write every run's figures here")
+    parser.add_argument(
+        "--bentoml-max-latency-ms",
+        type=float,
+        default=60000,
+        help="BentoML's max_latency_ms (default: its own default); past it, it sheds 503s",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -112,6 +121,7 @@ def main() -> None:
     results: dict[str, dict[str, list[dict[str, Any]]]] = {}
 
     def run_all(name: str, spec: dict[str, Any], run: int) -> None:
+        spec = {**spec, "max_latency_ms": args.bentoml_max_latency_ms}  # BentoML's side
         sides = SIDES if run % 2 == 0 else SIDES[::-1]  # alternate who goes first
         for side in sides:
             out = measure(side, spec)
@@ -184,6 +194,23 @@ def report(results: dict[str, Any], runs: int, secs: float, capacity: float) -> 
         f"| lone caller, added to a direct call | +{lone[0]:.3f} ms | +{lone[1]:.3f} | "
         f"+{lone[2]:.3f} | | |"
     )
+    print(FAIRNESS)
+
+
+FAIRNESS = """
+Fairness: both sides run the same callers, model and output checks
+(benchmarks/runner_workload.py), each measure in a fresh process, sides alternating.
+- model: sleep 1 ms + 10 us/row (GIL released) then x @ W; numpy in and out;
+  max_batch_size=100; 64 concurrent callers; 1 s warm-up in the same process.
+- every result is compared bit for bit with the model's output for that caller's input
+  alone; wrong results and failed requests (BentoML's 503s) are counted above.
+- BentoML 1.4's CorkDispatcher is wired as its server wires @bentoml.api(batchable=True):
+  AutoContainer merges and splits, the model runs in a worker thread through anyio with
+  one thread, max_latency_ms as given (default 60000, its own); callers: asyncio tasks.
+  Its callback is decorated once, not per request as its server does (in its favour).
+- open loop: the same Poisson arrivals for both sides, at 50% and 90% of BentoML's
+  closed-loop 1-row throughput in this run; latency from each planned arrival.
+- CPU per request: process CPU time (all threads, user + system) / completed requests."""
 
 
 if __name__ == "__main__":
