@@ -322,14 +322,16 @@ class Store:
         """Write one ``.bentomodel`` archive of ``tag``; see modelvault.archive."""
         from modelvault.archive import export_model
 
-        return export_model(self, tag, dest, base=base, progress=progress)
+        ref = self.get(tag).ref
+        base_ref = None if base is None else self.get(base).ref
+        return export_model(self.repo, ref, dest, base=base_ref, progress=progress)
 
     @_space_checked("importing {0}")
     def import_model(self, src: ArchiveSource, *, progress: Progress | None = None) -> Model:
         """Import a ``.bentomodel`` archive; see modelvault.archive."""
         from modelvault.archive import import_model
 
-        return import_model(self, src, progress=progress)
+        return Model(self.repo, import_model(self.repo, src, progress=progress))
 
     def push(self, tag: str | Tag, remote: str | None = None, **kw: Any) -> TransferResult:
         """Send a model to a remote (a configured name or a URL; by default

@@ -24,8 +24,11 @@ from blake3 import blake3
 
 import modelvault
 from modelvault import archive
+from modelvault.archive import reader
 from modelvault.checkout import lookup, read_file_object
 from modelvault.core import codec
+from modelvault.core.codec import zstd_bound
+from modelvault.core.hashing import ObjType
 from modelvault.errors import ArchiveError, IntegrityError, ModelExists, NotFound, PathNotFound
 from modelvault.repo import maintenance
 
@@ -314,7 +317,7 @@ def test_local_files_are_mapped_and_read_from_where_they_stand(
 ) -> None:
     """A local archive is memory-mapped in windows (here small ones, so a payload often
     straddles two); an unbuffered file object is read from its own position."""
-    monkeypatch.setattr(archive, "_MAP_BLOCK", 100_003)
+    monkeypatch.setattr(reader, "MAP_BLOCK", 100_003)
     data = Path(source.export_model("clf:v1", str(tmp_path / "a.bentomodel"))).read_bytes()
     (tmp_path / "b.bin").write_bytes(b"prefix" + data + b"!")
     before = target.list()
@@ -864,8 +867,8 @@ def _write(path: Path, data: bytes) -> str:
 
 
 def test_limits_are_what_the_format_says() -> None:
-    assert archive.MAX_RAW[archive.ObjType.CHUNK] == 512 * 1024
-    assert archive.zstd_bound(0) >= 64 and archive.zstd_bound(1 << 20) > (1 << 20)
+    assert archive.MAX_RAW[ObjType.CHUNK] == 512 * 1024
+    assert zstd_bound(0) >= 64 and zstd_bound(1 << 20) > (1 << 20)
 
 
 # --- golden archives: every later version must still import them -----------------------

@@ -191,17 +191,17 @@ def test_interleave_buffers_are_handed_out_again_only_after_their_batch_is_writt
 ) -> None:
     """Many small batches: the byte-planes output buffers go round several times. A buffer
     reused before its batch was written would store bytes that fail their id."""
-    from modelvault import archive
+    from modelvault.archive import reader
 
-    monkeypatch.setattr(archive, "_BATCH", 2)  # ~60 batches of byte planes
+    monkeypatch.setattr(reader, "BATCH", 2)  # ~60 batches of byte planes
     fresh: list[bool] = []  # per buffer taken: whether none was spare
-    take = archive._Buffers.take
+    take = reader.Buffers.take
 
-    def counted(self: archive._Buffers, n: int) -> bytearray:
-        fresh.append(not self._free)
+    def counted(self: reader.Buffers, n: int) -> bytearray:
+        fresh.append(not self.spare)
         return take(self, n)
 
-    monkeypatch.setattr(archive._Buffers, "take", counted)
+    monkeypatch.setattr(reader.Buffers, "take", counted)
     source, path = _model(tmp_path)
     target = modelvault.Store(tmp_path / "target")
     model = target.import_model(path)
