@@ -41,7 +41,7 @@ from _world import World, cases, check_clean, fresh_dirs
 
 from modelvault import Store
 
-KILLS = 30  # attempted per operation; at least MIN_LANDED must land mid-operation
+KILLS = 25  # attempted per operation; at least MIN_LANDED must land mid-operation
 MIN_LANDED = 20
 SEED = 16
 

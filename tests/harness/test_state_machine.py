@@ -254,7 +254,7 @@ class TwoStores(RuleBasedStateMachine):
 
 
 TwoStores.TestCase.settings = settings(
-    max_examples=60,
+    max_examples=50,
     stateful_step_count=50,
     derandomize=True,
     database=None,
