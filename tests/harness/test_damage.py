@@ -441,3 +441,48 @@ def test_repair_of_a_damaged_ref(
     store.delete("bad:v1")
     store.import_model(healthy_archive)
     _check_repaired(store, damaged)
+
+
+# -- the CLI on a damaged store ---------------------------------------------------------
+
+LOCAL_CASES = {
+    **{f"ref-{k}": v for k, v in REF_CASES.items()},
+    **{f"idx-{k}": v for k, v in IDX_CASES.items()},
+    **{f"pack-{k}": v for k, v in PACK_CASES.items()},
+}
+
+
+def _mv(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    from modelvault.cli import main
+
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    assert "internal error" not in err and "Traceback" not in err, (args, err)
+    return code, out, err
+
+
+@pytest.mark.parametrize("case", sorted(LOCAL_CASES))
+def test_cli_on_a_damaged_store(
+    case: str,
+    damaged: Damaged,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`mv list`, `mv du` and `mv get good:v1` work; `mv verify` fails naming what is
+    broken; `mv get bad:v1` fails with one clear line or shows the model; never an
+    internal error."""
+    path = _damage(tmp_path, damaged, LOCAL_CASES[case])
+    monkeypatch.setenv("MODELVAULT_HOME", str(path))
+    code, out, _ = _mv(capsys, "list")
+    assert code == 0 and "good" in out
+    assert _mv(capsys, "du")[0] == 0
+    assert _mv(capsys, "get", "good:v1")[0] == 0
+    code, out, err = _mv(capsys, "verify")
+    assert code != 0
+    harmless = case.removeprefix("pack-") in HARMLESS_TO_OBJECTS and case.startswith("pack-")
+    if not harmless:
+        assert "bad:v1" in out + err, out + err
+    code, _, err = _mv(capsys, "get", "bad:v1")
+    if code:
+        assert err.strip().startswith("mv: error: "), err
