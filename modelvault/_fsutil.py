@@ -2,7 +2,14 @@
 
 This module is the one place for the crash-safety recipe (temp file in the same
 folder, fsync, rename or link, fsync the folder), and for temporaries that other
-processes must see as in use (:func:`in_flight`, :func:`temp_in_use`).
+processes must see as in use (:func:`in_flight`, :func:`temp_in_use`). Its parts, for
+writers that cannot use :func:`atomic_write` whole (a pack is written through its own
+descriptor, sealed in another thread, and renamed beside its index):
+
+* :func:`write_new`: create a file read-only with given bytes or a stream's, fsync'd;
+* :func:`seal`: finish a file written through a descriptor (fsync, close, read-only);
+* :func:`rename_into`: move a durable temporary into place, then fsync the folder
+  (or leave that to the caller, who fsyncs a folder once for several renames).
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import stat
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 
 def fsync_dir(path: Path) -> None:
@@ -265,27 +272,59 @@ class WriteBack:
             raise self._error[0]
 
 
-def _write_temp(tmp: Path, data: bytes) -> None:
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+COPY_BLOCK = 4 * 1024 * 1024  # bytes read from a stream at a time (write_new)
+
+Content = bytes | bytearray | memoryview | BinaryIO  # bytes, or a binary stream read to its end
+
+
+def write_new(path: Path, data: Content) -> None:
+    """Create ``path`` (it must not exist) read-only, holding ``data`` (bytes, or what a
+    binary stream holds from its position to its end), and fsync it. On failure the
+    file is removed."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
     try:
-        write_all(fd, [data])
+        if isinstance(data, bytes | bytearray | memoryview):
+            write_all(fd, [memoryview(data)])
+        else:
+            while block := data.read(COPY_BLOCK):
+                write_all(fd, [block])
         os.fsync(fd)
     except BaseException:
         os.close(fd)
-        tmp.unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
         raise
     os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so that a reader sees the old or the new content."""
+def seal(fd: int, path: Path) -> None:
+    """Finish the file ``path`` written through ``fd``: fsync it, close ``fd`` (whatever
+    happens) and make the file read-only. It is then ready for :func:`rename_into`."""
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.chmod(path, 0o444)
+
+
+def rename_into(tmp: Path, final: Path, *, sync_dir: bool = True) -> None:
+    """Move the durable temporary ``tmp`` over ``final`` in one rename (a reader sees the
+    old file or the new one), removing ``tmp`` if the rename fails; then fsync the folder
+    of ``final``, unless ``sync_dir`` is False (the caller fsyncs it once for several)."""
+    try:
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if sync_dir:
+        fsync_dir(final.parent)
+
+
+def atomic_write(path: Path, data: Content) -> None:
+    """Replace ``path`` with ``data`` (bytes, or a binary stream read to its end) so that
+    a reader sees the old or the new content; durable when this returns."""
     with in_flight(path.parent) as tmp:
-        _write_temp(tmp, data)
-        try:
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        write_new(tmp, data)
+        rename_into(tmp, path, sync_dir=False)
     fsync_dir(path.parent)
 
 
@@ -296,7 +335,7 @@ def create_only(path: Path, data: bytes) -> bool:
     appears whole or not at all: it is written to a temp file and hard-linked.
     """
     with in_flight(path.parent) as tmp:
-        _write_temp(tmp, data)
+        write_new(tmp, data)
         try:
             os.link(tmp, path)
         except FileExistsError:

@@ -9,6 +9,11 @@ Layout under the store's ``objects/`` folder (see docs/format.md)::
 Write order: a pack is written under a temporary name, fsync'd, renamed to
 ``<hex>.pack``; then its index is written the same way and renamed to
 ``<hex>.idx``. Only then do its objects exist for readers.
+
+:class:`PackBuilder` is the one place where records are laid out, entries made and the
+pack digest (its name) computed: :class:`PackWriter` streams a builder's records into a
+file, :func:`build_pack` joins them in memory (a push builds the packs it sends so).
+The file recipe (fsync, rename) is ``_fsutil``'s.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import contextlib
 import os
 import threading
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -46,6 +52,7 @@ _MAX_PARTS = 512  # buffers per writev (IOV_MAX is 1024 on Linux)
 _WRITEBACK = 8 * 1024 * 1024  # start writing the open pack to disk every this many bytes
 
 Prepared = tuple[bytes, int, bytes | memoryview]  # (id, codec, payload)
+Record = tuple[int, bytes, int, int, bytes | memoryview]  # (type, id, codec, raw len, payload)
 
 
 def prepare(kind: ObjType, data: bytes | memoryview, *, probe: bool = True) -> Prepared:
@@ -425,21 +432,76 @@ def verify_payload(oid: bytes, e: Entry, payload: bytes, kind: ObjType | None) -
     return raw
 
 
-class _OpenPack:
-    """One pack being written: its file, the running name hash, the entries it holds."""
+@dataclass(frozen=True)
+class SealedPack:
+    """A finished pack: its name (the hex digest), the digest, and its entries."""
+
+    name: str
+    digest: bytes
+    entries: dict[bytes, Entry]
+
+    def index(self) -> bytes:
+        """The pack's index file."""
+        return encode_index(self.entries, self.digest)
+
+
+class PackBuilder:
+    """Lays out one pack: the file header, then a record header and the payload per object.
+
+    It keeps the entries (payload offsets) and the running digest over the file header
+    and record headers, which names the pack. The caller writes the bytes: ``header``
+    first, then for each object the record header :meth:`add` returns and the payload
+    (no copy is made here).
+    """
+
+    def __init__(self) -> None:
+        self.header = pack_header()
+        self.hash = blake3(self.header)
+        self.pos = len(self.header)  # bytes laid out so far
+        self.entries: dict[bytes, Entry] = {}
+
+    def add(
+        self, kind: int, oid: bytes, how: int, raw_len: int, payload: bytes | memoryview
+    ) -> bytes:
+        """Lay out one object (each id once); returns its record header."""
+        header = record_header(kind, how, raw_len, len(payload), oid)
+        self.entries[oid] = Entry("", self.pos + len(header), len(payload), raw_len, kind, how)
+        self.hash.update(header)
+        self.pos += len(header) + len(payload)
+        return header
+
+    def seal(self) -> SealedPack:
+        """The pack's name, digest and entries (named after it)."""
+        digest = self.hash.digest()
+        name = digest.hex()
+        return SealedPack(
+            name, digest, {oid: e._replace(pack=name) for oid, e in self.entries.items()}
+        )
+
+
+def build_pack(records: Iterable[Record]) -> tuple[bytes, SealedPack]:
+    """A whole pack in memory, of ``(type, id, codec, raw length, payload)`` records (each
+    id once; payloads as stored): its bytes, and its name, digest and entries."""
+    pack = PackBuilder()
+    parts: list[bytes | memoryview] = [pack.header]
+    for kind, oid, how, raw_len, payload in records:
+        parts += (pack.add(kind, oid, how, raw_len, payload), payload)
+    return b"".join(parts), pack.seal()
+
+
+class _OpenPack(PackBuilder):
+    """One pack being written to a temporary file by a :class:`PackWriter` lane."""
 
     def __init__(self, db: PackDB) -> None:
+        super().__init__()
         self.tmp = _fsutil.temp_name(db.tmp_dir, ".pack")
         self.fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        header = pack_header()
         try:
-            _fsutil.write_all(self.fd, [header])
+            _fsutil.write_all(self.fd, [self.header])
         except BaseException:
             self.discard()
             raise
-        self.hash = blake3(header)  # over the file header and record headers: names the pack
-        self.pos = self.flushed = len(header)  # flushed: write-back started up to here
-        self.entries: dict[bytes, Entry] = {}
+        self.flushed = self.pos  # write-back started up to here
 
     def write(self, parts: list[bytes | memoryview]) -> None:
         _fsutil.write_all(self.fd, parts)
@@ -468,7 +530,7 @@ class PackWriter:
         self._db = db
         self._target = target
         self._skip_stored = skip_stored
-        self._pending: dict[bytes, Entry] = {}
+        self._pending: set[bytes] = set()  # ids added, in open or sealed packs
         from concurrent.futures import ThreadPoolExecutor
 
         self._sealer = ThreadPoolExecutor(1, thread_name_prefix="modelvault-seal")
@@ -476,7 +538,7 @@ class PackWriter:
         self._lock = threading.Lock()  # _pending, _lanes, _sealing and the counters
         self._lanes: dict[int, _OpenPack] = {}  # lane -> its open pack
         self._defer = False  # publish_at_commit(): sealed packs wait in objects/tmp/
-        self._held: list[tuple[Path, Path, str, dict[bytes, Entry]]] = []
+        self._held: list[tuple[Path, Path, SealedPack]] = []
         self.new_objects = 0
         self.new_bytes = 0  # stored payload bytes written
 
@@ -522,17 +584,13 @@ class PackWriter:
             with self._lock:
                 if self.has(oid):
                     continue
+                self._pending.add(oid)
                 pack = self._lanes.get(lane)
                 if pack is None:
                     pack = self._lanes[lane] = _OpenPack(self._db)
-                header = record_header(kind, how, raw_len, len(payload), oid)
-                e = Entry("", pack.pos + len(header), len(payload), raw_len, kind, how)
-                pack.entries[oid] = self._pending[oid] = e
                 self.new_objects += 1
                 self.new_bytes += len(payload)
-            parts += (header, payload)
-            pack.hash.update(header)
-            pack.pos += len(header) + len(payload)
+            parts += (pack.add(kind, oid, how, raw_len, payload), payload)  # (the lane's own)
             if pack.pos >= self._target or len(parts) >= _MAX_PARTS:
                 pack.write(parts)
                 parts = []
@@ -550,55 +608,33 @@ class PackWriter:
             pack = self._lanes.pop(lane, None)
         if pack is None:
             return
-        digest = pack.hash.digest()
-        name = digest.hex()
-        final = {oid: e._replace(pack=name) for oid, e in pack.entries.items()}
-        fut = self._sealer.submit(self._publish, pack.fd, pack.tmp, name, digest, final)
+        fut = self._sealer.submit(self._publish, pack.fd, pack.tmp, pack.seal())
         with self._lock:
             self._sealing.append(fut)
 
-    def _publish(
-        self, fd: int, tmp: Path, name: str, digest: bytes, entries: dict[bytes, Entry]
-    ) -> None:
+    def _publish(self, fd: int, tmp: Path, pack: SealedPack) -> None:
+        """Make a sealed pack durable and visible: the pack, then its index (each fsync'd
+        and renamed into view; the folder is fsync'd once, by ``commit``)."""
         if self._defer:
-            self._hold(fd, tmp, name, digest, entries)
+            self._hold(fd, tmp, pack)
             return
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.chmod(tmp, 0o444)
-        os.replace(tmp, self._db.pack_dir / f"{name}.pack")
+        _fsutil.seal(fd, tmp)
+        _fsutil.rename_into(tmp, self._db.pack_dir / f"{pack.name}.pack", sync_dir=False)
         idx_tmp = _fsutil.temp_name(self._db.tmp_dir, ".idx")
-        with open(idx_tmp, "xb") as g:
-            g.write(encode_index(entries, digest))
-            g.flush()
-            os.fsync(g.fileno())
-        os.chmod(idx_tmp, 0o444)
-        os.replace(idx_tmp, self._db.pack_dir / f"{name}.idx")
-        self._db._add_entries(name, entries)
+        _fsutil.write_new(idx_tmp, pack.index())
+        _fsutil.rename_into(idx_tmp, self._db.pack_dir / f"{pack.name}.idx", sync_dir=False)
+        self._db._add_entries(pack.name, pack.entries)
 
-    def _hold(
-        self, fd: int, tmp: Path, name: str, digest: bytes, entries: dict[bytes, Entry]
-    ) -> None:
+    def _hold(self, fd: int, tmp: Path, pack: SealedPack) -> None:
         """``publish_at_commit`` mode: make a pack and its index durable, still hidden."""
         idx_tmp = _fsutil.temp_name(self._db.tmp_dir, ".idx")
         try:
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.chmod(tmp, 0o444)
-            with open(idx_tmp, "xb") as g:
-                g.write(encode_index(entries, digest))
-                g.flush()
-                os.fsync(g.fileno())
-            os.chmod(idx_tmp, 0o444)
+            _fsutil.seal(fd, tmp)
+            _fsutil.write_new(idx_tmp, pack.index())
         except BaseException:
             tmp.unlink(missing_ok=True)
-            idx_tmp.unlink(missing_ok=True)
             raise
-        self._held.append((tmp, idx_tmp, name, entries))
+        self._held.append((tmp, idx_tmp, pack))
 
     def commit(self) -> None:
         """Seal the open packs and wait until every pack and index is durable and visible."""
@@ -607,10 +643,10 @@ class PackWriter:
             for fut in self._sealing:
                 fut.result()
             while self._held:  # publish_at_commit mode: every pack is durable, reveal them
-                tmp, idx_tmp, name, entries = self._held[0]
-                os.replace(tmp, self._db.pack_dir / f"{name}.pack")
-                os.replace(idx_tmp, self._db.pack_dir / f"{name}.idx")
-                self._db._add_entries(name, entries)
+                tmp, idx_tmp, pack = self._held[0]
+                _fsutil.rename_into(tmp, self._db.pack_dir / f"{pack.name}.pack", sync_dir=False)
+                _fsutil.rename_into(idx_tmp, self._db.pack_dir / f"{pack.name}.idx", sync_dir=False)
+                self._db._add_entries(pack.name, pack.entries)
                 del self._held[0]
             _fsutil.fsync_dir(self._db.pack_dir)
         except BaseException:
@@ -636,7 +672,7 @@ class PackWriter:
         self._drop_held()
 
     def _drop_held(self) -> None:
-        for tmp, idx_tmp, _, _ in self._held:
+        for tmp, idx_tmp, _ in self._held:
             idx_tmp.unlink(missing_ok=True)
             tmp.unlink(missing_ok=True)
         self._held = []

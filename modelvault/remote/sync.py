@@ -28,14 +28,12 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from blake3 import blake3
-
 from modelvault._parallel import ordered_map
 from modelvault.core.hashing import ObjType
 from modelvault.core.objects import KIND_TREE, FileObject, ModelObject, TreeObject
-from modelvault.core.packfmt import Entry, encode_index, pack_header, record_header
+from modelvault.core.packfmt import Entry
 from modelvault.errors import IntegrityError, ModelExists, NotFound
-from modelvault.odb.packs import verify_payload
+from modelvault.odb.packs import Record, build_pack, verify_payload
 from modelvault.refs import RefValue, damaged_message, warn_damaged
 from modelvault.remote.repo import RemoteIndex, RemoteRepo, cache_key
 from modelvault.remote.transport import Metered, Retrying, Transport, open_transport
@@ -262,30 +260,21 @@ def _send(db: PackDB, repo: RemoteRepo, up: _Upload) -> _Upload:
         repo.t.put(index_key(up.local), idx)
         repo.remember_index(up.local, idx)
         return up
-    name, data, idx = _build_pack(db, up.ids)
-    repo.t.put(pack_key(name), data)
-    repo.t.put(index_key(name), idx)
-    repo.remember_index(name, idx)
+    data, pack = build_pack(_verified(db, up.ids))  # the local packs' layout, one builder
+    idx = pack.index()
+    repo.t.put(pack_key(pack.name), data)
+    repo.t.put(index_key(pack.name), idx)
+    repo.remember_index(pack.name, idx)
     return replace(up, local=None, nbytes=len(data))
 
 
-def _build_pack(db: PackDB, ids: list[bytes]) -> tuple[str, bytes, bytes]:
-    """A new pack (same layout as local packs) of verified objects: (name, pack, index)."""
-    buf = bytearray(pack_header())
-    digest_of = blake3(buf)  # the pack digest covers the file and record headers
-    entries: dict[bytes, Entry] = {}
+def _verified(db: PackDB, ids: list[bytes]) -> Iterator[Record]:
+    """The stored records of ``ids``, each checked against its id (never copy damage
+    forward)."""
     for oid in ids:
         e, payload = db.read_stored(oid)
-        verify_payload(oid, e, payload, None)  # never copy damage forward
-        head = record_header(e.kind, e.codec, e.raw_len, len(payload), oid)
-        entries[oid] = Entry("", len(buf) + len(head), len(payload), e.raw_len, e.kind, e.codec)
-        digest_of.update(head)
-        buf += head
-        buf += payload
-    digest = digest_of.digest()
-    name = digest.hex()
-    entries = {oid: e._replace(pack=name) for oid, e in entries.items()}
-    return name, bytes(buf), encode_index(entries, digest)
+        verify_payload(oid, e, payload, None)
+        yield e.kind, oid, e.codec, e.raw_len, payload
 
 
 # -- pull -----------------------------------------------------------------------------

@@ -34,7 +34,6 @@ import io
 import os
 import random
 import re
-import shutil
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -163,17 +162,8 @@ class LocalTransport(Transport):
         _fsutil.atomic_write(self._folder(key), data)
 
     def put_file(self, key: str, path: Path) -> None:
-        final = self._folder(key)
-        tmp = _fsutil.temp_name(final.parent)
-        try:
-            with open(path, "rb") as src, open(tmp, "xb") as dst:
-                shutil.copyfileobj(src, dst, 4 * 1024 * 1024)
-                dst.flush()
-                os.fsync(dst.fileno())
-            os.replace(tmp, final)
-        finally:
-            tmp.unlink(missing_ok=True)
-        _fsutil.fsync_dir(final.parent)
+        with open(path, "rb") as src:
+            _fsutil.atomic_write(self._folder(key), src)
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
         return _fsutil.create_only(self._folder(key), data)

@@ -1,0 +1,71 @@
+"""The one atomic-write recipe (_fsutil) and its users: files appear whole, read-only,
+durable, and no temporary (nor its lock) is left behind."""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from modelvault import _fsutil
+from modelvault.remote.transport import open_transport
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_atomic_write_takes_bytes_or_a_stream(tmp_path: Path) -> None:
+    data = os.urandom(_fsutil.COPY_BLOCK + 12345)  # more than one block from a stream
+    _fsutil.atomic_write(tmp_path / "a", data)
+    _fsutil.atomic_write(tmp_path / "b", io.BytesIO(data))
+    _fsutil.atomic_write(tmp_path / "b", io.BytesIO(b"replaced"))
+    assert (tmp_path / "a").read_bytes() == data
+    assert (tmp_path / "b").read_bytes() == b"replaced"
+    assert _mode(tmp_path / "a") == _mode(tmp_path / "b") == 0o444
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
+
+
+def test_write_new_never_overwrites(tmp_path: Path) -> None:
+    (tmp_path / "f").write_bytes(b"old")
+    with pytest.raises(FileExistsError):
+        _fsutil.write_new(tmp_path / "f", b"new")
+    assert (tmp_path / "f").read_bytes() == b"old"
+
+
+def test_rename_into_removes_the_temporary_when_the_rename_fails(tmp_path: Path) -> None:
+    tmp = tmp_path / "t"
+    _fsutil.write_new(tmp, b"x")
+    (tmp_path / "final").mkdir()
+    (tmp_path / "final" / "inside").write_bytes(b"")  # a folder: the rename fails
+    with pytest.raises(OSError):
+        _fsutil.rename_into(tmp, tmp_path / "final")
+    assert not tmp.exists()
+
+
+def test_seal_finishes_a_file_written_through_its_descriptor(tmp_path: Path) -> None:
+    path = tmp_path / "p"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    _fsutil.write_all(fd, [b"abc", memoryview(b"def")])
+    _fsutil.seal(fd, path)
+    with pytest.raises(OSError):
+        os.fstat(fd)  # closed
+    assert path.read_bytes() == b"abcdef"
+    assert _mode(path) == 0o444
+
+
+def test_file_remote_put_file_is_the_same_recipe_as_put(tmp_path: Path) -> None:
+    """A whole local pack sent to a file:// remote lands like every other key: whole,
+    read-only, with no temporary or lock file left beside it."""
+    src = tmp_path / "src.pack"
+    src.write_bytes(os.urandom(_fsutil.COPY_BLOCK * 2 + 7))
+    root = tmp_path / "remote"
+    t = open_transport(root.as_uri(), {})
+    t.put_file("packs/a.pack", src)
+    t.put("packs/a.idx", b"index")
+    assert t.get("packs/a.pack") == src.read_bytes()
+    assert sorted(p.name for p in (root / "packs").iterdir()) == ["a.idx", "a.pack"]
+    assert _mode(root / "packs" / "a.pack") == _mode(root / "packs" / "a.idx") == 0o444
