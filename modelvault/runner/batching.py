@@ -784,8 +784,7 @@ class Batcher:
         with self._lock:
             self._stats.calls += 1
             self._stats.batch_sizes.append(rows)
-            self.policy.record_call(rows, end - start)
-            self.policy.record_batch_done(len(batch), len(self._queue))
+            queued = len(self._queue)  # before the callers just served resubmit
             self._free_at = end
             # Thread callers are chained: the worker wakes the first, each the next (_wait
             # reads an abandoned job's baton under this lock). All of them, and the asyncio
@@ -805,6 +804,11 @@ class Batcher:
             chain[0].lock.release()  # type: ignore[union-attr]
         if others:
             _settle_soon(others, self)
+        # The policy learns after the hand-off, so waking the callers overlaps with it;
+        # nothing reads it before this thread's next decision.
+        with self._lock:
+            self.policy.record_call(rows, end - start)
+            self.policy.record_batch_done(len(batch), queued)
 
 
 def _settle_soon(jobs: list[_Job], batcher: Batcher | None) -> None:
