@@ -9,7 +9,8 @@ descriptor, sealed in another thread, and renamed beside its index):
 * :func:`write_new`: create a file read-only with given bytes or a stream's, fsync'd;
 * :func:`seal`: finish a file written through a descriptor (fsync, close, read-only);
 * :func:`rename_into`: move a durable temporary into place, then fsync the folder
-  (or leave that to the caller, who fsyncs a folder once for several renames).
+  (or leave that to the caller, who fsyncs a folder once for several renames);
+* :func:`replacing`: a file the caller writes through, put in place at the end.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import contextlib
 import errno
 import fcntl
 import functools
+import io
 import os
 import re
 import shutil
@@ -317,6 +319,25 @@ def rename_into(tmp: Path, final: Path, *, sync_dir: bool = True) -> None:
         raise
     if sync_dir:
         fsync_dir(final.parent)
+
+
+@contextlib.contextmanager
+def replacing(path: Path, suffix: str = ".tmp") -> Iterator[io.FileIO]:
+    """A new unbuffered file for the block to write, which replaces ``path`` when the
+    block ends normally: fsync'd, renamed over ``path``, the folder fsync'd. On an
+    exception it is removed and ``path`` is left as it was. (For a file of the user's,
+    such as an archive: it keeps the usual permissions, and its temporary in the same
+    folder, ``.tmp-...<suffix>``, has no in-flight lock.)"""
+    tmp = temp_name(path.parent, suffix)
+    try:
+        with open(tmp, "xb", buffering=0) as f:
+            assert isinstance(f, io.FileIO)
+            yield f
+            os.fsync(f.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    rename_into(tmp, path)
 
 
 def atomic_write(path: Path, data: Content) -> None:

@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import errno
-import io
 import os
 import random
 import re
@@ -823,20 +822,11 @@ def open_output(dest: str, name: str) -> Iterator[tuple[IO[bytes], str]]:
 
 @contextlib.contextmanager
 def _local_output(path: Path, suffix: str) -> Iterator[IO[bytes]]:
-    """Temp file (ending in ``suffix``) in the same folder, fsync, rename, fsync the folder."""
+    """Temp file (ending in ``suffix``) in the same folder, fsync, rename, fsync the folder
+    (``_fsutil.replacing``; unbuffered: the caller batches its writes)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _fsutil.temp_name(path.parent, suffix)
-    try:
-        with open(tmp, "xb", buffering=0) as f:  # the caller batches its writes
-            assert isinstance(f, io.FileIO)
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsutil.fsync_dir(path.parent)
+    with _fsutil.replacing(path, suffix) as f:
+        yield f
 
 
 @contextlib.contextmanager

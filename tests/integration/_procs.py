@@ -111,7 +111,7 @@ def install_points() -> None:
     _after(os, "replace", "index-renamed", lambda src, dst: str(dst).endswith(".idx"))
     _before(RefStore, "create", "before-ref")
     _after(RefStore, "create", "after-ref")
-    _after(_fsutil, "_write_temp", "ref-temp", lambda folder, data: "refs" in Path(folder).parts)
+    _after(_fsutil, "write_new", "ref-temp", lambda path, data: "refs" in Path(path).parts)
     _after(maintenance, "_repack", "gc-repacked")
     _after(os, "unlink", "gc-idx-gone", lambda path, *a, **k: str(path).endswith(".idx"))
     _after(os, "unlink", "gc-cache-half", lambda path, *a, **k: "dir_fd" in k)  # rmtree

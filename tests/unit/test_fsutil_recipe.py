@@ -69,3 +69,19 @@ def test_file_remote_put_file_is_the_same_recipe_as_put(tmp_path: Path) -> None:
     assert t.get("packs/a.pack") == src.read_bytes()
     assert sorted(p.name for p in (root / "packs").iterdir()) == ["a.idx", "a.pack"]
     assert _mode(root / "packs" / "a.pack") == _mode(root / "packs" / "a.idx") == 0o444
+
+
+def test_replacing_puts_the_file_in_place_only_when_the_block_ends_normally(
+    tmp_path: Path,
+) -> None:
+    target = tmp_path / "model.bentomodel"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError), _fsutil.replacing(target, ".bentomodel") as f:
+        f.write(b"half")
+        raise RuntimeError("interrupted")
+    assert target.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.bentomodel"]
+    with _fsutil.replacing(target, ".bentomodel") as f:
+        f.write(b"new")
+    assert target.read_bytes() == b"new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.bentomodel"]
