@@ -343,6 +343,7 @@ class _Job:
     __slots__ = (
         "abandoned",
         "baton",
+        "chunk",
         "enqueued",
         "error",
         "future",
@@ -375,7 +376,8 @@ class _Job:
         self.error: BaseException | None = None
         self.not_merged_with: Key | None = None  # another key queued beside it, for notes
         self.enqueued = 0.0
-        self.returning = False  # counted in Batcher._returning until its caller wakes
+        self.returning = 0  # callers this caller reports back for when it wakes (chain's last)
+        self.chunk = False  # part of an oversize call: woken by the worker, never chained
         self.baton: LockType | None = None  # the next thread caller's lock, to release on waking
         self.abandoned = False  # its thread caller stopped waiting (KeyboardInterrupt)
 
@@ -500,9 +502,7 @@ class Batcher:
         jobs = self._chunks(payload, rows, axis, key, None)
         self._enqueue(jobs, rows)
         for job in jobs:
-            self._wait(job)
-            if job.returning:
-                self._woke(job)
+            job.lock.acquire()  # type: ignore[union-attr]  # released by the worker
         for job in jobs:
             if job.error is not None:
                 raise job.error
@@ -567,7 +567,7 @@ class Batcher:
     ) -> list[_Job]:
         """An oversize call cut into chunks of at most max_batch_size rows, a job each."""
         step = self.max_batch_size
-        return [
+        jobs = [
             _Job(
                 _slice(payload, axis, i, min(i + step, rows)),
                 min(step, rows - i),
@@ -578,6 +578,9 @@ class Batcher:
             )
             for i in range(0, rows, step)
         ]
+        for job in jobs:
+            job.chunk = True
+        return jobs
 
     def _enqueue(self, jobs: Sequence[_Job], rows: int) -> None:
         now = time.monotonic()
@@ -607,8 +610,8 @@ class Batcher:
                 job.abandoned = True
                 baton, job.baton = job.baton, None
                 if job.returning:  # served already: it will not report waking up
-                    job.returning = False
-                    self._back(1)
+                    self._back(job.returning)
+                    job.returning = 0
             if baton is not None:
                 baton.release()
             raise
@@ -616,10 +619,10 @@ class Batcher:
             job.baton.release()
 
     def _woke(self, job: _Job) -> None:
-        """A thread caller served by the last batch woke up: it is no longer returning."""
+        """The last thread caller of a batch's chain woke up: so did all before it."""
         with self._lock:
-            job.returning = False
-            self._back(1)
+            self._back(job.returning)
+            job.returning = 0
 
     def _settled(self, jobs: int) -> None:
         """``jobs`` asyncio callers were handed their results on their loop."""
@@ -789,17 +792,25 @@ class Batcher:
             # Thread callers are chained: the worker wakes the first, each the next (_wait
             # reads an abandoned job's baton under this lock). All of them, and the asyncio
             # callers, count as returning until they are back in their own code.
+            # Chunks of an oversize call are woken directly (its caller waits for them in
+            # order, which need not be the order they ran in), and not counted.
             chain: list[_Job] = []
             others: list[_Job] = []
+            chunks: list[_Job] = []
             for job in batch:
                 if job.lock is None:
                     others.append(job)
+                elif job.chunk:
+                    chunks.append(job)
                 elif not job.abandoned:
-                    job.returning = True
                     chain.append(job)
             for job, after in pairwise(chain):
                 job.baton = after.lock
+            if chain:  # callers wake in chain order: the last reports for them all
+                chain[-1].returning = len(chain)
             self._returning += len(chain) + len(others)
+        for job in chunks:
+            job.lock.release()  # type: ignore[union-attr]
         if chain:
             chain[0].lock.release()  # type: ignore[union-attr]
         if others:

@@ -615,3 +615,44 @@ async def test_fn_raising_stop_iteration_reaches_asyncio_callers_as_runtime_erro
             await asyncio.wait_for(batcher.submit_async(np.zeros(1)), WAIT)
         with pytest.raises(RuntimeError, match="StopIteration"):  # and it keeps serving
             await asyncio.wait_for(batcher.submit_async(np.zeros(1)), WAIT)
+
+
+def test_a_small_call_is_not_held_behind_the_later_chunk_of_an_oversize_call(
+    make_batcher: Callable[..., Batcher],
+) -> None:
+    # max_batch_size 10: after the gated first call, the queue holds A (4 rows), the two
+    # chunks of X (10 rows of 7s, then 5 rows of 8s) and B (1 row). The next batch takes
+    # A, X's second chunk and B (9 + 1 rows; X's first chunk does not fit); X's first
+    # chunk runs after, and is held until B has its result. B must not wait for it.
+    b_done = threading.Event()
+
+    def fn(x: np.ndarray) -> np.ndarray:
+        if (x == 7).any():
+            assert b_done.wait(WAIT), "B never got its result"
+        return x * 2
+
+    gated = Gated(fn)
+    batcher = make_batcher(gated, max_batch_size=10)
+    a, x, b = (
+        np.full((4, 1), 1.0),
+        np.vstack([np.full((10, 1), 7.0), np.full((5, 1), 8.0)]),
+        np.full((1, 1), 2.0),
+    )
+    with ThreadPoolExecutor(4) as pool:
+        first = pool.submit(batcher.submit, np.zeros((1, 1)))
+        assert gated.entered.wait(WAIT)
+        calls = [pool.submit(batcher.submit, a)]
+        wait_until(lambda: batcher.pending == 1, "A to queue")
+        calls.append(pool.submit(batcher.submit, x))
+        wait_until(lambda: batcher.pending == 3, "X's chunks to queue")
+        calls.append(pool.submit(batcher.submit, b))
+        wait_until(lambda: batcher.pending == 4, "B to queue")
+        gated.release()
+        try:
+            np.testing.assert_array_equal(calls[2].result(WAIT / 2), b * 2)
+        finally:
+            b_done.set()
+        np.testing.assert_array_equal(calls[0].result(WAIT), a * 2)
+        np.testing.assert_array_equal(calls[1].result(WAIT), x * 2)
+        first.result(WAIT)
+    assert batcher.stats.batch_sizes == [1, 10, 10]
