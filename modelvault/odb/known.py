@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 from modelvault.core.chunking import MAX_SIZE
 from modelvault.core.codec import Codec
-from modelvault.core.hashing import ObjType
+from modelvault.core.hashing import ObjType, object_id
 
 if TYPE_CHECKING:
     from modelvault.odb.packs import PackDB
@@ -90,9 +90,11 @@ class Match:
         starting before ``limit``: ``(i, k, end)`` for chunks ``i .. k-1`` of the stored
         file, the last ending at ``end``; or None when not even chunk ``i`` is one.
 
-        Each chunk is compared byte for byte (``memcmp``); the byte after each, which
-        vouches for its cut, is the first byte of the next, compared with it, and for the
-        last one it is checked on its own. A chunk is only tried with more than
+        Each chunk kept raw is compared byte for byte (``memcmp``), one stored compressed
+        (a float codec) by hashing the new bytes; the byte after each, which vouches for
+        its cut, is the first byte of the next, compared with it, and for the last one it
+        is checked on its own where that chunk is kept raw (else the last is left to the
+        cutter). A chunk is only tried with more than
         ``MAX_SIZE`` bytes of the view after its start (so the file goes on that far).
         """
         i, self._expect = self._expect, -1
@@ -112,7 +114,13 @@ class Match:
             c = stored[k]
             if c is None:
                 break
-            _, n, where, offset = c
+            oid, n, where, offset = c
+            if not where:  # stored compressed: the new bytes must hash to its id
+                if object_id(ObjType.CHUNK, view[pos : pos + n]) != oid:
+                    break
+                pos += n
+                k += 1
+                continue
             if where != name:
                 if pack is not None:
                     self._touch(pack, lo, hi)
@@ -217,13 +225,12 @@ class KnownChunks:
             offset += n
             self._offsets.append(offset)
         entries = db.entries([oid for oid, _ in chunks])
-        self._at: list[tuple[bytes, int, str, int] | None] = [  # each raw chunk: id, length,
-            (oid, n, e.pack, e.offset)  # pack, offset of payload; a None after the last
-            if e is not None
-            and e.codec == Codec.RAW
-            and e.kind == ObjType.CHUNK
-            and e.raw_len == n
-            and n > 0
+        # each chunk: id, length, pack and offset of its payload when it is kept raw (compared
+        # byte for byte), pack "" when it is stored compressed (compared by its id: the
+        # new bytes are hashed); None where it is not stored, and after the last
+        self._at: list[tuple[bytes, int, str, int] | None] = [
+            (oid, n, e.pack if e.codec == Codec.RAW else "", e.offset)
+            if e is not None and e.kind == ObjType.CHUNK and e.raw_len == n and n > 0
             else None
             for e, (oid, n) in zip(entries, chunks, strict=True)
         ]
@@ -243,7 +250,7 @@ class KnownChunks:
     def payload(self, i: int) -> _Payload | None:
         """Chunk ``i`` if it is kept raw, whole in its pack, with its pages cached."""
         at = self._at[i] if 0 <= i < len(self._at) else None
-        if at is None:
+        if at is None or not at[2]:
             return None
         oid, n, name, offset = at
         pack = self.pack(name)

@@ -390,3 +390,37 @@ def test_a_run_takes_an_unedited_stretch_in_one_call_and_stops_before_an_edit(
             assert match.run(view, starts[7], len(data)) is None  # out of step after it
     finally:
         known.close()
+
+
+def _floats(seed: int, n: int) -> bytes:
+    import numpy as np
+
+    return np.random.default_rng(seed).normal(0, 0.02, n // 4).astype(np.float32).tobytes()
+
+
+def test_chunks_stored_by_the_float_codec_are_recognised_by_their_ids(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Float weights are stored compressed (codec 3), so they cannot be compared byte for
+    byte with the new file: the follow hashes the new bytes at the stored cuts instead,
+    and an edited version still gets exactly the chunks of cutting and hashing."""
+    from modelvault.core.codec import Codec
+
+    data = _floats(5, 12 * MAX)
+    edited = data[: 6 * MAX] + _floats(6, 3 * 65536) + data[6 * MAX + 3 * 65536 :]
+    store = modelvault.Store(tmp_path / "store")
+    for version, payload in (("v1", data), ("v2", data), ("v3", edited)):
+        (tmp_path / version).mkdir()
+        (tmp_path / version / "w.bin").write_bytes(payload)
+    store.save(tmp_path / "v1", "m:v1")
+    stored = [store.repo.objects.entry(c) for c, _ in _file_chunks(store, "m:v1", "w.bin")]
+    assert sum(e is not None and e.codec == Codec.FLOAT for e in stored) > len(stored) // 2
+    counting = _Counting(monkeypatch)
+    store.save(tmp_path / "v2", "m:v2")
+    assert counting.hits >= len(data) - 2 * MAX  # unchanged: recognised, not cut
+    counting.hits = 0
+    store.save(tmp_path / "v3", "m:v3")
+    assert counting.hits >= len(edited) - 6 * MAX  # all but the edit's neighbourhood
+    for version, payload in (("m:v2", data), ("m:v3", edited)):
+        assert _file_chunks(store, version, "w.bin") == _expected(payload)
+        assert (Path(store.get(version).path) / "w.bin").read_bytes() == payload
