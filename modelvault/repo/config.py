@@ -10,17 +10,22 @@ from typing import Any
 from modelvault import _fsutil
 from modelvault.errors import IntegrityError, UnsupportedFormat
 
-__all__ = ["FORMAT_VERSION", "Config"]
+__all__ = ["FORMAT_VERSION", "READABLE", "Config"]
 
-FORMAT_VERSION = 1
+# 2: chunks may be stored with the float codec (codec 3); 1: codecs 0-2 only. A store of
+# format 1 is read as it is and becomes format 2 on its first write (Repository.writing),
+# so an older modelvault says "upgrade" instead of failing on a chunk it cannot decode.
+FORMAT_VERSION = 2
+READABLE = frozenset({1, 2})
 
 
 class Config:
-    """``config.json`` of one store: ``{"format": 1, "remotes": {...}}``."""
+    """``config.json`` of one store: ``{"format": 2, "remotes": {...}}``."""
 
     def __init__(self, path: Path, lock: Path) -> None:
         self.path = path
         self._lock = lock
+        self.format = FORMAT_VERSION  # as read by ensure()
 
     def ensure(self, store: Path) -> None:
         """Create the config if it is missing, then refuse a store of another format.
@@ -38,8 +43,21 @@ class Config:
                 f'restore it from a backup, or write {{"format": {FORMAT_VERSION}}} and add '
                 "the remotes again (`mv remote add`)"
             )
-        if fmt != FORMAT_VERSION:
+        if fmt not in READABLE:
             raise UnsupportedFormat(f"the store at {store}", fmt, FORMAT_VERSION)
+        self.format = fmt
+
+    def make_current(self) -> None:
+        """Mark the store as of :data:`FORMAT_VERSION` before writing objects of it (the
+        config keeps its remotes; no-op when it is current already)."""
+        if self.format == FORMAT_VERSION:
+            return
+
+        def bump(doc: dict[str, Any]) -> None:
+            doc["format"] = max(FORMAT_VERSION, int(doc.get("format", 0)))
+
+        self.update(bump)
+        self.format = FORMAT_VERSION
 
     def read(self) -> dict[str, Any]:
         """The config document.

@@ -68,6 +68,7 @@ class Repository:
         The writer commits when the block ends normally and aborts otherwise. (An import
         keeps all its packs hidden until commit with ``PackWriter.publish_at_commit()``.)
         """
+        self.config.make_current()  # what it writes may need the current format
         with self.gc_lock(shared=True):
             self.objects.refresh()
             with self.objects.writer() as writer:

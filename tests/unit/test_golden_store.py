@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -63,3 +64,24 @@ def test_ids_are_stable_across_versions(golden_store: modelvault.Store, tmp_path
     old = golden_store.get("golden:v1")
     assert fresh.object.tree == old.object.tree
     assert isinstance(old.object, ModelObject)
+
+
+def _format(store: modelvault.Store) -> int:
+    return int(json.loads((store.path / "config.json").read_bytes())["format"])
+
+
+def test_a_format_1_store_is_read_as_it_is_and_becomes_format_2_on_first_write(
+    golden_store: modelvault.Store, tmp_path: Path
+) -> None:
+    """Format 2 may hold float-codec chunks, which an older modelvault cannot decode:
+    it must refuse the store ("upgrade") rather than call its chunks damaged."""
+    assert _format(golden_store) == 1
+    golden_store.get("golden:v1").open("config.json").read()
+    golden_store.verify()
+    assert _format(golden_store) == 1  # reads change nothing
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "w.bin").write_bytes(b"new" * 1000)
+    golden_store.save(tmp_path / "m", "fresh")
+    assert _format(golden_store) == 2
+    assert golden_store.get("golden:v1").id == V1_MODEL_ID  # everything else as it was
+    assert _format(modelvault.Store(tmp_path / "new")) == 2
