@@ -572,9 +572,7 @@ class PackWriter:
         """Append an object already hashed and encoded (the caller vouches for ``oid``)."""
         self.add_prepared_many([(kind, oid, how, raw_len, payload)])
 
-    def add_prepared_many(
-        self, objects: Iterable[tuple[int, bytes, int, int, bytes | memoryview]], lane: int = 0
-    ) -> None:
+    def add_prepared_many(self, objects: Iterable[Record], lane: int = 0) -> None:
         """Append objects already hashed and encoded: ``(type, id, codec, raw length,
         payload)`` each, to ``lane``'s pack, with ``writev`` straight from the payloads
         (``_fsutil.write_all``: no copy, GIL released)."""
@@ -584,10 +582,10 @@ class PackWriter:
             with self._lock:
                 if self.has(oid):
                     continue
-                self._pending.add(oid)
                 pack = self._lanes.get(lane)
                 if pack is None:
                     pack = self._lanes[lane] = _OpenPack(self._db)
+                self._pending.add(oid)
                 self.new_objects += 1
                 self.new_bytes += len(payload)
             parts += (pack.add(kind, oid, how, raw_len, payload), payload)  # (the lane's own)

@@ -8,6 +8,8 @@ import random
 import stat
 from pathlib import Path
 
+import pytest
+
 from modelvault.core import codec
 from modelvault.core.hashing import ObjType, object_id
 from modelvault.odb import PackDB
@@ -63,3 +65,17 @@ def test_sealed_packs_are_read_only_and_leave_no_temporaries(tmp_path: Path) -> 
     for path in db.pack_dir.iterdir():
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o444, path
     assert list(db.tmp_dir.iterdir()) == []
+
+
+def test_an_object_whose_pack_could_not_open_is_written_by_the_next_try(tmp_path: Path) -> None:
+    (record,) = _records(1, seed=9)
+    db = PackDB(tmp_path / "objects")
+    writer = db.writer()
+    db.tmp_dir.rmdir()  # the pack's temporary cannot be created
+    with pytest.raises(FileNotFoundError):
+        writer.add_prepared_many([record])
+    db.tmp_dir.mkdir()
+    writer.add_prepared_many([record])
+    writer.commit()
+    kind, oid, how, raw_len, payload = record
+    assert db.read(oid, ObjType(kind)) == codec.decode(how, payload, raw_len)
