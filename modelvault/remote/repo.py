@@ -30,7 +30,7 @@ from typing import Any
 
 from modelvault import _fsutil
 from modelvault.core.packfmt import Entry, PackFormatError, decode_index
-from modelvault.errors import IntegrityError, InvalidTag, NotFound, RemoteError
+from modelvault.errors import IntegrityError, InvalidTag, NotFound, RemoteError, UnsupportedFormat
 from modelvault.refs import RefValue
 from modelvault.remote.transport import Transport
 from modelvault.repo.layout import (
@@ -48,6 +48,8 @@ logger = logging.getLogger("modelvault.remote")
 
 __all__ = [
     "FORMAT",
+    "READABLE",
+    "RemoteFormatError",
     "RemoteIndex",
     "RemoteRepo",
     "cache_key",
@@ -55,7 +57,15 @@ __all__ = [
     "decode_ref",
 ]
 
-FORMAT = 1
+FORMAT = 2  # 2: packs may hold float-codec chunks (codec 3); 1: codecs 0-2 only
+READABLE = frozenset({1, 2})
+
+
+class RemoteFormatError(UnsupportedFormat, RemoteError):
+    """A remote of a format this modelvault does not read (a newer one wrote it)."""
+
+    def __init__(self, url: str, found: object) -> None:
+        UnsupportedFormat.__init__(self, f"the remote at {url}", found, FORMAT)
 
 
 def decode_ref(tag: Tag, data: bytes, where: str) -> RefValue:
@@ -136,10 +146,14 @@ class RemoteRepo:
 
     # -- format ------------------------------------------------------------------
     def check_format(self, *, create: bool) -> bool:
-        """Check the format marker; with ``create``, write it if absent.
+        """Check the format marker; with ``create`` (a push), write it if absent and bring a
+        remote of format 1 to format 2 first (what a push sends may need it).
 
-        Returns whether the remote has been initialised. Raises RemoteError for a
-        remote of another format.
+        Returns whether the remote has been initialised.
+
+        Raises:
+            UnsupportedFormat: a remote of a newer format (also a RemoteError).
+            RemoteError: the marker is damaged.
         """
         try:
             data = self.t.get(MARKER)
@@ -152,11 +166,10 @@ class RemoteRepo:
             fmt = json.loads(data).get("format")
         except (ValueError, AttributeError) as exc:
             raise RemoteError(f"{self.url}/{MARKER} is damaged: {exc}") from exc
-        if fmt != FORMAT:
-            raise RemoteError(
-                f"{self.url} holds a modelvault remote of format {fmt}; this modelvault "
-                f"reads format {FORMAT}: upgrade modelvault"
-            )
+        if fmt not in READABLE:
+            raise RemoteFormatError(self.url, fmt)
+        if create and fmt != FORMAT:  # an older modelvault must refuse, not misread, it
+            self.t.put(MARKER, json.dumps({"format": FORMAT}).encode())
         return True
 
     # -- refs --------------------------------------------------------------------

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
+
+import pytest
 
 import modelvault
 
@@ -30,3 +33,38 @@ def test_pull_from_golden_remote_v1(tmp_path: Path) -> None:
 
 def store_list_remote(store: modelvault.Store, url: str) -> list[modelvault.Tag]:
     return store.list_remote(url)
+
+
+def _marker(remote: Path) -> int:
+    return int(json.loads((remote / "modelvault.json").read_bytes())["format"])
+
+
+def test_a_format_1_remote_is_read_as_it_is_and_a_push_makes_it_format_2(tmp_path: Path) -> None:
+    """Format 2 packs may hold float-codec chunks: an older modelvault must refuse such a
+    remote ("upgrade"), not call its chunks damaged."""
+    remote = Path(shutil.copytree(GOLDEN / "remote-v1", tmp_path / "remote"))
+    url = remote.as_uri()
+    store = modelvault.Store(tmp_path / "store")
+    store.pull("golden:v1", url)
+    assert _marker(remote) == 1  # reads change nothing
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "w.bin").write_bytes(b"pushed" * 5000)
+    store.save(src, "other:v1")
+    store.push("other:v1", url)
+    assert _marker(remote) == 2
+    fresh = modelvault.Store(tmp_path / "fresh")
+    fresh.pull("golden:v1", url)
+    assert fresh.get("golden:v1").id == V1_MODEL_ID
+
+
+def test_a_remote_of_a_newer_format_says_upgrade(tmp_path: Path) -> None:
+    remote = Path(shutil.copytree(GOLDEN / "remote-v1", tmp_path / "remote"))
+    (remote / "modelvault.json").chmod(0o644)
+    (remote / "modelvault.json").write_text('{"format": 3}')
+    store = modelvault.Store(tmp_path / "store")
+    for call in (lambda: store.pull("golden:v1", remote.as_uri()),
+                 lambda: store.list_remote(remote.as_uri())):  # fmt: skip
+        with pytest.raises(modelvault.UnsupportedFormat, match="upgrade modelvault") as exc:
+            call()
+        assert isinstance(exc.value, modelvault.RemoteError) and exc.value.found == 3
