@@ -351,9 +351,9 @@ def remote(damaged: Damaged, tmp_path_factory: pytest.TempPathFactory) -> Damage
     return Damaged(root, damaged.good, damaged.bad, damaged.bad_id, new, packs="packs")
 
 
-# (damaged remote indexes: pending_bugs.py, B4)
 REMOTE_CASES = {
     **{f"ref-{k}": v for k, v in REF_CASES.items()},
+    **{f"idx-{k}": v for k, v in IDX_CASES.items()},
     **{f"pack-{k}": v for k, v in PACK_CASES.items()},
 }
 
