@@ -51,6 +51,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+os.environ["MODELVAULT_FLOAT_CODEC"] = "1"  # the codec measured here is off by default
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 DTYPES = {"fp32": "F32", "bf16": "BF16", "fp16": "F16"}

@@ -62,3 +62,17 @@ def s3_bucket(s3_server: str) -> dict[str, Any]:
     fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_server}, skip_instance_cache=True)
     fs.mkdir(name)
     return {"url": f"s3://{name}", "endpoint_url": s3_server, "options": options, "fs": fs}
+
+
+@pytest.fixture(scope="module")
+def float_codec() -> Iterator[None]:
+    """Switch the writing of the float codec (codec 3) on for a module: it is off by
+    default (``modelvault.core.codec.FLOAT_WRITE``), always read."""
+    from modelvault.core import codec
+
+    before = codec.FLOAT_WRITE
+    codec.FLOAT_WRITE = True
+    try:
+        yield
+    finally:
+        codec.FLOAT_WRITE = before

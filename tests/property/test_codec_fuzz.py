@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -21,6 +22,8 @@ import modelvault
 from modelvault.core import codec
 from modelvault.core.codec import Codec
 from modelvault.errors import IntegrityError
+
+pytestmark = pytest.mark.usefixtures("float_codec")  # its writing is off by default
 
 FUZZ = settings(max_examples=200, deadline=None)
 SPECIAL32 = [0x7FC00000, 0xFFC00001, 0x7F800000, 0xFF800000, 0x80000000, 0x00000001, 0x007FFFFF]

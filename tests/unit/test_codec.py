@@ -24,6 +24,8 @@ from modelvault.core import codec
 from modelvault.core.codec import Codec, decode, encode_for_transfer, encode_planes
 from modelvault.errors import IntegrityError
 
+pytestmark = pytest.mark.usefixtures("float_codec")  # its writing is off by default
+
 LANE_ZSTD = zstandard.ZstdCompressor(level=1)
 
 

@@ -7,11 +7,14 @@ import struct
 from pathlib import Path
 
 import numpy as np
+import pytest
 from _helpers import archive_footer_at
 
 import modelvault
 from modelvault.core.codec import Codec
 from modelvault.core.hashing import ObjType
+
+pytestmark = pytest.mark.usefixtures("float_codec")  # its writing is off by default
 
 
 def _index(data: bytes) -> list[tuple[bytes, int, int, int, int]]:

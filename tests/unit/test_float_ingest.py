@@ -8,11 +8,14 @@ import struct
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import modelvault
 from modelvault.core.codec import Codec
 from modelvault.core.hashing import ObjType
 from modelvault.core.packfmt import decode_index
+
+pytestmark = pytest.mark.usefixtures("float_codec")  # its writing is off by default
 
 
 def _safetensors(dtype: str, data: bytes) -> bytes:

@@ -15,6 +15,8 @@ from modelvault.core.codec import Codec
 from modelvault.core.hashing import ObjType
 from modelvault.core.packfmt import decode_index
 
+pytestmark = pytest.mark.usefixtures("float_codec")  # its writing is off by default
+
 GOLDEN = Path(__file__).parent.parent / "golden"
 EXPECTED = json.loads((GOLDEN / "store-float-v1.json").read_text())
 

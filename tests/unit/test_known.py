@@ -398,6 +398,7 @@ def _floats(seed: int, n: int) -> bytes:
     return np.random.default_rng(seed).normal(0, 0.02, n // 4).astype(np.float32).tobytes()
 
 
+@pytest.mark.usefixtures("float_codec")
 def test_chunks_stored_by_the_float_codec_are_recognised_by_their_ids(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
