@@ -12,7 +12,7 @@ import pytest
 from modelvault import _fsutil
 from modelvault.core.hashing import ObjType
 from modelvault.odb import PackDB, PackWriter
-from modelvault.odb import packs as packs_module
+from modelvault.odb import writer as writer_module
 
 
 def _spy(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
@@ -66,7 +66,7 @@ def test_a_pack_starts_its_write_back_while_it_is_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     started = _spy(monkeypatch)
-    monkeypatch.setattr(packs_module, "_WRITEBACK", 1 << 20)
+    monkeypatch.setattr(writer_module, "_WRITEBACK", 1 << 20)
     db = PackDB(tmp_path / "objects")
     blobs = [os.urandom(300_000) for _ in range(12)]
     with PackWriter(db) as writer:
