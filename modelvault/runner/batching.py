@@ -21,6 +21,10 @@ Hand-offs are cheap: a thread caller waits on a lock of its own that the worker 
 once its result is set; asyncio callers wait on a future of their loop, and the worker
 settles all the futures of one batch with a single ``call_soon_threadsafe`` per loop.
 
+Payload helpers (``cut``, ``split_output``, ``join_outputs``...) live in
+:mod:`modelvault.runner.payloads`, the policy in :mod:`modelvault.runner.policy`; both are
+re-exported here.
+
 Errors::
 
     ModelVaultError
@@ -39,287 +43,24 @@ from _thread import LockType, allocate_lock
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from itertools import accumulate, pairwise
-from typing import Any, NamedTuple, TypeAlias
+from itertools import pairwise
+from typing import Any
 
-import numpy as np
-
-from modelvault.errors import BatcherClosed, BatchingError, InvalidInput
+from modelvault.errors import BatcherClosed, InvalidInput
+from modelvault.runner.payloads import BatchDim as BatchDim
+from modelvault.runner.payloads import Cut as Cut
+from modelvault.runner.payloads import Key as Key
+from modelvault.runner.payloads import _concat as _concat
+from modelvault.runner.payloads import _normalise_dims as _normalise_dims
+from modelvault.runner.payloads import _slice as _slice
+from modelvault.runner.payloads import cut as cut
+from modelvault.runner.payloads import describe_key as describe_key
+from modelvault.runner.payloads import join_outputs as join_outputs
+from modelvault.runner.payloads import split_output as split_output
+from modelvault.runner.policy import AdaptivePolicy as AdaptivePolicy
+from modelvault.runner.policy import _LineFit as _LineFit
 
 logger = logging.getLogger("modelvault.runner")
-
-BatchDim: TypeAlias = int | tuple[int, int]
-"""The batch dim of a signature: one int for input and output, or ``(input_dim, output_dim)``."""
-
-Key: TypeAlias = tuple[str, object, tuple[int | str, ...]]
-"""What must be equal for payloads to merge: kind, dtype (and device), shape off the batch dim."""
-
-
-# --- payloads: numpy arrays, torch tensors (never imported here unless one is passed), lists
-
-
-def _is_tensor(value: object) -> bool:
-    # A tensor can only exist if torch is already imported: no import is needed to check.
-    torch = sys.modules.get("torch")
-    return torch is not None and isinstance(value, torch.Tensor)
-
-
-def _axis(shape: tuple[int, ...], dim: int, what: str) -> int:
-    if not -len(shape) <= dim < len(shape):
-        raise BatchingError(
-            f"cannot batch a {what} of shape {shape} along dim {dim}: "
-            f"it has {len(shape)} dimension(s)"
-        )
-    return dim % len(shape)
-
-
-class Cut(NamedTuple):
-    """Where a payload sits along the batch dim."""
-
-    rows: int  # its size along the batch dim
-    axis: int  # the batch dim, normalised (never negative)
-    key: Key  # payloads with equal keys can be concatenated
-
-
-def cut(payload: object, dim: int) -> Cut:
-    """How ``payload`` is cut along ``dim``: its rows, the axis and what it merges with.
-
-    Raises:
-        BatchingError: the payload is not a numpy array, torch tensor or list, or has no
-            dimension ``dim`` (lists batch along dim 0 only).
-    """
-    if type(payload) is np.ndarray and dim == 0 and payload.ndim:  # the common case
-        shape = payload.shape
-        return Cut(shape[0], 0, ("numpy", payload.dtype, ("*", *shape[1:])))
-    if isinstance(payload, list):
-        if dim != 0:
-            raise BatchingError(f"a list payload batches along dim 0 only, not dim {dim}")
-        return Cut(len(payload), 0, ("list", "", ()))
-    if isinstance(payload, np.ndarray):
-        d = _axis(payload.shape, dim, "numpy array")
-        # The dtype object itself (hashable, cheap to compare); described with str() in errors.
-        return Cut(payload.shape[d], d, ("numpy", payload.dtype, _rest(payload.shape, d)))
-    if _is_tensor(payload):
-        shape = tuple(payload.shape)  # type: ignore[attr-defined]
-        d = _axis(shape, dim, "torch tensor")
-        detail = f"{payload.dtype} on {payload.device}"  # type: ignore[attr-defined]
-        return Cut(shape[d], d, ("torch", detail, _rest(shape, d)))
-    raise BatchingError(
-        f"cannot batch a payload of type {type(payload).__name__}: "
-        "pass a numpy array, a torch tensor or a list"
-    )
-
-
-def _rest(shape: tuple[int, ...], d: int) -> tuple[int | str, ...]:
-    return (*shape[:d], "*", *shape[d + 1 :])
-
-
-def describe_key(key: Key) -> str:
-    """A key in words for error messages, e.g. ``numpy float64 of shape (*, 4)``."""
-    kind, detail, rest = key
-    if kind == "list":
-        return "list"
-    return f"{kind} {detail} of shape ({', '.join(str(n) for n in rest)})"
-
-
-def _concat(parts: Sequence[Any], dim: int) -> Any:
-    first = parts[0]
-    if isinstance(first, list):
-        return [row for part in parts for row in part]
-    if isinstance(first, np.ndarray):
-        return np.concatenate(parts, axis=dim)
-    import torch  # only reached with tensors, so torch is already loaded
-
-    return torch.cat(list(parts), dim=dim)
-
-
-def _slice(value: Any, dim: int, start: int, stop: int) -> Any:
-    if isinstance(value, list):
-        return value[start:stop]
-    if isinstance(value, np.ndarray):
-        if dim == 0:
-            return value[start:stop]
-        return value[(slice(None),) * dim + (slice(start, stop),)]
-    return value.narrow(dim, start, stop - start)
-
-
-def _out_rows(value: object, dim: int) -> tuple[int, int]:
-    """Rows of one output leaf along ``dim`` and the normalised dim."""
-    if isinstance(value, list) and dim == 0:
-        return len(value), 0
-    if isinstance(value, np.ndarray) or _is_tensor(value):
-        shape = tuple(value.shape)  # type: ignore[attr-defined]
-        d = _axis(shape, dim, f"{type(value).__name__} output")
-        return shape[d], d
-    raise BatchingError(
-        f"cannot split an output of type {type(value).__name__} along dim {dim}: "
-        "return numpy arrays, torch tensors or lists (in a tuple, list or dict if several)"
-    )
-
-
-# --- outputs: split a batch's output per caller, join the parts of an oversize call
-
-
-def _is_rows(value: object, dim: int, total: int) -> bool:
-    # A list is one value per row when it is as long as the batch; else a list of outputs.
-    return not isinstance(value, list) or (dim == 0 and len(value) == total)
-
-
-def _rebuild(like: tuple[Any, ...] | list[Any], items: list[Any]) -> Any:
-    if hasattr(like, "_fields"):  # a named tuple
-        return type(like)(*items)
-    return type(like)(items)
-
-
-def split_output(output: Any, dim: int, sizes: Sequence[int]) -> list[Any]:
-    """Cut a batch's output into one part per caller, ``sizes[i]`` rows along ``dim``.
-
-    Tuples, dicts and lists of outputs are cut element by element.
-
-    Raises:
-        BatchingError: a leaf is not an array, tensor or list, or its rows along ``dim``
-            differ from ``sum(sizes)``.
-    """
-    total = sum(sizes)
-    if isinstance(output, dict):
-        columns = {k: split_output(v, dim, sizes) for k, v in output.items()}
-        return [{k: col[i] for k, col in columns.items()} for i in range(len(sizes))]
-    if isinstance(output, tuple) or not _is_rows(output, dim, total):
-        cols = [split_output(item, dim, sizes) for item in output]
-        return [_rebuild(output, [col[i] for col in cols]) for i in range(len(sizes))]
-    rows, d = _out_rows(output, dim)
-    if rows != total:
-        raise BatchingError(
-            f"fn returned {rows} rows along dim {dim} for a batch of {total} rows; "
-            "cannot give each caller its slice"
-        )
-    bounds = [0, *accumulate(sizes)]
-    if d == 0 and isinstance(output, np.ndarray):  # the common case, kept cheap
-        return [output[start:stop] for start, stop in pairwise(bounds)]
-    return [_slice(output, d, bounds[i], bounds[i + 1]) for i in range(len(sizes))]
-
-
-def join_outputs(parts: Sequence[Any], dim: int, sizes: Sequence[int]) -> Any:
-    """Inverse of :func:`split_output`: concatenate the outputs of consecutive chunks."""
-    first = parts[0]
-    if isinstance(first, dict):
-        return {k: join_outputs([p[k] for p in parts], dim, sizes) for k in first}
-    chunks_are_rows = all(_is_rows(p, dim, n) for p, n in zip(parts, sizes, strict=True))
-    if isinstance(first, tuple) or not chunks_are_rows:
-        items = [join_outputs([p[i] for p in parts], dim, sizes) for i in range(len(first))]
-        return _rebuild(first, items)
-    return _concat(parts, _out_rows(first, dim)[1])
-
-
-# --- the policy: how long to hold a batch for company
-
-
-class AdaptivePolicy:
-    """Decides whether the queued calls run now or wait a little for company.
-
-    It fits the cost of a call of ``fn`` as ``a + b * rows`` (least squares over the last
-    ``WINDOW`` calls) and keeps ``expected``: how many callers may take part in the next
-    batch, set when a batch finishes to the calls still queued plus the callers just
-    served (a caller that resubmits at once comes back within a few microseconds).
-
-    A batch is held only while fewer calls are queued than ``expected`` and company is
-    still on its way: some callers just served have not woken up yet (``returning``), or
-    the newest arrival or wake-up is less than ``BURST_GAP_S`` old. It is held at most
-    ``a`` counted from when the worker was free (waiting longer than the fixed cost of a
-    call cannot pay for itself), leaving room for a full batch's call within
-    ``max_latency``. So a lone caller, whose only company is itself, is never held; nor
-    is a call arriving long after the last batch. Not thread-safe: the batcher's lock
-    guards it.
-    """
-
-    WINDOW = 64
-    BURST_GAP_S = 50e-6  # callers coming back from a batch arrive closer together than this
-
-    def __init__(self, max_batch_size: int, max_latency_s: float) -> None:
-        self.max_batch_size = max_batch_size
-        self.max_latency_s = max_latency_s
-        self.a = 0.0  # fixed cost of a call, seconds; 0 until measured, so no hold
-        self.b = 0.0  # cost per row, seconds
-        self.expected = 1  # callers that may join the next batch
-        self._fit = _LineFit(self.WINDOW)
-        self._seen_calls = 0
-
-    def record_call(self, rows: int, seconds: float) -> None:
-        """Note that ``fn`` took ``seconds`` for ``rows`` rows, and refit the cost."""
-        self._seen_calls += 1
-        if self._seen_calls == 1:
-            return  # the first call pays for warm-up (imports, caches): not a cost sample
-        self._fit.add(rows, seconds)
-        self.a, self.b = self._fit.line()
-
-    def record_batch_done(self, served: int, queued: int) -> None:
-        """A batch of ``served`` calls finished with ``queued`` calls waiting."""
-        self.expected = served + queued
-
-    def max_hold(self) -> float:
-        """The longest a batch may wait for company: ``a``, within ``max_latency``."""
-        room = self.max_latency_s - (self.a + self.b * self.max_batch_size)
-        return max(0.0, min(self.a, room))
-
-    def hold_until(
-        self, queued: int, rows: int, since: float, returning: int, last_event: float
-    ) -> float:
-        """Until when (``time.monotonic()``) ``queued`` calls of ``rows`` rows wait.
-
-        ``since`` is when the oldest of them could first have run (its arrival, or the
-        end of the previous batch if later); ``returning`` how many callers served by the
-        last batch have not woken up yet; ``last_event`` the newest arrival or wake-up.
-        A time already past means: run now.
-        """
-        if rows >= self.max_batch_size or queued >= self.expected:
-            return 0.0
-        limit = self.max_hold()
-        if limit <= 0.0:
-            return 0.0
-        if returning > 0:
-            return since + limit
-        return min(since + limit, last_event + self.BURST_GAP_S)
-
-
-class _LineFit:
-    """Least squares of ``seconds = a + b * rows`` over a sliding window, O(1) per sample."""
-
-    def __init__(self, window: int) -> None:
-        self.rows: deque[int] = deque(maxlen=window)
-        self.seconds: deque[float] = deque(maxlen=window)
-        self.sx = self.sy = self.sxx = self.sxy = 0.0
-
-    def add(self, x: int, y: float) -> None:
-        if len(self.rows) == self.rows.maxlen:
-            self._update(self.rows[0], self.seconds[0], -1.0)
-        self.rows.append(x)
-        self.seconds.append(y)
-        self._update(x, y, 1.0)
-
-    def _update(self, x: int, y: float, sign: float) -> None:
-        self.sx += sign * x
-        self.sy += sign * y
-        self.sxx += sign * x * x
-        self.sxy += sign * x * y
-
-    def line(self) -> tuple[float, float]:
-        """``(a, b)``, both kept non-negative; ``(0, 0)`` until two samples are in."""
-        n = len(self.rows)
-        if n < 2:
-            return 0.0, 0.0
-        mean_x, mean_y = self.sx / n, self.sy / n
-        if max(self.rows) < 2 * min(self.rows):  # too narrow a spread to tell a per-row cost
-            return mean_y, 0.0
-        b = (self.sxy - self.sx * mean_y) / (self.sxx - self.sx * mean_x)
-        if b <= 0:
-            return mean_y, 0.0
-        a = mean_y - b * mean_x
-        if a < 0:  # all cost is per row: nothing to save by waiting
-            return 0.0, mean_y / mean_x
-        return a, b
-
-
-# --- the batcher
 
 
 @dataclass
@@ -407,17 +148,6 @@ def _locked() -> LockType:
     lock = allocate_lock()
     lock.acquire()
     return lock
-
-
-def _normalise_dims(batch_dim: BatchDim | Sequence[int]) -> tuple[int, int]:
-    if isinstance(batch_dim, int) and not isinstance(batch_dim, bool):
-        return batch_dim, batch_dim
-    dims = tuple(batch_dim) if isinstance(batch_dim, Sequence) else ()
-    if len(dims) != 2 or not all(isinstance(d, int) and not isinstance(d, bool) for d in dims):
-        raise InvalidInput(
-            f"batch_dim must be an int or (input_dim, output_dim), not {batch_dim!r}"
-        )
-    return dims[0], dims[1]
 
 
 class Batcher:
