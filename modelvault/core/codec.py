@@ -5,6 +5,8 @@ Three codecs (docs/format.md, section 2). The local store writes raw (0) and zst
 :func:`encode_for_transfer` and :class:`TransferEncoder` choose for chunks on the move.
 :func:`decode` reads all three; :func:`split_planes` and :func:`join_planes` decode many
 byte-planes payloads at once.
+The float codec (3) is :mod:`modelvault.core.floats` and the zstd primitives are
+:mod:`modelvault.core._zstd`; their names are re-exported here.
 
 Byte planes payload (integers little-endian)::
 
@@ -29,8 +31,26 @@ from collections.abc import Callable
 from enum import IntEnum
 from typing import TYPE_CHECKING, NamedTuple
 
-import zstandard
-
+from modelvault.core._zstd import _LANE_PARAMS as _LANE_PARAMS
+from modelvault.core._zstd import LEVEL as LEVEL
+from modelvault.core._zstd import _compressor as _compressor
+from modelvault.core._zstd import _decode_zstd as _decode_zstd
+from modelvault.core._zstd import _decompressor as _decompressor
+from modelvault.core._zstd import _lane_compressor as _lane_compressor
+from modelvault.core._zstd import zstd_bound as zstd_bound
+from modelvault.core.floats import FLOAT_DTYPES as FLOAT_DTYPES
+from modelvault.core.floats import FLOAT_HEAD as FLOAT_HEAD
+from modelvault.core.floats import FLOAT_KEEP as FLOAT_KEEP
+from modelvault.core.floats import FLOAT_MARGIN as FLOAT_MARGIN
+from modelvault.core.floats import FLOAT_MIN as FLOAT_MIN
+from modelvault.core.floats import FLOAT_TRY as FLOAT_TRY
+from modelvault.core.floats import FLOAT_WIDTHS as FLOAT_WIDTHS
+from modelvault.core.floats import PLANE_TRY_BITS as PLANE_TRY_BITS
+from modelvault.core.floats import _decode_float as _decode_float
+from modelvault.core.floats import _join_float_numpy as _join_float_numpy
+from modelvault.core.floats import encode_float as encode_float
+from modelvault.core.floats import float_bound as float_bound
+from modelvault.core.floats import float_plan as float_plan
 from modelvault.errors import IntegrityError
 
 if TYPE_CHECKING:  # numpy is imported where byte planes are used: it costs ~80 ms at start-up
@@ -44,12 +64,6 @@ except ImportError:  # built without a C compiler: numpy interleaves, ~2.5x slow
     _interleave = None
 
 
-try:
-    from modelvault import _floatcodec as _fc
-except ImportError:  # built without a C compiler: no float-codec writes, numpy reads
-    _fc = None  # type: ignore[assignment]
-
-
 class Codec(IntEnum):
     """How an object's payload is stored; the value is stored on disk."""
 
@@ -59,7 +73,6 @@ class Codec(IntEnum):
     FLOAT = 3
 
 
-LEVEL = 3
 SAMPLE = 8 * 1024  # bytes compressed to decide whether the whole chunk is worth trying
 SAMPLE_RATIO = 0.85  # try the whole chunk only when the sample shrinks below this
 KEEP_RATIO = 0.90  # keep the compressed form only when it is below this share of raw
@@ -71,46 +84,7 @@ TRANSFER_LEVEL = 1  # zstd level for whole chunks on the move (archives)
 TRANSFER_KEEP = 0.99  # keep a compressed form (whole, or one lane) only below this share
 _PROBE_SLICES = 4  # the transfer probe takes SAMPLE bytes in this many slices, spread out
 
-# Lanes of exponents are nearly all literals: zstd's fast strategy with long minimum
-# matches and a tiny hash table entropy-codes them ~3x faster than level 1, and smaller
-# (level 1 spends bits on short matches that do not pay). Window 2**17 covers the
-# largest lane (a 512 KiB chunk / 4), so blocks are full size.
-_LANE_PARAMS = zstandard.ZstdCompressionParameters(
-    window_log=17,
-    hash_log=6,
-    chain_log=6,
-    search_log=1,
-    min_match=7,
-    strategy=zstandard.STRATEGY_FAST,
-    write_content_size=1,
-)
-
-_local = threading.local()
-
-
-def _compressor(level: int = LEVEL) -> zstandard.ZstdCompressor:
-    """This thread's compressor for ``level`` (compressors are not thread-safe)."""
-    cache: dict[int, zstandard.ZstdCompressor] | None = getattr(_local, "cctx", None)
-    if cache is None:
-        cache = _local.cctx = {}
-    c = cache.get(level)
-    if c is None:
-        c = cache[level] = zstandard.ZstdCompressor(level=level)
-    return c
-
-
-def _lane_compressor() -> zstandard.ZstdCompressor:
-    c: zstandard.ZstdCompressor | None = getattr(_local, "lane_cctx", None)
-    if c is None:
-        c = _local.lane_cctx = zstandard.ZstdCompressor(compression_params=_LANE_PARAMS)
-    return c
-
-
-def _decompressor() -> zstandard.ZstdDecompressor:
-    d: zstandard.ZstdDecompressor | None = getattr(_local, "dctx", None)
-    if d is None:
-        d = _local.dctx = zstandard.ZstdDecompressor()
-    return d
+_local = threading.local()  # this thread's byte-planes scratch buffer
 
 
 def encode(
@@ -162,7 +136,7 @@ def _float_or_zstd(data: bytes | memoryview, payload: bytes) -> tuple[Codec, byt
     return (Codec.ZSTD, packed) if len(packed) < len(payload) else (Codec.FLOAT, payload)
 
 
-# --- float planes -----------------------------------------------------------------
+# --- float planes: modelvault/core/floats.py ---------------------------------------
 
 # The float codec (codec 3) is always read, but written only where it is switched on
 # (``MODELVAULT_FLOAT_CODEC=1``, read at import; tests set ``FLOAT_WRITE``). It stores
@@ -170,169 +144,6 @@ def _float_or_zstd(data: bytes | memoryview, payload: bytes) -> tuple[Codec, byt
 # which made saving a new 1 GiB model 2.4x and Model.path 1.7x ``cp -r`` + ``sync``
 # (benchmarks/RESULTS.md, session 8): on by default only once it meets those targets.
 FLOAT_WRITE = os.environ.get("MODELVAULT_FLOAT_CODEC", "") == "1"
-
-FLOAT_HEAD = struct.Struct("<BBBB")  # width, skip, plane mask, rotation; ``width`` u32 lengths
-FLOAT_WIDTHS = (2, 4)  # bf16 / fp16, fp32
-FLOAT_MIN = 4096  # smaller chunks are not worth the planes
-FLOAT_TRY = 0.92  # try the float codec when the sample's estimate is below this share
-FLOAT_KEEP = 0.97  # keep the float payload only below this share of raw
-FLOAT_MARGIN = 0.05  # ... and the estimate must beat coding plain bytes by this share
-PLANE_TRY_BITS = 7.99  # a mantissa plane is tried with zstd when its sample is below this
-
-
-# safetensors dtype -> (width, rotation) of its float planes; other dtypes: no planes
-FLOAT_DTYPES = {"F32": (4, 3), "BF16": (2, 3), "F16": (2, 1)}
-_WIDTH4_PENALTY = 0.005  # share of raw: width 4 must beat 2 by this (2-byte floats tie)
-_ROT3_SLACK = 0.1  # bits an element: rotation 3 is taken unless this much worse than 1
-
-
-def float_plan(
-    data: bytes | memoryview, dtype: str | None = None
-) -> tuple[int, int, int, int] | None:
-    """``(width, skip, rotation, tries)`` if float planes look worth it for ``data``.
-
-    ``dtype`` is what the caller knows (a safetensors dtype name: ``F32``, ``BF16`` and
-    ``F16`` fix the width and rotation, any other name means no planes; None: unknown).
-    Order-0 entropies of the planes on an 8 KiB sample (``_floatcodec.probe``, ~15-30
-    us) estimate each width (2 or 4, each at the skip, the bytes before the first whole
-    element, whose exponent plane is smallest) and rotation (1 or 3): the exponent plane
-    entropy-coded, each other plane too if its sample is below :data:`PLANE_TRY_BITS`,
-    else raw. The smallest wins, with rotation 3 favoured by ``_ROT3_SLACK`` bits an
-    element (Huffman codes its planes better than the entropy says) and width 4 taken
-    only if ``_WIDTH4_PENALTY`` smaller (2-byte floats estimate the same either way);
-    its estimate must then beat entropy-coding
-    the plain bytes by :data:`FLOAT_MARGIN` and be below :data:`FLOAT_TRY`. ``tries``
-    has bit i set for each plane worth compressing (bit 0, the exponent plane, always).
-    Integers, fp8, quantized blocks and random bytes come out None: their "exponent"
-    byte is as noisy as the rest.
-    """
-    size = len(data)
-    if _fc is None or size < FLOAT_MIN:
-        return None
-    fixed = None
-    if dtype is not None:
-        fixed = FLOAT_DTYPES.get(dtype)
-        if fixed is None:
-            return None
-    byte_bits, candidates = _fc.probe(data, fixed[0] if fixed else 0)
-    best: tuple[float, float, int, int, int, int] | None = None  # rank, est, w, skip, rot, tries
-    for w, skip, bits1, bits3 in candidates:
-        rots = [fixed[1]] if fixed else [1, 3]
-        for rot in rots:
-            bits = bits3 if rot == 3 else bits1
-            tries = 1
-            for k in range(1, w):
-                if bits[k] < PLANE_TRY_BITS:
-                    tries |= 1 << k
-            est = sum(b if tries >> k & 1 else 8.0 for k, b in enumerate(bits)) / (8 * w)
-            rank = est - (_ROT3_SLACK if rot == 3 else 0.0) / (8 * w)
-            rank += _WIDTH4_PENALTY if w == 4 else 0.0
-            if best is None or rank < best[0]:
-                best = (rank, est, w, skip, rot, tries)
-    if best is None:
-        return None
-    _, est, w, skip, rot, tries = best
-    if est >= FLOAT_TRY or est >= byte_bits / 8 - FLOAT_MARGIN:
-        return None
-    return w, skip, rot, tries
-
-
-def encode_float(
-    data: bytes | memoryview, width: int, skip: int = 0, rot: int = 1, tries: int = 1
-) -> bytes:
-    """The codec-3 payload of ``data``: ``skip`` leading bytes, then elements of
-    ``width`` bytes rotated left by ``rot`` bits and cut into planes (plane i zstd'd if
-    bit i of ``tries`` is set and that pays, else raw), then the tail (docs/format.md,
-    section 2)."""
-    if _fc is None:
-        raise RuntimeError("the float codec needs modelvault._floatcodec, which is not built")
-    if width not in FLOAT_WIDTHS or not 0 <= skip < width or not 1 <= rot < 8 * width:
-        raise ValueError(f"float planes of width {width}, skip {skip}, rotation {rot}")
-    view = memoryview(data)
-    skip = min(skip, len(view))
-    n = (len(view) - skip) // width
-    planes = memoryview(_fc.split(view[skip : skip + n * width], width, rot))
-    parts: list[bytes | memoryview] = []
-    mask = 0
-    cctx = _lane_compressor()
-    for i in range(width):
-        plane = planes[i * n : (i + 1) * n]
-        if tries >> i & 1 and n:
-            packed = cctx.compress(plane)
-            if len(packed) < n:
-                mask |= 1 << i
-                parts.append(packed)
-                continue
-        parts.append(plane)
-    head = FLOAT_HEAD.pack(width, skip, mask, rot) + struct.pack(f"<{width}I", *map(len, parts))
-    return b"".join([head, view[:skip], *parts, view[skip + n * width :]])
-
-
-def _decode_float(payload: bytes | memoryview, raw_len: int) -> bytes:
-    """Undo :func:`encode_float`, checking every length against the header first."""
-    view = memoryview(payload)
-    if len(view) < FLOAT_HEAD.size:
-        raise IntegrityError(f"float payload of {len(view)} bytes has no header")
-    width, skip, mask, rot = FLOAT_HEAD.unpack_from(view)
-    if width not in FLOAT_WIDTHS:
-        raise IntegrityError(f"float planes width {width} is not 2 or 4")
-    if skip >= width or mask >> width or not 1 <= rot < 8 * width:
-        raise IntegrityError(
-            f"float planes header is invalid (width {width}, skip {skip}, "
-            f"plane mask {mask:#04x}, rotation {rot})"
-        )
-    head = FLOAT_HEAD.size + 4 * width
-    if len(view) < head:
-        raise IntegrityError(f"float planes header is truncated ({len(view)} of {head} bytes)")
-    if raw_len < skip:
-        raise IntegrityError(f"float planes skip {skip} bytes of a {raw_len}-byte object")
-    lengths = struct.unpack_from(f"<{width}I", view, FLOAT_HEAD.size)
-    n, tail = divmod(raw_len - skip, width)
-    expected = head + skip + sum(lengths) + tail
-    if len(view) != expected:
-        raise IntegrityError(
-            f"float payload is {len(view)} bytes, its header and raw length {raw_len} "
-            f"give {expected}"
-        )
-    at = head + skip
-    planes: list[bytes | memoryview] = []
-    for i, length in enumerate(lengths):
-        plane = view[at : at + length]
-        at += length
-        if mask >> i & 1:
-            planes.append(_decode_zstd(plane, n, f"zstd plane {i}"))
-        elif length != n:
-            raise IntegrityError(f"raw plane {i} is {length} bytes, expected {n}")
-        else:
-            planes.append(plane)
-    if _fc is None:
-        return _join_float_numpy(width, rot, view[head : head + skip], planes, view[at:])
-    return _fc.join(width, rot, view[head : head + skip], planes, view[at:])
-
-
-def _join_float_numpy(
-    width: int, rot: int, head: memoryview, planes: list[bytes | memoryview], tail: memoryview
-) -> bytes:
-    """``_floatcodec.join`` in numpy, for a build without the compiled module."""
-    import numpy as np
-
-    bits = 8 * width
-    v = np.left_shift(np.frombuffer(planes[0], np.uint8).astype(np.uint64), bits - 8)
-    for k in range(1, width):
-        v |= np.left_shift(np.frombuffer(planes[k], np.uint8).astype(np.uint64), 8 * (k - 1))
-    v = (np.right_shift(v, rot) | np.left_shift(v, bits - rot)) & ((1 << bits) - 1)
-    return b"".join([head, v.astype(f"<u{width}").tobytes(), tail])
-
-
-def float_bound(raw_len: int) -> int:
-    """The largest valid float payload for ``raw_len`` raw bytes (any width, any skip):
-    at most :func:`planes_bound`, so archives' limits hold for it too."""
-    best = 0
-    for w in FLOAT_WIDTHS:
-        for skip in range(min(w, raw_len + 1)):
-            n, tail = divmod(raw_len - skip, w)
-            best = max(best, FLOAT_HEAD.size + 4 * w + skip + w * zstd_bound(n) + tail)
-    return best
 
 
 # --- byte planes ------------------------------------------------------------------
@@ -510,33 +321,6 @@ def planes_bound(raw_len: int) -> int:
     """
     w = MAX_WIDTH
     return PLANES_HEAD.size + 4 * w + w * zstd_bound(raw_len // w) + raw_len % w
-
-
-def zstd_bound(raw_len: int) -> int:
-    """The largest zstd frame a ``raw_len``-byte input compresses to (ZSTD_COMPRESSBOUND)."""
-    small = (128 << 10) - raw_len >> 11 if raw_len < 128 << 10 else 0
-    return raw_len + (raw_len >> 8) + small + 64  # + 64: room for frame header options
-
-
-def _decode_zstd(frame: bytes | memoryview, size: int, what: str) -> bytes:
-    """Decompress one zstd frame that must hold exactly ``size`` bytes.
-
-    The frame's declared content size is checked before anything is allocated, and a
-    frame that does not declare it is decoded into at most ``size`` bytes.
-    """
-    try:
-        declared = zstandard.get_frame_parameters(frame).content_size
-    except zstandard.ZstdError as exc:
-        raise IntegrityError(f"undecodable {what}: {exc}") from exc
-    if declared not in (size, zstandard.CONTENTSIZE_UNKNOWN):
-        raise IntegrityError(f"{what} declares {declared} bytes, expected {size}")
-    try:
-        out = _decompressor().decompress(frame, max_output_size=size, allow_extra_data=False)
-    except zstandard.ZstdError as exc:
-        raise IntegrityError(f"undecodable {what}: {exc}") from exc
-    if len(out) != size:
-        raise IntegrityError(f"{what} decodes to {len(out)} bytes, expected {size}")
-    return out
 
 
 class Planes(NamedTuple):

@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import modelvault
-from modelvault.core import codec
+from modelvault.core import floats
 from modelvault.errors import ArchiveError
 
 FUZZ = settings(
@@ -69,7 +69,7 @@ def worlds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, World]:
     (folder / "sub" / "vocab.txt").write_text("token\n" * 20_000)
     src = modelvault.Store(root / "src")
     with pytest.MonkeyPatch.context() as mp:  # as a store without codec 3: float chunks raw,
-        mp.setattr(codec, "_fc", None)  # so that they travel as byte planes
+        mp.setattr(floats, "_fc", None)  # so that they travel as byte planes
         model = src.save(folder, "fuzz:v1", custom_objects={"k": 1})
     data = Path(src.export_model("fuzz:v1", str(root / "a.bentomodel"))).read_bytes()
     target = modelvault.Store(root / "target")

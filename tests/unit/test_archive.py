@@ -26,7 +26,7 @@ import modelvault
 from modelvault import archive
 from modelvault.archive import reader
 from modelvault.checkout import lookup, read_file_object
-from modelvault.core import codec
+from modelvault.core import floats
 from modelvault.core.codec import zstd_bound
 from modelvault.core.hashing import ObjType
 from modelvault.errors import ArchiveError, IntegrityError, ModelExists, NotFound, PathNotFound
@@ -266,7 +266,7 @@ def model(source: modelvault.Store, tmp_path: Path) -> modelvault.Model:
     raw, so that export encodes them for the trip (byte planes). tests/unit/
     test_float_archive.py covers codec-3 chunks, which travel as stored."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(codec, "_fc", None)
+        mp.setattr(floats, "_fc", None)
         return source.save(
             make_model_dir(tmp_path / "m0"),
             "clf:v1",

@@ -17,7 +17,7 @@ import pytest
 from _helpers import archive_footer_at
 
 import modelvault
-from modelvault.core import codec
+from modelvault.core import floats
 from modelvault.core.hashing import ObjType, object_id
 from modelvault.errors import ArchiveError
 from modelvault.odb import PackDB, PackWriter
@@ -126,7 +126,7 @@ def _model(tmp_path: Path) -> tuple[modelvault.Store, Path]:
     weights = np.random.default_rng(3).standard_normal(1_500_000).astype("<f4")  # > 1 batch
     (folder / "model.bin").write_bytes(weights.tobytes())
     with pytest.MonkeyPatch.context() as mp:  # float chunks raw (no codec 3): export
-        mp.setattr(codec, "_fc", None)  # sends them as byte planes, staged raw on import
+        mp.setattr(floats, "_fc", None)  # sends them as byte planes, staged raw on import
         source.save(folder, "big:v1")
     return source, Path(source.export_model("big:v1", str(tmp_path / "big.bentomodel")))
 

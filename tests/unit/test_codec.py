@@ -20,7 +20,7 @@ import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from modelvault.core import codec
+from modelvault.core import codec, floats
 from modelvault.core.codec import Codec, decode, encode_for_transfer, encode_planes
 from modelvault.errors import IntegrityError
 
@@ -559,7 +559,7 @@ def test_float_decode_without_the_compiled_module(monkeypatch: pytest.MonkeyPatc
     raw = b"\x01" + bf16(40_000) + b"\x02"
     how, payload = codec.encode(raw)
     assert how == Codec.FLOAT
-    monkeypatch.setattr(codec, "_fc", None)
+    monkeypatch.setattr(floats, "_fc", None)
     assert decode(how, bytes(payload), len(raw)) == raw
     assert codec.encode(raw)[0] != Codec.FLOAT
 
