@@ -18,11 +18,17 @@ from typer.core import TyperGroup
 
 from modelvault import __version__
 from modelvault.cli import _coerce, failures, progress, render
+from modelvault.cli._shared import Quiet as Quiet
+from modelvault.cli._shared import TableOrJson as TableOrJson
+from modelvault.cli._shared import _echo as _echo
+from modelvault.cli._shared import _store as _store
 from modelvault.cli.failures import UsageError
+from modelvault.cli.maintenance import du as du
+from modelvault.cli.maintenance import gc as gc
+from modelvault.cli.maintenance import verify as verify
 
 if TYPE_CHECKING:
     from modelvault.model import Model
-    from modelvault.store import Store
 
 
 _coerce.install()
@@ -114,23 +120,12 @@ app.add_typer(models_app, name="models")
 app.add_typer(remote_app, name="remote")
 
 
-class TableOrJson(str, Enum):
-    table = "table"
-    json = "json"
-
-
 class YamlOrJson(str, Enum):
     yaml = "yaml"
     json = "json"
 
 
 # -- shared helpers ---------------------------------------------------------------------
-def _store() -> "Store":
-    from modelvault.models import default_store
-
-    return default_store()
-
-
 def _complete_tags(incomplete: str) -> list[str]:
     """Shell completion of TAG arguments: names, then ``name:version`` once a ':' is typed."""
     try:
@@ -140,10 +135,6 @@ def _complete_tags(incomplete: str) -> list[str]:
     if ":" in incomplete:
         return [str(m.tag) for m in models if str(m.tag).startswith(incomplete)]
     return sorted({m.tag.name for m in models if m.tag.name.startswith(incomplete)})
-
-
-def _echo(text: str) -> None:
-    sys.stdout.write(text + "\n")
 
 
 def _parse_pairs(pairs: list[str] | None, what: str, *, typed: bool) -> dict[str, Any]:
@@ -192,7 +183,6 @@ def _file_bytes(src: str) -> int | None:
         return None
 
 
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 RemoteArg = Annotated[
     str | None,
     typer.Argument(
@@ -508,109 +498,10 @@ def remote_remove(
     _echo(f"Remote {name} removed")
 
 
-# -- maintenance ----------------------------------------------------------------------
-@app.command("gc")
-def gc(quiet: Quiet = False) -> None:
-    """Free the stored bytes no tag reaches (after deletes)."""
-    with progress.spinner("collecting garbage", quiet):
-        freed = _store().gc()
-    _echo(f"Freed {render.human_size(freed)}")
-
-
-@app.command("verify")
-def verify(
-    output: Annotated[TableOrJson, typer.Option("--output", "-o")] = TableOrJson.table,
-    quiet: Quiet = False,
-) -> None:
-    """Re-hash every stored object; exit 1 when anything is damaged or missing."""
-    with progress.spinner("verifying", quiet):
-        report = _store().verify()
-    if output is TableOrJson.json:
-        doc = {
-            "ok": report.ok,
-            "objects_checked": report.objects_checked,
-            "corrupt": report.corrupt,
-            "missing": report.missing,
-            "broken_tags": [str(t) for t in report.broken_tags],
-            "damaged_files": report.damaged_files,
-            "set_aside": report.set_aside,
-            "rebuilt": report.rebuilt,
-            "dropped_caches": report.dropped_caches,
-        }
-        _echo(render.to_json(doc))
-    elif report.ok:
-        _echo(f"{render.styled('ok', 'green')}: {report.objects_checked} objects checked")
-    else:
-        _print_damage(report.objects_checked, report.corrupt, report.missing, report.broken_tags)
-        _print_repair(report.broken_tags, report.damaged_files)
-    if not report.ok:
-        raise typer.Exit(failures.EXIT_ERROR)
-
-
-def _print_repair(broken: list[Any], damaged_files: dict[str, str]) -> None:
-    """The commands that repair the store (docs/architecture.md, Repair), on stderr."""
-    lines = ["mv: error: the store is damaged; to repair it, fetch a healthy copy of each "
-             "broken tag (from a remote, or `mv import FILE` of its archive):"]  # fmt: skip
-    for tag in broken:
-        bad_ref = f"refs/{tag.name}/{tag.version}" in damaged_files
-        lines.append(f"  mv delete {tag} -y && mv pull {tag}" if bad_ref else f"  mv pull {tag}")
-    lines.append("then `mv verify` again; `mv gc` frees the damaged packs verify set aside")
-    sys.stderr.write("\n".join(lines) + "\n")
-
-
-def _print_damage(checked: int, corrupt: list[str], missing: list[str], broken: list[Any]) -> None:
-    head = render.styled("DAMAGED", "red")
-    _echo(
-        f"{head}: {checked} objects checked, {len(corrupt)} corrupt, {len(missing)} missing, "
-        f"{len(broken)} tag(s) broken"
-    )
-    for oid in corrupt:
-        _echo(f"corrupt object {oid}")
-    for oid in missing:
-        _echo(f"missing object {oid}")
-    for tag in broken:
-        _echo(f"broken tag {tag}")
-
-
-@app.command("du")
-def du(
-    output: Annotated[TableOrJson, typer.Option("--output", "-o")] = TableOrJson.table,
-) -> None:
-    """Logical vs stored bytes per model and in total (the dedup ratio).
-
-    Size: the model's files. Stored: bytes on disk of every object the model reaches
-    (compressed, deduplicated within it). Unique: the part no other tag reaches, which
-    `mv delete` + `mv gc` of this model alone would free.
-    """
-    store = _store()
-    from modelvault.repo import maintenance
-
-    rows = maintenance.footprints(store.repo, [m.ref for m in store.list()])
-    stats = store.stats()
-    total = {
-        "models": stats.models,
-        "logical_bytes": stats.logical_bytes,
-        "stored_bytes": stats.stored_bytes,
-        "dedup_ratio": round(stats.dedup_ratio, 4),
-    }
-    if output is TableOrJson.json:
-        _echo(render.to_json({"models": rows, "total": total}))
-        return
-    cells = [
-        (
-            r["tag"],
-            render.human_size(r["logical_bytes"]),
-            render.human_size(r["stored_bytes"]),
-            render.human_size(r["unique_bytes"]),
-        )
-        for r in rows
-    ]
-    _echo(render.table(("Tag", "Size", "Stored", "Unique"), cells, sys.stdout))
-    _echo(
-        f"Total: {stats.models} models, {render.human_size(stats.logical_bytes)} logical, "
-        f"{render.human_size(stats.stored_bytes)} stored, "
-        f"dedup ratio {stats.dedup_ratio:.2f}x"
-    )
+# -- maintenance (modelvault/cli/maintenance.py) ---------------------------------------
+app.command("gc")(gc)
+app.command("verify")(verify)
+app.command("du")(du)
 
 
 # -- running ----------------------------------------------------------------------------
