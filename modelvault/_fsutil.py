@@ -360,9 +360,19 @@ def create_only(path: Path, data: bytes) -> bool:
         try:
             os.link(tmp, path)
         except FileExistsError:
-            return False
-        finally:
+            published = False
+        except BaseException:
             tmp.unlink(missing_ok=True)
+            raise
+        else:
+            published = True
+        # the outcome is known: a temporary that cannot be removed now is a leftover for
+        # gc, not a failure of the write (reporting one would make a retry find the path
+        # taken after all)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if not published:
+            return False
     fsync_dir(path.parent)
     return True
 
@@ -402,7 +412,7 @@ def remove_tree(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def reports_disk_full(op: str, where: Path) -> Iterator[None]:
+def reports_disk_full(op: str, where: Path, advice: str | None = None) -> Iterator[None]:
     """Turn a disk-full ``OSError`` inside the block into :class:`~modelvault.errors.DiskFull`
     saying that ``op`` failed, where (the failing file, else ``where``), how much is free
     and what to free. The store itself stays as it was: nothing half-written is published.
@@ -420,9 +430,12 @@ def reports_disk_full(op: str, where: Path) -> Iterator[None]:
         raise DiskFull(
             exc.errno,
             f"{op} failed: no space left on the disk holding {at} ({_free(at)} free); "
-            "nothing was published and the store is as it was. Free space there "
-            "(`mv delete` old versions, then `mv gc`; `mv du` shows what each model holds) "
-            "and try again",
+            "nothing was published and the store is as it was. "
+            + (
+                advice
+                or "Free space there (`mv delete` old versions, then `mv gc`; `mv du` "
+                "shows what each model holds) and try again"
+            ),
             exc.filename,
         ) from exc
 

@@ -310,7 +310,6 @@ class Store:
         return maintenance.gc(self.repo)
 
     # -- archives and remotes (modelvault.archive, modelvault.remote) ----------
-    @_space_checked("exporting {0}")
     def export_model(
         self,
         tag: str | Tag,
@@ -319,12 +318,23 @@ class Store:
         base: str | Tag | None = None,
         progress: Progress | None = None,
     ) -> str:
-        """Write one ``.bentomodel`` archive of ``tag``; see modelvault.archive."""
+        """Write one ``.bentomodel`` archive of ``tag``; see modelvault.archive.
+
+        Raises:
+            DiskFull: the destination's disk filled up (no partial archive is left).
+        """
         from modelvault.archive import export_model
 
         ref = self.get(tag).ref
         base_ref = None if base is None else self.get(base).ref
-        return export_model(self.repo, ref, dest, base=base_ref, progress=progress)
+        local = "://" not in str(dest) or str(dest).startswith("file://")
+        where = Path(str(dest).removeprefix("file://")).absolute() if local else self.path
+        with _fsutil.reports_disk_full(
+            f"exporting {ref.tag} to {dest}",
+            where,
+            "Free space at the destination, or export to another disk, and try again",
+        ):
+            return export_model(self.repo, ref, dest, base=base_ref, progress=progress)
 
     @_space_checked("importing {0}")
     def import_model(self, src: ArchiveSource, *, progress: Progress | None = None) -> Model:

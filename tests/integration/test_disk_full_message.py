@@ -70,3 +70,17 @@ def test_model_path_onto_a_full_disk_names_the_operation(tmpfs: Path, tmp_path: 
         tmp_path / "src" / "w.bin"
     ).read_bytes()
     assert store.verify().ok
+
+
+def test_exporting_onto_a_full_disk_names_the_destination(tmp_path: Path, tmpfs: Path) -> None:
+    """Not the store's disk, and not `mv gc` (which frees nothing there)."""
+    store = Store(tmp_path / "store")
+    store.save(_source(tmp_path / "src", 3 * MIB), "m:v1")
+    with open(tmpfs / "ballast", "wb") as f:
+        os.posix_fallocate(f.fileno(), 0, os.statvfs(tmpfs).f_bavail * 4096 - 256 * 1024)
+    with pytest.raises(DiskFull) as exc:
+        store.export_model("m:v1", str(tmpfs / "m.bentomodel"))
+    text = str(exc.value)
+    assert str(tmpfs) in text and str(store.path) not in text and "mv gc" not in text
+    assert "exporting m:v1" in text
+    assert [p.name for p in tmpfs.iterdir()] == ["ballast"]  # no partial archive left

@@ -279,3 +279,24 @@ def test_gc_sweeps_dead_temporaries_in_local_copies_of_remote_indexes(
     finally:
         held.kill()
         held.wait()
+
+
+def test_create_only_that_published_reports_success_even_if_its_temporary_stays(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An I/O error removing the temporary after the link published the file must not
+    report the write as failed: a retry would find the path taken (harness bug B6)."""
+    import errno
+
+    real_unlink = Path.unlink
+
+    def failing_unlink(self: Path, missing_ok: bool = False) -> None:
+        if self.name.startswith(".tmp-") and not self.name.endswith(".lock"):
+            raise OSError(errno.EIO, "Input/output error", str(self))
+        real_unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", failing_unlink)
+    target = tmp_path / "ref"
+    assert _fsutil.create_only(target, b"published")
+    assert target.read_bytes() == b"published"
+    assert not _fsutil.create_only(target, b"second")  # the path is taken, as it should be
