@@ -15,7 +15,9 @@
 Keys are ``/``-separated paths relative to the remote's root. A missing key is reported
 as :class:`~modelvault.errors.NotFound` by every transport; every other failure leaves a
 transport wrapped in :class:`Retrying` as :class:`~modelvault.errors.RemoteError`.
-This module (with the rest of ``modelvault.remote``) is the only one importing fsspec.
+This module is the only one importing fsspec. The abstract class is in
+:mod:`~modelvault.remote.base`, the wrappers in :mod:`~modelvault.remote.wrappers`, the
+URL and failure helpers in :mod:`~modelvault.remote.urls`; all are re-exported here.
 
 Secrets: a URL with ``user:password@`` is refused by :func:`open_transport` before any
 library sees it, and every URL shown goes through :func:`public_url` / :func:`redact`.
@@ -29,114 +31,52 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import errno
 import os
-import random
-import re
 import threading
-import time
-from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, TypeVar, cast
 
 from modelvault import _fsutil
 from modelvault.errors import InvalidInput, ModelVaultError, NotFound, PathNotFound, RemoteError
+from modelvault.remote.base import Range, Transport
+from modelvault.remote.urls import (
+    _HINT_FOR_SECRETS,
+    _STREAM_ERRORS,
+    _named,
+    _password_in,
+    has_password,
+    is_transient,
+    public_url,
+    redact,
+    refuse_password,
+    remote_error,
+)
+from modelvault.remote.wrappers import Metered, Retrying
 
 T = TypeVar("T")
-Range = tuple[int, int]  # (offset, length)
 
-# ``scheme://`` then a user part: ``user@`` (no '/', no ':') or ``user:password@`` where
-# the password may hold '/' and '+' (AWS secret keys do); ``host:8080/path@x`` is a port.
-_SCHEME = r"[a-zA-Z][a-zA-Z0-9+.\-]*://"
-_USER_ONLY = re.compile(rf"^({_SCHEME})([^/@:]*)@")
-_USER_PASSWORD = re.compile(rf"^({_SCHEME})([^/@:]*):(?!\d+(?:/|$))([^@]*)@")
-_URL_IN_TEXT = re.compile(rf"{_SCHEME}[^\s'\"<>]*")
-_HINT_FOR_SECRETS = (
-    "credentials come from the backend's usual places (for S3: AWS_ACCESS_KEY_ID / "
-    "AWS_SECRET_ACCESS_KEY or AWS_PROFILE), see docs/remotes.md"
-)
-
-
-def has_password(url: str) -> bool:
-    """Whether ``url`` carries a ``user:password@`` part."""
-    return isinstance(url, str) and _USER_PASSWORD.match(url) is not None
-
-
-def public_url(url: str) -> str:
-    """``url`` without any ``user:secret@`` (or ``user@``) part: the one form shown anywhere."""
-    url = _USER_PASSWORD.sub(r"\1", url, count=1)
-    return _USER_ONLY.sub(r"\1", url, count=1)
-
-
-def redact(text: str) -> str:
-    """``text`` with every URL in it shown as :func:`public_url` shows it."""
-    return _URL_IN_TEXT.sub(lambda m: public_url(m.group(0)), text)
-
-
-def refuse_password(url: str) -> None:
-    """Raise InvalidInput (naming the URL without its secret) if ``url`` holds a password.
-
-    Raises:
-        InvalidInput: ``url`` is ``scheme://user:password@...``.
-    """
-    if has_password(url):
-        raise InvalidInput(
-            f"{public_url(url)}: a URL with a user:password@ part is refused, so no secret "
-            f"is stored, shown or logged; {_HINT_FOR_SECRETS}"
-        )
-
-
-class Transport(ABC):
-    """The verbs of a remote. Implementations raise foreign exceptions as they come;
-    :class:`Retrying` translates them. A missing key raises NotFound."""
-
-    url: str  # public URL of the root (no secrets)
-
-    @property
-    def atomic_create(self) -> bool:
-        """Whether ``put_if_absent`` is atomic against other processes and machines."""
-        return True
-
-    @abstractmethod
-    def put(self, key: str, data: bytes) -> None:
-        """Write ``key``; readers see the old content, the new one, or (new key) nothing."""
-
-    def put_file(self, key: str, path: Path) -> None:
-        """Write ``key`` with the content of a local file (streamed where the backend can)."""
-        self.put(key, path.read_bytes())
-
-    @abstractmethod
-    def put_if_absent(self, key: str, data: bytes) -> bool:
-        """Write ``key`` only if it does not exist; False (writing nothing) if it does."""
-
-    @abstractmethod
-    def get(self, key: str) -> bytes:
-        """The whole content of ``key``; NotFound if absent."""
-
-    @abstractmethod
-    def get_ranges(self, key: str, ranges: Sequence[Range]) -> list[bytes]:
-        """The bytes of each ``(offset, length)`` range of ``key`` (shorter at the end)."""
-
-    @abstractmethod
-    def list(self, prefix: str) -> list[str]:
-        """Every key under ``prefix/`` (recursive), relative to the root; [] if none."""
-
-    @abstractmethod
-    def delete(self, key: str) -> None:
-        """Remove ``key`` (no error if absent)."""
-
-    def exists(self, key: str) -> bool:
-        """Whether ``key`` exists."""
-        try:
-            self.get_ranges(key, [(0, 1)])
-        except NotFound:
-            return False
-        return True
-
-    def is_transient(self, exc: BaseException) -> bool:
-        """Whether :class:`Retrying` should try ``exc``'s call again (see :func:`is_transient`)."""
-        return is_transient(exc)
+__all__ = [
+    "S3_CONFIG",
+    "FsspecTransport",
+    "LocalTransport",
+    "MemoryTransport",
+    "Metered",
+    "Range",
+    "Retrying",
+    "S3Transport",
+    "Transport",
+    "has_password",
+    "is_transient",
+    "open_input",
+    "open_output",
+    "open_transport",
+    "public_url",
+    "redact",
+    "refuse_password",
+    "remote_error",
+    "wrapping",
+]
 
 
 # -- file:// ------------------------------------------------------------------------
@@ -333,237 +273,6 @@ def _is_not_implemented(exc: OSError) -> bool:
     return "NotImplemented" in text or "501" in text or "not implemented" in text.lower()
 
 
-# -- wrappers -------------------------------------------------------------------------
-
-
-class Metered(Transport):
-    """Counts requests (one per range) and bytes in each direction; thread-safe."""
-
-    def __init__(self, inner: Transport) -> None:
-        self.inner = inner
-        self.url = inner.url
-        self.requests = 0
-        self.sent = 0
-        self.received = 0
-        self._lock = threading.Lock()
-
-    @property
-    def atomic_create(self) -> bool:
-        return self.inner.atomic_create
-
-    def is_transient(self, exc: BaseException) -> bool:
-        return self.inner.is_transient(exc)
-
-    def _count(self, requests: int, sent: int = 0, received: int = 0) -> None:
-        with self._lock:
-            self.requests += requests
-            self.sent += sent
-            self.received += received
-
-    def put(self, key: str, data: bytes) -> None:
-        self._count(1, sent=len(data))
-        self.inner.put(key, data)
-
-    def put_file(self, key: str, path: Path) -> None:
-        self._count(1, sent=path.stat().st_size)
-        self.inner.put_file(key, path)
-
-    def put_if_absent(self, key: str, data: bytes) -> bool:
-        self._count(1, sent=len(data))
-        return self.inner.put_if_absent(key, data)
-
-    def get(self, key: str) -> bytes:
-        self._count(1)
-        data = self.inner.get(key)
-        self._count(0, received=len(data))
-        return data
-
-    def get_ranges(self, key: str, ranges: Sequence[Range]) -> list[bytes]:
-        self._count(len(ranges))
-        out = self.inner.get_ranges(key, ranges)
-        self._count(0, received=sum(len(b) for b in out))
-        return out
-
-    def list(self, prefix: str) -> list[str]:
-        self._count(1)
-        return self.inner.list(prefix)
-
-    def delete(self, key: str) -> None:
-        self._count(1)
-        self.inner.delete(key)
-
-
-_TRANSIENT_ERRNOS = {
-    errno.EAGAIN,
-    errno.EIO,
-    errno.EBUSY,
-    errno.ETIMEDOUT,
-    errno.ECONNRESET,
-    errno.ECONNREFUSED,
-    errno.ECONNABORTED,
-    errno.ENETUNREACH,
-    errno.EHOSTUNREACH,
-    errno.EPIPE,
-}
-_PERMANENT = (
-    FileNotFoundError,
-    FileExistsError,
-    PermissionError,
-    IsADirectoryError,
-    NotADirectoryError,
-)
-
-
-_FOREIGN = ("botocore", "aiobotocore", "aiohttp", "urllib3", "http", "requests", "fsspec")
-# failures of the connection or of a body in flight, by class name (imports stay lazy)
-_NETWORK_ERRORS = frozenset(
-    {
-        "ConnectionError",  # botocore: EndpointConnectionError, ConnectTimeoutError, ...
-        "HTTPClientError",  # botocore: ReadTimeoutError, ConnectionClosedError, ...
-        "ClientConnectionError",  # aiohttp
-        "ClientPayloadError",  # aiohttp: a body cut short
-        "IncompleteRead",  # http.client, urllib3
-        "ProtocolError",  # urllib3
-        "FSTimeoutError",  # fsspec
-    }
-)
-_STREAM_ERRORS = frozenset(
-    {
-        "AioReadTimeoutError",  # aiobotocore: a body that stopped coming
-        "FSTimeoutError",  # s3fs raises it from the above
-        "ResponseStreamingError",
-        "ClientPayloadError",
-        "IncompleteRead",
-    }
-)
-_NO_CREDENTIALS = frozenset(
-    {
-        "NoCredentialsError",
-        "PartialCredentialsError",
-        "CredentialRetrievalError",
-        "NoAuthTokenError",
-    }
-)
-
-
-def _named(exc: BaseException, names: frozenset[str]) -> bool:
-    """Whether ``exc`` is an instance of a foreign class named in ``names``."""
-    return any(
-        c.__name__ in names and c.__module__.split(".")[0] in _FOREIGN for c in type(exc).__mro__
-    )
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Whether a failure may go away by itself (network, throttling, a busy server).
-
-    Missing credentials, access denied, a missing bucket, invalid parameters and every
-    other error of the backend's libraries are not: retrying cannot fix them.
-    """
-    if isinstance(exc, (ModelVaultError, *_PERMANENT)):
-        return False
-    if isinstance(exc, (ConnectionError, TimeoutError)) or _named(exc, _NETWORK_ERRORS):
-        return True
-    if type(exc).__module__.split(".")[0] in _FOREIGN:
-        return False  # NoCredentialsError, ParamValidationError, ClientError, ...
-    if isinstance(exc, OSError):
-        text = str(exc)
-        slow = any(s in text for s in ("SlowDown", "ServiceUnavailable", "InternalError"))
-        return exc.errno is None or exc.errno in _TRANSIENT_ERRNOS or slow
-    return False
-
-
-def _advice(exc: BaseException) -> str:
-    """What to do about a failure, when its kind is known."""
-    if _named(exc, _NO_CREDENTIALS):
-        return (
-            "no credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or "
-            "AWS_PROFILE, where this runs (docs/remotes.md, Credentials)"
-        )
-    if isinstance(exc, PermissionError):
-        return "access denied: check the credentials and what they may do on this bucket or path"
-    if isinstance(exc, FileNotFoundError):
-        return "the bucket (or folder) does not exist: create it, or fix the URL (`mv remote list`)"
-    if isinstance(exc, (ConnectionError, TimeoutError)) or _named(exc, _NETWORK_ERRORS):
-        return (
-            "the endpoint is unreachable or stalled: check the URL and endpoint_url "
-            "(`mv remote list`) and the network; timeouts: docs/remotes.md"
-        )
-    return ""
-
-
-def remote_error(what: str, exc: BaseException, attempts: int = 1) -> RemoteError:
-    """RemoteError for a failed ``what`` (verb and public URL): one line, the cause's class
-    and text, advice when the kind is known, and never a secret (URLs are redacted)."""
-    tries = f" after {attempts} attempts" if attempts > 1 else ""
-    detail = str(exc) or str(exc.__cause__ or exc.__context__ or "") or "no detail"
-    cause = " ".join(detail.split())
-    advice = _advice(exc)
-    text = f"{what} failed{tries}: {type(exc).__name__}: {cause}" + (
-        f"; {advice}" if advice else ""
-    )
-    return RemoteError(redact(text))
-
-
-class Retrying(Transport):
-    """Retries transient failures (bounded, exponential backoff with jitter) and turns
-    every foreign exception into RemoteError naming the URL and the cause.
-
-    ``attempts`` and ``delay`` (the first backoff, doubled each time) default to the
-    class attributes :attr:`ATTEMPTS` and :attr:`DELAY`.
-    """
-
-    ATTEMPTS = 4
-    DELAY = 0.2
-
-    def __init__(
-        self, inner: Transport, attempts: int | None = None, delay: float | None = None
-    ) -> None:
-        self.inner = inner
-        self.url = inner.url
-        self.attempts = self.ATTEMPTS if attempts is None else attempts
-        self.delay = self.DELAY if delay is None else delay
-
-    @property
-    def atomic_create(self) -> bool:
-        return self.inner.atomic_create
-
-    def is_transient(self, exc: BaseException) -> bool:
-        return self.inner.is_transient(exc)
-
-    def _call(self, verb: str, key: str, fn: Callable[[], T]) -> T:
-        for attempt in range(self.attempts):
-            try:
-                return fn()
-            except ModelVaultError:
-                raise
-            except Exception as exc:
-                if not self.inner.is_transient(exc) or attempt == self.attempts - 1:
-                    raise remote_error(f"{verb} {self.url}/{key}", exc, attempt + 1) from exc
-                time.sleep(self.delay * 2**attempt * (0.5 + random.random()))
-        raise AssertionError("unreachable")
-
-    def put(self, key: str, data: bytes) -> None:
-        self._call("put", key, lambda: self.inner.put(key, data))
-
-    def put_file(self, key: str, path: Path) -> None:
-        self._call("put", key, lambda: self.inner.put_file(key, path))
-
-    def put_if_absent(self, key: str, data: bytes) -> bool:
-        return self._call("create", key, lambda: self.inner.put_if_absent(key, data))
-
-    def get(self, key: str) -> bytes:
-        return self._call("get", key, lambda: self.inner.get(key))
-
-    def get_ranges(self, key: str, ranges: Sequence[Range]) -> list[bytes]:
-        return self._call("get", key, lambda: self.inner.get_ranges(key, ranges))
-
-    def list(self, prefix: str) -> list[str]:
-        return self._call("list", prefix, lambda: self.inner.list(prefix))
-
-    def delete(self, key: str) -> None:
-        self._call("delete", key, lambda: self.inner.delete(key))
-
-
 # -- opening --------------------------------------------------------------------------
 
 
@@ -624,22 +333,6 @@ def open_transport(url: str, options: Mapping[str, Any] | None = None) -> Transp
     wrap = _wrapper.get()
     bare = _open_bare(url, opts)
     return wrap(bare) if wrap is not None else bare
-
-
-def _password_in(value: Any, where: str = "") -> str | None:
-    """The path of the first option (nested included) whose value is a URL with a password."""
-    if isinstance(value, str):
-        return where if has_password(value) else None
-    items: Any = ()
-    if isinstance(value, Mapping):
-        items = value.items()
-    elif isinstance(value, (list, tuple)):
-        items = enumerate(value)
-    for k, v in items:
-        found = _password_in(v, f"{where}.{k}" if where else str(k))
-        if found is not None:
-            return found
-    return None
 
 
 def _open_bare(url: str, opts: dict[str, Any]) -> Transport:
