@@ -3,13 +3,16 @@
 ::
 
     transport.py   the verbs of a backend (put, put_file, put_if_absent, get, get_ranges,
-                   list, delete) per kind of URL, the Metered and Retrying wrappers, URL
-                   redaction, S3 timeouts, and the wrapping() hook for fault injection
+                   list, delete) per kind of URL, S3 timeouts, the wrapping() hook for
+                   fault injection, one file in or out by URL; the only fsspec importer,
+                   re-exporting base.py (the abstract Transport), wrappers.py (Metered,
+                   Retrying) and urls.py (URL redaction, secrets refused, failure advice)
     repo.py        the remote as a repository: format marker, refs, packs and their
                    cached indexes (keys from modelvault.repo.layout)
-    sync.py        push, pull, list_remote on a Repository and a remote's (url, options)
+    sync.py        push, pull, list_remote on a Repository and a remote's (url, options),
+                   from push.py, pull.py and session.py (what both share)
 
-The only package importing fsspec. Remote names (configured remotes,
+The only package importing fsspec (in transport.py). Remote names (configured remotes,
 ``$MODELVAULT_REMOTE``, ``origin``) are resolved above this package, by the façade
 (``Store.push`` / ``pull`` / ``list_remote`` through ``modelvault.remotes.resolve``).
 docs/format.md section 11 specifies the remote layout.

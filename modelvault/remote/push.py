@@ -1,0 +1,182 @@
+"""Push: list the remote's packs and read the indexes not cached yet (never one request
+per object), send the missing objects as packs (a local pack whose objects are all missing
+is sent as it is; the rest are packed anew), several at a time, each pack before its
+index, and create the tag last, create-only. See :mod:`modelvault.remote.sync`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from modelvault.core.packfmt import Entry
+from modelvault.errors import IntegrityError, ModelExists
+from modelvault.odb.packs import Record, build_pack, verify_payload
+from modelvault.refs import RefValue
+from modelvault.remote.repo import RemoteRepo
+from modelvault.remote.session import (
+    JOBS,
+    ProgressCallback,
+    Session,
+    TransferProgress,
+    TransferResult,
+    open_session,
+)
+from modelvault.repo import Repository, maintenance
+from modelvault.repo.layout import index_key, pack_key
+from modelvault.tags import Tag
+
+if TYPE_CHECKING:
+    from modelvault.odb import PackDB
+
+__all__ = ["REPACK_TARGET", "push"]
+
+REPACK_TARGET = 32 * 1024 * 1024  # size of packs built for a push
+
+
+@dataclass
+class _Upload:
+    """One pack to send: a local pack as it is, or objects to pack anew."""
+
+    local: str | None
+    ids: list[bytes] = field(default_factory=list)
+    objects: int = 0
+    nbytes: int = 0
+
+
+def push(
+    repo: Repository,
+    tag: str | Tag,
+    url: str,
+    options: Mapping[str, Any] | None = None,
+    *,
+    spec: str | None = None,
+    progress: ProgressCallback | None = None,
+    jobs: int = JOBS,
+) -> TransferResult:
+    """Send ``tag`` (``name`` = its newest local version) to the remote at ``url``; see
+    module docs.
+
+    Sends only objects the remote lacks, then creates the tag there (create-only).
+    Pushing a tag the remote holds with the same model moves no object.
+
+    Raises:
+        NotFound: no such local model.
+        ModelExists: the remote holds another model under that ``name:version``.
+        IntegrityError: a local object the tag reaches is missing or damaged.
+        RemoteError: the remote failed (after retries), with its URL and the cause.
+    """
+    ref = repo.refs.resolve(Tag.coerce(tag))
+    s = open_session(repo, url, options, spec, jobs)
+    s.repo.check_format(create=True)
+    if _remote_has(s.repo, ref):
+        return s.result(0)
+    with repo.gc_lock(shared=True):
+        reach, missing = maintenance.reachable(repo, [ref.model_id])
+        if missing:
+            raise IntegrityError(
+                f"cannot push {ref.tag}: {len(missing)} of its objects are missing or damaged "
+                "in the local store (run `mv verify`)"
+            )
+        index = s.repo.index()
+        needed = reach - index.entries.keys()
+        uploads = _plan(repo.objects, needed)
+        sent = _send_all(repo.objects, s, uploads, progress)
+    if not s.repo.create_ref(ref):
+        _remote_has(s.repo, ref)  # the same model raced in (fine), or ModelExists
+    return s.result(sent)
+
+
+def _remote_has(repo: RemoteRepo, ref: RefValue) -> bool:
+    """True if the remote holds this exact ref; ModelExists if it holds another model."""
+    there = repo.read_ref(ref.tag)
+    if there is None:
+        return False
+    if there.model_id != ref.model_id:
+        raise ModelExists(
+            f"{repo.url} holds another model under {ref.tag} "
+            f"({there.model_id.hex()[:12]}, here {ref.model_id.hex()[:12]}): versions are immutable"
+        )
+    return True
+
+
+def _plan(db: PackDB, needed: set[bytes]) -> list[_Upload]:
+    """Group the needed objects into packs to send, largest local packs first."""
+    by_pack: dict[str, list[tuple[bytes, Entry]]] = {}
+    for oid in needed:
+        e = db.entry(oid)
+        if e is None:
+            raise IntegrityError(f"object {oid.hex()} vanished from the local store")
+        by_pack.setdefault(e.pack, []).append((oid, e))
+    whole: list[_Upload] = []
+    loose: list[tuple[bytes, Entry]] = []
+    for pack, items in by_pack.items():
+        if len(items) == len(db.entries_of(pack)):
+            size = (db.pack_dir / f"{pack}.pack").stat().st_size
+            whole.append(_Upload(pack, objects=len(items), nbytes=size))
+        else:
+            loose += items
+    loose.sort(key=lambda item: (item[1].pack, item[1].offset))
+    rebuilt: list[_Upload] = []
+    for oid, e in loose:
+        if not rebuilt or rebuilt[-1].nbytes >= REPACK_TARGET:
+            rebuilt.append(_Upload(None))
+        up = rebuilt[-1]
+        up.ids.append(oid)
+        up.objects += 1
+        up.nbytes += e.stored_len
+    return sorted(whole, key=lambda u: -u.nbytes) + rebuilt
+
+
+def _send_all(
+    db: PackDB, s: Session, uploads: list[_Upload], progress: ProgressCallback | None
+) -> int:
+    total_objects = sum(u.objects for u in uploads)
+    total_bytes = sum(u.nbytes for u in uploads)
+    done_objects = done_bytes = 0
+    with ThreadPoolExecutor(s.jobs, thread_name_prefix="modelvault-push") as pool:
+        futures = [pool.submit(_send, db, s.repo, up) for up in uploads]
+        try:
+            for fut in as_completed(futures):
+                up = fut.result()
+                done_objects += up.objects
+                done_bytes += up.nbytes
+                if progress is not None:
+                    progress(TransferProgress(done_objects, done_bytes, total_objects, total_bytes))
+        finally:
+            for fut in futures:
+                fut.cancel()
+    return done_objects
+
+
+def _send(db: PackDB, repo: RemoteRepo, up: _Upload) -> _Upload:
+    """Upload one pack, then its index (the index makes the pack visible)."""
+    if up.local is not None:
+        path = db.pack_dir / f"{up.local}.pack"
+        wrong = db.check_pack_file(up.local)
+        if wrong is None and db.verify_pack(up.local):
+            wrong = "objects do not match their ids"
+        if wrong is not None:  # never spread damage to the remote
+            raise IntegrityError(f"local pack {up.local} is damaged ({wrong}): run `mv verify`")
+        idx = (db.pack_dir / f"{up.local}.idx").read_bytes()
+        repo.t.put_file(pack_key(up.local), path)
+        repo.t.put(index_key(up.local), idx)
+        repo.remember_index(up.local, idx)
+        return up
+    data, pack = build_pack(_verified(db, up.ids))  # the local packs' layout, one builder
+    idx = pack.index()
+    repo.t.put(pack_key(pack.name), data)
+    repo.t.put(index_key(pack.name), idx)
+    repo.remember_index(pack.name, idx)
+    return replace(up, local=None, nbytes=len(data))
+
+
+def _verified(db: PackDB, ids: list[bytes]) -> Iterator[Record]:
+    """The stored records of ``ids``, each checked against its id (never copy damage
+    forward)."""
+    for oid in ids:
+        e, payload = db.read_stored(oid)
+        verify_payload(oid, e, payload, None)
+        yield e.kind, oid, e.codec, e.raw_len, payload

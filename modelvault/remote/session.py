@@ -1,0 +1,81 @@
+"""What push, pull and listing share: the session with one remote (its repository, the
+request meter, advice naming the remote as the user did) and the results they report."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from modelvault.errors import NotFound
+from modelvault.remote.repo import RemoteRepo, cache_key
+from modelvault.remote.transport import Metered, Retrying, Transport, open_transport
+from modelvault.repo import Repository
+
+__all__ = [
+    "JOBS",
+    "ProgressCallback",
+    "Session",
+    "TransferProgress",
+    "TransferResult",
+    "open_session",
+]
+
+JOBS = 4  # transfers in flight
+
+
+@dataclass(frozen=True)
+class TransferResult:
+    """What crossed the wire: objects moved, and bytes and requests in both directions.
+
+    ``bytes`` = ``sent + received`` (packs, indexes, refs, the marker).
+    """
+
+    objects: int
+    bytes: int
+    requests: int = 0
+    sent: int = 0
+    received: int = 0
+
+
+@dataclass(frozen=True)
+class TransferProgress:
+    """Progress of a push or pull: objects and stored bytes done, and the totals."""
+
+    objects: int
+    bytes: int
+    total_objects: int
+    total_bytes: int
+
+
+ProgressCallback = Callable[[TransferProgress], None]
+
+
+@dataclass
+class Session:
+    repo: RemoteRepo
+    meter: Metered
+    jobs: int
+    spec: str  # the remote as the user named it (a name or a URL), for advice
+
+    def not_there(self, lead: str, why: str = "") -> NotFound:
+        """A pull miss (``lead``: "model m:v1 is not on"), and how to see what is there."""
+        return NotFound(
+            f"{lead} the remote {self.repo.url}{why}: "
+            f"`mv list --remote {shlex.quote(self.spec)}` lists the models it holds"
+        )
+
+    def result(self, objects: int) -> TransferResult:
+        m = self.meter
+        return TransferResult(objects, m.sent + m.received, m.requests, m.sent, m.received)
+
+
+def open_session(
+    repo: Repository, url: str, options: Mapping[str, Any] | None, spec: str | None, jobs: int
+) -> Session:
+    options = dict(options or {})
+    meter = Metered(open_transport(url, options))
+    transport: Transport = Retrying(meter)
+    cache = repo.remote_cache(cache_key(url, options))
+    return Session(RemoteRepo(transport, cache, jobs), meter, jobs, spec or url)
