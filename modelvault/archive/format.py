@@ -55,7 +55,7 @@ from modelvault.core.chunking import MAX_SIZE as MAX_CHUNK
 from modelvault.core.codec import Codec, planes_bound, zstd_bound
 from modelvault.core.hashing import ID_LEN, ObjType
 from modelvault.core.packfmt import IDX_ENTRY, RECORD_HEADER, record_header
-from modelvault.errors import ArchiveError, InvalidTag
+from modelvault.errors import ArchiveError, InvalidTag, UnsupportedFormat
 from modelvault.tags import Tag
 
 __all__ = [
@@ -104,6 +104,21 @@ MAX_RAW |= {ObjType.TREE: MAX_METADATA, ObjType.MODEL: MAX_METADATA}
 _KINDS = {int(t): t for t in ObjType}
 # the codecs records of each format version may use
 CODECS = {1: frozenset({Codec.RAW, Codec.ZSTD}), 2: frozenset(Codec), 3: frozenset(Codec)}
+
+
+class ArchiveFormatError(UnsupportedFormat, ArchiveError):
+    """An archive of a format version this modelvault does not read (a newer one wrote
+    it): the one error for a newer format, and an ArchiveError like every unreadable
+    archive."""
+
+    def __init__(self, version: int) -> None:
+        readable = ", ".join(map(str, READABLE[:-1])) + f" and {READABLE[-1]}"
+        ArchiveError.__init__(
+            self,
+            f"archive format version {version} is unknown (this reads {readable}): a newer "
+            "modelvault wrote it; upgrade modelvault (pip install -U modelvault)",
+        )
+        self.found = version
 
 
 class Checksum(Protocol):
@@ -200,6 +215,8 @@ def parse_header(head: bytes | memoryview) -> tuple[int, int]:
     """``(format version, manifest length)`` of a header, checked."""
     magic, version, flags, length = HEADER.unpack(head)
     need(magic == MAGIC, "not a .bentomodel archive (wrong magic)")
+    if version > max(READABLE):
+        raise ArchiveFormatError(version)
     readable = ", ".join(map(str, READABLE[:-1])) + f" and {READABLE[-1]}"
     need(
         version in READABLE, f"archive format version {version} is unknown (this reads {readable})"

@@ -933,3 +933,18 @@ def test_golden_archives_with_byte_planes_import(
             entry = target.repo.objects.entry(ident)
             assert entry is not None and entry.codec == (RAW if how == PLANES else how)
     assert target.verify().ok
+
+
+def test_an_archive_of_a_newer_format_is_unsupported_format_and_archive_error(
+    model: modelvault.Model, tmp_path: Path, store: modelvault.Store
+) -> None:
+    """The one error for a newer format (stores and remotes raise it too), still an
+    ArchiveError as every unreadable archive is."""
+    src = modelvault.Store(model.repo.path)
+    path = Path(src.export_model(str(model.tag), str(tmp_path) + "/"))
+    data = bytearray(path.read_bytes())
+    data[8:10] = (9).to_bytes(2, "little")
+    path.write_bytes(bytes(data))
+    with pytest.raises(modelvault.UnsupportedFormat, match="upgrade modelvault") as exc:
+        store.import_model(str(path))
+    assert isinstance(exc.value, ArchiveError) and exc.value.found == 9
