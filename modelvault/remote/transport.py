@@ -342,20 +342,9 @@ def _open_bare(url: str, opts: dict[str, Any]) -> Transport:
             raise RemoteError(f"{shown}: a local folder takes no storage options")
         path = url[len("file://") :] if url.startswith("file://") else url
         return LocalTransport(Path(path).expanduser().absolute(), shown)
-    import fsspec
-
+    fs, root = _remote_fs(url, "open remote", opts)
     protocol = url.split("://", 1)[0]
-    s3 = protocol in ("s3", "s3a")
-    try:
-        fs, root = fsspec.core.url_to_fs(url, **(_s3_options(opts) if s3 else opts))
-    except ModelVaultError:
-        raise
-    except (ImportError, ValueError, TypeError) as exc:
-        raise RemoteError(redact(f"cannot open remote {shown}: {exc}")) from exc
-    except Exception as exc:  # a backend connecting at once (ftp, sftp) and failing
-        raise remote_error(f"open {shown}", exc) from exc
-    if s3:
-        fs.retries = 1  # s3fs's own retry loop would repeat botocore's attempts
+    if protocol in ("s3", "s3a"):
         return S3Transport(fs, root, shown)
     if protocol == "memory":
         return MemoryTransport(fs, root, shown)
@@ -403,15 +392,17 @@ class _Guarded:
         return getattr(self._f, name)
 
 
-def _remote_fs(url: str, verb: str) -> tuple[Any, str]:
-    """``(file system, path)`` of a URL, with the S3 settings of :data:`S3_CONFIG`."""
+def _remote_fs(url: str, verb: str, opts: dict[str, Any] | None = None) -> tuple[Any, str]:
+    """``(file system, path)`` of a URL and its storage options, with the S3 settings of
+    :data:`S3_CONFIG`; failures to open are RemoteError naming ``verb`` and the URL."""
     import fsspec
 
     refuse_password(url)  # a secret in the URL would reach fsspec, its logs and errors
     shown = public_url(url)
+    opts = opts or {}
     s3 = url.split("://", 1)[0] in ("s3", "s3a")
     try:
-        fs, path = fsspec.core.url_to_fs(url, **(_s3_options({}) if s3 else {}))
+        fs, path = fsspec.core.url_to_fs(url, **(_s3_options(opts) if s3 else opts))
     except ModelVaultError:
         raise
     except (ImportError, ValueError, TypeError) as exc:
