@@ -6,6 +6,7 @@ bounded decoding of one frame, and the compress bound. Re-exported by
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 
 import zstandard
 
@@ -80,3 +81,22 @@ def _decode_zstd(frame: bytes | memoryview, size: int, what: str) -> bytes:
     if len(out) != size:
         raise IntegrityError(f"{what} decodes to {len(out)} bytes, expected {size}")
     return out
+
+
+def read_planes(
+    view: memoryview, at: int, lengths: Sequence[int], mask: int, n: int, what: str
+) -> tuple[list[bytes | memoryview], int]:
+    """The planes laid out from ``at``: plane i is a zstd frame of ``n`` bytes when bit i
+    of ``mask`` is set, else ``n`` raw bytes (checked); returns them and where they end.
+    (The layout shared by byte-planes lanes and float planes; ``what`` names them.)"""
+    planes: list[bytes | memoryview] = []
+    for i, length in enumerate(lengths):
+        plane = view[at : at + length]
+        at += length
+        if mask >> i & 1:
+            planes.append(_decode_zstd(plane, n, f"zstd {what} {i}"))
+        elif length != n:
+            raise IntegrityError(f"raw {what} {i} is {length} bytes, expected {n}")
+        else:
+            planes.append(plane)
+    return planes, at

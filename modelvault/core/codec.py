@@ -37,6 +37,7 @@ from modelvault.core._zstd import _compressor as _compressor
 from modelvault.core._zstd import _decode_zstd as _decode_zstd
 from modelvault.core._zstd import _decompressor as _decompressor
 from modelvault.core._zstd import _lane_compressor as _lane_compressor
+from modelvault.core._zstd import read_planes
 from modelvault.core._zstd import zstd_bound as zstd_bound
 from modelvault.core.floats import FLOAT_DTYPES as FLOAT_DTYPES
 from modelvault.core.floats import FLOAT_HEAD as FLOAT_HEAD
@@ -357,17 +358,7 @@ def split_planes(payload: bytes | memoryview, raw_len: int) -> Planes:
             f"byte-planes payload is {len(view)} bytes, its header and raw length "
             f"{raw_len} give {expected}"
         )
-    lanes: list[bytes | memoryview] = []
-    at = head
-    for i, length in enumerate(lengths):
-        lane = view[at : at + length]
-        at += length
-        if mask >> i & 1:
-            lanes.append(_decode_zstd(lane, n, f"zstd lane {i}"))
-        elif length != n:
-            raise IntegrityError(f"raw lane {i} is {length} bytes, expected {n}")
-        else:
-            lanes.append(lane)
+    lanes, at = read_planes(view, head, lengths, mask, n, "lane")
     return Planes(width, lanes, view[at:])
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import struct
 
-from modelvault.core._zstd import _decode_zstd, _lane_compressor, zstd_bound
+from modelvault.core._zstd import _lane_compressor, read_planes, zstd_bound
 from modelvault.errors import IntegrityError
 
 try:
@@ -143,17 +143,7 @@ def _decode_float(payload: bytes | memoryview, raw_len: int) -> bytes:
             f"float payload is {len(view)} bytes, its header and raw length {raw_len} "
             f"give {expected}"
         )
-    at = head + skip
-    planes: list[bytes | memoryview] = []
-    for i, length in enumerate(lengths):
-        plane = view[at : at + length]
-        at += length
-        if mask >> i & 1:
-            planes.append(_decode_zstd(plane, n, f"zstd plane {i}"))
-        elif length != n:
-            raise IntegrityError(f"raw plane {i} is {length} bytes, expected {n}")
-        else:
-            planes.append(plane)
+    planes, at = read_planes(view, head + skip, lengths, mask, n, "plane")
     if _fc is None:
         return _join_float_numpy(width, rot, view[head : head + skip], planes, view[at:])
     return _fc.join(width, rot, view[head : head + skip], planes, view[at:])
