@@ -10,13 +10,18 @@ from pathlib import Path
 from modelvault.tags import Tag
 
 __all__ = [
+    "ALIASES",
+    "CATALOGUE",
     "CHECKED",
+    "LOCKS",
     "MARKER",
     "PACKS",
     "PACK_INDEX_KEY",
     "REFS",
     "StoreLayout",
+    "alias_key",
     "index_key",
+    "lock_key",
     "pack_key",
     "ref_key",
 ]
@@ -44,6 +49,11 @@ class StoreLayout:
     @property
     def refs(self) -> Path:
         return self.root / "refs"
+
+    @property
+    def aliases(self) -> Path:
+        """Movable names: ``aliases/<name>/<alias>`` (issue 19; made on first use)."""
+        return self.root / "aliases"
 
     @property
     def cache(self) -> Path:
@@ -88,6 +98,9 @@ class StoreLayout:
 MARKER = "modelvault.json"  # {"format": 1}, written create-only by the first push
 PACKS = "packs"
 REFS = "refs"
+ALIASES = "aliases"  # aliases/<name>/<alias>: which version a remote alias names
+LOCKS = "locks"  # locks/<id>: remote gc (exclusive) and push (shared) locks
+CATALOGUE = "index"  # consolidated index files of many packs (remote catalogue)
 CHECKED = "checked"  # local cache only: refs whose values a pull read from their model
 PACK_INDEX_KEY = re.compile(r"packs/([0-9a-f]{64})\.idx")
 
@@ -102,3 +115,11 @@ def index_key(name: str) -> str:
 
 def ref_key(tag: Tag) -> str:
     return f"{REFS}/{tag.name}/{tag.version}"
+
+
+def alias_key(name: str, alias: str) -> str:
+    return f"{ALIASES}/{name}/{alias}"
+
+
+def lock_key(lock_id: str) -> str:
+    return f"{LOCKS}/{lock_id}"
