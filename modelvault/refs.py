@@ -189,7 +189,10 @@ class RefStore:
             IntegrityError: the exact version's ref is damaged, or every ref of the name.
         """
         if not tag.is_latest:
-            return self.read(tag)
+            try:
+                return self.read(tag)
+            except NotFound:
+                return self._by_prefix(tag)
         damaged: list[Tag] = []
         versions = self.versions(tag.name, damaged)
         if not versions and damaged:
@@ -200,6 +203,24 @@ class RefStore:
         if not versions:
             raise NotFound(f"no model named {tag.name!r} in the store: `mv list` shows the models")
         return versions[0]
+
+    def _by_prefix(self, tag: Tag) -> RefValue:
+        """The one version of ``tag.name`` that starts with ``tag.version`` (as BentoML
+        resolves an abbreviated version); NotFound when none or several do."""
+        assert tag.version is not None
+        matches = sorted(
+            (t for t in self._tags(tag.name) if (t.version or "").startswith(tag.version)), key=str
+        )
+        if len(matches) == 1:
+            return self.read(matches[0])
+        if not matches:
+            raise NotFound(f"model {tag} not found: `mv list {tag.name}` shows the versions stored")
+        shown = ", ".join(t.version or "" for t in matches[:10])
+        more = f" (+{len(matches) - 10} more)" if len(matches) > 10 else ""
+        raise NotFound(
+            f"version {tag.version!r} of {tag.name} is ambiguous: {len(matches)} versions start "
+            f"with it ({shown}{more}); give more of the version"
+        )
 
     def versions(self, name: str, damaged: list[Tag] | None = None) -> list[RefValue]:
         """Every version of ``name``, newest first.
