@@ -79,15 +79,36 @@ def near_miss(args: Sequence[str]) -> str | None:
     return close[0] if close else None
 
 
+def _take_quiet(args: list[str]) -> tuple[list[str], bool]:
+    """``(args, quiet)``: ``-q`` among the global options before a command (``mv -q
+    [--store P] list``) is taken out (it applies to every command); ``quiet`` is also
+    True when a command's own ``-q`` comes after it. Else ``args`` are unchanged."""
+    i, before = 0, []
+    while i < len(args):
+        arg = args[i]
+        if arg in QUIET:
+            before.append(i)
+        elif arg == "--store":
+            i += 1
+        elif not (arg == "--debug" or arg.startswith("--store=")):
+            break
+        i += 1
+    if i >= len(args) or args[i] not in COMMANDS:
+        return args, False
+    after = args[i + 1 :]
+    end = after.index("--") if "--" in after else len(after)
+    quiet = bool(before) or any(a in QUIET for a in after[:end])
+    return [a for j, a in enumerate(args) if j not in before], quiet
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mv`` and ``modelvault`` console scripts."""
     args = list(sys.argv[1:] if argv is None else argv)
     prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "mv"
     prog = prog if prog in ("mv", "modelvault") else "mv"
-    if len(args) > 1 and args[0] in QUIET and args[1] in COMMANDS:
-        args = [args[1], args[0], *args[2:]]  # `mv -q list` means `mv list -q`
+    args, quiet = _take_quiet(args)
     if prog == "mv" and not is_modelvault_invocation(args, prog):
-        meant = near_miss(args)
+        meant = near_miss([a for a in args if a not in QUIET])
         if meant is not None:  # moving nothing beats a confusing message from coreutils
             sys.stderr.write(f"mv: did you mean '{meant}'? ('{args[0]}' is no command")
             sys.stderr.write(" and no file here; `mv --help` lists the commands)\n")
@@ -95,6 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from modelvault.cli.passthrough import run_system_mv
 
         return run_system_mv(args)
+    from modelvault.cli._shared import _Quiet
     from modelvault.cli.app import run
 
+    _Quiet.on = quiet
     return run(args, prog)

@@ -22,7 +22,22 @@ def _store() -> "Store":
 
 
 def _echo(text: str) -> None:
+    """What the command exists to print (a listing, a report): printed even with ``-q``."""
     sys.stdout.write(text + "\n")
 
 
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+class _Quiet:
+    """Set by ``main()`` when ``-q`` / ``--quiet`` is given, before or after the command."""
+
+    on = False
+
+
+def _say(text: str) -> None:
+    """A status line ("saved", "pushed ..."): left out with ``-q``."""
+    if not _Quiet.on:
+        _echo(text)
+
+
+Quiet = Annotated[
+    bool, typer.Option("--quiet", "-q", help="No progress bar and no status line; errors still.")
+]

@@ -21,6 +21,7 @@ from modelvault.cli import _coerce, failures, progress, render
 from modelvault.cli._shared import Quiet as Quiet
 from modelvault.cli._shared import TableOrJson as TableOrJson
 from modelvault.cli._shared import _echo as _echo
+from modelvault.cli._shared import _say as _say
 from modelvault.cli._shared import _store as _store
 from modelvault.cli.failures import UsageError
 from modelvault.cli.maintenance import du as du
@@ -325,15 +326,15 @@ def delete(
                     "no answer: nothing deleted (pass -y to skip the question)"
                 ) from None
             if not answer:
-                _echo("Nothing deleted.")
+                _say("Nothing deleted.")
                 raise typer.Exit(1)
         for model in targets:
             store.delete(model.tag)
-            _echo(_model_line(model, "deleted"))
+            _say(_model_line(model, "deleted"))
         for ref in damaged:
             with contextlib.suppress(NotFound):
                 store.delete(ref)
-            _echo(f"Damaged ref {ref} deleted")
+            _say(f"Damaged ref {ref} deleted")
 
 
 def save(
@@ -357,7 +358,7 @@ def save(
     with progress.bar(f"saving {tag}", total, quiet) as bar:
         advance = bar.advance if bar else None
         model = store.save(path, tag, labels=labels, metadata=meta, module=module, progress=advance)
-    _echo(_model_line(model, f"saved ({render.human_size(model.size)})"))
+    _say(_model_line(model, f"saved ({render.human_size(model.size)})"))
 
 
 def checkout(
@@ -372,7 +373,7 @@ def checkout(
     model = store.get(tag)
     with progress.bar(f"checking out {model.tag}", model.size, quiet) as bar:
         store.checkout(model.tag, dest, progress=bar.advance if bar else None)
-    _echo(_model_line(model, f"checked out to {dest}"))
+    _say(_model_line(model, f"checked out to {dest}"))
 
 
 def export(
@@ -395,7 +396,7 @@ def export(
     with progress.bar(f"exporting {model.tag}", None, quiet) as bar:
         advance = bar.advance if bar else None
         where = store.export_model(model.tag, dest or os.getcwd(), base=base, progress=advance)
-    _echo(_model_line(model, f"exported to {where}"))
+    _say(_model_line(model, f"exported to {where}"))
 
 
 def import_(
@@ -407,7 +408,7 @@ def import_(
     total = _file_bytes(src) if progress.wanted(quiet) else None
     with progress.bar(f"importing {src}", total, quiet) as bar:
         model = store.import_model(src, progress=bar.advance if bar else None)
-    _echo(_model_line(model, "imported"))
+    _say(_model_line(model, "imported"))
 
 
 def push(
@@ -422,7 +423,7 @@ def push(
         kw = {"progress": bar.transfer} if bar else {}
         result = store.push(model.tag, remote, **kw)
     sent = f"{result.objects} objects, {render.human_size(result.sent)} sent"
-    _echo(f'Successfully pushed model "{model.tag}" to {_default_remote(remote)} ({sent})')
+    _say(f'Successfully pushed model "{model.tag}" to {_default_remote(remote)} ({sent})')
 
 
 def pull(
@@ -437,7 +438,7 @@ def pull(
         kw = {"progress": bar.transfer} if bar else {}
         result = _store().pull(tag, remote, **kw)
     got = f"{result.objects} objects, {render.human_size(result.received)} received"
-    _echo(f'Successfully pulled model "{tag}" from {_default_remote(remote)} ({got})')
+    _say(f'Successfully pulled model "{tag}" from {_default_remote(remote)} ({got})')
 
 
 for _target in (app, models_app):
@@ -470,7 +471,7 @@ def remote_add(
     from modelvault import remotes
 
     added = remotes.add(name, url, store=_store(), **_parse_pairs(option, "option", typed=True))
-    _echo(f"Remote {added.name} -> {added.public_url()}")
+    _say(f"Remote {added.name} -> {added.public_url()}")
 
 
 @remote_app.command("list")
@@ -495,7 +496,7 @@ def remote_remove(
     from modelvault import remotes
 
     remotes.remove(name, store=_store())
-    _echo(f"Remote {name} removed")
+    _say(f"Remote {name} removed")
 
 
 # -- maintenance (modelvault/cli/maintenance.py) ---------------------------------------

@@ -40,7 +40,8 @@ def describe(exc: BaseException) -> tuple[str, int]:
     if isinstance(exc, ModelVaultError):
         code = EXIT_USAGE if isinstance(exc, InvalidTag | UsageError) else EXIT_ERROR
         hint = next((h for cls, h in _HINTS if isinstance(exc, cls)), None)
-        if hint and "`mv " not in text and not isinstance(exc, UsageError):
+        said = hint is not None and hint.split(":")[0] in text  # the message says it already
+        if hint and not said and "`mv " not in text and not isinstance(exc, UsageError):
             text = f"{text} ({hint})"
         return text, code
     if isinstance(exc, OSError):

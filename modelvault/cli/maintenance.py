@@ -10,14 +10,14 @@ from typing import Annotated, Any
 import typer
 
 from modelvault.cli import failures, progress, render
-from modelvault.cli._shared import Quiet, TableOrJson, _echo, _store
+from modelvault.cli._shared import Quiet, TableOrJson, _echo, _say, _store
 
 
 def gc(quiet: Quiet = False) -> None:
     """Free the stored bytes no tag reaches (after deletes)."""
     with progress.spinner("collecting garbage", quiet):
         freed = _store().gc()
-    _echo(f"Freed {render.human_size(freed)}")
+    _say(f"Freed {render.human_size(freed)}")
 
 
 def verify(
@@ -41,7 +41,7 @@ def verify(
         }
         _echo(render.to_json(doc))
     elif report.ok:
-        _echo(f"{render.styled('ok', 'green')}: {report.objects_checked} objects checked")
+        _say(f"{render.styled('ok', 'green')}: {report.objects_checked} objects checked")
     else:
         _print_damage(report.objects_checked, report.corrupt, report.missing, report.broken_tags)
         _print_repair(report.broken_tags, report.damaged_files)

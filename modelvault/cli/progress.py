@@ -31,8 +31,10 @@ class Bar:
 
 def wanted(quiet: bool) -> bool:
     """True when a bar should be drawn: stderr is a terminal and ``-q`` was not given."""
+    from modelvault.cli._shared import _Quiet
+
     isatty = getattr(sys.stderr, "isatty", None)
-    return not quiet and bool(isatty and isatty())
+    return not (quiet or _Quiet.on) and bool(isatty and isatty())
 
 
 @contextlib.contextmanager

@@ -55,6 +55,7 @@ def test_save_errors(mv: Run, model_dir: Path, tmp_path: Path) -> None:
     assert exists.returncode == 1
     no_traceback(exists)
     assert "already exists" in exists.stderr
+    assert exists.stderr.count("immutable") == 1  # said once, not again as a hint
 
     bad_pair = mv("save", str(model_dir), "m", "--label", "novalue")
     assert bad_pair.returncode == 2

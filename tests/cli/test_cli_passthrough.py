@@ -164,3 +164,27 @@ def test_quiet_before_the_command_is_ours(mv: Run) -> None:
     out = mv("-q", "verify")
     assert out.returncode == 0, out.stderr
     assert "invalid option" not in out.stderr
+
+
+def test_quiet_among_global_options_applies_to_any_command(mv: Run, tmp_path: Path) -> None:
+    src = tmp_path / "m"
+    src.mkdir()
+    (src / "w.bin").write_bytes(b"w")
+    store = str(tmp_path / "s")
+    saved = mv("-q", "--store", store, "save", str(src), "q:v1")
+    assert saved.returncode == 0, saved.stderr
+    assert saved.stdout == ""  # no status line
+    listed = mv("--store", store, "-q", "list")  # a listing is what `list` is for: printed
+    assert listed.returncode == 0, listed.stderr
+    assert "q:v1" in listed.stdout
+    pushed = mv("--store", store, "push", "q:v1", (tmp_path / "r").as_uri(), "-q")
+    assert pushed.returncode == 0, pushed.stderr
+    assert pushed.stdout == ""
+    loud = mv("--store", store, "push", "q:v1", (tmp_path / "r").as_uri())
+    assert "Successfully pushed" in loud.stdout
+
+
+def test_quiet_then_a_typo_is_still_a_near_miss(mv: Run, tmp_path: Path) -> None:
+    out = mv("-q", "lst")
+    assert out.returncode == 2
+    assert "did you mean 'list'?" in out.stderr
