@@ -101,20 +101,31 @@ def _store(store: Store | None) -> Store:
     return default_store()
 
 
-def add(name: str, url: str, *, store: Store | None = None, **storage_options: Any) -> Remote:
-    """Add (or replace) the remote ``name`` pointing at ``url``.
+def add(
+    name: str,
+    url: str,
+    *,
+    store: Store | None = None,
+    replace: bool = False,
+    **storage_options: Any,
+) -> Remote:
+    """Add the remote ``name`` pointing at ``url``; with ``replace``, point an existing one
+    elsewhere (adding it again exactly as it is changes nothing).
 
     Raises:
-        InvalidInput: bad name, a URL that is not a path or ``protocol://`` URL, a URL
-            with a ``user:password@`` part, or an option that looks like credentials.
+        InvalidInput: bad name, a URL that is not a path or a ``protocol://`` URL of a
+            protocol fsspec knows, a URL with a ``user:password@`` part, an option that
+            looks like credentials, or ``name`` exists with another URL or options and
+            ``replace`` is not given.
     """
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise InvalidInput(f"invalid remote name {name!r}: letters, digits, _ - . only")
     if not isinstance(url, str) or not url:
         raise InvalidInput("a remote needs a URL, e.g. s3://bucket/prefix or file:///srv/models")
-    from modelvault.remote.transport import refuse_password
+    from modelvault.remote.transport import refuse_password, refuse_unknown_protocol
 
     refuse_password(url)
+    refuse_unknown_protocol(url)
     secret = _secret_option(storage_options)
     if secret is not None:
         raise InvalidInput(
@@ -131,7 +142,17 @@ def add(name: str, url: str, *, store: Store | None = None, **storage_options: A
         _remotes_of(doc, where)
         if doc.get("remotes") is None:
             doc["remotes"] = {}
-        doc["remotes"][name] = {"url": url, "options": remote.options}
+        entry = {"url": url, "options": remote.options}
+        old = doc["remotes"].get(name)
+        if old is not None and old != entry and not replace:
+            from modelvault.remote.urls import public_url
+
+            shown = public_url(str(old.get("url"))) if isinstance(old, dict) else "?"
+            raise InvalidInput(
+                f"remote {name!r} already exists ({shown}): add it with --replace "
+                f"(Python: replace=True) to point it elsewhere, or `mv remote remove {name}`"
+            )
+        doc["remotes"][name] = entry
 
     s = _store(store)
     where = s.path / "config.json"

@@ -466,11 +466,15 @@ def remote_add(
             "--option", "-O", help="Storage option KEY=VALUE for fsspec (VALUE parsed as JSON)."
         ),
     ] = None,
+    replace: Annotated[
+        bool, typer.Option("--replace", help="Point an existing remote of that name elsewhere.")
+    ] = False,
 ) -> None:
-    """Add (or replace) a remote."""
+    """Add a remote (or, with --replace, point an existing one elsewhere)."""
     from modelvault import remotes
 
-    added = remotes.add(name, url, store=_store(), **_parse_pairs(option, "option", typed=True))
+    opts = _parse_pairs(option, "option", typed=True)
+    added = remotes.add(name, url, store=_store(), replace=replace, **opts)
     _say(f"Remote {added.name} -> {added.public_url()}")
 
 

@@ -74,6 +74,7 @@ __all__ = [
     "public_url",
     "redact",
     "refuse_password",
+    "refuse_unknown_protocol",
     "remote_error",
     "wrapping",
 ]
@@ -540,3 +541,26 @@ def _renamed_output(fs: Any, path: str, what: str) -> Iterator[_Guarded]:
         with contextlib.suppress(Exception):
             fs.rm(tmp)
         raise
+
+
+def refuse_unknown_protocol(url: str) -> None:
+    """Raise InvalidInput when ``url`` names a protocol fsspec has no implementation for
+    (a typo such as ``s4://``); nothing is imported or contacted to check it.
+
+    Raises:
+        InvalidInput: ``url`` is ``protocol://...`` with an unknown protocol.
+    """
+    if "://" not in url:
+        return  # a local path
+    import fsspec
+
+    protocols = []  # "simplecache::s3://b/p" chains two; "git+https" names two
+    for part in url.split("::"):
+        head = part.split("://", 1)[0] if "://" in part else part
+        protocols += head.lower().split("+")
+    unknown = [p for p in protocols if p not in fsspec.available_protocols()]
+    if unknown:
+        raise InvalidInput(
+            f"{public_url(url)}: unknown protocol {unknown[0]!r}; use a local path or an fsspec "
+            "URL such as s3://bucket/prefix, gs://bucket/prefix or file:///srv/models"
+        )

@@ -89,7 +89,7 @@ class World:
 
     def store(self, name: str) -> modelvault.Store:
         store = modelvault.Store(self.tmp / name)
-        remotes.add("origin", self.url, store=store, **self.options)
+        remotes.add("origin", self.url, store=store, replace=True, **self.options)
         return store
 
     def attempt(self, plan: FaultPlan, fn: Callable[[], object]) -> BaseException | None:
@@ -134,7 +134,7 @@ def _run_seed(world: World, source: modelvault.Store, seed: int) -> Counter[str]
         permanent = rng.choice([0.0, 0.3, 1.0])
         return FaultPlan(seed * 10 + step, rate, permanent=permanent, stall=0.02, slow=0.01)
 
-    remotes.add("origin", world.url, store=source, **world.options)
+    remotes.add("origin", world.url, store=source, replace=True, **world.options)
     plans = []
     for i, tag in enumerate(TAGS):
         p = plan(i)
