@@ -53,7 +53,8 @@ def save_model(
 
 
 def get(tag: str | Tag, *, store: Store | None = None) -> Model:
-    """The model ``tag`` names; raises NotFound if another flavour saved it."""
+    """The model ``tag`` names; raises NotFound if another flavour saved it (a model
+    BentoML saved with ``bentoml.picklable_model`` and modelvault imported is accepted)."""
     return get_flavoured(MODULE, tag, store)
 
 

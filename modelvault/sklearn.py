@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from modelvault.errors import InvalidInput
-from modelvault.frameworks.common import get_flavoured, read_pickled, save_with, write_pickled
+from modelvault.frameworks.common import (
+    PICKLE_FILE,
+    from_bentoml,
+    get_flavoured,
+    read_pickled,
+    save_with,
+    write_pickled,
+)
 from modelvault.model import Model
 from modelvault.store import Store
 from modelvault.tags import Tag
@@ -61,10 +69,17 @@ def save_model(
 
 
 def get(tag: str | Tag, *, store: Store | None = None) -> Model:
-    """The model ``tag`` names; raises NotFound if another flavour saved it."""
+    """The model ``tag`` names; raises NotFound if another flavour saved it (a model
+    BentoML saved with ``bentoml.sklearn`` and modelvault imported is accepted)."""
     return get_flavoured(MODULE, tag, store)
 
 
 def load_model(tag_or_model: str | Tag | Model, *, store: Store | None = None) -> Any:
-    """Load the estimator back (unpickled only now, on request)."""
-    return read_pickled(get_flavoured(MODULE, tag_or_model, store))
+    """Load the estimator back (unpickled only now, on request). A model BentoML saved
+    (``bentoml.sklearn``: one ``saved_model.pkl`` written by joblib) is read with joblib."""
+    model = get_flavoured(MODULE, tag_or_model, store)
+    if from_bentoml(model):
+        import joblib
+
+        return joblib.load(Path(model.path) / PICKLE_FILE)
+    return read_pickled(model)

@@ -9,14 +9,16 @@ read in one pass (``reader``); the file is opened through ``modelvault.remote.tr
 from __future__ import annotations
 
 import contextlib
+import io
 import itertools
 import os
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import IO, BinaryIO
+from pathlib import Path
+from typing import IO, Any, BinaryIO
 
-from modelvault.archive.format import Manifest, need
+from modelvault.archive.format import MAGIC, Manifest, need
 from modelvault.archive.pipeline import SINK_DEPTH, Progress, stored_info
 from modelvault.archive.reader import (
     ArchiveReader,
@@ -41,6 +43,7 @@ __all__ = ["ArchiveSource", "import_model"]
 ArchiveSource = str | os.PathLike[str] | BinaryIO
 
 _LANES = 2  # import stages into this many packs at once, one thread each
+_PEEK = 512  # bytes read to tell the formats apart (a tar header's "ustar" is at 257)
 
 
 @contextlib.contextmanager
@@ -73,6 +76,10 @@ def import_model(
     Importing a model whose tag the store holds already writes every object of it the
     store lacks (so an import restores objects the store lost) and leaves the ref as it is.
 
+    The archives BentoML writes (tar + xz ``.bentomodel``, ``gz``, ``xz``, ``bz2``, ``tar``,
+    ``zip``, and a local ``folder``) are told apart from modelvault's own by their first
+    bytes and imported by :mod:`modelvault.archive.bentoml` (same errors).
+
     Raises:
         InvalidInput: ``src`` is neither a path, a URL nor a binary file object.
         PathNotFound: ``src`` is a local path that does not exist.
@@ -86,8 +93,70 @@ def import_model(
             "import_model reads a .bentomodel path, an fsspec URL or a binary file object, "
             f"not {type(src).__name__}"
         )
+    text = os.fspath(src) if isinstance(src, (str, os.PathLike)) else None
+    if text is not None and "://" not in text and os.path.isdir(text):  # BentoML's "folder"
+        from modelvault.archive.bentoml import import_bentoml_folder
+
+        return import_bentoml_folder(repo, Path(text), progress=progress)
+    with _input(src) as raw:
+        f, head = _peek(raw)
+        kind = _bentoml_kind(head)
+        if kind is not None:  # told apart by content: BentoML's tar (+xz, gz, bz2) or zip
+            from modelvault.archive.bentoml import import_bentoml
+
+            return import_bentoml(repo, f, kind, progress=progress)
+        return _import_own(repo, f, progress)
+
+
+def _bentoml_kind(head: bytes) -> str | None:
+    if head.startswith(MAGIC):
+        return None
+    from modelvault.archive.bentoml import sniff
+
+    return sniff(head)
+
+
+class _Replay(io.RawIOBase):
+    """A non-seekable stream whose first bytes were read already: they come first."""
+
+    def __init__(self, head: bytes, rest: IO[bytes]) -> None:
+        self._head = memoryview(head)
+        self._rest = rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        if self._head:
+            n = min(len(b), len(self._head))
+            b[:n] = self._head[:n]
+            self._head = self._head[n:]
+            return n
+        data = self._rest.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+
+def _peek(f: IO[bytes]) -> tuple[IO[bytes], bytes]:
+    """The first 512 bytes of ``f`` (fewer if it is shorter), and a stream that still
+    starts where it did: ``f`` itself, sought back, when it can seek."""
+    seekable = getattr(f, "seekable", None)
+    start = f.tell() if callable(seekable) and seekable() else None
+    head = b""
+    while len(head) < _PEEK:
+        block = f.read(_PEEK - len(head))
+        if not block:
+            break
+        head += block
+    if start is not None:
+        f.seek(start)
+        return f, head
+    return io.BufferedReader(_Replay(head, f)), head
+
+
+def _import_own(repo: Repository, f: IO[bytes], progress: Callable[[int], None] | None) -> RefValue:
+    """Import modelvault's own archive format from ``f``."""
     with (
-        _input(src) as f,
         repo.writing() as writer,
         ThreadPoolExecutor(2, thread_name_prefix="modelvault-import") as pool,
         ThreadPoolExecutor(1, thread_name_prefix="modelvault-import-hash") as hasher,

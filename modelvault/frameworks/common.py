@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from modelvault.archive.bentoml.info import flavour_of, is_bentoml_module
 from modelvault.errors import NotFound
 from modelvault.model import Model
 from modelvault.modelinfo import build_context
@@ -23,6 +24,7 @@ from modelvault.tags import Tag
 __all__ = [
     "BUFFER_DIR",
     "PICKLE_FILE",
+    "from_bentoml",
     "get_flavoured",
     "read_pickled",
     "save_with",
@@ -72,18 +74,29 @@ def save_with(
 
 
 def get_flavoured(module: str, tag: str | Tag | Model, store: Store | None = None) -> Model:
-    """The model ``tag`` names, checked to have been saved by flavour ``module``.
+    """The model ``tag`` names, checked to have been saved by flavour ``module`` (or by
+    the BentoML module whose files it reads: ``archive.bentoml.BENTOML_FLAVOURS``).
 
     Raises:
         NotFound: no such model, or it was saved by another flavour.
     """
     model = tag if isinstance(tag, Model) else _store(store).get(tag)
-    if model.info.module != module:
+    if model.info.module != module and flavour_of(model.info.module) != module:
         saved_by = model.info.module or "models.save/create"
-        raise NotFound(
-            f"model {model.tag} was saved by {saved_by}, not {module}: load it with that flavour"
+        loader = flavour_of(model.info.module) if model.info.module else None
+        advice = (
+            f"load it with {loader}"
+            if loader and loader != model.info.module
+            else "load it with that flavour"
         )
+        raise NotFound(f"model {model.tag} was saved by {saved_by}, not {module}: {advice}")
     return model
+
+
+def from_bentoml(model: Model) -> bool:
+    """Whether ``model`` was saved by BentoML (and imported): its files are laid out as
+    BentoML's framework module wrote them."""
+    return is_bentoml_module(model.info.module)
 
 
 def write_pickled(obj: Any, folder: Path) -> None:

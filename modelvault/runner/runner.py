@@ -25,6 +25,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
+from modelvault.archive.bentoml.info import BENTOML_FLAVOURS, flavour_of
 from modelvault.errors import BatchingError, InvalidInput, RunnerError, RunnerNotInitialized
 from modelvault.runner.batching import Batcher, BatchStats, cut
 from modelvault.tags import Tag
@@ -188,6 +189,8 @@ class Runner:
     Raises:
         NotFound: the tag names no model.
         InvalidTag: the tag is malformed.
+        RunnerError: the model was saved by a BentoML framework module modelvault has
+            no flavour for (imported from BentoML).
         InvalidInput: an option or a signature's ``batch_dim`` is out of range.
     """
 
@@ -201,6 +204,7 @@ class Runner:
     ) -> None:
         self.model: ModelLike = _resolve(model)
         self.tag: Tag = self.model.tag
+        _check_flavoured(self.model)
         self.name = name or self.tag.name
         self.max_batch_size = max_batch_size
         self.max_latency_ms = max_latency_ms
@@ -271,13 +275,28 @@ class Runner:
         return methods[name]
 
     def _flavour(self) -> Any:
-        module_name = self.model.info.module
-        if not module_name:
+        saved_by = self.model.info.module
+        if not saved_by:
             raise RunnerError(f"model {self.tag} was saved without a flavour module to load it")
+        _check_flavoured(self.model)
+        module_name = flavour_of(saved_by) or saved_by  # BentoML's modules map to modelvault's
         flavour = importlib.import_module(module_name)
         if not callable(getattr(flavour, "load_model", None)):
             raise RunnerError(f"flavour module {module_name!r} has no load_model(model)")
         return flavour
+
+
+def _check_flavoured(model: ModelLike) -> None:
+    """RunnerError if ``model`` was saved by a BentoML framework modelvault has no flavour
+    for (an imported BentoML model: ``archive.bentoml.BENTOML_FLAVOURS``)."""
+    saved_by = model.info.module
+    if saved_by and flavour_of(saved_by) is None:
+        have = ", ".join(sorted(set(BENTOML_FLAVOURS.values())))
+        raise RunnerError(
+            f"model {model.tag} was saved by BentoML's {saved_by}: modelvault has no flavour "
+            f"for it (its flavours are {have}), so it cannot be served by a Runner; read its "
+            "files from Model.path and load them with that framework"
+        )
 
 
 def _resolve(model: str | Tag | ModelLike) -> ModelLike:

@@ -679,7 +679,7 @@ def _bomb() -> bytes:
 
 HOSTILE: dict[str, tuple[Callable[[], bytes], str]] = {
     "empty file": (lambda: b"", "truncated"),
-    "wrong magic": (lambda: _at(GOOD, 0, b"PK\x03\x04"), "wrong magic"),
+    "wrong magic": (lambda: _at(GOOD, 0, b"XXAR"), "wrong magic"),
     "unknown version": (lambda: _at(GOOD, 8, b"\x04\x00"), "version 4 is unknown"),
     "version 0": (lambda: _at(GOOD, 8, b"\x00\x00"), "version 0 is unknown"),
     "unknown flags": (lambda: _at(GOOD, 10, b"\x01\x00"), "unknown flags"),

@@ -1,0 +1,534 @@
+"""Import of the archives BentoML writes (``bentoml models export``), told apart by content.
+
+::
+
+    xz / gz / bz2 / tar   read as one tar stream: each regular member is copied into a
+                          staging file in the store's ``tmp/`` and saved from there through
+                          the normal ingest path (so it dedups), then deleted at once: no
+                          full extracted copy of the model is ever on disk
+    zip                   the same, member by member (needs a seekable source)
+    folder                a local folder holding ``model.yaml``: its files are saved in place
+
+``model.yaml`` becomes the model's info (``info.BentoInfo``); ``custom_objects.pkl`` is
+kept, as its bytes, as the model's custom objects (BentoML and modelvault both store a
+cloudpickle of a dict), so nothing is unpickled while importing. Every other file is the
+model's tree. The model object is written, the packs committed and only then the ref
+published: any error leaves the store as it was (the packs stay hidden until commit).
+
+Hostile input raises ArchiveError: member names that are absolute or climb out (``..``),
+links (symbolic or hard), devices and other special files, a member that claims more
+bytes than the store's disk has free, decompression beyond :data:`MAX_EXPANSION` times the
+bytes read (plus :data:`EXPANSION_SLACK`), more than :data:`MAX_MEMBERS` members, and a
+missing or malformed ``model.yaml``.
+"""
+
+from __future__ import annotations
+
+import bz2
+import contextlib
+import gzip
+import io
+import lzma
+import os
+import shutil
+import stat
+import tarfile
+import zipfile
+import zlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any, cast
+
+from modelvault.archive.bentoml.info import (
+    CUSTOM_OBJECTS,
+    MAX_YAML_BYTES,
+    MODEL_YAML,
+    BentoInfo,
+    parse_model_yaml,
+)
+from modelvault.core.hashing import ObjType
+from modelvault.core.objects import (
+    KIND_EXEC,
+    KIND_FILE,
+    KIND_TREE,
+    ModelObject,
+    TreeEntry,
+    TreeObject,
+    check_entry_name,
+)
+from modelvault.errors import ArchiveError, ModelExists, ModelVaultError, NotFound
+from modelvault.ingest import Ingester, Parent
+from modelvault.odb import PackWriter
+from modelvault.odb.reading import read_model
+from modelvault.refs import RefValue
+from modelvault.repo import Repository
+
+__all__ = [
+    "EXPANSION_SLACK",
+    "MAX_EXPANSION",
+    "MAX_MEMBERS",
+    "TAR_KINDS",
+    "import_bentoml",
+    "import_bentoml_folder",
+    "sniff",
+]
+
+MAX_MEMBERS = 100_000
+MAX_EXPANSION = 1024  # bytes unpacked per byte read, at most (zeros reach ~7000 in xz)...
+EXPANSION_SLACK = 256 << 20  # ...beyond this many bytes
+_BLOCK = 1 << 20
+XZ_MAGIC = b"\xfd7zXZ\x00"
+TAR_KINDS = ("xz", "gz", "bz2", "tar")
+Progress = Callable[[int], None]
+
+
+def sniff(head: bytes) -> str | None:
+    """The BentoML archive kind the first 512 bytes of a file show (``xz``, ``gz``,
+    ``bz2``, ``zip`` or ``tar``), or None (modelvault's own format, or unknown)."""
+    if head.startswith(XZ_MAGIC):
+        return "xz"
+    if head.startswith(b"\x1f\x8b"):
+        return "gz"
+    if head.startswith(b"BZh") and len(head) > 3 and head[3:4].isdigit():
+        return "bz2"
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        return "zip"
+    if len(head) >= 262 and head[257:262] == b"ustar":
+        return "tar"
+    return None
+
+
+class _Counting(io.RawIOBase):
+    """Reads through ``f``, counting the bytes read (and reporting them to progress)."""
+
+    def __init__(self, f: IO[bytes], progress: Progress | None) -> None:
+        self._f = f
+        self.count = 0
+        self._progress = progress
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return bool(getattr(self._f, "seekable", lambda: False)())
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return int(self._f.seek(offset, whence))
+
+    def tell(self) -> int:
+        return int(self._f.tell())
+
+    def readinto(self, b: Any) -> int:
+        data = self._f.read(len(b))
+        n = len(data)
+        b[:n] = data
+        self.count += n
+        if self._progress is not None and n:
+            self._progress(n)
+        return n
+
+
+class _Budget:
+    """Bounds what members may unpack to: the store's free disk for one member's claim,
+    and :data:`MAX_EXPANSION` x the compressed bytes read (+ slack) for what is written."""
+
+    def __init__(self, source: _Counting | None, where: Path) -> None:
+        self._source = source
+        self._where = where
+        self.unpacked = 0
+
+    def claim(self, name: str, size: int) -> None:
+        free = shutil.disk_usage(self._where).free
+        if size > free:
+            raise ArchiveError(
+                f"archive member {name!r} claims {size} bytes, more than the "
+                f"{free} bytes free for the store: refusing it (a decompression bomb?)"
+            )
+
+    def take(self, name: str, n: int) -> None:
+        self.unpacked += n
+        if self._source is None:
+            return
+        limit = MAX_EXPANSION * self._source.count + EXPANSION_SLACK
+        if self.unpacked > limit:
+            raise ArchiveError(
+                f"archive member {name!r} unpacks to more than {MAX_EXPANSION} times the "
+                f"archive bytes read ({self.unpacked} from {self._source.count}): refusing "
+                "it as a decompression bomb"
+            )
+
+
+def _member_path(name: str) -> tuple[str, ...]:
+    """A member's name as safe path components (``./`` and empty parts dropped); the
+    archive root is ``()``.
+
+    Raises:
+        ArchiveError: an absolute name, ``..``, NUL, backslash or an over-long part.
+    """
+    if name.startswith("/") or "\0" in name:
+        raise ArchiveError(f"archive member {name!r} has an absolute or unsafe name")
+    parts = tuple(p for p in name.split("/") if p not in ("", "."))
+    for part in parts:
+        try:
+            check_entry_name(part)
+        except ValueError:
+            raise ArchiveError(
+                f"archive member {name!r} has an unsafe name (it would climb out of the model "
+                "folder or is not a plain file name)"
+            ) from None
+    return parts
+
+
+class _Model:
+    """The files of one BentoML model as they are saved: the tree in memory, the staging
+    folder for one member at a time, model.yaml and the custom objects."""
+
+    def __init__(
+        self, repo: Repository, writer: PackWriter, staging: Path, progress: Progress | None
+    ):
+        self.repo = repo
+        self.writer = writer
+        self.staging = staging
+        self.ingester = Ingester(writer, progress)
+        self.root: dict[str, Any] = {}  # name -> sub-dict (folder) or TreeEntry (file)
+        self.yaml: bytes | None = None
+        self.custom_objects: bytes | None = None
+        self.members = 0
+        self.files: set[tuple[str, ...]] = set()
+
+    def _count(self) -> None:
+        self.members += 1
+        if self.members > MAX_MEMBERS:
+            raise ArchiveError(f"archive holds more than {MAX_MEMBERS} members")
+
+    def _folder(self, parts: tuple[str, ...], name: str) -> dict[str, Any]:
+        node = self.root
+        for part in parts:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ArchiveError(f"archive member {name!r} lies under a file")
+            node = child
+        return node
+
+    def add_dir(self, parts: tuple[str, ...], name: str) -> None:
+        self._count()
+        self._folder(parts, name)
+
+    def _place(self, parts: tuple[str, ...], name: str) -> None:
+        if not parts:
+            raise ArchiveError(f"archive member {name!r} is a file where the model folder is")
+        if parts in self.files:
+            raise ArchiveError(f"archive holds {name!r} twice")
+        self.files.add(parts)
+        folder = self._folder(parts[:-1], name)
+        if isinstance(folder.get(parts[-1]), dict):
+            raise ArchiveError(f"archive member {name!r} is both a folder and a file")
+
+    def add_file(
+        self,
+        parts: tuple[str, ...],
+        name: str,
+        size: int,
+        executable: bool,
+        stream: IO[bytes],
+        budget: _Budget,
+    ) -> None:
+        """Save one member's bytes (``size`` of them from ``stream``)."""
+        self._count()
+        self._place(parts, name)
+        if parts == (MODEL_YAML,):
+            if size > MAX_YAML_BYTES:
+                raise ArchiveError(f"{MODEL_YAML} is {size} bytes, more than {MAX_YAML_BYTES}")
+            self.yaml = _read_exactly(stream, size, name, budget)
+            with contextlib.suppress(ArchiveError):  # if unsound, finish() says so
+                self.learn_parent(parse_model_yaml(self.yaml))
+            return
+        budget.claim(name, size)
+        path = self.staging / "member"
+        try:
+            with open(path, "wb") as out:
+                left = size
+                while left:
+                    block = stream.read(min(_BLOCK, left))
+                    if not block:
+                        raise ArchiveError(f"archive member {name!r} is cut short")
+                    budget.take(name, len(block))
+                    out.write(block)
+                    left -= len(block)
+                if stream.read(1):
+                    raise ArchiveError(f"archive member {name!r} is longer than it says")
+            self._store(parts, name, path, size, executable)
+        finally:
+            path.unlink(missing_ok=True)
+
+    def add_path(self, parts: tuple[str, ...], path: Path, size: int, executable: bool) -> None:
+        """Save a file already on disk (the folder format) in place."""
+        self._count()
+        self._place(parts, str(path))
+        if parts == (MODEL_YAML,):
+            if size > MAX_YAML_BYTES:
+                raise ArchiveError(f"{MODEL_YAML} is {size} bytes, more than {MAX_YAML_BYTES}")
+            self.yaml = path.read_bytes()
+            return
+        self._store(parts, str(path), path, size, executable)
+
+    def _store(self, parts: tuple[str, ...], name: str, path: Path, size: int, ex: bool) -> None:
+        oid, stored = self.ingester.store_file(path, parts)
+        if stored != size:
+            raise ArchiveError(f"archive member {name!r} changed size while it was read")
+        if parts == (CUSTOM_OBJECTS,):
+            self.custom_objects = oid
+            return
+        self._folder(parts[:-1], name)[parts[-1]] = TreeEntry(
+            parts[-1], KIND_EXEC if ex else KIND_FILE, oid, size
+        )
+
+    def learn_parent(self, info: BentoInfo) -> None:
+        """Compare later files with the newest stored version of the name (dedup shortcut)."""
+        with contextlib.suppress(ModelVaultError, ValueError):
+            versions = self.repo.refs.versions(info.tag.name, damaged=[])
+            if versions:
+                tree = read_model(self.repo.objects, versions[0].model_id).tree
+                self.ingester.parent = Parent(self.repo.objects, tree)
+
+    def _tree(self, node: dict[str, Any]) -> tuple[bytes, int]:
+        entries: list[TreeEntry] = []
+        total = 0
+        for name, child in sorted(node.items()):
+            if isinstance(child, dict):
+                oid, size = self._tree(child)
+                entries.append(TreeEntry(name, KIND_TREE, oid, size))
+            else:
+                entries.append(child)
+                size = child.size
+            total += size
+        return self.writer.add(ObjType.TREE, TreeObject(entries).encode(), probe=False), total
+
+    def finish(self) -> RefValue:
+        """Write the model object, commit the packs and publish the ref."""
+        if self.yaml is None:
+            raise ArchiveError(
+                f"archive has no {MODEL_YAML} at its top: it is not a model BentoML exported"
+            )
+        info = parse_model_yaml(self.yaml)
+        tree, size = self._tree(self.root)
+        obj = ModelObject(
+            name=info.tag.name,
+            version=str(info.tag.version),
+            module=info.module,
+            tree=tree,
+            size=size,
+            creation_time=info.creation_time,
+            labels=info.labels,
+            metadata=info.metadata,
+            options=info.options,
+            signatures=info.signatures,
+            context=info.context,
+            api_version=info.api_version,
+            custom_objects=self.custom_objects,
+        )
+        oid = self.writer.add(ObjType.MODEL, obj.encode(), probe=False)
+        try:
+            ref = RefValue.of(info.tag, oid, obj).check()
+        except ValueError as exc:
+            raise ArchiveError(f"{MODEL_YAML} of {info.tag} is unusable: {exc}") from None
+        _check_free(self.repo, ref)
+        self.writer.commit()  # invariant 1: objects durable before the ref exists
+        if not self.repo.refs.create(ref):
+            _check_free(self.repo, ref)  # created meanwhile: the same model, or ModelExists
+        return ref
+
+
+def _read_exactly(stream: IO[bytes], size: int, name: str, budget: _Budget) -> bytes:
+    data = stream.read(size)
+    budget.take(name, len(data))
+    if len(data) != size or stream.read(1):
+        raise ArchiveError(f"archive member {name!r} does not hold the {size} bytes it says")
+    return data
+
+
+def _check_free(repo: Repository, ref: RefValue) -> None:
+    """Raise ModelExists if ``ref.tag`` holds another model (the same one is fine)."""
+    try:
+        held = repo.refs.read(ref.tag).model_id
+    except NotFound:
+        return
+    if held != ref.model_id:
+        raise ModelExists(
+            f"model {ref.tag} already exists as {held.hex()}; the BentoML archive holds "
+            f"{ref.model_id.hex()}: versions are immutable"
+        )
+
+
+@contextlib.contextmanager
+def _model(repo: Repository, progress: Progress | None) -> Iterator[_Model]:
+    with repo.writing() as writer, repo.staging() as staging:
+        writer.publish_at_commit()  # packs stay hidden until commit; abort drops them
+        staging.mkdir()
+        model = _Model(repo, writer, staging, progress)
+        try:
+            yield model
+        finally:
+            model.ingester.close()
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+_FORMAT_ERRORS = (
+    tarfile.TarError,
+    EOFError,
+    lzma.LZMAError,
+    zlib.error,
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    gzip.BadGzipFile,
+    NotImplementedError,
+)
+
+
+def _is_bad_data(exc: OSError) -> bool:
+    """bz2 and gzip report bad data as an OSError without errno (a disk error has one)."""
+    return exc.errno is None
+
+
+def _bad_archive(kind: str, exc: BaseException) -> ArchiveError:
+    detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return ArchiveError(
+        f"BentoML archive ({kind}) is truncated or corrupt: {detail}; export it again"
+    )
+
+
+def _tar_member(
+    model: _Model, tar: tarfile.TarFile, member: tarfile.TarInfo, budget: _Budget
+) -> None:
+    name = member.name
+    parts = _member_path(name)
+    if member.issym() or member.islnk():
+        raise ArchiveError(
+            f"archive member {name!r} is a link (to {member.linkname!r}): links are refused"
+        )
+    if member.isdir():
+        model.add_dir(parts, name)
+        return
+    if not member.isreg() or member.issparse():
+        raise ArchiveError(
+            f"archive member {name!r} is a device, fifo or other special file: refused"
+        )
+    stream = tar.extractfile(member)
+    if stream is None:
+        raise ArchiveError(f"archive member {name!r} cannot be read")
+    with stream:
+        model.add_file(parts, name, member.size, bool(member.mode & stat.S_IXUSR), stream, budget)
+
+
+def _decompressed(source: _Counting, kind: str) -> Any:
+    """The tar stream inside ``source``: read through the compression's own file object,
+    which raises EOFError when the compressed stream is cut short."""
+    if kind == "xz":
+        return lzma.LZMAFile(cast(IO[bytes], source))
+    if kind == "gz":
+        return gzip.GzipFile(fileobj=source)
+    if kind == "bz2":
+        return bz2.BZ2File(source)
+    return source
+
+
+def _import_tar(model: _Model, f: IO[bytes], kind: str, progress: Progress | None) -> None:
+    source = _Counting(f, progress)
+    budget = _Budget(source, model.staging)
+    try:
+        with _decompressed(source, kind) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+            for member in tar:
+                _tar_member(model, tar, member, budget)
+            while block := stream.read(_BLOCK):  # the padding after the tar's end: to the
+                budget.take("(end of archive)", len(block))  # end, so a cut is seen
+    except _FORMAT_ERRORS as exc:
+        raise _bad_archive(kind, exc) from None
+    except OSError as exc:
+        if _is_bad_data(exc):
+            raise _bad_archive(kind, exc) from None
+        raise
+
+
+def _import_zip(model: _Model, f: IO[bytes], progress: Progress | None) -> None:
+    if not getattr(f, "seekable", lambda: False)():
+        raise ArchiveError(
+            "a zip archive is read from a seekable file: save it to disk and import that"
+        )
+    source = _Counting(f, progress)
+    budget = _Budget(source, model.staging)
+    try:
+        with zipfile.ZipFile(source) as zf:
+            for info in zf.infolist():
+                name = info.filename
+                parts = _member_path(name)
+                mode = info.external_attr >> 16
+                if stat.S_ISLNK(mode):
+                    raise ArchiveError(f"archive member {name!r} is a link: links are refused")
+                if info.is_dir():
+                    model.add_dir(parts, name)
+                    continue
+                if mode and stat.S_IFMT(mode) and not stat.S_ISREG(mode):
+                    raise ArchiveError(
+                        f"archive member {name!r} is a device, fifo or other special file: refused"
+                    )
+                with zf.open(info) as stream:
+                    model.add_file(
+                        parts, name, info.file_size, bool(mode & stat.S_IXUSR), stream, budget
+                    )
+    except _FORMAT_ERRORS as exc:
+        raise _bad_archive("zip", exc) from None
+    except RuntimeError as exc:  # encrypted members
+        raise _bad_archive("zip", exc) from None
+
+
+def import_bentoml(
+    repo: Repository, f: IO[bytes], kind: str, *, progress: Progress | None = None
+) -> RefValue:
+    """Import a BentoML archive of ``kind`` (``sniff``) from the stream ``f``.
+
+    Raises:
+        ArchiveError: truncated, corrupt or hostile, or no sound ``model.yaml`` (the
+            store is left as it was).
+        ModelExists: the tag holds a different model already.
+    """
+    with _model(repo, progress) as model:
+        if kind == "zip":
+            _import_zip(model, f, progress)
+        else:
+            _import_tar(model, f, kind, progress)
+        return model.finish()
+
+
+def import_bentoml_folder(
+    repo: Repository, folder: Path, *, progress: Progress | None = None
+) -> RefValue:
+    """Import a model folder BentoML wrote (``model.yaml`` at its top): the ``folder``
+    export format, or one version folder of a BentoML model store. Files are saved in
+    place; links and special files are refused (ArchiveError)."""
+    if not (folder / MODEL_YAML).is_file():
+        raise ArchiveError(f"{folder} has no {MODEL_YAML}: it is not a model folder BentoML wrote")
+    with _model(repo, progress) as model:
+        yaml_path = folder / MODEL_YAML
+        if yaml_path.stat().st_size > MAX_YAML_BYTES:
+            raise ArchiveError(f"{MODEL_YAML} is larger than {MAX_YAML_BYTES} bytes")
+        model.learn_parent(parse_model_yaml(yaml_path.read_bytes()))
+        _walk(model, folder, ())
+        return model.finish()
+
+
+def _walk(model: _Model, folder: Path, rel: tuple[str, ...]) -> None:
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        parts = (*rel, entry.name)
+        path = Path(entry.path)
+        st = entry.stat(follow_symlinks=False)
+        if stat.S_ISLNK(st.st_mode):
+            raise ArchiveError(f"{path} is a symbolic link: links are refused")
+        if stat.S_ISDIR(st.st_mode):
+            model.add_dir(_member_path("/".join(parts)), str(path))
+            _walk(model, path, parts)
+        elif stat.S_ISREG(st.st_mode):
+            model.add_path(
+                _member_path("/".join(parts)), path, st.st_size, bool(st.st_mode & stat.S_IXUSR)
+            )
+        else:
+            raise ArchiveError(f"{path} is a device, fifo or other special file: refused")
