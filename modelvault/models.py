@@ -19,20 +19,28 @@ from modelvault.tags import Tag
 
 if TYPE_CHECKING:
     from modelvault.archive import ArchiveSource
+    from modelvault.remote.maintenance import RemoteVerifyReport
     from modelvault.remote.sync import TransferResult
 
 __all__ = [
+    "aliases",
+    "aliases_remote",
     "create",
     "default_store",
     "delete",
+    "delete_remote",
     "export_model",
+    "gc_remote",
     "get",
     "import_model",
     "list",
     "list_remote",
     "pull",
     "push",
+    "remove_alias",
     "save",
+    "set_alias",
+    "verify_remote",
 ]
 
 _stores: dict[Path, Store] = {}
@@ -140,3 +148,38 @@ def list_remote(remote: str | None = None, name: str | None = None) -> builtins.
     """See :meth:`Store.list_remote`: the tags a remote holds (``[]`` for an empty or new
     remote)."""
     return default_store().list_remote(remote, name)
+
+
+def set_alias(tag: str | Tag, alias: str) -> Tag:
+    """See :meth:`Store.set_alias`: point ``name@alias`` at the version ``tag`` names now."""
+    return default_store().set_alias(tag, alias)
+
+
+def aliases(name: str | Tag | None = None) -> dict[str, Tag]:
+    """See :meth:`Store.aliases`: ``{"name@alias": Tag}``."""
+    return default_store().aliases(name)
+
+
+def remove_alias(alias: str) -> None:
+    """See :meth:`Store.remove_alias`."""
+    default_store().remove_alias(alias)
+
+
+def aliases_remote(remote: str | None = None, name: str | Tag | None = None) -> dict[str, Tag]:
+    """See :meth:`Store.aliases_remote`: a remote's ``{"name@alias": Tag}``."""
+    return default_store().aliases_remote(remote, name)
+
+
+def delete_remote(tag: str | Tag, remote: str | None = None) -> builtins.list[str]:
+    """See :meth:`Store.delete_remote`: remove a tag (or ``name@alias``) from a remote."""
+    return default_store().delete_remote(tag, remote)
+
+
+def gc_remote(remote: str | None = None, **kw: Any) -> int:
+    """See :meth:`Store.gc_remote`: free what no remote tag or alias reaches."""
+    return default_store().gc_remote(remote, **kw)
+
+
+def verify_remote(remote: str | None = None, **kw: Any) -> RemoteVerifyReport:
+    """See :meth:`Store.verify_remote`: re-hash a remote's objects."""
+    return default_store().verify_remote(remote, **kw)

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from modelvault import _fsutil
+from modelvault.aliases import AliasStore, check_alias, parse_alias
 from modelvault.checkout import write_tree
-from modelvault.errors import IntegrityError, InvalidInput, NotFound, PathNotFound
+from modelvault.errors import IntegrityError, InvalidInput, InvalidTag, NotFound, PathNotFound
 from modelvault.ingest import Progress
 from modelvault.model import Model
 from modelvault.refs import warn_damaged
@@ -32,6 +33,7 @@ from modelvault.tags import Tag
 
 if TYPE_CHECKING:
     from modelvault.archive import ArchiveSource
+    from modelvault.remote.maintenance import RemoteVerifyReport
     from modelvault.remote.sync import TransferResult
 
 __all__ = ["FORMAT_VERSION", "ModelRef", "Store", "StoreStats", "VerifyReport"]
@@ -197,7 +199,8 @@ class Store:
 
     # -- reading ---------------------------------------------------------------
     def get(self, tag: str | Tag) -> Model:
-        """The model a tag names (``name`` or ``name:latest`` = newest).
+        """The model a tag names (``name`` or ``name:latest`` = newest; ``name@alias`` =
+        the version the alias names now).
 
         Raises:
             InvalidTag: bad tag syntax.
@@ -205,6 +208,9 @@ class Store:
         """
         if isinstance(tag, Model):
             return tag
+        named = parse_alias(tag)  # name@alias: the version it names now
+        if named is not None:
+            return Model(self.repo, self._aliases().resolve(*named))
         return Model(self.repo, self.repo.refs.resolve(Tag.coerce(tag)))
 
     def list(self, name: str | Tag | None = None) -> builtins.list[Model]:
@@ -227,22 +233,82 @@ class Store:
 
         Raises:
             NotFound: no such name or version.
+            ModelExists: an alias names the version (or one of the name's versions):
+                nothing is deleted.
+            InvalidInput: ``tag`` is ``name@alias`` (use :meth:`remove_alias`).
         """
+        if parse_alias(tag) is not None:
+            raise InvalidInput(
+                f"{tag} is an alias: remove it with remove_alias (`mv alias remove {tag}`); "
+                "delete takes NAME or NAME:VERSION"
+            )
         refs = self.repo.refs
         t = Tag.coerce(tag)
         if t.version is not None and t.version != "latest":
-            refs.delete(t)
+            with self._aliases().deleting([t]):
+                refs.delete(t)
             return
         if t.version == "latest":
-            refs.delete(refs.resolve(t).tag)
+            target = refs.resolve(t).tag
+            with self._aliases().deleting([target]):
+                refs.delete(target)
             return
         damaged: builtins.list[Tag] = []  # a bare name removes its damaged refs too
         targets = [r.tag for r in refs.versions(t.name, damaged)] + damaged
         if not targets:
             raise NotFound(f"no model named {t.name!r} in the store: `mv list` shows the models")
-        for target in targets:
-            with contextlib.suppress(NotFound):
-                refs.delete(target)
+        with self._aliases().deleting(targets):
+            for target in targets:
+                with contextlib.suppress(NotFound):
+                    refs.delete(target)
+
+    # -- aliases (modelvault.aliases) ------------------------------------------
+    def _aliases(self) -> AliasStore:
+        layout = self.repo.layout
+        return AliasStore(layout.aliases, layout.alias_lock, self.repo.refs)
+
+    def set_alias(self, tag: str | Tag, alias: str) -> Tag:
+        """Point ``name@alias`` at the version ``tag`` names now (``name``: the newest) and
+        return that version's Tag; an existing alias is replaced atomically.
+
+        Raises:
+            InvalidTag: the alias breaks the version grammar.
+            NotFound: no such version.
+        """
+        alias = check_alias(alias)
+        exact = self.get(tag).tag
+        self.repo.config.make_current()  # a modelvault that knows no aliases refuses the store
+        return self._aliases().set(exact, alias).tag
+
+    def aliases(self, name: str | Tag | None = None) -> dict[str, Tag]:
+        """``{"name@alias": Tag}`` of every alias (of ``name``), sorted; damaged aliases
+        are skipped and named in one logged warning (``modelvault.aliases``)."""
+        only = None if name is None else Tag.coerce(name).name
+        return {v.key: v.tag for v in self._aliases().all(only)}
+
+    def remove_alias(self, alias: str) -> None:
+        """Remove ``name@alias`` (the version stays).
+
+        Raises:
+            InvalidTag: not a ``name@alias``.
+            NotFound: no such alias.
+        """
+        named = parse_alias(alias)
+        if named is None:
+            raise InvalidTag(f"{alias!r} is not an alias: give name@alias, e.g. iris_clf@prod")
+        self._aliases().remove(*named)
+
+    def aliases_remote(
+        self, remote: str | None = None, name: str | Tag | None = None
+    ) -> dict[str, Tag]:
+        """``{"name@alias": Tag}`` of a remote's aliases (as :meth:`push` names it), of
+        ``name`` if given; ``{}`` for an empty or new remote."""
+        from modelvault import remotes
+        from modelvault.remote.aliases import aliases_remote
+
+        url, options = remotes.resolve(remote, store=self)
+        only = None if name is None else Tag.coerce(name).name
+        return aliases_remote(self.repo, url, options, name=only, spec=remotes.chosen(remote))
 
     @_space_checked("checkout of {0}")
     def checkout(
@@ -349,8 +415,11 @@ class Store:
         from modelvault import remotes
         from modelvault.remote.sync import push
 
+        named = parse_alias(tag)  # name@alias: push its version, then move the remote alias
         model = self.get(tag)
         url, options = remotes.resolve(remote, store=self)
+        if named is not None:
+            kw["alias"] = named[1]
         return push(self.repo, model.tag, url, options, spec=remotes.chosen(remote), **kw)
 
     @_space_checked("pulling {0}")
@@ -360,8 +429,11 @@ class Store:
         from modelvault import remotes
         from modelvault.remote.sync import pull
 
-        t = Tag.coerce(tag)
+        named = parse_alias(tag)  # name@alias: the version the remote's alias names
+        t = Tag(named[0]) if named is not None else Tag.coerce(tag)
         url, options = remotes.resolve(remote, store=self)
+        if named is not None:
+            kw["alias"] = named[1]
         return pull(self.repo, t, url, options, spec=remotes.chosen(remote), **kw)
 
     def list_remote(self, remote: str | None = None, name: str | None = None) -> builtins.list[Tag]:
@@ -372,3 +444,49 @@ class Store:
 
         url, options = remotes.resolve(remote, store=self)
         return list_remote(self.repo, url, options, name=name, spec=remotes.chosen(remote))
+
+    # -- remote maintenance (modelvault.remote.maintenance, .locks) -------------
+    def delete_remote(self, tag: str | Tag, remote: str | None = None) -> builtins.list[str]:
+        """Remove a tag from a remote (as :meth:`push` names it): ``name:version``,
+        ``name`` (all its versions) or ``name@alias`` (that alias only); returns what
+        was removed. Its objects are freed by :meth:`gc_remote`.
+
+        Raises:
+            NotFound: the remote holds no such tag or alias.
+            ModelExists: an alias there points at a version to remove (nothing removed).
+        """
+        from modelvault import remotes
+        from modelvault.remote.maintenance import delete_remote
+
+        url, options = remotes.resolve(remote, store=self)
+        return delete_remote(self.repo, tag, url, options, spec=remotes.chosen(remote))
+
+    def gc_remote(self, remote: str | None = None, **kw: Any) -> int:
+        """Free a remote's objects no remote tag or alias reaches; returns the bytes freed
+        (given back when it returns). Safe beside pushes from other machines (remote
+        locks, docs/remotes.md); see modelvault.remote.maintenance.gc_remote."""
+        from modelvault import remotes
+        from modelvault.remote.maintenance import gc_remote
+
+        url, options = remotes.resolve(remote, store=self)
+        return gc_remote(self.repo, url, options, spec=remotes.chosen(remote), **kw)
+
+    def verify_remote(self, remote: str | None = None, **kw: Any) -> RemoteVerifyReport:
+        """Re-hash a remote's objects; a report like :meth:`verify`'s (``ok``,
+        ``corrupt``, ``broken_tags``; also ``broken_aliases`` and ``damaged_files``)."""
+        from modelvault import remotes
+        from modelvault.remote.maintenance import verify_remote
+
+        url, options = remotes.resolve(remote, store=self)
+        return verify_remote(self.repo, url, options, spec=remotes.chosen(remote), **kw)
+
+    def unlock_remote(self, remote: str | None = None, *, everything: bool = False) -> int:
+        """Remove a remote's stale locks (``everything``: all its locks, to break the lock
+        of a machine known to be dead); returns how many. See docs/remotes.md, Locks."""
+        from modelvault import remotes
+        from modelvault.remote.locks import unlock
+        from modelvault.remote.session import open_session
+
+        url, options = remotes.resolve(remote, store=self)
+        s = open_session(self.repo, url, options, remotes.chosen(remote), 1)
+        return len(unlock(s.repo.t, everything=everything))

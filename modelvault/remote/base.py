@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,6 +12,12 @@ from modelvault.errors import NotFound
 from modelvault.remote.urls import is_transient
 
 Range = tuple[int, int]  # (offset, length)
+
+
+def content_token(data: bytes) -> str:
+    """The version token of a content where the backend has no ETag: its SHA-256 (two
+    writes of the same bytes are the same version, which is all a swap needs)."""
+    return hashlib.sha256(data).hexdigest()
 
 
 class Transport(ABC):
@@ -52,12 +59,49 @@ class Transport(ABC):
     def delete(self, key: str) -> None:
         """Remove ``key`` (no error if absent)."""
 
+    def list_times(self, prefix: str) -> dict[str, float | None]:
+        """Every key under ``prefix/`` with its modification time on the backend's own
+        clock (POSIX seconds; None where the backend keeps none), in one listing.
+        Remote locks judge staleness by it (:mod:`modelvault.remote.locks`)."""
+        return dict.fromkeys(self.list(prefix))
+
     def exists(self, key: str) -> bool:
         """Whether ``key`` exists."""
         try:
             self.get_ranges(key, [(0, 1)])
         except NotFound:
             return False
+        return True
+
+    # -- conditional replacement (aliases: docs/remotes.md, "Aliases") ---------------
+    @property
+    def atomic_swap(self) -> bool:
+        """Whether ``put_if_match`` is atomic against other processes and machines."""
+        return False
+
+    def get_versioned(self, key: str) -> tuple[bytes, str]:
+        """The content of ``key`` and a token naming that version of it (an ETag on S3, a
+        digest of the content elsewhere); NotFound if absent."""
+        data = self.get(key)
+        return data, content_token(data)
+
+    def put_if_match(self, key: str, data: bytes, token: str | None) -> bool:
+        """Write ``key`` only if its current version is ``token`` from
+        :meth:`get_versioned` (None: only if ``key`` is absent); False, writing nothing,
+        otherwise. Readers see the old content or the new one.
+
+        This default checks, then writes: a writer on another machine may slip in between
+        (``atomic_swap`` is False); transports override it where the backend can do better.
+        """
+        if token is None:
+            return self.put_if_absent(key, data)
+        try:
+            _, now = self.get_versioned(key)
+        except NotFound:
+            return False
+        if now != token:
+            return False
+        self.put(key, data)
         return True
 
     def is_transient(self, exc: BaseException) -> bool:

@@ -15,12 +15,14 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from modelvault._parallel import ordered_map
+from modelvault.aliases import AliasStore
 from modelvault.core.hashing import ObjType
 from modelvault.core.objects import KIND_TREE, FileObject, ModelObject, TreeObject
 from modelvault.core.packfmt import Entry
 from modelvault.errors import IntegrityError, ModelExists, NotFound
 from modelvault.odb.packs import verify_payload
 from modelvault.refs import RefValue, damaged_message, warn_damaged
+from modelvault.remote.aliases import remote_alias_ref
 from modelvault.remote.repo import RemoteIndex
 from modelvault.remote.session import (
     JOBS,
@@ -294,8 +296,11 @@ def pull(
     spec: str | None = None,
     progress: ProgressCallback | None = None,
     jobs: int = JOBS,
+    alias: str | None = None,
 ) -> TransferResult:
-    """Fetch ``tag`` (``name`` or ``name:latest`` = the newest on the remote at ``url``).
+    """Fetch ``tag`` (``name`` or ``name:latest`` = the newest on the remote at ``url``;
+    with ``alias``, the version the remote's ``name@alias`` names, and then the local
+    ``name@alias`` is set to it).
 
     Fetches only objects the local store lacks (walking the whole model even when the
     tag is here already, so a pull restores objects the store lost), verifies every
@@ -317,7 +322,9 @@ def pull(
         raise s.not_there(f"model {t} is not on", " (no modelvault remote there)")
     fetcher = _Fetcher(s)
     prefetched: dict[bytes, Fetched] = {}
-    if t.is_latest:
+    if alias is not None:
+        ref = remote_alias_ref(s, t.name, alias)
+    elif t.is_latest:
         ref = _newest(repo, s, fetcher, t.name, prefetched)
     elif (exact := s.repo.read_ref(t)) is not None:
         ref = exact
@@ -334,6 +341,9 @@ def pull(
         if not repo.refs.create(value):
             _local_has(repo, ref)  # raises ModelExists unless the same model raced in
     s.repo.remember_checked(value)
+    if alias is not None:
+        repo.config.make_current()  # a modelvault that knows no aliases refuses the store
+        AliasStore(repo.layout.aliases, repo.layout.alias_lock, repo.refs).set(ref.tag, alias)
     return s.result(receiver.objects)
 
 

@@ -2,11 +2,14 @@
 
 ::
 
-    Transport (abstract)          put, put_file, put_if_absent, get, get_ranges, list, delete
+    Transport (abstract)          put, put_file, put_if_absent, get, get_ranges, list, delete,
+     │                            get_versioned + put_if_match (swap a key: aliases)
      ├── LocalTransport           file:// — temp file + fsync + rename / hard link (create-only)
-     ├── FsspecTransport          any other fsspec URL (create-only = check then write)
-     │    ├── MemoryTransport     memory:// — create-only under a process lock
-     │    └── S3Transport         s3:// — create-only = PutObject with ``If-None-Match: *``
+     │                            swap = flock'd check + rename
+     ├── FsspecTransport          any other fsspec URL (create-only, swap = check then write)
+     │    ├── MemoryTransport     memory:// — create-only and swap under a process lock
+     │    └── S3Transport         s3:// — create-only = PutObject with ``If-None-Match: *``,
+     │                            swap = PutObject with ``If-Match: <ETag>``
      ├── Metered                  wrapper: counts requests and bytes
      └── Retrying                 wrapper: retries what the transport calls transient, with
                                   backoff, and turns every foreign exception into
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import datetime
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -39,7 +43,7 @@ from typing import IO, Any, TypeVar, cast
 
 from modelvault import _fsutil
 from modelvault.errors import InvalidInput, ModelVaultError, NotFound, PathNotFound, RemoteError
-from modelvault.remote.base import Range, Transport
+from modelvault.remote.base import Range, Transport, content_token
 from modelvault.remote.urls import (
     _HINT_FOR_SECRETS,
     _STREAM_ERRORS,
@@ -81,6 +85,8 @@ __all__ = [
 
 
 # -- file:// ------------------------------------------------------------------------
+
+_SWAP_LOCK = f"{_fsutil.TEMP_PREFIX}swap{_fsutil.LOCK_SUFFIX}"  # hidden from list()
 
 
 class LocalTransport(Transport):
@@ -136,6 +142,32 @@ class LocalTransport(Transport):
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
+
+    @property
+    def atomic_swap(self) -> bool:
+        return True
+
+    def put_if_match(self, key: str, data: bytes, token: str | None) -> bool:
+        """Check and replace under an ``flock`` on the folder's hidden
+        ``.tmp-swap.lock`` (every process of the host, and NFS clients with working
+        locks, see it); the replacement is an atomic rename, so readers never wait."""
+        path = self._folder(key)
+        with _fsutil.file_lock(path.parent / _SWAP_LOCK, shared=False):
+            try:
+                now: str | None = content_token(path.read_bytes())
+            except FileNotFoundError:
+                now = None
+            if now != token:
+                return False
+            _fsutil.atomic_write(path, data)
+            return True
+
+    def list_times(self, prefix: str) -> dict[str, float | None]:
+        out: dict[str, float | None] = {}
+        for key in self.list(prefix):
+            with contextlib.suppress(FileNotFoundError):
+                out[key] = self._path(key).stat().st_mtime
+        return out
 
 
 # -- fsspec ---------------------------------------------------------------------------
@@ -214,6 +246,18 @@ class FsspecTransport(Transport):
         with contextlib.suppress(FileNotFoundError):
             self.fs.rm_file(self._path(key))
 
+    def list_times(self, prefix: str) -> dict[str, float | None]:
+        top = self._path(prefix).rstrip("/")
+        self.fs.invalidate_cache(top)
+        try:
+            found = self.fs.find(top, detail=True)
+        except FileNotFoundError as exc:
+            if self._missing_root(exc):
+                raise
+            return {}
+        head = self.root + "/"
+        return {p[len(head) :]: _mtime(info) for p, info in found.items() if p.startswith(head)}
+
 
 class MemoryTransport(FsspecTransport):
     """fsspec's ``memory://``: one process, so a process-wide lock makes create-only atomic."""
@@ -231,6 +275,21 @@ class MemoryTransport(FsspecTransport):
             self.put(key, data)
             return True
 
+    @property
+    def atomic_swap(self) -> bool:
+        return True
+
+    def put_if_match(self, key: str, data: bytes, token: str | None) -> bool:
+        with MemoryTransport._global_lock:
+            try:
+                now: str | None = content_token(self.get(key))
+            except NotFound:
+                now = None
+            if now != token:
+                return False
+            self.put(key, data)
+            return True
+
 
 class S3Transport(FsspecTransport):
     """S3 through s3fs. Create-only is PutObject with ``If-None-Match: *`` (AWS since
@@ -239,6 +298,7 @@ class S3Transport(FsspecTransport):
     def __init__(self, fs: Any, root: str, url: str) -> None:
         super().__init__(fs, root, url)
         self._conditional = True
+        self._swap = True  # PutObject with If-Match works here (until a 501 says not)
 
     def is_transient(self, exc: BaseException) -> bool:
         """Only failures while streaming a body: botocore (standard mode, see
@@ -267,6 +327,67 @@ class S3Transport(FsspecTransport):
             self._conditional = False  # an S3 clone without conditional writes
             return super().put_if_absent(key, data)
         return True
+
+    @property
+    def atomic_swap(self) -> bool:
+        return self._swap
+
+    def get_versioned(self, key: str) -> tuple[bytes, str]:
+        """One GetObject: the body and the ETag of that very version."""
+        from fsspec.asyn import sync
+
+        bucket, path, _ = self.fs.split_path(self._path(key))
+
+        async def fetch() -> tuple[bytes, str]:
+            resp = await self.fs._call_s3("get_object", Bucket=bucket, Key=path)
+            async with resp["Body"] as body:
+                data = await body.read()
+            return bytes(data), str(resp["ETag"])
+
+        try:
+            return sync(self.fs.loop, fetch)
+        except FileNotFoundError as exc:
+            raise self._not_found(key, exc) from None
+
+    def put_if_match(self, key: str, data: bytes, token: str | None) -> bool:
+        """PutObject with ``If-Match: <ETag>`` (``If-None-Match: *`` for None): the server
+        refuses a writer whose token is stale with 412 (409 when two race on AWS)."""
+        if token is None:
+            return self.put_if_absent(key, data)
+        if not self._swap:
+            return super().put_if_match(key, data, token)
+        try:
+            self.fs.pipe_file(self._path(key), data, IfMatch=token)
+        except FileNotFoundError as exc:
+            if self._missing_root(exc):
+                raise
+            return False  # removed meanwhile: not the version the caller saw
+        except OSError as exc:
+            if _s3_code(exc) in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+                return False
+            if not _is_not_implemented(exc):
+                raise
+            self._swap = False  # an S3 clone without If-Match
+            return super().put_if_match(key, data, token)
+        return True
+
+
+def _mtime(info: Mapping[str, Any]) -> float | None:
+    """A listed object's modification time (POSIX seconds) from fsspec's info: S3's
+    ``LastModified`` (the server's clock), else ``mtime`` or ``created``; None if none."""
+    for field in ("LastModified", "mtime", "created"):
+        value = info.get(field)
+        if isinstance(value, datetime.datetime):
+            return value.timestamp()
+        if isinstance(value, int | float):
+            return float(value)
+    return None
+
+
+def _s3_code(exc: BaseException) -> str | None:
+    """The S3 error code behind an s3fs exception (its ``__cause__``, a ClientError)."""
+    code = getattr(exc.__cause__, "response", {}).get("Error", {}).get("Code")
+    return str(code) if code is not None else None
 
 
 def _is_not_implemented(exc: OSError) -> bool:

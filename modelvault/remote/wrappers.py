@@ -74,6 +74,24 @@ class Metered(Transport):
         self._count(1)
         self.inner.delete(key)
 
+    @property
+    def atomic_swap(self) -> bool:
+        return self.inner.atomic_swap
+
+    def get_versioned(self, key: str) -> tuple[bytes, str]:
+        self._count(1)
+        data, token = self.inner.get_versioned(key)
+        self._count(0, received=len(data))
+        return data, token
+
+    def put_if_match(self, key: str, data: bytes, token: str | None) -> bool:
+        self._count(1, sent=len(data))
+        return self.inner.put_if_match(key, data, token)
+
+    def list_times(self, prefix: str) -> dict[str, float | None]:
+        self._count(1)
+        return self.inner.list_times(prefix)
+
 
 class Retrying(Transport):
     """Retries transient failures (bounded, exponential backoff with jitter) and turns
@@ -133,3 +151,18 @@ class Retrying(Transport):
 
     def delete(self, key: str) -> None:
         self._call("delete", key, lambda: self.inner.delete(key))
+
+    @property
+    def atomic_swap(self) -> bool:
+        return self.inner.atomic_swap
+
+    def get_versioned(self, key: str) -> tuple[bytes, str]:
+        return self._call("get", key, lambda: self.inner.get_versioned(key))
+
+    def put_if_match(self, key: str, data: bytes, token: str | None) -> bool:
+        # a retried swap whose first try landed unheard finds its own content and returns
+        # False: callers re-read (modelvault.remote.aliases does) and see they are done
+        return self._call("swap", key, lambda: self.inner.put_if_match(key, data, token))
+
+    def list_times(self, prefix: str) -> dict[str, float | None]:
+        return self._call("list", prefix, lambda: self.inner.list_times(prefix))

@@ -79,6 +79,11 @@ class StoreLayout:
         return self.locks / "config.lock"
 
     @property
+    def alias_lock(self) -> Path:
+        """Alias writers and version deletes hold it (modelvault/aliases.py)."""
+        return self.locks / "aliases.lock"
+
+    @property
     def cache_locks(self) -> Path:
         """One writer of a materialised folder at a time: ``locks/cache/<model id>``."""
         return self.locks / "cache"

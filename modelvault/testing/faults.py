@@ -59,8 +59,8 @@ __all__ = [
 ]
 
 KINDS = ("error", "error-after", "truncate", "stall", "slow")
-READS = frozenset({"get", "get_ranges", "list"})
-WRITES = frozenset({"put", "put_file", "put_if_absent", "delete"})
+READS = frozenset({"get", "get_ranges", "get_versioned", "list"})
+WRITES = frozenset({"put", "put_file", "put_if_absent", "put_if_match", "delete"})
 
 
 def _transient_errors() -> list[Callable[[], BaseException]]:
@@ -252,6 +252,28 @@ class FaultyTransport(Transport):
         fault = self._before("delete", key)
         self.inner.delete(key)
         self._after(fault)
+
+    @property
+    def atomic_swap(self) -> bool:
+        return self.inner.atomic_swap
+
+    def get_versioned(self, key: str) -> tuple[bytes, str]:
+        fault = self._before("get_versioned", key)
+        data, token = self.inner.get_versioned(key)
+        self._after(fault)
+        return data, token
+
+    def put_if_match(self, key: str, data: bytes, token: str | None) -> bool:
+        fault = self._before("put_if_match", key)
+        swapped = self.inner.put_if_match(key, data, token)
+        self._after(fault)
+        return swapped
+
+    def list_times(self, prefix: str) -> dict[str, float | None]:
+        fault = self._before("list", prefix)
+        times = self.inner.list_times(prefix)
+        self._after(fault)
+        return times
 
 
 @contextlib.contextmanager

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from modelvault.errors import NotFound
+from modelvault.remote.base import content_token
 from modelvault.remote.transport import Range, Transport
 
 __all__ = ["InMemoryTransport", "TransportTests"]
@@ -71,6 +72,18 @@ class InMemoryTransport(Transport):
     def delete(self, key: str) -> None:
         with self._lock:
             self.objects.pop(key, None)
+
+    @property
+    def atomic_swap(self) -> bool:
+        return True
+
+    def put_if_match(self, key: str, data: bytes, token: str | None) -> bool:
+        with self._lock:
+            now = self.objects.get(key)
+            if (None if now is None else content_token(now)) != token:
+                return False
+            self.objects[key] = bytes(data)
+            return True
 
 
 class TransportTests:
@@ -133,3 +146,43 @@ class TransportTests:
         if transport.atomic_create:
             assert len(wins) == 1
         assert transport.get("refs/race/v") in {str(i).encode() for i in wins}
+
+    def test_get_versioned_and_put_if_match_swap(self, transport: Transport) -> None:
+        with pytest.raises(NotFound):
+            transport.get_versioned("aliases/n/prod")
+        assert transport.put_if_match("aliases/n/prod", b"v1", None)  # create
+        assert not transport.put_if_match("aliases/n/prod", b"v1-again", None)  # exists
+        data, token = transport.get_versioned("aliases/n/prod")
+        assert data == b"v1"
+        assert transport.put_if_match("aliases/n/prod", b"v2", token)
+        assert transport.get("aliases/n/prod") == b"v2"
+        assert not transport.put_if_match("aliases/n/prod", b"v3", token)  # stale token
+        assert transport.get("aliases/n/prod") == b"v2"
+        data, fresh = transport.get_versioned("aliases/n/prod")
+        assert data == b"v2" and fresh != token
+        transport.delete("aliases/n/prod")
+        assert not transport.put_if_match("aliases/n/prod", b"v4", fresh)  # gone meanwhile
+        with pytest.raises(NotFound):
+            transport.get("aliases/n/prod")
+        assert transport.list("aliases") == []
+
+    def test_put_if_match_race_has_one_winner(self, transport: Transport) -> None:
+        transport.put_if_match("aliases/race/a", b"start", None)
+        _, token = transport.get_versioned("aliases/race/a")
+        wins: list[int] = []
+        barrier = threading.Barrier(6)
+
+        def attempt(i: int) -> None:
+            barrier.wait()
+            if transport.put_if_match("aliases/race/a", str(i).encode(), token):
+                wins.append(i)
+
+        threads = [threading.Thread(target=attempt, args=(i,)) for i in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if transport.atomic_swap:
+            assert len(wins) == 1
+        assert wins
+        assert transport.get("aliases/race/a") in {str(i).encode() for i in wins}
