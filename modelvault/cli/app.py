@@ -199,8 +199,25 @@ def _print_version(value: bool) -> None:
         raise typer.Exit()
 
 
+# Commands that may make the store they write into; every other one, given a --store
+# folder that does not exist, says so instead of making an empty store and reading it.
+_MAKE_STORE = frozenset({"save", "import", "pull", "remote", "alias", "models"})
+
+
+def _check_named_store(ctx: typer.Context, store: Path) -> None:
+    source = ctx.get_parameter_source("store")
+    if getattr(source, "name", "") != "COMMANDLINE" or ctx.invoked_subcommand in _MAKE_STORE:
+        return
+    if not (store.expanduser() / "config.json").exists():  # a store's first file
+        raise UsageError(
+            f"no store at {store}: check the --store path (a store is made by the first "
+            "`mv save`, `mv import` or `mv pull` into it)"
+        )
+
+
 @app.callback()
 def _root(
+    ctx: typer.Context,
     version: Annotated[
         bool,
         typer.Option(
@@ -221,6 +238,7 @@ def _root(
     _State.debug = _State.debug or debug
     _show_warnings()
     if store is not None:
+        _check_named_store(ctx, store)
         os.environ["MODELVAULT_HOME"] = str(store)
 
 

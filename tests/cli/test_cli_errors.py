@@ -145,3 +145,22 @@ def test_ctrl_c_leaves_the_store_consistent(
     small.mkdir()
     (small / "w.bin").write_bytes(os.urandom(1 << 20))
     assert mv("save", str(small), "big").returncode == 0  # the store takes new saves
+
+
+def test_a_mistyped_store_path_is_an_error_not_an_empty_store(
+    mv: Run, model_dir: Path, tmp_path: Path
+) -> None:
+    typo = tmp_path / "modles"
+    for args in (("list",), ("get", "m"), ("verify",), ("du",), ("gc",)):
+        out = mv("--store", str(typo), *args)
+        assert out.returncode == 2, args
+        assert "no store at" in out.stderr and "Traceback" not in out.stderr
+        assert not typo.exists(), args  # nothing was made
+    (tmp_path / "empty").mkdir()
+    assert mv("--store", str(tmp_path / "empty"), "list").returncode == 2
+    assert list((tmp_path / "empty").iterdir()) == []
+    # commands that write make the store, as before
+    made = mv("--store", str(typo), "save", str(model_dir), "m:v1")
+    assert made.returncode == 0, made.stderr
+    listed = mv("--store", str(typo), "list")
+    assert listed.returncode == 0 and "m:v1" in listed.stdout
