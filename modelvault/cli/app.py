@@ -176,6 +176,23 @@ TagArg = Annotated[
 ]
 
 
+def _lasting(where: str) -> None:
+    """Refuse a ``memory://`` URL: it lives inside one process, and this one ends when
+    the command does, so whatever was written there would be gone (issue 22)."""
+    if where.startswith("memory:"):
+        raise UsageError(
+            f"{where}: a memory:// remote or archive lives only inside one Python process, "
+            "and the CLI exits after this command; use a folder, file:// or s3:// instead"
+        )
+
+
+def _remote_url(remote: str | None) -> str:
+    """The URL a command's REMOTE argument (or the default remote) means."""
+    from modelvault import remotes
+
+    return remotes.resolve(remote, store=_store())[0]
+
+
 def _file_bytes(src: str) -> int | None:
     """Size of a local archive, for the import progress bar (None: a URL, or missing)."""
     try:
@@ -409,6 +426,7 @@ def export(
     quiet: Quiet = False,
 ) -> None:
     """Export a model as one .bentomodel archive (a folder receives NAME-VERSION.bentomodel)."""
+    _lasting(dest or "")
     store = _store()
     model = store.get(tag)
     with progress.bar(f"exporting {model.tag}", None, quiet) as bar:
@@ -422,6 +440,7 @@ def import_(
     quiet: Quiet = False,
 ) -> None:
     """Import a .bentomodel archive (verified before its tag appears)."""
+    _lasting(src)
     store = _store()
     total = _file_bytes(src) if progress.wanted(quiet) else None
     with progress.bar(f"importing {src}", total, quiet) as bar:
@@ -435,6 +454,7 @@ def push(
     quiet: Quiet = False,
 ) -> None:
     """Send a model to a remote: only the objects it lacks."""
+    _lasting(_remote_url(remote))
     store = _store()
     model = store.get(tag)
     with progress.bar(f"pushing {model.tag}", None, quiet) as bar:
@@ -452,6 +472,7 @@ def pull(
     quiet: Quiet = False,
 ) -> None:
     """Fetch a model from a remote: only the objects the store lacks, verified."""
+    _lasting(_remote_url(remote))
     with progress.bar(f"pulling {tag}", None, quiet) as bar:
         kw = {"progress": bar.transfer} if bar else {}
         result = _store().pull(tag, remote, **kw)

@@ -164,3 +164,21 @@ def test_a_mistyped_store_path_is_an_error_not_an_empty_store(
     assert made.returncode == 0, made.stderr
     listed = mv("--store", str(typo), "list")
     assert listed.returncode == 0 and "m:v1" in listed.stdout
+
+
+def test_memory_urls_are_refused_by_the_cli(mv: Run, model_dir: Path) -> None:
+    """A memory:// remote dies with the CLI's process: 'success' there would be a lie."""
+    assert mv("save", str(model_dir), "m:v1").returncode == 0
+    for args in (
+        ("push", "m:v1", "memory://team"),
+        ("pull", "m:v1", "memory://team"),
+        ("export", "m:v1", "memory://team/"),
+        ("import", "memory://team/m-v1.bentomodel"),
+    ):
+        out = mv(*args)
+        assert out.returncode == 2, args
+        assert "memory://" in out.stderr and "only inside one Python process" in out.stderr
+        assert "Successfully" not in out.stdout
+    assert mv("remote", "add", "mem", "memory://team").returncode == 0
+    named = mv("push", "m:v1", "mem")  # a configured name for a memory URL: the same
+    assert named.returncode == 2 and "only inside one Python process" in named.stderr
