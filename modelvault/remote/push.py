@@ -11,10 +11,13 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from modelvault.aliases import AliasValue
 from modelvault.core.packfmt import Entry
 from modelvault.errors import IntegrityError, ModelExists
 from modelvault.odb.packs import Record, build_pack, verify_payload
 from modelvault.refs import RefValue
+from modelvault.remote.aliases import move_remote_alias
+from modelvault.remote.locks import held
 from modelvault.remote.repo import RemoteRepo
 from modelvault.remote.session import (
     JOBS,
@@ -25,7 +28,7 @@ from modelvault.remote.session import (
     open_session,
 )
 from modelvault.repo import Repository, maintenance
-from modelvault.repo.layout import index_key, pack_key
+from modelvault.repo.layout import index_key, pack_key, ref_key
 from modelvault.tags import Tag
 
 if TYPE_CHECKING:
@@ -55,12 +58,14 @@ def push(
     spec: str | None = None,
     progress: ProgressCallback | None = None,
     jobs: int = JOBS,
+    alias: str | None = None,
 ) -> TransferResult:
     """Send ``tag`` (``name`` = its newest local version) to the remote at ``url``; see
     module docs.
 
     Sends only objects the remote lacks, then creates the tag there (create-only).
-    Pushing a tag the remote holds with the same model moves no object.
+    Pushing a tag the remote holds with the same model moves no object. With ``alias``,
+    the remote's ``name@alias`` is then moved to that version (one conditional write).
 
     Raises:
         NotFound: no such local model.
@@ -72,20 +77,30 @@ def push(
     s = open_session(repo, url, options, spec, jobs)
     s.repo.check_format(create=True)
     if _remote_has(s.repo, ref):
+        if alias is not None:  # (the ref was seen in the local copy: check it is there)
+            if not s.repo.t.exists(ref_key(ref.tag)):
+                raise s.not_there(f"{ref.tag} is no longer on", "; push it as a new version")
+            move_remote_alias(s.repo.t, AliasValue.of(alias, ref))
         return s.result(0)
-    with repo.gc_lock(shared=True):
-        reach, missing = maintenance.reachable(repo, [ref.model_id])
-        if missing:
-            raise IntegrityError(
-                f"cannot push {ref.tag}: {len(missing)} of its objects are missing or damaged "
-                "in the local store (run `mv verify`)"
-            )
-        index = s.repo.index()
-        needed = reach - index.entries.keys()
-        uploads = _plan(repo.objects, needed)
-        sent = _send_all(repo.objects, s, uploads, progress)
-    if not s.repo.create_ref(ref):
-        _remote_has(s.repo, ref)  # the same model raced in (fine), or ModelExists
+    # a shared remote lock from before deciding what the remote has until the tag is
+    # published: remote gc (exclusive) never deletes what this push counts on (locks.py)
+    with held(s.repo.t, exclusive=False, operation=f"push {ref.tag}") as lock:
+        with repo.gc_lock(shared=True):
+            reach, missing = maintenance.reachable(repo, [ref.model_id])
+            if missing:
+                raise IntegrityError(
+                    f"cannot push {ref.tag}: {len(missing)} of its objects are missing or "
+                    "damaged in the local store (run `mv verify`)"
+                )
+            index = s.repo.index()
+            needed = reach - index.entries.keys()
+            uploads = _plan(repo.objects, needed)
+            sent = _send_all(repo.objects, s, uploads, progress)
+        lock.check(on_remote=True)
+        if not s.repo.create_ref(ref):
+            _remote_has(s.repo, ref)  # the same model raced in (fine), or ModelExists
+        if alias is not None:  # the version is there: now the alias may name it
+            move_remote_alias(s.repo.t, AliasValue.of(alias, ref))
     return s.result(sent)
 
 

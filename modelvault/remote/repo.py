@@ -57,8 +57,8 @@ __all__ = [
     "decode_ref",
 ]
 
-FORMAT = 2  # 2: packs may hold float-codec chunks (codec 3); 1: codecs 0-2 only
-READABLE = frozenset({1, 2})
+FORMAT = 3  # 3: writers hold locks/ (remote gc); 2: float-codec chunks; 1: codecs 0-2
+READABLE = frozenset({1, 2, 3})
 
 
 class RemoteFormatError(UnsupportedFormat, RemoteError):
@@ -146,8 +146,9 @@ class RemoteRepo:
 
     # -- format ------------------------------------------------------------------
     def check_format(self, *, create: bool) -> bool:
-        """Check the format marker; with ``create`` (a push), write it if absent and bring a
-        remote of format 1 to format 2 first (what a push sends may need it).
+        """Check the format marker; with ``create`` (a push, remote gc), write it if absent
+        and bring a remote of format 1 or 2 to format 3 first (a push may send float-codec
+        chunks, and a writer that takes no lock must not work beside remote gc).
 
         Returns whether the remote has been initialised.
 
@@ -173,23 +174,33 @@ class RemoteRepo:
         return True
 
     # -- refs --------------------------------------------------------------------
-    def read_ref(self, tag: Tag) -> RefValue | None:
+    def read_ref(self, tag: Tag, *, listed: bool = False) -> RefValue | None:
         """The ref of an exact ``name:version`` on the remote, or None.
+
+        Refs can be deleted (``delete_remote``), so the local copy serves only a tag
+        the caller has just seen ``listed`` on the remote; otherwise the remote is read.
 
         Raises:
             IntegrityError: the remote's ref is damaged.
         """
         cached = self.cache / REFS / tag.name / str(tag.version)
-        with contextlib.suppress(FileNotFoundError, IsADirectoryError, IntegrityError):
-            return decode_ref(tag, cached.read_bytes(), str(cached))  # damaged: read again
+        if listed:
+            with contextlib.suppress(FileNotFoundError, IsADirectoryError, IntegrityError):
+                return decode_ref(tag, cached.read_bytes(), str(cached))  # damaged: read again
         try:
             data = self.t.get(ref_key(tag))
         except NotFound:
+            self.forget_ref(tag)
             return None
         value = decode_ref(tag, data, f"{self.url}/{ref_key(tag)}")
         cached.parent.mkdir(parents=True, exist_ok=True)
         _fsutil.atomic_write(cached, value.encode())
         return value
+
+    def forget_ref(self, tag: Tag) -> None:
+        """Drop the local copies of a ref the remote no longer holds."""
+        for top in (REFS, CHECKED):
+            (self.cache / top / tag.name / str(tag.version)).unlink(missing_ok=True)
 
     def create_ref(self, value: RefValue) -> bool:
         """Publish a ref create-only; False if that ``name:version`` exists on the remote."""
@@ -209,17 +220,28 @@ class RemoteRepo:
                     out.append(tag)
         return out
 
-    def refs(self, name: str | None = None, damaged: list[Tag] | None = None) -> list[RefValue]:
+    def refs(
+        self, name: str | None = None, damaged: list[Tag] | None = None, *, fresh: bool = False
+    ) -> list[RefValue]:
         """Every ref (of ``name``) on the remote, newest by their ``created`` first.
+
+        Local copies serve the refs listed (``fresh``: every ref is read from the remote,
+        as remote gc does); copies of refs no longer listed are dropped.
 
         Raises:
             IntegrityError: a ref is damaged (unless ``damaged`` collects its tag).
         """
         tags = self.tags(name)
+        listed = {(t.name, str(t.version)) for t in tags}
+        top = self.cache / REFS
+        for path in (top / name).glob("*") if name else top.glob("*/*"):
+            if (path.parent.name, path.name) not in listed and not path.name.startswith("."):
+                with contextlib.suppress(InvalidTag):
+                    self.forget_ref(Tag(path.parent.name, path.name))
 
         def read(tag: Tag) -> RefValue | Tag | None:
             try:
-                return self.read_ref(tag)
+                return self.read_ref(tag, listed=not fresh)
             except IntegrityError:
                 if damaged is None:
                     raise
@@ -287,6 +309,31 @@ class RemoteRepo:
                     entries.setdefault(oid, e)
         visible = frozenset(n for n, part in loaded.items() if isinstance(part, dict))
         return RemoteIndex(self.url, entries, visible, damaged)
+
+    def pack_indexes(self) -> tuple[dict[str, dict[bytes, Entry]], dict[str, str]]:
+        """Each visible pack's own entries (not merged: remote gc and verify work pack
+        by pack), and the damaged indexes (name -> why); one listing, new indexes read."""
+        names = {m.group(1) for k in self.t.list(PACKS) if (m := PACK_INDEX_KEY.fullmatch(k))}
+        for gone in {p.stem for p in (self.cache / PACKS).glob("*.idx")} - names:
+            self.forget_index(gone)
+
+        def load(name: str) -> dict[bytes, Entry] | str | None:
+            try:
+                return self._load_index(name)
+            except NotFound:
+                return None
+            except IntegrityError as exc:
+                return str(exc)
+
+        with ThreadPoolExecutor(self.jobs, thread_name_prefix="modelvault-idx") as pool:
+            loaded = dict(zip(sorted(names), pool.map(load, sorted(names)), strict=True))
+        packs = {n: part for n, part in loaded.items() if isinstance(part, dict)}
+        damaged = {n: part for n, part in loaded.items() if isinstance(part, str)}
+        return packs, damaged
+
+    def forget_index(self, name: str) -> None:
+        """Drop the local copy of a pack's index (the pack left the remote)."""
+        (self.cache / PACKS / f"{name}.idx").unlink(missing_ok=True)
 
     def _load_index(self, name: str) -> dict[bytes, Entry]:
         """The entries of one pack's index: the cached copy when it is sound, else the

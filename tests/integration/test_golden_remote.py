@@ -39,9 +39,9 @@ def _marker(remote: Path) -> int:
     return int(json.loads((remote / "modelvault.json").read_bytes())["format"])
 
 
-def test_a_format_1_remote_is_read_as_it_is_and_a_push_makes_it_format_2(tmp_path: Path) -> None:
-    """Format 2 packs may hold float-codec chunks: an older modelvault must refuse such a
-    remote ("upgrade"), not call its chunks damaged."""
+def test_a_format_1_remote_is_read_as_it_is_and_a_push_makes_it_format_3(tmp_path: Path) -> None:
+    """Format 2 packs may hold float-codec chunks, format 3 writers hold locks (remote gc):
+    an older modelvault must refuse such a remote ("upgrade"), not misread or race it."""
     remote = Path(shutil.copytree(GOLDEN / "remote-v1", tmp_path / "remote"))
     url = remote.as_uri()
     store = modelvault.Store(tmp_path / "store")
@@ -52,7 +52,7 @@ def test_a_format_1_remote_is_read_as_it_is_and_a_push_makes_it_format_2(tmp_pat
     (src / "w.bin").write_bytes(b"pushed" * 5000)
     store.save(src, "other:v1")
     store.push("other:v1", url)
-    assert _marker(remote) == 2
+    assert _marker(remote) == 3
     fresh = modelvault.Store(tmp_path / "fresh")
     fresh.pull("golden:v1", url)
     assert fresh.get("golden:v1").id == V1_MODEL_ID
@@ -61,10 +61,10 @@ def test_a_format_1_remote_is_read_as_it_is_and_a_push_makes_it_format_2(tmp_pat
 def test_a_remote_of_a_newer_format_says_upgrade(tmp_path: Path) -> None:
     remote = Path(shutil.copytree(GOLDEN / "remote-v1", tmp_path / "remote"))
     (remote / "modelvault.json").chmod(0o644)
-    (remote / "modelvault.json").write_text('{"format": 3}')
+    (remote / "modelvault.json").write_text('{"format": 4}')
     store = modelvault.Store(tmp_path / "store")
     for call in (lambda: store.pull("golden:v1", remote.as_uri()),
                  lambda: store.list_remote(remote.as_uri())):  # fmt: skip
         with pytest.raises(modelvault.UnsupportedFormat, match="upgrade modelvault") as exc:
             call()
-        assert isinstance(exc.value, modelvault.RemoteError) and exc.value.found == 3
+        assert isinstance(exc.value, modelvault.RemoteError) and exc.value.found == 4
