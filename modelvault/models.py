@@ -32,6 +32,7 @@ __all__ = [
     "export_model",
     "gc_remote",
     "get",
+    "import_bentoml_store",
     "import_model",
     "list",
     "list_remote",
@@ -124,14 +125,24 @@ def export_model(
     *,
     base: str | Tag | None = None,
     progress: Callable[[int], None] | None = None,
+    output_format: str = "modelvault",
 ) -> str:
-    """See :func:`modelvault.archive.export_model`."""
-    return default_store().export_model(tag, dest, base=base, progress=progress)
+    """See :meth:`Store.export_model` (``output_format="bentoml"``: an archive BentoML
+    reads)."""
+    return default_store().export_model(
+        tag, dest, base=base, progress=progress, output_format=output_format
+    )
 
 
 def import_model(src: ArchiveSource, *, progress: Callable[[int], None] | None = None) -> Model:
     """See :func:`modelvault.archive.import_model`."""
     return default_store().import_model(src, progress=progress)
+
+
+def import_bentoml_store(path: str | os.PathLike[str] | None = None) -> builtins.list[Model]:
+    """See :meth:`Store.import_bentoml_store`: import every model of a BentoML model store
+    (default ``$BENTOML_HOME/models``, else ``~/bentoml/models``)."""
+    return default_store().import_bentoml_store(path)
 
 
 def push(tag: str | Tag, remote: str | None = None, **kw: Any) -> TransferResult:

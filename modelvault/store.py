@@ -33,6 +33,7 @@ from modelvault.tags import Tag
 
 if TYPE_CHECKING:
     from modelvault.archive import ArchiveSource
+    from modelvault.archive.bentoml.migrate import StoreStep as BentoStoreStep
     from modelvault.remote.maintenance import RemoteVerifyReport
     from modelvault.remote.sync import TransferResult
 
@@ -383,14 +384,27 @@ class Store:
         *,
         base: str | Tag | None = None,
         progress: Progress | None = None,
+        output_format: str = "modelvault",
     ) -> str:
         """Write one ``.bentomodel`` archive of ``tag``; see modelvault.archive.
 
+        ``output_format="modelvault"`` (the default) writes modelvault's own verified
+        packfile archive, which BentoML cannot read; ``"bentoml"`` writes the tar + xz
+        archive ``bentoml models import`` reads (modelvault.archive.bentoml.writer).
+
         Raises:
+            InvalidInput: an unknown ``output_format``, or ``base`` with ``"bentoml"``.
             DiskFull: the destination's disk filled up (no partial archive is left).
         """
         from modelvault.archive import export_model
 
+        if output_format not in ("modelvault", "bentoml"):
+            raise InvalidInput(
+                f"output_format {output_format!r} is unknown: use 'modelvault' (the default) "
+                "or 'bentoml'"
+            )
+        if output_format == "bentoml" and base is not None:
+            raise InvalidInput("a BentoML archive is always whole: export it without base")
         ref = self.get(tag).ref
         base_ref = None if base is None else self.get(base).ref
         local = "://" not in str(dest) or str(dest).startswith("file://")
@@ -400,6 +414,10 @@ class Store:
             where,
             "Free space at the destination, or export to another disk, and try again",
         ):
+            if output_format == "bentoml":
+                from modelvault.archive.bentoml.writer import export_bentoml
+
+                return export_bentoml(self.repo, ref, dest, progress=progress)
             return export_model(self.repo, ref, dest, base=base_ref, progress=progress)
 
     @_space_checked("importing {0}")
@@ -408,6 +426,23 @@ class Store:
         from modelvault.archive import import_model
 
         return Model(self.repo, import_model(self.repo, src, progress=progress))
+
+    @_space_checked("importing the BentoML model store")
+    def import_bentoml_store(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        step: Callable[[BentoStoreStep], None] | None = None,
+        progress: Progress | None = None,
+    ) -> builtins.list[Model]:
+        """Import every model of a BentoML model store (default ``$BENTOML_HOME/models``,
+        else ``~/bentoml/models``) with its version and creation time; returns the models
+        imported now (a second run imports nothing). See modelvault.archive.bentoml.migrate.
+        """
+        from modelvault.archive.bentoml.migrate import import_bentoml_store
+
+        refs = import_bentoml_store(self.repo, path, step=step, progress=progress)
+        return [Model(self.repo, ref) for ref in refs]
 
     def push(self, tag: str | Tag, remote: str | None = None, **kw: Any) -> TransferResult:
         """Send a model to a remote (a configured name or a URL; by default

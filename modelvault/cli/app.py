@@ -23,6 +23,7 @@ from modelvault.cli._shared import TableOrJson as TableOrJson
 from modelvault.cli._shared import _echo as _echo
 from modelvault.cli._shared import _say as _say
 from modelvault.cli._shared import _store as _store
+from modelvault.cli.aliases import alias_app
 from modelvault.cli.failures import UsageError
 from modelvault.cli.maintenance import du as du
 from modelvault.cli.maintenance import gc as gc
@@ -135,6 +136,10 @@ def _complete_tags(incomplete: str) -> list[str]:
         return []
     if ":" in incomplete:
         return [str(m.tag) for m in models if str(m.tag).startswith(incomplete)]
+    if "@" in incomplete:
+        with contextlib.suppress(Exception):
+            return [a for a in _store().aliases() if a.startswith(incomplete)]
+        return []
     return sorted({m.tag.name for m in models if m.tag.name.startswith(incomplete)})
 
 
@@ -172,7 +177,10 @@ def _tree_bytes(path: Path) -> int:
 
 
 TagArg = Annotated[
-    str, typer.Argument(help="NAME or NAME:VERSION", metavar="TAG", autocompletion=_complete_tags)
+    str,
+    typer.Argument(
+        help="NAME, NAME:VERSION or NAME@ALIAS", metavar="TAG", autocompletion=_complete_tags
+    ),
 ]
 
 
@@ -333,6 +341,8 @@ def delete(
 
     store = _store()
     for text in tags:
+        if "@" in text:
+            store.delete(text)  # InvalidInput: how to remove an alias
         tag = Tag.from_str(text)
         damaged: list[Tag] = []  # damaged refs: deleting them is the repair their error advises
         if tag.version is None:
@@ -423,29 +433,94 @@ def export(
         str | None,
         typer.Option("--base", help="Thin archive: leave out what this tag already holds."),
     ] = None,
+    output_format: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="modelvault: its own verified packfile archive (BentoML cannot read it); "
+            "bentoml: tar + xz that `bentoml models import` reads.",
+            metavar="modelvault|bentoml",
+        ),
+    ] = "modelvault",
     quiet: Quiet = False,
 ) -> None:
-    """Export a model as one .bentomodel archive (a folder receives NAME-VERSION.bentomodel)."""
+    """Export a model as one .bentomodel archive (a folder receives NAME-VERSION.bentomodel).
+
+    The default format is modelvault's own; --format bentoml writes one BentoML reads."""
     _lasting(dest or "")
     store = _store()
     model = store.get(tag)
     with progress.bar(f"exporting {model.tag}", None, quiet) as bar:
         advance = bar.advance if bar else None
-        where = store.export_model(model.tag, dest or os.getcwd(), base=base, progress=advance)
+        where = store.export_model(
+            model.tag,
+            dest or os.getcwd(),
+            base=base,
+            progress=advance,
+            output_format=output_format,
+        )
     _say(_model_line(model, f"exported to {where}"))
 
 
 def import_(
-    src: Annotated[str, typer.Argument(help="A .bentomodel path or fsspec URL.", metavar="SRC")],
+    src: Annotated[
+        str | None,
+        typer.Argument(
+            help="A .bentomodel path or fsspec URL (modelvault's or BentoML's own export, "
+            "any of its formats); with --bentoml-store, the BentoML model store "
+            "[default: $BENTOML_HOME/models, else ~/bentoml/models].",
+            metavar="SRC",
+        ),
+    ] = None,
+    bentoml_store: Annotated[
+        bool,
+        typer.Option(
+            "--bentoml-store",
+            help="Import every model of a BentoML model store (versions and creation times "
+            "kept; models the store holds already are skipped).",
+        ),
+    ] = False,
     quiet: Quiet = False,
 ) -> None:
-    """Import a .bentomodel archive (verified before its tag appears)."""
+    """Import a .bentomodel archive (verified before its tag appears), or a BentoML store."""
+    if bentoml_store:
+        _import_bentoml_store(src, quiet)
+        return
+    if src is None:
+        raise UsageError("mv import needs SRC: a .bentomodel path or URL (or --bentoml-store)")
     _lasting(src)
     store = _store()
-    total = _file_bytes(src) if progress.wanted(quiet) else None
+    local_dir = "://" not in src and os.path.isdir(src)  # BentoML's "folder" format
+    total = None
+    if progress.wanted(quiet):
+        total = _tree_bytes(Path(src)) if local_dir else _file_bytes(src)
     with progress.bar(f"importing {src}", total, quiet) as bar:
         model = store.import_model(src, progress=bar.advance if bar else None)
     _say(_model_line(model, "imported"))
+
+
+def _import_bentoml_store(path: str | None, quiet: bool) -> None:
+    from modelvault.archive.bentoml.migrate import StoreStep, bentoml_models_home
+
+    store = _store()
+    root = bentoml_models_home(path)
+    skipped = 0
+    with progress.bar(f"importing BentoML store {root}", None, quiet) as bar:
+
+        def step(done: StoreStep) -> None:
+            nonlocal skipped
+            skipped += not done.imported
+            if bar is not None:
+                what = f"importing BentoML store: {done.index}/{done.total} {done.tag}"
+                bar.describe(what)
+
+        models = store.import_bentoml_store(root, step=step, progress=bar.advance if bar else None)
+    for model in models:
+        _say(_model_line(model, "imported"))
+    _say(
+        f"Imported {len(models)} models from the BentoML store {root}"
+        + (f" ({skipped} already in the store)" if skipped else "")
+    )
 
 
 def push(
@@ -459,14 +534,19 @@ def push(
     model = store.get(tag)
     with progress.bar(f"pushing {model.tag}", None, quiet) as bar:
         kw = {"progress": bar.transfer} if bar else {}
-        result = store.push(model.tag, remote, **kw)
+        target = tag if "@" in tag else model.tag  # name@alias: the remote alias moves too
+        result = store.push(target, remote, **kw)
     sent = f"{result.objects} objects, {render.human_size(result.sent)} sent"
     _say(f'Successfully pushed model "{model.tag}" to {_default_remote(remote)} ({sent})')
 
 
 def pull(
     tag: Annotated[
-        str, typer.Argument(help="NAME (the remote's newest) or NAME:VERSION", metavar="TAG")
+        str,
+        typer.Argument(
+            help="NAME (the remote's newest), NAME:VERSION or NAME@ALIAS (the remote's alias)",
+            metavar="TAG",
+        ),
     ],
     remote: RemoteArg = None,
     quiet: Quiet = False,
@@ -546,6 +626,9 @@ def remote_remove(
 app.command("gc")(gc)
 app.command("verify")(verify)
 app.command("du")(du)
+
+# -- aliases (modelvault/cli/aliases.py) -----------------------------------------------
+app.add_typer(alias_app, name="alias")
 
 
 # -- running ----------------------------------------------------------------------------

@@ -24,6 +24,10 @@ class Bar:
     def advance(self, nbytes: int) -> None:
         self._progress.advance(self._task, nbytes)
 
+    def describe(self, text: str) -> None:
+        """Change the words before the bar (a step of a longer job)."""
+        self._progress.update(self._task, description=text)
+
     def transfer(self, done: Any) -> None:
         total = getattr(done, "total_bytes", None)
         self._progress.update(self._task, completed=getattr(done, "bytes", 0), total=total)

@@ -37,6 +37,7 @@ MODELS = {
     "delete",
     "export_model",
     "import_model",
+    "import_bentoml_store",
     "push",
     "pull",
     "list_remote",
