@@ -319,7 +319,8 @@ def pull(
     t = Tag.coerce(tag)
     s = open_session(repo, url, options, spec, jobs)
     if not s.repo.check_format(create=False):
-        raise s.not_there(f"model {t} is not on", " (no modelvault remote there)")
+        what = f"alias {t.name}@{alias}" if alias is not None else f"model {t}"
+        raise s.not_there(f"{what} is not on", " (no modelvault remote there)")
     fetcher = _Fetcher(s)
     prefetched: dict[bytes, Fetched] = {}
     if alias is not None:
