@@ -180,8 +180,9 @@ class Runner:
     """Serves one model version; its signatures are attributes (``runner.predict``).
 
     Args:
-        model: a tag (``"iris_clf:latest"``, a :class:`~modelvault.Tag`), resolved now in
-            the default store and pinned, or a model already got.
+        model: a tag (``"iris_clf:latest"``, ``"iris_clf@prod"``, a
+            :class:`~modelvault.Tag`), resolved now in the default store and pinned (moving
+            the alias later does not move the runner), or a model already got.
         max_batch_size: most rows along ``batch_dim`` in one call of the model.
         max_latency_ms: the most a call is held waiting for company, call time included.
         name: the runner's name; defaults to the model's name.
