@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import datetime
+import fcntl
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -87,6 +88,23 @@ __all__ = [
 # -- file:// ------------------------------------------------------------------------
 
 _SWAP_LOCK = f"{_fsutil.TEMP_PREFIX}swap{_fsutil.LOCK_SUFFIX}"  # hidden from list()
+
+
+@contextlib.contextmanager
+def _swap_lock(lock: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``lock``, on the file that is there when it is held (a
+    lock file removed and made anew meanwhile is locked again, as ``_fsutil.in_flight``
+    does), so two writers never both hold the lock of one folder."""
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            with contextlib.suppress(FileNotFoundError):
+                if os.stat(lock).st_ino == os.fstat(fd).st_ino:
+                    yield
+                    return
+        finally:
+            os.close(fd)
 
 
 class LocalTransport(Transport):
@@ -152,7 +170,7 @@ class LocalTransport(Transport):
         ``.tmp-swap.lock`` (every process of the host, and NFS clients with working
         locks, see it); the replacement is an atomic rename, so readers never wait."""
         path = self._folder(key)
-        with _fsutil.file_lock(path.parent / _SWAP_LOCK, shared=False):
+        with _swap_lock(path.parent / _SWAP_LOCK):
             try:
                 now: str | None = content_token(path.read_bytes())
             except FileNotFoundError:
