@@ -363,9 +363,10 @@ class S3Transport(FsspecTransport):
             return bytes(data), str(resp["ETag"])
 
         try:
-            return sync(self.fs.loop, fetch)
+            got: tuple[bytes, str] = sync(self.fs.loop, fetch)
         except FileNotFoundError as exc:
             raise self._not_found(key, exc) from None
+        return got
 
     def put_if_match(self, key: str, data: bytes, token: str | None) -> bool:
         """PutObject with ``If-Match: <ETag>`` (``If-None-Match: *`` for None): the server
