@@ -276,3 +276,47 @@ def test_aliases_folder_appears_only_with_aliases(store: modelvault.Store, two: 
         store.set_alias("iris:v1", "prod")
         store.delete("iris:v1")
     assert os.listdir(store.path / "aliases" / "iris") == ["prod"]
+
+
+def test_set_alias_racing_delete_never_names_a_missing_version(
+    store: modelvault.Store, tmp_path: Path
+) -> None:
+    """One thread moves the alias around while another deletes every version it can:
+    the alias lock makes each delete see the alias, so the alias always resolves."""
+    versions = [f"v{i}" for i in range(12)]
+    for v in versions:
+        _save(store, tmp_path, f"iris:{v}", v.encode() * 100)
+    store.set_alias("iris:v0", "prod")
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def mover() -> None:
+        i = 0
+        while not stop.is_set():
+            i += 1
+            try:
+                store.set_alias(f"iris:{versions[i % len(versions)]}", "prod")
+            except NotFound:  # deleted already: the alias stays where it was
+                pass
+            except BaseException as exc:
+                errors.append(exc)
+                return
+
+    thread = threading.Thread(target=mover)
+    thread.start()
+    deleted = 0
+    for _ in range(200):  # until one version is left (the one the alias names)
+        if len(store.list("iris")) == 1:
+            break
+        for v in versions:
+            try:
+                store.delete(f"iris:{v}")
+                deleted += 1
+            except (ModelExists, NotFound):
+                pass
+    stop.set()
+    thread.join()
+    assert errors == []
+    assert deleted == len(versions) - 1  # all but the one the alias names at the end
+    remaining = store.list("iris")
+    assert [m.tag for m in remaining] == [store.get("iris@prod").tag]
