@@ -41,7 +41,12 @@ MODELS = {
     "push",
     "pull",
     "list_remote",
+    "set_alias",
+    "aliases",
+    "remove_alias",
+    "aliases_remote",
 }
+STORE_ALIASES = {"set_alias", "aliases", "remove_alias", "aliases_remote"}
 
 
 def test_all_is_pinned_and_importable() -> None:
@@ -52,6 +57,7 @@ def test_all_is_pinned_and_importable() -> None:
 
 def test_models_functions() -> None:
     assert all(callable(getattr(modelvault.models, n)) for n in MODELS)
+    assert all(callable(getattr(modelvault.Store, n)) for n in STORE_ALIASES)
 
 
 def test_errors_derive_from_the_root() -> None:
