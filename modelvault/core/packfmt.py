@@ -33,6 +33,28 @@ Index file ``<pack>.idx``::
 
 A pack's name is the hex pack digest. The record headers carry each object's
 id, so the digest identifies the content without re-hashing every payload.
+
+Multi-pack index ``multi-<hex>.midx`` (format 3; merged from the ``.idx`` files of the
+packs it covers, which stay the source of truth)::
+
+    0   4  magic  b"MVMX"
+    4   1  format version (1)
+    5   3  zero
+    8   4  pack count P, u32 little-endian
+    12  4  zero
+    16  8  entry count N, u64 little-endian
+    24  32*P  the covered packs' digests (raw), ascending
+    ..  256*8 fan-out: u64 each; entry b = number of ids whose first byte <= b
+    ..  32*N  object ids, ascending, each once
+    ..  24*N  entries, in id order:
+           0   4  pack number (into the pack list), u32
+           4   1  object type
+           5   1  codec
+           6   2  zero
+           8   8  payload offset in the pack, u64
+           16  4  stored length, u32
+           20  4  raw length, u32
+    ..  32  BLAKE3 of every byte before this field; <hex> in the file name is it
 """
 
 from __future__ import annotations
@@ -48,13 +70,21 @@ __all__ = [
     "IDX_COUNT",
     "IDX_ENTRY",
     "IDX_MAGIC",
+    "MIDX_ENTRY",
+    "MIDX_FANOUT",
+    "MIDX_HEADER",
+    "MIDX_MAGIC",
+    "MIDX_VERSION",
     "PACK_MAGIC",
     "RECORD_HEADER",
     "VERSION",
     "Entry",
+    "MidxLayout",
     "PackFormatError",
+    "check_index",
     "decode_index",
     "encode_index",
+    "midx_layout",
     "pack_header",
     "record_header",
 ]
@@ -68,6 +98,32 @@ RECORD_HEADER = struct.Struct("<BBxxII32s")
 IDX_COUNT = struct.Struct("<I")
 IDX_ENTRY = struct.Struct("<32sBBxxQII")
 HASH_LEN = 32
+
+MIDX_MAGIC = b"MVMX"
+MIDX_VERSION = 1
+MIDX_HEADER = struct.Struct("<4sB3xI4xQ")  # magic, version, pack count, entry count
+MIDX_FANOUT = struct.Struct("<256Q")
+MIDX_ENTRY = struct.Struct("<IBBxxQII")  # pack number, type, codec, offset, stored, raw
+
+
+class MidxLayout(NamedTuple):
+    """Byte offsets of the parts of a multi-pack index of ``packs`` packs, ``count`` ids."""
+
+    packs: int  # the pack list
+    fanout: int
+    ids: int
+    entries: int
+    checksum: int
+    size: int  # of the whole file
+
+
+def midx_layout(packs: int, count: int) -> MidxLayout:
+    start = MIDX_HEADER.size
+    fanout = start + HASH_LEN * packs
+    ids = fanout + MIDX_FANOUT.size
+    entries = ids + HASH_LEN * count
+    checksum = entries + MIDX_ENTRY.size * count
+    return MidxLayout(start, fanout, ids, entries, checksum, checksum + HASH_LEN)
 
 
 class PackFormatError(ValueError):
@@ -107,8 +163,8 @@ def encode_index(entries: dict[bytes, Entry], pack_digest: bytes) -> bytes:
     return body + blake3(body).digest()
 
 
-def decode_index(pack: str, data: bytes) -> tuple[dict[bytes, Entry], bytes]:
-    """Parse an index file; returns ``(entries, pack digest)``.
+def check_index(pack: str, data: bytes | memoryview) -> int:
+    """Check an index file's magic, version, length and checksum; returns its entry count.
 
     Raises:
         PackFormatError: wrong magic or version, bad length, or checksum mismatch.
@@ -124,6 +180,17 @@ def decode_index(pack: str, data: bytes) -> tuple[dict[bytes, Entry], bytes]:
         raise PackFormatError(f"index of pack {pack} has the wrong length")
     if blake3(data[:-HASH_LEN]).digest() != data[-HASH_LEN:]:
         raise PackFormatError(f"index of pack {pack} fails its checksum")
+    return int(count)
+
+
+def decode_index(pack: str, data: bytes) -> tuple[dict[bytes, Entry], bytes]:
+    """Parse an index file; returns ``(entries, pack digest)``.
+
+    Raises:
+        PackFormatError: wrong magic or version, bad length, or checksum mismatch.
+    """
+    count = check_index(pack, data)
+    head = FILE_HEADER.size + IDX_COUNT.size
     entries: dict[bytes, Entry] = {}
     for oid, kind, codec, off, stored, raw in IDX_ENTRY.iter_unpack(
         data[head : head + count * IDX_ENTRY.size]

@@ -23,6 +23,7 @@ import os
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from blake3 import blake3
 
@@ -38,6 +39,7 @@ from modelvault.core.packfmt import (
     decode_index,
 )
 from modelvault.errors import IntegrityError
+from modelvault.odb.midx import MultiIndex, id_list, idx_array, is_midx_name, write_midx
 from modelvault.odb.writer import (
     PACK_TARGET,
     PackBuilder,
@@ -63,6 +65,8 @@ __all__ = [
 ]
 
 
+_BATCH = 32  # from this many ids on, entries() searches each multi-pack index with numpy
+
 Prepared = tuple[bytes, int, bytes | memoryview]  # (id, codec, payload)
 
 
@@ -73,8 +77,18 @@ def prepare(kind: ObjType, data: bytes | memoryview, *, probe: bool = True) -> P
     return oid, int(how), payload
 
 
+MERGE_AT = 8  # a commit merges the packs no multi-pack index covers once there are this many
+
+
 class PackDB:
-    """The objects of one store. Thread-safe; several processes may share one folder."""
+    """The objects of one store. Thread-safe; several processes may share one folder.
+
+    The index is on disk: multi-pack indexes (``multi-<hex>.midx``, memory-mapped, see
+    :mod:`modelvault.odb.midx`) cover most packs; the few packs written since the last
+    merge are read from their own ``.idx`` into a small dict. A commit merges those into
+    a new multi-pack index once there are :data:`MERGE_AT` of them (geometrically, so the
+    number of index files stays ~log of the store's size), and gc rebuilds one index.
+    """
 
     def __init__(self, root: Path) -> None:
         self.pack_dir = root / "packs"
@@ -82,9 +96,15 @@ class PackDB:
         self.pack_dir.mkdir(parents=True, exist_ok=True)
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._index: dict[bytes, Entry] = {}
-        self._packs: set[str] = set()
+        self._loose: dict[bytes, Entry] = {}  # entries of the packs no layer covers
+        self._loose_packs: set[str] = set()
+        self._layers: tuple[MultiIndex, ...] = ()  # the multi-pack indexes in force
+        self._opened: dict[str, MultiIndex] = {}  # every readable .midx seen, by name
+        self._on_disk: frozenset[str] = frozenset()  # .idx and .midx names at the last look
         self._damaged: dict[str, str] = {}  # pack -> why its index is unreadable
+        self._damaged_midx: dict[str, str] = {}  # .midx file -> why it cannot be opened
+        self._distrusted: set[str] = set()  # .midx files verify found damaged
+        self._inodes: dict[str, int] = {}  # .midx name -> inode at the last look
         self._loaded = False  # indexes are read on first use: listing refs needs none
 
     def _ensure_loaded(self) -> None:
@@ -93,40 +113,115 @@ class PackDB:
 
     # -- index -----------------------------------------------------------------
     def refresh(self) -> None:
-        """Load indexes of packs written since the last look (by any process).
+        """Look again at the pack folder (packs written or removed by any process).
 
-        When packs have disappeared (gc elsewhere), the index is rebuilt, since an
-        object may have lived in a removed pack and in a newer one too.
+        Chooses the multi-pack indexes in force (every pack they list still there; no
+        two covering one pack: the one covering more wins) and reads the ``.idx`` of
+        every other pack. When a pack that was read so has disappeared (gc elsewhere),
+        those entries are read afresh, since an object may have lived in a removed
+        pack and in a newer one too.
         """
-        on_disk = {p.stem for p in self.pack_dir.glob("*.idx")}
-        self._loaded = True
+        names = frozenset(n for n in os.listdir(self.pack_dir) if not n.startswith("."))
+        inodes = {}  # a multi-pack index rebuilt under its own name is another file
+        for n in names:
+            if is_midx_name(n):
+                with contextlib.suppress(FileNotFoundError):
+                    inodes[n] = os.stat(self.pack_dir / n).st_ino
         with self._lock:
-            rebuild = bool(self._packs - on_disk)
-            new = on_disk if rebuild else on_disk - self._packs
+            if self._loaded and names == self._on_disk and inodes == self._inodes:
+                return
+        idx = {n[:-4] for n in names if n.endswith(".idx")}
+        opened: dict[str, MultiIndex] = {}
+        damaged_midx: dict[str, str] = {}
+        for n in sorted(inodes):
+            if n in self._distrusted:
+                continue
+            layer = self._opened.get(n)
+            if layer is not None and layer.inode != inodes[n]:
+                layer = None
+            if layer is None:
+                try:
+                    layer = MultiIndex(self.pack_dir / n)
+                except FileNotFoundError:
+                    continue
+                except (OSError, PackFormatError) as exc:
+                    damaged_midx[n] = str(exc)
+                    continue
+            opened[n] = layer
+        chosen: list[MultiIndex] = []
+        covered: set[str] = set()
+        for layer in sorted(opened.values(), key=lambda m: (-len(m.packs), m.name)):
+            if layer.pack_set <= idx and covered.isdisjoint(layer.pack_set):
+                chosen.append(layer)
+                covered |= layer.pack_set
+        uncovered = idx - covered
+        with self._lock:
+            keep = self._loaded and self._loose_packs <= uncovered
+            have = set(self._loose_packs) if keep else set()
         loaded: dict[str, dict[bytes, Entry]] = {}
         damaged: dict[str, str] = {}
-        for name in sorted(new):
+        for name in sorted(uncovered - have):
             try:
                 loaded[name] = self._load_index(name)
             except IntegrityError as exc:  # the store still opens; verify reports it
                 damaged[name] = str(exc)
         with self._lock:
-            if rebuild:
-                self._index, self._packs = {}, set()
+            if not keep:
+                self._loose, self._loose_packs = {}, set()
             for name, entries in loaded.items():
-                self._index.update(entries)
-                self._packs.add(name)
+                self._loose.update(entries)
+                self._loose_packs.add(name)
+            self._layers = tuple(sorted(chosen, key=lambda m: -m.count))
+            self._opened = opened
+            self._on_disk = names
+            self._inodes = inodes
+            self._damaged_midx = damaged_midx
             self._damaged = {
                 n: why
                 for n, why in (self._damaged | damaged).items()
-                if n in on_disk and n not in self._packs
+                if n in idx and n not in self._loose_packs and n not in covered
             }
+            self._loaded = True
 
     def damaged_indexes(self) -> dict[str, str]:
         """Packs whose index file is unreadable (their objects cannot be found): name -> why."""
         self._ensure_loaded()
         with self._lock:
             return dict(self._damaged)
+
+    def damaged_multi_indexes(self) -> dict[str, str]:
+        """Multi-pack index files that cannot be opened: file name -> why (their packs
+        are read from their own indexes meanwhile; gc or a merge rebuilds them)."""
+        self._ensure_loaded()
+        with self._lock:
+            return dict(self._damaged_midx)
+
+    def multi_indexes(self) -> list[MultiIndex]:
+        """Every readable multi-pack index file, in force or not."""
+        self._ensure_loaded()
+        with self._lock:
+            return list(self._opened.values())
+
+    def check_multi_indexes(self) -> dict[str, str]:
+        """Every damaged multi-pack index file (reads each whole): name -> why. They
+        are put out of force in this process at once (``rebuild_index`` replaces them)."""
+        self.refresh()
+        bad = self.damaged_multi_indexes()
+        for layer in self.multi_indexes():
+            if not layer.checksum_ok():
+                bad[layer.name] = "its checksum does not match its bytes"
+        if bad:
+            with self._lock:
+                self._distrusted |= set(bad)
+                self._loaded = False
+                self._on_disk = frozenset()
+            self.refresh()
+        return bad
+
+    def layers(self) -> tuple[MultiIndex, ...]:
+        """The multi-pack indexes in force (no two cover one pack)."""
+        self._ensure_loaded()
+        return self._layers
 
     def _load_index(self, name: str) -> dict[bytes, Entry]:
         try:
@@ -139,44 +234,209 @@ class PackDB:
 
     def _add_entries(self, name: str, entries: dict[bytes, Entry]) -> None:
         with self._lock:  # a newer copy wins: gc writes one before dropping the old pack
-            self._index.update(entries)
-            self._packs.add(name)
+            self._loose.update(entries)
+            self._loose_packs.add(name)
+            self._on_disk = self._on_disk | {f"{name}.idx", f"{name}.pack"}
+            self._damaged.pop(name, None)  # written anew (verify's salvage)
+
+    def _find(self, oid: bytes) -> Entry | None:
+        e = self._loose.get(oid)
+        if e is None:
+            for layer in self._layers:
+                e = layer.lookup(oid)
+                if e is not None:
+                    break
+        return e
 
     def entry(self, oid: bytes) -> Entry | None:
         """Where ``oid`` is stored, or None; looks for new packs once on a miss."""
-        e = self._index.get(oid)
+        self._ensure_loaded()
+        e = self._find(oid)
         if e is None:
             self.refresh()
-            e = self._index.get(oid)
+            e = self._find(oid)
         return e
 
     def entries(self, oids: Sequence[bytes]) -> list[Entry | None]:
         """Where each of ``oids`` is stored, None where the loaded indexes do not know it
-        (no new look for new packs: for many ids at once, where a miss is no error)."""
+        (no new look for new packs: for many ids at once, where a miss is no error).
+        Many ids are looked up in each multi-pack index at once (numpy)."""
         self._ensure_loaded()
-        get = self._index.get
-        return [get(oid) for oid in oids]
+        layers = self._layers
+        loose = self._loose
+        out: list[Entry | None]
+        if loose:
+            get = loose.get
+            out = [get(oid) for oid in oids]
+            todo = [i for i, e in enumerate(out) if e is None]
+        else:
+            out = [None] * len(oids)
+            todo = list(range(len(oids)))
+        if not layers or not todo:
+            return out
+        if len(todo) < _BATCH:
+            for i in todo:
+                out[i] = self._find(oids[i])
+            return out
+        import numpy as np
+
+        needles = np.array([oids[i] for i in todo], "S32")
+        rest = np.argsort(needles)  # sorted needles search several times faster
+        make = tuple.__new__
+        for layer in layers:
+            pos = layer.positions(needles[rest])
+            hit = pos >= 0
+            names = layer.packs
+            rows = layer.entries()[pos[hit]].tolist()
+            found = [
+                make(Entry, (names[pk], off, stored, raw, kind, how))
+                for pk, kind, how, _, off, stored, raw in rows
+            ]
+            for j, e in zip(rest[hit].tolist(), found, strict=True):
+                out[todo[j]] = e
+            rest = rest[~hit]
+            if not len(rest):
+                break
+        return out
 
     def has(self, oid: bytes) -> bool:
         """True if the object is stored (as far as the loaded indexes know)."""
         self._ensure_loaded()
-        return oid in self._index
+        return self._find(oid) is not None
 
     def ids(self) -> list[bytes]:
-        """Every stored object id."""
+        """Every stored object id (for tests and tools: O(objects) memory)."""
         self._ensure_loaded()
         with self._lock:
-            return list(self._index)
+            out = set(self._loose)
+            layers = self._layers
+        for layer in layers:
+            out.update(id_list(layer.ids()))
+        return list(out)
+
+    def count(self) -> int:
+        """How many index entries the indexes in force hold (an id kept in two packs
+        covered by two indexes counts twice)."""
+        self._ensure_loaded()
+        with self._lock:
+            return len(self._loose) + sum(layer.count for layer in self._layers)
 
     def packs(self) -> list[str]:
-        """Names of every visible pack."""
+        """Names of every visible pack (whose index is readable)."""
         self._ensure_loaded()
         with self._lock:
-            return sorted(self._packs)
+            covered = {p for layer in self._layers for p in layer.packs}
+            return sorted(covered | self._loose_packs)
 
     def entries_of(self, pack: str) -> dict[bytes, Entry]:
         """The index of one pack, read from disk."""
         return self._load_index(pack)
+
+    def index_array(self, pack: str) -> Any:
+        """The entries of one pack's ``.idx`` as a numpy structured array sorted by id
+        (fields id, kind, codec, offset, stored, raw), or None if it is missing or damaged."""
+        try:
+            return idx_array(pack, (self.pack_dir / f"{pack}.idx").read_bytes())
+        except (FileNotFoundError, PackFormatError):
+            return None
+
+    @staticmethod
+    def entry_in(pack: str, row: Any) -> Entry:
+        """The entry of one row of :meth:`index_array`."""
+        return Entry(
+            pack,
+            int(row["offset"]),
+            int(row["stored"]),
+            int(row["raw"]),
+            int(row["kind"]),
+            int(row["codec"]),
+        )
+
+    def ids_of(self, pack: str) -> list[bytes]:
+        """The ids the indexes in force place in ``pack`` (for a pack whose own index
+        is damaged, what a multi-pack index still says of it)."""
+        self._ensure_loaded()
+        with self._lock:
+            out = [oid for oid, e in self._loose.items() if e.pack == pack]
+            layers = self._layers
+        for layer in layers:
+            if pack in layer.pack_set:
+                k = layer.packs.index(pack)
+                import numpy as np
+
+                where = np.nonzero(layer.entries()["pack"] == k)[0]
+                out += id_list(layer.ids()[where])
+        return out
+
+    # -- merging ---------------------------------------------------------------
+    def maybe_merge(self, at: int = MERGE_AT) -> MultiIndex | None:
+        """Merge the packs no multi-pack index covers into a new one when there are
+        ``at`` or more, together with the smaller indexes in force (each at most twice
+        what is merged so far, smallest first: geometric, so a commit rarely rewrites
+        the large ones). Returns the new index, or None when it was not yet time."""
+        self.refresh()
+        with self._lock:
+            loose = set(self._loose_packs)
+            loose_n = len(self._loose)
+            layers = sorted(self._layers, key=lambda m: m.count)
+        if len(loose) < at:
+            return None
+        absorb: list[MultiIndex] = []
+        total = loose_n
+        for layer in layers:
+            if layer.count > 2 * total:
+                break
+            absorb.append(layer)
+            total += layer.count
+        return self._merge(absorb, loose)
+
+    def rebuild_index(self) -> MultiIndex | None:
+        """One multi-pack index over every visible pack (gc, repair); removes every
+        other multi-pack index file. Sound indexes in force are merged as they are;
+        every other pack's ``.idx`` is read."""
+        self.refresh()
+        with self._lock:
+            layers = list(self._layers)
+            loose = set(self._loose_packs)
+        return self._merge(layers, loose, every=True)
+
+    def _merge(
+        self, layers: list[MultiIndex], loose: set[str], *, every: bool = False
+    ) -> MultiIndex | None:
+        sound = []
+        for layer in layers:
+            if layer.checksum_ok():  # never copy damage forward into a fresh checksum
+                sound.append(layer)
+            else:
+                loose |= layer.pack_set
+        try:
+            new = write_midx(self.pack_dir, self.tmp_dir, sound, loose)
+        except FileNotFoundError:  # gc swept our temporary (a merge outside the lock)
+            return None
+        covered = new.pack_set if new is not None else frozenset()
+        on_disk = {n[:-4] for n in os.listdir(self.pack_dir) if n.endswith(".idx")}
+        for name in os.listdir(self.pack_dir):
+            if not is_midx_name(name) or (new is not None and name == new.name):
+                continue
+            known = self._opened.get(name)
+            try:
+                packs = (
+                    known.pack_set
+                    if known is not None
+                    else MultiIndex(self.pack_dir / name).pack_set
+                )
+            except FileNotFoundError:
+                continue
+            except (OSError, PackFormatError):
+                packs = None  # damaged: only a full rebuild removes it
+            stale = packs is not None and not packs <= on_disk
+            if every or stale or (packs is not None and packs <= covered):
+                (self.pack_dir / name).unlink(missing_ok=True)
+        _fsutil.fsync_dir(self.pack_dir)
+        if every:
+            self._distrusted = set()
+        self.refresh()
+        return new
 
     # -- reading ---------------------------------------------------------------
     def read_stored(self, oid: bytes) -> tuple[Entry, bytes]:
@@ -262,7 +522,7 @@ class PackDB:
         With ``repack`` it writes objects even if a visible pack holds them (gc
         copies the live objects out of a pack before deleting it).
         """
-        return PackWriter(self, skip_stored=not repack)
+        return PackWriter(self, skip_stored=not repack, merge=not repack)
 
     # -- maintenance -----------------------------------------------------------
     def stored_bytes(self) -> int:
@@ -280,7 +540,7 @@ class PackDB:
         try:
             entries = self.entries_of(name)
         except IntegrityError:
-            return [oid for oid, e in self._index.items() if e.pack == name]
+            return self.ids_of(name)
         try:
             f = open(self.pack_dir / f"{name}.pack", "rb")  # noqa: SIM115
         except FileNotFoundError:
@@ -370,7 +630,7 @@ class PackDB:
         """The sound objects of a damaged pack that no other pack holds, as
         ``(type, id, codec, raw length, payload)`` for ``PackWriter.add_prepared``."""
         for oid, e, payload, sound in self.records(name):
-            other = self._index.get(oid)
+            other = self._find(oid)
             if sound and (other is None or other.pack == name):
                 yield e.kind, oid, e.codec, e.raw_len, payload
 
@@ -388,7 +648,7 @@ class PackDB:
         """Pack files without index and leftover temporaries (only safe to delete under lock)."""
         indexed = {p.stem for p in self.pack_dir.glob("*.idx")}
         for p in self.pack_dir.iterdir():
-            if p.suffix != ".idx" and p.stem not in indexed:
+            if p.suffix not in (".idx", ".midx") and p.stem not in indexed:
                 yield p
         yield from self.tmp_dir.iterdir()
 

@@ -8,6 +8,7 @@ The file recipe (fsync, rename) is ``_fsutil``'s.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 from collections.abc import Iterable
@@ -21,6 +22,8 @@ from modelvault import _fsutil
 from modelvault.core import codec
 from modelvault.core.hashing import ObjType, object_id
 from modelvault.core.packfmt import Entry, encode_index, pack_header, record_header
+
+logger = logging.getLogger("modelvault.store")
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -128,8 +131,16 @@ class PackWriter:
     page cache in parallel. One lane must not be used by two threads at once.
     """
 
-    def __init__(self, db: PackDB, target: int = PACK_TARGET, *, skip_stored: bool = True) -> None:
+    def __init__(
+        self,
+        db: PackDB,
+        target: int = PACK_TARGET,
+        *,
+        skip_stored: bool = True,
+        merge: bool = True,
+    ) -> None:
         self._db = db
+        self._merge = merge  # commit merges the uncovered packs' indexes once there are many
         self._target = target
         self._skip_stored = skip_stored
         self._pending: set[bytes] = set()  # ids added, in open or sealed packs
@@ -255,6 +266,11 @@ class PackWriter:
         finally:
             self._sealing = []
             self._sealer.shutdown()
+        if self._merge:
+            try:
+                self._db.maybe_merge()
+            except OSError as exc:  # the objects are durable: the merge is only an index
+                logger.warning("could not merge pack indexes (the next write retries): %s", exc)
 
     def abort(self) -> None:
         """Drop the open packs; packs sealed already stay (unreferenced, freed by gc).

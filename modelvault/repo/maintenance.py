@@ -14,12 +14,14 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypedDict
+from typing import TYPE_CHECKING, TypedDict
 
 from modelvault import _fsutil
+from modelvault.aliases import AliasStore
 from modelvault.core import graph
 from modelvault.core.hashing import ObjType
 from modelvault.core.objects import KIND_TREE
+from modelvault.core.packfmt import RECORD_HEADER
 from modelvault.errors import IntegrityError, ModelVaultError, NotFound
 from modelvault.odb.packs import verify_payload
 from modelvault.odb.reading import read_file_object, read_model, read_tree
@@ -38,6 +40,9 @@ __all__ = [
     "stats",
     "verify",
 ]
+
+if TYPE_CHECKING:
+    from modelvault.odb.live import LiveSet
 
 logger = logging.getLogger("modelvault.store")
 
@@ -74,7 +79,8 @@ class VerifyReport:
     dropped_caches: dict[str, str] = field(default_factory=dict)
     # damaged packs moved to objects/quarantine/ once their sound objects were copied
     set_aside: list[str] = field(default_factory=list)
-    # damaged packs whose every object was sound, written anew (say, a lost index)
+    # damaged packs whose every object was sound, written anew (say, a lost index), and
+    # damaged multi-pack index files, rebuilt from the packs' own indexes
     rebuilt: list[str] = field(default_factory=list)
 
 
@@ -178,15 +184,21 @@ def verify(repo: Repository, config_damage: Callable[[], str | None] | None = No
     ``config_damage`` says what is wrong with the config's remotes (checked above).
     """
     with repo.gc_lock(shared=True):
+        bad_indexes = repo.objects.check_multi_indexes()  # out of force before the walk
         report, damaged = _verify(repo)
+        for name, damage in bad_indexes.items():
+            report.damaged_files[f"objects/packs/{name}"] = damage
+            report.ok = False
         why = config_damage() if config_damage is not None else None
         if why:
             report.damaged_files["config.json"] = why
             report.ok = False
-    if damaged:
+    if damaged or bad_indexes:
         with repo.gc_lock(shared=False):
-            report.set_aside = _set_aside(repo, damaged)
-        report.rebuilt = sorted(damaged - set(report.set_aside))
+            if damaged:
+                report.set_aside = _set_aside(repo, damaged)
+            repo.objects.rebuild_index()  # from the packs' own indexes
+        report.rebuilt = sorted((damaged - set(report.set_aside)) | set(bad_indexes))
     return report
 
 
@@ -250,7 +262,7 @@ def _verify(repo: Repository) -> tuple[VerifyReport, set[str]]:
         report.damaged_files[f"objects/packs/{pack}.idx"] = why
         damaged.add(pack)
     corrupt |= _lost_in_quarantine(repo)
-    report.objects_checked = len(db.ids())
+    report.objects_checked = db.count()
     damaged_refs: list[Tag] = []
     refs = repo.refs.all(damaged=damaged_refs)
     for tag in damaged_refs:
@@ -301,7 +313,8 @@ def gc(repo: Repository) -> int:
         repo.objects.refresh()
         refs = repo.refs.all()
         cache: Children = {}
-        live, missing = reachable(repo, [r.model_id for r in refs], cache)
+        aliased = AliasStore(repo.layout.aliases, repo.layout.alias_lock, repo.refs).model_ids()
+        live, missing = _mark(repo, [r.model_id for r in refs] + sorted(aliased))
         if missing:  # what lies below an unreadable object is unknown: free nothing
             broken = [str(r.tag) for r in refs if reachable(repo, [r.model_id], cache)[1]]
             raise IntegrityError(
@@ -313,34 +326,99 @@ def gc(repo: Repository) -> int:
     return freed
 
 
-def _gc_packs(repo: Repository, live: set[bytes]) -> int:
-    """Copy the live objects of every pack holding dead ones into new packs (one
-    writer: full-sized packs, durable before anything goes), then delete those packs
-    and reload the index once."""
+MAX_UNUSED = 0.05  # gc repacks partly dead packs until dead bytes are at most this of live
+
+
+def _mark(repo: Repository, roots: Sequence[bytes]) -> tuple[LiveSet, set[bytes]]:
+    """Every object the ``roots`` reach, marked over the index (bounded memory: a byte
+    per indexed object, plus the ids of the metadata objects walked), and the ids among
+    them that are absent or unreadable. Chunks are not read."""
+    from modelvault.odb.live import LiveSet
+
+    live = LiveSet(repo.objects)
+    seen: set[bytes] = set()  # models, trees and files walked (chunks are only marked)
+    missing: set[bytes] = set()
+    found: list[bytes] = []
+    stack = [(oid, ObjType.MODEL) for oid in roots]
+    while stack:
+        oid, kind = stack.pop()
+        if oid in seen:
+            continue
+        seen.add(oid)
+        try:
+            kids = _children(repo, oid, kind)
+        except (NotFound, IntegrityError, ValueError):
+            missing.add(oid)
+            continue
+        found.append(oid)
+        for cid, ckind in kids:
+            if ckind == ObjType.CHUNK:
+                found.append(cid)
+            elif cid not in seen:
+                stack.append((cid, ckind))
+        if len(found) >= 1 << 16:
+            missing.update(live.add(found))
+            found = []
+    missing.update(live.add(found))
+    return live, missing
+
+
+def _gc_packs(repo: Repository, live: LiveSet) -> int:
+    """Sweep and repack, then rebuild the index once.
+
+    A pack none of whose objects lives is deleted. Packs partly dead are repacked,
+    most dead first, until the dead bytes left in packs are at most :data:`MAX_UNUSED`
+    of the live bytes (restic's ``prune --max-unused``): their live objects are copied
+    into new packs by one writer (full-sized packs, durable before anything goes).
+    Then those packs are deleted and one multi-pack index is written over what is left.
+    """
+    import numpy as np
+
     db = repo.objects
-    doomed: list[str] = []
-    keep: list[bytes] = []
+    dead: list[str] = []
+    partial: list[tuple[float, str, int]] = []  # (dead fraction, pack, dead bytes)
+    live_bytes = 0
     for pack in db.packs():
-        entries = db.entries_of(pack)
-        alive = [oid for oid in entries if oid in live]
-        if len(alive) < len(entries):
-            doomed.append(pack)
-            keep += alive
-    if keep:
-        _repack(repo, keep)
-    freed = sum(db.delete_pack(pack) for pack in doomed)
-    if doomed:
-        db.refresh()
+        arr = db.index_array(pack)
+        if arr is None:  # a damaged index: nothing is known, nothing is freed (verify)
+            continue
+        alive = live.contains(arr["id"])
+        size = arr["stored"].astype(np.int64) + RECORD_HEADER.size
+        here, gone = int(size[alive].sum()), int(size[~alive].sum())
+        live_bytes += here
+        if not alive.any():
+            dead.append(pack)
+        elif not alive.all():
+            partial.append((gone / (here + gone), pack, gone))
+    partial.sort(reverse=True)
+    unused = sum(gone for _, _, gone in partial)
+    repack: list[str] = []
+    for _, pack, gone in partial:
+        if unused <= MAX_UNUSED * live_bytes:
+            break
+        repack.append(pack)
+        unused -= gone
+    if repack:
+        _repack(repo, live, repack)
+    freed = sum(db.delete_pack(pack) for pack in dead + repack)
+    db.rebuild_index()
     return freed
 
 
-def _repack(repo: Repository, ids: list[bytes]) -> None:
+def _repack(repo: Repository, live: LiveSet, packs: list[str]) -> None:
+    """Copy the live objects of ``packs`` into new packs, each checked on the way."""
     db = repo.objects
     with db.writer(repack=True) as writer:
-        for oid in ids:
-            e, payload = db.read_stored(oid)
-            verify_payload(oid, e, payload, None)  # never copy damage forward
-            writer.add_prepared(e.kind, oid, e.codec, e.raw_len, payload)
+        for pack in packs:
+            arr = db.index_array(pack)
+            assert arr is not None  # read a moment ago, under the lock
+            with open(db.pack_dir / f"{pack}.pack", "rb") as f:
+                for row in arr[live.contains(arr["id"])]:
+                    oid = row["id"].tobytes().ljust(32, b"\0")
+                    e = db.entry_in(pack, row)
+                    payload = os.pread(f.fileno(), e.stored_len, e.offset)
+                    verify_payload(oid, e, payload, None)  # never copy damage forward
+                    writer.add_prepared(e.kind, oid, e.codec, e.raw_len, payload)
 
 
 def _gc_leftovers(repo: Repository, live_models: set[str]) -> int:

@@ -80,7 +80,10 @@ def test_packs_stay_hidden_until_commit(tmp_path: Path) -> None:
     assert not any(db.has(oid) for oid in ids)
     writer.commit()
     assert _files(db.tmp_dir) == []
-    assert len(_files(db.pack_dir)) == len(held)
+    published = _files(db.pack_dir)
+    # and one multi-pack index over them (more than MERGE_AT packs were published)
+    assert len([n for n in published if n.endswith(".midx")]) == 1
+    assert len([n for n in published if not n.endswith(".midx")]) == len(held)
     fresh = PackDB(tmp_path / "objects")  # what another process sees
     assert [fresh.read(oid, ObjType.CHUNK) for oid in ids[:40]] == blobs
     assert writer.new_objects == 40

@@ -1,0 +1,73 @@
+"""The live set of a gc, kept over the index rather than as a set of ids.
+
+One byte per entry of each multi-pack index in force (a numpy array, 16 MiB for 16M
+objects) and a Python set only for live ids found in the few packs no multi-pack index
+covers. An id is looked up the same way when marked and when tested (the first index in
+force that holds it, else the uncovered packs' entries), so the two always agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from modelvault.odb.midx import id_list
+
+if TYPE_CHECKING:
+    from modelvault.odb.packs import PackDB
+
+__all__ = ["LiveSet"]
+
+
+class LiveSet:
+    """Marks over the index of ``db`` as it stands now (gc holds its lock: nothing else
+    writes meanwhile)."""
+
+    def __init__(self, db: PackDB) -> None:
+        db.refresh()
+        self._db = db
+        self._layers = db.layers()
+        self._marks = [np.zeros(layer.count, bool) for layer in self._layers]
+        self._rest: set[bytes] = set()
+        self.marked = 0  # add() calls' ids found (with repeats)
+
+    def add(self, oids: Sequence[bytes]) -> list[bytes]:
+        """Mark ``oids`` live; returns those the store does not hold."""
+        if not oids:
+            return []
+        needles = np.array(oids, "S32")
+        rest = np.arange(len(oids))
+        for layer, marks in zip(self._layers, self._marks, strict=True):
+            pos = layer.positions(needles[rest])
+            hit = pos >= 0
+            marks[pos[hit]] = True
+            rest = rest[~hit]
+            if not len(rest):
+                break
+        missing = []
+        for j in rest.tolist():
+            oid = oids[j]
+            if self._db._loose.get(oid) is not None:
+                self._rest.add(oid)
+            else:
+                missing.append(oid)
+        self.marked += len(oids) - len(missing)
+        return missing
+
+    def contains(self, ids: np.ndarray) -> np.ndarray:
+        """One bool per id of ``ids`` (an ``S32`` array): is it live?"""
+        out = np.zeros(len(ids), bool)
+        rest = np.arange(len(ids))
+        for layer, marks in zip(self._layers, self._marks, strict=True):
+            pos = layer.positions(ids[rest])
+            hit = pos >= 0
+            out[rest[hit]] = marks[pos[hit]]
+            rest = rest[~hit]
+            if not len(rest):
+                return out
+        if self._rest and len(rest):
+            found = id_list(ids[rest])
+            out[rest] = [oid in self._rest for oid in found]
+        return out

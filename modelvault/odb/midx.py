@@ -1,0 +1,358 @@
+"""Multi-pack index files: ``objects/packs/multi-<hex>.midx`` (docs/format.md section 4.3).
+
+One file maps every object of many packs to its pack, offset, lengths, type and codec:
+the ids sorted, a 256-entry fan-out table over their first byte, a column of fixed-size
+entries, a pack list and a trailing BLAKE3. It is memory-mapped, so a lookup is a binary
+search over pages the kernel caches: a process's RSS and start-up do not grow with the
+number of objects (:class:`MultiIndex`). The per-pack ``.idx`` files stay the source of
+truth: a multi-pack index is rebuilt from them (and from other sound multi-pack indexes)
+by :func:`write_midx`, bucket by bucket (memory ~ 1/256 of the entries), under a temporary
+name, fsync'd, then renamed into view; a kill -9 mid-way leaves the old indexes in force.
+
+A multi-pack index is *in force* only while every pack it lists has its ``.idx`` in the
+pack folder (gc deleting one of them makes it stale: readers then ignore it, read those
+packs' own indexes, and the next merge or gc removes it).
+
+numpy is imported only by the batched lookup and the merge (``mv list``, ``get`` and ``du``
+never load it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from blake3 import blake3
+
+from modelvault import _fsutil
+from modelvault.core.packfmt import (
+    FILE_HEADER,
+    HASH_LEN,
+    IDX_COUNT,
+    MIDX_ENTRY,
+    MIDX_FANOUT,
+    MIDX_HEADER,
+    MIDX_MAGIC,
+    MIDX_VERSION,
+    Entry,
+    PackFormatError,
+    check_index,
+    midx_layout,
+)
+
+if TYPE_CHECKING:
+    import numpy as np
+
+__all__ = [
+    "MIDX_PREFIX",
+    "MIDX_SUFFIX",
+    "MultiIndex",
+    "id_list",
+    "idx_array",
+    "is_midx_name",
+    "write_midx",
+]
+
+MIDX_PREFIX = "multi-"
+MIDX_SUFFIX = ".midx"
+_HASH_BLOCK = 4 * 1024 * 1024
+
+
+def id_list(ids: np.ndarray) -> list[bytes]:
+    """An ``S32`` array as a list of 32-byte ids (``tolist`` would drop trailing zeros)."""
+    raw = ids.tobytes()
+    return [raw[i : i + HASH_LEN] for i in range(0, len(raw), HASH_LEN)]
+
+
+def is_midx_name(name: str) -> bool:
+    return name.startswith(MIDX_PREFIX) and name.endswith(MIDX_SUFFIX)
+
+
+def _dtypes() -> tuple[Any, Any]:
+    """numpy dtypes of a ``.idx`` entry (52 bytes) and a ``.midx`` entry (24 bytes)."""
+    import numpy as np
+
+    idx = np.dtype(
+        [
+            ("id", "S32"),
+            ("kind", "u1"),
+            ("codec", "u1"),
+            ("pad", "<u2"),
+            ("offset", "<u8"),
+            ("stored", "<u4"),
+            ("raw", "<u4"),
+        ]
+    )
+    midx = np.dtype(
+        [
+            ("pack", "<u4"),
+            ("kind", "u1"),
+            ("codec", "u1"),
+            ("pad", "<u2"),
+            ("offset", "<u8"),
+            ("stored", "<u4"),
+            ("raw", "<u4"),
+        ]
+    )
+    assert idx.itemsize == 52 and midx.itemsize == MIDX_ENTRY.size
+    return idx, midx
+
+
+def idx_array(pack: str, data: bytes) -> np.ndarray:
+    """The entries of one ``.idx`` file as a numpy structured array (sorted by id).
+
+    Raises:
+        PackFormatError: the file is damaged (magic, length or checksum).
+    """
+    import numpy as np
+
+    count = check_index(pack, data)
+    return np.frombuffer(data, _dtypes()[0], count, offset=FILE_HEADER.size + IDX_COUNT.size)
+
+
+class MultiIndex:
+    """One memory-mapped multi-pack index. Lookups are thread-safe (read-only).
+
+    Opening checks the header, the file's length and the fan-out table (not the
+    checksum, which would read every byte: :meth:`checksum_ok` does, for verify and
+    before a merge copies the file's entries).
+
+    Raises:
+        PackFormatError: the file does not follow the layout.
+        OSError: it cannot be read.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.name = path.name
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            size, self.inode = st.st_size, st.st_ino
+            if size < MIDX_HEADER.size:
+                raise PackFormatError(f"{self.name} is truncated")
+            self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        mm = self._map
+        magic, version, npacks, count = MIDX_HEADER.unpack_from(mm, 0)
+        if magic != MIDX_MAGIC or version != MIDX_VERSION:
+            raise PackFormatError(f"{self.name}: bad magic or version {version}")
+        self.layout = lay = midx_layout(npacks, count)
+        if size != lay.size:
+            raise PackFormatError(f"{self.name} has {size} bytes, its header says {lay.size}")
+        self.count = int(count)
+        self.packs: list[str] = [
+            mm[lay.packs + HASH_LEN * i : lay.packs + HASH_LEN * (i + 1)].hex()
+            for i in range(npacks)
+        ]
+        self.pack_set = frozenset(self.packs)
+        fan = MIDX_FANOUT.unpack_from(mm, lay.fanout)
+        if any(b > a for a, b in zip(fan[1:], fan, strict=False)) or fan[255] != count:
+            raise PackFormatError(f"{self.name}: its fan-out table is not sound")
+        self._fan: tuple[int, ...] = (0, *fan)  # bucket b spans ids [_fan[b], _fan[b + 1])
+        self._ids = lay.ids
+        self._entries = lay.entries
+
+    def __repr__(self) -> str:
+        return f"MultiIndex({self.name}, {len(self.packs)} packs, {self.count} ids)"
+
+    # -- lookups ---------------------------------------------------------------------
+    def position(self, oid: bytes) -> int:
+        """The position of ``oid`` among the ids, or -1 (binary search in its bucket)."""
+        mm, base = self._map, self._ids
+        b = oid[0]
+        lo, hi = self._fan[b], self._fan[b + 1]
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            at = base + HASH_LEN * mid
+            if mm[at : at + HASH_LEN] < oid:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo < self._fan[b + 1]:
+            at = base + HASH_LEN * lo
+            if mm[at : at + HASH_LEN] == oid:
+                return lo
+        return -1
+
+    def entry_at(self, i: int) -> Entry:
+        pack, kind, how, offset, stored, raw = MIDX_ENTRY.unpack_from(
+            self._map, self._entries + MIDX_ENTRY.size * i
+        )
+        if pack >= len(self.packs):
+            raise PackFormatError(f"{self.name}: entry {i} names pack {pack} of {len(self.packs)}")
+        return Entry(self.packs[pack], offset, stored, raw, kind, how)
+
+    def lookup(self, oid: bytes) -> Entry | None:
+        i = self.position(oid)
+        return None if i < 0 else self.entry_at(i)
+
+    def ids(self) -> np.ndarray:
+        """The sorted id column (an ``S32`` view of the mapping, no copy)."""
+        import numpy as np
+
+        return np.frombuffer(self._map, "S32", self.count, offset=self._ids)
+
+    def entries(self) -> np.ndarray:
+        """The entry column (a structured view of the mapping, no copy)."""
+        import numpy as np
+
+        return np.frombuffer(self._map, _dtypes()[1], self.count, offset=self._entries)
+
+    def positions(self, needles: np.ndarray) -> np.ndarray:
+        """Positions of ``needles`` (an ``S32`` array) among the ids, -1 where absent."""
+        import numpy as np
+
+        ids = self.ids()
+        if not self.count:
+            return np.full(len(needles), -1, np.int64)
+        pos = ids.searchsorted(needles)
+        clipped = np.minimum(pos, self.count - 1)
+        found = ids[clipped] == needles
+        return np.where(found, clipped, -1)
+
+    def bounds(self) -> Sequence[int]:
+        """The fan-out as 257 bucket boundaries."""
+        return self._fan
+
+    # -- checks ----------------------------------------------------------------------
+    def checksum_ok(self) -> bool:
+        """True if the trailing BLAKE3 covers the file (reads every byte)."""
+        mm, end = self._map, self.layout.checksum
+        h = blake3()
+        view = memoryview(mm)
+        try:
+            for at in range(0, end, _HASH_BLOCK):
+                h.update(view[at : min(end, at + _HASH_BLOCK)])
+            return h.digest() == mm[end : end + HASH_LEN] and self.name == _midx_name(
+                mm[end : end + HASH_LEN]
+            )
+        finally:
+            view.release()
+
+    def close(self) -> None:
+        with contextlib.suppress(BufferError):  # a numpy view of it is still in use
+            self._map.close()
+
+
+def _midx_name(digest: bytes) -> str:
+    return f"{MIDX_PREFIX}{digest.hex()}{MIDX_SUFFIX}"
+
+
+# -- writing ---------------------------------------------------------------------------
+
+
+class _Source:
+    """One input of a merge: a sorted id column, its entries, bucket bounds, pack map."""
+
+    def __init__(self, ids: Any, entries: Any, bounds: Sequence[int], packmap: Any) -> None:
+        self.ids, self.entries, self.bounds, self.packmap = ids, entries, bounds, packmap
+
+
+def write_midx(
+    pack_dir: Path, tmp_dir: Path, layers: Iterable[MultiIndex], packs: Iterable[str]
+) -> MultiIndex | None:
+    """Merge ``layers`` and the ``.idx`` files of ``packs`` into one new multi-pack index
+    (written under a temporary name, fsync'd, renamed into ``pack_dir``); returns it
+    opened, or None when there is nothing to cover.
+
+    Packs whose ``.idx`` is missing or damaged are left out (they stay uncovered, and
+    their readers report them). Memory: one fan-out bucket of every input at a time.
+    """
+    import numpy as np
+
+    midx_dtype = _dtypes()[1]
+    layers = list(layers)
+    loose: dict[str, Any] = {}
+    for name in sorted(set(packs)):
+        try:
+            loose[name] = idx_array(name, (pack_dir / f"{name}.idx").read_bytes())
+        except (OSError, PackFormatError):
+            continue
+    names = sorted({*loose, *(p for layer in layers for p in layer.packs)})
+    if not names:
+        return None
+    number = {n: i for i, n in enumerate(names)}
+    sources: list[_Source] = []
+    for layer in layers:
+        packmap = np.array([number[p] for p in layer.packs], np.uint32)
+        sources.append(_Source(layer.ids(), layer.entries(), layer.bounds(), packmap))
+    for name, arr in loose.items():
+        first = np.frombuffer(arr["id"].tobytes(), np.uint8).reshape(-1, HASH_LEN)[:, 0]
+        bounds = [0, *np.searchsorted(first, np.arange(256), side="right").tolist()]
+        ent = np.zeros(len(arr), midx_dtype)
+        for col in ("kind", "codec", "offset", "stored", "raw"):
+            ent[col] = arr[col]
+        sources.append(_Source(arr["id"], ent, bounds, np.array([number[name]], np.uint32)))
+
+    tmp = _fsutil.temp_name(tmp_dir, ".midx")
+    side = _fsutil.temp_name(tmp_dir, ".midx-entries")
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        side_fd = os.open(side, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            fan, count = _write_buckets(fd, side_fd, names, sources)
+            os.lseek(side_fd, 0, os.SEEK_SET)
+            while block := os.read(side_fd, _HASH_BLOCK):
+                _fsutil.write_all(fd, [block])
+        finally:
+            os.close(side_fd)
+            side.unlink(missing_ok=True)
+        os.pwrite(fd, MIDX_HEADER.pack(MIDX_MAGIC, MIDX_VERSION, len(names), count), 0)
+        os.pwrite(fd, MIDX_FANOUT.pack(*fan), midx_layout(len(names), count).fanout)
+        h = blake3()
+        at = 0
+        while block := os.pread(fd, _HASH_BLOCK, at):
+            h.update(block)
+            at += len(block)
+        digest = h.digest()
+        _fsutil.write_all(fd, [digest])
+        _fsutil.seal(fd, tmp)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    final = pack_dir / _midx_name(digest)
+    _fsutil.rename_into(tmp, final)
+    return MultiIndex(final)
+
+
+def _write_buckets(
+    fd: int, side_fd: int, names: list[str], sources: list[_Source]
+) -> tuple[list[int], int]:
+    """Write the header room, pack list and fan-out room, then the ids bucket by bucket
+    to ``fd`` and their entries to ``side_fd``; returns the fan-out and the id count."""
+    import numpy as np
+
+    lay = midx_layout(len(names), 0)
+    head = bytearray(lay.ids)
+    for i, name in enumerate(names):
+        head[lay.packs + HASH_LEN * i : lay.packs + HASH_LEN * (i + 1)] = bytes.fromhex(name)
+    _fsutil.write_all(fd, [bytes(head)])
+    fan: list[int] = []
+    count = 0
+    for b in range(256):
+        id_parts, ent_parts = [], []
+        for src in sources:
+            lo, hi = src.bounds[b], src.bounds[b + 1]
+            if hi > lo:
+                id_parts.append(src.ids[lo:hi])
+                ent = np.array(src.entries[lo:hi])  # a copy: pack numbers are remapped
+                ent["pack"] = src.packmap[ent["pack"]]
+                ent_parts.append(ent)
+        if id_parts:
+            ids = np.concatenate(id_parts)
+            ents = np.concatenate(ent_parts)
+            order = np.argsort(ids, kind="stable")
+            ids, ents = ids[order], ents[order]
+            keep = np.ones(len(ids), bool)
+            keep[1:] = ids[1:] != ids[:-1]
+            ids, ents = ids[keep], ents[keep]
+            _fsutil.write_all(fd, [ids.tobytes()])
+            _fsutil.write_all(side_fd, [ents.tobytes()])
+            count += len(ids)
+        fan.append(count)
+    return fan, count

@@ -1,0 +1,167 @@
+"""The on-disk multi-pack index: merged at commit, found by binary search, rebuilt from the
+packs' own indexes when missing or damaged, reported by verify (docs/format.md 4.3)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _helpers import write_files
+from blake3 import blake3
+
+from modelvault import Store
+from modelvault.core import codec
+from modelvault.core.hashing import ObjType, object_id
+from modelvault.core.packfmt import MIDX_HEADER, PackFormatError, midx_layout
+from modelvault.odb import PackDB
+from modelvault.odb.midx import MultiIndex, id_list, write_midx
+from modelvault.odb.packs import MERGE_AT, Record
+
+
+def _records(n: int, seed: int) -> list[Record]:
+    rng = random.Random(seed)
+    out: list[Record] = []
+    for _ in range(n):
+        data = rng.randbytes(rng.randrange(1, 300))
+        how, payload = codec.encode(data)
+        out.append(
+            (int(ObjType.CHUNK), object_id(ObjType.CHUNK, data), int(how), len(data), payload)
+        )
+    return out
+
+
+def _fill(db: PackDB, packs: int, per: int = 50) -> list[Record]:
+    """``packs`` packs of ``per`` new objects each, one writer (and one commit) per pack."""
+    every: list[Record] = []
+    for _ in range(packs):
+        recs = _records(per, seed=len(db.packs()) + 1000)
+        with db.writer() as w:
+            w.add_prepared_many(recs)
+        every += recs
+    return every
+
+
+def _midx_files(db: PackDB) -> list[Path]:
+    return sorted(db.pack_dir.glob("multi-*.midx"))
+
+
+def test_commits_merge_pack_indexes_and_lookups_find_every_object(tmp_path: Path) -> None:
+    db = PackDB(tmp_path / "objects")
+    recs = _fill(db, MERGE_AT - 1)
+    assert _midx_files(db) == []  # not yet: few packs are read from their own .idx
+    recs += _fill(db, 1)
+    [midx] = _midx_files(db)
+    layer = MultiIndex(midx)
+    assert layer.count == len(recs) and len(layer.packs) == MERGE_AT
+    assert layer.checksum_ok() and midx.name == f"multi-{midx.read_bytes()[-32:].hex()}.midx"
+    fresh = PackDB(tmp_path / "objects")
+    assert fresh.layers() and fresh._loose == {}
+    for _, oid, how, raw_len, payload in recs:
+        e = fresh.entry(oid)
+        assert e is not None and (e.codec, e.raw_len, e.stored_len) == (how, raw_len, len(payload))
+        assert fresh.read_stored(oid)[1] == bytes(payload)
+    ids = [r[1] for r in recs]
+    absent = [blake3(b"absent %d" % i).digest() for i in range(100)]
+    batch = fresh.entries(ids + absent)  # the numpy path
+    assert batch == [fresh.entry(oid) for oid in ids] + [None] * 100
+    assert fresh.entries(ids[:3]) == batch[:3]  # one by one
+    assert fresh.entry(absent[0]) is None and not fresh.has(absent[1])
+    assert sorted(fresh.ids()) == sorted(set(ids))
+    assert fresh.packs() == sorted(p.stem for p in db.pack_dir.glob("*.idx"))
+
+
+def test_merges_are_geometric_and_keep_few_index_files(tmp_path: Path) -> None:
+    db = PackDB(tmp_path / "objects")
+    recs = _fill(db, 6 * MERGE_AT, per=10)
+    assert 1 <= len(_midx_files(db)) <= 3
+    fresh = PackDB(tmp_path / "objects")
+    assert len(fresh._loose_packs) < MERGE_AT
+    assert all(fresh.entry(r[1]) is not None for r in recs)
+
+
+def test_an_id_in_two_packs_is_kept_once(tmp_path: Path) -> None:
+    db = PackDB(tmp_path / "objects")
+    recs = _records(20, seed=7)
+    for order in (recs, recs[::-1]):  # the same objects again, in a second pack
+        with db.writer(repack=True) as w:
+            w.add_prepared_many(order)
+    with db.writer(repack=True) as w:
+        w.add_prepared_many(_records(5, seed=8))
+    assert len(db.packs()) == 2 + 1
+    layer = db.rebuild_index()
+    assert layer is not None and layer.count == 25 and len(layer.packs) == 3
+    ids = id_list(layer.ids())
+    assert ids == sorted(ids) and len(set(ids)) == 25
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "missing"])
+def test_a_damaged_or_missing_midx_is_passed_over_and_rebuilt(
+    store: Store, tmp_path: Path, damage: str
+) -> None:
+    rng = np.random.default_rng(1)
+    srcs = {}
+    for i in range(MERGE_AT):
+        srcs[f"m:v{i}"] = write_files(tmp_path / f"s{i}", {"w.bin": rng.bytes(5000 + i)})
+        store.save(srcs[f"m:v{i}"], f"m:v{i}")
+    [midx] = _midx_files(store.repo.objects)
+    data = bytearray(midx.read_bytes())
+    midx.chmod(0o644)
+    if damage == "flip":  # an id in the id column: a lookup no longer finds it
+        data[midx_layout(MERGE_AT, 0).ids + 5] ^= 0xFF
+        midx.write_bytes(data)
+    elif damage == "truncate":
+        midx.write_bytes(data[:-7])
+    else:
+        midx.unlink()
+    fresh = Store(store.path)
+    if damage != "flip":  # a damaged shape or no file at all: the packs' own indexes serve
+        for tag, src in srcs.items():
+            assert fresh.get(tag).open("w.bin").read() == (src / "w.bin").read_bytes()
+    report = fresh.verify()
+    if damage == "missing":
+        assert report.ok
+    else:
+        assert not report.ok and f"objects/packs/{midx.name}" in report.damaged_files
+        assert midx.name in report.rebuilt
+    # rebuilt from the packs' own indexes (the same bytes, so the same name) or left to gc
+    assert all(MultiIndex(p).checksum_ok() for p in _midx_files(store.repo.objects))
+    again = Store(store.path)
+    assert again.verify().ok
+    for tag, src in srcs.items():
+        assert again.get(tag).open("w.bin").read() == (src / "w.bin").read_bytes()
+    store.gc()
+    assert len(_midx_files(store.repo.objects)) == 1
+
+
+def test_a_midx_naming_a_removed_pack_is_not_in_force(tmp_path: Path) -> None:
+    db = PackDB(tmp_path / "objects")
+    recs = _fill(db, MERGE_AT)
+    [midx] = _midx_files(db)
+    victim = db.entry(recs[0][1])
+    assert victim is not None
+    db.delete_pack(victim.pack)  # what gc does once the objects live elsewhere
+    fresh = PackDB(tmp_path / "objects")
+    assert fresh.layers() == ()  # stale: every remaining pack is read from its own index
+    assert fresh.entry(recs[0][1]) is None
+    assert fresh.entry(recs[-1][1]) is not None
+    fresh.rebuild_index()
+    assert not midx.exists() and len(fresh.layers()) == 1
+
+
+def test_a_midx_of_a_wrong_shape_is_refused(tmp_path: Path) -> None:
+    db = PackDB(tmp_path / "objects")
+    _fill(db, 2)
+    layer = write_midx(db.pack_dir, db.tmp_dir, [], db.packs())
+    assert layer is not None
+    data = bytearray(layer.path.read_bytes())
+    bad = tmp_path / "bad.midx"
+    bad.write_bytes(MIDX_HEADER.pack(b"MVMX", 9, 2, layer.count) + data[MIDX_HEADER.size :])
+    with pytest.raises(PackFormatError, match="version"):
+        MultiIndex(bad)
+    fan = midx_layout(2, 0).fanout
+    data[fan : fan + 8] = (10**9).to_bytes(8, "little")
+    bad.write_bytes(data)
+    with pytest.raises(PackFormatError, match="fan-out"):
+        MultiIndex(bad)
