@@ -32,6 +32,7 @@ COMMANDS = frozenset(
         "verify",
         "du",
         "models",
+        "alias",
     }
 )
 GLOBAL_OPTIONS = frozenset(
@@ -116,6 +117,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from modelvault.cli.passthrough import run_system_mv
 
         return run_system_mv(args)
+    from modelvault.cli import completion
+
+    if completion.handle(args, prog):  # bash: a script that copes with ':' in tags
+        return 0
     from modelvault.cli._shared import _Quiet
     from modelvault.cli.app import run
 
