@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml modelvault/_planes.c modelvault/_cdc.c modelvault/_floa
 demo: $(STAMP)
 	$(BIN)/python demo/demo.py
 
-test: $(STAMP) lint typecheck
+test: $(STAMP) lint typecheck .venv-bentoml/.installed
 	$(BIN)/python -m pytest -q
 
 unit: $(STAMP)
@@ -35,7 +35,9 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_store.py
 
 # BentoML in a virtualenv of its own (never in .venv): benchmarks/bench_runner.py drives its
-# CorkDispatcher beside modelvault's batcher; the BentoML interop work reuses it.
+# CorkDispatcher beside modelvault's batcher; tests/integration/test_bentoml_real.py runs
+# real `bentoml models import` in it (so `make test` makes it: bentoml, numpy and
+# scikit-learn, no torch), and tests/golden/bentoml/make_bentoml_golden.py runs in it.
 .venv-bentoml/.installed: benchmarks/requirements-bentoml.txt
 	$(PY) -m venv .venv-bentoml
 	.venv-bentoml/bin/pip install --quiet --upgrade pip

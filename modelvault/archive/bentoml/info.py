@@ -102,7 +102,11 @@ def _load_yaml(data: bytes) -> Any:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise ArchiveError(f"{MODEL_YAML} is not UTF-8 text") from None
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)  # (it checks the characters at once)
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ArchiveError(f"{MODEL_YAML} is not safe, valid YAML: {first}") from None
     try:
         node = loader.get_single_node()
         if node is None:

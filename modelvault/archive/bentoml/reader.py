@@ -113,6 +113,8 @@ class _Counting(io.RawIOBase):
         return bool(getattr(self._f, "seekable", lambda: False)())
 
     def seek(self, offset: int, whence: int = 0) -> int:
+        if whence == io.SEEK_SET and offset < 0:  # a zip's offsets are the archive's word
+            raise ArchiveError(f"archive points before its own start ({offset})")
         return int(self._f.seek(offset, whence))
 
     def tell(self) -> int:
