@@ -31,6 +31,7 @@ from modelvault.cli.maintenance import verify as verify
 
 if TYPE_CHECKING:
     from modelvault.model import Model
+    from modelvault.store import Store
 
 
 _coerce.install()
@@ -199,6 +200,18 @@ def _remote_url(remote: str | None) -> str:
     from modelvault import remotes
 
     return remotes.resolve(remote, store=_store())[0]
+
+
+def _archive_estimate(store: "Store", model: "Model", base: str | None) -> int:
+    """About the size of the archive of ``model`` (thin against ``base``): the stored
+    bytes of what it reaches (less what ``base`` does), for the export bar's total."""
+    from modelvault.repo import maintenance
+
+    reach, _ = maintenance.reachable(store.repo, [bytes.fromhex(model.id)])
+    if base is not None:
+        reach -= maintenance.reachable(store.repo, [bytes.fromhex(store.get(base).id)])[0]
+    entries = store.repo.objects.entries(list(reach))
+    return sum(e.stored_len for e in entries if e is not None)
 
 
 def _file_bytes(src: str) -> int | None:
@@ -450,7 +463,10 @@ def export(
     _lasting(dest or "")
     store = _store()
     model = store.get(tag)
-    with progress.bar(f"exporting {model.tag}", None, quiet) as bar:
+    total = None
+    if progress.wanted(quiet) and output_format == "modelvault":
+        total = _archive_estimate(store, model, base)
+    with progress.bar(f"exporting {model.tag}", total, quiet) as bar:
         advance = bar.advance if bar else None
         where = store.export_model(
             model.tag,
@@ -459,6 +475,8 @@ def export(
             progress=advance,
             output_format=output_format,
         )
+        if bar:
+            bar.finish()
     _say(_model_line(model, f"exported to {where}"))
 
 
@@ -532,7 +550,7 @@ def push(
     _lasting(_remote_url(remote))
     store = _store()
     model = store.get(tag)
-    with progress.bar(f"pushing {model.tag}", None, quiet) as bar:
+    with progress.bar(f"pushing {model.tag}", None, quiet, waiting="comparing") as bar:
         kw = {"progress": bar.transfer} if bar else {}
         target = tag if "@" in tag else model.tag  # name@alias: the remote alias moves too
         result = store.push(target, remote, **kw)
@@ -553,7 +571,7 @@ def pull(
 ) -> None:
     """Fetch a model from a remote: only the objects the store lacks, verified."""
     _lasting(_remote_url(remote))
-    with progress.bar(f"pulling {tag}", None, quiet) as bar:
+    with progress.bar(f"pulling {tag}", None, quiet, waiting="comparing") as bar:
         kw = {"progress": bar.transfer} if bar else {}
         result = _store().pull(tag, remote, **kw)
     got = f"{result.objects} objects, {render.human_size(result.received)} received"

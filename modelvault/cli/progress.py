@@ -17,9 +17,10 @@ class Bar:
     """A drawn bar: ``advance(nbytes)`` for byte callbacks (save, checkout), ``transfer(p)``
     for push/pull progress objects (``p.bytes`` done of ``p.total_bytes``). Thread-safe."""
 
-    def __init__(self, progress: Any, task: Any) -> None:
+    def __init__(self, progress: Any, task: Any, description: str = "") -> None:
         self._progress = progress
         self._task = task
+        self._description = description
 
     def advance(self, nbytes: int) -> None:
         self._progress.advance(self._task, nbytes)
@@ -30,7 +31,17 @@ class Bar:
 
     def transfer(self, done: Any) -> None:
         total = getattr(done, "total_bytes", None)
-        self._progress.update(self._task, completed=getattr(done, "bytes", 0), total=total)
+        self._progress.update(
+            self._task,
+            completed=getattr(done, "bytes", 0),
+            total=total,
+            description=self._description,  # the first report ends "(comparing ...)"
+        )
+
+    def finish(self) -> None:
+        """The work is done: the bar shows whole (a total that was an estimate included)."""
+        done = next(t.completed for t in self._progress.tasks if t.id == self._task)
+        self._progress.update(self._task, total=done)
 
 
 def wanted(quiet: bool) -> bool:
@@ -42,10 +53,14 @@ def wanted(quiet: bool) -> bool:
 
 
 @contextlib.contextmanager
-def bar(description: str, total: int | None, quiet: bool) -> Iterator[Bar | None]:
+def bar(
+    description: str, total: int | None, quiet: bool, *, waiting: str = ""
+) -> Iterator[Bar | None]:
     """Yield a :class:`Bar` on stderr, or None when quiet or stderr is not a terminal.
 
-    ``total`` None draws an open-ended bar (bytes and speed, no percentage).
+    ``total`` None draws an open-ended bar (bytes and speed, no percentage). ``waiting``
+    is what the bar says until its first transfer report (a push comparing indexes).
+    Sizes and speeds are both in binary units (KiB, KiB/s).
     """
     if not wanted(quiet):
         yield None
@@ -58,7 +73,6 @@ def bar(description: str, total: int | None, quiet: bool) -> Iterator[Bar | None
         SpinnerColumn,
         TextColumn,
         TimeRemainingColumn,
-        TransferSpeedColumn,
     )
 
     console = Console(stderr=True, no_color=not use_colour(sys.stderr))
@@ -67,11 +81,31 @@ def bar(description: str, total: int | None, quiet: bool) -> Iterator[Bar | None
         TextColumn("{task.description}"),
         BarColumn(),
         DownloadColumn(binary_units=True),
-        TransferSpeedColumn(),
+        _binary_speed_column(),
         TimeRemainingColumn(),
     ]
     with Progress(*columns, console=console, transient=True) as progress:
-        yield Bar(progress, progress.add_task(description, total=total))
+        shown = f"{description} ({waiting})" if waiting else description
+        yield Bar(progress, progress.add_task(shown, total=total), description)
+
+
+def _binary_speed_column() -> Any:
+    """rich's TransferSpeedColumn in KiB/s and MiB/s, like the sizes beside it (rich's own
+    speaks MB/s while DownloadColumn(binary_units=True) speaks MiB)."""
+    from rich.filesize import pick_unit_and_suffix
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    class BinarySpeed(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            speed = task.finished_speed or task.speed
+            if speed is None:
+                return Text("?", style="progress.data.speed")
+            units = ["B", "KiB", "MiB", "GiB", "TiB"]
+            unit, suffix = pick_unit_and_suffix(int(speed), units, 1024)
+            return Text(f"{speed / unit:.1f} {suffix}/s", style="progress.data.speed")
+
+    return BinarySpeed()
 
 
 @contextlib.contextmanager

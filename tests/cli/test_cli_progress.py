@@ -79,3 +79,40 @@ def test_push_and_pull_bars(cli_env: dict[str, str], model_dir: Path, tmp_path: 
     code, out, err = run_with_tty_stderr(other, "pull", "sync:v1", url, cwd=tmp_path)
     assert code == 0 and b"pulling sync:v1" in err and "Successfully pulled" in out
     assert b"Traceback" not in err
+
+
+def test_export_bar_has_a_total_and_speeds_match_sizes(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The export bar knows its total from the first frame (no ``6.8/? MiB``), and speeds
+    are in the binary units the sizes use (KiB/s, MiB/s, never kB/s or MB/s)."""
+    import re
+
+    src = tmp_path / "big"
+    src.mkdir()
+    (src / "w.bin").write_bytes(os.urandom(24 << 20))
+    env = {**cli_env, "TERM": "xterm", "COLUMNS": "160"}
+    code, _, err = run_with_tty_stderr(env, "save", "-q", str(src), "big:v1", cwd=tmp_path)
+    assert code == 0
+    code, _, err = run_with_tty_stderr(env, "export", "big:v1", str(tmp_path), cwd=tmp_path)
+    assert code == 0 and b"exporting big:v1" in err, err
+    assert b"/?" not in err, err
+    assert re.search(rb"\d/\d+(\.\d+)? MiB", err), err
+    assert not re.search(rb"\d (kB|MB|GB)/s", err), err
+
+
+def test_speed_is_in_binary_units() -> None:
+    """The speed column beside DownloadColumn(binary_units=True): MiB/s, not MB/s."""
+    from rich.progress import Progress
+
+    from modelvault.cli.progress import _binary_speed_column
+
+    now = [0.0]
+    column = _binary_speed_column()
+    with Progress(column, get_time=lambda: now[0], auto_refresh=False, disable=True) as p:
+        task = p.add_task("x", total=None)
+        for _ in range(5):
+            now[0] += 1.0
+            p.advance(task, 3 * 1024 * 1024)  # 3 MiB a second
+        text = column.render(p.tasks[0]).plain
+    assert text == "3.0 MiB/s"
