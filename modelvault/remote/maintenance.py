@@ -423,9 +423,13 @@ def _gc(
             repack.append(name)
     orphans = _orphans(r, set(packs) | set(damaged_idx))
     freed = sum(_pack_size(packs[n]) + _index_size(packs[n]) for n in dead + repack)
-    freed -= _repack(s, lock, packs, repack, owner, progress)
+    written, made = _repack(s, lock, packs, repack, owner, progress)
+    freed -= written
     lock.check(on_remote=True)
-    gone = dead + repack
+    # a pack just written may bear the name of an orphan (the same repack, killed
+    # before its index) or, in theory, of a pack to drop: those stay
+    gone = [n for n in dead + repack if n not in made]
+    orphans = [n for n in orphans if n not in made]
     total = len(gone) + len(orphans)
 
     def drop(name: str) -> None:
@@ -485,14 +489,15 @@ def _repack(
     names: list[str],
     owner: Mapping[bytes, str],
     progress: RemoteProgressCallback | None,
-) -> int:
+) -> tuple[int, set[str]]:
     """Copy the kept objects of ``names`` into new packs (each verified; pack, then
-    index); returns the bytes the new packs and indexes take."""
+    index); returns the bytes the new packs and indexes take, and their names."""
     items = [(oid, e) for n in names for oid, e in packs[n].items() if owner.get(oid) == n]
     total_bytes = sum(e.stored_len for _, e in items)
     written = done_objects = done_bytes = 0
     batch: list[tuple[int, bytes, int, int, bytes]] = []
     batch_bytes = 0
+    made: set[str] = set()
 
     def flush() -> int:
         nonlocal batch, batch_bytes
@@ -504,6 +509,7 @@ def _repack(
         s.repo.t.put(pack_key(pack.name), data)
         s.repo.t.put(index_key(pack.name), idx)
         s.repo.remember_index(pack.name, idx)
+        made.add(pack.name)
         batch, batch_bytes = [], 0
         return len(data) + len(idx)
 
@@ -531,7 +537,7 @@ def _repack(
         if progress is not None:
             progress(RemoteProgress("repacking", done_objects, done_bytes, len(items), total_bytes))
     written += flush()
-    return written
+    return written, made
 
 
 # -- verify -----------------------------------------------------------------------------
