@@ -33,6 +33,8 @@ COMMANDS = frozenset(
         "du",
         "models",
         "alias",
+        "diff",
+        "status",
     }
 )
 GLOBAL_OPTIONS = frozenset(

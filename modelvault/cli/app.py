@@ -24,6 +24,8 @@ from modelvault.cli._shared import _echo as _echo
 from modelvault.cli._shared import _say as _say
 from modelvault.cli._shared import _store as _store
 from modelvault.cli.aliases import alias_app
+from modelvault.cli.compare import diff as diff
+from modelvault.cli.compare import status as status
 from modelvault.cli.failures import UsageError
 from modelvault.cli.maintenance import du as du
 from modelvault.cli.maintenance import gc as gc
@@ -644,6 +646,10 @@ def remote_remove(
 app.command("gc")(gc)
 app.command("verify")(verify)
 app.command("du")(du)
+
+# -- comparing (modelvault/cli/compare.py) ---------------------------------------------
+app.command("diff")(diff)
+app.command("status")(status)
 
 # -- aliases (modelvault/cli/aliases.py) -----------------------------------------------
 app.add_typer(alias_app, name="alias")
