@@ -27,8 +27,10 @@ from modelvault.cli.aliases import alias_app
 from modelvault.cli.compare import diff as diff
 from modelvault.cli.compare import status as status
 from modelvault.cli.failures import UsageError
+from modelvault.cli.maintenance import delete_remote as delete_remote
 from modelvault.cli.maintenance import du as du
 from modelvault.cli.maintenance import gc as gc
+from modelvault.cli.maintenance import unlock as unlock
 from modelvault.cli.maintenance import verify as verify
 
 if TYPE_CHECKING:
@@ -346,14 +348,23 @@ def delete(
         ),
     ],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before deleting.")] = False,
+    remote: Annotated[
+        str | None,
+        typer.Option(
+            "--remote", help="Delete on this remote (a name or URL; NAME@ALIAS: the alias)."
+        ),
+    ] = None,
 ) -> None:
     """Delete model versions (a bare NAME deletes all its versions). Asks unless -y.
 
-    Stored bytes are freed by `mv gc`.
+    Stored bytes are freed by `mv gc` (`mv gc --remote NAME` on a remote).
     """
     from modelvault.errors import IntegrityError, NotFound
     from modelvault.tags import Tag
 
+    if remote is not None:
+        delete_remote(tags, remote, yes)
+        return
     store = _store()
     for text in tags:
         if "@" in text:
@@ -641,6 +652,8 @@ def remote_remove(
     remotes.remove(name, store=_store())
     _say(f"Remote {name} removed")
 
+
+remote_app.command("unlock")(unlock)
 
 # -- maintenance (modelvault/cli/maintenance.py) ---------------------------------------
 app.command("gc")(gc)

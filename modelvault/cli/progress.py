@@ -38,6 +38,11 @@ class Bar:
             description=self._description,  # the first report ends "(comparing ...)"
         )
 
+    def update(self, description: str, completed: int, total: int | None) -> None:
+        """Show ``completed`` of ``total`` (None: open-ended) after ``description``
+        (remote gc and verify: one bar through their phases)."""
+        self._progress.update(self._task, description=description, completed=completed, total=total)
+
     def finish(self) -> None:
         """The work is done: the bar shows whole (a total that was an estimate included)."""
         done = next(t.completed for t in self._progress.tasks if t.id == self._task)
