@@ -31,6 +31,8 @@ class LiveSet:
         self._layers = db.layers()
         self._marks = [np.zeros(layer.count, bool) for layer in self._layers]
         self._rest: set[bytes] = set()
+        self._claimed = [np.zeros(layer.count, bool) for layer in self._layers]
+        self._claimed_rest: set[bytes] = set()
         self.marked = 0  # add() calls' ids found (with repeats)
 
     def add(self, oids: Sequence[bytes]) -> list[bytes]:
@@ -70,4 +72,26 @@ class LiveSet:
         if self._rest and len(rest):
             found = id_list(ids[rest])
             out[rest] = [oid in self._rest for oid in found]
+        return out
+
+    def claim(self, ids: np.ndarray) -> np.ndarray:
+        """One bool per id of ``ids`` (``S32``, each once): live and not claimed by an
+        earlier call. gc claims the ids of the packs it keeps, then copies out of the
+        packs it repacks only what is still unclaimed (an object kept twice, say by a
+        repack that was killed before deleting the old packs, is not copied a third time)."""
+        out = np.zeros(len(ids), bool)
+        rest = np.arange(len(ids))
+        for layer, marks, claimed in zip(self._layers, self._marks, self._claimed, strict=True):
+            pos = layer.positions(ids[rest])
+            hit = pos >= 0
+            at = pos[hit]
+            out[rest[hit]] = marks[at] & ~claimed[at]
+            claimed[at] |= marks[at]
+            rest = rest[~hit]
+            if not len(rest):
+                return out
+        for j, oid in zip(rest.tolist(), id_list(ids[rest]), strict=True):
+            if oid in self._rest and oid not in self._claimed_rest:
+                self._claimed_rest.add(oid)
+                out[j] = True
         return out

@@ -390,6 +390,18 @@ class PackDB:
             total += layer.count
         return self._merge(absorb, loose)
 
+    def index_is_whole(self) -> bool:
+        """True if one multi-pack index covers every visible pack and no other index
+        file is there (what :meth:`rebuild_index` leaves)."""
+        self.refresh()
+        with self._lock:
+            return (
+                len(self._layers) <= 1
+                and not self._loose_packs
+                and not self._damaged_midx
+                and len(self._inodes) == len(self._layers)
+            )
+
     def rebuild_index(self) -> MultiIndex | None:
         """One multi-pack index over every visible pack (gc, repair); removes every
         other multi-pack index file. Sound indexes in force are merged as they are;

@@ -12,15 +12,18 @@ from modelvault.errors import IntegrityError, UnsupportedFormat
 
 __all__ = ["FORMAT_VERSION", "READABLE", "Config"]
 
-# 2: chunks may be stored with the float codec (codec 3); 1: codecs 0-2 only. A store of
-# format 1 is read as it is and becomes format 2 on its first write (Repository.writing),
-# so an older modelvault says "upgrade" instead of failing on a chunk it cannot decode.
-FORMAT_VERSION = 2
-READABLE = frozenset({1, 2})
+# 3: objects/packs/ may hold multi-pack index files (multi-<hex>.midx) and the store may
+# have an aliases/ folder (gc roots); 2: chunks may be stored with the float codec (codec
+# 3); 1: codecs 0-2 only. A store of format 1 or 2 is read as it is (its packs' own
+# indexes serve until a multi-pack index covers them) and becomes format 3 on its first
+# write (Repository.writing), so an older modelvault says "upgrade" instead of failing
+# on a chunk it cannot decode or running a gc that knows no aliases.
+FORMAT_VERSION = 3
+READABLE = frozenset({1, 2, 3})
 
 
 class Config:
-    """``config.json`` of one store: ``{"format": 2, "remotes": {...}}``."""
+    """``config.json`` of one store: ``{"format": 3, "remotes": {...}}``."""
 
     def __init__(self, path: Path, lock: Path) -> None:
         self.path = path

@@ -1,4 +1,5 @@
-"""A store written by format 1 stays readable, byte for byte, by every later version."""
+"""Stores written by formats 1, 2 and 3 stay readable, byte for byte, by every later
+version; older ones become the current format on their first write."""
 
 from __future__ import annotations
 
@@ -6,24 +7,37 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import modelvault
 from modelvault.core.objects import ModelObject
+from modelvault.odb.midx import MultiIndex
+from modelvault.odb.packs import MERGE_AT
+from modelvault.repo.config import FORMAT_VERSION
 
 GOLDEN = Path(__file__).parent.parent / "golden"
 V1_MODEL_ID = "4e5b4120da187fa57223a0b74e26dac3a78de256190e7f07bdaa7398aa5a5817"
 
 
-def _golden_files() -> dict[str, bytes]:
+def _maker() -> Any:
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("mkg", GOLDEN / "make_store_golden.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    files: dict[str, bytes] = module.golden_files()
+    return module
+
+
+def _golden_files() -> dict[str, bytes]:
+    files: dict[str, bytes] = _maker().golden_files()
+    return files
+
+
+def _small_files(i: int) -> dict[str, bytes]:
+    files: dict[str, bytes] = _maker().small_files(i)
     return files
 
 
@@ -82,6 +96,74 @@ def test_a_format_1_store_is_read_as_it_is_and_becomes_format_2_on_first_write(
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "w.bin").write_bytes(b"new" * 1000)
     golden_store.save(tmp_path / "m", "fresh")
-    assert _format(golden_store) == 2
+    assert _format(golden_store) == FORMAT_VERSION == 3
     assert golden_store.get("golden:v1").id == V1_MODEL_ID  # everything else as it was
-    assert _format(modelvault.Store(tmp_path / "new")) == 2
+    assert _format(modelvault.Store(tmp_path / "new")) == 3
+
+
+def test_a_format_2_store_is_read_as_it_is_and_becomes_format_3_on_first_write(
+    tmp_path: Path,
+) -> None:
+    """Format 2 wrote the same files as format 1 (float-codec chunks aside): its packs'
+    own indexes serve reads, nothing is written by reading, and the first write marks it
+    format 3 (multi-pack indexes, aliases), whose first merge covers the old packs too."""
+    dest = tmp_path / "store-v2"
+    shutil.copytree(GOLDEN / "store-v1", dest)
+    (dest / "config.json").write_text('{"format": 2}')
+    store = modelvault.Store(dest)
+    before = sorted(p.name for p in (dest / "objects" / "packs").iterdir())
+    assert store.get("golden:v1").open("config.json").read() == _golden_files()["config.json"]
+    assert store.verify().ok
+    assert (_format(store), sorted(p.name for p in (dest / "objects" / "packs").iterdir())) == (
+        2,
+        before,
+    )
+    for i in range(MERGE_AT):
+        (tmp_path / f"m{i}").mkdir()
+        (tmp_path / f"m{i}" / "w.bin").write_bytes(b"new %d" % i * 1000)
+        store.save(tmp_path / f"m{i}", f"fresh:v{i}")
+    assert _format(store) == 3
+    [midx] = (dest / "objects" / "packs").glob("multi-*.midx")
+    assert {p[:-4] for p in before if p.endswith(".idx")} <= MultiIndex(midx).pack_set
+    again = modelvault.Store(dest)
+    assert again.get("golden:v1").id == V1_MODEL_ID
+    assert again.verify().ok
+
+
+@pytest.fixture
+def golden_v3(tmp_path: Path) -> modelvault.Store:
+    dest = tmp_path / "store-v3"
+    shutil.copytree(GOLDEN / "store-v3", dest)
+    return modelvault.Store(dest)
+
+
+def test_golden_v3_reads_back_through_its_multi_pack_index(golden_v3: modelvault.Store) -> None:
+    """A format-3 store: a multi-pack index in force over most packs, an alias."""
+    assert _format(golden_v3) == 3
+    db = golden_v3.repo.objects
+    [layer] = db.layers()
+    assert layer.checksum_ok() and len(layer.packs) == 8
+    assert len(db.packs()) == 10  # two packs written after the merge: their own .idx
+    model = golden_v3.get("golden:v1")
+    for rel, data in _golden_files().items():
+        with model.open(rel) as f:
+            assert f.read() == data
+    assert golden_v3.get("golden@prod").tag == "golden:v1"
+    for i in range(1, 9):
+        with golden_v3.get(f"small:v{i}").open("w.bin") as f:
+            assert f.read() == _small_files(i)["w.bin"]
+    assert golden_v3.verify().ok
+    golden_v3.delete("small:v1")
+    golden_v3.gc()
+    assert len(list((golden_v3.path / "objects" / "packs").glob("multi-*.midx"))) == 1
+    again = modelvault.Store(golden_v3.path)
+    assert again.get("golden@prod").id == model.id
+    assert again.verify().ok
+
+
+def test_a_store_of_a_newer_format_is_refused(tmp_path: Path) -> None:
+    dest = tmp_path / "store-v4"
+    shutil.copytree(GOLDEN / "store-v3", dest)
+    (dest / "config.json").write_text('{"format": 4}')
+    with pytest.raises(modelvault.errors.UnsupportedFormat):
+        modelvault.Store(dest)
