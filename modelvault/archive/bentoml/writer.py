@@ -6,17 +6,18 @@ folders), in the PAX format BentoML's ``shutil.make_archive`` writes. It is writ
 one pass, straight from the stored chunks (no materialised folder, no temporary tar).
 
 Compression: xz preset :data:`PRESET` (0, liblzma's fastest), each :data:`XZ_BLOCK` of
-the tar compressed as an xz stream of its own on one of two threads, the streams
-concatenated in order. A file of concatenated xz streams is one valid ``.xz`` file
-(``xz -dc``, Python's ``lzma`` and so BentoML read it whole); preset 0 is several times
-faster than BentoML's default (6) on model weights, which barely compress at any preset
-(docs/bentoml.md).
+the tar compressed as an xz stream of its own on one of a few threads (one per CPU, 2 to
+8; liblzma releases the GIL), the streams concatenated in order. A file of concatenated
+xz streams is one valid ``.xz`` file (``xz -dc``, Python's ``lzma`` and so BentoML read
+it whole). Preset 0 is several times faster than BentoML's default (6) on model weights,
+which barely compress at any preset (docs/bentoml.md).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import lzma
+import os
 import tarfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -37,7 +38,7 @@ __all__ = ["PRESET", "SUFFIX", "XZ_BLOCK", "export_bentoml"]
 PRESET = 0
 XZ_BLOCK = 8 << 20  # tar bytes per xz stream (each compressed on a thread of its own)
 SUFFIX = ".bentomodel"
-_WORKERS = 2
+_WORKERS = max(2, min(os.cpu_count() or 2, 8))  # xz streams compressed at once
 _RECORD = tarfile.RECORDSIZE  # a tar ends on a multiple of this (20 blocks of 512)
 
 
