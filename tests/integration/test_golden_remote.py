@@ -68,3 +68,22 @@ def test_a_remote_of_a_newer_format_says_upgrade(tmp_path: Path) -> None:
         with pytest.raises(modelvault.UnsupportedFormat, match="upgrade modelvault") as exc:
             call()
         assert isinstance(exc.value, modelvault.RemoteError) and exc.value.found == 4
+
+
+def test_golden_remote_v3_reads_pulls_verifies_and_collects_nothing(tmp_path: Path) -> None:
+    """Format 3 (writers lock; refs may be deleted; remote aliases): golden:v1 and the
+    alias golden@prod naming it; a version deleted there and collected before."""
+    remote = Path(shutil.copytree(GOLDEN / "remote-v3", tmp_path / "remote"))
+    url = remote.as_uri()
+    store = modelvault.Store(tmp_path / "store")
+    assert store.list_remote(url) == [modelvault.Tag("golden", "v1")]
+    assert store.aliases_remote(url) == {"golden@prod": modelvault.Tag("golden", "v1")}
+    report = store.verify_remote(url)
+    assert report.ok and report.objects_checked > 0, report
+    store.pull("golden@prod", url)
+    assert store.get("golden:v1").id == V1_MODEL_ID
+    assert store.aliases() == {"golden@prod": modelvault.Tag("golden", "v1")}
+    assert store.gc_remote(url) == 0
+    with pytest.raises(modelvault.ModelExists, match="golden@prod"):
+        store.delete_remote("golden:v1", url)
+    assert _marker(remote) == 3
