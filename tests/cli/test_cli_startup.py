@@ -60,3 +60,43 @@ def test_shell_completion_lists_commands_and_tags(
     assert "resnet" in mv(env=env).stdout.split()
     env.update(COMP_WORDS="mv get resnet:", COMP_CWORD="2")
     assert "resnet:v1" in mv(env=env).stdout
+
+
+FALLBACK = """
+import sys
+from modelvault.cli import _coerce, main
+# as on a typer release without the internals the shim patches: install() does nothing
+_coerce.install = lambda: False
+code = main(sys.argv[1:])
+sys.stderr.write(f"typer coerced: {'pydantic' in sys.modules}")  # its own path imports it
+sys.exit(code)
+"""
+
+
+def test_without_typers_internal_the_cli_still_works(
+    cli_env: dict[str, str], mv: Run, model_dir: Path, tmp_path: Path
+) -> None:
+    """The shim is an optimisation: when a typer release lacks what it patches, typer's own
+    coercion runs and every parameter kind `mv` uses still parses (docs/cli.md)."""
+    assert mv("save", str(model_dir), "fb:v1", "-q").returncode == 0
+    cases = [
+        (("list", "-o", "json"), '"tag": "fb:v1"'),  # an Enum option
+        (("get", "fb:v1", "-o", "json"), '"name": "fb"'),
+        (("--store", cli_env["MODELVAULT_HOME"], "list"), "fb:v1"),  # a Path option
+        (("save", str(model_dir), "fb:v2", "--label", "a=b", "-q"), ""),  # list[str], bool
+    ]
+    for args, expected in cases:
+        out = subprocess.run(
+            [sys.executable, "-c", FALLBACK, *args],
+            env=cli_env,
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+        )
+        assert out.returncode == 0, (args, out.stderr)
+        assert expected in out.stdout, (args, out.stdout)
+        assert out.stderr.endswith("typer coerced: True"), out.stderr
+    bad = subprocess.run(
+        [sys.executable, "-c", FALLBACK, "list", "-o", "xml"], env=cli_env, capture_output=True
+    )
+    assert bad.returncode == 2  # a bad choice is still a usage error
