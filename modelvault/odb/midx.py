@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     import numpy as np
 
 __all__ = [
+    "GROUP",
     "MIDX_PREFIX",
     "MIDX_SUFFIX",
     "MultiIndex",
@@ -60,6 +61,7 @@ __all__ = [
 MIDX_PREFIX = "multi-"
 MIDX_SUFFIX = ".midx"
 _HASH_BLOCK = 4 * 1024 * 1024
+GROUP = 1 << 20  # a merge reads at most about this many .idx entries into memory at once
 
 
 def id_list(ids: np.ndarray) -> list[bytes]:
@@ -252,14 +254,22 @@ class _Source:
 
 
 def write_midx(
-    pack_dir: Path, tmp_dir: Path, layers: Iterable[MultiIndex], packs: Iterable[str]
+    pack_dir: Path,
+    tmp_dir: Path,
+    layers: Iterable[MultiIndex],
+    packs: Iterable[str],
+    *,
+    hidden: bool = False,
 ) -> MultiIndex | None:
     """Merge ``layers`` and the ``.idx`` files of ``packs`` into one new multi-pack index
     (written under a temporary name, fsync'd, renamed into ``pack_dir``); returns it
     opened, or None when there is nothing to cover.
 
     Packs whose ``.idx`` is missing or damaged are left out (they stay uncovered, and
-    their readers report them). Memory: one fan-out bucket of every input at a time.
+    their readers report them). Memory: the ``.idx`` files of ``packs`` (callers pass a
+    bounded group: :data:`GROUP`), and one fan-out bucket of every input at a time.
+    With ``hidden`` the index stays under its temporary name in ``tmp_dir`` (a step of a
+    larger merge; the caller removes it).
     """
     import numpy as np
 
@@ -315,6 +325,8 @@ def write_midx(
             os.close(fd)
         tmp.unlink(missing_ok=True)
         raise
+    if hidden:
+        return MultiIndex(tmp)
     final = pack_dir / _midx_name(digest)
     _fsutil.rename_into(tmp, final)
     return MultiIndex(final)

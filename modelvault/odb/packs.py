@@ -33,13 +33,21 @@ from modelvault.core.chunking import Source
 from modelvault.core.hashing import ObjType, object_id
 from modelvault.core.packfmt import (
     FILE_HEADER,
+    IDX_ENTRY,
     RECORD_HEADER,
     Entry,
     PackFormatError,
     decode_index,
 )
 from modelvault.errors import IntegrityError
-from modelvault.odb.midx import MultiIndex, id_list, idx_array, is_midx_name, write_midx
+from modelvault.odb.midx import (
+    GROUP,
+    MultiIndex,
+    id_list,
+    idx_array,
+    is_midx_name,
+    write_midx,
+)
 from modelvault.odb.writer import (
     PACK_TARGET,
     PackBuilder,
@@ -369,17 +377,18 @@ class PackDB:
         return out
 
     # -- merging ---------------------------------------------------------------
-    def maybe_merge(self, at: int = MERGE_AT) -> MultiIndex | None:
+    def maybe_merge(self, at: int | None = None) -> MultiIndex | None:
         """Merge the packs no multi-pack index covers into a new one when there are
-        ``at`` or more, together with the smaller indexes in force (each at most twice
-        what is merged so far, smallest first: geometric, so a commit rarely rewrites
-        the large ones). Returns the new index, or None when it was not yet time."""
+        ``at`` (:data:`MERGE_AT`) or more, together with the smaller indexes in force
+        (each at most twice what is merged so far, smallest first: geometric, so a
+        commit rarely rewrites the large ones). Returns the new index, or None when it
+        was not yet time."""
         self.refresh()
         with self._lock:
             loose = set(self._loose_packs)
             loose_n = len(self._loose)
             layers = sorted(self._layers, key=lambda m: m.count)
-        if len(loose) < at:
+        if len(loose) < (MERGE_AT if at is None else at):
             return None
         absorb: list[MultiIndex] = []
         total = loose_n
@@ -421,10 +430,25 @@ class PackDB:
                 sound.append(layer)
             else:
                 loose |= layer.pack_set
+        steps: list[MultiIndex] = []  # many uncovered packs: merged a group at a time
         try:
-            new = write_midx(self.pack_dir, self.tmp_dir, sound, loose)
+            group: list[str] = []
+            size = 0
+            for name in sorted(loose):
+                with contextlib.suppress(FileNotFoundError):
+                    size += (self.pack_dir / f"{name}.idx").stat().st_size // IDX_ENTRY.size
+                group.append(name)
+                if size >= GROUP:
+                    step = write_midx(self.pack_dir, self.tmp_dir, [], group, hidden=True)
+                    steps += [step] if step is not None else []
+                    group, size = [], 0
+            new = write_midx(self.pack_dir, self.tmp_dir, sound + steps, group)
         except FileNotFoundError:  # gc swept our temporary (a merge outside the lock)
             return None
+        finally:
+            for step in steps:
+                step.close()
+                step.path.unlink(missing_ok=True)
         covered = new.pack_set if new is not None else frozenset()
         on_disk = {n[:-4] for n in os.listdir(self.pack_dir) if n.endswith(".idx")}
         for name in os.listdir(self.pack_dir):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from modelvault.core import codec
 from modelvault.core.hashing import ObjType, object_id
 from modelvault.core.packfmt import MIDX_HEADER, PackFormatError, midx_layout
 from modelvault.odb import PackDB
+from modelvault.odb import packs as packs_mod
 from modelvault.odb.midx import MultiIndex, id_list, write_midx
 from modelvault.odb.packs import MERGE_AT, Record
 
@@ -165,3 +167,31 @@ def test_a_midx_of_a_wrong_shape_is_refused(tmp_path: Path) -> None:
     bad.write_bytes(data)
     with pytest.raises(PackFormatError, match="fan-out"):
         MultiIndex(bad)
+
+
+def test_a_merge_of_many_packs_reads_their_indexes_a_group_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Converting a large format-2 store: the uncovered packs are merged in groups into
+    hidden steps (bounded memory), then the steps into one index; no step is left."""
+    db = PackDB(tmp_path / "objects")
+    monkeypatch.setattr(packs_mod, "MERGE_AT", 10**6)  # no merge at commit
+    recs = _fill(db, 12, per=20)
+    assert _midx_files(db) == []
+    monkeypatch.setattr(packs_mod, "GROUP", 50)
+    steps = []
+    real = packs_mod.write_midx
+
+    def spy(*args: Any, **kw: Any) -> Any:
+        out = real(*args, **kw)
+        steps.append(kw.get("hidden", False))
+        return out
+
+    monkeypatch.setattr(packs_mod, "write_midx", spy)
+    layer = db.rebuild_index()
+    assert steps.count(True) == 4 and steps[-1] is False  # 3 packs (60 entries) a step
+    assert layer is not None and layer.count == len(recs) and len(layer.packs) == 12
+    assert list(db.tmp_dir.iterdir()) == []
+    fresh = PackDB(tmp_path / "objects")
+    assert fresh.entries([r[1] for r in recs]) == [fresh.entry(r[1]) for r in recs]
+    assert all(fresh.entry(r[1]) is not None for r in recs)
