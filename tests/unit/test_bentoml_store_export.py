@@ -61,11 +61,18 @@ def test_new_versions_are_picked_up_and_the_default_home(
     steps = []
     got = store.import_bentoml_store(step=steps.append)
     assert sorted(str(m.tag) for m in got) == sorted(t for t in EXPECTED if "pick" in t)
-    assert [(s.index, s.total, s.imported) for s in steps] == [
-        (1, 3, True),
-        (2, 3, True),
-        (3, 3, False),
+    created = {t: dt.datetime.fromisoformat(EXPECTED[t]["creation_time"]) for t in EXPECTED}
+    picks = sorted((t for t in EXPECTED if "pick" in t), key=created.__getitem__)
+    assert [(s.index, s.total, s.tag, s.imported) for s in steps] == [
+        (1, 3, picks[0], True),  # the versions of a name oldest first
+        (2, 3, picks[1], True),
+        (3, 3, f"bento_sk:{got_sk_version(models)}", False),
     ]
+
+
+def got_sk_version(models: Path) -> str:
+    (folder,) = (models / "bento_sk").glob("*/")
+    return folder.name
 
 
 def test_no_bentoml_store_there(tmp_path: Path) -> None:
@@ -191,3 +198,23 @@ def test_cli_migrates_a_store_and_exports_for_bentoml(
     assert _members(str(exported))["./saved_model.pkl"] is not None
     bad = subprocess.run([mv, "import"], env=env, capture_output=True, text=True)
     assert bad.returncode != 0 and "needs SRC" in bad.stderr
+
+
+def test_versions_are_imported_oldest_first_whatever_their_names(
+    tmp_path: Path, bentoml_home: Path
+) -> None:
+    """A version whose name sorts first but which BentoML made later comes second, so
+    each version is saved beside the one before it."""
+    (real,) = (bentoml_home / "models" / "bento_sk").glob("*/")
+    later = real.parent / "0000000000000000"
+    shutil.copytree(real, later)
+    text = (later / "model.yaml").read_text()
+    text = text.replace(f"version: {real.name}", "version: '0000000000000000'")
+    text = text.replace("creation_time: '2", "creation_time: '3")  # a thousand years on
+    (later / "model.yaml").write_text(text)
+    steps = []
+    store = modelvault.Store(tmp_path / "s")
+    store.import_bentoml_store(bentoml_home / "models", step=steps.append)
+    sk = [s.tag for s in steps if s.tag.startswith("bento_sk:")]
+    assert sk == [f"bento_sk:{real.name}", "bento_sk:0000000000000000"]
+    assert store.get("bento_sk").tag.version == "0000000000000000"  # latest: the newest

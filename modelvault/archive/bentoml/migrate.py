@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from modelvault.archive.bentoml.info import MODEL_YAML
+from modelvault.archive.bentoml.info import MAX_YAML_BYTES, MODEL_YAML, parse_model_yaml
 from modelvault.archive.bentoml.reader import import_bentoml_folder
 from modelvault.errors import ArchiveError, NotFound, PathNotFound
 from modelvault.refs import RefValue
@@ -46,7 +46,7 @@ def bentoml_models_home(path: str | os.PathLike[str] | None = None) -> Path:
 
 
 def find_versions(root: Path) -> list[Path]:
-    """Every ``<name>/<version>/`` folder holding a ``model.yaml``, oldest name first.
+    """Every ``<name>/<version>/`` folder holding a ``model.yaml``, by name and version.
 
     Raises:
         PathNotFound: ``root`` is not a folder.
@@ -62,6 +62,17 @@ def find_versions(root: Path) -> list[Path]:
             if version.is_dir() and not version.is_symlink() and (version / MODEL_YAML).is_file():
                 found.append(version)
     return found
+
+
+def _created(folder: Path) -> tuple[str, int]:
+    """Sort key: the versions of a name oldest first (as BentoML saved them), so each is
+    saved beside the one before (``ingest.Parent``); an unreadable model.yaml sorts first
+    (its import then says what is wrong)."""
+    try:
+        info = parse_model_yaml((folder / MODEL_YAML).read_bytes()[: MAX_YAML_BYTES + 1])
+    except (ArchiveError, OSError):
+        return folder.parent.name, -1
+    return folder.parent.name, info.creation_time
 
 
 def _held(repo: Repository, folder: Path) -> bool:
@@ -93,7 +104,7 @@ def import_bentoml_store(
             versions imported before it stay, and a second run skips them).
         ModelExists: a tag the store holds already holds another model.
     """
-    versions = find_versions(bentoml_models_home(path))
+    versions = sorted(find_versions(bentoml_models_home(path)), key=_created)
     done: list[RefValue] = []
     for i, folder in enumerate(versions, 1):
         imported = False

@@ -246,7 +246,7 @@ class _Model:
                 self.learn_parent(parse_model_yaml(self.yaml))
             return
         budget.claim(name, size)
-        path = self.staging / "member"
+        path = self.staging / f"member{Path(parts[-1]).suffix}"  # (ingest reads suffixes)
         try:
             with open(path, "wb") as out:
                 left = size
