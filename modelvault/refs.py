@@ -162,8 +162,9 @@ class RefStore:
             NotFound: no such ref.
             IntegrityError: the ref file is damaged.
         """
-        try:
-            data = self._path(tag).read_bytes()
+        try:  # plain strings and one open/read: listing 10,000 tags reads 10,000 files
+            with open(os.path.join(self.root, tag.name, str(tag.version)), "rb") as f:
+                data = f.read(MAX_REF_BYTES + 1)
         except (FileNotFoundError, NotADirectoryError):
             raise NotFound(
                 f"model {tag} not found: `mv list {tag.name}` shows the versions stored"
@@ -242,9 +243,8 @@ class RefStore:
 
     def _tags(self, name: str) -> list[Tag]:
         """The tags of the ref files of ``name`` (files whose names no tag has are not refs)."""
-        folder = self.root / name
         try:
-            files = [p.name for p in folder.iterdir() if not p.name.startswith(".")]
+            files = [f for f in os.listdir(os.path.join(self.root, name)) if f[:1] != "."]
         except (FileNotFoundError, NotADirectoryError):
             return []
         tags = []
