@@ -134,6 +134,10 @@ CASES: dict[str, tuple[Callable[[], bytes], str]] = {
         lambda: _absurd_size(),
         "claims .* bytes, more than",
     ),
+    "huge pax header": (
+        lambda: _huge_pax_header(),
+        "extended tar header",
+    ),
     "decompression bomb": (
         lambda: tar_xz([(_info("./zeros.bin", BOMB), BOMB)]),
         "decompression bomb",
@@ -231,6 +235,14 @@ def _absurd_size() -> bytes:
         info = _info("./huge.bin", b"", pax_headers={"size": str(1 << 50)})
         tar.addfile(info)
     return lzma.compress(raw.getvalue())
+
+
+def _huge_pax_header() -> bytes:
+    """A PAX header block claiming 64 GiB of zeros (that tarfile would read into memory)."""
+    header = _info("././@PaxHeader", type=tarfile.XHDTYPE)
+    header.size = 64 << 30
+    raw = header.tobuf(tarfile.GNU_FORMAT, "utf-8", "strict") + b"\0" * (4 << 20)
+    return lzma.compress(raw)
 
 
 def _billion_laughs() -> bytes:

@@ -18,8 +18,9 @@ published: any error leaves the store as it was (the packs stay hidden until com
 Hostile input raises ArchiveError: member names that are absolute or climb out (``..``),
 links (symbolic or hard), devices and other special files, a member that claims more
 bytes than the store's disk has free, decompression beyond :data:`MAX_EXPANSION` times the
-bytes read (plus :data:`EXPANSION_SLACK`), more than :data:`MAX_MEMBERS` members, and a
-missing or malformed ``model.yaml``.
+bytes read (plus :data:`EXPANSION_SLACK`), more than :data:`MAX_MEMBERS` members, a PAX
+or GNU long-name header over :data:`MAX_HEADER` bytes, and a missing or malformed
+``model.yaml``.
 """
 
 from __future__ import annotations
@@ -434,11 +435,37 @@ def _decompressed(source: _Counting, kind: str) -> Any:
     return source
 
 
+MAX_HEADER = 1 << 20  # bytes of one PAX or GNU long-name header (tarfile reads it whole)
+_BIG_HEADERS = (
+    tarfile.XHDTYPE,
+    tarfile.XGLTYPE,
+    tarfile.SOLARIS_XHDTYPE,
+    tarfile.GNUTYPE_LONGNAME,
+    tarfile.GNUTYPE_LONGLINK,
+)
+
+
+class _CheckedTarInfo(tarfile.TarInfo):
+    """Refuses a PAX or GNU long-name header larger than :data:`MAX_HEADER` before
+    tarfile reads it into memory (a decompression bomb could make it gigabytes)."""
+
+    def _proc_member(self, tar: tarfile.TarFile) -> tarfile.TarInfo:
+        if self.type in _BIG_HEADERS and self.size > MAX_HEADER:
+            raise ArchiveError(
+                f"archive has a {self.size}-byte extended tar header (at most {MAX_HEADER}): "
+                "refused"
+            )
+        return super()._proc_member(tar)  # type: ignore[misc,no-any-return]
+
+
 def _import_tar(model: _Model, f: IO[bytes], kind: str, progress: Progress | None) -> None:
     source = _Counting(f, progress)
     budget = _Budget(source, model.staging)
     try:
-        with _decompressed(source, kind) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+        with (
+            _decompressed(source, kind) as stream,
+            tarfile.open(fileobj=stream, mode="r|", tarinfo=_CheckedTarInfo) as tar,
+        ):
             for member in tar:
                 _tar_member(model, tar, member, budget)
             while block := stream.read(_BLOCK):  # the padding after the tar's end: to the
