@@ -269,9 +269,8 @@ def main(argv: list[str]) -> int:
     results["rows"] = rows
 
     base = {r["op"]: r for r in rows if r["store"] == "empty"}
-    print(
-        f"| store | op | wall s | op s | peak RSS MiB | +RSS MiB | +wall ms |  ({results['code']})"
-    )
+    print(f"code: {results['code']}")
+    print("| store | op | wall s | op s | peak RSS MiB | +RSS MiB | +wall ms |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         b = base.get(r["op"])
