@@ -422,7 +422,8 @@ class Store:
 
     @_space_checked("importing {0}")
     def import_model(self, src: ArchiveSource, *, progress: Progress | None = None) -> Model:
-        """Import a ``.bentomodel`` archive; see modelvault.archive."""
+        """Import a ``.bentomodel`` archive, modelvault's own or any format BentoML's
+        ``models export`` writes (told apart by content); see modelvault.archive."""
         from modelvault.archive import import_model
 
         return Model(self.repo, import_model(self.repo, src, progress=progress))
