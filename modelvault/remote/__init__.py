@@ -11,6 +11,8 @@
                    cached indexes (keys from modelvault.repo.layout)
     sync.py        push, pull, list_remote on a Repository and a remote's (url, options),
                    from push.py, pull.py and session.py (what both share)
+    locks.py       lock files on the remote: shared for push, exclusive for remote gc
+    maintenance.py delete_remote, gc_remote, verify_remote
 
 The only package importing fsspec (in transport.py). Remote names (configured remotes,
 ``$MODELVAULT_REMOTE``, ``origin``) are resolved above this package, by the façade

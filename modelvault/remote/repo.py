@@ -3,14 +3,19 @@
 Layout under the remote's URL prefix (docs/format.md section 11 is normative; the keys
 are made by :mod:`modelvault.repo.layout`, the one place for local paths and remote keys)::
 
-    <prefix>/modelvault.json            {"format": 1}, written create-only by the first push
+    <prefix>/modelvault.json            {"format": 3}, written create-only by the first push
     <prefix>/packs/<hex>.pack           same bytes as a local pack; <hex> = BLAKE3 of the file
     <prefix>/packs/<hex>.idx            its index; a pack without its index is invisible
     <prefix>/refs/<name>/<version>      {"model": "<hex id>", "created": <µs>}, create-only
+    <prefix>/aliases/<name>/<alias>     a remote alias (modelvault.remote.aliases)
+    <prefix>/locks/<id>                 push and remote gc locks (modelvault.remote.locks)
 
-Packs, indexes and refs never change once written, so the local cache under
-``<store>/remotes/<key>/`` (a copy of every index and ref seen) never goes stale: a
-refresh lists ``packs/`` (one request per 1000 packs) and fetches only new indexes.
+Packs and indexes never change once written, so the local cache under
+``<store>/remotes/<key>/`` (a copy of every index and ref seen) keeps indexes until their
+pack leaves the remote (remote gc): a refresh lists ``packs/`` (one request per 1000
+packs) and fetches only new indexes. Refs never change but may be deleted
+(``delete_remote``): a cached ref serves only a listing that shows its key with the
+modification time the copy was read at.
 A ref's ``created``, ``module`` and ``size`` are only what the remote says: a pull
 takes them from the model object instead, and keeps what it read under ``checked/``.
 """
@@ -174,19 +179,25 @@ class RemoteRepo:
         return True
 
     # -- refs --------------------------------------------------------------------
-    def read_ref(self, tag: Tag, *, listed: bool = False) -> RefValue | None:
+    def read_ref(
+        self, tag: Tag, *, listed: bool = False, stamp: float | None = None
+    ) -> RefValue | None:
         """The ref of an exact ``name:version`` on the remote, or None.
 
         Refs can be deleted (``delete_remote``), so the local copy serves only a tag
-        the caller has just seen ``listed`` on the remote; otherwise the remote is read.
+        the caller has just seen ``listed`` on the remote, and only if the listing's
+        modification time ``stamp`` (when the backend gives one) is the one the copy was
+        made from (a version deleted and pushed again is read again); otherwise the
+        remote is read.
 
         Raises:
             IntegrityError: the remote's ref is damaged.
         """
         cached = self.cache / REFS / tag.name / str(tag.version)
         if listed:
-            with contextlib.suppress(FileNotFoundError, IsADirectoryError, IntegrityError):
-                return decode_ref(tag, cached.read_bytes(), str(cached))  # damaged: read again
+            with contextlib.suppress(OSError, IntegrityError):
+                if stamp is None or cached.stat().st_mtime == stamp:
+                    return decode_ref(tag, cached.read_bytes(), str(cached))  # damaged: again
         try:
             data = self.t.get(ref_key(tag))
         except NotFound:
@@ -195,6 +206,9 @@ class RemoteRepo:
         value = decode_ref(tag, data, f"{self.url}/{ref_key(tag)}")
         cached.parent.mkdir(parents=True, exist_ok=True)
         _fsutil.atomic_write(cached, value.encode())
+        if stamp is not None:  # the listing's time of the key this copy was read from
+            with contextlib.suppress(OSError):
+                os.utime(cached, (stamp, stamp))
         return value
 
     def forget_ref(self, tag: Tag) -> None:
@@ -208,16 +222,21 @@ class RemoteRepo:
 
     def tags(self, name: str | None = None) -> list[Tag]:
         """Every tag the remote holds (of ``name``), in no particular order."""
+        return list(self._listed(name))
+
+    def _listed(self, name: str | None) -> dict[Tag, float | None]:
+        """The remote's tags (of ``name``) with their refs' modification times (None
+        where the backend lists none): one listing."""
         prefix = f"{REFS}/{name}" if name else REFS
-        out = []
-        for key in self.t.list(prefix):
+        out: dict[Tag, float | None] = {}
+        for key, stamp in self.t.list_times(prefix).items():
             parts = key.split("/")
             if len(parts) != 3:
                 continue
             with contextlib.suppress(InvalidTag):
                 tag = Tag(parts[1], parts[2])
                 if not tag.is_latest and str(tag) == f"{parts[1]}:{parts[2]}":
-                    out.append(tag)
+                    out[tag] = stamp
         return out
 
     def refs(
@@ -231,7 +250,8 @@ class RemoteRepo:
         Raises:
             IntegrityError: a ref is damaged (unless ``damaged`` collects its tag).
         """
-        tags = self.tags(name)
+        stamps = self._listed(name)
+        tags = list(stamps)
         listed = {(t.name, str(t.version)) for t in tags}
         top = self.cache / REFS
         for path in (top / name).glob("*") if name else top.glob("*/*"):
@@ -241,7 +261,7 @@ class RemoteRepo:
 
         def read(tag: Tag) -> RefValue | Tag | None:
             try:
-                return self.read_ref(tag, listed=not fresh)
+                return self.read_ref(tag, listed=not fresh, stamp=stamps[tag])
             except IntegrityError:
                 if damaged is None:
                     raise

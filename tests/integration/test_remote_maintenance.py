@@ -287,3 +287,24 @@ def test_verify_remote_reports_missing_packs_and_refs(
     assert {str(x) for x in report.broken_tags} == {"clf:v1", "clf:v2", "clf:v9"}  # (shared)
     assert "refs/clf/v9" in report.damaged_files
     assert "broken" in report.broken_aliases["clf@prod"]
+
+
+def test_a_version_deleted_and_pushed_again_is_listed_anew_everywhere(
+    tmp_path: Path, remote: dict[str, Any]
+) -> None:
+    """Refs may now be deleted, so a store's copy of a listed ref serves only while the
+    listing gives the key the time the copy was read at."""
+    import time
+
+    store = _pushed(tmp_path, remote, versions=1)
+    other = _store(tmp_path, "other", remote)
+    other.pull("clf")
+    first = other.get("clf:v1").id
+    store.delete_remote("clf:v1")
+    time.sleep(1.1)  # S3 stamps whole seconds
+    second = _store(tmp_path, "second", remote)
+    second.save(_model(tmp_path / "again", b"", 99), "clf:v1")
+    second.push("clf:v1")
+    other.delete("clf:v1")
+    other.pull("clf")  # latest: chosen from the listing, the refs read again
+    assert other.get("clf:v1").id == second.get("clf:v1").id != first
