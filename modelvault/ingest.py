@@ -30,6 +30,7 @@ from modelvault.core import codec
 from modelvault.core.chunking import (
     LEAD,
     MAX_SIZE,
+    MIN_SIZE,
     Known,
     Piece,
     Source,
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
     from concurrent.futures import Future
 
 _BATCH = 32  # chunks per add_prepared_many call
+SMALL_FILE = MIN_SIZE  # smaller files are one chunk: stored without the chunk pipeline
 FOLLOW_STEP = 16 * 1024 * 1024  # bytes mapped per step of _follow
 _FOLLOW_TRIAL = 2 * FOLLOW_STEP  # _follow goes at least this far before giving up
 _WINDOW = 3  # cut segments waiting to be appended: bounds memory to ~(_WINDOW + 2) segments
@@ -427,12 +429,16 @@ class Ingester:
     def close(self) -> None:
         self._pipeline.close()
 
-    def store_file(self, path: Path, rel: tuple[str, ...] = ()) -> tuple[bytes, int]:
-        """Store one regular file (at ``rel`` in the model's tree); returns (file object
-        id, size)."""
-        st = _stat_followed(path)
+    def store_file(
+        self, path: Path, rel: tuple[str, ...] = (), st: os.stat_result | None = None
+    ) -> tuple[bytes, int]:
+        """Store one regular file (at ``rel`` in the model's tree; ``st``: its stat, if
+        the caller has it); returns (file object id, size)."""
+        st = _stat_followed(path) if st is None else st
         if st.st_size == 0:
             fobj = FileObject(0, [])
+        elif st.st_size < SMALL_FILE:
+            fobj = self._store_small(path, st.st_size)
         else:
             known = self.parent.known(rel) if self.parent and rel else None
             try:
@@ -446,6 +452,19 @@ class Ingester:
         if fobj.size != st.st_size:
             raise InvalidInput(f"{path} changed size while it was being saved")
         return self.writer.add(ObjType.FILE, fobj.encode(), probe=False), fobj.size
+
+    def _store_small(self, path: Path, size: int) -> FileObject:
+        """A file smaller than the chunker's minimum is one chunk whatever its bytes (the
+        same id the chunker would give it): read it in one call and store that chunk here,
+        without the chunk pipeline's per-file set-up (a folder of 100,000 small files)."""
+        with open(path, "rb", buffering=0) as f:
+            data = f.read(size + 1)
+        if len(data) != size:
+            raise InvalidInput(f"{path} changed size while it was being saved")
+        oid = self.writer.add(ObjType.CHUNK, data)
+        if self.progress:
+            self.progress(size)
+        return FileObject(size, [(oid, size)])
 
     def store_bytes(self, data: bytes) -> bytes:
         """Store an in-memory buffer as a file object; returns its id."""
@@ -491,7 +510,7 @@ class Ingester:
             return TreeEntry(name, KIND_TREE, oid, size)
         if not stat.S_ISREG(st.st_mode):
             raise InvalidInput(f"{path} is neither a regular file nor a folder")
-        oid, size = self.store_file(path, rel)
+        oid, size = self.store_file(path, rel, st)
         kind = KIND_EXEC if st.st_mode & stat.S_IXUSR else KIND_FILE
         return TreeEntry(name, kind, oid, size)
 
