@@ -174,12 +174,14 @@ class PackDB:
             except IntegrityError as exc:  # the store still opens; verify reports it
                 damaged[name] = str(exc)
         with self._lock:
-            if not keep:
-                self._loose, self._loose_packs = {}, set()
+            loose = self._loose if keep else {}  # a new dict is filled, then swapped in:
+            loose_packs = self._loose_packs if keep else set()  # lookups never see it half
             for name, entries in loaded.items():
-                self._loose.update(entries)
-                self._loose_packs.add(name)
+                loose.update(entries)
+                loose_packs.add(name)
+            # (the layers first: an id moving from the dict into a new layer stays found)
             self._layers = tuple(sorted(chosen, key=lambda m: -m.count))
+            self._loose, self._loose_packs = loose, loose_packs
             self._opened = opened
             self._on_disk = names
             self._inodes = inodes
@@ -562,7 +564,8 @@ class PackDB:
 
     # -- maintenance -----------------------------------------------------------
     def stored_bytes(self) -> int:
-        """Bytes the visible packs and their indexes take on disk."""
+        """Bytes the visible packs and their indexes take on disk (not the multi-pack
+        indexes: derived from those, ~56 bytes an object, rewritten by merges and gc)."""
         total = 0
         for name in self.packs():
             for ext in (".pack", ".idx"):
