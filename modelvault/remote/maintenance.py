@@ -544,6 +544,17 @@ def _repack(
 
 
 @dataclass
+class _Checked:
+    """What checking one span found (see ``verify_remote``)."""
+
+    trailing: bool = False
+    headers: list[tuple[int, bytes]] = field(default_factory=list)
+    bad: list[bytes] = field(default_factory=list)
+    sound: list[tuple[bytes, int]] = field(default_factory=list)
+    meta: dict[bytes, bytes] = field(default_factory=dict)
+
+
+@dataclass
 class _PackCheck:
     headers: list[tuple[int, bytes]] = field(default_factory=list)  # (offset, header)
     bad: list[bytes] = field(default_factory=list)
@@ -584,43 +595,48 @@ def verify_remote(
     corrupt: set[bytes] = set()
     done_objects = done_bytes = 0
 
-    def read(span: _Span) -> bytes | None:
+    def check_span(span: _Span) -> _Checked | None:
+        """Read one span and check it (in a worker: zstd and BLAKE3 release the GIL)."""
         start = 0 if span.start == FILE_HEADER.size else span.start
-        extra = 1 if span.end == ends[span.pack] else 0  # one byte past: trailing junk?
+        at_end = span.end == ends[span.pack]
+        extra = 1 if at_end else 0  # one byte past the last record: trailing junk?
         try:
             (data,) = r.t.get_ranges(pack_key(span.pack), [(start, span.end - start + extra)])
         except NotFound:
             return None
-        return data
+        out = _Checked(trailing=at_end and len(data) > span.end - start)
+        if start == 0:
+            out.headers.append((0, bytes(data[: FILE_HEADER.size])))
+        view = memoryview(data)
+        for oid, e in span.items:
+            h0 = e.offset - RECORD_HEADER.size - start
+            out.headers.append((e.offset, bytes(view[h0 : h0 + RECORD_HEADER.size])))
+            payload = view[e.offset - start : e.offset - start + e.stored_len]
+            try:
+                raw = verify_payload(oid, e, payload, None)  # type: ignore[arg-type]
+            except IntegrityError:
+                out.bad.append(oid)
+                continue
+            out.sound.append((oid, e.stored_len))
+            if e.kind != ObjType.CHUNK:
+                out.meta[oid] = bytes(raw)
+        return out
 
     spans = _spans(items, gap=0)
     with ThreadPoolExecutor(s.jobs, thread_name_prefix="modelvault-rverify") as pool:
-        for span, data in ordered_map(pool, read, spans, s.jobs + 2):
+        for span, got in ordered_map(pool, check_span, spans, s.jobs + 2):
             check = checks[span.pack]
-            if data is None:
+            if got is None:
                 check.gone = True
                 continue
-            start = 0 if span.start == FILE_HEADER.size else span.start
-            if start == 0:
-                check.headers.append((0, bytes(data[: FILE_HEADER.size])))
-            if span.end == ends[span.pack] and len(data) > span.end - start:
-                check.trailing = True
-            view = memoryview(data)
-            for oid, e in span.items:
-                h0 = e.offset - RECORD_HEADER.size - start
-                check.headers.append((e.offset, bytes(view[h0 : h0 + RECORD_HEADER.size])))
-                payload = view[e.offset - start : e.offset - start + e.stored_len]
-                try:
-                    raw = verify_payload(oid, e, payload, None)  # type: ignore[arg-type]
-                except IntegrityError:
-                    check.bad.append(oid)
-                    corrupt.add(oid)
-                    continue
-                sound.add(oid)
-                if e.kind != ObjType.CHUNK:
-                    meta[oid] = bytes(raw)
-                done_objects += 1
-                done_bytes += e.stored_len
+            check.headers += got.headers
+            check.trailing |= got.trailing
+            check.bad += got.bad
+            corrupt.update(got.bad)
+            sound.update(oid for oid, _ in got.sound)
+            meta.update(got.meta)
+            done_objects += len(got.sound)
+            done_bytes += sum(n for _, n in got.sound)
             report.objects_checked += len(span.items)
             report.bytes_checked += span.end - span.start
             if progress is not None:
@@ -628,10 +644,12 @@ def verify_remote(
                     RemoteProgress("verifying", done_objects, done_bytes, len(items), total_bytes)
                 )
     for name, check in checks.items():
+        if check.gone and not r.t.exists(index_key(name)):
+            continue  # removed whole (by a remote gc) since the listing: not damage
         why = _pack_damage(name, packs[name], check)
         if why is not None:
             report.damaged_files[pack_key(name)] = why
-            if check.gone and r.t.exists(index_key(name)):
+            if check.gone:
                 corrupt.update(packs[name])
     _verify_tags(r, report, meta, sound, corrupt)
     report.corrupt = sorted(c.hex() for c in corrupt)
