@@ -28,7 +28,7 @@ from modelvault.errors import ArchiveError
 
 GOLDEN = Path(__file__).parent.parent / "golden" / "bentoml"
 FUZZ = settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 XZ = (GOLDEN / "bento_pick.bentomodel").read_bytes()
 TAR = lzma.decompress(XZ)
