@@ -302,6 +302,16 @@ def test_too_many_members(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert store.list() == []
 
 
+def test_long_and_odd_member_names_import(tmp_path: Path) -> None:
+    long = "x." + "y" * 250  # a 252-byte name whose suffix alone is 251 bytes
+    members = [(_info(f"./{long}", b"1"), b"1"), (_info("./sub/.hidden", b"2"), b"2")]
+    path = tmp_path / "names.bentomodel"
+    path.write_bytes(tar_xz(members))
+    model = modelvault.Store(tmp_path / "store").import_model(str(path))
+    assert model.open(long).read() == b"1"
+    assert model.open("sub/.hidden").read() == b"2"
+
+
 def test_nothing_is_unpickled_while_importing(tmp_path: Path) -> None:
     """saved_model.pkl and custom_objects.pkl that act when unpickled are only stored."""
     marker = tmp_path / "unpickled"

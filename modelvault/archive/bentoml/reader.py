@@ -247,7 +247,8 @@ class _Model:
                 self.learn_parent(parse_model_yaml(self.yaml))
             return
         budget.claim(name, size)
-        path = self.staging / f"member{Path(parts[-1]).suffix}"  # (ingest reads suffixes)
+        suffix = Path(parts[-1]).suffix[:16]  # ingest looks at suffixes (.safetensors)
+        path = self.staging / f"member{suffix}"
         try:
             with open(path, "wb") as out:
                 left = size
