@@ -324,3 +324,12 @@ def test_nothing_is_unpickled_while_importing(tmp_path: Path) -> None:
     assert not marker.exists()
     assert model.open("saved_model.pkl").read() == bad
     assert store.verify().ok
+
+
+def test_a_folder_that_is_not_bentomls(tmp_path: Path) -> None:
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "w.bin").write_bytes(b"x")
+    store = modelvault.Store(tmp_path / "store")
+    with pytest.raises(ArchiveError, match=r"no model\.yaml.*mv save DIR NAME"):
+        store.import_model(str(tmp_path / "plain"))
+    assert store.list() == []

@@ -536,7 +536,10 @@ def import_bentoml_folder(
     export format, or one version folder of a BentoML model store. Files are saved in
     place; links and special files are refused (ArchiveError)."""
     if not (folder / MODEL_YAML).is_file():
-        raise ArchiveError(f"{folder} has no {MODEL_YAML}: it is not a model folder BentoML wrote")
+        raise ArchiveError(
+            f"{folder} has no {MODEL_YAML}: it is not a model folder BentoML wrote (to "
+            "store a folder of files, save it: `mv save DIR NAME`, models.save)"
+        )
     with _model(repo, progress) as model:
         yaml_path = folder / MODEL_YAML
         if yaml_path.stat().st_size > MAX_YAML_BYTES:
