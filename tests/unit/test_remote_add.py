@@ -12,7 +12,7 @@ from modelvault import InvalidInput, remotes
 
 def test_adding_a_name_again_with_another_url_is_refused(store: modelvault.Store) -> None:
     remotes.add("origin", "file:///srv/a", store=store)
-    with pytest.raises(InvalidInput, match="already exists.*--replace"):
+    with pytest.raises(InvalidInput, match=r"already exists.*--replace"):
         remotes.add("origin", "file:///srv/b", store=store)
     assert [r.url for r in remotes.list(store=store)] == ["file:///srv/a"]
     with pytest.raises(InvalidInput, match="already exists"):
