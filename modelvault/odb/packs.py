@@ -86,6 +86,7 @@ def prepare(kind: ObjType, data: bytes | memoryview, *, probe: bool = True) -> P
 
 
 MERGE_AT = 8  # a commit merges the packs no multi-pack index covers once there are this many
+LOOSE_LIMIT = 64  # a process finding more uncovered packs than this merges them at once
 
 
 class PackDB:
@@ -114,6 +115,7 @@ class PackDB:
         self._distrusted: set[str] = set()  # .midx files verify found damaged
         self._inodes: dict[str, int] = {}  # .midx name -> inode at the last look
         self._loaded = False  # indexes are read on first use: listing refs needs none
+        self._merging = False  # refresh() is merging the uncovered packs (no recursion)
 
     def _ensure_loaded(self) -> None:
         if not self._loaded:
@@ -166,6 +168,17 @@ class PackDB:
         with self._lock:
             keep = self._loaded and self._loose_packs <= uncovered
             have = set(self._loose_packs) if keep else set()
+        if len(uncovered - have) > LOOSE_LIMIT and not self._merging:
+            # many packs no index covers (a store written before format 3, or a merge
+            # that failed): index them on disk rather than in a dict, once for all
+            self._merging = True
+            try:
+                if self._merge([], set(uncovered)) is not None:
+                    return  # (its refresh chose the new index)
+            except OSError:  # a read-only store, a full disk: the dict it is
+                pass
+            finally:
+                self._merging = False
         loaded: dict[str, dict[bytes, Entry]] = {}
         damaged: dict[str, str] = {}
         for name in sorted(uncovered - have):

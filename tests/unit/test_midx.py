@@ -195,3 +195,60 @@ def test_a_merge_of_many_packs_reads_their_indexes_a_group_at_a_time(
     fresh = PackDB(tmp_path / "objects")
     assert fresh.entries([r[1] for r in recs]) == [fresh.entry(r[1]) for r in recs]
     assert all(fresh.entry(r[1]) is not None for r in recs)
+
+
+def test_a_process_finding_many_uncovered_packs_indexes_them_on_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store written before format 3 (every pack uncovered): the first process to
+    look merges them into a multi-pack index instead of loading a dict of every entry;
+    where it cannot write (read-only, full), it reads them into the dict as before."""
+    db = PackDB(tmp_path / "objects")
+    monkeypatch.setattr(packs_mod, "MERGE_AT", 10**6)
+    recs = _fill(db, packs_mod.LOOSE_LIMIT + 1, per=3)
+    monkeypatch.undo()
+    assert _midx_files(db) == []
+
+    def refuse(*args: Any, **kw: Any) -> Any:
+        raise OSError(30, "Read-only file system")
+
+    with monkeypatch.context() as m:
+        m.setattr(packs_mod, "write_midx", refuse)
+        ro = PackDB(tmp_path / "objects")
+        assert ro.layers() == () and len(ro._loose_packs) == packs_mod.LOOSE_LIMIT + 1
+        assert all(ro.entry(r[1]) is not None for r in recs)
+    fresh = PackDB(tmp_path / "objects")
+    [layer] = fresh.layers()
+    assert len(layer.packs) == packs_mod.LOOSE_LIMIT + 1 and fresh._loose == {}
+    assert fresh.entries([r[1] for r in recs]) == [fresh.entry(r[1]) for r in recs]
+    assert all(e is not None for e in fresh.entries([r[1] for r in recs]))
+    assert list(fresh.tmp_dir.iterdir()) == []
+
+
+def test_lookups_find_ids_that_share_long_prefixes(tmp_path: Path) -> None:
+    """The search interpolates on bytes 1-8 of the id: ids equal there (or crowded into
+    one end of a bucket) are still found, and near misses are not."""
+    rng = random.Random(5)
+    ids = set()
+    for _ in range(300):
+        ids.add(bytes([7]) + bytes(8) + rng.randbytes(23))  # bytes 1-8 all zero
+        ids.add(bytes([7, 255]) + rng.randbytes(30))  # the top of bucket 7
+        ids.add(rng.randbytes(32))
+    for _ in range(5000):  # one crowded bucket of evenly spread ids: interpolation works
+        ids.add(bytes([9]) + rng.randbytes(31))
+    ids.add(bytes(32))
+    ids.add(b"\xff" * 32)
+    db = PackDB(tmp_path / "objects")
+    with db.writer(repack=True) as w:  # the writer takes the ids as given
+        w.add_prepared_many([(int(ObjType.CHUNK), oid, 0, 1, b"x") for oid in sorted(ids)])
+    layer = db.rebuild_index()
+    assert layer is not None and layer.count == len(ids)
+    for oid in ids:
+        assert layer.position(oid) >= 0 and layer.lookup(oid) is not None
+        near = oid[:-1] + bytes([oid[-1] ^ 1])
+        assert (layer.position(near) >= 0) == (near in ids)
+    absent = [rng.randbytes(32) for _ in range(500)] + [bytes([7]) + bytes(31)]
+    absent += [bytes([9]) + rng.randbytes(31) for _ in range(2000)]
+    assert all(layer.position(oid) == -1 for oid in absent if oid not in ids)
+    order = id_list(layer.ids())
+    assert all(layer.position(oid) == i for i, oid in enumerate(order))
