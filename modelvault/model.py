@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelvault import _fsutil
+from modelvault.aliases import AliasStore, parse_alias
 from modelvault.checkout import FileReader, materialise
 from modelvault.core.objects import KIND_TREE, ModelObject
 from modelvault.errors import IntegrityError, InvalidInput, NotFound
@@ -20,7 +21,7 @@ from modelvault.tags import Tag
 if TYPE_CHECKING:
     from modelvault.runner import Runner
 
-__all__ = ["Model", "ModelInfo", "micros_to_datetime"]
+__all__ = ["Model", "ModelInfo", "find", "micros_to_datetime"]
 
 
 @dataclass(frozen=True)
@@ -172,3 +173,21 @@ class Model:
         from modelvault.runner import Runner
 
         return Runner(self, max_batch_size=max_batch_size, max_latency_ms=max_latency_ms)
+
+
+def find(repo: Repository, tag: str | Tag | Model) -> Model:
+    """The model a tag names in ``repo``: ``name`` or ``name:latest`` the newest version,
+    ``name:version`` that version (or the one version it is a unique prefix of),
+    ``name@alias`` the version the alias names now; a Model is returned as it is.
+
+    Raises:
+        InvalidTag: bad tag syntax.
+        NotFound: no such name, version or alias.
+    """
+    if isinstance(tag, Model):
+        return tag
+    named = parse_alias(tag)  # name@alias: the version it names now
+    if named is not None:
+        layout = repo.layout
+        return Model(repo, AliasStore(layout.aliases, layout.alias_lock, repo.refs).resolve(*named))
+    return Model(repo, repo.refs.resolve(Tag.coerce(tag)))

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelvault.model import Model
-from modelvault.store import ModelRef, Store, _default_home
+from modelvault.repo.layout import default_home
+from modelvault.store import ModelRef, Store
 from modelvault.tags import Tag
 
 if TYPE_CHECKING:
@@ -49,7 +50,7 @@ _stores: dict[Path, Store] = {}
 
 def default_store() -> Store:
     """The Store at ``$MODELVAULT_HOME`` (else ``~/modelvault``), opened once per path."""
-    path = _default_home().expanduser().absolute()
+    path = default_home().expanduser().absolute()
     store = _stores.get(path)
     if store is None or not store.path.is_dir():
         store = _stores[path] = Store(path)

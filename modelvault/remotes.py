@@ -18,10 +18,14 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelvault.errors import InvalidInput, NotFound
-from modelvault.store import Store
+from modelvault.repo import Repository
+from modelvault.repo.layout import default_home
+
+if TYPE_CHECKING:
+    from modelvault.store import Store
 
 __all__ = [
     "MASK",
@@ -93,12 +97,12 @@ def _masked(value: Any) -> Any:
     return value
 
 
-def _store(store: Store | None) -> Store:
+def _repo(store: Store | None) -> Repository:
+    """The repository whose config keeps the remotes: ``store``'s, else the default
+    store's (``$MODELVAULT_HOME``)."""
     if store is not None:
-        return store
-    from modelvault.models import default_store
-
-    return default_store()
+        return store.repo
+    return Repository(default_home().expanduser().absolute())
 
 
 def add(
@@ -154,9 +158,9 @@ def add(
             )
         doc["remotes"][name] = entry
 
-    s = _store(store)
-    where = s.path / "config.json"
-    s.update_config(change)
+    repo = _repo(store)
+    where = repo.layout.config
+    repo.config.update(change)
     return remote
 
 
@@ -167,8 +171,8 @@ def list(*, store: Store | None = None) -> builtins.list[Remote]:
         InvalidInput: the ``remotes`` of the store's config.json (edited by hand) is not
             shaped as ``{"NAME": {"url": "...", "options": {...}}}``.
     """
-    s = _store(store)
-    return _remotes_of(s.read_config(), s.path / "config.json")
+    repo = _repo(store)
+    return _remotes_of(repo.config.read(), repo.layout.config)
 
 
 def _remotes_of(doc: Mapping[str, Any], where: object) -> builtins.list[Remote]:
@@ -260,7 +264,7 @@ def remove(name: str, *, store: Store | None = None) -> None:
     def change(doc: dict[str, Any]) -> None:
         (doc.get("remotes") or {}).pop(name, None)
 
-    _store(store).update_config(change)
+    _repo(store).config.update(change)
 
 
 def _secret_option(options: Mapping[str, Any]) -> str | None:

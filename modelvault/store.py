@@ -23,10 +23,11 @@ from modelvault.aliases import AliasStore, check_alias, parse_alias
 from modelvault.checkout import write_tree
 from modelvault.errors import IntegrityError, InvalidInput, InvalidTag, NotFound, PathNotFound
 from modelvault.ingest import Progress
-from modelvault.model import Model
+from modelvault.model import Model, find
 from modelvault.refs import warn_damaged
 from modelvault.repo import Repository, maintenance
 from modelvault.repo.config import FORMAT_VERSION
+from modelvault.repo.layout import default_home
 from modelvault.repo.maintenance import StoreStats, VerifyReport
 from modelvault.saving import commit, new_tag, save_options
 from modelvault.tags import Tag
@@ -80,11 +81,6 @@ def _usable_path(what: str, path: object) -> Path:
     return Path(path)
 
 
-def _default_home() -> Path:
-    home = os.environ.get("MODELVAULT_HOME")
-    return Path(home) if home else Path.home() / "modelvault"
-
-
 class Store:
     """A modelvault store in one folder (created on first use).
 
@@ -93,7 +89,7 @@ class Store:
     """
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
-        folder = _default_home() if path is None else _usable_path("Store", path)
+        folder = default_home() if path is None else _usable_path("Store", path)
         self.path = folder.expanduser().absolute()
         self.repo = Repository(self.path)
 
@@ -207,12 +203,7 @@ class Store:
             InvalidTag: bad tag syntax.
             NotFound: no such name or version.
         """
-        if isinstance(tag, Model):
-            return tag
-        named = parse_alias(tag)  # name@alias: the version it names now
-        if named is not None:
-            return Model(self.repo, self._aliases().resolve(*named))
-        return Model(self.repo, self.repo.refs.resolve(Tag.coerce(tag)))
+        return find(self.repo, tag)
 
     def list(self, name: str | Tag | None = None) -> builtins.list[Model]:
         """Every model (or every version of ``name``), newest first.

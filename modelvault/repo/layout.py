@@ -3,6 +3,7 @@ sections 3 and 11 are normative)."""
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,11 +21,19 @@ __all__ = [
     "REFS",
     "StoreLayout",
     "alias_key",
+    "default_home",
     "index_key",
     "lock_key",
     "pack_key",
     "ref_key",
 ]
+
+
+def default_home() -> Path:
+    """The default store's folder: ``$MODELVAULT_HOME``, else ``~/modelvault`` (read at
+    each call, so a process can point it elsewhere)."""
+    home = os.environ.get("MODELVAULT_HOME")
+    return Path(home) if home else Path.home() / "modelvault"
 
 
 @dataclass(frozen=True)

@@ -301,10 +301,14 @@ def _check_flavoured(model: ModelLike) -> None:
 
 
 def _resolve(model: str | Tag | ModelLike) -> ModelLike:
+    """A Model, or the one a tag names in the default store (``$MODELVAULT_HOME``), found
+    the way ``modelvault.models.get`` finds it (:func:`modelvault.model.find`)."""
     if isinstance(model, str | Tag):
-        from modelvault import models  # the store, only when a tag must be resolved
+        from modelvault.model import find
+        from modelvault.repo import Repository
+        from modelvault.repo.layout import default_home
 
-        return models.get(model)
+        return find(Repository(default_home().expanduser().absolute()), model)
     if not all(hasattr(model, a) for a in ("tag", "info")):
         raise InvalidInput(f'Runner takes a tag ("name:version") or a Model, not {model!r}')
     return model

@@ -15,6 +15,7 @@ import types
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -234,21 +235,23 @@ def test_model_calls_are_serialised_unless_the_flavour_is_thread_safe(
 
 
 def test_a_runner_pins_the_version_resolved_at_creation(
-    flavour: types.ModuleType, monkeypatch: pytest.MonkeyPatch
+    flavour: types.ModuleType, tmp_path: Path
 ) -> None:
-    versions = iter(["v1", "v2"])
-    asked: list[str | Tag] = []
-
-    def get(tag: str | Tag) -> FakeModel:
-        asked.append(tag)
-        return FakeModel(Tag("toy", next(versions)), FakeInfo(flavour.__name__))
-
-    monkeypatch.setattr(modelvault, "models", types.SimpleNamespace(get=get), raising=False)
-    runner = Runner("toy:latest")
-    assert str(runner.tag) == "toy:v1"
-    runner.init_local()  # a newer "latest" may exist by now: the runner keeps v1
+    """``Runner("toy:latest")`` resolves the tag in the default store once, when made: a
+    newer version saved before ``init_local`` does not change what it serves."""
+    folder = tmp_path / "toy"
+    folder.mkdir()
+    (folder / "weights").write_bytes(b"w")
+    for version in ("v1", "v2"):
+        if version == "v2":
+            runner = Runner("toy:latest")
+            assert str(runner.tag) == "toy:v1"
+        modelvault.models.save(
+            folder, f"toy:{version}", module=flavour.__name__, signatures=SIGNATURES
+        )
+    assert str(modelvault.models.get("toy:latest").tag) == "toy:v2"
+    runner.init_local()  # a newer "latest" exists by now: the runner keeps v1
     assert runner.describe.run("d") == "d:v1"
-    assert asked == ["toy:latest"]
     runner.close()
 
 
