@@ -342,11 +342,12 @@ class Store:
         return maintenance.stats(self.repo, refs)
 
     @_space_checked("verify")
-    def verify(self) -> VerifyReport:
+    def verify(self, *, progress: maintenance.StepCallback | None = None) -> VerifyReport:
         """Re-hash every stored object; report damaged ids and the tags they break
         (``ok``, ``corrupt``, ``missing``, ``broken_tags``, ``damaged_files``); damaged
-        packs are set aside once their sound objects are copied (see repo.maintenance)."""
-        return maintenance.verify(self.repo, self._config_damage)
+        packs are set aside once their sound objects are copied (see repo.maintenance).
+        ``progress`` hears of each pack checked (``maintenance.Step``)."""
+        return maintenance.verify(self.repo, self._config_damage, progress)
 
     def _config_damage(self) -> str | None:
         """What is wrong with config.json's remotes, or None."""
@@ -359,13 +360,14 @@ class Store:
         return None
 
     @_space_checked("gc")
-    def gc(self) -> int:
+    def gc(self, *, progress: maintenance.StepCallback | None = None) -> int:
         """Free what no tag reaches; returns the bytes freed (packs and caches).
+        ``progress`` hears of marking, repacking and deleting (``maintenance.Step``).
 
         Raises:
             IntegrityError: a tag reaches a missing or damaged object (nothing is freed).
         """
-        return maintenance.gc(self.repo)
+        return maintenance.gc(self.repo, progress)
 
     # -- archives and remotes (modelvault.archive, modelvault.remote) ----------
     def export_model(

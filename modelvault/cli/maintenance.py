@@ -23,14 +23,20 @@ RemoteOpt = Annotated[
 
 
 def _remote_progress(bar: progress.Bar | None) -> Callable[[Any], None] | None:
-    """A callback drawing remote gc / verify progress (``RemoteProgress``) on ``bar``:
-    the phase as the description, bytes when the phase counts bytes, else objects."""
+    """A callback drawing gc / verify progress (a remote's ``RemoteProgress``, the local
+    store's ``maintenance.Step``: the same fields) on ``bar``: the phase as the
+    description, bytes when the phase counts bytes, else objects."""
     if bar is None:
         return None
 
     def show(p: Any) -> None:
-        done, total = (p.bytes, p.total_bytes) if p.total_bytes else (p.objects, p.total_objects)
-        bar.update(p.phase, done, total or None)
+        if p.total_bytes:
+            bar.update(p.phase, p.bytes, p.total_bytes)
+            return
+        # a phase that counts objects (or packs): the count in words, the bar open-ended
+        # (its columns speak bytes)
+        of = f" of {p.total_objects}" if p.total_objects else ""
+        bar.update(f"{p.phase} ({p.objects}{of})", 0, None)
 
     return show
 
@@ -43,8 +49,8 @@ def gc(remote: RemoteOpt = None, quiet: Quiet = False) -> None:
             freed = _store().gc_remote(remote, progress=_remote_progress(bar))
         _say(f"Freed {render.human_size(freed)} on {remote}")
         return
-    with progress.spinner("collecting garbage", quiet):
-        freed = _store().gc()
+    with progress.bar("collecting garbage", None, quiet) as bar:
+        freed = _store().gc(progress=_remote_progress(bar))
     _say(f"Freed {render.human_size(freed)}")
 
 
@@ -58,8 +64,8 @@ def verify(
     if remote is not None:
         _verify_remote(remote, output, quiet)
         return
-    with progress.spinner("verifying", quiet):
-        report = _store().verify()
+    with progress.bar("verifying", None, quiet) as bar:
+        report = _store().verify(progress=_remote_progress(bar))
     if output is TableOrJson.json:
         doc = {
             "ok": report.ok,

@@ -32,6 +32,8 @@ from modelvault.tags import Tag
 __all__ = [
     "Children",
     "Footprint",
+    "Step",
+    "StepCallback",
     "StoreStats",
     "VerifyReport",
     "footprints",
@@ -48,6 +50,22 @@ logger = logging.getLogger("modelvault.store")
 
 # object id -> the (id, type) pairs it refers to, or None when it cannot be read
 Children = dict[bytes, "list[tuple[bytes, ObjType]] | None"]
+
+
+@dataclass(frozen=True)
+class Step:
+    """Progress of verify or gc: the phase (``"verifying"``, ``"marking"``,
+    ``"repacking"``, ``"deleting"``) and objects and bytes done of the totals (0: not
+    counted in this phase) — the shape of remote gc's and verify's progress."""
+
+    phase: str
+    objects: int
+    bytes: int
+    total_objects: int
+    total_bytes: int
+
+
+StepCallback = Callable[[Step], None]
 
 
 @dataclass(frozen=True)
@@ -173,7 +191,11 @@ def footprints(repo: Repository, refs: Sequence[RefValue]) -> list[Footprint]:
 # -- verify -------------------------------------------------------------------------
 
 
-def verify(repo: Repository, config_damage: Callable[[], str | None] | None = None) -> VerifyReport:
+def verify(
+    repo: Repository,
+    config_damage: Callable[[], str | None] | None = None,
+    progress: StepCallback | None = None,
+) -> VerifyReport:
     """Re-hash every stored object; report damaged ids and the tags they break.
 
     Checks under the gc lock held shared, so a gc elsewhere cannot delete packs being
@@ -182,10 +204,11 @@ def verify(repo: Repository, config_damage: Callable[[], str | None] | None = No
     freed by gc): what was corrupt is then missing, and pulling or importing a
     healthy copy of the broken tags restores it (docs/architecture.md, Repair).
     ``config_damage`` says what is wrong with the config's remotes (checked above).
+    ``progress`` hears of each pack checked (bytes of the pack files).
     """
     with repo.gc_lock(shared=True):
         bad_indexes = repo.objects.check_multi_indexes()  # out of force before the walk
-        report, damaged = _verify(repo)
+        report, damaged = _verify(repo, progress)
         for name, damage in bad_indexes.items():
             report.damaged_files[f"objects/packs/{name}"] = damage
             report.ok = False
@@ -243,14 +266,22 @@ def _set_aside(repo: Repository, packs: set[str]) -> list[str]:
     return aside
 
 
-def _verify(repo: Repository) -> tuple[VerifyReport, set[str]]:
+def _verify(
+    repo: Repository, progress: StepCallback | None = None
+) -> tuple[VerifyReport, set[str]]:
     """The report, and the packs to set aside (damaged payloads, headers or index)."""
     db = repo.objects
     db.refresh()
     report = VerifyReport()
     corrupt: set[bytes] = set()
     damaged: set[str] = set()
-    for pack in db.packs():
+    packs = db.packs()
+    sizes = {pack: _pack_size(db.pack_dir / f"{pack}.pack") for pack in packs}
+    total, done = sum(sizes.values()), 0
+    for i, pack in enumerate(packs):
+        if progress is not None:
+            progress(Step("verifying", i, done, len(packs), total))
+        done += sizes[pack]
         bad_ids = db.verify_pack(pack)
         corrupt.update(bad_ids)
         why = db.check_pack_file(pack)
@@ -261,6 +292,8 @@ def _verify(repo: Repository) -> tuple[VerifyReport, set[str]]:
     for pack, why in db.damaged_indexes().items():
         report.damaged_files[f"objects/packs/{pack}.idx"] = why
         damaged.add(pack)
+    if progress is not None:
+        progress(Step("verifying", len(packs), done, len(packs), total))
     corrupt |= _lost_in_quarantine(repo)
     report.objects_checked = db.count()
     damaged_refs: list[Tag] = []
@@ -300,10 +333,19 @@ def _verify_caches(repo: Repository, refs: Sequence[RefValue], report: VerifyRep
 # -- gc -----------------------------------------------------------------------------
 
 
-def gc(repo: Repository) -> int:
+def _pack_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def gc(repo: Repository, progress: StepCallback | None = None) -> int:
     """Free what no tag reaches; returns the bytes freed (packs and caches).
 
     Holds the gc lock exclusively: saves, imports and pulls in flight finish first.
+    ``progress`` hears of the marking (objects walked), the repacking (bytes of the
+    packs rewritten) and the deleting (packs).
 
     Raises:
         IntegrityError: a tag reaches a missing or damaged object, or a ref is damaged
@@ -314,14 +356,14 @@ def gc(repo: Repository) -> int:
         refs = repo.refs.all()
         cache: Children = {}
         aliased = AliasStore(repo.layout.aliases, repo.layout.alias_lock, repo.refs).model_ids()
-        live, missing = _mark(repo, [r.model_id for r in refs] + sorted(aliased))
+        live, missing = _mark(repo, [r.model_id for r in refs] + sorted(aliased), progress)
         if missing:  # what lies below an unreadable object is unknown: free nothing
             broken = [str(r.tag) for r in refs if reachable(repo, [r.model_id], cache)[1]]
             raise IntegrityError(
                 f"gc stopped, nothing freed: {', '.join(broken)} reach {len(missing)} "
                 "missing or damaged objects; run verify, then delete or restore those tags"
             )
-        freed = _gc_packs(repo, live)
+        freed = _gc_packs(repo, live, progress)
         freed += _gc_leftovers(repo, {r.model_id.hex() for r in refs})
     return freed
 
@@ -329,7 +371,9 @@ def gc(repo: Repository) -> int:
 MAX_UNUSED = 0.05  # gc repacks partly dead packs until dead bytes are at most this of live
 
 
-def _mark(repo: Repository, roots: Sequence[bytes]) -> tuple[LiveSet, set[bytes]]:
+def _mark(
+    repo: Repository, roots: Sequence[bytes], progress: StepCallback | None = None
+) -> tuple[LiveSet, set[bytes]]:
     """Every object the ``roots`` reach, marked over the index (bounded memory: a byte
     per indexed object, plus the ids of the metadata objects walked), and the ids among
     them that are absent or unreadable. Chunks are not read."""
@@ -359,11 +403,13 @@ def _mark(repo: Repository, roots: Sequence[bytes]) -> tuple[LiveSet, set[bytes]
         if len(found) >= 1 << 16:
             missing.update(live.add(found))
             found = []
+        if progress is not None and len(seen) % 1024 == 0:
+            progress(Step("marking", len(seen), 0, 0, 0))
     missing.update(live.add(found))
     return live, missing
 
 
-def _gc_packs(repo: Repository, live: LiveSet) -> int:
+def _gc_packs(repo: Repository, live: LiveSet, progress: StepCallback | None = None) -> int:
     """Sweep and repack, then rebuild the index once.
 
     A pack none of whose objects lives is deleted. Packs partly dead are repacked,
@@ -407,21 +453,33 @@ def _gc_packs(repo: Repository, live: LiveSet) -> int:
             arr = db.index_array(pack)
             if arr is not None:
                 live.claim(arr["id"])
-    _repack(repo, live, repack)  # (a phase of its own even when empty: crash tests stop here)
-    freed = sum(db.delete_pack(pack) for pack in dead + repack)
+    _repack(repo, live, repack, progress)  # (a phase even when empty: crash tests stop here)
+    doomed = dead + repack
+    freed = 0
+    for i, pack in enumerate(doomed):
+        if progress is not None:
+            progress(Step("deleting", i, 0, len(doomed), 0))
+        freed += db.delete_pack(pack)
     if dead or repack or not db.index_is_whole():
         db.rebuild_index()
     return freed
 
 
-def _repack(repo: Repository, live: LiveSet, packs: list[str]) -> None:
+def _repack(
+    repo: Repository, live: LiveSet, packs: list[str], progress: StepCallback | None = None
+) -> None:
     """Copy the live objects of ``packs`` that no kept pack holds into new packs, each
     checked on the way."""
     if not packs:
         return
     db = repo.objects
+    sizes = [_pack_size(db.pack_dir / f"{pack}.pack") for pack in packs]
+    done = 0
     with db.writer(repack=True) as writer:
-        for pack in packs:
+        for i, pack in enumerate(packs):
+            if progress is not None:
+                progress(Step("repacking", i, done, len(packs), sum(sizes)))
+            done += sizes[i]
             arr = db.index_array(pack)
             assert arr is not None  # read a moment ago, under the lock
             with open(db.pack_dir / f"{pack}.pack", "rb") as f:

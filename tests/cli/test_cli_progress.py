@@ -116,3 +116,19 @@ def test_speed_is_in_binary_units() -> None:
             p.advance(task, 3 * 1024 * 1024)  # 3 MiB a second
         text = column.render(p.tasks[0]).plain
     assert text == "3.0 MiB/s"
+
+
+def test_verify_and_gc_draw_bars(cli_env: dict[str, str], model_dir: Path, tmp_path: Path) -> None:
+    """verify shows the bytes checked of the store's packs; gc its phases."""
+    env = {**cli_env, "TERM": "xterm", "COLUMNS": "160"}
+    for v in ("v1", "v2"):
+        code, _, _ = run_with_tty_stderr(env, "save", "-q", str(model_dir), f"g:{v}", cwd=tmp_path)
+        assert code == 0
+    code, out, err = run_with_tty_stderr(env, "verify", cwd=tmp_path)
+    assert code == 0 and "ok" in out
+    assert b"verifying" in err and b"KiB" in err, err
+    code, _, _ = run_with_tty_stderr(env, "delete", "g:v1", "-y", cwd=tmp_path)
+    assert code == 0
+    code, out, err = run_with_tty_stderr(env, "gc", cwd=tmp_path)
+    assert code == 0 and "Freed" in out
+    assert b"collecting garbage" in err or b"marking" in err or b"deleting" in err, err
