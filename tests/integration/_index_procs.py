@@ -43,8 +43,8 @@ def hit(point: str) -> None:
 def install_points() -> None:
     real_buckets = midx._write_buckets
 
-    def write_buckets(*args: Any) -> Any:
-        out = real_buckets(*args)
+    def write_buckets(*args: Any, **kw: Any) -> Any:
+        out = real_buckets(*args, **kw)
         hit("midx-buckets")
         return out
 
@@ -75,8 +75,8 @@ def install_points() -> None:
     copied = [0]
     real_add = packs.PackWriter.add_prepared
 
-    def add_prepared(self: packs.PackWriter, *args: Any) -> None:
-        real_add(self, *args)
+    def add_prepared(self: packs.PackWriter, *args: Any, **kw: Any) -> None:
+        real_add(self, *args, **kw)
         copied[0] += 1
         if copied[0] == 3:
             hit("repack-half")
@@ -85,8 +85,8 @@ def install_points() -> None:
 
     real_repack = maintenance._repack
 
-    def repack(*args: Any) -> None:
-        real_repack(*args)
+    def repack(*args: Any, **kw: Any) -> None:
+        real_repack(*args, **kw)
         hit("repack-done")
 
     maintenance._repack = repack  # type: ignore[assignment]
