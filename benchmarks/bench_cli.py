@@ -7,6 +7,9 @@ Targets:
 - ``mv save DIR NAME`` of a folder: as fast as ``Store(p).save(DIR, NAME)`` from Python plus
   the CLI's start-up: mv save / (a Python process importing modelvault and saving +
   (mv --help - python -c pass)) <= 1.1.
+- issue 22: ``mv list`` and ``mv get TAG`` under 0.15 s each, and ``mv save`` of a small
+  folder (``--small-kib``, default 64 KiB in 8 files) at most 0.15 s more than ``cp -r``
+  of it followed by ``sync`` (both into a fresh folder, interleaved).
 
 Each command runs ``--runs`` times (default 9) in a fresh process; the report gives the
 median and minimum wall time and the median CPU time (user + system of the child, which a
@@ -35,6 +38,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 START_TARGET_S = 0.2
 SAVE_RATIO_TARGET = 1.1
+QUICK_TARGET_S = 0.15  # issue 22: mv list, mv get; mv save (small) - cp -r + sync
 
 
 @dataclass
@@ -152,11 +156,43 @@ def time_saves(
     )
 
 
+def time_small_save(
+    folder: Path, workdir: Path, runs: int, env: dict[str, str]
+) -> tuple[Sample, Sample]:
+    """``mv save`` of a small folder into a fresh store against ``cp -r`` + ``sync`` of it
+    into a fresh folder, interleaved."""
+    saves, copies = [], []
+    for i in range(runs):
+        dest, store = workdir / f"small-cp-{i}", workdir / f"small-store-{i}"
+        for p in (dest, store):
+            shutil.rmtree(p, ignore_errors=True)
+        subprocess.run(["sync"], check=False)
+        start = time.perf_counter()
+        subprocess.run(["sh", "-c", f"cp -r '{folder}' '{dest}' && sync"], check=True)
+        copies.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        subprocess.run(
+            [_bin("mv"), "--store", str(store), "save", "-q", str(folder), "small"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            check=True,
+        )
+        saves.append(time.perf_counter() - start)
+        for p in (dest, store):
+            shutil.rmtree(p, ignore_errors=True)
+    med = statistics.median
+    return (
+        Sample("cp -r + sync (small folder)", med(copies), min(copies), 0.0),
+        Sample("mv save (small folder)", med(saves), min(saves), 0.0),
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tags", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=9)
     parser.add_argument("--save-mib", type=int, default=64)
+    parser.add_argument("--small-kib", type=int, default=64)
     parser.add_argument("--workdir", type=Path)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--check", action="store_true")
@@ -181,6 +217,7 @@ def main() -> int:
         time_command(
             f"mv list -o json ({args.tags} tags)", [mv, "list", "-o", "json"], args.runs, env
         ),
+        time_command("mv get TAG", [mv, "get", "model7"], args.runs, env),
         time_command(
             "mv (pass-through to the system mv)",
             [mv, "-n", __file__, __file__],
@@ -193,8 +230,17 @@ def main() -> int:
     write_folder(folder, args.save_mib)
     cli_save, py_process, py_call = time_saves(folder, workdir, max(3, args.runs // 3), env)
     samples += [cli_save, py_process, py_call]
+    small = workdir / f"small-{args.small_kib}"
+    if not small.exists():
+        small.mkdir(parents=True)
+        for i in range(8):
+            (small / f"f{i}.bin").write_bytes(os.urandom(args.small_kib * 1024 // 8))
+    cp_small, save_small = time_small_save(small, workdir, args.runs, env)
+    samples += [cp_small, save_small]
 
     pass_s, help_s, list_s = samples[0], samples[1], samples[2]
+    get_s = next(s for s in samples if s.name == "mv get TAG")
+    extra = save_small.wall_median - cp_small.wall_median
     cli_start = help_s.wall_median - pass_s.wall_median  # what the CLI adds to Python's start
     save_ratio = cli_save.wall_median / (py_process.wall_median + cli_start)
     print(f"# mv CLI benchmark ({args.runs} runs, load average {os.getloadavg()[0]:.1f})\n")
@@ -207,6 +253,11 @@ def main() -> int:
         "mv list < 0.2 s": list_s.wall_median < START_TARGET_S,
         f"mv save <= {SAVE_RATIO_TARGET}x (Python process saving + CLI start-up) "
         f"({save_ratio:.2f}x)": (save_ratio <= SAVE_RATIO_TARGET),
+        f"mv list < {QUICK_TARGET_S} s": list_s.wall_median < QUICK_TARGET_S,
+        f"mv get < {QUICK_TARGET_S} s": get_s.wall_median < QUICK_TARGET_S,
+        f"mv save (small) - (cp -r + sync) <= {QUICK_TARGET_S} s ({extra:+.3f} s)": (
+            extra <= QUICK_TARGET_S
+        ),
     }
     print()
     for what, ok in checks.items():
