@@ -28,6 +28,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "peers" / "results.json"
@@ -82,8 +83,13 @@ def tool_label(name: str, tools: dict[str, Any]) -> str:
 
 
 def measured(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The workloads that were not skipped."""
-    return {k: w for k, w in results["workloads"].items() if "results" in w}
+    """The workloads that were not skipped, without the tools that failed in them."""
+    out = {}
+    for name, wl in results["workloads"].items():
+        if "results" in wl:
+            ok = {t: r for t, r in wl["results"].items() if "failed" not in r}
+            out[name] = {**wl, "results": ok}
+    return out
 
 
 STEP_COLOURS = {
@@ -139,6 +145,8 @@ def times_axes(
         vals = [wl["results"][n][key] or 0.0 for n in names]
         ax.barh(ys, vals, height=height * 0.9, color=STEP_COLOURS[key], label=label)
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 0.1, 1, 10
+    ax.xaxis.set_minor_formatter(NullFormatter())  # less than a decade: no crowded labels
     ax.set_yticks(list(range(len(names))), [tool_label(n, tools) for n in names])
     ax.invert_yaxis()
     ax.set_xlabel("seconds (median, log scale; start-up of the command included)")
@@ -158,6 +166,12 @@ def footnote(fig: Any, results: dict[str, Any]) -> None:
         text += f"  * no native push: {', '.join(starred)} (see docs/benchmarks.md)."
     if missing:
         text += f"  Not installed: {', '.join(missing)}."
+    failed = sorted(
+        {t for wl in results["workloads"].values() for t, r in wl.get("results", {}).items()
+         if "failed" in r}
+    )  # fmt: skip
+    if failed:
+        text += f"  Failed (see results.json): {', '.join(failed)}."
     fig.text(0.01, -0.02, text, fontsize=7, color="#444444")
 
 

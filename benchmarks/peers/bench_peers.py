@@ -509,6 +509,8 @@ def family_workload(work: Path, size_mib: int, versions: int) -> dict[str, Any]:
 
 def minilm_workload(work: Path, zip_path: Path | None) -> dict[str, Any]:
     """The real all-MiniLM-L6-v2 folder, or a ``skipped`` reason."""
+    if zip_path is not None and not zip_path.is_file():
+        raise SystemExit(f"--minilm-zip {zip_path}: no such file")
     if zip_path is None:
         hits = sorted(ROOT.glob(MINILM_GLOB))
         if not hits:
@@ -626,6 +628,19 @@ def parse_size(text: str) -> int:
     return int(m.group(1)) * (1024 if (m.group(2) or "M").upper().startswith("G") else 1)
 
 
+def check_space(work: Path, workloads: dict[str, Any]) -> None:
+    """Exit before measuring when ``work`` cannot hold the largest tool's run: a local
+    copy of every version, a remote copy, a pulled version and its cache (cp, DVC)."""
+    need = max(
+        (2 * sum(w["folder_bytes"]) + 3 * max(w["folder_bytes"]) for w in workloads.values()
+         if "folder_bytes" in w),
+        default=0,
+    )  # fmt: skip
+    free = shutil.disk_usage(work).free
+    if free < need * 1.1:
+        raise SystemExit(f"{work}: {free / MIB:.0f} MiB free, a run needs ~{need / MIB:.0f} MiB")
+
+
 def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     tools = [TOOLS[name]() for name in args.tools]
     info: dict[str, Any] = {}
@@ -647,23 +662,33 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         workloads["minilm"] = minilm_workload(work, args.minilm_zip)
         if "skipped" in workloads["minilm"]:
             log(f"minilm: SKIPPED ({workloads['minilm']['skipped']})")
+    check_space(work, workloads)
     for wname, wl in workloads.items():
         if "skipped" in wl:
             continue
         folders = [Path(f) for f in wl["folders"]]
         samples: dict[str, list[dict[str, Any]]] = {t.name: [] for t in ready}
         startup: dict[str, list[float]] = {t.name: [] for t in ready}
+        failed: dict[str, str] = {}
         for r in range(args.runs):
             order = ready[r % len(ready) :] + ready[: r % len(ready)]
             for tool in order:
+                if tool.name in failed:
+                    continue
                 log(f"{wname} run {r + 1}/{args.runs}: {tool.name}")
                 tdir = work / "runs" / f"{wname}-{tool.name}-{r}"
                 try:
                     samples[tool.name].append(one_run(tool, folders, tdir))
                     startup[tool.name].append(startup_seconds(tool))
+                except (RuntimeError, OSError) as e:  # one tool failing leaves the others
+                    failed[tool.name] = str(e)
+                    log(f"{wname}: {tool.name} FAILED, left out: {e}")
                 finally:
                     drop_tree(tdir)
-        wl["results"] = {name: summarize(s, startup[name]) for name, s in samples.items()}
+        wl["results"] = {
+            name: {"failed": failed[name]} if name in failed else summarize(s, startup[name])
+            for name, s in samples.items()
+        }
         wl["folders"] = [f.name for f in folders]  # the paths were temporary
     return {"tools": info, "workloads": workloads}
 
@@ -688,6 +713,9 @@ def report(results: dict[str, Any]) -> str:
             return "-" if x is None else f"{x:.3f}"
 
         for name, r in wl["results"].items():
+            if "failed" in r:
+                lines.append(f"| {name} | FAILED: {' '.join(r['failed'].split())[:200]} |")
+                continue
             lines.append(
                 f"| {name} | {r['stored_bytes'] / MIB:.1f} | {r['remote_bytes'] / MIB:.1f} "
                 f"| {f(r['save_new_s'])} | {f(r['save_version_s'])} | {f(r['push_new_s'])} "
