@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -29,17 +30,27 @@ from modelvault.core import graph
 from modelvault.core.hashing import ObjType
 from modelvault.core.objects import ModelObject
 from modelvault.core.packfmt import FILE_HEADER, IDX_ENTRY, RECORD_HEADER, Entry
-from modelvault.errors import IntegrityError, InvalidTag, ModelExists, NotFound
+from modelvault.errors import IntegrityError, InvalidTag, ModelExists, NotFound, RemoteError
 from modelvault.odb.packs import verify_payload
 from modelvault.odb.writer import build_pack
 from modelvault.refs import RefValue
+from modelvault.remote.catalogue import CatalogueError, decode_catalogue
 from modelvault.remote.locks import RemoteLock, held
 from modelvault.remote.pull import SPAN_GAP, SPAN_MAX
 from modelvault.remote.push import REPACK_TARGET
 from modelvault.remote.repo import RemoteRepo
 from modelvault.remote.session import JOBS, Session, open_session
 from modelvault.repo import Repository
-from modelvault.repo.layout import ALIASES, PACK_INDEX_KEY, PACKS, alias_key, index_key, pack_key
+from modelvault.repo.layout import (
+    ALIASES,
+    CATALOGUE,
+    CATALOGUE_KEY,
+    PACK_INDEX_KEY,
+    PACKS,
+    alias_key,
+    index_key,
+    pack_key,
+)
 from modelvault.tags import Tag
 
 __all__ = [
@@ -52,6 +63,8 @@ __all__ = [
     "read_aliases",
     "verify_remote",
 ]
+
+logger = logging.getLogger("modelvault.remote")
 
 REPACK_UNUSED = 0.5  # a pack whose stored bytes are more than this share dead is repacked
 
@@ -452,6 +465,11 @@ def _gc(
             done += 1
             if progress is not None:
                 progress(RemoteProgress("deleting", done, 0, total, 0))
+    lock.check()
+    try:  # one catalogue of what is left (11.11): a shortcut, the space is freed already
+        r.update_catalogue((set(packs) - set(gone)) | made, rewrite=True)
+    except RemoteError as exc:
+        logger.warning(f"{r.url}: the catalogue was not rewritten ({exc})")
     return freed
 
 
@@ -651,6 +669,16 @@ def verify_remote(
             report.damaged_files[pack_key(name)] = why
             if check.gone:
                 corrupt.update(packs[name])
+    for key in r.t.list(CATALOGUE):  # catalogues (11.11): a shortcut, but one that lies
+        m = CATALOGUE_KEY.fullmatch(key)
+        if m is None:
+            continue
+        try:
+            decode_catalogue(m.group(1), r.t.get(key))
+        except NotFound:
+            continue
+        except CatalogueError as exc:
+            report.damaged_files[key] = str(exc)
     _verify_tags(r, report, meta, sound, corrupt)
     report.corrupt = sorted(c.hex() for c in corrupt)
     report.ok = not (

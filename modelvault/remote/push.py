@@ -6,6 +6,7 @@ index, and create the tag last, create-only. See :mod:`modelvault.remote.sync`.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from modelvault.aliases import AliasValue
 from modelvault.core.packfmt import Entry
-from modelvault.errors import IntegrityError, ModelExists
+from modelvault.errors import IntegrityError, ModelExists, RemoteError
 from modelvault.odb.packs import Record, build_pack, verify_payload
 from modelvault.refs import RefValue
 from modelvault.remote.aliases import move_remote_alias
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
     from modelvault.odb import PackDB
 
 __all__ = ["REPACK_TARGET", "push"]
+
+logger = logging.getLogger("modelvault.remote")
 
 REPACK_TARGET = 32 * 1024 * 1024  # size of packs built for a push
 
@@ -101,6 +104,11 @@ def push(
             _remote_has(s.repo, ref)  # the same model raced in (fine), or ModelExists
         if alias is not None:  # the version is there: now the alias may name it
             move_remote_alias(s.repo.t, AliasValue.of(alias, ref))
+        if uploads:  # new packs: keep the remote's catalogue short (a shortcut only)
+            try:
+                s.repo.update_catalogue()
+            except RemoteError as exc:
+                logger.warning(f"{s.repo.url}: the catalogue was not updated ({exc})")
     return s.result(sent)
 
 

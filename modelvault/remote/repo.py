@@ -37,13 +37,17 @@ from modelvault import _fsutil
 from modelvault.core.packfmt import Entry, PackFormatError, decode_index
 from modelvault.errors import IntegrityError, InvalidTag, NotFound, RemoteError, UnsupportedFormat
 from modelvault.refs import RefValue
+from modelvault.remote.catalogue import CatalogueError, decode_catalogue, encode_catalogue
 from modelvault.remote.transport import Transport
 from modelvault.repo.layout import (
+    CATALOGUE,
+    CATALOGUE_KEY,
     CHECKED,
     MARKER,
     PACK_INDEX_KEY,
     PACKS,
     REFS,
+    catalogue_key,
     index_key,
     ref_key,
 )
@@ -64,6 +68,8 @@ __all__ = [
 
 FORMAT = 3  # 3: writers hold locks/ (remote gc); 2: float-codec chunks; 1: codecs 0-2
 READABLE = frozenset({1, 2, 3})
+CATALOGUE_MIN = 8  # visible packs no catalogue covers before a push writes one
+CATALOGUE_MAX = 8  # catalogues before a push merges them all into one
 
 
 class RemoteFormatError(UnsupportedFormat, RemoteError):
@@ -299,10 +305,7 @@ class RemoteRepo:
         naming it: its pack's objects are invisible (a push sends them again, a pull
         that needs one raises ``IntegrityError`` naming the index), the others serve.
         """
-        names = {m.group(1) for k in self.t.list(PACKS) if (m := PACK_INDEX_KEY.fullmatch(k))}
-        cached = {p.stem for p in (self.cache / PACKS).glob("*.idx")}
-        for gone in cached - names:  # removed from the remote by hand: forget it
-            (self.cache / PACKS / f"{gone}.idx").unlink(missing_ok=True)
+        names = self._visible()
 
         def load(name: str) -> dict[bytes, Entry] | str | None:
             try:
@@ -333,9 +336,7 @@ class RemoteRepo:
     def pack_indexes(self) -> tuple[dict[str, dict[bytes, Entry]], dict[str, str]]:
         """Each visible pack's own entries (not merged: remote gc and verify work pack
         by pack), and the damaged indexes (name -> why); one listing, new indexes read."""
-        names = {m.group(1) for k in self.t.list(PACKS) if (m := PACK_INDEX_KEY.fullmatch(k))}
-        for gone in {p.stem for p in (self.cache / PACKS).glob("*.idx")} - names:
-            self.forget_index(gone)
+        names = self._visible()
 
         def load(name: str) -> dict[bytes, Entry] | str | None:
             try:
@@ -350,6 +351,84 @@ class RemoteRepo:
         packs = {n: part for n, part in loaded.items() if isinstance(part, dict)}
         damaged = {n: part for n, part in loaded.items() if isinstance(part, str)}
         return packs, damaged
+
+    def _visible(self) -> set[str]:
+        """The visible packs (one listing of ``packs/``): local copies of indexes whose
+        pack left the remote are dropped, and those missing are taken from catalogues
+        not read yet (11.11) before any index is read one by one."""
+        names = {m.group(1) for k in self.t.list(PACKS) if (m := PACK_INDEX_KEY.fullmatch(k))}
+        cached = {p.stem for p in (self.cache / PACKS).glob("*.idx")}
+        for gone in cached - names:  # removed from the remote (remote gc): forget it
+            self.forget_index(gone)
+        if names - cached:
+            self._read_catalogues(names)
+        return names
+
+    def _catalogues(self) -> list[str]:
+        return [m.group(1) for k in self.t.list(CATALOGUE) if (m := CATALOGUE_KEY.fullmatch(k))]
+
+    def _read_catalogues(self, listed: set[str], keys: list[str] | None = None) -> None:
+        """Read the catalogues not read before; keep the indexes of ``listed`` packs the
+        cache lacks, and each catalogue's pack names (what it covers). A damaged one is
+        skipped with a warning: the indexes it would give are read one by one."""
+        top = self.cache / CATALOGUE
+        top.mkdir(exist_ok=True)
+        for name in sorted(self._catalogues() if keys is None else keys):
+            seen = top / name
+            if seen.exists():
+                continue
+            try:
+                data = self.t.get(catalogue_key(name))
+            except NotFound:  # replaced since the listing
+                continue
+            try:
+                blobs = decode_catalogue(name, data)
+            except CatalogueError as exc:
+                logger.warning(f"{self.url}/{catalogue_key(name)} is damaged ({exc}): skipped")
+                continue
+            for pack, blob in blobs.items():
+                if pack in listed and not (self.cache / PACKS / f"{pack}.idx").exists():
+                    self.remember_index(pack, blob)
+            _fsutil.atomic_write(seen, "\n".join(sorted(blobs)).encode())
+
+    def update_catalogue(self, visible: set[str] | None = None, *, rewrite: bool = False) -> None:
+        """Keep the catalogue short (11.11): write one of the visible packs no catalogue
+        covers once there are :data:`CATALOGUE_MIN` of them; with :data:`CATALOGUE_MAX`
+        catalogues or more (or ``rewrite``, remote gc), one of every visible pack, then
+        remove the catalogues it replaces. ``visible`` defaults to the packs whose indexes
+        the cache holds (the visible ones after a push's refresh and uploads)."""
+        if visible is None:
+            visible = {p.stem for p in (self.cache / PACKS).glob("*.idx")}
+        keys = self._catalogues()
+        self._read_catalogues(visible, keys)
+        covered: set[str] = set()
+        for name in keys:
+            with contextlib.suppress(OSError):
+                covered.update((self.cache / CATALOGUE / name).read_text().split())
+        uncovered = visible - covered
+        if rewrite or len(keys) >= CATALOGUE_MAX:
+            if not keys and len(visible) < CATALOGUE_MIN:
+                return
+            made = self._write_catalogue(visible)
+            for name in keys:
+                if name != made:
+                    self.t.delete(catalogue_key(name))
+                    (self.cache / CATALOGUE / name).unlink(missing_ok=True)
+        elif len(uncovered) >= CATALOGUE_MIN:
+            self._write_catalogue(uncovered)
+
+    def _write_catalogue(self, packs: set[str]) -> str | None:
+        blobs: dict[str, bytes] = {}
+        for pack in packs:
+            with contextlib.suppress(OSError):
+                blobs[pack] = (self.cache / PACKS / f"{pack}.idx").read_bytes()
+        if not blobs:
+            return None
+        name, data = encode_catalogue(blobs)
+        self.t.put(catalogue_key(name), data)
+        (self.cache / CATALOGUE).mkdir(exist_ok=True)
+        _fsutil.atomic_write(self.cache / CATALOGUE / name, "\n".join(sorted(blobs)).encode())
+        return name
 
     def forget_index(self, name: str) -> None:
         """Drop the local copy of a pack's index (the pack left the remote)."""

@@ -13,6 +13,7 @@ from modelvault.tags import Tag
 __all__ = [
     "ALIASES",
     "CATALOGUE",
+    "CATALOGUE_KEY",
     "CHECKED",
     "LOCKS",
     "MARKER",
@@ -22,6 +23,7 @@ __all__ = [
     "StoreLayout",
     "alias_key",
     "default_home",
+    "catalogue_key",
     "index_key",
     "lock_key",
     "pack_key",
@@ -121,6 +123,14 @@ PACK_INDEX_KEY = re.compile(r"packs/([0-9a-f]{64})\.idx")
 
 def pack_key(name: str) -> str:
     return f"{PACKS}/{name}.pack"
+
+
+CATALOGUE_KEY = re.compile(r"index/([0-9a-f]{64})\.cat")
+
+
+def catalogue_key(name: str) -> str:
+    """A remote catalogue: the indexes of many packs in one file (docs/format.md 11.11)."""
+    return f"{CATALOGUE}/{name}.cat"
 
 
 def index_key(name: str) -> str:
