@@ -341,14 +341,23 @@ EXAMPLES: list[Example] = [
             "mv remote remove backup",
         ],
     ),
+    Example("status", ["mv status origin", "mv status origin -o json"]),
+    Example(
+        "delete-remote",
+        ["mv delete bert:v2 --remote origin -y"],
+        before=["mv push bert:v2"],
+    ),
+    Example("remote-unlock", ["mv remote unlock origin"]),
     Example(
         "gc",
-        ["mv gc"],
+        ["mv gc", "mv gc --remote origin"],
         before=[make_scratch, "mv save ./scratch scratch:v1", "mv delete scratch -y"],
     ),
-    Example("status", ["mv status origin", "mv status origin -o json"]),
     # last: it damages the store
-    Example("verify", ["mv verify", Hidden(damage_pack), ("mv verify", 1)]),
+    Example(
+        "verify",
+        ["mv verify", "mv verify --remote origin", Hidden(damage_pack), ("mv verify", 1)],
+    ),
 ]
 
 
@@ -400,7 +409,13 @@ def splice(doc: str, bodies: dict[str, str]) -> str:
             f"docs/cli.md's example markers do not match the generator: missing {missing}, "
             f"unknown {unknown}, repeated {twice}"
         )
-    return _BLOCK.sub(lambda m: m.group("head") + bodies[m.group("name")] + m.group("tail"), doc)
+
+    def body(m: re.Match[str]) -> str:
+        old, new = m.group("body"), bodies[m.group("name")]
+        kept = old if masked(old) == masked(new) else new  # no churn in what is not compared
+        return m.group("head") + kept + m.group("tail")
+
+    return _BLOCK.sub(body, doc)
 
 
 def masked(text: str) -> str:
