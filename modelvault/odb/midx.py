@@ -43,6 +43,7 @@ from modelvault.core.packfmt import (
     check_index,
     midx_layout,
 )
+from modelvault.errors import IntegrityError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -201,8 +202,14 @@ class MultiIndex:
             self._map, self._entries + MIDX_ENTRY.size * i
         )
         if pack >= len(self.packs):
-            raise PackFormatError(f"{self.name}: entry {i} names pack {pack} of {len(self.packs)}")
+            raise self.damaged(f"entry {i} names pack {pack} of {len(self.packs)}")
         return Entry(self.packs[pack], offset, stored, raw, kind, how)
+
+    def damaged(self, why: str) -> IntegrityError:
+        return IntegrityError(
+            f"the multi-pack index objects/packs/{self.name} is damaged ({why}): "
+            "`mv verify` rebuilds it from the packs' own indexes"
+        )
 
     def lookup(self, oid: bytes) -> Entry | None:
         i = self.position(oid)

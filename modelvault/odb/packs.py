@@ -310,7 +310,10 @@ class PackDB:
             pos = layer.positions(needles[rest])
             hit = pos >= 0
             names = layer.packs
-            rows = layer.entries()[pos[hit]].tolist()
+            picked = layer.entries()[pos[hit]]
+            if len(picked) and int(picked["pack"].max()) >= len(names):
+                raise layer.damaged("an entry names a pack it does not list")
+            rows = picked.tolist()
             found = [
                 make(Entry, (names[pk], off, stored, raw, kind, how))
                 for pk, kind, how, _, off, stored, raw in rows

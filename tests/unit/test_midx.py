@@ -16,6 +16,7 @@ from modelvault import Store
 from modelvault.core import codec
 from modelvault.core.hashing import ObjType, object_id
 from modelvault.core.packfmt import MIDX_HEADER, PackFormatError, midx_layout
+from modelvault.errors import IntegrityError
 from modelvault.odb import PackDB
 from modelvault.odb import packs as packs_mod
 from modelvault.odb.midx import MultiIndex, id_list, write_midx
@@ -252,3 +253,24 @@ def test_lookups_find_ids_that_share_long_prefixes(tmp_path: Path) -> None:
     assert all(layer.position(oid) == -1 for oid in absent if oid not in ids)
     order = id_list(layer.ids())
     assert all(layer.position(oid) == i for i, oid in enumerate(order))
+
+
+def test_an_entry_naming_a_pack_out_of_range_is_damage_not_a_crash(tmp_path: Path) -> None:
+    db = PackDB(tmp_path / "objects")
+    recs = _fill(db, MERGE_AT, per=40)
+    [midx] = _midx_files(db)
+    layer = MultiIndex(midx)
+    data = bytearray(midx.read_bytes())
+    at = layer.layout.entries  # entry 0's pack number
+    data[at : at + 4] = (10**6).to_bytes(4, "little")
+    midx.chmod(0o644)
+    midx.write_bytes(data)
+    first = id_list(layer.ids()[:1])[0]
+    fresh = PackDB(tmp_path / "objects")
+    with pytest.raises(IntegrityError, match="mv verify"):
+        fresh.entry(first)
+    with pytest.raises(IntegrityError, match=midx.name):
+        fresh.entries([r[1] for r in recs])
+    assert midx.name in fresh.check_multi_indexes()
+    fresh.rebuild_index()
+    assert all(e is not None for e in fresh.entries([r[1] for r in recs]))
