@@ -42,13 +42,64 @@ store32(uint8_t *p, uint32_t v)
     p[3] = (uint8_t)(v >> 24);
 }
 
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+#define HOST_LE 0
+#else
+#define HOST_LE 1
+#endif
+
+/* Elements as w-byte little-endian integers, straight loads on little-endian hosts (the
+ * loops below then vectorise). */
+static inline uint16_t
+load16le(const uint8_t *p)
+{
+    uint16_t v;
+    if (HOST_LE) {
+        memcpy(&v, p, 2);
+        return v;
+    }
+    return (uint16_t)(p[0] | (p[1] << 8));
+}
+
+static inline uint32_t
+load32le(const uint8_t *p)
+{
+    uint32_t v;
+    if (HOST_LE) {
+        memcpy(&v, p, 4);
+        return v;
+    }
+    return load32(p);
+}
+
+static inline void
+store16le(uint8_t *p, uint16_t v)
+{
+    if (HOST_LE)
+        memcpy(p, &v, 2);
+    else {
+        p[0] = (uint8_t)v;
+        p[1] = (uint8_t)(v >> 8);
+    }
+}
+
+static inline void
+store32le(uint8_t *p, uint32_t v)
+{
+    if (HOST_LE)
+        memcpy(p, &v, 4);
+    else
+        store32(p, v);
+}
+
 static void
-split_planes(const uint8_t *src, Py_ssize_t n, int w, int r, uint8_t *out)
+split_planes(const uint8_t *restrict src, Py_ssize_t n, int w, int r, uint8_t *restrict out)
 {
     if (w == 4) {
-        uint8_t *e = out, *a = out + n, *b = out + 2 * n, *c = out + 3 * n;
+        uint8_t *restrict e = out, *restrict a = out + n, *restrict b = out + 2 * n,
+                          *restrict c = out + 3 * n;
         for (Py_ssize_t j = 0; j < n; j++) {
-            uint32_t v = load32(src + 4 * j);
+            uint32_t v = load32le(src + 4 * j);
             v = (v << r) | (v >> (32 - r));
             e[j] = (uint8_t)(v >> 24);
             a[j] = (uint8_t)v;
@@ -56,9 +107,9 @@ split_planes(const uint8_t *src, Py_ssize_t n, int w, int r, uint8_t *out)
             c[j] = (uint8_t)(v >> 16);
         }
     } else { /* w == 2 */
-        uint8_t *e = out, *a = out + n;
+        uint8_t *restrict e = out, *restrict a = out + n;
         for (Py_ssize_t j = 0; j < n; j++) {
-            uint16_t v = (uint16_t)(src[2 * j] | (src[2 * j + 1] << 8));
+            uint16_t v = load16le(src + 2 * j);
             v = (uint16_t)((v << r) | (v >> (16 - r)));
             e[j] = (uint8_t)(v >> 8);
             a[j] = (uint8_t)v;
@@ -67,22 +118,21 @@ split_planes(const uint8_t *src, Py_ssize_t n, int w, int r, uint8_t *out)
 }
 
 static void
-join_planes(const uint8_t *const *p, Py_ssize_t n, int w, int r, uint8_t *out)
+join_planes(const uint8_t *const *p, Py_ssize_t n, int w, int r, uint8_t *restrict out)
 {
     if (w == 4) {
-        const uint8_t *e = p[0], *a = p[1], *b = p[2], *c = p[3];
+        const uint8_t *restrict e = p[0], *restrict a = p[1], *restrict b = p[2],
+                                *restrict c = p[3];
         for (Py_ssize_t j = 0; j < n; j++) {
             uint32_t v = (uint32_t)a[j] | ((uint32_t)b[j] << 8) | ((uint32_t)c[j] << 16) |
                          ((uint32_t)e[j] << 24);
-            store32(out + 4 * j, (v >> r) | (v << (32 - r)));
+            store32le(out + 4 * j, (v >> r) | (v << (32 - r)));
         }
     } else {
-        const uint8_t *e = p[0], *a = p[1];
+        const uint8_t *restrict e = p[0], *restrict a = p[1];
         for (Py_ssize_t j = 0; j < n; j++) {
             uint16_t v = (uint16_t)(a[j] | (e[j] << 8));
-            v = (uint16_t)((v >> r) | (v << (16 - r)));
-            out[2 * j] = (uint8_t)v;
-            out[2 * j + 1] = (uint8_t)(v >> 8);
+            store16le(out + 2 * j, (uint16_t)((v >> r) | (v << (16 - r))));
         }
     }
 }
@@ -310,6 +360,752 @@ probe(PyObject *self, PyObject *args)
     return Py_BuildValue("(dN)", byte_bits, out);
 }
 
+/* --- Huffman planes (docs/format.md, section 2, "Huffman sub-format") ------------------
+ *
+ * A plane of n bytes is coded with a canonical Huffman code of at most HUF_MAX bits,
+ * its symbols cut into 4 streams (stream k: symbols k*m .. min(n, (k+1)*m) - 1, with
+ * m = ceil(n / 4)), each a bit string packed from the least significant bit of each byte,
+ * each code written from its most significant bit, the last byte padded with zero bits.
+ * Four independent streams let the encoder and decoder run four chains at once.
+ *
+ *   plane := T u8 (0: constant plane, then the symbol u8; 1..11: the longest code)
+ *            first u8, last u8, (last - first + 1) code lengths of 4 bits, low nibble
+ *            first (0: symbol absent), stream lengths B0 B1 B2 u32, streams 0..3
+ */
+
+#define HUF_MAX 12
+#ifndef HUF_STREAMS
+#define HUF_STREAMS 8
+#endif
+
+typedef struct {
+    uint32_t count;
+    uint32_t sym;
+} huf_item;
+
+/* Sort by count, then symbol (shell sort: at most 256 items, no calls). */
+static void
+huf_sort(huf_item *a, int m)
+{
+    static const int gaps[] = {57, 23, 10, 4, 1};
+    for (int g = 0; g < 5; g++) {
+        int gap = gaps[g];
+        for (int i = gap; i < m; i++) {
+            huf_item x = a[i];
+            uint64_t kx = (uint64_t)x.count << 8 | x.sym;
+            int j = i;
+            while (j >= gap && ((uint64_t)a[j - gap].count << 8 | a[j - gap].sym) > kx) {
+                a[j] = a[j - gap];
+                j -= gap;
+            }
+            a[j] = x;
+        }
+    }
+}
+
+/* Code lengths (at most HUF_MAX, a complete code) of the symbols counted in ``hist``,
+ * into ``lens``; returns the number of distinct symbols. */
+static int
+huf_lengths(const uint32_t *hist, uint8_t *lens)
+{
+    huf_item items[256];
+    uint64_t weight[512];
+    int parent[512], depth[512];
+    int m = 0;
+    memset(lens, 0, 256);
+    for (int s = 0; s < 256; s++)
+        if (hist[s]) {
+            items[m].count = hist[s];
+            items[m].sym = (uint32_t)s;
+            m++;
+        }
+    if (m < 2)
+        return m;
+    huf_sort(items, m);
+    for (int i = 0; i < m; i++)
+        weight[i] = items[i].count;
+    int leaf = 0, node = m, end = m;
+    for (int k = 0; k < m - 1; k++) {
+        int pick[2];
+        for (int j = 0; j < 2; j++) {
+            if (leaf < m && (node >= end || weight[leaf] <= weight[node]))
+                pick[j] = leaf++;
+            else
+                pick[j] = node++;
+        }
+        weight[end] = weight[pick[0]] + weight[pick[1]];
+        parent[pick[0]] = parent[pick[1]] = end;
+        end++;
+    }
+    depth[end - 1] = 0;
+    for (int i = end - 2; i >= 0; i--)
+        depth[i] = depth[parent[i]] + 1;
+    uint32_t num[256 + 1];
+    memset(num, 0, sizeof num);
+    for (int i = 0; i < m; i++)
+        num[depth[i] > HUF_MAX ? HUF_MAX : depth[i]]++;
+    uint32_t total = 0;
+    for (int i = 1; i <= HUF_MAX; i++)
+        total += num[i] << (HUF_MAX - i);
+    while (total > (1u << HUF_MAX)) { /* make the clamped code complete again (miniz) */
+        num[HUF_MAX]--;
+        for (int i = HUF_MAX - 1; i > 0; i--)
+            if (num[i]) {
+                num[i]--;
+                num[i + 1] += 2;
+                break;
+            }
+        total--;
+    }
+    /* the most frequent symbols get the shortest codes */
+    int at = m - 1;
+    for (int len = 1; len <= HUF_MAX; len++)
+        for (uint32_t c = 0; c < num[len]; c++)
+            lens[items[at--].sym] = (uint8_t)len;
+    return m;
+}
+
+/* Canonical codes of ``lens`` (longest ``t``), bit-reversed for LSB-first streams:
+ * codes[s] = reversed code | len << 16. */
+static void
+huf_codes(const uint8_t *lens, uint32_t *codes)
+{
+    uint32_t num[HUF_MAX + 1] = {0}, next[HUF_MAX + 2];
+    for (int s = 0; s < 256; s++)
+        num[lens[s]]++;
+    num[0] = 0;
+    uint32_t code = 0;
+    for (int len = 1; len <= HUF_MAX; len++) {
+        code = (code + num[len - 1]) << 1;
+        next[len] = code;
+    }
+    for (int s = 0; s < 256; s++) {
+        int len = lens[s];
+        if (!len) {
+            codes[s] = 0;
+            continue;
+        }
+        uint32_t c = next[len]++, r = 0;
+        for (int b = 0; b < len; b++)
+            r |= ((c >> b) & 1u) << (len - 1 - b);
+        codes[s] = r | ((uint32_t)len << 16);
+    }
+}
+
+static inline void
+store64(uint8_t *p, uint64_t v)
+{
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    v = __builtin_bswap64(v);
+#endif
+    memcpy(p, &v, 8);
+}
+
+static inline uint64_t
+load64(const uint8_t *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    v = __builtin_bswap64(v);
+#endif
+    return v;
+}
+
+typedef struct {
+    uint64_t buf;
+    unsigned nb;
+    uint8_t *p;
+} bitw;
+
+#define PUT(w, e)                                                                          \
+    do {                                                                                   \
+        uint32_t e_ = (e);                                                                 \
+        (w).buf |= (uint64_t)(e_ & 0xFFFF) << (w).nb;                                      \
+        (w).nb += e_ >> 16;                                                                \
+    } while (0)
+#define FLUSH(w)                                                                           \
+    do {                                                                                   \
+        store64((w).p, (w).buf);                                                           \
+        (w).p += (w).nb >> 3;                                                              \
+        (w).buf >>= (w).nb & ~7u;                                                          \
+        (w).nb &= 7;                                                                       \
+    } while (0)
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define BMI2_DISPATCH 1 /* variable shifts without the flags (shlx / shrx) where the CPU has them */
+static int use_bmi2;
+#define ALWAYS_INLINE __attribute__((always_inline)) inline
+#else
+#define ALWAYS_INLINE inline
+#endif
+
+static ALWAYS_INLINE bitw
+encode_stream_body(bitw x, const uint8_t *sp, Py_ssize_t c, const uint32_t *codes)
+{
+    Py_ssize_t j = 0;
+    for (; j + 4 <= c; j += 4) { /* 4 codes of <= 12 bits: 48 + 7 bits in the buffer */
+        PUT(x, codes[sp[j]]);
+        PUT(x, codes[sp[j + 1]]);
+        PUT(x, codes[sp[j + 2]]);
+        PUT(x, codes[sp[j + 3]]);
+        FLUSH(x);
+    }
+    for (; j < c; j++) {
+        PUT(x, codes[sp[j]]);
+        FLUSH(x);
+    }
+    FLUSH(x);
+    if (x.nb) /* the last, partial byte */
+        x.p += 1;
+    return x;
+}
+
+static bitw
+encode_stream_plain(bitw x, const uint8_t *sp, Py_ssize_t c, const uint32_t *codes)
+{
+    return encode_stream_body(x, sp, c, codes);
+}
+
+#ifdef BMI2_DISPATCH
+__attribute__((target("bmi2"))) static bitw
+encode_stream_bmi2(bitw x, const uint8_t *sp, Py_ssize_t c, const uint32_t *codes)
+{
+    return encode_stream_body(x, sp, c, codes);
+}
+#endif
+
+static bitw
+encode_stream(bitw x, const uint8_t *sp, Py_ssize_t c, const uint32_t *codes)
+{
+#ifdef BMI2_DISPATCH
+    if (use_bmi2)
+        return encode_stream_bmi2(x, sp, c, codes);
+#endif
+    return encode_stream_plain(x, sp, c, codes);
+}
+
+/* Huffman-code the n symbols of ``plane`` into ``out`` (room: huf_bound(n)); returns the
+ * bytes written. ``hist`` holds the plane's counts, at least two symbols nonzero. */
+static Py_ssize_t
+huf_encode(const uint8_t *plane, Py_ssize_t n, const uint8_t *lens, uint8_t *out,
+           uint8_t *scratch)
+{
+    uint32_t codes[256];
+    int t = 0, first = 256, last = -1;
+    for (int s = 0; s < 256; s++)
+        if (lens[s]) {
+            if (lens[s] > t)
+                t = lens[s];
+            if (first == 256)
+                first = s;
+            last = s;
+        }
+    huf_codes(lens, codes);
+    uint8_t *o = out;
+    *o++ = (uint8_t)t;
+    *o++ = (uint8_t)first;
+    *o++ = (uint8_t)last;
+    for (int s = first; s <= last; s += 2)
+        *o++ = (uint8_t)(lens[s] | (s + 1 <= last ? lens[s + 1] << 4 : 0));
+    uint8_t *lenfield = o;
+    o += 4 * (HUF_STREAMS - 1);
+    Py_ssize_t m = (n + HUF_STREAMS - 1) / HUF_STREAMS, cnt[HUF_STREAMS];
+    Py_ssize_t cap = (m * HUF_MAX) / 8 + 16; /* bytes of scratch per stream */
+    bitw w[HUF_STREAMS];
+    const uint8_t *src[HUF_STREAMS];
+    for (int k = 0; k < HUF_STREAMS; k++) {
+        Py_ssize_t c = n - k * m;
+        cnt[k] = c < 0 ? 0 : (c > m ? m : c);
+        src[k] = plane + k * m;
+        w[k].buf = 0;
+        w[k].nb = 0;
+        w[k].p = scratch + k * cap;
+    }
+    for (int k = 0; k < HUF_STREAMS; k++) /* one stream at a time, its state in registers */
+        w[k] = encode_stream(w[k], src[k], cnt[k], codes);
+    for (int k = 0; k < HUF_STREAMS; k++) {
+        Py_ssize_t b = w[k].p - (scratch + k * cap);
+        if (k < HUF_STREAMS - 1)
+            store32(lenfield + 4 * k, (uint32_t)b);
+        memcpy(o, scratch + k * cap, (size_t)b);
+        o += b;
+    }
+    return o - out;
+}
+
+/* Scratch bytes huf_encode needs for n symbols. */
+static Py_ssize_t
+huf_scratch(Py_ssize_t n)
+{
+    Py_ssize_t m = (n + HUF_STREAMS - 1) / HUF_STREAMS;
+    return HUF_STREAMS * ((m * HUF_MAX) / 8 + 16);
+}
+
+/* Bits of the plane coded with ``lens`` and its header: the exact coded size. */
+static Py_ssize_t
+huf_size(const uint32_t *hist, const uint8_t *lens)
+{
+    uint64_t bits = 0;
+    int first = 256, last = -1;
+    for (int s = 0; s < 256; s++)
+        if (lens[s]) {
+            bits += (uint64_t)hist[s] * lens[s];
+            if (first == 256)
+                first = s;
+            last = s;
+        }
+    /* streams round up to bytes: at most 4 bytes more than bits / 8 */
+    return 3 + (last - first + 2) / 2 + 4 * (HUF_STREAMS - 1) + (Py_ssize_t)(bits / 8) +
+           HUF_STREAMS;
+}
+
+static void
+histogram(const uint8_t *p, Py_ssize_t n, uint32_t *hist)
+{
+    uint32_t h[8][256];
+    memset(h, 0, sizeof h);
+    Py_ssize_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t v = load64(p + i);
+        h[0][v & 255]++;
+        h[1][(v >> 8) & 255]++;
+        h[2][(v >> 16) & 255]++;
+        h[3][(v >> 24) & 255]++;
+        h[4][(v >> 32) & 255]++;
+        h[5][(v >> 40) & 255]++;
+        h[6][(v >> 48) & 255]++;
+        h[7][v >> 56]++;
+    }
+    for (; i < n; i++)
+        h[0][p[i]]++;
+    for (int s = 0; s < 256; s++)
+        hist[s] = h[0][s] + h[1][s] + h[2][s] + h[3][s] + h[4][s] + h[5][s] + h[6][s] + h[7][s];
+}
+
+#define HUF_SAMPLE 1024 /* bytes of each of 4 slices of a mantissa plane's sample */
+#define HUF_FLAG 0x80 /* plane mask bit 7: the planes marked are Huffman-coded, not zstd */
+
+/* The skip (0 <= skip < w) whose plane 0 (rotation 1) has the least order-0 entropy on
+ * two 1 KiB slices of ``d``, at a third and two thirds of it. */
+static int
+pick_skip(const uint8_t *d, Py_ssize_t len, int w)
+{
+    Py_ssize_t start[2], size = len < 1024 ? len : 1024;
+    start[0] = (len / 3) / 4 * 4;
+    start[1] = (2 * len / 3) / 4 * 4;
+    if (start[1] + size > len)
+        start[0] = start[1] = 0;
+    int best = 0;
+    double best_bits = 1e9;
+    for (int skip = 0; skip < w; skip++) {
+        uint32_t h[256], total = 0;
+        memset(h, 0, sizeof h);
+        for (int k = 0; k < 2; k++)
+            for (Py_ssize_t i = start[k] + skip; i + w <= start[k] + size; i += w) {
+                h[plane_byte(d + i, w, 1, 0)]++;
+                total++;
+            }
+        double bits = entropy(h, total);
+        if (total && bits < best_bits) {
+            best_bits = bits;
+            best = skip;
+        }
+    }
+    return best;
+}
+
+/* hencode(data, width, skip, rot, tries, keep) -> the codec-3 payload, Huffman planes:
+ * plane i is Huffman-coded when bit i of ``tries`` is set and its coded size is below
+ * ``keep`` / 1024 of n, else stored raw. ``skip`` -1: the encoder picks it (pick_skip). */
+static PyObject *
+hencode(PyObject *self, PyObject *args)
+{
+    Py_buffer in;
+    int w, skip, r, tries, keep;
+    if (!PyArg_ParseTuple(args, "y*iiiii:hencode", &in, &w, &skip, &r, &tries, &keep))
+        return NULL;
+    if ((w != 2 && w != 4) || r < 1 || r >= 8 * w || skip < -1 || skip >= w) {
+        PyBuffer_Release(&in);
+        return PyErr_Format(PyExc_ValueError, "float planes of width %d, skip %d, rotation %d",
+                            w, skip, r);
+    }
+    const uint8_t *d = (const uint8_t *)in.buf;
+    if (skip < 0)
+        skip = pick_skip(d, in.len, w);
+    Py_ssize_t len = in.len, s0 = skip < len ? skip : len;
+    Py_ssize_t n = (len - s0) / w, tail = len - s0 - n * w;
+    Py_ssize_t bound = 4 + 4 * w + len + 64; /* a coded plane is kept only if below n */
+    uint8_t *planes = NULL, *scratch = NULL;
+    PyObject *res = NULL;
+    planes = PyMem_RawMalloc((size_t)(n * w + 1));
+    scratch = PyMem_RawMalloc((size_t)(huf_scratch(n) + 1));
+    res = PyBytes_FromStringAndSize(NULL, bound);
+    if (planes == NULL || scratch == NULL || res == NULL) {
+        Py_CLEAR(res);
+        if (!PyErr_Occurred())
+            PyErr_NoMemory();
+        goto done;
+    }
+    uint8_t *out = (uint8_t *)PyBytes_AS_STRING(res), *o;
+    Py_ssize_t total;
+    Py_BEGIN_ALLOW_THREADS
+    split_planes(d + s0, n, w, r, planes);
+    int mask = 0;
+    Py_ssize_t stored[4];
+    o = out + 4 + 4 * w;
+    memcpy(o, d, (size_t)s0);
+    o += s0;
+    for (int i = 0; i < w; i++) {
+        const uint8_t *plane = planes + i * n;
+        stored[i] = n;
+        if ((tries >> i & 1) && n > 0) {
+            uint32_t hist[256];
+            uint8_t lens[256];
+            if (i > 0 && n > 4 * HUF_SAMPLE) { /* a mantissa plane: a sample first */
+                Py_ssize_t step = (n - HUF_SAMPLE) / 3;
+                uint32_t part[256];
+                memset(hist, 0, sizeof hist);
+                for (int k = 0; k < 4; k++) {
+                    histogram(plane + k * step, HUF_SAMPLE, part);
+                    for (int c = 0; c < 256; c++)
+                        hist[c] += part[c];
+                }
+                /* no code beats the sample's order-0 entropy: noise is not worth
+                 * counting the whole plane */
+                if (entropy(hist, 4 * HUF_SAMPLE) * 1024 >= 8.0 * keep)
+                    goto raw;
+            }
+            histogram(plane, n, hist);
+            int distinct = huf_lengths(hist, lens);
+            if (distinct == 1) {
+                o[0] = 0;
+                o[1] = plane[0];
+                stored[i] = 2;
+                mask |= 1 << i;
+                o += 2;
+                continue;
+            }
+            if (huf_size(hist, lens) * 1024 < (Py_ssize_t)keep * n) {
+                stored[i] = huf_encode(plane, n, lens, o, scratch);
+                mask |= 1 << i;
+                o += stored[i];
+                continue;
+            }
+        }
+    raw:
+        memcpy(o, plane, (size_t)n);
+        o += n;
+    }
+    memcpy(o, d + s0 + n * w, (size_t)tail);
+    o += tail;
+    out[0] = (uint8_t)w;
+    out[1] = (uint8_t)s0;
+    out[2] = (uint8_t)(mask | HUF_FLAG);
+    out[3] = (uint8_t)r;
+    for (int i = 0; i < w; i++)
+        store32(out + 4 + 4 * i, (uint32_t)stored[i]);
+    total = o - out;
+    Py_END_ALLOW_THREADS
+    if (_PyBytes_Resize(&res, total) < 0)
+        res = NULL;
+done:
+    PyMem_RawFree(planes);
+    PyMem_RawFree(scratch);
+    PyBuffer_Release(&in);
+    return res;
+}
+
+/* --- decoding ---------------------------------------------------------------------- */
+
+typedef struct {
+    uint64_t buf;
+    int nb;
+    const uint8_t *p, *end;
+} bitr;
+
+/* Decode ``cnt`` symbols of one stream with the table (mask tm) into ``out``, bounds
+ * checked; returns 0, or -1 if the stream ends early or has bytes or nonzero bits over. */
+static int
+huf_stream_tail(bitr *b, const uint16_t *tab, uint32_t tm, uint8_t *out, Py_ssize_t cnt)
+{
+    for (Py_ssize_t i = 0; i < cnt; i++) {
+        if (b->nb < HUF_MAX) {
+            b->buf &= b->nb ? (~0ull >> (64 - b->nb)) : 0;
+            while (b->nb <= 56 && b->p < b->end) {
+                b->buf |= (uint64_t)*b->p++ << b->nb;
+                b->nb += 8;
+            }
+        }
+        uint16_t e = tab[b->buf & tm];
+        int l = e >> 8;
+        if (l > b->nb)
+            return -1; /* the code runs past the stream's end */
+        out[i] = (uint8_t)e;
+        b->buf >>= l;
+        b->nb -= l;
+    }
+    if (b->p != b->end || b->nb >= 8 || (b->buf & ((1ull << b->nb) - 1)))
+        return -1;
+    return 0;
+}
+
+#define REFILL(b)                                                                          \
+    do {                                                                                   \
+        (b).buf |= load64((b).p) << (b).nb;                                                \
+        (b).p += (63 - (b).nb) >> 3;                                                       \
+        (b).nb |= 56;                                                                      \
+    } while (0)
+
+#define GET2(b, d)                                                                         \
+    do {                                                                                   \
+        uint32_t e_ = tab2[(b).buf & tm];                                                  \
+        store16le((d), (uint16_t)e_);                                                      \
+        (d) += e_ >> 24;                                                                   \
+        (b).buf >>= (e_ >> 16) & 255;                                                      \
+        (b).nb -= (e_ >> 16) & 255;                                                        \
+    } while (0)
+
+/* The bulk of four streams at once, two symbols a lookup where they fit: while each has
+ * 8 bytes to load and room for 8 more symbols (4 lookups of at most 12 bits from the 56
+ * a refill guarantees). Leaves the rest to huf_stream_tail. */
+static ALWAYS_INLINE void
+huf_fast4_body(bitr *s, uint8_t **dst, uint8_t *const *dend, const uint32_t *tab2, uint32_t tm)
+{
+    bitr a = s[0], b = s[1], c = s[2], d = s[3];
+    uint8_t *da = dst[0], *db = dst[1], *dc = dst[2], *dd = dst[3];
+    while (a.p + 8 <= a.end && b.p + 8 <= b.end && c.p + 8 <= c.end && d.p + 8 <= d.end &&
+           da + 8 <= dend[0] && db + 8 <= dend[1] && dc + 8 <= dend[2] && dd + 8 <= dend[3]) {
+        REFILL(a);
+        REFILL(b);
+        REFILL(c);
+        REFILL(d);
+        for (int i = 0; i < 4; i++) {
+            GET2(a, da);
+            GET2(b, db);
+            GET2(c, dc);
+            GET2(d, dd);
+        }
+    }
+    s[0] = a;
+    s[1] = b;
+    s[2] = c;
+    s[3] = d;
+    dst[0] = da;
+    dst[1] = db;
+    dst[2] = dc;
+    dst[3] = dd;
+}
+
+static void
+huf_fast4_plain(bitr *s, uint8_t **dst, uint8_t *const *dend, const uint32_t *tab2, uint32_t tm)
+{
+    huf_fast4_body(s, dst, dend, tab2, tm);
+}
+
+#ifdef BMI2_DISPATCH
+__attribute__((target("bmi2"))) static void
+huf_fast4_bmi2(bitr *s, uint8_t **dst, uint8_t *const *dend, const uint32_t *tab2, uint32_t tm)
+{
+    huf_fast4_body(s, dst, dend, tab2, tm);
+}
+#endif
+
+static void
+huf_fast4(bitr *s, uint8_t **dst, uint8_t *const *dend, const uint32_t *tab2, uint32_t tm)
+{
+#ifdef BMI2_DISPATCH
+    if (use_bmi2) {
+        huf_fast4_bmi2(s, dst, dend, tab2, tm);
+        return;
+    }
+#endif
+    huf_fast4_plain(s, dst, dend, tab2, tm);
+}
+
+/* Decode one Huffman plane of n symbols from src[0 .. len) into out; 0 or an error text. */
+static const char *
+huf_decode(const uint8_t *src, Py_ssize_t len, Py_ssize_t n, uint8_t *out, uint16_t *tab,
+           uint32_t *tab2)
+{
+    if (len < 1)
+        return "a Huffman plane is empty";
+    int t = src[0];
+    if (t == 0) {
+        if (len != 2)
+            return "a constant plane is not 2 bytes";
+        memset(out, src[1], (size_t)n);
+        return NULL;
+    }
+    if (t > HUF_MAX || len < 3)
+        return "a Huffman plane's header is invalid";
+    int first = src[1], last = src[2];
+    if (first > last)
+        return "a Huffman plane's symbol range is empty";
+    Py_ssize_t at = 3 + (last - first + 2) / 2;
+    if (len < at + 4 * (HUF_STREAMS - 1))
+        return "a Huffman plane's header is truncated";
+    uint8_t lens[256];
+    memset(lens, 0, sizeof lens);
+    uint32_t kraft = 0;
+    int longest = 0;
+    for (int s = first; s <= last; s++) {
+        int l = (src[3 + (s - first) / 2] >> (4 * ((s - first) & 1))) & 15;
+        if (l > t)
+            return "a Huffman code is longer than the plane's longest";
+        lens[s] = (uint8_t)l;
+        if (l) {
+            kraft += 1u << (t - l);
+            if (l > longest)
+                longest = l;
+        }
+    }
+    if ((last - first) % 2 == 0 && (src[at - 1] >> 4))
+        return "a Huffman plane's padding nibble is not zero";
+    if (kraft != (1u << t) || longest != t)
+        return "a Huffman plane's code lengths are not a complete code";
+    uint32_t codes[256];
+    huf_codes(lens, codes);
+    uint32_t tm = (1u << t) - 1;
+    for (int s = 0; s < 256; s++) {
+        int l = lens[s];
+        if (!l)
+            continue;
+        uint16_t e = (uint16_t)(s | (l << 8));
+        for (uint32_t x = codes[s] & 0xFFFF; x <= tm; x += 1u << l)
+            tab[x] = e;
+    }
+    Py_ssize_t bl[HUF_STREAMS], sum = 0;
+    for (int k = 0; k < HUF_STREAMS - 1; k++) {
+        bl[k] = (Py_ssize_t)load32(src + at + 4 * k);
+        sum += bl[k];
+    }
+    at += 4 * (HUF_STREAMS - 1);
+    if (sum > len - at)
+        return "a Huffman plane's stream lengths exceed the plane";
+    bl[HUF_STREAMS - 1] = len - at - sum;
+    Py_ssize_t m = (n + HUF_STREAMS - 1) / HUF_STREAMS, cnt[HUF_STREAMS];
+    bitr b[HUF_STREAMS];
+    uint8_t *dst[HUF_STREAMS];
+    for (int k = 0; k < HUF_STREAMS; k++) {
+        Py_ssize_t c = n - k * m;
+        cnt[k] = c < 0 ? 0 : (c > m ? m : c);
+        dst[k] = out + k * m;
+        b[k].buf = 0;
+        b[k].nb = 0;
+        b[k].p = src + at;
+        b[k].end = src + at + bl[k];
+        at += bl[k];
+    }
+    /* pairs: tab2[x] decodes the code at the bottom of x and, if the next code fits in
+     * the rest of the t bits, that one too: s1 | s2 << 8 | bits << 16 | count << 24 */
+    for (uint32_t x = 0; x <= tm; x++) {
+        uint16_t e1 = tab[x], e2 = tab[x >> (e1 >> 8)];
+        uint32_t l1 = e1 >> 8, l2 = e2 >> 8;
+        tab2[x] = l1 + l2 <= (uint32_t)t
+                      ? (uint32_t)(e1 & 255) | (uint32_t)(e2 & 255) << 8 | (l1 + l2) << 16 | 2u << 24
+                      : (uint32_t)(e1 & 255) | l1 << 16 | 1u << 24;
+    }
+    uint8_t *dend[HUF_STREAMS];
+    for (int k = 0; k < HUF_STREAMS; k++)
+        dend[k] = dst[k] + cnt[k];
+    for (int g = 0; g < HUF_STREAMS; g += 4)
+        huf_fast4(b + g, dst + g, dend + g, tab2, tm);
+    for (int k = 0; k < HUF_STREAMS; k++)
+        if (huf_stream_tail(&b[k], tab, tm, dst[k], dend[k] - dst[k]) < 0)
+            return "a Huffman stream does not hold its symbols exactly";
+    return NULL;
+}
+
+/* hdecode(payload, raw_len) -> the raw bytes of a Huffman-planes codec-3 payload. */
+static PyObject *
+hdecode(PyObject *self, PyObject *args)
+{
+    Py_buffer in;
+    Py_ssize_t raw_len;
+    if (!PyArg_ParseTuple(args, "y*n:hdecode", &in, &raw_len))
+        return NULL;
+    const uint8_t *d = (const uint8_t *)in.buf;
+    Py_ssize_t len = in.len;
+    const char *err = NULL;
+    PyObject *res = NULL;
+    uint8_t *planes = NULL;
+    uint16_t *tab = NULL;
+    uint32_t *tab2 = NULL;
+    if (len < 4) {
+        err = "float payload has no header";
+        goto done;
+    }
+    int w = d[0], skip = d[1], mask = d[2], r = d[3];
+    if ((w != 2 && w != 4) || skip >= w || !(mask & HUF_FLAG) || ((mask & 0x7F) >> w) ||
+        r < 1 || r >= 8 * w) {
+        err = "float planes header is invalid";
+        goto done;
+    }
+    if (len < 4 + 4 * w) {
+        err = "float planes header is truncated";
+        goto done;
+    }
+    if (raw_len < skip) {
+        err = "float planes skip more bytes than the object holds";
+        goto done;
+    }
+    Py_ssize_t n = (raw_len - skip) / w, tail = raw_len - skip - n * w;
+    Py_ssize_t stored[4], sum = 0;
+    for (int i = 0; i < w; i++) {
+        stored[i] = (Py_ssize_t)load32(d + 4 + 4 * i);
+        sum += stored[i];
+        if (!(mask >> i & 1) && stored[i] != n) {
+            err = "a raw float plane has the wrong length";
+            goto done;
+        }
+    }
+    if (len != 4 + 4 * w + skip + sum + tail) {
+        err = "float payload length does not match its header and raw length";
+        goto done;
+    }
+    res = PyBytes_FromStringAndSize(NULL, raw_len);
+    planes = PyMem_RawMalloc((size_t)(n * w + 1));
+    tab = PyMem_RawMalloc(sizeof(uint16_t) << HUF_MAX);
+    tab2 = PyMem_RawMalloc(sizeof(uint32_t) << HUF_MAX);
+    if (res == NULL || planes == NULL || tab == NULL || tab2 == NULL) {
+        Py_CLEAR(res);
+        if (!PyErr_Occurred())
+            PyErr_NoMemory();
+        goto done;
+    }
+    uint8_t *out = (uint8_t *)PyBytes_AS_STRING(res);
+    Py_BEGIN_ALLOW_THREADS
+    const uint8_t *p = d + 4 + 4 * w;
+    const uint8_t *pl[4];
+    memcpy(out, p, (size_t)skip);
+    p += skip;
+    for (int i = 0; i < w && !err; i++) {
+        if (mask >> i & 1) {
+            err = huf_decode(p, stored[i], n, planes + i * n, tab, tab2);
+            pl[i] = planes + i * n;
+        } else {
+            pl[i] = p;
+        }
+        p += stored[i];
+    }
+    if (!err) {
+        join_planes(pl, n, w, r, out + skip);
+        memcpy(out + skip + n * w, p, (size_t)tail);
+    }
+    Py_END_ALLOW_THREADS
+done:
+    if (err) {
+        Py_CLEAR(res);
+        PyErr_SetString(PyExc_ValueError, err);
+    }
+    PyMem_RawFree(planes);
+    PyMem_RawFree(tab);
+    PyMem_RawFree(tab2);
+    PyBuffer_Release(&in);
+    return res;
+}
+
 static PyMethodDef methods[] = {
     {"split", split, METH_VARARGS,
      "split(data, width, rot) -> the planes of len(data) // width elements, back to back."},
@@ -317,6 +1113,10 @@ static PyMethodDef methods[] = {
      "join(width, rot, head, planes, tail) -> head + the elements of the planes + tail."},
     {"probe", probe, METH_VARARGS,
      "probe(data, width=0) -> (byte bits, [(width, skip, bits at rot 1, at rot 3), ...])."},
+    {"hencode", hencode, METH_VARARGS,
+     "hencode(data, width, skip, rot, tries, keep) -> a codec-3 payload of Huffman planes."},
+    {"hdecode", hdecode, METH_VARARGS,
+     "hdecode(payload, raw_len) -> the raw bytes of a codec-3 payload of Huffman planes."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -328,6 +1128,10 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__floatcodec(void)
 {
+#ifdef BMI2_DISPATCH
+    __builtin_cpu_init();
+    use_bmi2 = __builtin_cpu_supports("bmi2");
+#endif
     clogc[0] = 0.0f;
     for (int c = 1; c <= SAMPLE_MAX; c++)
         clogc[c] = (float)(c * log2((double)c));

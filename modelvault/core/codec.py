@@ -50,6 +50,8 @@ from modelvault.core.floats import PLANE_TRY_BITS as PLANE_TRY_BITS
 from modelvault.core.floats import _decode_float as _decode_float
 from modelvault.core.floats import _join_float_numpy as _join_float_numpy
 from modelvault.core.floats import encode_float as encode_float
+from modelvault.core.floats import encode_float_hinted as encode_float_hinted
+from modelvault.core.floats import encode_float_huffman as encode_float_huffman
 from modelvault.core.floats import float_bound as float_bound
 from modelvault.core.floats import float_plan as float_plan
 from modelvault.errors import IntegrityError
@@ -103,10 +105,14 @@ def encode(
     size = len(data)
     if size == 0:
         return Codec.RAW, data
-    if probe and FLOAT_WRITE:
+    if probe and FLOAT_WRITE and dtype is not None and dtype in FLOAT_DTYPES:
+        hinted = encode_float_hinted(data, dtype)
+        if hinted is not None and len(hinted) < size * FLOAT_KEEP:
+            return Codec.FLOAT, hinted
+    elif probe and FLOAT_WRITE:
         plan = float_plan(data, dtype)
         if plan is not None:
-            payload = encode_float(data, *plan)
+            payload = encode_float_huffman(data, *plan)
             if len(payload) < size * FLOAT_KEEP:
                 return _float_or_zstd(data, payload)
     cctx = _compressor()

@@ -29,8 +29,16 @@ FLOAT_MARGIN = 0.05  # ... and the estimate must beat coding plain bytes by this
 PLANE_TRY_BITS = 7.99  # a mantissa plane is tried with zstd when its sample is below this
 
 
-# safetensors dtype -> (width, rotation) of its float planes; other dtypes: no planes
-FLOAT_DTYPES = {"F32": (4, 3), "BF16": (2, 3), "F16": (2, 1)}
+# safetensors dtype -> (width, rotation) of its float planes; other dtypes: no planes.
+# Rotation 1 puts the sign at bit 0 and the exponent (fp16: and 3 mantissa bits) in
+# plane 0, which the Huffman planes code near its entropy.
+FLOAT_DTYPES = {"F32": (4, 1), "BF16": (2, 1), "F16": (2, 1)}
+HUF_FLAG = 0x80  # plane mask bit 7: the marked planes are Huffman-coded (not zstd)
+HUF_MAX = 12  # longest Huffman code, bits
+HUF_STREAMS = 8  # a Huffman plane's symbols in this many bit streams
+# a plane is kept Huffman-coded only below this share of its n bytes (in 1024ths): a
+# mantissa plane that saves under ~2% is not worth its decoding time
+HUF_KEEP = 1000
 _WIDTH4_PENALTY = 0.005  # share of raw: width 4 must beat 2 by this (2-byte floats tie)
 _ROT3_SLACK = 0.1  # bits an element: rotation 3 is taken unless this much worse than 1
 
@@ -66,7 +74,7 @@ def float_plan(
     byte_bits, candidates = _fc.probe(data, fixed[0] if fixed else 0)
     best: tuple[float, float, int, int, int, int] | None = None  # rank, est, w, skip, rot, tries
     for w, skip, bits1, bits3 in candidates:
-        rots = [fixed[1]] if fixed else [1, 3]
+        rots = [fixed[1]] if fixed else [1]
         for rot in rots:
             bits = bits3 if rot == 3 else bits1
             tries = 1
@@ -83,7 +91,38 @@ def float_plan(
     _, est, w, skip, rot, tries = best
     if est >= FLOAT_TRY or est >= byte_bits / 8 - FLOAT_MARGIN:
         return None
+    if fixed:  # a known float dtype: every plane is tried (the encoder samples each)
+        tries = (1 << w) - 1
     return w, skip, rot, tries
+
+
+def encode_float_huffman(
+    data: bytes | memoryview, width: int, skip: int = 0, rot: int = 1, tries: int = 1
+) -> bytes:
+    """The codec-3 payload of ``data`` in the Huffman sub-format (docs/format.md, section
+    2): as :func:`encode_float`, but plane i, if bit i of ``tries`` is set, is coded with
+    a canonical Huffman code of its own when that is below :data:`HUF_KEEP` of the plane
+    (a mantissa plane is first judged on a 4 KiB sample), a constant plane in 2 bytes.
+    ``skip`` -1 lets the encoder pick it.
+    One call into ``_floatcodec``, without the GIL."""
+    if _fc is None:
+        raise RuntimeError("the float codec needs modelvault._floatcodec, which is not built")
+    if width not in FLOAT_WIDTHS or not -1 <= skip < width or not 1 <= rot < 8 * width:
+        raise ValueError(f"float planes of width {width}, skip {skip}, rotation {rot}")
+    return _fc.hencode(data, width, skip, rot, tries, HUF_KEEP)
+
+
+def encode_float_hinted(data: bytes | memoryview, dtype: str) -> bytes | None:
+    """The Huffman-planes payload of a chunk of a file whose dtype is known to be a float
+    of :data:`FLOAT_DTYPES`, or None if it is another dtype or too small. No probe: the
+    encoder picks the skip on two 1 KiB slices and judges every plane by its real size
+    (a mantissa plane on a sample first); the caller keeps the payload if it is small
+    enough."""
+    fixed = FLOAT_DTYPES.get(dtype)
+    if fixed is None or _fc is None or len(data) < FLOAT_MIN:
+        return None
+    width, rot = fixed
+    return encode_float_huffman(data, width, -1, rot, (1 << width) - 1)
 
 
 def encode_float(
@@ -123,6 +162,13 @@ def _decode_float(payload: bytes | memoryview, raw_len: int) -> bytes:
     if len(view) < FLOAT_HEAD.size:
         raise IntegrityError(f"float payload of {len(view)} bytes has no header")
     width, skip, mask, rot = FLOAT_HEAD.unpack_from(view)
+    if mask & HUF_FLAG:
+        if _fc is None:
+            return _decode_huffman_py(view, raw_len)
+        try:
+            return _fc.hdecode(view, raw_len)
+        except ValueError as exc:
+            raise IntegrityError(f"invalid float payload (Huffman planes): {exc}") from exc
     if width not in FLOAT_WIDTHS:
         raise IntegrityError(f"float planes width {width} is not 2 or 4")
     if skip >= width or mask >> width or not 1 <= rot < 8 * width:
@@ -172,3 +218,107 @@ def float_bound(raw_len: int) -> int:
             n, tail = divmod(raw_len - skip, w)
             best = max(best, FLOAT_HEAD.size + 4 * w + skip + w * zstd_bound(n) + tail)
     return best
+
+
+def _huffman_codes(lens: list[int]) -> list[int]:
+    """Canonical codes (docs/format.md, section 2) of the 256 code lengths ``lens``."""
+    num = [0] * (HUF_MAX + 2)
+    for n in lens:
+        num[n] += 1
+    num[0] = 0
+    nxt = [0] * (HUF_MAX + 2)
+    code = 0
+    for n in range(1, HUF_MAX + 1):
+        code = (code + num[n - 1]) << 1
+        nxt[n] = code
+    codes = [0] * 256
+    for s, n in enumerate(lens):
+        if n:
+            codes[s] = nxt[n]
+            nxt[n] += 1
+    return codes
+
+
+def _huffman_plane_py(src: memoryview, n: int) -> bytes:
+    """One Huffman plane of ``n`` symbols, decoded in Python (a build without the C)."""
+    bad = IntegrityError
+    if len(src) < 1:
+        raise bad("invalid float payload (Huffman planes): a Huffman plane is empty")
+    t = src[0]
+    if t == 0:
+        if len(src) != 2:
+            raise bad("invalid float payload (Huffman planes): a constant plane is not 2 bytes")
+        return bytes([src[1]]) * n
+    if t > HUF_MAX or len(src) < 3 or src[1] > src[2]:
+        raise bad("invalid float payload (Huffman planes): a plane header is invalid")
+    first, last = src[1], src[2]
+    at = 3 + (last - first + 2) // 2
+    if len(src) < at + 4 * (HUF_STREAMS - 1):
+        raise bad("invalid float payload (Huffman planes): a plane header is truncated")
+    lens = [0] * 256
+    for s in range(first, last + 1):
+        lens[s] = src[3 + (s - first) // 2] >> 4 * ((s - first) & 1) & 15
+    if (last - first) % 2 == 0 and src[at - 1] >> 4:
+        raise bad("invalid float payload (Huffman planes): a padding nibble is not zero")
+    if max(lens) != t or sum(1 << (t - n) for n in lens if n) != 1 << t:
+        raise bad("invalid float payload (Huffman planes): the code is not complete")
+    table: dict[tuple[int, int], int] = {}
+    for s, c in enumerate(_huffman_codes(lens)):
+        if lens[s]:
+            table[(lens[s], c)] = s
+    sizes = list(struct.unpack_from(f"<{HUF_STREAMS - 1}I", src, at))
+    at += 4 * (HUF_STREAMS - 1)
+    if sum(sizes) > len(src) - at:
+        raise bad("invalid float payload (Huffman planes): stream lengths exceed the plane")
+    sizes.append(len(src) - at - sum(sizes))
+    m = -(-n // HUF_STREAMS)
+    out = bytearray()
+    for k, size in enumerate(sizes):
+        count = min(max(n - k * m, 0), m)
+        bits = int.from_bytes(src[at : at + size], "little")
+        at += size
+        pos = 0
+        for _ in range(count):
+            code = length = 0
+            while True:  # read MSB-first code bits one at a time from an LSB-first stream
+                if length == t or pos >= 8 * size:
+                    raise bad("invalid float payload (Huffman planes): a stream ends early")
+                code = code << 1 | (bits >> pos & 1)
+                pos += 1
+                length += 1
+                sym = table.get((length, code))
+                if sym is not None:
+                    out.append(sym)
+                    break
+        if -(-pos // 8) != size or bits >> pos:
+            raise bad("invalid float payload (Huffman planes): a stream has bits over")
+    return bytes(out)
+
+
+def _decode_huffman_py(view: memoryview, raw_len: int) -> bytes:
+    """:func:`_decode_float` of a Huffman-planes payload without ``_floatcodec``."""
+    if len(view) < FLOAT_HEAD.size:
+        raise IntegrityError(f"float payload of {len(view)} bytes has no header")
+    width, skip, mask, rot = FLOAT_HEAD.unpack_from(view)
+    mask &= ~HUF_FLAG
+    if width not in FLOAT_WIDTHS or skip >= width or mask >> width or not 1 <= rot < 8 * width:
+        raise IntegrityError("invalid float payload (Huffman planes): header is invalid")
+    head = FLOAT_HEAD.size + 4 * width
+    if len(view) < head or raw_len < skip:
+        raise IntegrityError("invalid float payload (Huffman planes): header is truncated")
+    lengths = struct.unpack_from(f"<{width}I", view, FLOAT_HEAD.size)
+    n, tail = divmod(raw_len - skip, width)
+    if len(view) != head + skip + sum(lengths) + tail:
+        raise IntegrityError("invalid float payload (Huffman planes): length does not match")
+    planes: list[bytes | memoryview] = []
+    at = head + skip
+    for i, length in enumerate(lengths):
+        plane = view[at : at + length]
+        at += length
+        if mask >> i & 1:
+            planes.append(_huffman_plane_py(plane, n))
+        elif length != n:
+            raise IntegrityError("invalid float payload (Huffman planes): a raw plane's length")
+        else:
+            planes.append(plane)
+    return _join_float_numpy(width, rot, view[head : head + skip], planes, view[at:])

@@ -1,9 +1,12 @@
-"""Write tests/golden/store-float-v1: a small store whose weight chunks are stored with the
-float codec (codec 3, docs/format.md section 2), committed and never rewritten.
+"""Write tests/golden/store-float-v2: a small store whose weight chunks are stored with the
+float codec (codec 3, docs/format.md section 2) in its Huffman-planes sub-format,
+committed and never rewritten.
 
-Run once, when the codec is introduced (``python tests/golden/make_float_golden.py``);
-tests/unit/test_golden_float.py reads it with every later version and checks every file
-byte for byte against the SHA-256 digests written to ``store-float-v1.json``.
+Run once per form of the codec (``python tests/golden/make_float_golden.py v2``);
+tests/unit/test_golden_float.py reads each with every later version and checks every file
+byte for byte against the SHA-256 digests written to ``store-float-<version>.json``.
+``store-float-v1`` (zstd planes) was written by this script before the Huffman planes
+existed; today's writer cannot write it again, so only ``v2`` is accepted.
 
 The files are safetensors of fp32, bf16 and fp16 weights drawn like trained weights,
 with the awkward values mixed in (NaNs with payloads, infinities, -0.0, denormals), one
@@ -21,9 +24,10 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).parent
-TARGET = HERE / "store-float-v1"
-EXPECTED = HERE / "store-float-v1.json"
-TAG = "float:v1"
+VERSION = "v2"
+TARGET = HERE / f"store-float-{VERSION}"
+EXPECTED = HERE / f"store-float-{VERSION}.json"
+TAG = f"float:{VERSION}"
 
 
 def _safetensors(tensors: dict[str, tuple[str, list[int], bytes]]) -> bytes:
@@ -75,8 +79,13 @@ def golden_files() -> dict[str, bytes]:
 
 
 def main() -> None:
+    if sys.argv[1:] != [VERSION]:
+        raise SystemExit(f"usage: make_float_golden.py {VERSION} (v1 was written once, before)")
     sys.path.insert(0, str(HERE.parent.parent))
     import modelvault
+    from modelvault.core import codec
+
+    codec.FLOAT_WRITE = True  # off by default
 
     files = golden_files()
     src = HERE / "_src_float"

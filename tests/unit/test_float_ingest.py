@@ -52,7 +52,11 @@ def _weights(n: int) -> np.ndarray:
 def test_fp32_safetensors_chunks_are_float_planes(tmp_path: Path) -> None:
     heads = _save(tmp_path, "m.safetensors", _safetensors("F32", _weights(300_000).tobytes()))
     assert len(heads) > 3
-    assert all(how == Codec.FLOAT and head[0] == 4 and head[3] == 3 for how, head in heads)
+    # width 4, rotation 1, Huffman planes (plane mask bit 7; docs/format.md, section 2)
+    assert all(
+        how == Codec.FLOAT and head[0] == 4 and head[2] & 0x80 and head[3] == 1
+        for how, head in heads
+    )
 
 
 def test_fp16_safetensors_header_fixes_width_and_rotation(tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
-"""A store written with the float codec (codec 3) stays readable, byte for byte, by every
-later version (tests/golden/make_float_golden.py wrote it, once)."""
+"""Stores written with the float codec (codec 3) stay readable, byte for byte, by every
+later version (tests/golden/make_float_golden.py wrote each, once): ``store-float-v1``
+holds zstd planes, ``store-float-v2`` Huffman planes (docs/format.md, section 2)."""
 
 from __future__ import annotations
 
@@ -18,36 +19,54 @@ from modelvault.core.packfmt import decode_index
 pytestmark = pytest.mark.usefixtures("float_codec")  # its writing is off by default
 
 GOLDEN = Path(__file__).parent.parent / "golden"
-EXPECTED = json.loads((GOLDEN / "store-float-v1.json").read_text())
+VERSIONS = ["v1", "v2"]
 
 
-@pytest.fixture
-def float_store(tmp_path: Path) -> modelvault.Store:
-    dest = tmp_path / "store-float-v1"
-    shutil.copytree(GOLDEN / "store-float-v1", dest)
-    return modelvault.Store(dest)
+def expected(version: str) -> dict[str, object]:
+    data: dict[str, object] = json.loads((GOLDEN / f"store-float-{version}.json").read_text())
+    return data
 
 
-def test_golden_float_store_holds_float_chunks() -> None:
-    """The fixture exercises codec 3: every weight chunk in it is stored so."""
-    codecs = []
-    for idx in (GOLDEN / "store-float-v1" / "objects" / "packs").glob("*.idx"):
+@pytest.fixture(params=VERSIONS)
+def float_store(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, modelvault.Store]:
+    version: str = request.param
+    dest = tmp_path / f"store-float-{version}"
+    shutil.copytree(GOLDEN / f"store-float-{version}", dest)
+    return version, modelvault.Store(dest)
+
+
+@pytest.mark.parametrize(("version", "huffman"), [("v1", False), ("v2", True)])
+def test_golden_float_store_holds_float_chunks(version: str, huffman: bool, tmp_path: Path) -> None:
+    """Each fixture exercises its form of codec 3: every weight chunk in it is stored so
+    (plane mask bit 7 set: Huffman planes; clear: zstd planes)."""
+    shutil.copytree(GOLDEN / f"store-float-{version}", tmp_path / "s")
+    store = modelvault.Store(tmp_path / "s")
+    chunks = []
+    for idx in (GOLDEN / f"store-float-{version}" / "objects" / "packs").glob("*.idx"):
         entries = decode_index(idx.stem, idx.read_bytes())[0]
-        codecs += [e.codec for e in entries.values() if e.kind == ObjType.CHUNK]
-    assert codecs and all(c == Codec.FLOAT for c in codecs)
+        chunks += [(oid, e) for oid, e in entries.items() if e.kind == ObjType.CHUNK]
+    assert chunks and all(e.codec == Codec.FLOAT for _, e in chunks)
+    for oid, _ in chunks:
+        payload = store.repo.objects.read_stored(oid)[1]
+        assert bool(payload[2] & 0x80) == huffman
 
 
-def test_golden_float_reads_back_exactly(float_store: modelvault.Store) -> None:
-    model = float_store.get(EXPECTED["tag"])
-    assert model.id == EXPECTED["model_id"]
+def test_golden_float_reads_back_exactly(float_store: tuple[str, modelvault.Store]) -> None:
+    version, store = float_store
+    want = expected(version)
+    model = store.get(str(want["tag"]))
+    assert model.id == want["model_id"]
     root = Path(model.path)
-    for rel, digest in EXPECTED["files"].items():
+    files = want["files"]
+    sizes = want["sizes"]
+    assert isinstance(files, dict) and isinstance(sizes, dict)
+    for rel, digest in files.items():
         data = (root / rel).read_bytes()
-        assert len(data) == EXPECTED["sizes"][rel]
+        assert len(data) == sizes[rel]
         assert hashlib.sha256(data).hexdigest() == digest
         with model.open(rel) as f:
             assert hashlib.sha256(f.read()).hexdigest() == digest
 
 
-def test_golden_float_verifies(float_store: modelvault.Store) -> None:
-    assert float_store.verify().ok
+def test_golden_float_verifies(float_store: tuple[str, modelvault.Store]) -> None:
+    assert float_store[1].verify().ok
