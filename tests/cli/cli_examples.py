@@ -39,6 +39,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from modelvault.repo.layout import StoreLayout
+
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "cli.md"
 BENTOML_HOME = ROOT / "tests" / "golden" / "bentoml" / "home"
@@ -241,7 +243,7 @@ def copy_bentoml_home(sb: Sandbox) -> None:
 
 def damage_ref(sb: Sandbox) -> None:
     """Cut the ref of iris_clf:v3 in half, as a crash of another tool would."""
-    ref = sb.store / "refs" / "iris_clf" / "v3"
+    ref = StoreLayout(sb.store).refs / "iris_clf" / "v3"
     data = ref.read_bytes()
     ref.write_bytes(data[: len(data) // 2])
 
