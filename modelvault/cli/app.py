@@ -588,7 +588,7 @@ def pull(
         kw = {"progress": bar.transfer} if bar else {}
         result = _store().pull(tag, remote, **kw)
     got = f"{result.objects} objects, {render.human_size(result.received)} received"
-    _say(f'Successfully pulled model "{tag}" from {_default_remote(remote)} ({got})')
+    _say(f'Successfully pulled model "{result.tag or tag}" from {_default_remote(remote)} ({got})')
 
 
 for _target in (app, models_app):

@@ -345,7 +345,7 @@ def pull(
     if alias is not None:
         repo.config.make_current()  # a modelvault that knows no aliases refuses the store
         AliasStore(repo.layout.aliases, repo.layout.alias_lock, repo.refs).set(ref.tag, alias)
-    return s.result(receiver.objects)
+    return s.result(receiver.objects, ref.tag)
 
 
 def _newest(

@@ -84,7 +84,7 @@ def push(
             if not s.repo.t.exists(ref_key(ref.tag)):
                 raise s.not_there(f"{ref.tag} is no longer on", "; push it as a new version")
             move_remote_alias(s.repo.t, AliasValue.of(alias, ref))
-        return s.result(0)
+        return s.result(0, ref.tag)
     # a shared remote lock from before deciding what the remote has until the tag is
     # published: remote gc (exclusive) never deletes what this push counts on (locks.py)
     with held(s.repo.t, exclusive=False, operation=f"push {ref.tag}") as lock:
@@ -109,7 +109,7 @@ def push(
                 s.repo.update_catalogue()
             except RemoteError as exc:
                 logger.warning(f"{s.repo.url}: the catalogue was not updated ({exc})")
-    return s.result(sent)
+    return s.result(sent, ref.tag)
 
 
 def _remote_has(repo: RemoteRepo, ref: RefValue) -> bool:

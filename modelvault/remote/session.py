@@ -12,6 +12,7 @@ from modelvault.errors import NotFound
 from modelvault.remote.repo import RemoteRepo, cache_key
 from modelvault.remote.transport import Metered, Retrying, Transport, open_transport
 from modelvault.repo import Repository
+from modelvault.tags import Tag
 
 __all__ = [
     "JOBS",
@@ -37,6 +38,7 @@ class TransferResult:
     requests: int = 0
     sent: int = 0
     received: int = 0
+    tag: Tag | None = None  # the exact version moved (a pull of ``name``: the one it chose)
 
 
 @dataclass(frozen=True)
@@ -66,9 +68,9 @@ class Session:
             f"`mv list --remote {shlex.quote(self.spec)}` lists the models it holds"
         )
 
-    def result(self, objects: int) -> TransferResult:
+    def result(self, objects: int, tag: Tag | None = None) -> TransferResult:
         m = self.meter
-        return TransferResult(objects, m.sent + m.received, m.requests, m.sent, m.received)
+        return TransferResult(objects, m.sent + m.received, m.requests, m.sent, m.received, tag)
 
 
 def open_session(

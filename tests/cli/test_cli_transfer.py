@@ -139,3 +139,15 @@ def test_unknown_remote_is_one_line(mv: Run, model_dir: Path) -> None:
     out = mv("push", tag, "nowhere")
     assert out.returncode != 0
     no_traceback(out)
+
+
+def test_pull_of_a_name_says_which_version_it_fetched(
+    mv: Run, model_dir: Path, tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    remote = (tmp_path / "named-remote").as_uri()
+    assert mv("save", str(model_dir), "nm:v3", "-q").returncode == 0
+    assert mv("push", "nm:v3", remote, "-q").returncode == 0
+    other = {**cli_env, "MODELVAULT_HOME": str(tmp_path / "other-store")}
+    out = mv("pull", "nm", remote, env=other)
+    assert out.returncode == 0, out.stderr
+    assert 'Successfully pulled model "nm:v3"' in out.stdout
