@@ -212,3 +212,31 @@ def test_a_damaged_lock_counts_as_exclusive_until_unlocked(
         store.push("a:v1")
     assert store.unlock_remote(everything=True) == 1
     store.push("a:v1")
+
+
+def test_the_lock_document_of_format_md_and_how_its_age_is_judged() -> None:
+    """docs/format.md 11.9's example reads as written; age is the backend's stamps'
+    difference when both exist (the holder's clock is then irrelevant), else this
+    machine's clock against the holder's ``time``."""
+    doc = (
+        b'{"version": 1, "exclusive": false, "operation": "push clf:v3", "host": "ci-7",'
+        b' "pid": 4242, "namespace": "<boot id>:<pid namespace inode>",'
+        b' "created": 1796500000.1, "time": 1796500300.4, "future": "ignored"}'
+    )
+    info = locks._parse("locks/" + "a" * 32, doc, modified=1000.0)
+    assert (info.exclusive, info.operation, info.host, info.pid) == (
+        False,
+        "push clf:v3",
+        "ci-7",
+        4242,
+    )
+    assert not info.damaged and not info.dead()  # another namespace: never judged by PID
+    assert info.age(1000.0 + 60) == 60  # the holder's clock (year 2026) plays no part
+    assert not info.stale(1000.0 + locks.STALE_AFTER - 1)
+    assert info.stale(1000.0 + locks.STALE_AFTER + 1)
+    no_times = locks._parse(
+        "locks/" + "b" * 32, doc.replace(b"1796500300.4", str(time.time() - 5).encode()), None
+    )
+    assert no_times.age(None) is not None and 4 < no_times.age(None) < 60  # type: ignore[operator]
+    damaged = locks._parse("locks/" + "c" * 32, b"[1, 2]", modified=None)
+    assert damaged.damaged and damaged.exclusive and not damaged.stale(None)
