@@ -45,8 +45,12 @@ MODELS = {
     "aliases",
     "remove_alias",
     "aliases_remote",
+    "delete_remote",
+    "gc_remote",
+    "verify_remote",
 }
 STORE_ALIASES = {"set_alias", "aliases", "remove_alias", "aliases_remote"}
+STORE_REMOTE_MAINTENANCE = {"delete_remote", "gc_remote", "verify_remote", "unlock_remote"}
 
 
 def test_all_is_pinned_and_importable() -> None:
@@ -58,6 +62,7 @@ def test_all_is_pinned_and_importable() -> None:
 def test_models_functions() -> None:
     assert all(callable(getattr(modelvault.models, n)) for n in MODELS)
     assert all(callable(getattr(modelvault.Store, n)) for n in STORE_ALIASES)
+    assert all(callable(getattr(modelvault.Store, n)) for n in STORE_REMOTE_MAINTENANCE)
 
 
 def test_errors_derive_from_the_root() -> None:
