@@ -11,9 +11,12 @@ here has it to test it on).
 The extension is optional: when it cannot be built, ``modelvault.core.chunking`` uses
 pyfastcdc and the ``blake3`` package instead, with the same results.
 
-``_floatcodec`` splits floats into exponent and mantissa planes and joins them again
-without the GIL (``modelvault/_floatcodec.c``; docs/format.md, section 2). Optional too:
-without it the store writes no float-codec objects and reads them with numpy.
+``_floatcodec`` splits floats into exponent and mantissa planes, Huffman-codes the planes
+that pay and decodes them, without the GIL (``modelvault/_floatcodec.c``; docs/format.md,
+section 2). Its hot loops are also compiled for BMI2 and AVX2 through GCC / Clang
+``target`` attributes and chosen at import by CPUID, so the build flags stay plain -O3.
+Optional too: without it the store writes no float-codec objects and reads them with
+numpy and pure Python.
 """
 
 from __future__ import annotations

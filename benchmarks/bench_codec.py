@@ -10,11 +10,14 @@ Inputs:
 - the synthetic benchmark model (``workload.write_base``, ``--synthetic-mib``, fp32).
 
 For each file:
-- ``modelvault``: the file cut into chunks as a save cuts it (``chunking.chunk_file``),
-  each chunk encoded as the store encodes it (``codec.encode`` with the file's
-  safetensors dtype hint, ``ingest.file_dtype``), then decoded and compared; the stored
+- ``modelvault`` (the float codec's Huffman planes): the file cut into chunks as a save
+  cuts it (``chunking.chunk_file``), each chunk encoded as the store encodes it
+  (``codec.encode`` with the file's safetensors dtype hint, ``ingest.file_dtype``), then
+  decoded and compared; the stored
   bytes are the sum of the payloads. Encode and decode speeds are raw bytes over CPU
   seconds of this one thread (``time.thread_time``), best of ``--runs``.
+- ``codec 3 zstd planes``: the earlier form of the float codec on the same chunks (each
+  plane one zstd frame where that pays; ``bench_zstd_planes``), for comparison.
 - ``store``: a real ``Store.save`` of the file into an empty store; stored bytes are the
   packs' payloads and headers (``Store.stats().stored_bytes``).
 - ``zstd -1`` / ``zstd -19``: the Debian ``zstd`` binary on the whole file, single
@@ -172,6 +175,45 @@ def bench_modelvault(path: Path, runs: int) -> dict[str, Any]:
     }
 
 
+ZSTD_FORM_ROT = {"F32": 3, "BF16": 3, "F16": 1}  # what codec 3's zstd writer chose
+
+
+def bench_zstd_planes(path: Path, runs: int) -> dict[str, Any]:
+    """Codec 3's earlier form on the same chunks: the planes the probe finds (rotation 3
+    for F32 / BF16, 1 for F16, as that writer chose), each plane zstd'd where it pays
+    (``floats.encode_float``), raw where the probe refuses; decoded by ``codec.decode``."""
+    from modelvault.core import codec, floats
+    from modelvault.core.chunking import chunk_file
+    from modelvault.ingest import file_dtype
+
+    with open(path, "rb") as f:
+        dtype = file_dtype(f.fileno(), os.fstat(f.fileno()).st_size)
+    chunks = [bytes(c) for c in chunk_file(path)]
+    raw = sum(map(len, chunks))
+
+    def enc(c: bytes) -> tuple[codec.Codec, bytes]:
+        plan = floats.float_plan(c, dtype)
+        if plan is None:
+            return codec.Codec.RAW, c
+        w, skip, rot, _ = plan
+        rot = ZSTD_FORM_ROT.get(dtype or "", rot)
+        payload = floats.encode_float(c, w, skip, rot, (1 << w) - 1)
+        return (codec.Codec.FLOAT, payload) if len(payload) < len(c) else (codec.Codec.RAW, c)
+
+    best_e = best_d = float("inf")
+    encoded: list[tuple[codec.Codec, bytes]] = []
+    for _ in range(runs):
+        t = time.process_time()
+        encoded = [enc(c) for c in chunks]
+        best_e = min(best_e, time.process_time() - t)
+        t = time.process_time()
+        out = [codec.decode(h, p, len(c)) for (h, p), c in zip(encoded, chunks, strict=True)]
+        best_d = min(best_d, time.process_time() - t)
+        if out != chunks:
+            raise AssertionError(f"{path.name}: a chunk did not decode to its bytes")
+    return {"raw": raw, "stored": sum(len(p) for _, p in encoded), "enc_s": best_e, "dec_s": best_d}
+
+
 def bench_store(path: Path) -> dict[str, Any]:
     import modelvault
 
@@ -246,6 +288,8 @@ def main(argv: list[str] | None = None) -> None:
         log(f"{label}: modelvault")
         row: dict[str, Any] = {"raw": path.stat().st_size}
         row["modelvault"] = bench_modelvault(path, args.runs)
+        log(f"{label}: codec 3 zstd planes")
+        row["zstd planes"] = bench_zstd_planes(path, args.runs)
         if not args.no_store:
             log(f"{label}: store")
             row["store"] = bench_store(path)
@@ -258,12 +302,15 @@ def main(argv: list[str] | None = None) -> None:
         row["zipnn"] = bench_zipnn(path, kind, args.bench_python, args.runs)
         results[label] = row
 
-    print("| input | raw MB | modelvault codec | store | zstd -1 | zstd -19 | ZipNN |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| input | raw MB | modelvault codec (Huffman planes) | codec 3 zstd planes | store "
+        "| zstd -1 | zstd -19 | ZipNN |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for label, row in results.items():
         raw = row["raw"]
         cells = [f"{raw / 1e6:.1f}"]
-        for key in ("modelvault", "store", "zstd -1", "zstd -19", "zipnn"):
+        for key in ("modelvault", "zstd planes", "store", "zstd -1", "zstd -19", "zipnn"):
             r = row.get(key) or {}
             if "stored" not in r:
                 cells.append("-")
@@ -277,12 +324,12 @@ def main(argv: list[str] | None = None) -> None:
     print()
     print("Speed, MB/s of raw bytes per CPU second of one thread (encode / decode):")
     print()
-    print("| input | modelvault codec | zstd -1 | zstd -19 | ZipNN |")
-    print("|---|---|---|---|---|")
+    print("| input | modelvault codec | codec 3 zstd planes | zstd -1 | zstd -19 | ZipNN |")
+    print("|---|---|---|---|---|---|")
     for label, row in results.items():
         raw = row["raw"]
         cells = []
-        for key in ("modelvault", "zstd -1", "zstd -19", "zipnn"):
+        for key in ("modelvault", "zstd planes", "zstd -1", "zstd -19", "zipnn"):
             r = row.get(key) or {}
             if "enc_s" not in r:
                 cells.append("-")

@@ -6,8 +6,9 @@
  * top byte; with r = 3 the top byte holds the exponent's 5 low bits and 3 mantissa bits,
  * and the exponent's 2 high bits (nearly constant in weights) join the sign in the
  * lowest byte, which then shrinks too. Plane 0 holds the top byte of every element,
- * plane j (1 <= j < w) byte j - 1. modelvault.core.codec entropy-codes the planes that
- * pay with zstd; the others stay raw.
+ * plane j (1 <= j < w) byte j - 1. The planes that pay are entropy-coded: with zstd by
+ * modelvault.core.floats (the first form of codec 3), or here with canonical Huffman
+ * codes (the Huffman-planes sub-format, hencode / hdecode below).
  *
  *   split(data, width, rot) -> bytes: the w planes of n = len(data) // width elements,
  *                          back to back (plane 0 first), n * w bytes
@@ -19,13 +20,28 @@
  *                          only ``width``), each at the skip (bytes before the first
  *                          whole element) that gives the smallest exponent plane
  *
- * split and join run without the GIL, and so does probe's counting.
+ *   hencode(data, width, skip, rot, tries, keep) -> bytes: the whole codec-3 payload of
+ *                          Huffman planes (skip -1: picked here)
+ *   hdecode(payload, raw_len) -> bytes: its raw bytes; ValueError (one line saying what
+ *                          is wrong) for any payload that does not follow the format
+ *
+ * split, join, hencode and hdecode run without the GIL, and so does probe's counting.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+
+/* Where the compiler can target them, hot loops are also built for BMI2 (variable shifts
+ * without flags: shlx / shrx) and AVX2 (32-byte vectors), chosen at import by CPUID. */
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define BMI2_DISPATCH 1
+static int use_bmi2, use_avx2;
+#define ALWAYS_INLINE __attribute__((always_inline)) inline
+#else
+#define ALWAYS_INLINE inline
+#endif
 
 static inline uint32_t
 load32(const uint8_t *p)
@@ -92,8 +108,8 @@ store32le(uint8_t *p, uint32_t v)
         store32(p, v);
 }
 
-static void
-split_planes(const uint8_t *restrict src, Py_ssize_t n, int w, int r, uint8_t *restrict out)
+static ALWAYS_INLINE void
+split_body(const uint8_t *restrict src, Py_ssize_t n, int w, int r, uint8_t *restrict out)
 {
     if (w == 4) {
         uint8_t *restrict e = out, *restrict a = out + n, *restrict b = out + 2 * n,
@@ -117,8 +133,8 @@ split_planes(const uint8_t *restrict src, Py_ssize_t n, int w, int r, uint8_t *r
     }
 }
 
-static void
-join_planes(const uint8_t *const *p, Py_ssize_t n, int w, int r, uint8_t *restrict out)
+static ALWAYS_INLINE void
+join_body(const uint8_t *const *p, Py_ssize_t n, int w, int r, uint8_t *restrict out)
 {
     if (w == 4) {
         const uint8_t *restrict e = p[0], *restrict a = p[1], *restrict b = p[2],
@@ -135,6 +151,56 @@ join_planes(const uint8_t *const *p, Py_ssize_t n, int w, int r, uint8_t *restri
             store16le(out + 2 * j, (uint16_t)((v >> r) | (v << (16 - r))));
         }
     }
+}
+
+static void
+split_plain(const uint8_t *src, Py_ssize_t n, int w, int r, uint8_t *out)
+{
+    split_body(src, n, w, r, out);
+}
+
+static void
+join_plain(const uint8_t *const *p, Py_ssize_t n, int w, int r, uint8_t *out)
+{
+    join_body(p, n, w, r, out);
+}
+
+#ifdef BMI2_DISPATCH
+__attribute__((target("avx2"))) static void
+split_avx2(const uint8_t *src, Py_ssize_t n, int w, int r, uint8_t *out)
+{
+    split_body(src, n, w, r, out);
+}
+
+__attribute__((target("avx2"))) static void
+join_avx2(const uint8_t *const *p, Py_ssize_t n, int w, int r, uint8_t *out)
+{
+    join_body(p, n, w, r, out);
+}
+#endif
+
+static void
+split_planes(const uint8_t *src, Py_ssize_t n, int w, int r, uint8_t *out)
+{
+#ifdef BMI2_DISPATCH
+    if (use_avx2) {
+        split_avx2(src, n, w, r, out);
+        return;
+    }
+#endif
+    split_plain(src, n, w, r, out);
+}
+
+static void
+join_planes(const uint8_t *const *p, Py_ssize_t n, int w, int r, uint8_t *out)
+{
+#ifdef BMI2_DISPATCH
+    if (use_avx2) {
+        join_avx2(p, n, w, r, out);
+        return;
+    }
+#endif
+    join_plain(p, n, w, r, out);
 }
 
 static PyObject *
@@ -532,14 +598,6 @@ typedef struct {
         (w).nb &= 7;                                                                       \
     } while (0)
 
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-#define BMI2_DISPATCH 1 /* variable shifts without the flags (shlx / shrx) where the CPU has them */
-static int use_bmi2;
-#define ALWAYS_INLINE __attribute__((always_inline)) inline
-#else
-#define ALWAYS_INLINE inline
-#endif
-
 static ALWAYS_INLINE bitw
 encode_stream_body(bitw x, const uint8_t *sp, Py_ssize_t c, const uint32_t *codes)
 {
@@ -850,77 +908,80 @@ huf_stream_tail(bitr *b, const uint16_t *tab, uint32_t tm, uint8_t *out, Py_ssiz
     return 0;
 }
 
-#define REFILL(b)                                                                          \
+/* One lookup: up to two symbols from the bits at the bottom of x. */
+#define GET2(x, pos, d)                                                                    \
     do {                                                                                   \
-        (b).buf |= load64((b).p) << (b).nb;                                                \
-        (b).p += (63 - (b).nb) >> 3;                                                       \
-        (b).nb |= 56;                                                                      \
-    } while (0)
-
-#define GET2(b, d)                                                                         \
-    do {                                                                                   \
-        uint32_t e_ = tab2[(b).buf & tm];                                                  \
+        uint32_t e_ = tab2[(x) & tm], l_ = (e_ >> 16) & 255;                              \
         store16le((d), (uint16_t)e_);                                                      \
         (d) += e_ >> 24;                                                                   \
-        (b).buf >>= (e_ >> 16) & 255;                                                      \
-        (b).nb -= (e_ >> 16) & 255;                                                        \
+        (x) >>= l_;                                                                        \
+        (pos) += l_;                                                                       \
+    } while (0)
+#define LOOKUPS4(pos, d)                                                                   \
+    do {                                                                                   \
+        uint64_t x_ = load64(base + ((pos) >> 3)) >> ((pos) & 7); /* >= 57 bits */         \
+        GET2(x_, pos, d);                                                                  \
+        GET2(x_, pos, d);                                                                  \
+        GET2(x_, pos, d);                                                                  \
+        GET2(x_, pos, d);                                                                  \
     } while (0)
 
 /* The bulk of four streams at once, two symbols a lookup where they fit: while each has
- * 8 bytes to load and room for 8 more symbols (4 lookups of at most 12 bits from the 56
- * a refill guarantees). Leaves the rest to huf_stream_tail. */
+ * 8 bytes to load at its bit position and room for 8 more symbols (4 lookups of at most
+ * 12 bits from the 57 a load gives). Each stream's state is just its bit position (from
+ * ``base``) and its output pointer. Leaves the rest to huf_stream_tail. */
 static ALWAYS_INLINE void
-huf_fast4_body(bitr *s, uint8_t **dst, uint8_t *const *dend, const uint32_t *tab2, uint32_t tm)
+huf_fast4_body(const uint8_t *base, uint64_t *pos, const uint64_t *end, uint8_t **dst,
+               uint8_t *const *dend, const uint32_t *tab2, uint32_t tm)
 {
-    bitr a = s[0], b = s[1], c = s[2], d = s[3];
+    uint64_t pa = pos[0], pb = pos[1], pc = pos[2], pd = pos[3];
     uint8_t *da = dst[0], *db = dst[1], *dc = dst[2], *dd = dst[3];
-    while (a.p + 8 <= a.end && b.p + 8 <= b.end && c.p + 8 <= c.end && d.p + 8 <= d.end &&
-           da + 8 <= dend[0] && db + 8 <= dend[1] && dc + 8 <= dend[2] && dd + 8 <= dend[3]) {
-        REFILL(a);
-        REFILL(b);
-        REFILL(c);
-        REFILL(d);
-        for (int i = 0; i < 4; i++) {
-            GET2(a, da);
-            GET2(b, db);
-            GET2(c, dc);
-            GET2(d, dd);
-        }
+    while ((pa >> 3) + 8 <= end[0] && (pb >> 3) + 8 <= end[1] && (pc >> 3) + 8 <= end[2] &&
+           (pd >> 3) + 8 <= end[3] && da + 8 <= dend[0] && db + 8 <= dend[1] &&
+           dc + 8 <= dend[2] && dd + 8 <= dend[3]) {
+        LOOKUPS4(pa, da);
+        LOOKUPS4(pb, db);
+        LOOKUPS4(pc, dc);
+        LOOKUPS4(pd, dd);
     }
-    s[0] = a;
-    s[1] = b;
-    s[2] = c;
-    s[3] = d;
+    pos[0] = pa;
+    pos[1] = pb;
+    pos[2] = pc;
+    pos[3] = pd;
     dst[0] = da;
     dst[1] = db;
     dst[2] = dc;
     dst[3] = dd;
 }
 
+#define FAST4_ARGS                                                                         \
+    const uint8_t *base, uint64_t *pos, const uint64_t *end, uint8_t **dst,                \
+        uint8_t *const *dend, const uint32_t *tab2, uint32_t tm
+
 static void
-huf_fast4_plain(bitr *s, uint8_t **dst, uint8_t *const *dend, const uint32_t *tab2, uint32_t tm)
+huf_fast4_plain(FAST4_ARGS)
 {
-    huf_fast4_body(s, dst, dend, tab2, tm);
+    huf_fast4_body(base, pos, end, dst, dend, tab2, tm);
 }
 
 #ifdef BMI2_DISPATCH
 __attribute__((target("bmi2"))) static void
-huf_fast4_bmi2(bitr *s, uint8_t **dst, uint8_t *const *dend, const uint32_t *tab2, uint32_t tm)
+huf_fast4_bmi2(FAST4_ARGS)
 {
-    huf_fast4_body(s, dst, dend, tab2, tm);
+    huf_fast4_body(base, pos, end, dst, dend, tab2, tm);
 }
 #endif
 
 static void
-huf_fast4(bitr *s, uint8_t **dst, uint8_t *const *dend, const uint32_t *tab2, uint32_t tm)
+huf_fast4(FAST4_ARGS)
 {
 #ifdef BMI2_DISPATCH
     if (use_bmi2) {
-        huf_fast4_bmi2(s, dst, dend, tab2, tm);
+        huf_fast4_bmi2(base, pos, end, dst, dend, tab2, tm);
         return;
     }
 #endif
-    huf_fast4_plain(s, dst, dend, tab2, tm);
+    huf_fast4_plain(base, pos, end, dst, dend, tab2, tm);
 }
 
 /* Decode one Huffman plane of n symbols from src[0 .. len) into out; 0 or an error text. */
@@ -1009,8 +1070,21 @@ huf_decode(const uint8_t *src, Py_ssize_t len, Py_ssize_t n, uint8_t *out, uint1
     uint8_t *dend[HUF_STREAMS];
     for (int k = 0; k < HUF_STREAMS; k++)
         dend[k] = dst[k] + cnt[k];
+    const uint8_t *base = b[0].p;
+    uint64_t pos[HUF_STREAMS], end[HUF_STREAMS];
+    for (int k = 0; k < HUF_STREAMS; k++) {
+        pos[k] = (uint64_t)(b[k].p - base) * 8;
+        end[k] = (uint64_t)(b[k].end - base);
+    }
     for (int g = 0; g < HUF_STREAMS; g += 4)
-        huf_fast4(b + g, dst + g, dend + g, tab2, tm);
+        huf_fast4(base, pos + g, end + g, dst + g, dend + g, tab2, tm);
+    for (int k = 0; k < HUF_STREAMS; k++) { /* back to a byte pointer and buffered bits */
+        b[k].p = base + (pos[k] >> 3);
+        if (pos[k] & 7) {
+            b[k].buf = *b[k].p++ >> (pos[k] & 7);
+            b[k].nb = 8 - (int)(pos[k] & 7);
+        }
+    }
     for (int k = 0; k < HUF_STREAMS; k++)
         if (huf_stream_tail(&b[k], tab, tm, dst[k], dend[k] - dst[k]) < 0)
             return "a Huffman stream does not hold its symbols exactly";
@@ -1131,6 +1205,7 @@ PyInit__floatcodec(void)
 #ifdef BMI2_DISPATCH
     __builtin_cpu_init();
     use_bmi2 = __builtin_cpu_supports("bmi2");
+    use_avx2 = __builtin_cpu_supports("avx2");
 #endif
     clogc[0] = 0.0f;
     for (int c = 1; c <= SAMPLE_MAX; c++)

@@ -5,7 +5,8 @@ Three codecs (docs/format.md, section 2). The local store writes raw (0) and zst
 :func:`encode_for_transfer` and :class:`TransferEncoder` choose for chunks on the move.
 :func:`decode` reads all three; :func:`split_planes` and :func:`join_planes` decode many
 byte-planes payloads at once.
-The float codec (3) is :mod:`modelvault.core.floats` and the zstd primitives are
+The float codec (3; zstd planes, or Huffman planes coded in C) is
+:mod:`modelvault.core.floats` and the zstd primitives are
 :mod:`modelvault.core._zstd`; their names are re-exported here.
 
 Byte planes payload (integers little-endian)::
@@ -147,9 +148,13 @@ def _float_or_zstd(data: bytes | memoryview, payload: bytes) -> tuple[Codec, byt
 
 # The float codec (codec 3) is always read, but written only where it is switched on
 # (``MODELVAULT_FLOAT_CODEC=1``, read at import; tests set ``FLOAT_WRITE``). It stores
-# weights 1.2-1.5x smaller, but encodes at ~0.5 GB/s a core and decodes at 1.0-1.4 GB/s,
-# which made saving a new 1 GiB model 2.4x and Model.path 1.7x ``cp -r`` + ``sync``
-# (benchmarks/RESULTS.md, session 8): on by default only once it meets those targets.
+# weights 1.2-1.5x smaller. Its zstd form encoded at ~0.5 GB/s a core and decoded at
+# 1.0-1.4 GB/s, which made saving a new 1 GiB model 2.4x and Model.path 1.7x ``cp -r`` +
+# ``sync`` (benchmarks/RESULTS.md, session 8). The Huffman planes that replaced it encode
+# at ~1.2-1.5 GB/s of raw bytes per CPU second and decode at ~1.6-1.9 GB/s on MiniLM
+# (issue 21, session 9, CPU-time microbenchmarks on a shared machine): decoding meets
+# its 1.5 GB/s target, encoding not yet the ~3 GB/s a save needs beside CDC + BLAKE3 on
+# two threads, so it stays off by default.
 FLOAT_WRITE = os.environ.get("MODELVAULT_FLOAT_CODEC", "") == "1"
 
 

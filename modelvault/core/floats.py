@@ -1,11 +1,15 @@
 """The float codec (codec 3, docs/format.md section 2): elements of 2 or 4 bytes rotated
-and cut into planes, the exponent plane (and any mantissa plane that pays) zstd'd.
+and cut into planes, the exponent plane (and any mantissa plane that pays) entropy-coded:
+Huffman-coded in C (the Huffman-planes sub-format, what the store writes) or zstd'd (the
+first form, still read).
 
-:func:`float_plan` decides from a sample whether it pays, :func:`encode_float` writes a
-payload and :func:`_decode_float` reads one. Whether the store writes it at all is
-``codec.FLOAT_WRITE``; :mod:`modelvault.core.codec` dispatches here and re-exports these
-names. ``_fc`` is the compiled ``_floatcodec`` (None in a build without a C compiler:
-no float-codec writes, numpy reads; tests set ``floats._fc`` to None for that).
+:func:`float_plan` decides from a sample whether it pays, :func:`encode_float_huffman`
+(and :func:`encode_float_hinted`, for a chunk whose dtype is known) writes a payload,
+:func:`encode_float` writes the zstd form, and :func:`_decode_float` reads both. Whether
+the store writes it at all is ``codec.FLOAT_WRITE``; :mod:`modelvault.core.codec`
+dispatches here and re-exports these names. ``_fc`` is the compiled ``_floatcodec``
+(None in a build without a C compiler: no float-codec writes, numpy and pure-Python
+reads; tests set ``floats._fc`` to None for that).
 """
 
 from __future__ import annotations
