@@ -2,7 +2,7 @@
 
 import sys
 from enum import Enum
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -41,3 +41,15 @@ def _say(text: str) -> None:
 Quiet = Annotated[
     bool, typer.Option("--quiet", "-q", help="No progress bar and no status line; errors still.")
 ]
+
+
+def _parse_pairs(pairs: list[str] | None, what: str, *, typed: bool) -> dict[str, Any]:
+    """``KEY=VALUE`` arguments as a dict; values parsed as JSON when ``typed`` and valid."""
+    from modelvault.cli.failures import UsageError
+    from modelvault.errors import InvalidInput
+    from modelvault.remotes import parse_options
+
+    try:
+        return parse_options(pairs or [], typed=typed)
+    except InvalidInput as exc:
+        raise UsageError(f"{what}: {exc}") from None

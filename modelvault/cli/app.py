@@ -21,6 +21,7 @@ from modelvault.cli import _coerce, failures, progress, render
 from modelvault.cli._shared import Quiet as Quiet
 from modelvault.cli._shared import TableOrJson as TableOrJson
 from modelvault.cli._shared import _echo as _echo
+from modelvault.cli._shared import _parse_pairs as _parse_pairs
 from modelvault.cli._shared import _say as _say
 from modelvault.cli._shared import _store as _store
 from modelvault.cli.aliases import alias_app
@@ -32,10 +33,10 @@ from modelvault.cli.maintenance import du as du
 from modelvault.cli.maintenance import gc as gc
 from modelvault.cli.maintenance import unlock as unlock
 from modelvault.cli.maintenance import verify as verify
+from modelvault.cli.remotes import _list_remote, remote_app
 
 if TYPE_CHECKING:
     from modelvault.model import Model
-    from modelvault.store import Store
 
 
 _coerce.install()
@@ -122,7 +123,6 @@ app = typer.Typer(
     **_COMMON,
 )
 models_app = typer.Typer(help="The model commands, BentoML style: `mv models list`.", **_COMMON)
-remote_app = typer.Typer(help="Configure remotes: names for fsspec URLs.", **_COMMON)
 app.add_typer(models_app, name="models")
 app.add_typer(remote_app, name="remote")
 
@@ -148,37 +148,12 @@ def _complete_tags(incomplete: str) -> list[str]:
     return sorted({m.tag.name for m in models if m.tag.name.startswith(incomplete)})
 
 
-def _parse_pairs(pairs: list[str] | None, what: str, *, typed: bool) -> dict[str, Any]:
-    """``KEY=VALUE`` arguments as a dict; values parsed as JSON when ``typed`` and valid."""
-    from modelvault.errors import InvalidInput
-    from modelvault.remotes import parse_options
-
-    try:
-        return parse_options(pairs or [], typed=typed)
-    except InvalidInput as exc:
-        raise UsageError(f"{what}: {exc}") from None
-
-
 def _model_line(model: "Model", what: str) -> str:
     return f'Model(tag="{model.tag}") {what}'
 
 
 def _default_remote(remote: str | None) -> str:
     return remote or os.environ.get("MODELVAULT_REMOTE") or "origin"
-
-
-def _tree_bytes(path: Path) -> int:
-    """Bytes of the files under ``path`` (links followed), for the save progress bar."""
-    if path.is_file():
-        return path.stat().st_size
-    total = 0
-    for root, _, files in os.walk(path, followlinks=True):
-        for name in files:
-            try:
-                total += os.stat(os.path.join(root, name)).st_size
-            except OSError:
-                continue
-    return total
 
 
 TagArg = Annotated[
@@ -204,26 +179,6 @@ def _remote_url(remote: str | None) -> str:
     from modelvault import remotes
 
     return remotes.resolve(remote, store=_store())[0]
-
-
-def _archive_estimate(store: "Store", model: "Model", base: str | None) -> int:
-    """About the size of the archive of ``model`` (thin against ``base``): the stored
-    bytes of what it reaches (less what ``base`` does), for the export bar's total."""
-    from modelvault.repo import maintenance
-
-    reach, _ = maintenance.reachable(store.repo, [bytes.fromhex(model.id)])
-    if base is not None:
-        reach -= maintenance.reachable(store.repo, [bytes.fromhex(store.get(base).id)])[0]
-    entries = store.repo.objects.entries(list(reach))
-    return sum(e.stored_len for e in entries if e is not None)
-
-
-def _file_bytes(src: str) -> int | None:
-    """Size of a local archive, for the import progress bar (None: a URL, or missing)."""
-    try:
-        return None if "://" in src else os.path.getsize(src)
-    except OSError:
-        return None
 
 
 RemoteArg = Annotated[
@@ -316,17 +271,6 @@ def list_models(
         for m in models
     ]
     _echo(render.table(("Tag", "Module", "Size", "Creation Time"), rows, sys.stdout))
-
-
-def _list_remote(remote: str, name: str | None, output: TableOrJson) -> None:
-    from modelvault.models import list_remote
-
-    tags = list_remote(remote, name)
-    if output is TableOrJson.json:
-        docs = [{"tag": str(t), "name": t.name, "version": t.version} for t in tags]
-        _echo(render.to_json(docs))
-        return
-    _echo(render.table(("Tag",), [(str(t),) for t in tags], sys.stdout))
 
 
 def get(
@@ -425,7 +369,7 @@ def save(
     store = _store()
     labels = _parse_pairs(label, "label", typed=False)
     meta = _parse_pairs(metadata, "metadata", typed=True)
-    total = _tree_bytes(path) if progress.wanted(quiet) and path.exists() else None
+    total = progress.tree_bytes(path) if progress.wanted(quiet) and path.exists() else None
     with progress.bar(f"saving {tag}", total, quiet) as bar:
         advance = bar.advance if bar else None
         model = store.save(path, tag, labels=labels, metadata=meta, module=module, progress=advance)
@@ -478,7 +422,7 @@ def export(
     model = store.get(tag)
     total = None
     if progress.wanted(quiet) and output_format == "modelvault":
-        total = _archive_estimate(store, model, base)
+        total = progress.archive_estimate(store, model, base)
     with progress.bar(f"exporting {model.tag}", total, quiet) as bar:
         advance = bar.advance if bar else None
         where = store.export_model(
@@ -524,7 +468,7 @@ def import_(
     local_dir = "://" not in src and os.path.isdir(src)  # BentoML's "folder" format
     total = None
     if progress.wanted(quiet):
-        total = _tree_bytes(Path(src)) if local_dir else _file_bytes(src)
+        total = progress.tree_bytes(Path(src)) if local_dir else progress.file_bytes(src)
     with progress.bar(f"importing {src}", total, quiet) as bar:
         model = store.import_model(src, progress=bar.advance if bar else None)
     _say(_model_line(model, "imported"))
@@ -603,56 +547,7 @@ for _target in (app, models_app):
     _target.command("pull")(pull)
 
 
-# -- remotes --------------------------------------------------------------------------
-@remote_app.command("add")
-def remote_add(
-    name: Annotated[str, typer.Argument(help="Name of the remote, e.g. origin.", metavar="NAME")],
-    url: Annotated[
-        str, typer.Argument(help="fsspec URL: s3://bucket/prefix, file:///srv/m", metavar="URL")
-    ],
-    option: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--option", "-O", help="Storage option KEY=VALUE for fsspec (VALUE parsed as JSON)."
-        ),
-    ] = None,
-    replace: Annotated[
-        bool, typer.Option("--replace", help="Point an existing remote of that name elsewhere.")
-    ] = False,
-) -> None:
-    """Add a remote (or, with --replace, point an existing one elsewhere)."""
-    from modelvault import remotes
-
-    opts = _parse_pairs(option, "option", typed=True)
-    added = remotes.add(name, url, store=_store(), replace=replace, **opts)
-    _say(f"Remote {added.name} -> {added.public_url()}")
-
-
-@remote_app.command("list")
-def remote_list(
-    output: Annotated[TableOrJson, typer.Option("--output", "-o")] = TableOrJson.table,
-) -> None:
-    """List configured remotes (secrets masked: URL passwords, secret-looking options)."""
-    from modelvault import remotes
-
-    found = remotes.list(store=_store())
-    if output is TableOrJson.json:
-        _echo(render.to_json([render.remote_summary(r) for r in found]))
-        return
-    _echo(render.table(("Name", "URL", "Options"), map(render.remote_row, found), sys.stdout))
-
-
-@remote_app.command("remove")
-def remote_remove(
-    name: Annotated[str, typer.Argument(help="Name of the remote.", metavar="NAME")],
-) -> None:
-    """Forget a remote (nothing on the remote is deleted)."""
-    from modelvault import remotes
-
-    remotes.remove(name, store=_store())
-    _say(f"Remote {name} removed")
-
-
+# -- remotes (modelvault/cli/remotes.py) ---------------------------------------------
 remote_app.command("unlock")(unlock)
 
 # -- maintenance (modelvault/cli/maintenance.py) ---------------------------------------

@@ -6,11 +6,17 @@ rich is imported only when a bar is shown, so scripts and pipes never pay for it
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Iterator
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from modelvault.cli.render import use_colour
+
+if TYPE_CHECKING:
+    from modelvault.model import Model
+    from modelvault.store import Store
 
 
 class Bar:
@@ -124,3 +130,37 @@ def spinner(description: str, quiet: bool) -> Iterator[None]:
     console = Console(stderr=True, no_color=not use_colour(sys.stderr))
     with console.status(description):
         yield
+
+
+def tree_bytes(path: Path) -> int:
+    """Bytes of the files under ``path`` (links followed), for the save progress bar."""
+    if path.is_file():
+        return path.stat().st_size
+    total = 0
+    for root, _, files in os.walk(path, followlinks=True):
+        for name in files:
+            try:
+                total += os.stat(os.path.join(root, name)).st_size
+            except OSError:
+                continue
+    return total
+
+
+def archive_estimate(store: Store, model: Model, base: str | None) -> int:
+    """About the size of the archive of ``model`` (thin against ``base``): the stored
+    bytes of what it reaches (less what ``base`` does), for the export bar's total."""
+    from modelvault.repo import maintenance
+
+    reach, _ = maintenance.reachable(store.repo, [bytes.fromhex(model.id)])
+    if base is not None:
+        reach -= maintenance.reachable(store.repo, [bytes.fromhex(store.get(base).id)])[0]
+    entries = store.repo.objects.entries(list(reach))
+    return sum(e.stored_len for e in entries if e is not None)
+
+
+def file_bytes(src: str) -> int | None:
+    """Size of a local archive, for the import progress bar (None: a URL, or missing)."""
+    try:
+        return None if "://" in src else os.path.getsize(src)
+    except OSError:
+        return None
