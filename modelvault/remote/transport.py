@@ -19,8 +19,9 @@ Keys are ``/``-separated paths relative to the remote's root. A missing key is r
 as :class:`~modelvault.errors.NotFound` by every transport; every other failure leaves a
 transport wrapped in :class:`Retrying` as :class:`~modelvault.errors.RemoteError`.
 This module is the only one importing fsspec. The abstract class is in
-:mod:`~modelvault.remote.base`, the wrappers in :mod:`~modelvault.remote.wrappers`, the
-URL and failure helpers in :mod:`~modelvault.remote.urls`; all are re-exported here.
+:mod:`~modelvault.remote.base`, ``file://`` (no fsspec) in :mod:`~modelvault.remote.local`,
+the wrappers in :mod:`~modelvault.remote.wrappers`, the URL and failure helpers in
+:mod:`~modelvault.remote.urls`; all are re-exported here.
 
 Secrets: a URL with ``user:password@`` is refused by :func:`open_transport` before any
 library sees it, and every URL shown goes through :func:`public_url` / :func:`redact`.
@@ -35,7 +36,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import datetime
-import fcntl
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -45,6 +45,7 @@ from typing import IO, Any, TypeVar, cast
 from modelvault import _fsutil
 from modelvault.errors import InvalidInput, ModelVaultError, NotFound, PathNotFound, RemoteError
 from modelvault.remote.base import Range, Transport, content_token
+from modelvault.remote.local import LocalTransport
 from modelvault.remote.urls import (
     _HINT_FOR_SECRETS,
     _STREAM_ERRORS,
@@ -83,109 +84,6 @@ __all__ = [
     "remote_error",
     "wrapping",
 ]
-
-
-# -- file:// ------------------------------------------------------------------------
-
-_SWAP_LOCK = f"{_fsutil.TEMP_PREFIX}swap{_fsutil.LOCK_SUFFIX}"  # hidden from list()
-
-
-@contextlib.contextmanager
-def _swap_lock(lock: Path) -> Iterator[None]:
-    """An exclusive ``flock`` on ``lock``, on the file that is there when it is held (a
-    lock file removed and made anew meanwhile is locked again, as ``_fsutil.in_flight``
-    does), so two writers never both hold the lock of one folder."""
-    while True:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            with contextlib.suppress(FileNotFoundError):
-                if os.stat(lock).st_ino == os.fstat(fd).st_ino:
-                    yield
-                    return
-        finally:
-            os.close(fd)
-
-
-class LocalTransport(Transport):
-    """A folder on a local (or mounted) file system, written with the store's own recipe."""
-
-    def __init__(self, root: Path, url: str) -> None:
-        self.root = root
-        self.url = url
-
-    def _path(self, key: str) -> Path:
-        return self.root.joinpath(*key.split("/"))
-
-    def _folder(self, key: str) -> Path:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return path
-
-    def put(self, key: str, data: bytes) -> None:
-        _fsutil.atomic_write(self._folder(key), data)
-
-    def put_file(self, key: str, path: Path) -> None:
-        with open(path, "rb") as src:
-            _fsutil.atomic_write(self._folder(key), src)
-
-    def put_if_absent(self, key: str, data: bytes) -> bool:
-        return _fsutil.create_only(self._folder(key), data)
-
-    def get(self, key: str) -> bytes:
-        try:
-            return self._path(key).read_bytes()
-        except (FileNotFoundError, NotADirectoryError):
-            raise NotFound(f"{self.url}/{key} does not exist") from None
-
-    def get_ranges(self, key: str, ranges: Sequence[Range]) -> list[bytes]:
-        try:
-            fd = os.open(self._path(key), os.O_RDONLY)
-        except (FileNotFoundError, NotADirectoryError):
-            raise NotFound(f"{self.url}/{key} does not exist") from None
-        try:
-            return [os.pread(fd, length, offset) for offset, length in ranges]
-        finally:
-            os.close(fd)
-
-    def list(self, prefix: str) -> list[str]:
-        top = self._path(prefix)
-        if not top.is_dir():
-            return []
-        keys = []
-        for folder, _, files in os.walk(top):
-            rel = Path(folder).relative_to(self.root).as_posix()
-            keys += [f"{rel}/{name}" for name in files if not name.startswith(".tmp-")]
-        return sorted(keys)
-
-    def delete(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
-
-    @property
-    def atomic_swap(self) -> bool:
-        return True
-
-    def put_if_match(self, key: str, data: bytes, token: str | None) -> bool:
-        """Check and replace under an ``flock`` on the folder's hidden
-        ``.tmp-swap.lock`` (every process of the host, and NFS clients with working
-        locks, see it); the replacement is an atomic rename, so readers never wait."""
-        path = self._folder(key)
-        with _swap_lock(path.parent / _SWAP_LOCK):
-            try:
-                now: str | None = content_token(path.read_bytes())
-            except FileNotFoundError:
-                now = None
-            if now != token:
-                return False
-            _fsutil.atomic_write(path, data)
-            return True
-
-    def list_times(self, prefix: str) -> dict[str, float | None]:
-        out: dict[str, float | None] = {}
-        for key in self.list(prefix):
-            with contextlib.suppress(FileNotFoundError):
-                out[key] = self._path(key).stat().st_mtime
-        return out
 
 
 # -- fsspec ---------------------------------------------------------------------------
