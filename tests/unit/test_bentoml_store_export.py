@@ -218,3 +218,10 @@ def test_versions_are_imported_oldest_first_whatever_their_names(
     sk = [s.tag for s in steps if s.tag.startswith("bento_sk:")]
     assert sk == [f"bento_sk:{real.name}", "bento_sk:0000000000000000"]
     assert store.get("bento_sk").tag.version == "0000000000000000"  # latest: the newest
+
+
+def test_export_to_a_url_and_back(store: modelvault.Store, tmp_path: Path) -> None:
+    model = store.import_model(str(GOLDEN / "bento_sk.bentomodel"))
+    url = store.export_model(model.tag, "memory://bento-out/", output_format="bentoml")
+    assert url.endswith(f"bento-out/bento_sk-{model.tag.version}.bentomodel")
+    assert modelvault.Store(tmp_path / "other").import_model(url).id == model.id
