@@ -434,15 +434,17 @@ probe(PyObject *self, PyObject *args)
  * each code written from its most significant bit, the last byte padded with zero bits.
  * Four independent streams let the encoder and decoder run four chains at once.
  *
- *   plane := T u8 (0: constant plane, then the symbol u8; 1..11: the longest code)
+ *   plane := T u8 (0: constant plane, then the symbol u8; 1..12: the longest code)
  *            first u8, last u8, (last - first + 1) code lengths of 4 bits, low nibble
- *            first (0: symbol absent), stream lengths B0 B1 B2 u32, streams 0..3
+ *            first (0: symbol absent), stream lengths B0..B6 (u16 while ceil(n / 8) <=
+ *            43690, else u32), streams 0..7
  */
 
 #define HUF_MAX 12
 #ifndef HUF_STREAMS
 #define HUF_STREAMS 8
 #endif
+#define HUF_SMALL_M 43690 /* ceil(43690 * 12 / 8) = 65535 */
 
 typedef struct {
     uint32_t count;
@@ -643,6 +645,14 @@ encode_stream(bitw x, const uint8_t *sp, Py_ssize_t c, const uint32_t *codes)
     return encode_stream_plain(x, sp, c, codes);
 }
 
+/* Bytes of each stream-length field of a plane of n symbols: 2 while a stream of
+ * m = ceil(n / 8) codes of at most 12 bits surely fits in 65535 bytes, else 4. */
+static inline int
+huf_lenfield(Py_ssize_t n)
+{
+    return (n + HUF_STREAMS - 1) / HUF_STREAMS <= HUF_SMALL_M ? 2 : 4;
+}
+
 /* Huffman-code the n symbols of ``plane`` into ``out`` (room: huf_bound(n)); returns the
  * bytes written. ``hist`` holds the plane's counts, at least two symbols nonzero. */
 static Py_ssize_t
@@ -667,7 +677,8 @@ huf_encode(const uint8_t *plane, Py_ssize_t n, const uint8_t *lens, uint8_t *out
     for (int s = first; s <= last; s += 2)
         *o++ = (uint8_t)(lens[s] | (s + 1 <= last ? lens[s + 1] << 4 : 0));
     uint8_t *lenfield = o;
-    o += 4 * (HUF_STREAMS - 1);
+    int lf = huf_lenfield(n);
+    o += lf * (HUF_STREAMS - 1);
     Py_ssize_t m = (n + HUF_STREAMS - 1) / HUF_STREAMS, cnt[HUF_STREAMS];
     Py_ssize_t cap = (m * HUF_MAX) / 8 + 16; /* bytes of scratch per stream */
     bitw w[HUF_STREAMS];
@@ -684,7 +695,9 @@ huf_encode(const uint8_t *plane, Py_ssize_t n, const uint8_t *lens, uint8_t *out
         w[k] = encode_stream(w[k], src[k], cnt[k], codes);
     for (int k = 0; k < HUF_STREAMS; k++) {
         Py_ssize_t b = w[k].p - (scratch + k * cap);
-        if (k < HUF_STREAMS - 1)
+        if (k < HUF_STREAMS - 1 && lf == 2)
+            store16le(lenfield + 2 * k, (uint16_t)b);
+        else if (k < HUF_STREAMS - 1)
             store32(lenfield + 4 * k, (uint32_t)b);
         memcpy(o, scratch + k * cap, (size_t)b);
         o += b;
@@ -702,7 +715,7 @@ huf_scratch(Py_ssize_t n)
 
 /* Bits of the plane coded with ``lens`` and its header: the exact coded size. */
 static Py_ssize_t
-huf_size(const uint32_t *hist, const uint8_t *lens)
+huf_size(const uint32_t *hist, const uint8_t *lens, Py_ssize_t n)
 {
     uint64_t bits = 0;
     int first = 256, last = -1;
@@ -714,8 +727,8 @@ huf_size(const uint32_t *hist, const uint8_t *lens)
             last = s;
         }
     /* streams round up to bytes: at most 4 bytes more than bits / 8 */
-    return 3 + (last - first + 2) / 2 + 4 * (HUF_STREAMS - 1) + (Py_ssize_t)(bits / 8) +
-           HUF_STREAMS;
+    return 3 + (last - first + 2) / 2 + huf_lenfield(n) * (HUF_STREAMS - 1) +
+           (Py_ssize_t)(bits / 8) + HUF_STREAMS;
 }
 
 static void
@@ -844,7 +857,7 @@ hencode(PyObject *self, PyObject *args)
                 o += 2;
                 continue;
             }
-            if (huf_size(hist, lens) * 1024 < (Py_ssize_t)keep * n) {
+            if (huf_size(hist, lens, n) * 1024 < (Py_ssize_t)keep * n) {
                 stored[i] = huf_encode(plane, n, lens, o, scratch);
                 mask |= 1 << i;
                 o += stored[i];
@@ -1004,7 +1017,8 @@ huf_decode(const uint8_t *src, Py_ssize_t len, Py_ssize_t n, uint8_t *out, uint1
     if (first > last)
         return "a Huffman plane's symbol range is empty";
     Py_ssize_t at = 3 + (last - first + 2) / 2;
-    if (len < at + 4 * (HUF_STREAMS - 1))
+    int lf = huf_lenfield(n);
+    if (len < at + lf * (HUF_STREAMS - 1))
         return "a Huffman plane's header is truncated";
     uint8_t lens[256];
     memset(lens, 0, sizeof lens);
@@ -1038,10 +1052,11 @@ huf_decode(const uint8_t *src, Py_ssize_t len, Py_ssize_t n, uint8_t *out, uint1
     }
     Py_ssize_t bl[HUF_STREAMS], sum = 0;
     for (int k = 0; k < HUF_STREAMS - 1; k++) {
-        bl[k] = (Py_ssize_t)load32(src + at + 4 * k);
+        bl[k] = lf == 2 ? (Py_ssize_t)load16le(src + at + 2 * k)
+                        : (Py_ssize_t)load32(src + at + 4 * k);
         sum += bl[k];
     }
-    at += 4 * (HUF_STREAMS - 1);
+    at += lf * (HUF_STREAMS - 1);
     if (sum > len - at)
         return "a Huffman plane's stream lengths exceed the plane";
     bl[HUF_STREAMS - 1] = len - at - sum;

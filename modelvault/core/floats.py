@@ -40,11 +40,11 @@ FLOAT_DTYPES = {"F32": (4, 1), "BF16": (2, 1), "F16": (2, 1)}
 HUF_FLAG = 0x80  # plane mask bit 7: the marked planes are Huffman-coded (not zstd)
 HUF_MAX = 12  # longest Huffman code, bits
 HUF_STREAMS = 8  # a Huffman plane's symbols in this many bit streams
+HUF_SMALL_M = 43690  # streams of at most this many codes have u16 lengths (12 bits each)
 # a plane is kept Huffman-coded only below this share of its n bytes (in 1024ths): a
 # mantissa plane that saves under ~2% is not worth its decoding time
 HUF_KEEP = 1000
 _WIDTH4_PENALTY = 0.005  # share of raw: width 4 must beat 2 by this (2-byte floats tie)
-_ROT3_SLACK = 0.1  # bits an element: rotation 3 is taken unless this much worse than 1
 
 
 def float_plan(
@@ -56,14 +56,14 @@ def float_plan(
     ``F16`` fix the width and rotation, any other name means no planes; None: unknown).
     Order-0 entropies of the planes on an 8 KiB sample (``_floatcodec.probe``, ~15-30
     us) estimate each width (2 or 4, each at the skip, the bytes before the first whole
-    element, whose exponent plane is smallest) and rotation (1 or 3): the exponent plane
+    element, whose exponent plane is smallest) at rotation 1 (the sign to bit 0, the
+    exponent in plane 0, what the Huffman planes code best): the exponent plane
     entropy-coded, each other plane too if its sample is below :data:`PLANE_TRY_BITS`,
-    else raw. The smallest wins, with rotation 3 favoured by ``_ROT3_SLACK`` bits an
-    element (Huffman codes its planes better than the entropy says) and width 4 taken
-    only if ``_WIDTH4_PENALTY`` smaller (2-byte floats estimate the same either way);
-    its estimate must then beat entropy-coding
-    the plain bytes by :data:`FLOAT_MARGIN` and be below :data:`FLOAT_TRY`. ``tries``
-    has bit i set for each plane worth compressing (bit 0, the exponent plane, always).
+    else raw. The smaller wins, width 4 taken only if ``_WIDTH4_PENALTY`` smaller
+    (2-byte floats estimate the same either way); its estimate must then beat
+    entropy-coding the plain bytes by :data:`FLOAT_MARGIN` and be below
+    :data:`FLOAT_TRY`. ``tries`` has bit i set for each plane worth compressing (bit 0,
+    the exponent plane, always); with a float ``dtype``, every plane.
     Integers, fp8, quantized blocks and random bytes come out None: their "exponent"
     byte is as noisy as the rest.
     """
@@ -77,19 +77,17 @@ def float_plan(
             return None
     byte_bits, candidates = _fc.probe(data, fixed[0] if fixed else 0)
     best: tuple[float, float, int, int, int, int] | None = None  # rank, est, w, skip, rot, tries
-    for w, skip, bits1, bits3 in candidates:
-        rots = [fixed[1]] if fixed else [1]
-        for rot in rots:
-            bits = bits3 if rot == 3 else bits1
-            tries = 1
-            for k in range(1, w):
-                if bits[k] < PLANE_TRY_BITS:
-                    tries |= 1 << k
-            est = sum(b if tries >> k & 1 else 8.0 for k, b in enumerate(bits)) / (8 * w)
-            rank = est - (_ROT3_SLACK if rot == 3 else 0.0) / (8 * w)
-            rank += _WIDTH4_PENALTY if w == 4 else 0.0
-            if best is None or rank < best[0]:
-                best = (rank, est, w, skip, rot, tries)
+    for w, skip, bits1, _bits3 in candidates:  # (the probe also estimates rotation 3)
+        rot = fixed[1] if fixed else 1
+        bits = bits1
+        tries = 1
+        for k in range(1, w):
+            if bits[k] < PLANE_TRY_BITS:
+                tries |= 1 << k
+        est = sum(b if tries >> k & 1 else 8.0 for k, b in enumerate(bits)) / (8 * w)
+        rank = est + (_WIDTH4_PENALTY if w == 4 else 0.0)
+        if best is None or rank < best[0]:
+            best = (rank, est, w, skip, rot, tries)
     if best is None:
         return None
     _, est, w, skip, rot, tries = best
@@ -224,6 +222,12 @@ def float_bound(raw_len: int) -> int:
     return best
 
 
+def huf_lenfield(n: int) -> int:
+    """Bytes of each stream-length field of a Huffman plane of ``n`` symbols: 2 while a
+    stream of ceil(n / 8) codes of at most 12 bits surely fits in 65535 bytes, else 4."""
+    return 2 if -(-n // HUF_STREAMS) <= HUF_SMALL_M else 4
+
+
 def _huffman_codes(lens: list[int]) -> list[int]:
     """Canonical codes (docs/format.md, section 2) of the 256 code lengths ``lens``."""
     num = [0] * (HUF_MAX + 2)
@@ -257,7 +261,8 @@ def _huffman_plane_py(src: memoryview, n: int) -> bytes:
         raise bad("invalid float payload (Huffman planes): a plane header is invalid")
     first, last = src[1], src[2]
     at = 3 + (last - first + 2) // 2
-    if len(src) < at + 4 * (HUF_STREAMS - 1):
+    lf = huf_lenfield(n)
+    if len(src) < at + lf * (HUF_STREAMS - 1):
         raise bad("invalid float payload (Huffman planes): a plane header is truncated")
     lens = [0] * 256
     for s in range(first, last + 1):
@@ -270,8 +275,8 @@ def _huffman_plane_py(src: memoryview, n: int) -> bytes:
     for s, c in enumerate(_huffman_codes(lens)):
         if lens[s]:
             table[(lens[s], c)] = s
-    sizes = list(struct.unpack_from(f"<{HUF_STREAMS - 1}I", src, at))
-    at += 4 * (HUF_STREAMS - 1)
+    sizes = list(struct.unpack_from(f"<{HUF_STREAMS - 1}{'H' if lf == 2 else 'I'}", src, at))
+    at += lf * (HUF_STREAMS - 1)
     if sum(sizes) > len(src) - at:
         raise bad("invalid float payload (Huffman planes): stream lengths exceed the plane")
     sizes.append(len(src) - at - sum(sizes))

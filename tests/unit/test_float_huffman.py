@@ -80,7 +80,8 @@ def huffman_plane(plane: bytes, lens: dict[int, int] | None = None) -> bytes:
         streams.append(
             bytes(sum(bits[i + j] << j for j in range(8)) for i in range(0, len(bits), 8))
         )
-    return head + struct.pack("<7I", *map(len, streams[:7])) + b"".join(streams)
+    fmt = "<7H" if m <= 43690 else "<7I"  # u16 lengths while a stream surely fits them
+    return head + struct.pack(fmt, *map(len, streams[:7])) + b"".join(streams)
 
 
 def huffman_payload(
@@ -164,6 +165,29 @@ def test_encoder_output_follows_the_layout(width: int) -> None:
     for i, length in enumerate(lengths):
         assert (length < n) if mask >> i & 1 else (length == n)
     assert both_decoders(payload, len(raw)) == raw
+    if width == 2:  # byte for byte the layout, given the writer's code lengths
+        built = huffman_payload(raw, 2, 1, 1, mask & 0x7F, _lengths_of(payload))
+        assert built == payload
+
+
+@pytest.mark.slow
+def test_a_plane_of_more_than_8_x_43690_symbols_has_u32_stream_lengths() -> None:
+    """Past 349,520 symbols (larger than any chunk) a stream may exceed 65535 bytes, so
+    its length is a u32; both forms follow the layout."""
+    rng = np.random.default_rng(8)
+    even = np.minimum(rng.geometric(0.3, 350_000), 40).astype(np.uint8)
+    raw = np.stack([even, np.zeros_like(even)], 1).tobytes()  # width 2, rotation 8
+    payload = codec.encode_float_huffman(raw, 2, 0, 8, 1)
+    assert payload == huffman_payload(raw, 2, 0, 8, 1, _lengths_of(payload))
+    assert both_decoders(payload, len(raw)) == raw
+
+
+def _lengths_of(payload: bytes) -> dict[int, int]:
+    """The code lengths plane 0 of ``payload`` (width 2) declares."""
+    at = 4 + 8 + payload[1]
+    first, last = payload[at + 1], payload[at + 2]
+    nib = [payload[at + 3 + i // 2] >> 4 * (i & 1) & 15 for i in range(last - first + 1)]
+    return {first + i: n for i, n in enumerate(nib) if n}
 
 
 def test_constant_plane_is_two_bytes() -> None:
@@ -339,27 +363,27 @@ def _codes_head(lens: dict[int, int]) -> bytes:
         (b"", 4, "empty"),
         (b"\x00\x05\x00", 4, "constant plane"),
         (b"\x00", 4, "constant plane"),
-        (_codes_head({3: 1, 4: 2}) + bytes(28), 1, "complete code"),  # Kraft 3/4
-        (_codes_head({3: 1, 4: 1, 5: 1}) + bytes(28), 1, "complete code"),  # Kraft 3/2
-        (_codes_head({3: 1, 5: 1})[:-1] + b"\x11" + bytes(28), 1, "padding nibble"),
-        (_codes_head({3: 1, 4: 1}) + bytes(27), 1, "truncated"),
+        (_codes_head({3: 1, 4: 2}) + bytes(14), 1, "complete code"),  # Kraft 3/4
+        (_codes_head({3: 1, 4: 1, 5: 1}) + bytes(14), 1, "complete code"),  # Kraft 3/2
+        (_codes_head({3: 1, 5: 1})[:-1] + b"\x11" + bytes(14), 1, "padding nibble"),
+        (_codes_head({3: 1, 4: 1}) + bytes(13), 1, "truncated"),
         (
-            _codes_head({3: 1, 4: 1}) + struct.pack("<7I", 1 << 31, 1 << 31, 0, 0, 0, 0, 0),
+            _codes_head({3: 1, 4: 1}) + struct.pack("<7H", 1 << 15, 1 << 15, 0, 0, 0, 0, 0),
             1,
             "stream lengths",
         ),
         # 9 symbols of 1 bit each into 8 streams: stream 0 holds two; one byte is enough,
         # but give it none
-        (_codes_head({3: 1, 4: 1}) + bytes(28) + bytes(7), 9, "does not hold"),
+        (_codes_head({3: 1, 4: 1}) + bytes(14) + bytes(7), 9, "does not hold"),
         # a stream with a nonzero padding bit
         (
-            _codes_head({3: 1, 4: 1}) + struct.pack("<7I", *[1] * 7) + b"\x02" + bytes(7),
+            _codes_head({3: 1, 4: 1}) + struct.pack("<7H", *[1] * 7) + b"\x02" + bytes(7),
             8,
             "does not hold",
         ),
         # a stream with a whole byte too many
         (
-            _codes_head({3: 1, 4: 1}) + struct.pack("<7I", 2, 1, 1, 1, 1, 1, 1) + bytes(9),
+            _codes_head({3: 1, 4: 1}) + struct.pack("<7H", 2, 1, 1, 1, 1, 1, 1) + bytes(9),
             8,
             "does not hold",
         ),
@@ -376,7 +400,7 @@ def test_malformed_huffman_planes_are_refused(plane: bytes, n: int, message: str
 def test_a_well_formed_tiny_plane_decodes() -> None:
     """The counterpart of the refusals above: 8 one-bit symbols, one a stream (symbol 3
     has code 0, symbol 4 code 1); plane 1 is zeros, so each element is symbol << 7."""
-    plane = _codes_head({3: 1, 4: 1}) + struct.pack("<7I", *[1] * 7) + b"\x00\x01" * 4
+    plane = _codes_head({3: 1, 4: 1}) + struct.pack("<7H", *[1] * 7) + b"\x00\x01" * 4
     payload, raw_len = _plane_payload(plane, 8)
     out = both_decoders(payload, raw_len)
     assert [int.from_bytes(out[2 * i : 2 * i + 2], "little") >> 7 for i in range(8)] == [
