@@ -179,3 +179,17 @@ def test_the_same_tag_with_other_content_is_model_exists(
         tar.add(other, arcname=".")
     with pytest.raises(ModelExists):
         store.import_model(str(out))
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_progress_adds_up_to_the_archive_or_the_files(fmt: str, tmp_path: Path) -> None:
+    """An archive's progress is its bytes read (the CLI's bar is its size); a folder's,
+    the bytes of its files saved."""
+    src = GOLDEN / f"bento_pick.{fmt}"
+    done: list[int] = []
+    modelvault.Store(tmp_path / "s").import_model(str(src), progress=done.append)
+    if fmt == "folder":
+        files = [p for p in src.iterdir() if p.name != "model.yaml"]
+        assert sum(done) == sum(p.stat().st_size for p in files)
+    else:
+        assert sum(done) == src.stat().st_size

@@ -100,12 +100,15 @@ def sniff(head: bytes) -> str | None:
 
 
 class _Counting(io.RawIOBase):
-    """Reads through ``f``, counting the bytes read (and reporting them to progress)."""
+    """Reads through ``f``, counting the bytes read (``count``, for the decompression
+    budget) and reporting progress as the furthest position reached (a zip is read
+    partly twice: its directory, then its members)."""
 
     def __init__(self, f: IO[bytes], progress: Progress | None) -> None:
         self._f = f
         self.count = 0
         self._progress = progress
+        self._pos = self._furthest = self.tell() if self.seekable() else 0
 
     def readable(self) -> bool:
         return True
@@ -116,7 +119,8 @@ class _Counting(io.RawIOBase):
     def seek(self, offset: int, whence: int = 0) -> int:
         if whence == io.SEEK_SET and offset < 0:  # a zip's offsets are the archive's word
             raise ArchiveError(f"archive points before its own start ({offset})")
-        return int(self._f.seek(offset, whence))
+        self._pos = int(self._f.seek(offset, whence))
+        return self._pos
 
     def tell(self) -> int:
         return int(self._f.tell())
@@ -126,8 +130,10 @@ class _Counting(io.RawIOBase):
         n = len(data)
         b[:n] = data
         self.count += n
-        if self._progress is not None and n:
-            self._progress(n)
+        self._pos += n
+        if self._progress is not None and self._pos > self._furthest:
+            self._progress(self._pos - self._furthest)
+        self._furthest = max(self._furthest, self._pos)
         return n
 
 
@@ -521,7 +527,7 @@ def import_bentoml(
             store is left as it was).
         ModelExists: the tag holds a different model already.
     """
-    with _model(repo, progress) as model:
+    with _model(repo, None) as model:  # progress counts the archive's bytes read
         if kind == "zip":
             _import_zip(model, f, progress)
         else:
@@ -540,7 +546,7 @@ def import_bentoml_folder(
             f"{folder} has no {MODEL_YAML}: it is not a model folder BentoML wrote (to "
             "store a folder of files, save it: `mv save DIR NAME`, models.save)"
         )
-    with _model(repo, progress) as model:
+    with _model(repo, progress) as model:  # progress counts the files' bytes saved
         yaml_path = folder / MODEL_YAML
         if yaml_path.stat().st_size > MAX_YAML_BYTES:
             raise ArchiveError(f"{MODEL_YAML} is larger than {MAX_YAML_BYTES} bytes")
