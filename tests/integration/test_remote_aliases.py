@@ -4,6 +4,7 @@ alias at once, and the cost of a move (API.md "Aliases")."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
@@ -293,3 +294,35 @@ def test_a_lost_swap_is_retried_from_the_fresh_state(tmp_path: Path) -> None:
     assert move_remote_alias(t, AliasValue("iris", "prod", "v1", bytes(32)))
     assert calls["n"] == 2  # refused once, then read again
     assert AliasValue.decode("iris", "prod", t.get(key)).version == "v1"
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_alias_push_under_faults_never_names_a_missing_version(tmp_path: Path, seed: int) -> None:
+    """Errors, lost answers and slow writes injected under push("name@alias"): it either
+    fails with RemoteError or succeeds, and the remote alias, whenever it exists, names a
+    version the remote holds, which then pulls."""
+    from modelvault.errors import RemoteError
+    from modelvault.testing.faults import injected
+
+    remote = {"url": (tmp_path / "remote").as_uri(), "options": {}}
+    a = _store(tmp_path, "a", remote)
+    for v in ("v1", "v2", "v3"):
+        _save(a, tmp_path, f"iris:{v}", os.urandom(30_000))
+    t = _transport(remote)
+    outcomes = []
+    for v in ("v1", "v2", "v3", "v1"):
+        a.set_alias(f"iris:{v}", "prod")
+        with injected(FaultPlan(seed=seed, rate=0.3, kinds=("error", "error-after", "slow"))):
+            try:
+                a.push("iris@prod")
+                outcomes.append("ok")
+            except RemoteError:
+                outcomes.append("failed")
+        with contextlib.suppress(NotFound):
+            data, _ = t.get_versioned(alias_key("iris", "prod"))
+            named = AliasValue.decode("iris", "prod", data)
+            assert t.exists(ref_key(named.tag)), (seed, outcomes)
+    a.push("iris@prod")  # without faults: lands
+    b = _store(tmp_path, "b", remote)
+    b.pull("iris@prod")
+    assert b.get("iris@prod").id == a.get("iris:v1").id

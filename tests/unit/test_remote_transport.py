@@ -42,6 +42,23 @@ class TestMemory(TransportTests):
         return Retrying(open_transport(f"memory://t-{uuid.uuid4().hex[:8]}"))
 
 
+class TestGenericFsspec(TransportTests):
+    """A backend with no conditional write and no swap of its own: the check-then-write
+    fallbacks of FsspecTransport and Transport (atomic_create and atomic_swap False)."""
+
+    @pytest.fixture
+    def transport(self, tmp_path: Path) -> Transport:
+        from fsspec.implementations.local import LocalFileSystem
+
+        from modelvault.remote.transport import FsspecTransport
+
+        root = tmp_path / "generic"
+        root.mkdir()
+        bare = FsspecTransport(LocalFileSystem(auto_mkdir=True), str(root), "generic://test")
+        assert not bare.atomic_create and not bare.atomic_swap
+        return Retrying(bare)
+
+
 class TestInMemoryTwin(TransportTests):
     @pytest.fixture
     def transport(self) -> Transport:
