@@ -513,6 +513,8 @@ def push(
         result = store.push(target, remote, **kw)
     sent = f"{result.objects} objects, {render.human_size(result.sent)} sent"
     _say(f'Successfully pushed model "{model.tag}" to {_default_remote(remote)} ({sent})')
+    if "@" in tag:
+        _say(f"Alias {tag.lower()} -> {model.tag} there")
 
 
 def pull(
@@ -533,6 +535,8 @@ def pull(
         result = _store().pull(tag, remote, **kw)
     got = f"{result.objects} objects, {render.human_size(result.received)} received"
     _say(f'Successfully pulled model "{result.tag or tag}" from {_default_remote(remote)} ({got})')
+    if "@" in tag:
+        _say(f"Alias {tag.lower()} -> {result.tag} here")
 
 
 for _target in (app, models_app):

@@ -52,11 +52,14 @@ def test_commands_read_name_at_alias(mv: Run, model_dir: Path, tmp_path: Path) -
     remote = (tmp_path / "remote").as_uri()
     pushed = mv("push", "iris@prod", remote)
     assert pushed.returncode == 0, pushed.stderr
+    assert "Alias iris@prod -> iris:v1 there" in pushed.stdout
     listed = mv("alias", "list", "--remote", remote, "-o", "json")
     assert json.loads(listed.stdout)[0]["alias"] == "iris@prod"
     env_store = tmp_path / "other-store"
     pulled = mv("--store", str(env_store), "pull", "iris@prod", remote)
     assert pulled.returncode == 0, pulled.stderr
+    assert 'pulled model "iris:v1"' in pulled.stdout
+    assert "Alias iris@prod -> iris:v1 here" in pulled.stdout
     there = mv("--store", str(env_store), "alias", "list", "-o", "json")
     assert json.loads(there.stdout)[0]["tag"] == "iris:v1"
 
