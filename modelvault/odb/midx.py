@@ -167,23 +167,6 @@ class MultiIndex:
         mm, base = self._map, self._ids
         b = oid[0]
         lo, hi = self._fan[b], self._fan[b + 1]
-        # ids are hashes, spread evenly: a few interpolation steps on the next 8 bytes
-        # narrow the bucket to a handful of ids (a first id >= oid stays in [lo, hi])
-        key = int.from_bytes(oid[1:9], "big")
-        low_key, high_key = 0, 1 << 64
-        for _ in range(3):
-            n = hi - lo
-            if n <= 8 or high_key <= low_key:
-                break
-            guess = min(hi - 1, lo + (key - low_key) * n // (high_key - low_key))
-            at = base + HASH_LEN * guess + 1
-            k = int.from_bytes(mm[at : at + 8], "big")
-            if k < key:
-                lo, low_key = guess + 1, k
-            elif k > key:
-                hi, high_key = guess, k
-            else:
-                break
         while lo < hi:
             mid = (lo + hi) >> 1
             at = base + HASH_LEN * mid

@@ -326,9 +326,17 @@ class PackDB:
         return out
 
     def has(self, oid: bytes) -> bool:
-        """True if the object is stored (as far as the loaded indexes know)."""
-        self._ensure_loaded()
-        return self._find(oid) is not None
+        """True if the object is stored (as far as the loaded indexes know).
+
+        (The save path asks this once per chunk: no ``Entry`` is made.)"""
+        if not self._loaded:
+            self.refresh()
+        if oid in self._loose:
+            return True
+        for layer in self._layers:  # noqa: SIM110 (a loop: any() and its generator cost more)
+            if layer.position(oid) >= 0:
+                return True
+        return False
 
     def ids(self) -> list[bytes]:
         """Every stored object id (for tests and tools: O(objects) memory)."""
