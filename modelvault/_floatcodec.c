@@ -796,10 +796,14 @@ hencode(PyObject *self, PyObject *args)
     int w, skip, r, tries, keep;
     if (!PyArg_ParseTuple(args, "y*iiiii:hencode", &in, &w, &skip, &r, &tries, &keep))
         return NULL;
-    if ((w != 2 && w != 4) || r < 1 || r >= 8 * w || skip < -1 || skip >= w) {
+    if ((w != 2 && w != 4) || r < 1 || r >= 8 * w || skip < -1 || skip >= w || keep < 0 ||
+        keep > 1024) {
         PyBuffer_Release(&in);
-        return PyErr_Format(PyExc_ValueError, "float planes of width %d, skip %d, rotation %d",
-                            w, skip, r);
+        return PyErr_Format(PyExc_ValueError,
+                            "float planes of width %d, skip %d, rotation %d, keep %d: width 2 "
+                            "or 4, skip -1 to width - 1, rotation 1 to 8 * width - 1, keep 0 "
+                            "to 1024 are supported",
+                            w, skip, r, keep);
     }
     const uint8_t *d = (const uint8_t *)in.buf;
     if (skip < 0)

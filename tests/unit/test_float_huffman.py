@@ -190,6 +190,16 @@ def _lengths_of(payload: bytes) -> dict[int, int]:
     return {first + i: n for i, n in enumerate(nib) if n}
 
 
+@pytest.mark.parametrize(
+    "args", [(3, 0, 1, 1, 1000), (2, 2, 1, 1, 1000), (2, 0, 16, 1, 1000), (4, -2, 1, 1, 1000),
+             (2, 0, 1, 1, 1025), (2, 0, 1, 1, -1)]
+)  # fmt: skip
+def test_encoder_refuses_parameters_out_of_range(args: tuple[int, int, int, int, int]) -> None:
+    """keep above 1024 would let a coded plane outgrow the payload's buffer."""
+    with pytest.raises(ValueError, match="supported"):
+        floats._fc.hencode(weights(3000), *args)
+
+
 def test_constant_plane_is_two_bytes() -> None:
     raw = np.full(10_000, 0.5, "<f4").tobytes()  # one exponent, mantissa all zero
     payload = codec.encode_float_huffman(raw, 4, 0, 1, 0b1111)
