@@ -458,6 +458,24 @@ def test_float_bound_covers_huffman_payloads() -> None:
     assert math.isfinite(codec.float_bound(0))
 
 
+def test_threads_encode_and_decode_at_once() -> None:
+    """hencode / hdecode release the GIL and keep no shared state: many threads at once
+    give every chunk's own payload and bytes back."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    chunks = [adversarial(KINDS[i % len(KINDS)], 20_000, i)[i % 5 :] for i in range(24)]
+    alone = [codec.encode_float_huffman(c, 2 + 2 * (i % 2), -1, 1, 3) for i, c in enumerate(chunks)]
+
+    def both(i: int) -> tuple[bytes, bytes]:
+        p = codec.encode_float_huffman(chunks[i], 2 + 2 * (i % 2), -1, 1, 3)
+        return p, decode(Codec.FLOAT, alone[i], len(chunks[i]))
+
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(3):
+            for i, (payload, raw) in enumerate(pool.map(both, range(len(chunks)))):
+                assert payload == alone[i] and raw == chunks[i]
+
+
 def test_python_reader_without_the_compiled_module(monkeypatch: pytest.MonkeyPatch) -> None:
     raw = b"\x01" + adversarial("bf16", 30_000, 5) + b"\x02"
     how, payload = codec.encode(raw, dtype="BF16")
