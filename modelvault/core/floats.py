@@ -271,35 +271,39 @@ def _huffman_plane_py(src: memoryview, n: int) -> bytes:
         raise bad("invalid float payload (Huffman planes): a padding nibble is not zero")
     if max(lens) != t or sum(1 << (t - n) for n in lens if n) != 1 << t:
         raise bad("invalid float payload (Huffman planes): the code is not complete")
-    table: dict[tuple[int, int], int] = {}
+    # a t-bit lookup: the code at the bottom of any t bits (LSB-first) -> symbol | length << 8
+    lookup = [0] * (1 << t)
     for s, c in enumerate(_huffman_codes(lens)):
-        if lens[s]:
-            table[(lens[s], c)] = s
+        n_bits = lens[s]
+        if n_bits:
+            r = int(format(c, f"0{n_bits}b")[::-1], 2)
+            lookup[r :: 1 << n_bits] = [s | n_bits << 8] * (1 << (t - n_bits))
     sizes = list(struct.unpack_from(f"<{HUF_STREAMS - 1}{'H' if lf == 2 else 'I'}", src, at))
     at += lf * (HUF_STREAMS - 1)
     if sum(sizes) > len(src) - at:
         raise bad("invalid float payload (Huffman planes): stream lengths exceed the plane")
     sizes.append(len(src) - at - sum(sizes))
     m = -(-n // HUF_STREAMS)
+    mask = (1 << t) - 1
     out = bytearray()
     for k, size in enumerate(sizes):
         count = min(max(n - k * m, 0), m)
-        bits = int.from_bytes(src[at : at + size], "little")
+        data = bytes(src[at : at + size]) + bytes(8)  # zeros past the end: checked below
         at += size
-        pos = 0
+        buf = nb = i = 0
         for _ in range(count):
-            code = length = 0
-            while True:  # read MSB-first code bits one at a time from an LSB-first stream
-                if length == t or pos >= 8 * size:
-                    raise bad("invalid float payload (Huffman planes): a stream ends early")
-                code = code << 1 | (bits >> pos & 1)
-                pos += 1
-                length += 1
-                sym = table.get((length, code))
-                if sym is not None:
-                    out.append(sym)
-                    break
-        if -(-pos // 8) != size or bits >> pos:
+            if nb < t:
+                buf |= int.from_bytes(data[i : i + 6], "little") << nb
+                i += 6
+                nb += 48
+            e = lookup[buf & mask]
+            out.append(e & 255)
+            buf >>= e >> 8
+            nb -= e >> 8
+        used = 8 * i - nb  # bits of codes read
+        if used > 8 * size:
+            raise bad("invalid float payload (Huffman planes): a code runs past its stream")
+        if -(-used // 8) != size or (size and data[size - 1] >> (used - 8 * (size - 1))):
             raise bad("invalid float payload (Huffman planes): a stream has bits over")
     return bytes(out)
 
