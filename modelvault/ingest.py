@@ -466,6 +466,20 @@ class Ingester:
             self.progress(size)
         return FileObject(size, [(oid, size)])
 
+    def store_source(self, source: Source, rel: tuple[str, ...] = ()) -> tuple[bytes, int]:
+        """Store one file's bytes from ``source`` (at ``rel`` in the model's tree); returns
+        (file object id, size). Its views may wait for bytes still being written (an
+        archive member being unpacked: ``archive.bentoml.reader``)."""
+        if source.size == 0:
+            return self.writer.add(ObjType.FILE, FileObject(0, []).encode(), probe=False), 0
+        known = self.parent.known(rel) if self.parent and rel else None
+        try:
+            fobj = self._pipeline.store(source, self.progress, known)
+        finally:
+            if known is not None:
+                known.close()
+        return self.writer.add(ObjType.FILE, fobj.encode(), probe=False), fobj.size
+
     def store_bytes(self, data: bytes) -> bytes:
         """Store an in-memory buffer as a file object; returns its id."""
         fobj = self._pipeline.store(Source.of_bytes(data), None) if data else FileObject(0, [])

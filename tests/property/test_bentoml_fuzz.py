@@ -126,6 +126,20 @@ def test_mutated_tar_inside_xz(raw: bytes) -> None:
 
 
 @FUZZ
+@given(mutated(TAR))
+def test_mutated_tar_saved_while_unpacked(raw: bytes) -> None:
+    """The same, every member saved while it is unpacked (reader.OVERLAP_MIN = 1)."""
+    from modelvault.archive.bentoml import reader
+
+    before = reader.OVERLAP_MIN
+    reader.OVERLAP_MIN = 1
+    try:
+        _check(lzma.compress(raw), _tar_oracle_or_none(raw))
+    finally:
+        reader.OVERLAP_MIN = before
+
+
+@FUZZ
 @given(mutated(GZ))
 def test_mutated_gz(archive: bytes) -> None:
     try:

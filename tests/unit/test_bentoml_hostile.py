@@ -253,11 +253,16 @@ def _billion_laughs() -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
+@pytest.mark.parametrize("overlap", [False, True], ids=["staged", "overlapped"])
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_hostile_bentoml_archive(
-    case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    case: str, overlap: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Each case with members staged then saved, and saved while unpacked (every member
+    at least OVERLAP_MIN bytes)."""
     monkeypatch.setattr(reader, "EXPANSION_SLACK", 4 << 20)  # the 24 MiB of zeros trip it
+    if overlap:
+        monkeypatch.setattr(reader, "OVERLAP_MIN", 1)
     make, message = CASES[case]
     store = modelvault.Store(tmp_path / "store")
     store.import_model(str(GOLDEN / "bento_sk.bentomodel"))  # the store holds something

@@ -193,3 +193,38 @@ def test_progress_adds_up_to_the_archive_or_the_files(fmt: str, tmp_path: Path) 
         assert sum(done) == sum(p.stat().st_size for p in files)
     else:
         assert sum(done) == src.stat().st_size
+
+
+def test_a_large_member_is_saved_while_it_is_unpacked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A member of OVERLAP_MIN bytes or more is saved while it is unpacked: the same
+    model, the same stored bytes as a native save, also when the archive is cut."""
+    import lzma
+    import os
+
+    from modelvault.archive.bentoml import reader
+
+    monkeypatch.setattr(reader, "OVERLAP_MIN", 1 << 20)
+    weights = os.urandom(5 << 20) + bytes(3 << 20)  # several segments of the ingest
+    folder = tmp_path / "model"
+    shutil.copytree(GOLDEN / "bento_pick.folder", folder)
+    (folder / "weights.bin").write_bytes(weights)
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        tar.add(folder, arcname=".")
+    archive = tmp_path / "big.bentomodel"
+    archive.write_bytes(lzma.compress(raw.getvalue(), preset=0))
+    store = modelvault.Store(tmp_path / "store")
+    model = store.import_model(str(archive))
+    assert (Path(model.path) / "weights.bin").read_bytes() == weights
+    assert model.id == modelvault.Store(tmp_path / "other").import_model(str(folder)).id
+    assert store.verify().ok
+    cut = tmp_path / "cut.bentomodel"
+    cut.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+    fresh = modelvault.Store(tmp_path / "fresh")
+    fresh.import_model(str(GOLDEN / "bento_sk.bentomodel"))
+    before = sorted(p.name for p in (tmp_path / "fresh").rglob("*"))
+    with pytest.raises(modelvault.ArchiveError, match="truncated or corrupt"):
+        fresh.import_model(str(cut))
+    assert sorted(p.name for p in (tmp_path / "fresh").rglob("*")) == before

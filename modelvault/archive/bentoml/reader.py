@@ -5,7 +5,9 @@
     xz / gz / bz2 / tar   read as one tar stream: each regular member is copied into a
                           staging file in the store's ``tmp/`` and saved from there through
                           the normal ingest path (so it dedups), then deleted at once: no
-                          full extracted copy of the model is ever on disk
+                          full extracted copy of the model is ever on disk. A member of
+                          :data:`OVERLAP_MIN` bytes or more is saved while it is unpacked
+                          (``_Growing``: the ingest's views wait for the bytes)
     zip                   the same, member by member (needs a seekable source)
     folder                a local folder holding ``model.yaml``: its files are saved in place
 
@@ -34,9 +36,11 @@ import os
 import shutil
 import stat
 import tarfile
+import threading
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any, cast
 
@@ -47,6 +51,7 @@ from modelvault.archive.bentoml.info import (
     BentoInfo,
     parse_model_yaml,
 )
+from modelvault.core.chunking import Source
 from modelvault.core.hashing import ObjType
 from modelvault.core.objects import (
     KIND_EXEC,
@@ -68,6 +73,7 @@ __all__ = [
     "EXPANSION_SLACK",
     "MAX_EXPANSION",
     "MAX_MEMBERS",
+    "OVERLAP_MIN",
     "TAR_KINDS",
     "import_bentoml",
     "import_bentoml_folder",
@@ -75,6 +81,7 @@ __all__ = [
 ]
 
 MAX_MEMBERS = 100_000
+OVERLAP_MIN = 32 << 20  # members this large are saved while they are unpacked
 MAX_EXPANSION = 1024  # bytes unpacked per byte read, at most (zeros reach ~7000 in xz)...
 EXPANSION_SLACK = 256 << 20  # ...beyond this many bytes
 _BLOCK = 1 << 20
@@ -188,6 +195,34 @@ def _member_path(name: str) -> tuple[str, ...]:
     return parts
 
 
+class _Growing(Source):
+    """A file still being written by the unpacking thread: a view waits until its bytes
+    are there, and fails once the unpacking has failed."""
+
+    def __init__(self, size: int, fd: int) -> None:
+        super().__init__(size, fd=fd)
+        self._ready = threading.Condition()
+        self._have = 0
+        self._failed = False
+
+    def grew(self, have: int) -> None:
+        with self._ready:
+            self._have = have
+            self._ready.notify_all()
+
+    def fail(self) -> None:
+        with self._ready:
+            self._failed = True
+            self._ready.notify_all()
+
+    def view(self, start: int, stop: int) -> memoryview:
+        with self._ready:
+            self._ready.wait_for(lambda: self._have >= stop or self._failed)
+            if self._have < stop:
+                raise ArchiveError("archive member was not unpacked whole (the import failed)")
+        return super().view(start, stop)
+
+
 class _Model:
     """The files of one BentoML model as they are saved: the tree in memory, the staging
     folder for one member at a time, model.yaml and the custom objects."""
@@ -199,6 +234,7 @@ class _Model:
         self.writer = writer
         self.staging = staging
         self.ingester = Ingester(writer, progress)
+        self.saver = ThreadPoolExecutor(1, thread_name_prefix="modelvault-bentoml-save")
         self.root: dict[str, Any] = {}  # name -> sub-dict (folder) or TreeEntry (file)
         self.yaml: bytes | None = None
         self.custom_objects: bytes | None = None
@@ -255,6 +291,12 @@ class _Model:
         budget.claim(name, size)
         suffix = Path(parts[-1]).suffix[:16]  # ingest looks at suffixes (.safetensors)
         path = self.staging / f"member{suffix}"
+        if size >= OVERLAP_MIN:
+            try:
+                self._unpack_while_saving(parts, name, size, executable, stream, budget, path)
+            finally:
+                path.unlink(missing_ok=True)
+            return
         try:
             with open(path, "wb") as out:
                 left = size
@@ -282,10 +324,53 @@ class _Model:
             return
         self._store(parts, str(path), path, size, executable)
 
+    def _unpack_while_saving(
+        self,
+        parts: tuple[str, ...],
+        name: str,
+        size: int,
+        executable: bool,
+        stream: IO[bytes],
+        budget: _Budget,
+        path: Path,
+    ) -> None:
+        """Unpack a large member into ``path`` on this thread while another saves it
+        from there (its views wait for the bytes: :class:`_Growing`), so unpacking and
+        saving overlap instead of following each other."""
+        with open(path, "wb", buffering=0) as out, open(path, "rb", buffering=0) as back:
+            source = _Growing(size, back.fileno())
+            saving = self.saver.submit(self.ingester.store_source, source, parts)
+            try:
+                done = 0
+                while done < size:
+                    if saving.done():  # it failed (it cannot finish before the bytes)
+                        saving.result()
+                    block = stream.read(min(_BLOCK, size - done))
+                    if not block:
+                        raise ArchiveError(f"archive member {name!r} is cut short")
+                    budget.take(name, len(block))
+                    view = memoryview(block)
+                    while view:
+                        view = view[out.write(view) :]
+                    done += len(block)
+                    source.grew(done)
+            except BaseException:
+                source.fail()
+                with contextlib.suppress(BaseException):
+                    saving.result()
+                raise
+            oid, stored = saving.result()
+        if stored != size:  # cannot happen: the source has exactly size bytes
+            raise ArchiveError(f"archive member {name!r} changed size while it was read")
+        self._record(parts, name, oid, size, executable)
+
     def _store(self, parts: tuple[str, ...], name: str, path: Path, size: int, ex: bool) -> None:
         oid, stored = self.ingester.store_file(path, parts)
         if stored != size:
             raise ArchiveError(f"archive member {name!r} changed size while it was read")
+        self._record(parts, name, oid, size, ex)
+
+    def _record(self, parts: tuple[str, ...], name: str, oid: bytes, size: int, ex: bool) -> None:
         if parts == (CUSTOM_OBJECTS,):
             self.custom_objects = oid
             return
@@ -379,6 +464,7 @@ def _model(repo: Repository, progress: Progress | None) -> Iterator[_Model]:
         try:
             yield model
         finally:
+            model.saver.shutdown()
             model.ingester.close()
             shutil.rmtree(staging, ignore_errors=True)
 
