@@ -151,10 +151,10 @@ def _float_or_zstd(data: bytes | memoryview, payload: bytes) -> tuple[Codec, byt
 # weights 1.2-1.5x smaller. Its zstd form encoded at ~0.5 GB/s a core and decoded at
 # 1.0-1.4 GB/s, which made saving a new 1 GiB model 2.4x and Model.path 1.7x ``cp -r`` +
 # ``sync`` (benchmarks/RESULTS.md, session 8). The Huffman planes that replaced it encode
-# at ~1.2-1.5 GB/s of raw bytes per CPU second and decode at ~1.6-1.9 GB/s on MiniLM
-# (issue 21, session 9, CPU-time microbenchmarks on a shared machine): decoding meets
-# its 1.5 GB/s target, encoding not yet the ~3 GB/s a save needs beside CDC + BLAKE3 on
-# two threads, so it stays off by default.
+# at ~1.3-1.6 GB/s of raw bytes per CPU second and decode at ~1.7-2.3 GB/s on MiniLM
+# fp32 / bf16 / fp16 (issue 21, session 9: bench_codec.py, CPU time of one thread on a
+# shared machine): decoding meets its 1.5 GB/s target, encoding not yet the ~3 GB/s a
+# save needs beside CDC + BLAKE3 on two threads, so it stays off by default.
 FLOAT_WRITE = os.environ.get("MODELVAULT_FLOAT_CODEC", "") == "1"
 
 
