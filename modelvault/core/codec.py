@@ -97,9 +97,11 @@ def encode(
     """Return ``(codec, payload)`` for ``data``: raw, zstd or float planes (what the
     local store keeps).
 
-    With ``probe`` (used for chunks of model weights) the float codec is tried first
-    when a sample says it pays (:func:`float_plan`; ``dtype`` is what the caller knows
-    of the data, a safetensors dtype name, or None); else a small sample is compressed
+    With ``probe`` (used for chunks of model weights) the float codec is tried first:
+    straight away for a chunk whose ``dtype`` (what the caller knows of the data, a
+    safetensors dtype name, or None) is a float of :data:`FLOAT_DTYPES`, kept if below
+    :data:`FLOAT_KEEP` of the chunk; else when a sample says it pays
+    (:func:`float_plan`), then weighed against zstd; else a small sample is compressed
     and the whole is tried only if the sample shrank: float weights barely compress and
     trying costs time. Without it (metadata objects) zstd is always tried.
     """
