@@ -21,6 +21,8 @@ from modelvault.remote.catalogue import CatalogueError, decode_catalogue, encode
 from modelvault.remote.transport import open_transport, wrapping
 from modelvault.repo.layout import CATALOGUE, CATALOGUE_KEY, PACK_INDEX_KEY, PACKS
 
+pytestmark = pytest.mark.slow  # (about 5 s each on the S3 server: many pushes)
+
 
 @pytest.fixture(params=["s3", "file", "memory"])
 def remote(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:

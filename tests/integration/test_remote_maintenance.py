@@ -128,6 +128,7 @@ def test_models_functions_use_the_default_store(tmp_path: Path, remote: dict[str
 # -- gc -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_gc_remote_frees_deleted_versions_and_repacks(
     tmp_path: Path, remote: dict[str, Any]
 ) -> None:
