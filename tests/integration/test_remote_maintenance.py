@@ -309,3 +309,43 @@ def test_a_version_deleted_and_pushed_again_is_listed_anew_everywhere(
     other.delete("clf:v1")
     other.pull("clf")  # latest: chosen from the listing, the refs read again
     assert other.get("clf:v1").id == second.get("clf:v1").id != first
+
+
+def test_gc_remote_requests_grow_with_packs_not_chunks(
+    tmp_path: Path, remote: dict[str, Any]
+) -> None:
+    """A remote gc that repacks and deletes makes a number of requests set by the packs
+    (listings, indexes, reads of neighbourhoods, two deletes a pack), however many objects
+    they hold: a fresh store (no local copy of any object) collecting 3 versions of 150
+    small files each (over 600 objects in all)."""
+    from modelvault.remote.transport import Metered, wrapping
+
+    store = _store(tmp_path, "a", remote)
+    rng = random.Random(5)
+    shared = {f"s{i}.txt": rng.randbytes(2000) for i in range(50)}
+    for v in (1, 2, 3):
+        folder = tmp_path / f"many{v}"
+        folder.mkdir()
+        for name, data in shared.items():
+            (folder / name).write_bytes(data)
+        for i in range(100):
+            (folder / f"own{i}.txt").write_bytes(rng.randbytes(2000))
+        store.save(folder, f"many:v{v}")
+        store.push(f"many:v{v}")
+    objects = len(store.repo.objects.ids())
+    store.delete_remote("many:v1")  # its pack holds the shared files: repacked
+    store.delete_remote("many:v3")  # its own pack: deleted
+    packs = len(_packs(_transport(remote)))
+    fresh = _store(tmp_path, "fresh", remote)
+    meters: list[Metered] = []
+
+    def meter(inner: Transport) -> Transport:
+        meters.append(Metered(inner))
+        return meters[-1]
+
+    with wrapping(meter):
+        assert fresh.gc_remote() > 200_000
+    requests = sum(m.requests for m in meters)
+    assert objects > 600 and packs == 3
+    assert requests <= 16 + 8 * packs, requests  # 28 when written; not one per object
+    _pulls_everything(tmp_path, remote)
