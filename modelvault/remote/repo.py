@@ -394,23 +394,32 @@ class RemoteRepo:
     def update_catalogue(self, visible: set[str] | None = None, *, rewrite: bool = False) -> None:
         """Keep the catalogue short (11.11): write one of the visible packs no catalogue
         covers once there are :data:`CATALOGUE_MIN` of them; with :data:`CATALOGUE_MAX`
-        catalogues or more (or ``rewrite``, remote gc), one of every visible pack, then
-        remove the catalogues it replaces. ``visible`` defaults to the packs whose indexes
-        the cache holds (the visible ones after a push's refresh and uploads)."""
+        catalogues or more, merge all but the largest into one (all of them once those
+        outgrow it, so each pack's index is rewritten O(log packs) times); with
+        ``rewrite`` (remote gc), one of every visible pack. The catalogues merged are
+        then removed. ``visible`` defaults to the packs whose indexes the cache holds
+        (the visible ones after a push's refresh and uploads)."""
         if visible is None:
             visible = {p.stem for p in (self.cache / PACKS).glob("*.idx")}
         keys = self._catalogues()
         self._read_catalogues(visible, keys)
-        covered: set[str] = set()
+        covers: dict[str, set[str]] = {}
         for name in keys:
             with contextlib.suppress(OSError):
-                covered.update((self.cache / CATALOGUE / name).read_text().split())
+                covers[name] = set((self.cache / CATALOGUE / name).read_text().split())
+        covered = set().union(*covers.values())
         uncovered = visible - covered
         if rewrite or len(keys) >= CATALOGUE_MAX:
             if not keys and len(visible) < CATALOGUE_MIN:
                 return
-            made = self._write_catalogue(visible)
-            for name in keys:
+            merged, packs = keys, visible
+            largest = max(covers, key=lambda n: (len(covers[n]), n), default=None)
+            if not rewrite and largest is not None:
+                rest = set().union(*(c for n, c in covers.items() if n != largest)) | uncovered
+                if len(rest & visible) < len(covers[largest] & visible):
+                    merged, packs = [n for n in keys if n != largest], rest & visible
+            made = self._write_catalogue(packs)
+            for name in merged:
                 if name != made:
                     self.t.delete(catalogue_key(name))
                     (self.cache / CATALOGUE / name).unlink(missing_ok=True)
