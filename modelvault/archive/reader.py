@@ -272,7 +272,7 @@ def _verify(rec: _Record, decoded: memoryview | None = None) -> _Verified:
         staged: Staged = rec[:5]
         raw: bytes | memoryview
         if decoded is None:
-            raw = verify_payload(rec.oid, entry, rec.payload, rec.kind)  # type: ignore[arg-type]
+            raw = verify_payload(rec.oid, entry, rec.payload, rec.kind)
         else:
             raw = decoded
             if object_id(rec.kind, raw) != rec.oid:

@@ -318,7 +318,7 @@ class _PackFiles:
         out: list[Loaded] = []
         encoder = TransferEncoder()  # chunks come in file order: it reuses what it probed
         for (oid, kind), (entry, payload) in zip(items, self._read(items), strict=True):
-            raw = verify_payload(oid, entry, payload, kind)  # type: ignore[arg-type]
+            raw = verify_payload(oid, entry, payload, kind)
             if entry.codec == Codec.RAW and kind == ObjType.CHUNK:
                 how, packed = encoder.encode(raw)
                 out.append((kind, oid, how, entry.raw_len, packed))

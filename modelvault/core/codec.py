@@ -30,7 +30,7 @@ import struct
 import threading
 from collections.abc import Callable
 from enum import IntEnum
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, overload
 
 from modelvault.core._zstd import _LANE_PARAMS as _LANE_PARAMS
 from modelvault.core._zstd import LEVEL as LEVEL
@@ -461,9 +461,14 @@ def _decode_planes(payload: bytes | memoryview, raw_len: int) -> bytes:
     return bytes(join_planes([split_planes(payload, raw_len)])[0])
 
 
-def decode(codec: int, payload: bytes, raw_len: int) -> bytes:
+@overload
+def decode(codec: int, payload: bytes, raw_len: int) -> bytes: ...
+@overload
+def decode(codec: int, payload: bytes | memoryview, raw_len: int) -> bytes | memoryview: ...
+def decode(codec: int, payload: bytes | memoryview, raw_len: int) -> bytes | memoryview:
     """Undo :func:`encode` or :func:`encode_for_transfer`; never produces more than
-    ``raw_len`` bytes.
+    ``raw_len`` bytes. A raw payload comes back as it was given (a memoryview stays one:
+    no copy).
 
     Raises:
         IntegrityError: the payload is not valid for its codec or has the wrong size.

@@ -1,5 +1,5 @@
 """Object database: content-addressed objects in append-only pack files with indexes."""
 
-from modelvault.odb.packs import PackDB, PackWriter, prepare
+from modelvault.odb.packs import PackDB, PackWriter
 
-__all__ = ["PackDB", "PackWriter", "prepare"]
+__all__ = ["PackDB", "PackWriter"]

@@ -21,20 +21,15 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from blake3 import blake3
-
 from modelvault import _fsutil
-from modelvault.core import codec
 from modelvault.core.chunking import Source
-from modelvault.core.hashing import ObjType, object_id
+from modelvault.core.hashing import ObjType
 from modelvault.core.packfmt import (
-    FILE_HEADER,
     IDX_ENTRY,
-    RECORD_HEADER,
     Entry,
     PackFormatError,
     decode_index,
@@ -48,6 +43,7 @@ from modelvault.odb.midx import (
     is_midx_name,
     write_midx,
 )
+from modelvault.odb.records import PackChecks, _spans, verify_payload
 from modelvault.odb.writer import (
     PACK_TARGET,
     PackBuilder,
@@ -63,33 +59,22 @@ __all__ = [
     "PackBuilder",
     "PackDB",
     "PackWriter",
-    "Prepared",
     "Record",
     "SealedPack",
     "_OpenPack",
     "build_pack",
-    "prepare",
     "verify_payload",
 ]
 
 
 _BATCH = 32  # from this many ids on, entries() searches each multi-pack index with numpy
 
-Prepared = tuple[bytes, int, bytes | memoryview]  # (id, codec, payload)
-
-
-def prepare(kind: ObjType, data: bytes | memoryview, *, probe: bool = True) -> Prepared:
-    """Hash and encode one object: the CPU work of a write, safe to run in threads."""
-    oid = object_id(kind, data)
-    how, payload = codec.encode(data, probe=probe)
-    return oid, int(how), payload
-
 
 MERGE_AT = 8  # a commit merges the packs no multi-pack index covers once there are this many
 LOOSE_LIMIT = 64  # a process finding more uncovered packs than this merges them at once
 
 
-class PackDB:
+class PackDB(PackChecks):
     """The objects of one store. Thread-safe; several processes may share one folder.
 
     The index is on disk: multi-pack indexes (``multi-<hex>.midx``, memory-mapped, see
@@ -572,10 +557,7 @@ class PackDB:
                             payloads[i] = block[off : off + entries[i].stored_len]
         except FileNotFoundError:
             return [self.read(oid, kind) for oid in oids]
-        return [
-            verify_payload(oid, entries[i], payloads[i], kind)  # type: ignore[arg-type]
-            for i, oid in enumerate(oids)
-        ]
+        return [verify_payload(oid, entries[i], payloads[i], kind) for i, oid in enumerate(oids)]
 
     # -- writing ---------------------------------------------------------------
     def writer(self, *, repack: bool = False) -> PackWriter:
@@ -597,54 +579,6 @@ class PackDB:
                     total += (self.pack_dir / f"{name}{ext}").stat().st_size
         return total
 
-    def verify_pack(self, name: str) -> list[bytes]:
-        """Re-hash every object of one pack; return the ids that do not match."""
-        bad: list[bytes] = []
-        try:
-            entries = self.entries_of(name)
-        except IntegrityError:
-            return self.ids_of(name)
-        try:
-            f = open(self.pack_dir / f"{name}.pack", "rb")  # noqa: SIM115
-        except FileNotFoundError:
-            return list(entries)
-        with f:
-            for oid, e in entries.items():
-                payload = os.pread(f.fileno(), e.stored_len, e.offset)
-                try:
-                    verify_payload(oid, e, payload, None)
-                except IntegrityError:
-                    bad.append(oid)
-        return bad
-
-    def check_pack_file(self, name: str) -> str | None:
-        """What is wrong with a pack file outside its payloads, or None.
-
-        Payloads are checked object by object (:meth:`verify_pack`); every other byte
-        is the file header or a record header, which the pack digest (its name)
-        covers, and the records must tile the file with nothing between or after.
-        """
-        try:
-            entries = sorted(self.entries_of(name).values(), key=lambda e: e.offset)
-            with open(self.pack_dir / f"{name}.pack", "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                digest = blake3(os.pread(f.fileno(), FILE_HEADER.size, 0))
-                pos = FILE_HEADER.size
-                for e in entries:
-                    if e.offset - RECORD_HEADER.size != pos:
-                        return f"record at {pos} is not where its index says"
-                    digest.update(os.pread(f.fileno(), RECORD_HEADER.size, pos))
-                    pos = e.offset + e.stored_len
-        except FileNotFoundError:
-            return "the pack file is missing"
-        except IntegrityError as exc:
-            return str(exc)
-        if pos != size:
-            return f"the file has {size} bytes, its records end at {pos}"
-        if digest.hexdigest() != name:
-            return "a file or record header does not match the pack's digest"
-        return None
-
     def delete_pack(self, name: str) -> int:
         """Remove a pack and its index (index first); returns the bytes freed.
 
@@ -661,52 +595,6 @@ class PackDB:
         _fsutil.fsync_dir(self.pack_dir)
         return freed
 
-    def records(
-        self, name: str, folder: Path | None = None
-    ) -> Iterator[tuple[bytes, Entry, bytes, bool]]:
-        """``(id, entry, payload, sound)`` of each object of a pack in ``folder`` (the
-        pack folder unless told), found through its index where that is readable, else
-        by walking the pack's records (their headers carry the ids) until one is
-        malformed; ``sound`` tells whether the payload matches its id."""
-        folder = self.pack_dir if folder is None else folder
-        try:
-            data = (folder / f"{name}.idx").read_bytes()
-            entries: Iterable[tuple[bytes, Entry]] | None = decode_index(name, data)[0].items()
-        except (OSError, PackFormatError):
-            entries = None
-        try:
-            f = open(folder / f"{name}.pack", "rb")  # noqa: SIM115
-        except FileNotFoundError:
-            return
-        with f:
-            fd = f.fileno()
-            for oid, e in _walk_records(fd, name) if entries is None else entries:
-                payload = os.pread(fd, e.stored_len, e.offset)
-                try:
-                    verify_payload(oid, e, payload, None)
-                    sound = True
-                except (IntegrityError, ValueError):
-                    sound = False
-                yield oid, e, payload, sound
-
-    def salvage(self, name: str) -> Iterator[tuple[int, bytes, int, int, bytes]]:
-        """The sound objects of a damaged pack that no other pack holds, as
-        ``(type, id, codec, raw length, payload)`` for ``PackWriter.add_prepared``."""
-        for oid, e, payload, sound in self.records(name):
-            other = self._find(oid)
-            if sound and (other is None or other.pack == name):
-                yield e.kind, oid, e.codec, e.raw_len, payload
-
-    def set_aside(self, name: str, folder: Path) -> None:
-        """Move a pack and its index out of view into ``folder`` (index first, so no
-        reader finds an index without its pack); kept for inspection, freed by gc."""
-        folder.mkdir(exist_ok=True)
-        for ext in (".idx", ".pack"):
-            with contextlib.suppress(FileNotFoundError):
-                os.replace(self.pack_dir / f"{name}{ext}", folder / f"{name}{ext}")
-        _fsutil.fsync_dir(self.pack_dir)
-        _fsutil.fsync_dir(folder)
-
     def orphan_files(self) -> Iterator[Path]:
         """Pack files without index and leftover temporaries (only safe to delete under lock)."""
         indexed = {p.stem for p in self.pack_dir.glob("*.idx")}
@@ -714,53 +602,3 @@ class PackDB:
             if p.suffix not in (".idx", ".midx") and p.stem not in indexed:
                 yield p
         yield from self.tmp_dir.iterdir()
-
-
-def _walk_records(fd: int, pack: str) -> Iterator[tuple[bytes, Entry]]:
-    """``(id, entry)`` of each record of a pack file, in order, until a header is malformed."""
-    size = os.fstat(fd).st_size
-    pos = FILE_HEADER.size
-    while pos + RECORD_HEADER.size <= size:
-        kind, how, raw_len, stored_len, oid = RECORD_HEADER.unpack(
-            os.pread(fd, RECORD_HEADER.size, pos)
-        )
-        offset = pos + RECORD_HEADER.size
-        if offset + stored_len > size:
-            return
-        yield oid, Entry(pack, offset, stored_len, raw_len, kind, how)
-        pos = offset + stored_len
-
-
-_GAP = 64 * 1024  # read through holes up to this size rather than issuing another pread
-
-
-def _spans(entries: list[Entry]) -> dict[str, list[tuple[int, int, list[int]]]]:
-    """Group entries by pack into ``(start, end, member indexes)`` byte ranges to read."""
-    by_pack: dict[str, list[int]] = {}
-    for i, e in enumerate(entries):
-        by_pack.setdefault(e.pack, []).append(i)
-    out: dict[str, list[tuple[int, int, list[int]]]] = {}
-    for pack, members in by_pack.items():
-        members.sort(key=lambda i: entries[i].offset)
-        spans: list[tuple[int, int, list[int]]] = []
-        for i in members:
-            e = entries[i]
-            if spans and e.offset - spans[-1][1] <= _GAP:
-                start, end, idx = spans[-1]
-                spans[-1] = (start, max(end, e.offset + e.stored_len), [*idx, i])
-            else:
-                spans.append((e.offset, e.offset + e.stored_len, [i]))
-        out[pack] = spans
-    return out
-
-
-def verify_payload(oid: bytes, e: Entry, payload: bytes, kind: ObjType | None) -> bytes:
-    """Decode a stored payload and check it against its id; returns the raw bytes."""
-    if kind is not None and e.kind != kind:
-        raise IntegrityError(f"object {oid.hex()} is a {e.kind}, expected a {kind.name.lower()}")
-    if len(payload) != e.stored_len:
-        raise IntegrityError(f"object {oid.hex()} is truncated on disk")
-    raw = codec.decode(e.codec, payload, e.raw_len)
-    if object_id(ObjType(e.kind), raw) != oid:
-        raise IntegrityError(f"object {oid.hex()} does not match its id: the store is damaged")
-    return raw

@@ -335,7 +335,7 @@ def _mark(
                 kids = None
                 if data is not None:
                     try:
-                        raw = verify_payload(oid, e, _payload(span, data, e), kinds[oid])  # type: ignore[arg-type]
+                        raw = verify_payload(oid, e, _payload(span, data, e), kinds[oid])
                         kids = _children_of(kinds[oid], bytes(raw))
                     except IntegrityError:
                         kids = None
@@ -631,7 +631,7 @@ def verify_remote(
             out.headers.append((e.offset, bytes(view[h0 : h0 + RECORD_HEADER.size])))
             payload = view[e.offset - start : e.offset - start + e.stored_len]
             try:
-                raw = verify_payload(oid, e, payload, None)  # type: ignore[arg-type]
+                raw = verify_payload(oid, e, payload, None)
             except IntegrityError:
                 out.bad.append(oid)
                 continue

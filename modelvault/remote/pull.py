@@ -121,7 +121,7 @@ class _Fetcher:
         for oid, e in span.items:
             payload = view[e.offset - span.start : e.offset - span.start + e.stored_len]
             try:
-                raw = verify_payload(oid, e, payload, kind)  # type: ignore[arg-type]
+                raw = verify_payload(oid, e, payload, kind)
             except IntegrityError as exc:
                 raise IntegrityError(f"{self.url}, pack {span.pack}: {exc}") from None
             out.append((oid, e, payload, raw))
