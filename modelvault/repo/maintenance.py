@@ -516,6 +516,10 @@ def _gc_leftovers(repo: Repository, live_models: set[str]) -> int:
     _fsutil.sweep_temps(layout.root, remove)  # config writes
     for folder in layout.refs.iterdir():  # ref writes
         _fsutil.sweep_temps(folder, remove)
+    if layout.aliases.is_dir():
+        for folder in layout.aliases.iterdir():  # alias moves
+            if folder.is_dir():
+                _fsutil.sweep_temps(folder, remove)
     for sub, _, _ in os.walk(layout.remotes):  # local copies of remote indexes
         _fsutil.sweep_temps(Path(sub), remove)
     return freed

@@ -58,7 +58,7 @@ def test_status_before_and_after_a_push(mv: Run, tmp_path: Path) -> None:
     assert mv("push", "clf:a", remote, "-q").returncode == 0
     after = {r["tag"]: r for r in json.loads(mv("status", remote, "-o", "json").stdout)}
     assert after["clf:a"] == {"tag": "clf:a", "on_remote": True, "bytes_to_push": 0}
-    assert 0 < after["clf:b"]["bytes_to_push"] < 300_000
+    assert 0 < after["clf:b"]["bytes_to_push"] < 700_000  # 100 KB appended, the cut around it
     table = mv("status", remote)
     assert table.returncode == 0 and "On remote" in table.stdout
     assert any("clf:a" in line and "yes" in line for line in table.stdout.splitlines())
