@@ -504,7 +504,7 @@ class Store:
         """Re-hash a remote's objects; a report like :meth:`verify`'s (``ok``,
         ``corrupt``, ``broken_tags``; also ``broken_aliases`` and ``damaged_files``)."""
         from modelvault import remotes
-        from modelvault.remote.maintenance import verify_remote
+        from modelvault.remote.verify import verify_remote
 
         url, options = remotes.resolve(remote, store=self)
         return verify_remote(self.repo, url, options, spec=remotes.chosen(remote), **kw)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import modelvault
-from modelvault.archive.bentoml import reader
+from modelvault.archive.bentoml import containers, reader
 from modelvault.errors import ArchiveError
 
 GOLDEN = Path(__file__).parent.parent / "golden" / "bentoml"
@@ -260,7 +260,7 @@ def test_hostile_bentoml_archive(
 ) -> None:
     """Each case with members staged then saved, and saved while unpacked (every member
     at least OVERLAP_MIN bytes)."""
-    monkeypatch.setattr(reader, "EXPANSION_SLACK", 4 << 20)  # the 24 MiB of zeros trip it
+    monkeypatch.setattr(containers, "EXPANSION_SLACK", 4 << 20)  # the 24 MiB of zeros trip it
     if overlap:
         monkeypatch.setattr(reader, "OVERLAP_MIN", 1)
     make, message = CASES[case]
