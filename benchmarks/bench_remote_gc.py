@@ -75,7 +75,12 @@ def _get_and_hash(fs: Any, bucket: str, dest: Path) -> int:
 
 
 def one_run(
-    k: int, store: modelvault.Store, versions: int, endpoint: str, work: Path
+    k: int,
+    store: modelvault.Store,
+    versions: int,
+    endpoint: str,
+    work: Path,
+    delete: str = "every-other",
 ) -> dict[str, Any]:
     import s3fs
 
@@ -90,7 +95,11 @@ def one_run(
     fs.invalidate_cache()
     sample["packs_before"] = len(fs.glob(f"{bucket}/mv/packs/*.pack"))
     sample["bytes_before"] = sum(fs.du(f"{bucket}/mv/packs/", total=False).values())
-    for v in range(0, versions, 2):
+    # every other version (v0, v2, ...): each version is made from the one before, so
+    # what a deleted one changed lives on in the next and little is garbage; "newest":
+    # the newer half, whose changes no kept version holds
+    doomed = range(0, versions, 2) if delete == "every-other" else range(versions // 2, versions)
+    for v in doomed:
         store.delete_remote(f"bench:v{v}", "gcbench")
     print(f"  run {k}: gc_remote", file=sys.stderr)
     seconds, freed, meter = _metered(lambda: store.gc_remote("gcbench"))
@@ -129,6 +138,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--size-mib", type=int, default=1024)
     ap.add_argument("--versions", type=int, default=10)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument(
+        "--delete", choices=["every-other", "newest"], default="every-other", help="which half"
+    )
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -150,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
     samples = []
     try:
         for k in range(args.runs):
-            samples.append(one_run(k, store, args.versions, endpoint, work))
+            samples.append(one_run(k, store, args.versions, endpoint, work, args.delete))
     finally:
         proc.kill()
         if args.workdir is None:
@@ -160,8 +172,8 @@ def main(argv: list[str] | None = None) -> None:
         return median([s[key] for s in samples])
 
     print(
-        f"## bench_remote_gc: {args.versions} versions of {args.size_mib} MiB, half deleted, "
-        f"{args.runs} runs (medians), moto S3\n"
+        f"## bench_remote_gc: {args.versions} versions of {args.size_mib} MiB, half deleted "
+        f"({args.delete}), {args.runs} runs (medians), moto S3\n"
     )
     rows = [
         ["gc_remote", f"{med('gc_s'):.1f} s", f"{int(med('gc_requests'))} requests",
