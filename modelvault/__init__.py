@@ -32,7 +32,7 @@ if TYPE_CHECKING:
         RemoteError,
     )
     from modelvault.model import Model, ModelInfo
-    from modelvault.runner import Runner
+    from modelvault.serving import Runner
     from modelvault.store import Store
     from modelvault.tags import Tag
 
@@ -50,7 +50,7 @@ _WHERE = {
     "ModelInfo": "modelvault.model",
     "Store": "modelvault.store",
     "Tag": "modelvault.tags",
-    "Runner": "modelvault.runner",
+    "Runner": "modelvault.serving",
     **{name: "modelvault.errors" for name in _errors.__all__},
 }
 

@@ -23,7 +23,7 @@ import functools
 import importlib
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from modelvault.archive.bentoml.info import BENTOML_FLAVOURS, flavour_of
 from modelvault.errors import BatchingError, InvalidInput, RunnerError, RunnerNotInitialized
@@ -179,17 +179,17 @@ def _serialised(method: Callable[..., Any], lock: threading.Lock) -> Callable[..
 class Runner:
     """Serves one model version; its signatures are attributes (``runner.predict``).
 
+    This class takes a Model (``Model.to_runner()`` makes one). ``modelvault.Runner`` (the
+    subclass in :mod:`modelvault.serving`) also takes a tag and resolves it.
+
     Args:
-        model: a tag (``"iris_clf:latest"``, ``"iris_clf@prod"``, a
-            :class:`~modelvault.Tag`), resolved now in the default store and pinned (moving
-            the alias later does not move the runner), or a model already got.
+        model: a model already got (anything with ``tag``, ``info``, ``path`` and
+            ``custom_objects``).
         max_batch_size: most rows along ``batch_dim`` in one call of the model.
         max_latency_ms: the most a call is held waiting for company, call time included.
         name: the runner's name; defaults to the model's name.
 
     Raises:
-        NotFound: the tag names no model.
-        InvalidTag: the tag is malformed.
         RunnerError: the model was saved by a BentoML framework module modelvault has
             no flavour for (imported from BentoML).
         InvalidInput: an option or a signature's ``batch_dim`` is out of range.
@@ -197,7 +197,7 @@ class Runner:
 
     def __init__(
         self,
-        model: str | Tag | ModelLike,
+        model: ModelLike,
         *,
         max_batch_size: int = 100,
         max_latency_ms: float = 10000,
@@ -300,18 +300,16 @@ def _check_flavoured(model: ModelLike) -> None:
         )
 
 
-def _resolve(model: str | Tag | ModelLike) -> ModelLike:
-    """A Model, or the one a tag names in the default store (``$MODELVAULT_HOME``), found
-    the way ``modelvault.models.get`` finds it (:func:`modelvault.model.find`)."""
+def _resolve(model: object) -> ModelLike:
+    """The Model given; a tag is the façade's to resolve (``modelvault.Runner``)."""
     if isinstance(model, str | Tag):
-        from modelvault.model import find
-        from modelvault.repo import Repository
-        from modelvault.repo.layout import default_home
-
-        return find(Repository(default_home().expanduser().absolute()), model)
+        raise InvalidInput(
+            f"modelvault.runner.Runner takes a Model, not the tag {str(model)!r}: use "
+            "modelvault.Runner(tag), which resolves it, or Model.to_runner()"
+        )
     if not all(hasattr(model, a) for a in ("tag", "info")):
         raise InvalidInput(f'Runner takes a tag ("name:version") or a Model, not {model!r}')
-    return model
+    return cast("ModelLike", model)  # duck-typed: tag and info checked
 
 
 __all__ = ["ModelLike", "Runner", "RunnerError", "RunnerMethod", "RunnerNotInitialized"]

@@ -237,14 +237,14 @@ def test_model_calls_are_serialised_unless_the_flavour_is_thread_safe(
 def test_a_runner_pins_the_version_resolved_at_creation(
     flavour: types.ModuleType, tmp_path: Path
 ) -> None:
-    """``Runner("toy:latest")`` resolves the tag in the default store once, when made: a
+    """``modelvault.Runner("toy:latest")`` resolves the tag in the default store once: a
     newer version saved before ``init_local`` does not change what it serves."""
     folder = tmp_path / "toy"
     folder.mkdir()
     (folder / "weights").write_bytes(b"w")
     for version in ("v1", "v2"):
         if version == "v2":
-            runner = Runner("toy:latest")
+            runner = modelvault.Runner("toy:latest")  # the façade resolves tags
             assert str(runner.tag) == "toy:v1"
         modelvault.models.save(
             folder, f"toy:{version}", module=flavour.__name__, signatures=SIGNATURES
@@ -273,3 +273,16 @@ def test_close_refuses_later_calls(runner: Runner) -> None:
     runner.close()
     with pytest.raises(BatcherClosed):
         runner.predict.run(np.ones((1, 2)))
+
+
+def test_the_mechanism_runner_takes_a_model_and_points_to_the_facade_for_tags(
+    flavour: types.ModuleType,
+) -> None:
+    """``modelvault.runner.Runner`` takes a Model (issue 17: the runner takes a Model, not
+    a tag lookup); ``modelvault.Runner`` is the one that resolves tags, and is a Runner."""
+    with pytest.raises(InvalidInput, match=r"modelvault\.Runner\(tag\)"):
+        Runner("toy:v1")  # type: ignore[arg-type]
+    assert issubclass(modelvault.Runner, Runner)
+    made = modelvault.Runner(FakeModel(Tag("toy", "v1"), FakeInfo(flavour.__name__)))
+    assert isinstance(made, Runner) and str(made.tag) == "toy:v1"
+    made.close()
