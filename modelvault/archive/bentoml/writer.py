@@ -15,7 +15,6 @@ which barely compress at any preset (docs/bentoml.md).
 
 from __future__ import annotations
 
-import datetime as dt
 import lzma
 import os
 import tarfile
@@ -27,6 +26,7 @@ from modelvault.archive.bentoml.info import CUSTOM_OBJECTS, MODEL_YAML, dump_mod
 from modelvault.core.hashing import ObjType
 from modelvault.core.objects import KIND_EXEC, KIND_TREE, FileObject, ModelObject
 from modelvault.errors import InvalidInput
+from modelvault.model import micros_to_datetime
 from modelvault.odb.reading import read_file_object, read_model, read_tree
 from modelvault.refs import RefValue
 from modelvault.remote.transport import open_output
@@ -110,7 +110,7 @@ def _file(
 
 
 def _model_yaml(tag: Tag, obj: ModelObject) -> bytes:
-    created = dt.datetime.fromtimestamp(obj.creation_time / 1e6, dt.timezone.utc)
+    created = micros_to_datetime(obj.creation_time)
     return dump_model_yaml(
         tag=tag,
         module=obj.module,
