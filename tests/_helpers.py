@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import modelvault
 
 
 def write_files(root: Path, files: dict[str, bytes]) -> Path:
@@ -11,6 +15,14 @@ def write_files(root: Path, files: dict[str, bytes]) -> Path:
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_bytes(data)
     return root
+
+
+def save_one_file(
+    store: modelvault.Store, tmp_path: Path, tag: str, body: bytes
+) -> modelvault.Model:
+    """Save a model of one file ``w.bin`` holding ``body`` under ``tag``."""
+    src = write_files(tmp_path / ("src-" + tag.replace(":", "-")), {"w.bin": body})
+    return store.save(src, tag)
 
 
 # --- archives, as docs/format.md section 10 lays them out ------------------------------

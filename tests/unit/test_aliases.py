@@ -11,24 +11,18 @@ import threading
 from pathlib import Path
 
 import pytest
+from _helpers import save_one_file
 
 import modelvault
 from modelvault import IntegrityError, InvalidInput, InvalidTag, ModelExists, NotFound, Tag
 from modelvault.repo import config as config_mod
 
 
-def _save(store: modelvault.Store, tmp_path: Path, tag: str, body: bytes) -> modelvault.Model:
-    src = tmp_path / ("src-" + tag.replace(":", "-"))
-    src.mkdir()
-    (src / "w.bin").write_bytes(body)
-    return store.save(src, tag)
-
-
 @pytest.fixture
 def two(store: modelvault.Store, tmp_path: Path) -> tuple[modelvault.Model, modelvault.Model]:
     return (
-        _save(store, tmp_path, "iris:v1", b"one" * 1000),
-        _save(store, tmp_path, "iris:v2", b"two" * 1000),
+        save_one_file(store, tmp_path, "iris:v1", b"one" * 1000),
+        save_one_file(store, tmp_path, "iris:v2", b"two" * 1000),
     )
 
 
@@ -66,7 +60,7 @@ def test_alias_file_bytes(store: modelvault.Store, two: tuple) -> None:
 
 
 def test_version_prefix_as_target(store: modelvault.Store, tmp_path: Path) -> None:
-    m = _save(store, tmp_path, "iris:2uo5fkgxj27exuqj", b"a")
+    m = save_one_file(store, tmp_path, "iris:2uo5fkgxj27exuqj", b"a")
     assert store.set_alias("iris:2uo5f", "prod") == m.tag
 
 
@@ -285,7 +279,7 @@ def test_set_alias_racing_delete_never_names_a_missing_version(
     the alias lock makes each delete see the alias, so the alias always resolves."""
     versions = [f"v{i}" for i in range(12)]
     for v in versions:
-        _save(store, tmp_path, f"iris:{v}", v.encode() * 100)
+        save_one_file(store, tmp_path, f"iris:{v}", v.encode() * 100)
     store.set_alias("iris:v0", "prod")
     stop = threading.Event()
     errors: list[BaseException] = []

@@ -5,23 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from _helpers import save_one_file
 
 import modelvault
 from modelvault import NotFound
 
 
-def _save(store: modelvault.Store, tmp_path: Path, tag: str, body: bytes) -> modelvault.Model:
-    src = tmp_path / ("src-" + tag.replace(":", "-"))
-    src.mkdir()
-    (src / "w.bin").write_bytes(body)
-    return store.save(src, tag)
-
-
 @pytest.fixture
 def two(store: modelvault.Store, tmp_path: Path) -> tuple[modelvault.Model, modelvault.Model]:
     return (
-        _save(store, tmp_path, "iris:v1", b"one" * 1000),
-        _save(store, tmp_path, "iris:v2", b"two" * 1000),
+        save_one_file(store, tmp_path, "iris:v1", b"one" * 1000),
+        save_one_file(store, tmp_path, "iris:v2", b"two" * 1000),
     )
 
 

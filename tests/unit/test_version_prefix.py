@@ -5,21 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from _helpers import save_one_file
 
 import modelvault
 from modelvault import NotFound
 
 
-def _save(store: modelvault.Store, tmp_path: Path, tag: str, body: bytes) -> modelvault.Model:
-    src = tmp_path / tag.replace(":", "-")
-    src.mkdir()
-    (src / "w.bin").write_bytes(body)
-    return store.save(src, tag)
-
-
 def test_unique_prefix_resolves_to_its_version(store: modelvault.Store, tmp_path: Path) -> None:
-    a = _save(store, tmp_path, "iris:2uo5fkgxj27exuqj", b"a")
-    _save(store, tmp_path, "iris:7abcdefghijklmno", b"b")
+    a = save_one_file(store, tmp_path, "iris:2uo5fkgxj27exuqj", b"a")
+    save_one_file(store, tmp_path, "iris:7abcdefghijklmno", b"b")
     got = store.get("iris:2uo5f")
     assert got.tag == a.tag
     assert got.id == a.id
@@ -29,14 +23,14 @@ def test_unique_prefix_resolves_to_its_version(store: modelvault.Store, tmp_path
 def test_exact_version_wins_over_a_longer_one_it_prefixes(
     store: modelvault.Store, tmp_path: Path
 ) -> None:
-    short = _save(store, tmp_path, "iris:v1", b"a")
-    _save(store, tmp_path, "iris:v10", b"b")
+    short = save_one_file(store, tmp_path, "iris:v1", b"a")
+    save_one_file(store, tmp_path, "iris:v10", b"b")
     assert store.get("iris:v1").id == short.id
 
 
 def test_ambiguous_prefix_names_the_candidates(store: modelvault.Store, tmp_path: Path) -> None:
-    _save(store, tmp_path, "iris:abc1", b"a")
-    _save(store, tmp_path, "iris:abc2", b"b")
+    save_one_file(store, tmp_path, "iris:abc1", b"a")
+    save_one_file(store, tmp_path, "iris:abc2", b"b")
     with pytest.raises(NotFound) as err:
         store.get("iris:abc")
     assert "abc1" in str(err.value) and "abc2" in str(err.value)
@@ -44,7 +38,7 @@ def test_ambiguous_prefix_names_the_candidates(store: modelvault.Store, tmp_path
 
 
 def test_no_match_is_not_found(store: modelvault.Store, tmp_path: Path) -> None:
-    _save(store, tmp_path, "iris:abc1", b"a")
+    save_one_file(store, tmp_path, "iris:abc1", b"a")
     with pytest.raises(NotFound, match="not found"):
         store.get("iris:zz")
     with pytest.raises(NotFound):
