@@ -31,7 +31,7 @@ sparse packs) to ``read``/``save1k``/``save-big``/``save-90``. The per-object RA
 ((RSS store - RSS empty) / objects) is printed for each large store.
 
     python benchmarks/bench_scale_real.py [--gib 16] [--workdir /work/scale] [--runs 3]
-        [--big-mib 1024] [--delete every-other[,oldest,names]] [--synthetic PATH]
+        [--big-mib 1024] [--delete every-other[,oldest,names]] [--gc-runs N] [--synthetic PATH]
         [--generate-only] [--json FILE]
 
 Tiny check (seconds): ``--gib 0.25 --model-mib 16 --big-mib 16 --runs 1 --workdir /tmp/x``.
@@ -316,6 +316,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--big-mib", type=int, default=1024, help="save-big/save-90 size (0: skip)")
     p.add_argument("--delete", default="every-other", help="gc modes, comma separated, or none")
+    p.add_argument("--gc-runs", type=int, default=None, help="runs of each gc (default --runs)")
     p.add_argument("--synthetic", type=Path, default=None, help="a bench_scale.py store too")
     p.add_argument("--generate-only", action="store_true")
     p.add_argument("--json", type=Path, default=None)
@@ -369,9 +370,15 @@ def main(argv: list[str]) -> int:
 
     gc_rows: list[dict[str, Any]] = []
     modes = [] if a.delete == "none" else a.delete.split(",")
+    gc_runs = a.runs if a.gc_runs is None else a.gc_runs
+    free = shutil.disk_usage(work).free
+    if modes and free < 0.4 * doc["pack_bytes"]:
+        print(
+            f"  warning: {free / GiB:.1f} GiB free; gc of a clone may rewrite ~30%", file=sys.stderr
+        )
     for mode in modes:
-        for run in range(a.runs):
-            print(f"  gc run {run + 1}/{a.runs}: delete {mode}", file=sys.stderr)
+        for run in range(gc_runs):
+            print(f"  gc run {run + 1}/{gc_runs}: delete {mode}", file=sys.stderr)
             c = clone(real, scratch)
             try:
                 r = _run("gc", c, [mode])
@@ -434,7 +441,7 @@ def main(argv: list[str]) -> int:
         for mode in modes:
             ms = [x for x in gc_rows if x["mode"] == mode]
             m = _med(ms)
-            per = m["gc_s"] / (m["written"] / GiB) if m["written"] else float("nan")
+            per = m["gc_s"] / (m["written"] / GiB) if m["written"] >= MiB else float("nan")
             vs = m["gc_s"] / m["cp_s"] if m["cp_s"] else float("nan")
             print(
                 f"| {mode} | {m['deleted']:.0f} | {m['delete_s']:.2f} | {m['gc_s']:.2f} | "
