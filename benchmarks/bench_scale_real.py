@@ -9,10 +9,10 @@ shared, like ``bench_store.py``'s family), until the packs hold ``--gib`` GiB.
 
 Measured, each operation in a fresh process (wall with Python start, "op" after the
 imports, peak RSS = ``VmHWM``), medians of ``--runs``, the stores taken in turn in
-every run, against a store holding only a 4 MiB model (the empty store), on a hard-link
-clone (``cp -al``) of each store made before the operation and removed after it, so the
-stores are never changed (the script checks that every file of the originals is as it
-was at the end):
+every run, against a store holding only a 4 MiB model (the empty store), on a clone of
+each store made before the operation and removed after it (``bench_scale.clone``: the
+files of ``objects/packs/`` hard-linked, the rest copied), so the stores are never
+changed (the script checks that every file of the originals is as it was at the end):
 
 - ``read``     open the store, get a model, read 1 MiB of its file;
 - ``save1k``   save a new 1 KiB model;   targets: +10 MiB, +30 ms over the empty store;
@@ -249,8 +249,8 @@ def make_real(path: Path, gib: float, model_mib: int, versions: int, seed: int) 
     return doc
 
 
-def snapshot(store: Path) -> dict[str, tuple[int, int, int]]:
-    """Every file of ``store``: (inode, size, mtime_ns)."""
+def snapshot(store: Path) -> dict[str, tuple[int, int, int, int]]:
+    """Every file of ``store``: (inode, size, mtime_ns, mode)."""
     out = {}
     for root, _, files in os.walk(store):
         for name in files:
@@ -259,11 +259,12 @@ def snapshot(store: Path) -> dict[str, tuple[int, int, int]]:
                 st.st_ino,
                 st.st_size,
                 st.st_mtime_ns,
+                st.st_mode,
             )
     return out
 
 
-def new_bytes(clone_dir: Path, original: dict[str, tuple[int, int, int]]) -> int:
+def new_bytes(clone_dir: Path, original: dict[str, tuple[int, int, int, int]]) -> int:
     """Bytes of the clone's files that are not links to the original's (what was written)."""
     inodes = {v[0] for v in original.values()}
     total = 0
