@@ -302,6 +302,22 @@ def cp_sync_bytes(store: Path, nbytes: int, dest: Path) -> tuple[float, int]:
 # -- main ------------------------------------------------------------------------------
 
 
+def _gc_fit(rows: list[dict[str, Any]]) -> tuple[float, float, float] | None:
+    """gc seconds = a + b x GiB written, by least squares over every gc run; and cp +
+    sync's seconds per GiB over the same runs (None with fewer than two distinct sizes)."""
+    xs = [r["written"] / GiB for r in rows]
+    if len({round(x, 3) for x in xs}) < 2:
+        return None
+    ys = [r["gc_s"] for r in rows]
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum(
+        (x - mx) ** 2 for x in xs
+    )
+    cp_bytes = sum(r["cp_bytes"] for r in rows)
+    cp = sum(r["cp_s"] for r in rows) / (cp_bytes / GiB) if cp_bytes else float("nan")
+    return my - b * mx, b, cp
+
+
 def _med(samples: list[dict[str, Any]]) -> dict[str, Any]:
     keys = [k for k, v in samples[0].items() if isinstance(v, int | float)]
     return {k: statistics.median(s[k] for s in samples) for k in keys}
@@ -455,7 +471,18 @@ def main(argv: list[str]) -> int:
             )
             ok = m["maxrss_mib"] < GC_RSS_TARGET_MIB
             print(f"  {mode}: peak RSS < {GC_RSS_TARGET_MIB} MiB: {'met' if ok else 'MISSED'}")
+        fit = _gc_fit(gc_rows)
+        if fit is not None:
+            print(
+                f"  gc s ~ {fit[0]:.2f} + {fit[1]:.2f} x GiB written (least squares over "
+                f"{len(gc_rows)} gc runs of {len(modes)} modes; cp + sync: "
+                f"{fit[2]:.2f} s/GiB)"
+            )
+    fit = _gc_fit(gc_rows)
     results = {
+        "gc_fit": None
+        if fit is None
+        else dict(zip(("s", "s_per_gib", "cp_s_per_gib"), fit, strict=True)),
         "real": doc,
         "runs": a.runs,
         "rows": rows,
