@@ -26,13 +26,19 @@ changed (the script checks that every file of the originals is as it was at the 
   for repacking, bytes freed, seconds per GiB rewritten, beside a baseline in the same run:
   ``cp`` of as many bytes of the store's packs + ``sync`` (target: time ~ bytes rewritten).
 
+``--code DIR`` runs the children with ``DIR`` first on ``PYTHONPATH`` (a checkout of an
+earlier commit, with the compiled extensions copied in), and ``--as-format N`` sets each
+clone's ``config.json`` to that format (2: what a checkout before the on-disk index
+reads; the pack ``.idx`` files are all there), for before/after figures on the same
+stores; the stores themselves are made by this checkout.
+
 ``--synthetic PATH`` adds a store made by ``bench_scale.py --workdir`` (16M objects over
 sparse packs) to ``read``/``save1k``/``save-big``/``save-90``. The per-object RAM slope
 ((RSS store - RSS empty) / objects) is printed for each large store.
 
     python benchmarks/bench_scale_real.py [--gib 16] [--workdir /work/scale] [--runs 3]
         [--big-mib 1024] [--delete every-other[,oldest,names]] [--gc-runs N] [--synthetic PATH]
-        [--generate-only] [--json FILE]
+        [--generate-only] [--code DIR --as-format 2] [--json FILE]
 
 Tiny check (seconds): ``--gib 0.25 --model-mib 16 --big-mib 16 --runs 1 --workdir /tmp/x``.
 Run it alone on the machine: the figures are wall times and peak RSS.
@@ -114,19 +120,22 @@ def _child(op: str, store_path: str, args: list[str]) -> None:
         src, name = args
         store.save(src, name)
     elif op == "gc":
-        from modelvault.repo.maintenance import Step
+        import inspect
 
         (mode,) = args
         extra["deleted"] = _delete_half(store, mode)
         deleted = time.perf_counter()
         repack = {"bytes": 0, "packs": 0}
 
-        def progress(step: Step) -> None:
+        def progress(step: Any) -> None:  # maintenance.Step
             if step.phase == "repacking":
                 repack["bytes"] = max(repack["bytes"], step.total_bytes)
                 repack["packs"] = max(repack["packs"], step.total_objects)
 
-        extra["freed"] = store.gc(progress=progress)
+        if "progress" in inspect.signature(store.gc).parameters:
+            extra["freed"] = store.gc(progress=progress)
+        else:  # an earlier checkout (--code): no progress, nothing counted as read to repack
+            extra["freed"] = store.gc()
         extra["delete_s"] = deleted - imported
         extra["gc_s"] = time.perf_counter() - deleted
         extra["repack_read"] = repack["bytes"]
@@ -138,11 +147,19 @@ def _child(op: str, store_path: str, args: list[str]) -> None:
     print(json.dumps({**doc, **extra}))
 
 
+CODE: str | None = None  # --code: the checkout the children import modelvault from
+AS_FORMAT: int | None = None  # --as-format: the format a clone's config.json is set to
+
+
 def _run(op: str, store: Path, args: list[str]) -> dict[str, Any]:
+    env = dict(os.environ)
+    if CODE:
+        env["PYTHONPATH"] = CODE + os.pathsep + env.get("PYTHONPATH", "")
     os.sync()  # earlier writes are not charged to this operation
     t0 = time.perf_counter()
     out = subprocess.run(
         [sys.executable, __file__, "--child", op, str(store), *args],
+        env=env,
         capture_output=True,
         text=True,
         check=False,
@@ -302,6 +319,13 @@ def cp_sync_bytes(store: Path, nbytes: int, dest: Path) -> tuple[float, int]:
 # -- main ------------------------------------------------------------------------------
 
 
+def _clone(store: Path, dest: Path) -> Path:
+    c = clone(store, dest)
+    if AS_FORMAT is not None:  # the clone's config.json is a copy: the original keeps its own
+        (c / "config.json").write_text(json.dumps({"format": AS_FORMAT}))
+    return c
+
+
 def _gc_fit(rows: list[dict[str, Any]]) -> tuple[float, float, float] | None:
     """gc seconds = a + b x GiB written, by least squares over every gc run; and cp +
     sync's seconds per GiB over the same runs (None with fewer than two distinct sizes)."""
@@ -339,8 +363,12 @@ def main(argv: list[str]) -> int:
     p.add_argument("--gc-runs", type=int, default=None, help="runs of each gc (default --runs)")
     p.add_argument("--synthetic", type=Path, default=None, help="a bench_scale.py store too")
     p.add_argument("--generate-only", action="store_true")
+    p.add_argument("--code", default=None, help="a checkout to run the children from")
+    p.add_argument("--as-format", type=int, default=None, help="clones' config format")
     p.add_argument("--json", type=Path, default=None)
     a = p.parse_args(argv)
+    global CODE, AS_FORMAT
+    CODE, AS_FORMAT = a.code, a.as_format
 
     work = a.workdir
     work.mkdir(parents=True, exist_ok=True)
@@ -377,7 +405,7 @@ def main(argv: list[str]) -> int:
     for run in range(a.runs):
         for label, store, read_args, _ in stores:
             print(f"  run {run + 1}/{a.runs}: {label}", file=sys.stderr)
-            c = clone(store, scratch)
+            c = _clone(store, scratch)
             try:
                 ops: list[tuple[str, list[str]]] = [("read", read_args), ("save1k", [])]
                 if big is not None:
@@ -399,7 +427,7 @@ def main(argv: list[str]) -> int:
     for mode in modes:
         for run in range(gc_runs):
             print(f"  gc run {run + 1}/{gc_runs}: delete {mode}", file=sys.stderr)
-            c = clone(real, scratch)
+            c = _clone(real, scratch)
             try:
                 r = _run("gc", c, [mode])
                 r["written"] = new_bytes(c, before[real])
@@ -417,6 +445,8 @@ def main(argv: list[str]) -> int:
     rows = [{"store": lbl, "op": op, "runs": len(s), **_med(s)} for (lbl, op), s in samples.items()]
     base = {r["op"]: r for r in rows if r["store"] == "empty"}
     print(f"\n## Scale: a real store of {doc['pack_bytes'] / GiB:.2f} GiB, medians of {a.runs}")
+    fmt = f", clones set to format {a.as_format}" if a.as_format else ""
+    print(f"code: {a.code or 'this checkout'}{fmt}\n")
     print("| store | op | wall s | op s | peak RSS MiB | +RSS MiB | +wall ms | vs empty |")
     print("|---|---|---|---|---|---|---|---|")
     verdicts: dict[str, str] = {}
@@ -480,6 +510,8 @@ def main(argv: list[str]) -> int:
             )
     fit = _gc_fit(gc_rows)
     results = {
+        "code": a.code or "this checkout",
+        "as_format": a.as_format,
         "gc_fit": None
         if fit is None
         else dict(zip(("s", "s_per_gib", "cp_s_per_gib"), fit, strict=True)),
