@@ -26,7 +26,7 @@ class LiveSet:
     writes meanwhile)."""
 
     def __init__(self, db: PackDB) -> None:
-        db.refresh()
+        db.refresh(full=True)
         self._db = db
         self._layers = db.layers()
         self._marks = [np.zeros(layer.count, bool) for layer in self._layers]

@@ -21,13 +21,11 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from modelvault import _fsutil
-from modelvault.core.chunking import Source
-from modelvault.core.hashing import ObjType
 from modelvault.core.packfmt import (
     IDX_ENTRY,
     Entry,
@@ -35,6 +33,7 @@ from modelvault.core.packfmt import (
     decode_index,
 )
 from modelvault.errors import IntegrityError
+from modelvault.odb.folder import FolderChanges
 from modelvault.odb.midx import (
     GROUP,
     MultiIndex,
@@ -43,7 +42,16 @@ from modelvault.odb.midx import (
     is_midx_name,
     write_midx,
 )
-from modelvault.odb.records import PackChecks, _spans, verify_payload
+from modelvault.odb.records import PackChecks, PackReads, verify_payload
+from modelvault.odb.state import (
+    DirKey,
+    DirState,
+    dir_key,
+    hold,
+    read_state,
+    removals,
+    settled,
+)
 from modelvault.odb.writer import (
     PACK_TARGET,
     PackBuilder,
@@ -74,7 +82,7 @@ MERGE_AT = 8  # a commit merges the packs no multi-pack index covers once there 
 LOOSE_LIMIT = 64  # a process finding more uncovered packs than this merges them at once
 
 
-class PackDB(PackChecks):
+class PackDB(PackChecks, PackReads, FolderChanges):
     """The objects of one store. Thread-safe; several processes may share one folder.
 
     The index is on disk: multi-pack indexes (``multi-<hex>.midx``, memory-mapped, see
@@ -85,6 +93,7 @@ class PackDB(PackChecks):
     """
 
     def __init__(self, root: Path) -> None:
+        self.root = root
         self.pack_dir = root / "packs"
         self.tmp_dir = root / "tmp"
         self.pack_dir.mkdir(parents=True, exist_ok=True)
@@ -100,6 +109,7 @@ class PackDB(PackChecks):
         self._distrusted: set[str] = set()  # .midx files verify found damaged
         self._inodes: dict[str, int] = {}  # .midx name -> inode at the last look
         self._loaded = False  # indexes are read on first use: listing refs needs none
+        self._key: DirKey | None = None  # the pack folder's identity and time last seen
         self._merging = False  # refresh() is merging the uncovered packs (no recursion)
 
     def _ensure_loaded(self) -> None:
@@ -107,15 +117,89 @@ class PackDB(PackChecks):
             self.refresh()
 
     # -- index -----------------------------------------------------------------
-    def refresh(self) -> None:
+    def refresh(self, *, full: bool = False) -> None:
         """Look again at the pack folder (packs written or removed by any process).
 
-        Chooses the multi-pack indexes in force (every pack they list still there; no
-        two covering one pack: the one covering more wins) and reads the ``.idx`` of
-        every other pack. When a pack that was read so has disappeared (gc elsewhere),
-        those entries are read afresh, since an object may have lived in a removed
-        pack and in a newer one too.
+        Nothing is done while the folder's modification time is the one seen last. Else
+        the record ``objects/packs.state`` (:mod:`modelvault.odb.state`) is taken when
+        it is of the folder's present time; otherwise, or with ``full``, the folder is
+        listed: the multi-pack indexes in force are chosen (every pack they list still
+        there; no two covering one pack: the one covering more wins) and the ``.idx`` of
+        every other pack is read. When a pack that was read so has disappeared (gc
+        elsewhere), those entries are read afresh, since an object may have lived in a
+        removed pack and in a newer one too.
         """
+        began = time.time_ns()
+        key = dir_key(self.pack_dir)
+        if not full:
+            with self._lock:
+                if self._loaded and key == self._key:
+                    return
+            record = read_state(self.root)
+            if record is not None and record.key == key and self._adopt(record):
+                return
+        self._list(began, key)
+
+    def _adopt(self, record: DirState) -> bool:
+        """Take the record of the folder as it is now; False where a file it names
+        cannot be read (the folder is listed instead)."""
+        if len(record.loose) > LOOSE_LIMIT:
+            return False
+        opened: dict[str, MultiIndex] = {}
+        for n in record.midx:
+            layer = self._opened.get(n)
+            if layer is None:
+                try:
+                    layer = MultiIndex(self.pack_dir / n)
+                except (OSError, PackFormatError):
+                    return False
+            opened[n] = layer
+        uncovered = set(record.loose)
+        with self._lock:
+            keep = self._loaded and self._loose_packs <= uncovered
+            have = set(self._loose_packs) if keep else set()
+        loaded: dict[str, dict[bytes, Entry]] = {}
+        for name in sorted(uncovered - have):
+            try:
+                entries = self._load_index(name, missing_ok=False)
+            except (IntegrityError, FileNotFoundError):
+                return False
+            loaded[name] = entries
+        with self._lock:
+            self._install(keep, loaded, list(opened.values()), opened, {}, {})
+            self._on_disk = frozenset()  # (not listed: a full refresh compares anew)
+            self._inodes = {n: layer.inode for n, layer in opened.items()}
+            self._key = record.key
+        return True
+
+    def _install(
+        self,
+        keep: bool,
+        loaded: dict[str, dict[bytes, Entry]],
+        chosen: list[MultiIndex],
+        opened: dict[str, MultiIndex],
+        damaged_midx: dict[str, str],
+        damaged: dict[str, str],
+    ) -> None:
+        """Swap a new view in (``self._lock`` held): a new dict is filled, then swapped
+        in, so lookups never see it half; the layers first, so an id moving from the
+        dict into a new layer stays found."""
+        loose = self._loose if keep else {}
+        loose_packs = self._loose_packs if keep else set()
+        for name, entries in loaded.items():
+            loose.update(entries)
+            loose_packs.add(name)
+        self._layers = tuple(sorted(chosen, key=lambda m: -m.count))
+        self._loose, self._loose_packs = loose, loose_packs
+        self._opened = opened
+        self._damaged_midx = damaged_midx
+        self._damaged = damaged
+        self._loaded = True
+
+    def _list(self, began: int, key: DirKey) -> None:
+        """Refresh by listing the folder (see :meth:`refresh`); then write the record
+        of it when that is safe (:mod:`modelvault.odb.state`)."""
+        removed = removals(self.root)
         names = frozenset(n for n in os.listdir(self.pack_dir) if not n.startswith("."))
         inodes = {}  # a multi-pack index rebuilt under its own name is another file
         for n in names:
@@ -124,6 +208,7 @@ class PackDB(PackChecks):
                     inodes[n] = os.stat(self.pack_dir / n).st_ino
         with self._lock:
             if self._loaded and names == self._on_disk and inodes == self._inodes:
+                self._key = key
                 return
         idx = {n[:-4] for n in names if n.endswith(".idx")}
         opened: dict[str, MultiIndex] = {}
@@ -145,7 +230,7 @@ class PackDB(PackChecks):
             opened[n] = layer
         chosen: list[MultiIndex] = []
         covered: set[str] = set()
-        for layer in sorted(opened.values(), key=lambda m: (-len(m.packs), m.name)):
+        for layer in sorted(opened.values(), key=lambda m: (-m.npacks, m.name)):
             if layer.pack_set <= idx and covered.isdisjoint(layer.pack_set):
                 chosen.append(layer)
                 covered |= layer.pack_set
@@ -172,24 +257,26 @@ class PackDB(PackChecks):
             except IntegrityError as exc:  # the store still opens; verify reports it
                 damaged[name] = str(exc)
         with self._lock:
-            loose = self._loose if keep else {}  # a new dict is filled, then swapped in:
-            loose_packs = self._loose_packs if keep else set()  # lookups never see it half
-            for name, entries in loaded.items():
-                loose.update(entries)
-                loose_packs.add(name)
-            # (the layers first: an id moving from the dict into a new layer stays found)
-            self._layers = tuple(sorted(chosen, key=lambda m: -m.count))
-            self._loose, self._loose_packs = loose, loose_packs
-            self._opened = opened
-            self._on_disk = names
-            self._inodes = inodes
-            self._damaged_midx = damaged_midx
-            self._damaged = {
+            before = self._damaged | damaged
+            self._install(keep, loaded, chosen, opened, damaged_midx, {})
+            self._damaged = damaged = {
                 n: why
-                for n, why in (self._damaged | damaged).items()
+                for n, why in before.items()
                 if n in idx and n not in self._loose_packs and n not in covered
             }
-            self._loaded = True
+            self._on_disk = names
+            self._inodes = inodes
+            self._key = key
+            clean = not damaged and not damaged_midx and len(opened) == len(chosen)
+            record = DirState(
+                key, tuple(sorted(m.name for m in chosen)), tuple(sorted(self._loose_packs))
+            )
+        if clean and not self._merging and settled(key, began) and dir_key(self.pack_dir) == key:
+            with hold(self.root, self.tmp_dir) as held:
+                # (no pack removed since the listing: a removal counts under this lock)
+                same = dir_key(self.pack_dir) == key and removals(self.root) == removed
+                if held is not None and same:
+                    held.write(record)
 
     def damaged_indexes(self) -> dict[str, str]:
         """Packs whose index file is unreadable (their objects cannot be found): name -> why."""
@@ -213,7 +300,7 @@ class PackDB(PackChecks):
     def check_multi_indexes(self) -> dict[str, str]:
         """Every damaged multi-pack index file (reads each whole): name -> why. They
         are put out of force in this process at once (``rebuild_index`` replaces them)."""
-        self.refresh()
+        self.refresh(full=True)
         bad = self.damaged_multi_indexes()
         for layer in self.multi_indexes():
             if not layer.checksum_ok():
@@ -223,7 +310,7 @@ class PackDB(PackChecks):
                 self._distrusted |= set(bad)
                 self._loaded = False
                 self._on_disk = frozenset()
-            self.refresh()
+            self.refresh(full=True)
         return bad
 
     def layers(self) -> tuple[MultiIndex, ...]:
@@ -231,12 +318,14 @@ class PackDB(PackChecks):
         self._ensure_loaded()
         return self._layers
 
-    def _load_index(self, name: str) -> dict[bytes, Entry]:
+    def _load_index(self, name: str, *, missing_ok: bool = True) -> dict[bytes, Entry]:
         try:
             data = (self.pack_dir / f"{name}.idx").read_bytes()
             return decode_index(name, data)[0]
         except FileNotFoundError:
-            return {}
+            if missing_ok:
+                return {}
+            raise
         except PackFormatError as exc:
             raise IntegrityError(str(exc)) from exc
 
@@ -244,7 +333,8 @@ class PackDB(PackChecks):
         with self._lock:  # a newer copy wins: gc writes one before dropping the old pack
             self._loose.update(entries)
             self._loose_packs.add(name)
-            self._on_disk = self._on_disk | {f"{name}.idx", f"{name}.pack"}
+            if self._on_disk:
+                self._on_disk = self._on_disk | {f"{name}.idx", f"{name}.pack"}
             self._damaged.pop(name, None)  # written anew (verify's salvage)
 
     def _find(self, oid: bytes) -> Entry | None:
@@ -261,7 +351,7 @@ class PackDB(PackChecks):
         self._ensure_loaded()
         e = self._find(oid)
         if e is None:
-            self.refresh()
+            self.refresh(full=True)  # (a record may miss a pack written in the same tick)
             e = self._find(oid)
         return e
 
@@ -294,13 +384,13 @@ class PackDB(PackChecks):
         for layer in layers:
             pos = layer.positions(needles[rest])
             hit = pos >= 0
-            names = layer.packs
             picked = layer.entries()[pos[hit]]
-            if len(picked) and int(picked["pack"].max()) >= len(names):
+            if len(picked) and int(picked["pack"].max()) >= layer.npacks:
                 raise layer.damaged("an entry names a pack it does not list")
             rows = picked.tolist()
+            name = layer.pack_name
             found = [
-                make(Entry, (names[pk], off, stored, raw, kind, how))
+                make(Entry, (name(pk), off, stored, raw, kind, how))
                 for pk, kind, how, _, off, stored, raw in rows
             ]
             for j, e in zip(rest[hit].tolist(), found, strict=True):
@@ -379,8 +469,8 @@ class PackDB(PackChecks):
             out = [oid for oid, e in self._loose.items() if e.pack == pack]
             layers = self._layers
         for layer in layers:
-            if pack in layer.pack_set:
-                k = layer.packs.index(pack)
+            k = layer.pack_number(pack)
+            if k >= 0:
                 import numpy as np
 
                 where = np.nonzero(layer.entries()["pack"] == k)[0]
@@ -413,7 +503,7 @@ class PackDB(PackChecks):
     def index_is_whole(self) -> bool:
         """True if one multi-pack index covers every visible pack and no other index
         file is there (what :meth:`rebuild_index` leaves)."""
-        self.refresh()
+        self.refresh(full=True)
         with self._lock:
             return (
                 len(self._layers) <= 1
@@ -426,7 +516,7 @@ class PackDB(PackChecks):
         """One multi-pack index over every visible pack (gc, repair); removes every
         other multi-pack index file. Sound indexes in force are merged as they are;
         every other pack's ``.idx`` is read."""
-        self.refresh()
+        self.refresh(full=True)
         with self._lock:
             layers = list(self._layers)
             loose = set(self._loose_packs)
@@ -436,10 +526,12 @@ class PackDB(PackChecks):
         self, layers: list[MultiIndex], loose: set[str], *, every: bool = False
     ) -> MultiIndex | None:
         sound = []
+        unsound = []
         for layer in layers:
             if layer.checksum_ok():  # never copy damage forward into a fresh checksum
                 sound.append(layer)
             else:
+                unsound.append(layer)
                 loose |= layer.pack_set
         steps: list[MultiIndex] = []  # many uncovered packs: merged a group at a time
         try:
@@ -453,111 +545,27 @@ class PackDB(PackChecks):
                     step = write_midx(self.pack_dir, self.tmp_dir, [], group, hidden=True)
                     steps += [step] if step is not None else []
                     group, size = [], 0
-            new = write_midx(self.pack_dir, self.tmp_dir, sound + steps, group)
+            new = write_midx(self.pack_dir, self.tmp_dir, sound + steps, group, hidden=True)
         except FileNotFoundError:  # gc swept our temporary (a merge outside the lock)
             return None
         finally:
             for step in steps:
                 step.close()
                 step.path.unlink(missing_ok=True)
-        covered = new.pack_set if new is not None else frozenset()
-        on_disk = {n[:-4] for n in os.listdir(self.pack_dir) if n.endswith(".idx")}
-        for name in os.listdir(self.pack_dir):
-            if not is_midx_name(name) or (new is not None and name == new.name):
-                continue
-            known = self._opened.get(name)
-            try:
-                packs = (
-                    known.pack_set
-                    if known is not None
-                    else MultiIndex(self.pack_dir / name).pack_set
-                )
-            except FileNotFoundError:
-                continue
-            except (OSError, PackFormatError):
-                packs = None  # damaged: only a full rebuild removes it
-            stale = packs is not None and not packs <= on_disk
-            if every or stale or (packs is not None and packs <= covered):
-                (self.pack_dir / name).unlink(missing_ok=True)
-        _fsutil.fsync_dir(self.pack_dir)
+        try:
+            self._publish_merge(new, [*sound, *unsound], every=every)
+        except BaseException:
+            if new is not None and new.path.parent == self.tmp_dir:
+                new.close()
+                new.path.unlink(missing_ok=True)
+            raise
         if every:
             self._distrusted = set()
-        self.refresh()
+        if new is not None:
+            with self._lock:
+                self._opened = {**self._opened, new.name: new}
+        self.refresh(full=every)
         return new
-
-    # -- reading ---------------------------------------------------------------
-    def read_stored(self, oid: bytes) -> tuple[Entry, bytes]:
-        """The stored (maybe compressed) payload of ``oid``, not yet verified.
-
-        Raises:
-            IntegrityError: no visible pack holds the object (it was referenced, so the
-                store is damaged), its pack is gone, or an index that may list it is.
-        """
-        for attempt in range(2):
-            e = self.entry(oid)
-            if e is None:
-                break
-            try:
-                with open(self.pack_dir / f"{e.pack}.pack", "rb") as f:
-                    payload = os.pread(f.fileno(), e.stored_len, e.offset)
-            except FileNotFoundError:
-                if attempt:
-                    raise IntegrityError(
-                        f"pack {e.pack} is missing: the store is damaged"
-                    ) from None
-                self.refresh()  # the pack was repacked by gc meanwhile
-                continue
-            return e, payload
-        if self._damaged:
-            why = "; ".join(self._damaged.values())
-            raise IntegrityError(f"object {oid.hex()} cannot be found, the store is damaged: {why}")
-        # Whoever reads an object got its id from a ref, a model, a tree or a file: its
-        # absence is damage (or a damaged pack that verify set aside), not a lookup miss.
-        raise IntegrityError(
-            f"object {oid.hex()} is missing from the store: `mv verify` names the tags it "
-            "breaks; `mv pull` or `mv import` a healthy copy of them to repair"
-        )
-
-    def read(self, oid: bytes, kind: ObjType | None = None) -> bytes:
-        """The raw bytes of ``oid``, checked against the id.
-
-        Raises:
-            IntegrityError: the object is missing, or the bytes on disk do not hash to
-                ``oid`` (or are of another type).
-        """
-        e, payload = self.read_stored(oid)
-        return verify_payload(oid, e, payload, kind)
-
-    def read_many(self, oids: list[bytes], kind: ObjType | None = None) -> list[bytes | memoryview]:
-        """The raw bytes of several objects, in order, each checked against its id.
-
-        Payloads lying next to each other in a pack (a file's chunks usually do) are
-        memory-mapped together (hashed and handed on without a copy; the mapping goes
-        when the last view of it does), and each pack is opened once per call. Falls back
-        to :meth:`read` one by one if a pack disappears meanwhile (gc elsewhere).
-
-        Raises:
-            IntegrityError: an object is missing, or stored bytes do not hash to their id.
-        """
-        maybe = [self.entry(oid) for oid in oids]
-        entries = [e for e in maybe if e is not None]
-        if len(entries) != len(oids):
-            return [self.read(oid, kind) for oid in oids]
-        payloads: dict[int, memoryview] = {}
-        try:
-            for pack, spans in _spans(entries).items():
-                with open(self.pack_dir / f"{pack}.pack", "rb") as f:
-                    source = Source(os.fstat(f.fileno()).st_size, fd=f.fileno())
-                    for start, end, members in spans:
-                        if end > source.size:  # truncated: read() names the damaged object
-                            return [self.read(oid, kind) for oid in oids]
-                        block = source.view(start, end)
-                        for i in members:
-                            off = entries[i].offset - start
-                            payloads[i] = block[off : off + entries[i].stored_len]
-        except FileNotFoundError:
-            return [self.read(oid, kind) for oid in oids]
-        return [verify_payload(oid, entries[i], payloads[i], kind) for i, oid in enumerate(oids)]
 
     # -- writing ---------------------------------------------------------------
     def writer(self, *, repack: bool = False) -> PackWriter:
@@ -578,22 +586,6 @@ class PackDB(PackChecks):
                 with contextlib.suppress(FileNotFoundError):
                     total += (self.pack_dir / f"{name}{ext}").stat().st_size
         return total
-
-    def delete_pack(self, name: str) -> int:
-        """Remove a pack and its index (index first); returns the bytes freed.
-
-        Objects it held must be copied elsewhere first if still needed. The loaded
-        index still lists them until :meth:`refresh` (gc deletes several packs, then
-        refreshes once).
-        """
-        freed = 0
-        for ext in (".idx", ".pack"):
-            path = self.pack_dir / f"{name}{ext}"
-            with contextlib.suppress(FileNotFoundError):
-                freed += path.stat().st_size
-                path.unlink()
-        _fsutil.fsync_dir(self.pack_dir)
-        return freed
 
     def orphan_files(self) -> Iterator[Path]:
         """Pack files without index and leftover temporaries (only safe to delete under lock)."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import overload
 
@@ -15,6 +15,7 @@ from blake3 import blake3
 
 from modelvault import _fsutil
 from modelvault.core import codec
+from modelvault.core.chunking import Source
 from modelvault.core.hashing import ObjType, object_id
 from modelvault.core.packfmt import (
     FILE_HEADER,
@@ -25,7 +26,7 @@ from modelvault.core.packfmt import (
 )
 from modelvault.errors import IntegrityError
 
-__all__ = ["PackChecks", "verify_payload"]
+__all__ = ["PackChecks", "PackReads", "verify_payload"]
 
 
 class PackChecks:
@@ -42,6 +43,8 @@ class PackChecks:
 
     def _find(self, oid: bytes) -> Entry | None:
         raise NotImplementedError
+
+    removing: Callable[[], contextlib.AbstractContextManager[None]]
 
     def verify_pack(self, name: str) -> list[bytes]:
         """Re-hash every object of one pack; return the ids that do not match."""
@@ -131,9 +134,10 @@ class PackChecks:
         """Move a pack and its index out of view into ``folder`` (index first, so no
         reader finds an index without its pack); kept for inspection, freed by gc."""
         folder.mkdir(exist_ok=True)
-        for ext in (".idx", ".pack"):
-            with contextlib.suppress(FileNotFoundError):
-                os.replace(self.pack_dir / f"{name}{ext}", folder / f"{name}{ext}")
+        with self.removing():
+            for ext in (".idx", ".pack"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.replace(self.pack_dir / f"{name}{ext}", folder / f"{name}{ext}")
         _fsutil.fsync_dir(self.pack_dir)
         _fsutil.fsync_dir(folder)
 
@@ -195,3 +199,90 @@ def verify_payload(
     if object_id(ObjType(e.kind), raw) != oid:
         raise IntegrityError(f"object {oid.hex()} does not match its id: the store is damaged")
     return raw
+
+
+class PackReads:
+    """Reading objects' payloads. Mixed into :class:`~modelvault.odb.PackDB`, whose
+    index supplies the methods declared here."""
+
+    pack_dir: Path
+    _damaged: dict[str, str]
+
+    def entry(self, oid: bytes) -> Entry | None:
+        raise NotImplementedError
+
+    def refresh(self, *, full: bool = False) -> None:
+        raise NotImplementedError
+
+    def read_stored(self, oid: bytes) -> tuple[Entry, bytes]:
+        """The stored (maybe compressed) payload of ``oid``, not yet verified.
+
+        Raises:
+            IntegrityError: no visible pack holds the object (it was referenced, so the
+                store is damaged), its pack is gone, or an index that may list it is.
+        """
+        for attempt in range(2):
+            e = self.entry(oid)
+            if e is None:
+                break
+            try:
+                with open(self.pack_dir / f"{e.pack}.pack", "rb") as f:
+                    payload = os.pread(f.fileno(), e.stored_len, e.offset)
+            except FileNotFoundError:
+                if attempt:
+                    raise IntegrityError(
+                        f"pack {e.pack} is missing: the store is damaged"
+                    ) from None
+                self.refresh(full=True)  # the pack was repacked by gc meanwhile
+                continue
+            return e, payload
+        if self._damaged:
+            why = "; ".join(self._damaged.values())
+            raise IntegrityError(f"object {oid.hex()} cannot be found, the store is damaged: {why}")
+        # Whoever reads an object got its id from a ref, a model, a tree or a file: its
+        # absence is damage (or a damaged pack that verify set aside), not a lookup miss.
+        raise IntegrityError(
+            f"object {oid.hex()} is missing from the store: `mv verify` names the tags it "
+            "breaks; `mv pull` or `mv import` a healthy copy of them to repair"
+        )
+
+    def read(self, oid: bytes, kind: ObjType | None = None) -> bytes:
+        """The raw bytes of ``oid``, checked against the id.
+
+        Raises:
+            IntegrityError: the object is missing, or the bytes on disk do not hash to
+                ``oid`` (or are of another type).
+        """
+        e, payload = self.read_stored(oid)
+        return verify_payload(oid, e, payload, kind)
+
+    def read_many(self, oids: list[bytes], kind: ObjType | None = None) -> list[bytes | memoryview]:
+        """The raw bytes of several objects, in order, each checked against its id.
+
+        Payloads lying next to each other in a pack (a file's chunks usually do) are
+        memory-mapped together (hashed and handed on without a copy; the mapping goes
+        when the last view of it does), and each pack is opened once per call. Falls back
+        to :meth:`read` one by one if a pack disappears meanwhile (gc elsewhere).
+
+        Raises:
+            IntegrityError: an object is missing, or stored bytes do not hash to their id.
+        """
+        maybe = [self.entry(oid) for oid in oids]
+        entries = [e for e in maybe if e is not None]
+        if len(entries) != len(oids):
+            return [self.read(oid, kind) for oid in oids]
+        payloads: dict[int, memoryview] = {}
+        try:
+            for pack, spans in _spans(entries).items():
+                with open(self.pack_dir / f"{pack}.pack", "rb") as f:
+                    source = Source(os.fstat(f.fileno()).st_size, fd=f.fileno())
+                    for start, end, members in spans:
+                        if end > source.size:  # truncated: read() names the damaged object
+                            return [self.read(oid, kind) for oid in oids]
+                        block = source.view(start, end)
+                        for i in members:
+                            off = entries[i].offset - start
+                            payloads[i] = block[off : off + entries[i].stored_len]
+        except FileNotFoundError:
+            return [self.read(oid, kind) for oid in oids]
+        return [verify_payload(oid, entries[i], payloads[i], kind) for i, oid in enumerate(oids)]

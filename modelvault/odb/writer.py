@@ -154,6 +154,7 @@ class PackWriter:
         self._held: list[tuple[Path, Path, SealedPack]] = []
         self.new_objects = 0
         self.new_bytes = 0  # stored payload bytes written
+        self._committed = False
 
     def has(self, oid: bytes) -> bool:
         """True if the object is stored already or written by this writer."""
@@ -230,11 +231,15 @@ class PackWriter:
             self._hold(fd, tmp, pack)
             return
         _fsutil.seal(fd, tmp)
-        _fsutil.rename_into(tmp, self._db.pack_dir / f"{pack.name}.pack", sync_dir=False)
         idx_tmp = _fsutil.temp_name(self._db.tmp_dir, ".idx")
-        _fsutil.write_new(idx_tmp, pack.index())
-        _fsutil.rename_into(idx_tmp, self._db.pack_dir / f"{pack.name}.idx", sync_dir=False)
-        self._db._add_entries(pack.name, pack.entries)
+        try:
+            _fsutil.write_new(idx_tmp, pack.index())
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        with self._db.publishing({pack.name: pack.entries}):
+            _fsutil.rename_into(tmp, self._db.pack_dir / f"{pack.name}.pack", sync_dir=False)
+            _fsutil.rename_into(idx_tmp, self._db.pack_dir / f"{pack.name}.idx", sync_dir=False)
 
     def _hold(self, fd: int, tmp: Path, pack: SealedPack) -> None:
         """``publish_at_commit`` mode: make a pack and its index durable, still hidden."""
@@ -248,17 +253,22 @@ class PackWriter:
         self._held.append((tmp, idx_tmp, pack))
 
     def commit(self) -> None:
-        """Seal the open packs and wait until every pack and index is durable and visible."""
+        """Seal the open packs and wait until every pack and index is durable and visible.
+        (Again after a commit with nothing added since: nothing to do.)"""
+        if self._committed and not self._lanes and not self._sealing and not self._held:
+            return
         self._seal_all()
         try:
             for fut in self._sealing:
                 fut.result()
-            while self._held:  # publish_at_commit mode: every pack is durable, reveal them
-                tmp, idx_tmp, pack = self._held[0]
-                _fsutil.rename_into(tmp, self._db.pack_dir / f"{pack.name}.pack", sync_dir=False)
-                _fsutil.rename_into(idx_tmp, self._db.pack_dir / f"{pack.name}.idx", sync_dir=False)
-                self._db._add_entries(pack.name, pack.entries)
-                del self._held[0]
+            if self._held:  # publish_at_commit mode: every pack is durable, reveal them
+                with self._db.publishing({p.name: p.entries for _, _, p in self._held}):
+                    while self._held:
+                        tmp, idx_tmp, pack = self._held[0]
+                        pack_dir = self._db.pack_dir
+                        _fsutil.rename_into(tmp, pack_dir / f"{pack.name}.pack", sync_dir=False)
+                        _fsutil.rename_into(idx_tmp, pack_dir / f"{pack.name}.idx", sync_dir=False)
+                        del self._held[0]
             _fsutil.fsync_dir(self._db.pack_dir)
         except BaseException:
             self._drop_held()
@@ -266,6 +276,7 @@ class PackWriter:
         finally:
             self._sealing = []
             self._sealer.shutdown()
+        self._committed = True
         if self._merge:
             try:
                 self._db.maybe_merge()

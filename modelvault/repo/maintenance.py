@@ -243,13 +243,13 @@ def _set_aside(repo: Repository, packs: set[str]) -> list[str]:
     """Copy the sound objects of damaged packs into a new pack, then move those packs
     that are still damaged into ``objects/quarantine/``; returns their names."""
     db = repo.objects
-    db.refresh()
+    db.refresh(full=True)
     packs &= set(db.packs()) | set(db.damaged_indexes())
     with db.writer(repack=True) as writer:
         for pack in sorted(packs):
             for kind, oid, how, raw_len, payload in db.salvage(pack):
                 writer.add_prepared(kind, oid, how, raw_len, payload)
-    db.refresh()
+    db.refresh(full=True)
     aside = []
     for pack in sorted(packs):
         # a pack whose every object was sound comes out of the salvage with its own
@@ -262,7 +262,7 @@ def _set_aside(repo: Repository, packs: set[str]) -> list[str]:
         if not sound:
             db.set_aside(pack, repo.layout.quarantine)
             aside.append(pack)
-    db.refresh()
+    db.refresh(full=True)
     return aside
 
 
@@ -271,7 +271,7 @@ def _verify(
 ) -> tuple[VerifyReport, set[str]]:
     """The report, and the packs to set aside (damaged payloads, headers or index)."""
     db = repo.objects
-    db.refresh()
+    db.refresh(full=True)
     report = VerifyReport()
     corrupt: set[bytes] = set()
     damaged: set[str] = set()
@@ -352,7 +352,7 @@ def gc(repo: Repository, progress: StepCallback | None = None) -> int:
             (nothing is freed).
     """
     with repo.gc_lock(shared=False):
-        repo.objects.refresh()
+        repo.objects.refresh(full=True)
         refs = repo.refs.all()
         cache: Children = {}
         aliased = AliasStore(repo.layout.aliases, repo.layout.alias_lock, repo.refs).model_ids()
