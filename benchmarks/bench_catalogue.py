@@ -69,7 +69,7 @@ print(json.dumps(seen))
 """
 
 
-def build(url: str, packs: int, work: Path, options: dict[str, str]) -> None:
+def build(url: str, packs: int, work: Path, options: dict[str, Any]) -> None:
     import modelvault
 
     store = modelvault.Store(work / "source")
