@@ -153,9 +153,19 @@ class ChildResult(Generic[T]):
 
 
 def _maxrss_bytes() -> int:
-    """Peak RSS of this process and its waited-for children, in bytes."""
+    """Peak RSS of this process and its waited-for children, in bytes.
+
+    On Linux this process's own peak is ``VmHWM``, not ``ru_maxrss``: Linux carries
+    ``ru_maxrss`` over fork and exec, so a spawned child would report at least its
+    parent's peak at the fork.
+    """
     scale = 1 if sys.platform == "darwin" else 1024  # macOS reports bytes, Linux KiB
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    try:
+        with open("/proc/self/status") as f:
+            own = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        pass  # no /proc (macOS): ru_maxrss is all there is
     kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return max(own, kids) * scale
 
