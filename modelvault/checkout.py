@@ -77,15 +77,19 @@ class FileReader(io.RawIOBase):
         return self._cached[1]
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        if self._pos >= self._size:
-            return 0
-        index = bisect.bisect_right(self._starts, self._pos) - 1
-        data = self._chunk(index)
-        start = self._pos - self._starts[index]
-        n = min(len(buffer), len(data) - start)
-        memoryview(buffer)[:n] = data[start : start + n]
-        self._pos += n
-        return n
+        """Fill ``buffer`` across chunks: short only at the end of the file, as a regular
+        file's read is (callers such as ``np.frombuffer(f.read(n))`` count on it)."""
+        out = memoryview(buffer).cast("B")
+        done = 0
+        while done < len(out) and self._pos < self._size:
+            index = bisect.bisect_right(self._starts, self._pos) - 1
+            data = self._chunk(index)
+            start = self._pos - self._starts[index]
+            n = min(len(out) - done, len(data) - start)
+            out[done : done + n] = data[start : start + n]
+            self._pos += n
+            done += n
+        return done
 
 
 _READ_BATCH = 64  # chunks per reader task (read with few preads)

@@ -65,6 +65,20 @@ def test_open_streams_with_seek(store: Store, tmp_path: Path) -> None:
     assert not (store.path / "cache" / model.id).exists()  # open() did not materialise
 
 
+def test_open_reads_fill_across_chunks_like_a_file(store: Store, tmp_path: Path) -> None:
+    """read(n) returns n bytes unless the file ends first, whatever the chunk sizes."""
+    src = make_folder(tmp_path / "src")
+    model = store.save(src, "m")
+    data = (src / "weights.bin").read_bytes()
+    with model.open("weights.bin") as f:
+        assert f.read(1 << 20) == data[: 1 << 20]  # spans many chunks (~64 KiB each)
+        buf = bytearray(600_000)
+        assert f.readinto(buf) == len(buf) and bytes(buf) == data[1 << 20 : (1 << 20) + 600_000]
+        f.seek(len(data) - 10)
+        assert f.read(1000) == data[-10:]  # short only at the end
+        assert f.read(1000) == b""
+
+
 def test_save_single_file(store: Store, tmp_path: Path) -> None:
     f = tmp_path / "model.onnx"
     f.write_bytes(b"onnx" * 1000)
