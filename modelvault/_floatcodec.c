@@ -428,16 +428,25 @@ probe(PyObject *self, PyObject *args)
 
 /* --- Huffman planes (docs/format.md, section 2, "Huffman sub-format") ------------------
  *
- * A plane of n bytes is coded with a canonical Huffman code of at most HUF_MAX bits,
- * its symbols cut into 4 streams (stream k: symbols k*m .. min(n, (k+1)*m) - 1, with
- * m = ceil(n / 4)), each a bit string packed from the least significant bit of each byte,
+ * A plane of n symbols is coded with a canonical Huffman code of at most HUF_MAX bits,
+ * its symbols cut into 8 streams (stream k: symbols k*m .. min(n, (k+1)*m) - 1, with
+ * m = ceil(n / 8)), each a bit string packed from the least significant bit of each byte,
  * each code written from its most significant bit, the last byte padded with zero bits.
- * Four independent streams let the encoder and decoder run four chains at once.
+ * Independent streams let the encoder and decoder run several chains at once.
  *
+ * Sub-format 1 (mask bit 7; read only):
  *   plane := T u8 (0: constant plane, then the symbol u8; 1..12: the longest code)
  *            first u8, last u8, (last - first + 1) code lengths of 4 bits, low nibble
  *            first (0: symbol absent), stream lengths B0..B6 (u16 while ceil(n / 8) <=
  *            43690, else u32), streams 0..7
+ * Sub-format 2 (mask bits 7 and 6; what hencode writes): a fifth header byte K (0..3);
+ * plane 0's symbols are the top 8 + K bits of each rotated element (the exponent and K
+ * mantissa bits, coded jointly), the plane below it (plane w - 1) keeps only its low
+ * 8 - K bits, packed; every Huffman plane:
+ *   plane := T u8 (0: constant plane, then the symbol u16; 1..12: the longest code)
+ *            first u16, last u16, code lengths of symbols first..last as nibbles (0:
+ *            absent, 1..12: a length, 15 z: z + 3 absent symbols), stream lengths as in
+ *            sub-format 1, streams 0..7
  */
 
 #define HUF_MAX 12
@@ -445,24 +454,29 @@ probe(PyObject *self, PyObject *args)
 #define HUF_STREAMS 8
 #endif
 #define HUF_SMALL_M 43690 /* ceil(43690 * 12 / 8) = 65535 */
+#define HUF_KMAX 2        /* mantissa bits coded with the exponent, at most */
+#define HUF_NSYM (256 << HUF_KMAX)
+#define HUF_SAMPLE 1024 /* bytes of each of 4 slices of a mantissa plane's sample */
+#define HUF_FLAG 0x80   /* plane mask bit 7: the planes marked are Huffman-coded, not zstd */
+#define HUF_V2 0x40     /* plane mask bit 6 (with bit 7): sub-format 2 */
 
 typedef struct {
     uint32_t count;
     uint32_t sym;
 } huf_item;
 
-/* Sort by count, then symbol (shell sort: at most 256 items, no calls). */
+/* Sort by count, then symbol (shell sort: at most HUF_NSYM items, no calls). */
 static void
 huf_sort(huf_item *a, int m)
 {
-    static const int gaps[] = {57, 23, 10, 4, 1};
-    for (int g = 0; g < 5; g++) {
+    static const int gaps[] = {701, 301, 132, 57, 23, 10, 4, 1};
+    for (int g = 0; g < 8; g++) {
         int gap = gaps[g];
         for (int i = gap; i < m; i++) {
             huf_item x = a[i];
-            uint64_t kx = (uint64_t)x.count << 8 | x.sym;
+            uint64_t kx = (uint64_t)x.count << 16 | x.sym;
             int j = i;
-            while (j >= gap && ((uint64_t)a[j - gap].count << 8 | a[j - gap].sym) > kx) {
+            while (j >= gap && ((uint64_t)a[j - gap].count << 16 | a[j - gap].sym) > kx) {
                 a[j] = a[j - gap];
                 j -= gap;
             }
@@ -471,17 +485,17 @@ huf_sort(huf_item *a, int m)
     }
 }
 
-/* Code lengths (at most HUF_MAX, a complete code) of the symbols counted in ``hist``,
- * into ``lens``; returns the number of distinct symbols. */
+/* Code lengths (at most HUF_MAX, a complete code) of the ``nsyms`` symbols counted in
+ * ``hist``, into ``lens``; returns the number of distinct symbols. */
 static int
-huf_lengths(const uint32_t *hist, uint8_t *lens)
+huf_lengths(const uint32_t *hist, uint8_t *lens, int nsyms)
 {
-    huf_item items[256];
-    uint64_t weight[512];
-    int parent[512], depth[512];
+    huf_item items[HUF_NSYM];
+    uint64_t weight[2 * HUF_NSYM];
+    int parent[2 * HUF_NSYM], depth[2 * HUF_NSYM];
     int m = 0;
-    memset(lens, 0, 256);
-    for (int s = 0; s < 256; s++)
+    memset(lens, 0, (size_t)nsyms);
+    for (int s = 0; s < nsyms; s++)
         if (hist[s]) {
             items[m].count = hist[s];
             items[m].sym = (uint32_t)s;
@@ -508,7 +522,7 @@ huf_lengths(const uint32_t *hist, uint8_t *lens)
     depth[end - 1] = 0;
     for (int i = end - 2; i >= 0; i--)
         depth[i] = depth[parent[i]] + 1;
-    uint32_t num[256 + 1];
+    uint32_t num[HUF_MAX + 2];
     memset(num, 0, sizeof num);
     for (int i = 0; i < m; i++)
         num[depth[i] > HUF_MAX ? HUF_MAX : depth[i]]++;
@@ -533,30 +547,32 @@ huf_lengths(const uint32_t *hist, uint8_t *lens)
     return m;
 }
 
-/* Canonical codes of ``lens`` (longest ``t``), bit-reversed for LSB-first streams:
- * codes[s] = reversed code | len << 16. */
+static uint16_t rev12[1 << HUF_MAX]; /* 12-bit reversal, filled at import */
+
+/* Canonical codes of ``lens`` (``nsyms`` symbols), bit-reversed for LSB-first streams:
+ * codes[s] = reversed code | len << 16 (0 for absent symbols). */
 static void
-huf_codes(const uint8_t *lens, uint32_t *codes)
+huf_codes(const uint8_t *lens, uint32_t *codes, int nsyms)
 {
     uint32_t num[HUF_MAX + 1] = {0}, next[HUF_MAX + 2];
-    for (int s = 0; s < 256; s++)
-        num[lens[s]]++;
-    num[0] = 0;
+    int first = nsyms, last = -1;
+    for (int s = 0; s < nsyms; s++)
+        if (lens[s]) {
+            num[lens[s]]++;
+            if (first == nsyms)
+                first = s;
+            last = s;
+        }
     uint32_t code = 0;
     for (int len = 1; len <= HUF_MAX; len++) {
         code = (code + num[len - 1]) << 1;
         next[len] = code;
     }
-    for (int s = 0; s < 256; s++) {
+    memset(codes, 0, sizeof(uint32_t) * (size_t)nsyms);
+    for (int s = first; s <= last; s++) {
         int len = lens[s];
-        if (!len) {
-            codes[s] = 0;
-            continue;
-        }
-        uint32_t c = next[len]++, r = 0;
-        for (int b = 0; b < len; b++)
-            r |= ((c >> b) & 1u) << (len - 1 - b);
-        codes[s] = r | ((uint32_t)len << 16);
+        if (len)
+            codes[s] = (uint32_t)(rev12[next[len]++] >> (HUF_MAX - len)) | ((uint32_t)len << 16);
     }
 }
 
@@ -600,20 +616,38 @@ typedef struct {
         (w).nb &= 7;                                                                       \
     } while (0)
 
+/* One stream of ``c`` symbols: bytes (wide 0) or u16 shifted right by ``sh`` (wide 1). */
 static ALWAYS_INLINE bitw
-encode_stream_body(bitw x, const uint8_t *sp, Py_ssize_t c, const uint32_t *codes)
+encode_stream_body(bitw x, const void *src, int wide, int sh, Py_ssize_t c,
+                   const uint32_t *codes)
 {
     Py_ssize_t j = 0;
-    for (; j + 4 <= c; j += 4) { /* 4 codes of <= 12 bits: 48 + 7 bits in the buffer */
-        PUT(x, codes[sp[j]]);
-        PUT(x, codes[sp[j + 1]]);
-        PUT(x, codes[sp[j + 2]]);
-        PUT(x, codes[sp[j + 3]]);
-        FLUSH(x);
-    }
-    for (; j < c; j++) {
-        PUT(x, codes[sp[j]]);
-        FLUSH(x);
+    if (wide) {
+        const uint16_t *sp = (const uint16_t *)src;
+        for (; j + 4 <= c; j += 4) { /* 4 codes of <= 12 bits: 48 + 7 bits in the buffer */
+            PUT(x, codes[sp[j] >> sh]);
+            PUT(x, codes[sp[j + 1] >> sh]);
+            PUT(x, codes[sp[j + 2] >> sh]);
+            PUT(x, codes[sp[j + 3] >> sh]);
+            FLUSH(x);
+        }
+        for (; j < c; j++) {
+            PUT(x, codes[sp[j] >> sh]);
+            FLUSH(x);
+        }
+    } else {
+        const uint8_t *sp = (const uint8_t *)src;
+        for (; j + 4 <= c; j += 4) {
+            PUT(x, codes[sp[j]]);
+            PUT(x, codes[sp[j + 1]]);
+            PUT(x, codes[sp[j + 2]]);
+            PUT(x, codes[sp[j + 3]]);
+            FLUSH(x);
+        }
+        for (; j < c; j++) {
+            PUT(x, codes[sp[j]]);
+            FLUSH(x);
+        }
     }
     FLUSH(x);
     if (x.nb) /* the last, partial byte */
@@ -621,28 +655,30 @@ encode_stream_body(bitw x, const uint8_t *sp, Py_ssize_t c, const uint32_t *code
     return x;
 }
 
+#define ENC_ARGS bitw x, const void *src, int wide, int sh, Py_ssize_t c, const uint32_t *codes
+
 static bitw
-encode_stream_plain(bitw x, const uint8_t *sp, Py_ssize_t c, const uint32_t *codes)
+encode_stream_plain(ENC_ARGS)
 {
-    return encode_stream_body(x, sp, c, codes);
+    return encode_stream_body(x, src, wide, sh, c, codes);
 }
 
 #ifdef BMI2_DISPATCH
 __attribute__((target("bmi2"))) static bitw
-encode_stream_bmi2(bitw x, const uint8_t *sp, Py_ssize_t c, const uint32_t *codes)
+encode_stream_bmi2(ENC_ARGS)
 {
-    return encode_stream_body(x, sp, c, codes);
+    return encode_stream_body(x, src, wide, sh, c, codes);
 }
 #endif
 
 static bitw
-encode_stream(bitw x, const uint8_t *sp, Py_ssize_t c, const uint32_t *codes)
+encode_stream(ENC_ARGS)
 {
 #ifdef BMI2_DISPATCH
     if (use_bmi2)
-        return encode_stream_bmi2(x, sp, c, codes);
+        return encode_stream_bmi2(x, src, wide, sh, c, codes);
 #endif
-    return encode_stream_plain(x, sp, c, codes);
+    return encode_stream_plain(x, src, wide, sh, c, codes);
 }
 
 /* Bytes of each stream-length field of a plane of n symbols: 2 while a stream of
@@ -653,48 +689,108 @@ huf_lenfield(Py_ssize_t n)
     return (n + HUF_STREAMS - 1) / HUF_STREAMS <= HUF_SMALL_M ? 2 : 4;
 }
 
-/* Huffman-code the n symbols of ``plane`` into ``out`` (room: huf_bound(n)); returns the
- * bytes written. ``hist`` holds the plane's counts, at least two symbols nonzero. */
+/* The code lengths lens[first..last] in sub-format 2 into ``o`` (NULL: only count),
+ * a bit string packed from the least significant bit, each symbol's length against
+ * ``prev`` (the last nonzero length before it, T at first): 0 = the same, 10 b = one
+ * less (b = 0) or one more (b = 1), 110 = absent, 111 v (4 bits, LSB first) = length v
+ * (1..12), or v = 0 then z (4 bits): z + 2 absent symbols. Returns the bytes taken. */
 static Py_ssize_t
-huf_encode(const uint8_t *plane, Py_ssize_t n, const uint8_t *lens, uint8_t *out,
-           uint8_t *scratch)
+huf_table(const uint8_t *lens, int first, int last, int t, uint8_t *o)
 {
-    uint32_t codes[256];
-    int t = 0, first = 256, last = -1;
-    for (int s = 0; s < 256; s++)
+    uint64_t bits = 0;
+    uint32_t acc = 0;
+    int nb = 0, prev = t;
+#define PUTB(v, n)                                                                         \
+    do {                                                                                   \
+        acc |= (uint32_t)(v) << nb;                                                        \
+        nb += (n);                                                                         \
+        bits += (n);                                                                       \
+        while (nb >= 8) {                                                                  \
+            if (o)                                                                         \
+                *o++ = (uint8_t)acc;                                                       \
+            acc >>= 8;                                                                     \
+            nb -= 8;                                                                       \
+        }                                                                                  \
+    } while (0)
+    for (int s = first; s <= last;) {
+        int l = lens[s];
+        if (!l) {
+            int run = 0;
+            while (s + run <= last && !lens[s + run] && run < 17)
+                run++;
+            if (run >= 2) {
+                PUTB(7 | 0 << 3 | (run - 2) << 7, 11);
+                s += run;
+            } else {
+                PUTB(3, 3);
+                s++;
+            }
+            continue;
+        }
+        if (l == prev)
+            PUTB(0, 1);
+        else if (l == prev - 1)
+            PUTB(1, 3);
+        else if (l == prev + 1)
+            PUTB(5, 3);
+        else
+            PUTB(7 | l << 3, 7);
+        prev = l;
+        s++;
+    }
+    if (nb && o)
+        *o++ = (uint8_t)acc;
+#undef PUTB
+    return (Py_ssize_t)((bits + 7) / 8);
+}
+
+/* Symbol range of ``lens``: *first, *last and the longest length (0: none). */
+static int
+huf_range(const uint8_t *lens, int nsyms, int *first, int *last)
+{
+    int t = 0;
+    *first = nsyms;
+    *last = -1;
+    for (int s = 0; s < nsyms; s++)
         if (lens[s]) {
             if (lens[s] > t)
                 t = lens[s];
-            if (first == 256)
-                first = s;
-            last = s;
+            if (*first == nsyms)
+                *first = s;
+            *last = s;
         }
-    huf_codes(lens, codes);
+    return t;
+}
+
+/* Huffman-code the n symbols at ``plane`` (bytes, or u16 >> sh if wide) into ``out``
+ * (sub-format 2, room: huf_size); returns the bytes written. */
+static Py_ssize_t
+huf_encode(const void *plane, int wide, int sh, Py_ssize_t n, const uint8_t *lens,
+           int nsyms, uint8_t *out, uint8_t *scratch)
+{
+    uint32_t codes[HUF_NSYM];
+    int first, last;
+    int t = huf_range(lens, nsyms, &first, &last);
+    huf_codes(lens, codes, nsyms);
     uint8_t *o = out;
     *o++ = (uint8_t)t;
-    *o++ = (uint8_t)first;
-    *o++ = (uint8_t)last;
-    for (int s = first; s <= last; s += 2)
-        *o++ = (uint8_t)(lens[s] | (s + 1 <= last ? lens[s + 1] << 4 : 0));
+    store16le(o, (uint16_t)first);
+    store16le(o + 2, (uint16_t)last);
+    o += 4;
+    o += huf_table(lens, first, last, t, o);
     uint8_t *lenfield = o;
     int lf = huf_lenfield(n);
     o += lf * (HUF_STREAMS - 1);
-    Py_ssize_t m = (n + HUF_STREAMS - 1) / HUF_STREAMS, cnt[HUF_STREAMS];
+    Py_ssize_t m = (n + HUF_STREAMS - 1) / HUF_STREAMS;
     Py_ssize_t cap = (m * HUF_MAX) / 8 + 16; /* bytes of scratch per stream */
-    bitw w[HUF_STREAMS];
-    const uint8_t *src[HUF_STREAMS];
-    for (int k = 0; k < HUF_STREAMS; k++) {
+    for (int k = 0; k < HUF_STREAMS; k++) { /* one stream at a time, its state in registers */
         Py_ssize_t c = n - k * m;
-        cnt[k] = c < 0 ? 0 : (c > m ? m : c);
-        src[k] = plane + k * m;
-        w[k].buf = 0;
-        w[k].nb = 0;
-        w[k].p = scratch + k * cap;
-    }
-    for (int k = 0; k < HUF_STREAMS; k++) /* one stream at a time, its state in registers */
-        w[k] = encode_stream(w[k], src[k], cnt[k], codes);
-    for (int k = 0; k < HUF_STREAMS; k++) {
-        Py_ssize_t b = w[k].p - (scratch + k * cap);
+        c = c < 0 ? 0 : (c > m ? m : c);
+        bitw w = {0, 0, scratch + k * cap};
+        const void *src = wide ? (const void *)((const uint16_t *)plane + (c > 0 ? k * m : 0))
+                               : (const void *)((const uint8_t *)plane + (c > 0 ? k * m : 0));
+        w = encode_stream(w, src, wide, sh, c, codes);
+        Py_ssize_t b = w.p - (scratch + k * cap);
         if (k < HUF_STREAMS - 1 && lf == 2)
             store16le(lenfield + 2 * k, (uint16_t)b);
         else if (k < HUF_STREAMS - 1)
@@ -713,21 +809,17 @@ huf_scratch(Py_ssize_t n)
     return HUF_STREAMS * ((m * HUF_MAX) / 8 + 16);
 }
 
-/* Bits of the plane coded with ``lens`` and its header: the exact coded size. */
+/* Bytes of the plane coded with ``lens`` (counts ``hist``), header included: at least
+ * what huf_encode writes, at most HUF_STREAMS more. */
 static Py_ssize_t
-huf_size(const uint32_t *hist, const uint8_t *lens, Py_ssize_t n)
+huf_size(const uint32_t *hist, const uint8_t *lens, int nsyms, Py_ssize_t n)
 {
     uint64_t bits = 0;
-    int first = 256, last = -1;
-    for (int s = 0; s < 256; s++)
-        if (lens[s]) {
-            bits += (uint64_t)hist[s] * lens[s];
-            if (first == 256)
-                first = s;
-            last = s;
-        }
-    /* streams round up to bytes: at most 4 bytes more than bits / 8 */
-    return 3 + (last - first + 2) / 2 + huf_lenfield(n) * (HUF_STREAMS - 1) +
+    int first, last;
+    int t = huf_range(lens, nsyms, &first, &last);
+    for (int s = first; s <= last; s++)
+        bits += (uint64_t)hist[s] * lens[s];
+    return 5 + huf_table(lens, first, last, t, NULL) + huf_lenfield(n) * (HUF_STREAMS - 1) +
            (Py_ssize_t)(bits / 8) + HUF_STREAMS;
 }
 
@@ -753,9 +845,6 @@ histogram(const uint8_t *p, Py_ssize_t n, uint32_t *hist)
     for (int s = 0; s < 256; s++)
         hist[s] = h[0][s] + h[1][s] + h[2][s] + h[3][s] + h[4][s] + h[5][s] + h[6][s] + h[7][s];
 }
-
-#define HUF_SAMPLE 1024 /* bytes of each of 4 slices of a mantissa plane's sample */
-#define HUF_FLAG 0x80 /* plane mask bit 7: the planes marked are Huffman-coded, not zstd */
 
 /* The skip (0 <= skip < w) whose plane 0 (rotation 1) has the least order-0 entropy on
  * two 1 KiB slices of ``d``, at a third and two thirds of it. */
@@ -786,9 +875,310 @@ pick_skip(const uint8_t *d, Py_ssize_t len, int w)
     return best;
 }
 
-/* hencode(data, width, skip, rot, tries, keep) -> the codec-3 payload, Huffman planes:
- * plane i is Huffman-coded when bit i of ``tries`` is set and its coded size is below
- * ``keep`` / 1024 of n, else stored raw. ``skip`` -1: the encoder picks it (pick_skip). */
+/* The fused split: for n elements of width w rotated left by r, the top 8 + HUF_KMAX bits
+ * into ``sym`` (u16) and counted in ``hist`` (HUF_NSYM counts), byte j - 1 into plane j
+ * (1 <= j < w, at out + (j - 1) * n). One read of the elements. */
+static ALWAYS_INLINE void
+split_sym_body(const uint8_t *restrict src, Py_ssize_t n, int w, int r, uint16_t *restrict sym,
+               uint8_t *restrict out, uint32_t *restrict hist)
+{
+    const int sh = 8 * w - 8 - HUF_KMAX;
+    if (w == 4) {
+        uint8_t *restrict a = out, *restrict b = out + n, *restrict c = out + 2 * n;
+        for (Py_ssize_t j = 0; j < n; j++) {
+            uint32_t v = load32le(src + 4 * j);
+            v = (v << r) | (v >> (32 - r));
+            sym[j] = (uint16_t)(v >> sh);
+            a[j] = (uint8_t)v;
+            b[j] = (uint8_t)(v >> 8);
+            c[j] = (uint8_t)(v >> 16);
+        }
+    } else {
+        uint8_t *restrict a = out;
+        for (Py_ssize_t j = 0; j < n; j++) {
+            uint16_t v = load16le(src + 2 * j);
+            v = (uint16_t)((v << r) | (v >> (16 - r)));
+            sym[j] = (uint16_t)(v >> sh);
+            a[j] = (uint8_t)v;
+        }
+    }
+    /* the counts: a second pass over the (cached) symbols, four tables against
+     * store-to-load stalls on repeated symbols */
+    uint32_t h[4][HUF_NSYM];
+    memset(h, 0, sizeof h);
+    Py_ssize_t j = 0;
+    for (; j + 4 <= n; j += 4) {
+        h[0][sym[j]]++;
+        h[1][sym[j + 1]]++;
+        h[2][sym[j + 2]]++;
+        h[3][sym[j + 3]]++;
+    }
+    for (; j < n; j++)
+        h[0][sym[j]]++;
+    for (int s = 0; s < HUF_NSYM; s++)
+        hist[s] = h[0][s] + h[1][s] + h[2][s] + h[3][s];
+}
+
+#define SPLIT_SYM_ARGS                                                                     \
+    const uint8_t *src, Py_ssize_t n, int w, int r, uint16_t *sym, uint8_t *out, uint32_t *hist
+
+static void
+split_sym_plain(SPLIT_SYM_ARGS)
+{
+    split_sym_body(src, n, w, r, sym, out, hist);
+}
+
+#ifdef BMI2_DISPATCH
+__attribute__((target("avx2"))) static void
+split_sym_avx2(SPLIT_SYM_ARGS)
+{
+    split_sym_body(src, n, w, r, sym, out, hist);
+}
+#endif
+
+static void
+split_sym(SPLIT_SYM_ARGS)
+{
+#ifdef BMI2_DISPATCH
+    if (use_avx2) {
+        split_sym_avx2(src, n, w, r, sym, out, hist);
+        return;
+    }
+#endif
+    split_sym_plain(src, n, w, r, sym, out, hist);
+}
+
+/* Pack the low 8 - K bits of each of the n bytes of ``p`` as a little-endian bit string:
+ * every 8 bytes give 8 - K bytes; returns ceil(n * (8 - K) / 8). ``o`` has 8 bytes of
+ * room past that. */
+#define PACK_BODY(EXTRACT)                                                                 \
+    const int b = 8 - K;                                                                   \
+    const uint64_t m = (1u << b) - 1, mm = m * 0x0101010101010101ull;                      \
+    Py_ssize_t j = 0, at = 0;                                                              \
+    for (; j + 8 <= n; j += 8) {                                                           \
+        uint64_t v = load64(p + j), x;                                                     \
+        EXTRACT;                                                                           \
+        store64(o + at, x);                                                                \
+        at += b;                                                                           \
+    }                                                                                      \
+    (void)mm;                                                                              \
+    uint64_t x = 0;                                                                        \
+    int nb = 0;                                                                            \
+    for (; j < n; j++) {                                                                   \
+        x |= (uint64_t)(p[j] & m) << nb;                                                   \
+        nb += b;                                                                           \
+    }                                                                                      \
+    for (; nb > 0; nb -= 8) {                                                              \
+        o[at++] = (uint8_t)x;                                                              \
+        x >>= 8;                                                                           \
+    }                                                                                      \
+    return at;
+
+#define EXTRACT_PLAIN                                                                      \
+    x = 0;                                                                                 \
+    for (int i = 0; i < 8; i++)                                                            \
+        x |= ((v >> (8 * i)) & m) << (b * i)
+
+static Py_ssize_t
+pack_narrow_plain(const uint8_t *p, Py_ssize_t n, int K, uint8_t *o)
+{
+    PACK_BODY(EXTRACT_PLAIN)
+}
+
+/* Undo pack_narrow: the n values of 8 - K bits at ``s`` (len bytes) into bytes. */
+#define UNPACK_BODY(DEPOSIT)                                                               \
+    const int b = 8 - K;                                                                   \
+    const uint64_t m = (1u << b) - 1, mm = m * 0x0101010101010101ull;                      \
+    Py_ssize_t j = 0, at = 0;                                                              \
+    for (; j + 8 <= n && at + 8 <= len; j += 8) {                                          \
+        uint64_t v = load64(s + at), x;                                                    \
+        DEPOSIT;                                                                           \
+        store64(o + j, x);                                                                 \
+        at += b;                                                                           \
+    }                                                                                      \
+    (void)mm;                                                                              \
+    uint64_t buf = 0;                                                                      \
+    int nb = 0;                                                                            \
+    for (; j < n; j++) {                                                                   \
+        while (nb < b) {                                                                   \
+            buf |= (uint64_t)s[at++] << nb;                                                \
+            nb += 8;                                                                       \
+        }                                                                                  \
+        o[j] = (uint8_t)(buf & m);                                                         \
+        buf >>= b;                                                                         \
+        nb -= b;                                                                           \
+    }
+
+#define DEPOSIT_PLAIN                                                                      \
+    x = 0;                                                                                 \
+    for (int i = 0; i < 8; i++)                                                            \
+        x |= ((v >> (b * i)) & m) << (8 * i)
+
+static void
+unpack_narrow_plain(const uint8_t *s, Py_ssize_t len, Py_ssize_t n, int K, uint8_t *o)
+{
+    UNPACK_BODY(DEPOSIT_PLAIN)
+}
+
+#ifdef BMI2_DISPATCH
+#include <immintrin.h>
+__attribute__((target("bmi2"))) static Py_ssize_t
+pack_narrow_bmi2(const uint8_t *p, Py_ssize_t n, int K, uint8_t *o)
+{
+    PACK_BODY(x = _pext_u64(v, mm))
+}
+
+__attribute__((target("bmi2"))) static void
+unpack_narrow_bmi2(const uint8_t *s, Py_ssize_t len, Py_ssize_t n, int K, uint8_t *o)
+{
+    UNPACK_BODY(x = _pdep_u64(v, mm))
+}
+#endif
+
+static Py_ssize_t
+pack_narrow(const uint8_t *p, Py_ssize_t n, int K, uint8_t *o)
+{
+#ifdef BMI2_DISPATCH
+    if (use_bmi2)
+        return pack_narrow_bmi2(p, n, K, o);
+#endif
+    return pack_narrow_plain(p, n, K, o);
+}
+
+static void
+unpack_narrow(const uint8_t *s, Py_ssize_t len, Py_ssize_t n, int K, uint8_t *o)
+{
+#ifdef BMI2_DISPATCH
+    if (use_bmi2) {
+        unpack_narrow_bmi2(s, len, n, K, o);
+        return;
+    }
+#endif
+    unpack_narrow_plain(s, len, n, K, o);
+}
+
+static int
+narrow_pads_clean(const uint8_t *s, Py_ssize_t len, Py_ssize_t n, int K)
+{
+    uint64_t bits = (uint64_t)n * (uint64_t)(8 - K);
+    int used = (int)(bits & 7);
+    return !used || !(s[len - 1] >> used);
+}
+
+/* Plane 0 joined: elements y = sym << (8w - 8 - K) | plane w - 1 << (8w - 16) | ...,
+ * rotated right by r. */
+static ALWAYS_INLINE void
+join_sym_body(const uint16_t *restrict sym, const uint8_t *const *p, Py_ssize_t n, int w, int r,
+              int K, uint8_t *restrict out)
+{
+    const int sh = 8 * w - 8 - K;
+    if (w == 4) {
+        const uint8_t *restrict a = p[1], *restrict b = p[2], *restrict c = p[3];
+        for (Py_ssize_t j = 0; j < n; j++) {
+            uint32_t v = (uint32_t)a[j] | ((uint32_t)b[j] << 8) | ((uint32_t)c[j] << 16) |
+                         ((uint32_t)sym[j] << sh);
+            store32le(out + 4 * j, (v >> r) | (v << (32 - r)));
+        }
+    } else {
+        const uint8_t *restrict a = p[1];
+        for (Py_ssize_t j = 0; j < n; j++) {
+            uint16_t v = (uint16_t)(a[j] | (sym[j] << sh));
+            store16le(out + 2 * j, (uint16_t)((v >> r) | (v << (16 - r))));
+        }
+    }
+}
+
+#define JOIN_SYM_ARGS                                                                      \
+    const uint16_t *sym, const uint8_t *const *p, Py_ssize_t n, int w, int r, int K, uint8_t *out
+
+static void
+join_sym_plain(JOIN_SYM_ARGS)
+{
+    join_sym_body(sym, p, n, w, r, K, out);
+}
+
+#ifdef BMI2_DISPATCH
+__attribute__((target("avx2"))) static void
+join_sym_avx2(JOIN_SYM_ARGS)
+{
+    join_sym_body(sym, p, n, w, r, K, out);
+}
+#endif
+
+static void
+join_sym(JOIN_SYM_ARGS)
+{
+#ifdef BMI2_DISPATCH
+    if (use_avx2) {
+        join_sym_avx2(sym, p, n, w, r, K, out);
+        return;
+    }
+#endif
+    join_sym_plain(sym, p, n, w, r, K, out);
+}
+
+/* Whether byte plane p (n bytes) may be worth Huffman-coding: not if a sample of four
+ * 1 KiB slices has an order-0 entropy of at least 8 * keep / 1024 bits (noise is not
+ * worth counting); else its counts, into hist. */
+static int
+plane_worth(const uint8_t *p, Py_ssize_t n, int keep, uint32_t *hist)
+{
+    if (n > 4 * HUF_SAMPLE) {
+        Py_ssize_t step = (n - HUF_SAMPLE) / 3;
+        uint32_t part[256];
+        memset(hist, 0, 256 * sizeof(uint32_t));
+        for (int k = 0; k < 4; k++) {
+            histogram(p + k * step, HUF_SAMPLE, part);
+            for (int c = 0; c < 256; c++)
+                hist[c] += part[c];
+        }
+        if (entropy(hist, 4 * HUF_SAMPLE) * 1024 >= 8.0 * keep)
+            return 0;
+    }
+    histogram(p, n, hist);
+    return 1;
+}
+
+/* Counts of ``nsyms`` symbols from counts of ``from`` symbols of more bits: symbol s
+ * gathers s << g .. (s << g) + (1 << g) - 1 (the top bits). */
+static void
+fold_hist(const uint32_t *h, int from, uint32_t *out, int nsyms)
+{
+    int g = 0;
+    while ((nsyms << g) < from)
+        g++;
+    for (int s = 0; s < nsyms; s++) {
+        uint32_t c = 0;
+        for (int i = 0; i < (1 << g); i++)
+            c += h[(s << g) + i];
+        out[s] = c;
+    }
+}
+
+/* Stored bytes of plane w - 1 for a given K: the low 8 - K bits of each byte, Huffman
+ * coded if counted (``count``; its byte counts in hb) and smaller, else packed raw. On
+ * return hn holds the folded counts. */
+static Py_ssize_t
+narrow_cost(const uint32_t *hb, int count, int K, Py_ssize_t n, int keep, uint8_t *lens,
+            uint32_t *hn)
+{
+    Py_ssize_t raw = K ? (n * (8 - K) + 7) / 8 : n;
+    if (!count)
+        return raw;
+    int nsyms = 256 >> K;
+    memset(hn, 0, sizeof(uint32_t) * (size_t)nsyms);
+    for (int b = 0; b < 256; b++)
+        hn[b & (nsyms - 1)] += hb[b];
+    int distinct = huf_lengths(hn, lens, nsyms);
+    Py_ssize_t size = distinct == 1 ? 3 : huf_size(hn, lens, nsyms, n);
+    return size * 1024 < (Py_ssize_t)keep * raw ? size : raw;
+}
+
+/* hencode(data, width, skip, rot, tries, keep) -> the codec-3 payload, Huffman planes
+ * (sub-format 2): plane 0 coded with the K (0..3) mantissa bits below the exponent that
+ * give the smallest payload, plane i > 0 Huffman-coded when bit i of ``tries`` is set
+ * and its coded size is below ``keep`` / 1024 of n, else stored raw (the narrow plane,
+ * K > 0, always raw). ``skip`` -1: the encoder picks it (pick_skip). */
 static PyObject *
 hencode(PyObject *self, PyObject *args)
 {
@@ -810,13 +1200,17 @@ hencode(PyObject *self, PyObject *args)
         skip = pick_skip(d, in.len, w);
     Py_ssize_t len = in.len, s0 = skip < len ? skip : len;
     Py_ssize_t n = (len - s0) / w, tail = len - s0 - n * w;
-    Py_ssize_t bound = 4 + 4 * w + len + 64; /* a coded plane is kept only if below n */
+    Py_ssize_t bound = 5 + 4 * w + len + 64; /* a coded plane is kept only if below n */
     uint8_t *planes = NULL, *scratch = NULL;
+    uint16_t *sym = NULL;
+    uint32_t *hist3 = NULL;
     PyObject *res = NULL;
-    planes = PyMem_RawMalloc((size_t)(n * w + 1));
+    planes = PyMem_RawMalloc((size_t)(n * (w - 1) + 1));
+    sym = PyMem_RawMalloc((size_t)(n * 2 + 2));
+    hist3 = PyMem_RawMalloc(sizeof(uint32_t) * HUF_NSYM);
     scratch = PyMem_RawMalloc((size_t)(huf_scratch(n) + 1));
     res = PyBytes_FromStringAndSize(NULL, bound);
-    if (planes == NULL || scratch == NULL || res == NULL) {
+    if (planes == NULL || sym == NULL || hist3 == NULL || scratch == NULL || res == NULL) {
         Py_CLEAR(res);
         if (!PyErr_Occurred())
             PyErr_NoMemory();
@@ -825,67 +1219,140 @@ hencode(PyObject *self, PyObject *args)
     uint8_t *out = (uint8_t *)PyBytes_AS_STRING(res), *o;
     Py_ssize_t total;
     Py_BEGIN_ALLOW_THREADS
-    split_planes(d + s0, n, w, r, planes);
-    int mask = 0;
+    split_sym(d + s0, n, w, r, sym, planes, hist3);
+    int mask = 0, K = 0;
     Py_ssize_t stored[4];
-    o = out + 4 + 4 * w;
+    o = out + 5 + 4 * w;
     memcpy(o, d, (size_t)s0);
     o += s0;
-    for (int i = 0; i < w; i++) {
-        const uint8_t *plane = planes + i * n;
-        stored[i] = n;
-        if ((tries >> i & 1) && n > 0) {
-            uint32_t hist[256];
-            uint8_t lens[256];
-            if (i > 0 && n > 4 * HUF_SAMPLE) { /* a mantissa plane: a sample first */
-                Py_ssize_t step = (n - HUF_SAMPLE) / 3;
-                uint32_t part[256];
-                memset(hist, 0, sizeof hist);
-                for (int k = 0; k < 4; k++) {
-                    histogram(plane + k * step, HUF_SAMPLE, part);
-                    for (int c = 0; c < 256; c++)
-                        hist[c] += part[c];
+    /* plane w - 1 (the byte below the exponent; K > 0: its low 8 - K bits) is counted
+     * once, if a sample says it may pay, and costed for each K */
+    uint8_t *top = planes + (w - 2) * n;
+    uint32_t hb[256];
+    int count_top = (tries >> (w - 1) & 1) && n > 0 && plane_worth(top, n, keep, hb);
+    /* plane 0: the K whose coded plane 0 plus plane w - 1 is smallest */
+    uint8_t lens[HUF_NSYM], lens2[256];
+    uint32_t hk[HUF_NSYM], hk2[256];
+    if ((tries & 1) && n > 0) {
+        /* estimated by order-0 entropy (a table of ~2 bits a symbol), and K = 0 also
+         * as raw: one Huffman code is built, for the K chosen */
+        double best_est = -1;
+        for (int k = HUF_KMAX; k >= 0; k--) {
+            int nsyms = 256 << k;
+            fold_hist(hist3, HUF_NSYM, hk, nsyms);
+            double sum = 0;
+            int distinct = 0;
+            for (int c = 0; c < nsyms; c++)
+                if (hk[c]) {
+                    sum += hk[c] <= SAMPLE_MAX ? clogc[hk[c]] : hk[c] * log2((double)hk[c]);
+                    distinct++;
                 }
-                /* no code beats the sample's order-0 entropy: noise is not worth
-                 * counting the whole plane */
-                if (entropy(hist, 4 * HUF_SAMPLE) * 1024 >= 8.0 * keep)
-                    goto raw;
+            double est = ((double)n * log2((double)n) - sum) / 8 + distinct / 4.0 + 32;
+            if (k == 0 && est * 1024 >= (double)keep * n)
+                est = (double)n;
+            est += (double)narrow_cost(hb, count_top, k, n, keep, lens, hk);
+            if (best_est < 0 || est <= best_est) {
+                best_est = est;
+                K = k;
             }
-            histogram(plane, n, hist);
-            int distinct = huf_lengths(hist, lens);
+        }
+        int nsyms = 256 << K, sh = HUF_KMAX - K;
+        fold_hist(hist3, HUF_NSYM, hk, nsyms);
+        int distinct = huf_lengths(hk, lens, nsyms);
+        if (K && distinct > 1 &&
+            huf_size(hk, lens, nsyms, n) + narrow_cost(hb, count_top, K, n, keep, lens2, hk2) >
+                2 * n) { /* the estimate was wrong: back to K = 0, never above raw */
+            K = 0;
+            nsyms = 256;
+            sh = HUF_KMAX;
+            fold_hist(hist3, HUF_NSYM, hk, nsyms);
+            distinct = huf_lengths(hk, lens, nsyms);
+        }
+        if (distinct == 1) {
+            o[0] = 0;
+            store16le(o + 1, (uint16_t)(sym[0] >> sh));
+            stored[0] = 3;
+            mask |= 1;
+        } else if (K > 0 || huf_size(hk, lens, nsyms, n) * 1024 < (Py_ssize_t)keep * n) {
+            stored[0] = huf_encode(sym, 1, sh, n, lens, nsyms, o, scratch);
+            mask |= 1;
+        } else {
+            for (Py_ssize_t j = 0; j < n; j++)
+                o[j] = (uint8_t)(sym[j] >> HUF_KMAX);
+            stored[0] = n;
+        }
+    } else {
+        for (Py_ssize_t j = 0; j < n; j++)
+            o[j] = (uint8_t)(sym[j] >> HUF_KMAX);
+        stored[0] = n;
+    }
+    o += stored[0];
+    for (int i = 1; i < w - 1; i++) {
+        const uint8_t *plane = planes + (i - 1) * n;
+        uint32_t hist[256];
+        if ((tries >> i & 1) && n > 0 && plane_worth(plane, n, keep, hist)) {
+            int distinct = huf_lengths(hist, lens, 256);
             if (distinct == 1) {
                 o[0] = 0;
-                o[1] = plane[0];
-                stored[i] = 2;
+                store16le(o + 1, plane[0]);
+                stored[i] = 3;
                 mask |= 1 << i;
-                o += 2;
+                o += 3;
                 continue;
             }
-            if (huf_size(hist, lens, n) * 1024 < (Py_ssize_t)keep * n) {
-                stored[i] = huf_encode(plane, n, lens, o, scratch);
+            if (huf_size(hist, lens, 256, n) * 1024 < (Py_ssize_t)keep * n) {
+                stored[i] = huf_encode(plane, 0, 0, n, lens, 256, o, scratch);
                 mask |= 1 << i;
                 o += stored[i];
                 continue;
             }
         }
-    raw:
         memcpy(o, plane, (size_t)n);
+        stored[i] = n;
         o += n;
+    }
+    { /* plane w - 1: coded, or raw (K > 0: packed) */
+        int nsyms = 256 >> K;
+        Py_ssize_t raw = K ? (n * (8 - K) + 7) / 8 : n;
+        Py_ssize_t size = narrow_cost(hb, count_top, K, n, keep, lens, hk);
+        if (K)
+            for (Py_ssize_t j = 0; j < n; j++)
+                top[j] &= (uint8_t)(nsyms - 1);
+        if (size < raw) {
+            int distinct = huf_lengths(hk, lens, nsyms);
+            if (distinct == 1) {
+                o[0] = 0;
+                store16le(o + 1, top[0]);
+                stored[w - 1] = 3;
+            } else {
+                stored[w - 1] = huf_encode(top, 0, 0, n, lens, nsyms, o, scratch);
+            }
+            mask |= 1 << (w - 1);
+        } else if (K) {
+            stored[w - 1] = pack_narrow(top, n, K, o);
+        } else {
+            memcpy(o, top, (size_t)n);
+            stored[w - 1] = n;
+        }
+        o += stored[w - 1];
     }
     memcpy(o, d + s0 + n * w, (size_t)tail);
     o += tail;
     out[0] = (uint8_t)w;
     out[1] = (uint8_t)s0;
-    out[2] = (uint8_t)(mask | HUF_FLAG);
+    out[2] = (uint8_t)(mask | HUF_FLAG | HUF_V2);
     out[3] = (uint8_t)r;
+    out[4] = (uint8_t)K;
     for (int i = 0; i < w; i++)
-        store32(out + 4 + 4 * i, (uint32_t)stored[i]);
+        store32(out + 5 + 4 * i, (uint32_t)stored[i]);
     total = o - out;
     Py_END_ALLOW_THREADS
     if (_PyBytes_Resize(&res, total) < 0)
         res = NULL;
 done:
     PyMem_RawFree(planes);
+    PyMem_RawFree(sym);
+    PyMem_RawFree(hist3);
     PyMem_RawFree(scratch);
     PyBuffer_Release(&in);
     return res;
@@ -899,10 +1366,11 @@ typedef struct {
     const uint8_t *p, *end;
 } bitr;
 
-/* Decode ``cnt`` symbols of one stream with the table (mask tm) into ``out``, bounds
- * checked; returns 0, or -1 if the stream ends early or has bytes or nonzero bits over. */
+/* Decode ``cnt`` symbols of one stream with the table (mask tm; entries symbol | length
+ * << 12) into ``out`` (bytes, or u16 if wide), bounds checked; returns 0, or -1 if the
+ * stream ends early or has bytes or nonzero bits over. */
 static int
-huf_stream_tail(bitr *b, const uint16_t *tab, uint32_t tm, uint8_t *out, Py_ssize_t cnt)
+huf_stream_tail(bitr *b, const uint16_t *tab, uint32_t tm, void *out, int wide, Py_ssize_t cnt)
 {
     for (Py_ssize_t i = 0; i < cnt; i++) {
         if (b->nb < HUF_MAX) {
@@ -913,10 +1381,13 @@ huf_stream_tail(bitr *b, const uint16_t *tab, uint32_t tm, uint8_t *out, Py_ssiz
             }
         }
         uint16_t e = tab[b->buf & tm];
-        int l = e >> 8;
+        int l = e >> 12;
         if (l > b->nb)
             return -1; /* the code runs past the stream's end */
-        out[i] = (uint8_t)e;
+        if (wide)
+            ((uint16_t *)out)[i] = (uint16_t)(e & 0xFFF);
+        else
+            ((uint8_t *)out)[i] = (uint8_t)e;
         b->buf >>= l;
         b->nb -= l;
     }
@@ -925,7 +1396,9 @@ huf_stream_tail(bitr *b, const uint16_t *tab, uint32_t tm, uint8_t *out, Py_ssiz
     return 0;
 }
 
-/* One lookup: up to two symbols from the bits at the bottom of x. */
+/* One lookup: up to two symbols from the bits at the bottom of x. Byte symbols: entry
+ * s1 | s2 << 8 | bits << 16 | count << 24; u16 symbols: s1 | s2 << 16 | bits << 32 |
+ * count << 40. */
 #define GET2(x, pos, d)                                                                    \
     do {                                                                                   \
         uint32_t e_ = tab2[(x) & tm], l_ = (e_ >> 16) & 255;                              \
@@ -934,58 +1407,76 @@ huf_stream_tail(bitr *b, const uint16_t *tab, uint32_t tm, uint8_t *out, Py_ssiz
         (x) >>= l_;                                                                        \
         (pos) += l_;                                                                       \
     } while (0)
-#define LOOKUPS4(pos, d)                                                                   \
+#define GET2W(x, pos, d)                                                                   \
+    do {                                                                                   \
+        uint64_t e_ = tab2w[(x) & tm];                                                     \
+        uint32_t l_ = (uint32_t)(e_ >> 32) & 255;                                          \
+        store32le((uint8_t *)(d), (uint32_t)e_);                                           \
+        (d) += e_ >> 40;                                                                   \
+        (x) >>= l_;                                                                        \
+        (pos) += l_;                                                                       \
+    } while (0)
+#define LOOKUPS4(G, pos, d)                                                                \
     do {                                                                                   \
         uint64_t x_ = load64(base + ((pos) >> 3)) >> ((pos) & 7); /* >= 57 bits */         \
-        GET2(x_, pos, d);                                                                  \
-        GET2(x_, pos, d);                                                                  \
-        GET2(x_, pos, d);                                                                  \
-        GET2(x_, pos, d);                                                                  \
+        G(x_, pos, d);                                                                     \
+        G(x_, pos, d);                                                                     \
+        G(x_, pos, d);                                                                     \
+        G(x_, pos, d);                                                                     \
     } while (0)
 
 /* The bulk of four streams at once, two symbols a lookup where they fit: while each has
  * 8 bytes to load at its bit position and room for 8 more symbols (4 lookups of at most
  * 12 bits from the 57 a load gives). Each stream's state is just its bit position (from
  * ``base``) and its output pointer. Leaves the rest to huf_stream_tail. */
+#define FAST4_LOOP(T, G)                                                                   \
+    do {                                                                                   \
+        uint64_t pa = pos[0], pb = pos[1], pc = pos[2], pd = pos[3];                       \
+        T *da = (T *)dst[0], *db = (T *)dst[1], *dc = (T *)dst[2], *dd = (T *)dst[3];      \
+        T *ea = (T *)dend[0], *eb = (T *)dend[1], *ec = (T *)dend[2], *ed = (T *)dend[3];  \
+        while ((pa >> 3) + 8 <= end[0] && (pb >> 3) + 8 <= end[1] &&                       \
+               (pc >> 3) + 8 <= end[2] && (pd >> 3) + 8 <= end[3] && da + 8 <= ea &&       \
+               db + 8 <= eb && dc + 8 <= ec && dd + 8 <= ed) {                             \
+            LOOKUPS4(G, pa, da);                                                           \
+            LOOKUPS4(G, pb, db);                                                           \
+            LOOKUPS4(G, pc, dc);                                                           \
+            LOOKUPS4(G, pd, dd);                                                           \
+        }                                                                                  \
+        pos[0] = pa;                                                                       \
+        pos[1] = pb;                                                                       \
+        pos[2] = pc;                                                                       \
+        pos[3] = pd;                                                                       \
+        dst[0] = da;                                                                       \
+        dst[1] = db;                                                                       \
+        dst[2] = dc;                                                                       \
+        dst[3] = dd;                                                                       \
+    } while (0)
+
 static ALWAYS_INLINE void
-huf_fast4_body(const uint8_t *base, uint64_t *pos, const uint64_t *end, uint8_t **dst,
-               uint8_t *const *dend, const uint32_t *tab2, uint32_t tm)
+huf_fast4_body(const uint8_t *base, uint64_t *pos, const uint64_t *end, void **dst,
+               void *const *dend, const uint32_t *tab2, const uint64_t *tab2w, uint32_t tm)
 {
-    uint64_t pa = pos[0], pb = pos[1], pc = pos[2], pd = pos[3];
-    uint8_t *da = dst[0], *db = dst[1], *dc = dst[2], *dd = dst[3];
-    while ((pa >> 3) + 8 <= end[0] && (pb >> 3) + 8 <= end[1] && (pc >> 3) + 8 <= end[2] &&
-           (pd >> 3) + 8 <= end[3] && da + 8 <= dend[0] && db + 8 <= dend[1] &&
-           dc + 8 <= dend[2] && dd + 8 <= dend[3]) {
-        LOOKUPS4(pa, da);
-        LOOKUPS4(pb, db);
-        LOOKUPS4(pc, dc);
-        LOOKUPS4(pd, dd);
-    }
-    pos[0] = pa;
-    pos[1] = pb;
-    pos[2] = pc;
-    pos[3] = pd;
-    dst[0] = da;
-    dst[1] = db;
-    dst[2] = dc;
-    dst[3] = dd;
+    if (tab2w)
+        FAST4_LOOP(uint16_t, GET2W);
+    else
+        FAST4_LOOP(uint8_t, GET2);
 }
 
 #define FAST4_ARGS                                                                         \
-    const uint8_t *base, uint64_t *pos, const uint64_t *end, uint8_t **dst,                \
-        uint8_t *const *dend, const uint32_t *tab2, uint32_t tm
+    const uint8_t *base, uint64_t *pos, const uint64_t *end, void **dst, void *const *dend, \
+        const uint32_t *tab2, const uint64_t *tab2w, uint32_t tm
 
 static void
 huf_fast4_plain(FAST4_ARGS)
 {
-    huf_fast4_body(base, pos, end, dst, dend, tab2, tm);
+    huf_fast4_body(base, pos, end, dst, dend, tab2, tab2w, tm);
 }
 
 #ifdef BMI2_DISPATCH
 __attribute__((target("bmi2"))) static void
 huf_fast4_bmi2(FAST4_ARGS)
 {
-    huf_fast4_body(base, pos, end, dst, dend, tab2, tm);
+    huf_fast4_body(base, pos, end, dst, dend, tab2, tab2w, tm);
 }
 #endif
 
@@ -994,63 +1485,138 @@ huf_fast4(FAST4_ARGS)
 {
 #ifdef BMI2_DISPATCH
     if (use_bmi2) {
-        huf_fast4_bmi2(base, pos, end, dst, dend, tab2, tm);
+        huf_fast4_bmi2(base, pos, end, dst, dend, tab2, tab2w, tm);
         return;
     }
 #endif
-    huf_fast4_plain(base, pos, end, dst, dend, tab2, tm);
+    huf_fast4_plain(base, pos, end, dst, dend, tab2, tab2w, tm);
 }
 
-/* Decode one Huffman plane of n symbols from src[0 .. len) into out; 0 or an error text. */
+typedef struct {
+    uint16_t *tab;  /* 1 << HUF_MAX entries */
+    uint32_t *tab2; /* 1 << HUF_MAX entries */
+    uint64_t *tab2w; /* 1 << HUF_MAX entries */
+} huf_tables;
+
+/* Decode one Huffman plane of n symbols (sub-format ``v``: 1 or 2; ``symbits``: 8, or
+ * 8 + K for plane 0 of sub-format 2, written as u16) from src[0 .. len) into out; NULL
+ * or an error text. */
 static const char *
-huf_decode(const uint8_t *src, Py_ssize_t len, Py_ssize_t n, uint8_t *out, uint16_t *tab,
-           uint32_t *tab2)
+huf_decode(const uint8_t *src, Py_ssize_t len, Py_ssize_t n, int v, int symbits, void *out,
+           huf_tables *tb)
 {
+    const int wide = symbits > 8, nsyms = 1 << symbits;
     if (len < 1)
         return "a Huffman plane is empty";
     int t = src[0];
     if (t == 0) {
-        if (len != 2)
-            return "a constant plane is not 2 bytes";
-        memset(out, src[1], (size_t)n);
+        if (len != (v == 1 ? 2 : 3))
+            return "a constant plane is not 2 bytes (3 in sub-format 2)";
+        int s = v == 1 ? src[1] : load16le(src + 1);
+        if (s >= nsyms)
+            return "a constant plane's symbol is out of range";
+        if (wide)
+            for (Py_ssize_t j = 0; j < n; j++)
+                ((uint16_t *)out)[j] = (uint16_t)s;
+        else
+            memset(out, s, (size_t)n);
         return NULL;
     }
-    if (t > HUF_MAX || len < 3)
+    int hl = v == 1 ? 3 : 5;
+    if (t > HUF_MAX || len < hl)
         return "a Huffman plane's header is invalid";
-    int first = src[1], last = src[2];
-    if (first > last)
-        return "a Huffman plane's symbol range is empty";
-    Py_ssize_t at = 3 + (last - first + 2) / 2;
-    int lf = huf_lenfield(n);
-    if (len < at + lf * (HUF_STREAMS - 1))
-        return "a Huffman plane's header is truncated";
-    uint8_t lens[256];
+    int first = v == 1 ? src[1] : load16le(src + 1), last = v == 1 ? src[2] : load16le(src + 3);
+    if (first > last || last >= nsyms)
+        return "a Huffman plane's symbol range is empty or out of range";
+    uint8_t lens[HUF_NSYM];
     memset(lens, 0, sizeof lens);
     uint32_t kraft = 0;
     int longest = 0;
+    Py_ssize_t at;
+    if (v == 1) {
+        at = 3 + (last - first + 2) / 2;
+        if (len < at)
+            return "a Huffman plane's header is truncated";
+        for (int s = first; s <= last; s++)
+            lens[s] = (src[3 + (s - first) / 2] >> (4 * ((s - first) & 1))) & 15;
+        if ((last - first) % 2 == 0 && (src[at - 1] >> 4))
+            return "a Huffman plane's padding nibble is not zero";
+    } else {
+        Py_ssize_t k = 0, limit = 8 * (len - hl); /* bits there are */
+        int prev = t;
+#define GETB(x, n)                                                                         \
+    do {                                                                                   \
+        if (k + (n) > limit)                                                               \
+            return "a Huffman plane's header is truncated";                                \
+        (x) = 0;                                                                           \
+        for (int i_ = 0; i_ < (n); i_++, k++)                                              \
+            (x) |= ((src[hl + (k >> 3)] >> (k & 7)) & 1) << i_;                            \
+    } while (0)
+        for (int s = first; s <= last;) {
+            int x;
+            GETB(x, 1);
+            if (!x) {
+                lens[s++] = (uint8_t)prev;
+                continue;
+            }
+            GETB(x, 1);
+            if (!x) {
+                GETB(x, 1);
+                prev += x ? 1 : -1;
+                if (prev < 1 || prev > HUF_MAX)
+                    return "a Huffman plane's code length is out of range";
+                lens[s++] = (uint8_t)prev;
+                continue;
+            }
+            GETB(x, 1);
+            if (!x) {
+                s++; /* absent */
+                continue;
+            }
+            GETB(x, 4);
+            if (x == 0) {
+                int z;
+                GETB(z, 4);
+                if (s + z + 2 > last + 1)
+                    return "a Huffman plane's run of absent symbols passes its last symbol";
+                s += z + 2;
+            } else if (x > HUF_MAX) {
+                return "a Huffman plane's code length is out of range";
+            } else {
+                lens[s++] = (uint8_t)x;
+                prev = x;
+            }
+        }
+#undef GETB
+        if ((k & 7) && (src[hl + (k >> 3)] >> (k & 7)))
+            return "a Huffman plane's padding bits are not zero";
+        k = (k + 7) & ~(Py_ssize_t)7;
+        at = hl + k / 8;
+    }
+    int lf = huf_lenfield(n);
+    if (len < at + lf * (HUF_STREAMS - 1))
+        return "a Huffman plane's header is truncated";
     for (int s = first; s <= last; s++) {
-        int l = (src[3 + (s - first) / 2] >> (4 * ((s - first) & 1))) & 15;
+        int l = lens[s];
         if (l > t)
             return "a Huffman code is longer than the plane's longest";
-        lens[s] = (uint8_t)l;
         if (l) {
             kraft += 1u << (t - l);
             if (l > longest)
                 longest = l;
         }
     }
-    if ((last - first) % 2 == 0 && (src[at - 1] >> 4))
-        return "a Huffman plane's padding nibble is not zero";
     if (kraft != (1u << t) || longest != t)
         return "a Huffman plane's code lengths are not a complete code";
-    uint32_t codes[256];
-    huf_codes(lens, codes);
+    uint32_t codes[HUF_NSYM];
+    huf_codes(lens, codes, nsyms);
     uint32_t tm = (1u << t) - 1;
-    for (int s = 0; s < 256; s++) {
+    uint16_t *tab = tb->tab;
+    for (int s = first; s <= last; s++) {
         int l = lens[s];
         if (!l)
             continue;
-        uint16_t e = (uint16_t)(s | (l << 8));
+        uint16_t e = (uint16_t)(s | (l << 12));
         for (uint32_t x = codes[s] & 0xFFFF; x <= tm; x += 1u << l)
             tab[x] = e;
     }
@@ -1066,29 +1632,44 @@ huf_decode(const uint8_t *src, Py_ssize_t len, Py_ssize_t n, uint8_t *out, uint1
     bl[HUF_STREAMS - 1] = len - at - sum;
     Py_ssize_t m = (n + HUF_STREAMS - 1) / HUF_STREAMS, cnt[HUF_STREAMS];
     bitr b[HUF_STREAMS];
-    uint8_t *dst[HUF_STREAMS];
+    void *dst[HUF_STREAMS], *dend[HUF_STREAMS];
+    const int ow = wide ? 2 : 1;
     for (int k = 0; k < HUF_STREAMS; k++) {
         Py_ssize_t c = n - k * m;
         cnt[k] = c < 0 ? 0 : (c > m ? m : c);
-        dst[k] = out + k * m;
+        dst[k] = (uint8_t *)out + (cnt[k] ? k * m : 0) * ow;
+        dend[k] = (uint8_t *)dst[k] + cnt[k] * ow;
         b[k].buf = 0;
         b[k].nb = 0;
         b[k].p = src + at;
         b[k].end = src + at + bl[k];
         at += bl[k];
     }
-    /* pairs: tab2[x] decodes the code at the bottom of x and, if the next code fits in
-     * the rest of the t bits, that one too: s1 | s2 << 8 | bits << 16 | count << 24 */
-    for (uint32_t x = 0; x <= tm; x++) {
-        uint16_t e1 = tab[x], e2 = tab[x >> (e1 >> 8)];
-        uint32_t l1 = e1 >> 8, l2 = e2 >> 8;
-        tab2[x] = l1 + l2 <= (uint32_t)t
-                      ? (uint32_t)(e1 & 255) | (uint32_t)(e2 & 255) << 8 | (l1 + l2) << 16 | 2u << 24
-                      : (uint32_t)(e1 & 255) | l1 << 16 | 1u << 24;
+    /* pairs: decodes the code at the bottom of x and, if the next code fits in the rest
+     * of the t bits, that one too */
+    const uint32_t *tab2 = NULL;
+    const uint64_t *tab2w = NULL;
+    if (wide) {
+        for (uint32_t x = 0; x <= tm; x++) {
+            uint16_t e1 = tab[x], e2 = tab[x >> (e1 >> 12)];
+            uint64_t l1 = e1 >> 12, l2 = e2 >> 12;
+            tb->tab2w[x] = l1 + l2 <= (uint64_t)t
+                               ? (uint64_t)(e1 & 0xFFF) | (uint64_t)(e2 & 0xFFF) << 16 |
+                                     (l1 + l2) << 32 | 2ull << 40
+                               : (uint64_t)(e1 & 0xFFF) | l1 << 32 | 1ull << 40;
+        }
+        tab2w = tb->tab2w;
+    } else {
+        for (uint32_t x = 0; x <= tm; x++) {
+            uint16_t e1 = tab[x], e2 = tab[x >> (e1 >> 12)];
+            uint32_t l1 = e1 >> 12, l2 = e2 >> 12;
+            tb->tab2[x] = l1 + l2 <= (uint32_t)t
+                              ? (uint32_t)(e1 & 255) | (uint32_t)(e2 & 255) << 8 |
+                                    (l1 + l2) << 16 | 2u << 24
+                              : (uint32_t)(e1 & 255) | l1 << 16 | 1u << 24;
+        }
+        tab2 = tb->tab2;
     }
-    uint8_t *dend[HUF_STREAMS];
-    for (int k = 0; k < HUF_STREAMS; k++)
-        dend[k] = dst[k] + cnt[k];
     const uint8_t *base = b[0].p;
     uint64_t pos[HUF_STREAMS], end[HUF_STREAMS];
     for (int k = 0; k < HUF_STREAMS; k++) {
@@ -1096,7 +1677,7 @@ huf_decode(const uint8_t *src, Py_ssize_t len, Py_ssize_t n, uint8_t *out, uint1
         end[k] = (uint64_t)(b[k].end - base);
     }
     for (int g = 0; g < HUF_STREAMS; g += 4)
-        huf_fast4(base, pos + g, end + g, dst + g, dend + g, tab2, tm);
+        huf_fast4(base, pos + g, end + g, dst + g, dend + g, tab2, tab2w, tm);
     for (int k = 0; k < HUF_STREAMS; k++) { /* back to a byte pointer and buffered bits */
         b[k].p = base + (pos[k] >> 3);
         if (pos[k] & 7) {
@@ -1105,7 +1686,8 @@ huf_decode(const uint8_t *src, Py_ssize_t len, Py_ssize_t n, uint8_t *out, uint1
         }
     }
     for (int k = 0; k < HUF_STREAMS; k++)
-        if (huf_stream_tail(&b[k], tab, tm, dst[k], dend[k] - dst[k]) < 0)
+        if (huf_stream_tail(&b[k], tab, tm, dst[k], wide,
+                            ((uint8_t *)dend[k] - (uint8_t *)dst[k]) / ow) < 0)
             return "a Huffman stream does not hold its symbols exactly";
     return NULL;
 }
@@ -1123,20 +1705,26 @@ hdecode(PyObject *self, PyObject *args)
     const char *err = NULL;
     PyObject *res = NULL;
     uint8_t *planes = NULL;
-    uint16_t *tab = NULL;
-    uint32_t *tab2 = NULL;
+    uint16_t *sym = NULL;
+    huf_tables tb = {NULL, NULL, NULL};
     if (len < 4) {
         err = "float payload has no header";
         goto done;
     }
     int w = d[0], skip = d[1], mask = d[2], r = d[3];
-    if ((w != 2 && w != 4) || skip >= w || !(mask & HUF_FLAG) || ((mask & 0x7F) >> w) ||
+    int v = (mask & HUF_V2) ? 2 : 1, hl = v == 1 ? 4 : 5;
+    if ((w != 2 && w != 4) || skip >= w || !(mask & HUF_FLAG) || ((mask & 0x3F) >> w) ||
         r < 1 || r >= 8 * w) {
         err = "float planes header is invalid";
         goto done;
     }
-    if (len < 4 + 4 * w) {
+    if (len < hl + 4 * w) {
         err = "float planes header is truncated";
+        goto done;
+    }
+    int K = v == 2 ? d[4] : 0;
+    if (K > HUF_KMAX || (K && !(mask & 1))) {
+        err = "float planes header is invalid (K above 3, or K > 0 with plane 0 raw)";
         goto done;
     }
     if (raw_len < skip) {
@@ -1144,24 +1732,32 @@ hdecode(PyObject *self, PyObject *args)
         goto done;
     }
     Py_ssize_t n = (raw_len - skip) / w, tail = raw_len - skip - n * w;
+    Py_ssize_t narrow = K ? (n * (8 - K) + 7) / 8 : n;
     Py_ssize_t stored[4], sum = 0;
     for (int i = 0; i < w; i++) {
-        stored[i] = (Py_ssize_t)load32(d + 4 + 4 * i);
+        stored[i] = (Py_ssize_t)load32(d + hl + 4 * i);
         sum += stored[i];
-        if (!(mask >> i & 1) && stored[i] != n) {
+        if (!(mask >> i & 1) && stored[i] != (i == w - 1 ? narrow : n)) {
             err = "a raw float plane has the wrong length";
             goto done;
         }
     }
-    if (len != 4 + 4 * w + skip + sum + tail) {
+    if (len != hl + 4 * w + skip + sum + tail) {
         err = "float payload length does not match its header and raw length";
         goto done;
     }
+    if (K && narrow && !(mask >> (w - 1) & 1) && !narrow_pads_clean(d + len - tail - stored[w - 1], stored[w - 1], n, K)) {
+        err = "a narrow float plane's padding bits are not zero";
+        goto done;
+    }
     res = PyBytes_FromStringAndSize(NULL, raw_len);
-    planes = PyMem_RawMalloc((size_t)(n * w + 1));
-    tab = PyMem_RawMalloc(sizeof(uint16_t) << HUF_MAX);
-    tab2 = PyMem_RawMalloc(sizeof(uint32_t) << HUF_MAX);
-    if (res == NULL || planes == NULL || tab == NULL || tab2 == NULL) {
+    planes = PyMem_RawMalloc((size_t)(n * w + 8));
+    sym = K ? PyMem_RawMalloc((size_t)(n * 2 + 8)) : NULL;
+    tb.tab = PyMem_RawMalloc(sizeof(uint16_t) << HUF_MAX);
+    tb.tab2 = PyMem_RawMalloc(sizeof(uint32_t) << HUF_MAX);
+    tb.tab2w = PyMem_RawMalloc(sizeof(uint64_t) << HUF_MAX);
+    if (res == NULL || planes == NULL || (K && sym == NULL) || tb.tab == NULL ||
+        tb.tab2 == NULL || tb.tab2w == NULL) {
         Py_CLEAR(res);
         if (!PyErr_Occurred())
             PyErr_NoMemory();
@@ -1169,21 +1765,28 @@ hdecode(PyObject *self, PyObject *args)
     }
     uint8_t *out = (uint8_t *)PyBytes_AS_STRING(res);
     Py_BEGIN_ALLOW_THREADS
-    const uint8_t *p = d + 4 + 4 * w;
+    const uint8_t *p = d + hl + 4 * w;
     const uint8_t *pl[4];
     memcpy(out, p, (size_t)skip);
     p += skip;
     for (int i = 0; i < w && !err; i++) {
-        if (mask >> i & 1) {
-            err = huf_decode(p, stored[i], n, planes + i * n, tab, tab2);
-            pl[i] = planes + i * n;
+        pl[i] = planes + i * n;
+        if (i == 0 && K) {
+            err = huf_decode(p, stored[0], n, 2, 8 + K, sym, &tb);
+        } else if (mask >> i & 1) {
+            err = huf_decode(p, stored[i], n, v, i == w - 1 ? 8 - K : 8, planes + i * n, &tb);
+        } else if (i == w - 1 && K) {
+            unpack_narrow(p, stored[i], n, K, planes + i * n);
         } else {
             pl[i] = p;
         }
         p += stored[i];
     }
     if (!err) {
-        join_planes(pl, n, w, r, out + skip);
+        if (K)
+            join_sym(sym, pl, n, w, r, K, out + skip);
+        else
+            join_planes(pl, n, w, r, out + skip);
         memcpy(out + skip + n * w, p, (size_t)tail);
     }
     Py_END_ALLOW_THREADS
@@ -1193,12 +1796,13 @@ done:
         PyErr_SetString(PyExc_ValueError, err);
     }
     PyMem_RawFree(planes);
-    PyMem_RawFree(tab);
-    PyMem_RawFree(tab2);
+    PyMem_RawFree(sym);
+    PyMem_RawFree(tb.tab);
+    PyMem_RawFree(tb.tab2);
+    PyMem_RawFree(tb.tab2w);
     PyBuffer_Release(&in);
     return res;
 }
-
 static PyMethodDef methods[] = {
     {"split", split, METH_VARARGS,
      "split(data, width, rot) -> the planes of len(data) // width elements, back to back."},
@@ -1226,6 +1830,12 @@ PyInit__floatcodec(void)
     use_bmi2 = __builtin_cpu_supports("bmi2");
     use_avx2 = __builtin_cpu_supports("avx2");
 #endif
+    for (int x = 0; x < (1 << HUF_MAX); x++) {
+        int r = 0;
+        for (int b = 0; b < HUF_MAX; b++)
+            r |= ((x >> b) & 1) << (HUF_MAX - 1 - b);
+        rev12[x] = (uint16_t)r;
+    }
     clogc[0] = 0.0f;
     for (int c = 1; c <= SAMPLE_MAX; c++)
         clogc[c] = (float)(c * log2((double)c));

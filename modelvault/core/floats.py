@@ -1,7 +1,8 @@
 """The float codec (codec 3, docs/format.md section 2): elements of 2 or 4 bytes rotated
 and cut into planes, the exponent plane (and any mantissa plane that pays) entropy-coded:
-Huffman-coded in C (the Huffman-planes sub-format, what the store writes) or zstd'd (the
-first form, still read).
+Huffman-coded in C (the Huffman-planes sub-format 2, what the store writes: the exponent
+coded with up to 2 mantissa bits; sub-format 1, still read) or zstd'd (the first form,
+still read).
 
 :func:`float_plan` decides from a sample whether it pays, :func:`encode_float_huffman`
 (and :func:`encode_float_hinted`, for a chunk whose dtype is known) writes a payload,
@@ -38,6 +39,8 @@ PLANE_TRY_BITS = 7.99  # a mantissa plane is tried with zstd when its sample is 
 # plane 0, which the Huffman planes code near its entropy.
 FLOAT_DTYPES = {"F32": (4, 1), "BF16": (2, 1), "F16": (2, 1)}
 HUF_FLAG = 0x80  # plane mask bit 7: the marked planes are Huffman-coded (not zstd)
+HUF_V2 = 0x40  # plane mask bit 6 (with 7): sub-format 2, plane 0 with K mantissa bits
+HUF_KMAX = 2  # sub-format 2: at most this many mantissa bits coded with the exponent
 HUF_MAX = 12  # longest Huffman code, bits
 HUF_STREAMS = 8  # a Huffman plane's symbols in this many bit streams
 HUF_SMALL_M = 43690  # streams of at most this many codes have u16 lengths (12 bits each)
@@ -101,12 +104,15 @@ def float_plan(
 def encode_float_huffman(
     data: bytes | memoryview, width: int, skip: int = 0, rot: int = 1, tries: int = 1
 ) -> bytes:
-    """The codec-3 payload of ``data`` in the Huffman sub-format (docs/format.md, section
-    2): as :func:`encode_float`, but plane i, if bit i of ``tries`` is set, is coded with
-    a canonical Huffman code of its own when that is below :data:`HUF_KEEP` of the plane
-    (a mantissa plane is first judged on a 4 KiB sample), a constant plane in 2 bytes.
+    """The codec-3 payload of ``data`` in the Huffman sub-format 2 (docs/format.md,
+    section 2): as :func:`encode_float`, but plane 0 holds the exponent byte and the K
+    (0..2, the encoder's choice) mantissa bits below it as one symbol, plane w - 1 the
+    rest of that byte, and plane i, if bit i of ``tries`` is set, is coded with a
+    canonical Huffman code of its own when that is below :data:`HUF_KEEP` of the plane
+    (a mantissa plane is first judged on a 4 KiB sample), a constant plane in 3 bytes.
     ``skip`` -1 lets the encoder pick it.
-    One call into ``_floatcodec``, without the GIL."""
+    One call into ``_floatcodec``, without the GIL: one pass over the elements splits
+    and counts them, then the planes are coded."""
     if _fc is None:
         raise RuntimeError("the float codec needs modelvault._floatcodec, which is not built")
     if width not in FLOAT_WIDTHS or not -1 <= skip < width or not 1 <= rot < 8 * width:
@@ -229,7 +235,7 @@ def huf_lenfield(n: int) -> int:
 
 
 def _huffman_codes(lens: list[int]) -> list[int]:
-    """Canonical codes (docs/format.md, section 2) of the 256 code lengths ``lens``."""
+    """Canonical codes (docs/format.md, section 2) of the code lengths ``lens``."""
     num = [0] * (HUF_MAX + 2)
     for n in lens:
         num[n] += 1
@@ -239,7 +245,7 @@ def _huffman_codes(lens: list[int]) -> list[int]:
     for n in range(1, HUF_MAX + 1):
         code = (code + num[n - 1]) << 1
         nxt[n] = code
-    codes = [0] * 256
+    codes = [0] * len(lens)
     for s, n in enumerate(lens):
         if n:
             codes[s] = nxt[n]
@@ -247,37 +253,103 @@ def _huffman_codes(lens: list[int]) -> list[int]:
     return codes
 
 
-def _huffman_plane_py(src: memoryview, n: int) -> bytes:
-    """One Huffman plane of ``n`` symbols, decoded in Python (a build without the C)."""
+def _table_v2(src: memoryview, first: int, last: int, t: int) -> tuple[list[int], int]:
+    """The code lengths of symbols ``first..last`` of a sub-format 2 plane (its bit
+    string from ``src[5]`` on) and the byte offset after them."""
     bad = IntegrityError
+    lens: list[int] = [0] * (last + 1)
+    limit = 8 * (len(src) - 5)
+    pos = 0
+
+    def bits(count: int) -> int:
+        nonlocal pos
+        if pos + count > limit:
+            raise bad("invalid float payload (Huffman planes): a plane header is truncated")
+        x = 0
+        for i in range(count):
+            x |= (src[5 + (pos >> 3)] >> (pos & 7) & 1) << i
+            pos += 1
+        return x
+
+    prev, s = t, first
+    while s <= last:
+        if not bits(1):
+            lens[s] = prev
+            s += 1
+        elif not bits(1):
+            prev += 1 if bits(1) else -1
+            if not 1 <= prev <= HUF_MAX:
+                raise bad("invalid float payload (Huffman planes): a code length is out of range")
+            lens[s] = prev
+            s += 1
+        elif not bits(1):
+            s += 1
+        else:
+            v = bits(4)
+            if v == 0:
+                z = bits(4)
+                if s + z + 2 > last + 1:
+                    raise bad(
+                        "invalid float payload (Huffman planes): a run passes the last symbol"
+                    )
+                s += z + 2
+            elif v > HUF_MAX:
+                raise bad("invalid float payload (Huffman planes): a code length is out of range")
+            else:
+                lens[s] = prev = v
+                s += 1
+    if pos & 7 and src[5 + (pos >> 3)] >> (pos & 7):
+        raise bad("invalid float payload (Huffman planes): a padding bit is not zero")
+    return lens, 5 + (pos + 7) // 8
+
+
+def _huffman_plane_py(src: memoryview, n: int, v: int = 1, symbits: int = 8) -> list[int]:
+    """One Huffman plane of ``n`` symbols of sub-format ``v`` (each below 2 ** symbits),
+    decoded in Python (a build without the C)."""
+    bad = IntegrityError
+    nsyms = 1 << symbits
     if len(src) < 1:
         raise bad("invalid float payload (Huffman planes): a Huffman plane is empty")
     t = src[0]
     if t == 0:
-        if len(src) != 2:
-            raise bad("invalid float payload (Huffman planes): a constant plane is not 2 bytes")
-        return bytes([src[1]]) * n
-    if t > HUF_MAX or len(src) < 3 or src[1] > src[2]:
+        if len(src) != (2 if v == 1 else 3):
+            raise bad("invalid float payload (Huffman planes): a constant plane's length")
+        sym = src[1] if v == 1 else src[1] | src[2] << 8
+        if sym >= nsyms:
+            raise bad("invalid float payload (Huffman planes): a constant symbol is out of range")
+        return [sym] * n
+    head = 3 if v == 1 else 5
+    if t > HUF_MAX or len(src) < head:
         raise bad("invalid float payload (Huffman planes): a plane header is invalid")
-    first, last = src[1], src[2]
-    at = 3 + (last - first + 2) // 2
+    if v == 1:
+        first, last = src[1], src[2]
+    else:
+        first, last = src[1] | src[2] << 8, src[3] | src[4] << 8
+    if first > last or last >= nsyms:
+        raise bad("invalid float payload (Huffman planes): a plane header is invalid")
+    if v == 1:
+        at = 3 + (last - first + 2) // 2
+        if len(src) < at:
+            raise bad("invalid float payload (Huffman planes): a plane header is truncated")
+        lens = [0] * 256
+        for s in range(first, last + 1):
+            lens[s] = src[3 + (s - first) // 2] >> 4 * ((s - first) & 1) & 15
+        if (last - first) % 2 == 0 and src[at - 1] >> 4:
+            raise bad("invalid float payload (Huffman planes): a padding nibble is not zero")
+    else:
+        lens, at = _table_v2(src, first, last, t)
     lf = huf_lenfield(n)
     if len(src) < at + lf * (HUF_STREAMS - 1):
         raise bad("invalid float payload (Huffman planes): a plane header is truncated")
-    lens = [0] * 256
-    for s in range(first, last + 1):
-        lens[s] = src[3 + (s - first) // 2] >> 4 * ((s - first) & 1) & 15
-    if (last - first) % 2 == 0 and src[at - 1] >> 4:
-        raise bad("invalid float payload (Huffman planes): a padding nibble is not zero")
     if max(lens) != t or sum(1 << (t - n) for n in lens if n) != 1 << t:
         raise bad("invalid float payload (Huffman planes): the code is not complete")
-    # a t-bit lookup: the code at the bottom of any t bits (LSB-first) -> symbol | length << 8
-    lookup = [0] * (1 << t)
+    # a t-bit lookup: the code at the bottom of any t bits (LSB-first) -> symbol, length
+    lookup = [(0, 0)] * (1 << t)
     for s, c in enumerate(_huffman_codes(lens)):
         n_bits = lens[s]
         if n_bits:
             r = int(format(c, f"0{n_bits}b")[::-1], 2)
-            lookup[r :: 1 << n_bits] = [s | n_bits << 8] * (1 << (t - n_bits))
+            lookup[r :: 1 << n_bits] = [(s, n_bits)] * (1 << (t - n_bits))
     sizes = list(struct.unpack_from(f"<{HUF_STREAMS - 1}{'H' if lf == 2 else 'I'}", src, at))
     at += lf * (HUF_STREAMS - 1)
     if sum(sizes) > len(src) - at:
@@ -285,7 +357,7 @@ def _huffman_plane_py(src: memoryview, n: int) -> bytes:
     sizes.append(len(src) - at - sum(sizes))
     m = -(-n // HUF_STREAMS)
     mask = (1 << t) - 1
-    out = bytearray()
+    out: list[int] = []
     for k, size in enumerate(sizes):
         count = min(max(n - k * m, 0), m)
         data = bytes(src[at : at + size]) + bytes(8)  # zeros past the end: checked below
@@ -296,42 +368,69 @@ def _huffman_plane_py(src: memoryview, n: int) -> bytes:
                 buf |= int.from_bytes(data[i : i + 6], "little") << nb
                 i += 6
                 nb += 48
-            e = lookup[buf & mask]
-            out.append(e & 255)
-            buf >>= e >> 8
-            nb -= e >> 8
+            sym, length = lookup[buf & mask]
+            out.append(sym)
+            buf >>= length
+            nb -= length
         used = 8 * i - nb  # bits of codes read
         if used > 8 * size:
             raise bad("invalid float payload (Huffman planes): a code runs past its stream")
         if -(-used // 8) != size or (size and data[size - 1] >> (used - 8 * (size - 1))):
             raise bad("invalid float payload (Huffman planes): a stream has bits over")
-    return bytes(out)
+    return out
 
 
 def _decode_huffman_py(view: memoryview, raw_len: int) -> bytes:
     """:func:`_decode_float` of a Huffman-planes payload without ``_floatcodec``."""
+    import numpy as np
+
+    bad = IntegrityError
     if len(view) < FLOAT_HEAD.size:
-        raise IntegrityError(f"float payload of {len(view)} bytes has no header")
+        raise bad(f"float payload of {len(view)} bytes has no header")
     width, skip, mask, rot = FLOAT_HEAD.unpack_from(view)
-    mask &= ~HUF_FLAG
+    v = 2 if mask & HUF_V2 else 1
+    mask &= ~(HUF_FLAG | HUF_V2)
     if width not in FLOAT_WIDTHS or skip >= width or mask >> width or not 1 <= rot < 8 * width:
-        raise IntegrityError("invalid float payload (Huffman planes): header is invalid")
-    head = FLOAT_HEAD.size + 4 * width
+        raise bad("invalid float payload (Huffman planes): header is invalid")
+    hl = FLOAT_HEAD.size + (v == 2)
+    head = hl + 4 * width
     if len(view) < head or raw_len < skip:
-        raise IntegrityError("invalid float payload (Huffman planes): header is truncated")
-    lengths = struct.unpack_from(f"<{width}I", view, FLOAT_HEAD.size)
+        raise bad("invalid float payload (Huffman planes): header is truncated")
+    k = view[4] if v == 2 else 0
+    if k > HUF_KMAX or (k and not mask & 1):
+        raise bad("invalid float payload (Huffman planes): header is invalid")
+    lengths = struct.unpack_from(f"<{width}I", view, hl)
     n, tail = divmod(raw_len - skip, width)
+    narrow = -(-n * (8 - k) // 8)
     if len(view) != head + skip + sum(lengths) + tail:
-        raise IntegrityError("invalid float payload (Huffman planes): length does not match")
-    planes: list[bytes | memoryview] = []
+        raise bad("invalid float payload (Huffman planes): length does not match")
+    planes: list[np.ndarray] = []
     at = head + skip
     for i, length in enumerate(lengths):
         plane = view[at : at + length]
         at += length
+        bits = 8 + k if i == 0 else 8 - k if i == width - 1 else 8
         if mask >> i & 1:
-            planes.append(_huffman_plane_py(plane, n))
+            planes.append(np.array(_huffman_plane_py(plane, n, v, bits), np.uint64))
+        elif i == width - 1 and k:
+            if length != narrow:
+                raise bad("invalid float payload (Huffman planes): a raw plane's length")
+            flat = np.unpackbits(np.frombuffer(plane, np.uint8), bitorder="little")
+            if flat[n * (8 - k) :].any():
+                raise bad("invalid float payload (Huffman planes): a padding bit is not zero")
+            weights = np.left_shift(np.uint64(1), np.arange(8 - k, dtype=np.uint64))
+            cells = flat[: n * (8 - k)].reshape(n, 8 - k).astype(np.uint64)
+            planes.append(cells @ weights if n else np.zeros(0, np.uint64))
         elif length != n:
-            raise IntegrityError("invalid float payload (Huffman planes): a raw plane's length")
+            raise bad("invalid float payload (Huffman planes): a raw plane's length")
         else:
-            planes.append(plane)
-    return _join_float_numpy(width, rot, view[head : head + skip], planes, view[at:])
+            planes.append(np.frombuffer(plane, np.uint8).astype(np.uint64))
+    total = 8 * width
+    y = np.left_shift(planes[0], np.uint64(total - 8 - k))
+    for j in range(1, width):
+        y |= np.left_shift(planes[j], np.uint64(8 * (j - 1)))
+    y = (np.right_shift(y, np.uint64(rot)) | np.left_shift(y, np.uint64(total - rot))) & np.uint64(
+        (1 << total) - 1
+    )
+    body = y.astype(f"<u{width}").tobytes()
+    return b"".join([view[head : head + skip], body, view[at:]])

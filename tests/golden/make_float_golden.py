@@ -1,12 +1,13 @@
-"""Write tests/golden/store-float-v2: a small store whose weight chunks are stored with the
-float codec (codec 3, docs/format.md section 2) in its Huffman-planes sub-format,
-committed and never rewritten.
+"""Write tests/golden/store-float-v3: a small store whose weight chunks are stored with the
+float codec (codec 3, docs/format.md section 2) in its Huffman-planes sub-format 2
+(the exponent coded with K mantissa bits), committed and never rewritten.
 
-Run once per form of the codec (``python tests/golden/make_float_golden.py v2``);
+Run once per form of the codec (``python tests/golden/make_float_golden.py v3``);
 tests/unit/test_golden_float.py reads each with every later version and checks every file
 byte for byte against the SHA-256 digests written to ``store-float-<version>.json``.
-``store-float-v1`` (zstd planes) was written by this script before the Huffman planes
-existed; today's writer cannot write it again, so only ``v2`` is accepted.
+``store-float-v1`` (zstd planes) and ``store-float-v2`` (Huffman planes, sub-format 1)
+were written by this script before; today's writer cannot write them again, so only
+``v3`` is accepted.
 
 The files are safetensors of fp32, bf16 and fp16 weights drawn like trained weights,
 with the awkward values mixed in (NaNs with payloads, infinities, -0.0, denormals), one
@@ -24,7 +25,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).parent
-VERSION = "v2"
+VERSION = "v3"
 TARGET = HERE / f"store-float-{VERSION}"
 EXPECTED = HERE / f"store-float-{VERSION}.json"
 TAG = f"float:{VERSION}"
@@ -80,7 +81,9 @@ def golden_files() -> dict[str, bytes]:
 
 def main() -> None:
     if sys.argv[1:] != [VERSION]:
-        raise SystemExit(f"usage: make_float_golden.py {VERSION} (v1 was written once, before)")
+        raise SystemExit(
+            f"usage: make_float_golden.py {VERSION} (v1 and v2 were written once, before)"
+        )
     sys.path.insert(0, str(HERE.parent.parent))
     import modelvault
     from modelvault.core import codec

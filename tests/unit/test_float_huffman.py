@@ -107,6 +107,150 @@ def huffman_payload(
     return head + raw[:skip] + b"".join(stored) + raw[skip + n * width :]
 
 
+def table_v2(lens: dict[int, int], first: int, last: int, t: int) -> bytes:
+    """Sub-format 2 code lengths of symbols first..last: the documented bit string."""
+    bits: list[int] = []
+
+    def put(value: int, count: int) -> None:
+        bits.extend(value >> i & 1 for i in range(count))
+
+    prev, s = t, first
+    while s <= last:
+        n = lens.get(s, 0)
+        if n == 0:
+            run = 0
+            while s + run <= last and not lens.get(s + run) and run < 17:
+                run += 1
+            if run >= 2:
+                put(0b111, 3)
+                put(0, 4)
+                put(run - 2, 4)
+                s += run
+            else:
+                put(0b011, 3)  # bits 1, 1, 0: absent
+                s += 1
+            continue
+        if n == prev:
+            put(0, 1)
+        elif n == prev - 1:
+            put(0b001, 3)  # 1, 0, then 0: one less
+        elif n == prev + 1:
+            put(0b101, 3)  # 1, 0, then 1: one more
+        else:
+            put(0b111, 3)
+            put(n, 4)
+        prev = n
+        s += 1
+    bits += [0] * (-len(bits) % 8)
+    return bytes(sum(bits[i + j] << j for j in range(8)) for i in range(0, len(bits), 8))
+
+
+def huffman_plane_v2(symbols: list[int], lens: dict[int, int] | None = None) -> bytes:
+    """A sub-format 2 Huffman plane of ``symbols`` built from the documented layout."""
+    if len(set(symbols)) == 1:
+        return bytes([0]) + struct.pack("<H", symbols[0])
+    if lens is None:  # counts floored at 1/1024 of the total: no code over 12 bits
+        counts = np.bincount(symbols)
+        floor = max(1, len(symbols) >> 10)
+        lens = huffman_lengths({s: max(int(c), floor) for s, c in enumerate(counts) if c})
+    codes = canonical(lens)
+    first, last, t = min(lens), max(lens), max(lens.values())
+    head = bytes([t]) + struct.pack("<HH", first, last) + table_v2(lens, first, last, t)
+    m = -(-len(symbols) // STREAMS)
+    streams = []
+    for k in range(STREAMS):
+        bits = []
+        for s in symbols[k * m : (k + 1) * m]:
+            code, length = codes[s]
+            bits += [(code >> (length - 1 - i)) & 1 for i in range(length)]  # MSB first
+        bits += [0] * (-len(bits) % 8)
+        streams.append(
+            bytes(sum(bits[i + j] << j for j in range(8)) for i in range(0, len(bits), 8))
+        )
+    fmt = "<7H" if m <= 43690 else "<7I"
+    return head + struct.pack(fmt, *map(len, streams[:7])) + b"".join(streams)
+
+
+def huffman_payload_v2(
+    raw: bytes,
+    width: int,
+    skip: int,
+    rot: int,
+    k: int,
+    coded: int,
+    lens: dict[int, dict[int, int]] | None = None,
+) -> bytes:
+    """A codec-3 payload of Huffman planes, sub-format 2 (mask bits 7 and 6, fifth header
+    byte K): plane 0 the top 8 + K bits of each rotated element, plane w - 1 its low 8 - K
+    bits (packed when raw), plane i coded if bit i of ``coded`` is set (``lens[i]``: the
+    code lengths to use)."""
+    n = (len(raw) - skip) // width
+    bits = 8 * width
+    v = np.frombuffer(raw[skip : skip + n * width], f"<u{width}").astype(np.uint64)
+    v = ((v << np.uint64(rot)) | (v >> np.uint64(bits - rot))) & np.uint64((1 << bits) - 1)
+    planes = [[int(x) for x in v >> np.uint64(bits - 8 - k)]]
+    planes += [[int(x) for x in (v >> np.uint64(8 * j)) & np.uint64(255)] for j in range(width - 1)]
+    planes[-1] = [x & ((1 << (8 - k)) - 1) for x in planes[-1]]
+    stored = []
+    for i, plane in enumerate(planes):
+        if coded >> i & 1:
+            stored.append(huffman_plane_v2(plane, (lens or {}).get(i)))
+        elif i == width - 1 and k:
+            flat = [x >> b & 1 for x in plane for b in range(8 - k)]
+            flat += [0] * (-len(flat) % 8)
+            stored.append(
+                bytes(sum(flat[i + j] << j for j in range(8)) for i in range(0, len(flat), 8))
+            )
+        else:
+            stored.append(bytes(plane))
+    head = struct.pack("<BBBBB", width, skip, coded | 0xC0, rot, k)
+    head += struct.pack(f"<{width}I", *map(len, stored))
+    return head + raw[:skip] + b"".join(stored) + raw[skip + n * width :]
+
+
+def lengths_v2(plane: bytes) -> dict[int, int]:
+    """The code lengths a sub-format 2 Huffman plane declares, read as documented."""
+    t, first, last = plane[0], *struct.unpack_from("<HH", plane, 1)
+    pos = 0
+
+    def get(count: int) -> int:
+        nonlocal pos
+        x = sum((plane[5 + (pos + i) // 8] >> ((pos + i) % 8) & 1) << i for i in range(count))
+        pos += count
+        return x
+
+    lens: dict[int, int] = {}
+    prev, s = t, first
+    while s <= last:
+        if not get(1):
+            lens[s] = prev
+        elif not get(1):
+            prev += 1 if get(1) else -1
+            lens[s] = prev
+        elif not get(1):
+            pass
+        else:
+            value = get(4)
+            if value == 0:
+                s += get(4) + 2
+                continue
+            lens[s] = prev = value
+        s += 1
+    return lens
+
+
+def planes_of(payload: bytes) -> list[bytes]:
+    """The stored planes of a sub-format 2 payload."""
+    width, skip = payload[0], payload[1]
+    lengths = struct.unpack_from(f"<{width}I", payload, 5)
+    at = 5 + 4 * width + skip
+    out = []
+    for length in lengths:
+        out.append(payload[at : at + length])
+        at += length
+    return out
+
+
 def weights(count: int, seed: int = 0, scale: float = 0.02) -> bytes:
     return np.random.default_rng(seed).normal(0, scale, count).astype("<f4").tobytes()
 
@@ -151,23 +295,45 @@ def test_any_complete_code_decodes_not_only_the_writers() -> None:
         assert both_decoders(payload, len(raw)) == raw
 
 
+@pytest.mark.parametrize("kind", ["weights", "bf16", "fp16", "geometric", "same-exponent"])
 @pytest.mark.parametrize("width", [2, 4])
-def test_encoder_output_follows_the_layout(width: int) -> None:
-    """What hencode writes decodes with the pure-Python reader too, and its header and
-    plane lengths are the documented ones."""
-    raw = b"\x05" + weights(20_000, seed=4) + b"\x06\x07"
+def test_encoder_output_follows_the_layout(kind: str, width: int) -> None:
+    """What hencode writes (sub-format 2) is byte for byte the documented layout, built
+    here from the raw bytes given the writer's choices (K, which planes are coded, the
+    code lengths), and decodes with the pure-Python reader too."""
+    raw = b"\x05" + adversarial(kind, 6_000, 4) + b"\x06\x07"
     payload = codec.encode_float_huffman(raw, width, 1, 1, (1 << width) - 1)
-    w, skip, mask, rot = struct.unpack_from("<BBBB", payload)
-    assert (w, skip, rot) == (width, 1, 1) and mask & 0x80 and mask & 1
-    lengths = struct.unpack_from(f"<{width}I", payload, 4)
+    w, skip, mask, rot, k = struct.unpack_from("<BBBBB", payload)
+    assert (w, skip, rot) == (width, 1, 1) and mask & 0xC0 == 0xC0 and k <= 2
+    lengths = struct.unpack_from(f"<{width}I", payload, 5)
     n = (len(raw) - 1) // width
-    assert len(payload) == 4 + 4 * width + 1 + sum(lengths) + (len(raw) - 1) % width
+    assert len(payload) == 5 + 4 * width + 1 + sum(lengths) + (len(raw) - 1) % width
+    planes = planes_of(payload)
+    lens = {i: lengths_v2(p) for i, p in enumerate(planes) if mask >> i & 1 and p[0]}
+    assert huffman_payload_v2(raw, width, 1, 1, k, mask & 0x3F, lens) == payload
     for i, length in enumerate(lengths):
-        assert (length < n) if mask >> i & 1 else (length == n)
+        raw_length = -(-n * (8 - k) // 8) if i == width - 1 and k else n
+        assert (length < raw_length) if mask >> i & 1 else (length == raw_length)
     assert both_decoders(payload, len(raw)) == raw
-    if width == 2:  # byte for byte the layout, given the writer's code lengths
-        built = huffman_payload(raw, 2, 1, 1, mask & 0x7F, _lengths_of(payload))
-        assert built == payload
+
+
+def test_writer_codes_mantissa_bits_with_the_exponent_of_weights() -> None:
+    """On weights drawn like trained ones the writer takes K > 0 (the top mantissa bits
+    are skewed within each exponent), and the payload is smaller than with K = 0."""
+    raw = adversarial("bf16", 40_000, 6)
+    payload = codec.encode_float_huffman(raw, 2, 0, 1, 3)
+    assert payload[4] > 0
+    without = huffman_payload_v2(raw, 2, 0, 1, 0, 1)
+    assert len(payload) < len(without)
+    assert both_decoders(without, len(raw)) == raw
+
+
+@pytest.mark.parametrize("k", [0, 1, 2])
+@pytest.mark.parametrize(("width", "coded"), [(2, 1), (2, 3), (4, 1), (4, 0b1001), (4, 0b1111)])
+def test_hand_built_sub_format_2_decodes(k: int, width: int, coded: int) -> None:
+    raw = b"\x09" + adversarial("bf16" if width == 2 else "weights", 1500, k)[:5999] + b"\x01"
+    payload = huffman_payload_v2(raw, width, 1, 1, k, coded)
+    assert both_decoders(payload, len(raw)) == raw
 
 
 @pytest.mark.slow
@@ -178,16 +344,10 @@ def test_a_plane_of_more_than_8_x_43690_symbols_has_u32_stream_lengths() -> None
     even = np.minimum(rng.geometric(0.3, 350_000), 40).astype(np.uint8)
     raw = np.stack([even, np.zeros_like(even)], 1).tobytes()  # width 2, rotation 8
     payload = codec.encode_float_huffman(raw, 2, 0, 8, 1)
-    assert payload == huffman_payload(raw, 2, 0, 8, 1, _lengths_of(payload))
+    k, mask = payload[4], payload[2] & 0x3F
+    lens = {i: lengths_v2(p) for i, p in enumerate(planes_of(payload)) if mask >> i & 1 and p[0]}
+    assert payload == huffman_payload_v2(raw, 2, 0, 8, k, mask, lens)
     assert both_decoders(payload, len(raw)) == raw
-
-
-def _lengths_of(payload: bytes) -> dict[int, int]:
-    """The code lengths plane 0 of ``payload`` (width 2) declares."""
-    at = 4 + 8 + payload[1]
-    first, last = payload[at + 1], payload[at + 2]
-    nib = [payload[at + 3 + i // 2] >> 4 * (i & 1) & 15 for i in range(last - first + 1)]
-    return {first + i: n for i, n in enumerate(nib) if n}
 
 
 @pytest.mark.parametrize(
@@ -200,11 +360,11 @@ def test_encoder_refuses_parameters_out_of_range(args: tuple[int, int, int, int,
         floats._fc.hencode(weights(3000), *args)
 
 
-def test_constant_plane_is_two_bytes() -> None:
+def test_constant_plane_is_three_bytes() -> None:
     raw = np.full(10_000, 0.5, "<f4").tobytes()  # one exponent, mantissa all zero
     payload = codec.encode_float_huffman(raw, 4, 0, 1, 0b1111)
-    assert struct.unpack_from("<4I", payload, 4) == (2, 2, 2, 2)
-    assert len(payload) == 4 + 16 + 8
+    assert struct.unpack_from("<4I", payload, 5) == (3, 3, 3, 3)
+    assert len(payload) == 5 + 16 + 12
     assert both_decoders(payload, len(raw)) == raw
 
 
@@ -483,3 +643,85 @@ def test_python_reader_without_the_compiled_module(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(floats, "_fc", None)
     assert decode(how, bytes(payload), len(raw)) == raw
     assert codec.encode(raw, dtype="BF16")[0] != Codec.FLOAT  # and it writes none
+
+
+# --- sub-format 2: hostile payloads -------------------------------------------------
+
+
+def _good_v2() -> tuple[bytes, bytes]:
+    """A width-2 payload with K = 2, plane 0 coded, the narrow plane raw: 2999 elements
+    of 6 bits leave 6 padding bits in its last byte."""
+    raw = b"\x01" + adversarial("bf16", 3000, 9)[:5998] + b"\x02"
+    return raw, huffman_payload_v2(raw, 2, 1, 1, 2, 1)
+
+
+def _bits(*fields: tuple[int, int]) -> bytes:
+    """(value, width) fields as an LSB-first bit string, padded with zeros."""
+    flat = [v >> i & 1 for v, w in fields for i in range(w)]
+    flat += [0] * (-len(flat) % 8)
+    return bytes(sum(flat[i + j] << j for j in range(8)) for i in range(0, len(flat), 8))
+
+
+def _plane_payload_v2(plane: bytes, n: int) -> tuple[bytes, int]:
+    """A width-2 sub-format 2 payload (K = 0) whose plane 0 is ``plane``, plane 1 raw."""
+    head = struct.pack("<BBBBB", 2, 0, 0xC1, 1, 0) + struct.pack("<2I", len(plane), n)
+    return head + plane + bytes(n), 2 * n
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda p: _set(p, 4, b"\x03"), "header is invalid"),  # K = 3
+        (lambda p: _set(p, 2, b"\xc0"), "header is invalid"),  # K = 2 with plane 0 raw
+        (lambda p: _set(p, len(p) - 2, bytes([p[-2] | 0x80])), "padding bits"),
+        (lambda p: p[:-2] + p[-1:], "length does not match"),
+    ],
+)
+def test_damaged_sub_format_2_payloads_are_refused(
+    damage: Callable[[bytes], bytes], message: str
+) -> None:
+    raw, payload = _good_v2()
+    assert both_decoders(payload, len(raw)) == raw
+    with pytest.raises(IntegrityError, match=message):
+        decode(Codec.FLOAT, damage(payload), len(raw))
+    with pytest.raises(IntegrityError):
+        floats._decode_huffman_py(memoryview(damage(payload)), len(raw))
+
+
+_LENS_3_4 = _bits((0b111, 3), (1, 4), (0, 1))  # symbol 3: length 1; symbol 4: the same
+
+
+@pytest.mark.parametrize(
+    ("plane", "n", "message"),
+    [
+        (b"\x00\x05", 4, "constant plane"),  # sub-format 2: 3 bytes
+        (b"\x00\x00\x01", 4, "out of range"),  # symbol 256 in a plane of bytes
+        (b"\x01" + struct.pack("<HH", 3, 300), 1, "out of range"),  # last above 255
+        (b"\x01" + struct.pack("<HH", 4, 3), 1, "range"),  # first above last
+        (b"\x01" + struct.pack("<HH", 3, 4) + _bits((0b111, 3), (13, 4)), 1, "out of range"),
+        (b"\x01" + struct.pack("<HH", 3, 4) + _bits((0b111, 3), (0, 4), (1, 4)), 1, "passes"),
+        (b"\x01" + struct.pack("<HH", 3, 4) + _bits((0b001, 3)), 1, "out of range"),  # 1 -> 0
+        (b"\x01" + struct.pack("<HH", 3, 4), 1, "truncated"),  # no table
+        (b"\x01" + struct.pack("<HH", 3, 4) + _bits((0, 2), (1, 1)) + bytes(14), 1, "padding"),
+        (b"\x01" + struct.pack("<HH", 3, 5) + _LENS_3_4 + bytes(14), 1, "truncated"),
+        (b"\x01" + struct.pack("<HH", 3, 4) + _bits((0, 1), (0b011, 3)) + bytes(14), 1, "complete"),
+    ],
+)
+def test_malformed_sub_format_2_planes_are_refused(plane: bytes, n: int, message: str) -> None:
+    payload, raw_len = _plane_payload_v2(plane, n)
+    with pytest.raises(IntegrityError, match=message):
+        decode(Codec.FLOAT, payload, raw_len)
+    with pytest.raises(IntegrityError):
+        floats._decode_huffman_py(memoryview(payload), raw_len)
+
+
+def test_a_well_formed_tiny_sub_format_2_plane_decodes() -> None:
+    """Symbols 3 and 4 of one bit each (T = 1: the first length coded as 'the same as
+    T', the second too), 8 symbols one a stream."""
+    plane = b"\x01" + struct.pack("<HH", 3, 4) + _bits((0, 1), (0, 1))
+    plane += struct.pack("<7H", *[1] * 7) + b"\x00\x01" * 4
+    payload, raw_len = _plane_payload_v2(plane, 8)
+    out = both_decoders(payload, raw_len)
+    assert [int.from_bytes(out[2 * i : 2 * i + 2], "little") >> 7 for i in range(8)] == [
+        3, 4, 3, 4, 3, 4, 3, 4
+    ]  # fmt: skip

@@ -1,6 +1,7 @@
 """Stores written with the float codec (codec 3) stay readable, byte for byte, by every
 later version (tests/golden/make_float_golden.py wrote each, once): ``store-float-v1``
-holds zstd planes, ``store-float-v2`` Huffman planes (docs/format.md, section 2)."""
+holds zstd planes, ``store-float-v2`` Huffman planes of sub-format 1 and
+``store-float-v3`` of sub-format 2 (docs/format.md, section 2)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from modelvault.core.packfmt import decode_index
 pytestmark = pytest.mark.usefixtures("float_codec")  # its writing is off by default
 
 GOLDEN = Path(__file__).parent.parent / "golden"
-VERSIONS = ["v1", "v2"]
+VERSIONS = ["v1", "v2", "v3"]
 
 
 def expected(version: str) -> dict[str, object]:
@@ -35,10 +36,14 @@ def float_store(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, mo
     return version, modelvault.Store(dest)
 
 
-@pytest.mark.parametrize(("version", "huffman"), [("v1", False), ("v2", True)])
-def test_golden_float_store_holds_float_chunks(version: str, huffman: bool, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("version", "huffman", "sub2"), [("v1", False, False), ("v2", True, False), ("v3", True, True)]
+)
+def test_golden_float_store_holds_float_chunks(
+    version: str, huffman: bool, sub2: bool, tmp_path: Path
+) -> None:
     """Each fixture exercises its form of codec 3: every weight chunk in it is stored so
-    (plane mask bit 7 set: Huffman planes; clear: zstd planes)."""
+    (plane mask bit 7 set: Huffman planes, bit 6 too: sub-format 2; clear: zstd planes)."""
     shutil.copytree(GOLDEN / f"store-float-{version}", tmp_path / "s")
     store = modelvault.Store(tmp_path / "s")
     chunks = []
@@ -49,6 +54,10 @@ def test_golden_float_store_holds_float_chunks(version: str, huffman: bool, tmp_
     for oid, _ in chunks:
         payload = store.repo.objects.read_stored(oid)[1]
         assert bool(payload[2] & 0x80) == huffman
+        assert bool(payload[2] & 0x40) == sub2
+    if sub2:  # the fixture holds planes 0 with mantissa bits (K > 0) and without
+        ks = {store.repo.objects.read_stored(oid)[1][4] for oid, _ in chunks}
+        assert 0 in ks and ks - {0}
 
 
 def test_golden_float_reads_back_exactly(float_store: tuple[str, modelvault.Store]) -> None:
