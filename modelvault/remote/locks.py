@@ -4,11 +4,18 @@ dumb storage; docs/format.md section 11.8 is normative, docs/remotes.md explains
 
 A lock is one small JSON object ``locks/<id>`` (``<id>``: 32 random hex digits),
 written create-only. Taking a lock is: create your own, then list ``locks/`` and read
-the others; if a live one conflicts (any other lock for an exclusive request, an
-exclusive one for a shared request), remove yours, wait a little and try again, and
+the others; if a live one conflicts (see :func:`conflicts`: one of the two is
+exclusive and their scopes overlap), remove yours, wait a little and try again, and
 give up with :class:`~modelvault.errors.RemoteError` naming the holder. Whoever creates
 its lock second sees the first (listings are strongly consistent on S3 and file
 systems), so a push and a gc never both proceed.
+
+A lock's **scope** is the whole remote, or one model name: a push of ``clf:v3`` (and a
+move of ``clf@prod``) holds a shared lock on ``clf``, ``delete_remote`` of ``clf``'s
+versions an exclusive one on ``clf`` (so a delete never runs between a move's check that
+its version is there and its write: docs/remotes.md), remote gc an exclusive one on the
+whole remote. A lock without a name (one written before scopes existed) covers the whole
+remote.
 
 While held, a thread rewrites the lock every :data:`REFRESH_EVERY` seconds. A lock is
 **stale** when not rewritten for :data:`STALE_AFTER` seconds, judged on the backend's
@@ -53,6 +60,7 @@ __all__ = [
     "WAIT",
     "LockInfo",
     "RemoteLock",
+    "conflicts",
     "held",
     "list_locks",
     "unlock",
@@ -100,6 +108,7 @@ class LockInfo:
     modified: float | None = None  # when the backend last stamped it (its clock)
     namespace: str = ""
     damaged: bool = False
+    name: str | None = None  # the model name it covers; None: the whole remote
 
     @property
     def id(self) -> str:
@@ -125,15 +134,26 @@ class LockInfo:
 
     def describe(self, backend_now: float | None = None) -> str:
         kind = "exclusive" if self.exclusive else "shared"
+        scope = f" on {self.name!r}" if self.name is not None else ""
         age = self.age(backend_now)
         when = f", refreshed {age:.0f} s ago" if age is not None else ""
         who = f"host {self.host}, pid {self.pid}{when}"
-        return f"{kind} lock {self.key} of {self.operation} ({who})"
+        return f"{kind} lock {self.key}{scope} of {self.operation} ({who})"
+
+
+def conflicts(exclusive: bool, name: str | None, other: LockInfo) -> bool:
+    """Whether a lock ``(exclusive, name)`` conflicts with ``other`` (live or not): one
+    of them is exclusive and their scopes overlap (the same model name, or either covers
+    the whole remote)."""
+    if not (exclusive or other.exclusive):
+        return False
+    return name is None or other.name is None or name == other.name
 
 
 def _parse(key: str, data: bytes, modified: float | None) -> LockInfo:
     try:
         doc = json.loads(data)
+        name = doc.get("name")
         return LockInfo(
             key,
             bool(doc["exclusive"]),
@@ -143,18 +163,20 @@ def _parse(key: str, data: bytes, modified: float | None) -> LockInfo:
             float(doc["time"]),
             modified,
             str(doc.get("namespace", "")),
+            name=name if isinstance(name, str) else None,  # else: the whole remote
         )
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, AttributeError):
         # unreadable: it may be anyone's; taken as exclusive until stale by its age
         return LockInfo(key, True, modified=modified, damaged=True)
 
 
-def list_locks(t: Transport) -> tuple[list[LockInfo], dict[str, float | None]]:
-    """Every lock on the remote (one listing, one read each), and the listing's times."""
+def list_locks(t: Transport, own: str = "") -> tuple[list[LockInfo], dict[str, float | None]]:
+    """Every lock on the remote but ``own`` (one listing, one read each), and the
+    listing's times (``own``'s included)."""
     times = t.list_times(LOCKS)
     out = []
     for key, modified in sorted(times.items()):
-        if key.count("/") != 1:
+        if key.count("/") != 1 or key == own:
             continue
         try:
             data = t.get(key)
@@ -165,7 +187,8 @@ def list_locks(t: Transport) -> tuple[list[LockInfo], dict[str, float | None]]:
 
 
 class RemoteLock:
-    """A lock on one remote: ``with RemoteLock(t, exclusive=..., operation=...):``.
+    """A lock on one remote: ``with RemoteLock(t, exclusive=..., operation=...):``,
+    on the whole remote, or with ``name`` on that model name only (see module docs).
 
     ``refresh_every``, ``stale_after`` and ``wait`` default to the module's constants
     (read when the lock is made, so tests may change them).
@@ -177,6 +200,7 @@ class RemoteLock:
         *,
         exclusive: bool,
         operation: str,
+        name: str | None = None,
         refresh_every: float | None = None,
         stale_after: float | None = None,
         wait: float | None = None,
@@ -184,6 +208,7 @@ class RemoteLock:
         self.t = t
         self.exclusive = exclusive
         self.operation = operation
+        self.name = name
         self.refresh_every = REFRESH_EVERY if refresh_every is None else refresh_every
         self.stale_after = STALE_AFTER if stale_after is None else stale_after
         self.wait = WAIT if wait is None else wait
@@ -200,6 +225,7 @@ class RemoteLock:
             "version": 1,
             "exclusive": self.exclusive,
             "operation": self.operation,
+            "name": self.name,
             "host": socket.gethostname(),
             "pid": os.getpid(),
             "namespace": _namespace(),
@@ -244,20 +270,20 @@ class RemoteLock:
         if not self.t.put_if_absent(self.key, self._document(time.time())):
             return self._try_once()  # (a random id taken: never in practice)
         self._refreshed = started
-        others, times = list_locks(self.t)
+        others, times = list_locks(self.t, self.key)
         now = times.get(self.key)
         blocking = [
             o
             for o in others
             if o.key != self.key
-            and (self.exclusive or o.exclusive)
+            and conflicts(self.exclusive, self.name, o)
             and not o.stale(now, self.stale_after)
         ]
         if blocking:
             self.t.delete(self.key)
             self.key = ""
             return blocking
-        if self.exclusive:  # nobody is working: clear what dead or stale holders left
+        if self.exclusive and self.name is None:  # nobody works: clear what the dead left
             for o in others:
                 if o.key != self.key and o.stale(now, self.stale_after):
                     logger.info(f"{self.t.url}: removing {o.describe(now)} (stale)")
@@ -324,9 +350,12 @@ class RemoteLock:
 
 
 @contextlib.contextmanager
-def held(t: Transport, *, exclusive: bool, operation: str) -> Iterator[RemoteLock]:
-    """``with held(t, exclusive=..., operation=...) as lock:`` (see :class:`RemoteLock`)."""
-    lock = RemoteLock(t, exclusive=exclusive, operation=operation)
+def held(
+    t: Transport, *, exclusive: bool, operation: str, name: str | None = None
+) -> Iterator[RemoteLock]:
+    """``with held(t, exclusive=..., operation=..., name=...) as lock:`` (see
+    :class:`RemoteLock`)."""
+    lock = RemoteLock(t, exclusive=exclusive, operation=operation, name=name)
     with lock:
         yield lock
 

@@ -42,6 +42,7 @@ from modelvault.repo.layout import (
     alias_key,
     index_key,
     pack_key,
+    ref_key,
 )
 from modelvault.tags import Tag
 
@@ -189,6 +190,39 @@ def delete_remote(
         s.repo.t.delete(key)
         return [text]
     t = Tag.coerce(tag)
+    # the name's exclusive lock: no alias of it moves between the check below and the
+    # deletes (a move holds the name's shared lock from its own check of the version's
+    # ref to its write), and remote gc is not running (docs/remotes.md)
+    with held(s.repo.t, exclusive=True, operation=f"delete {text}", name=t.name) as lock:
+        targets = _delete_targets(s, t)
+        versions = {str(x.version) for x in targets}
+        bad: dict[str, str] = {}
+        aliases = read_aliases(s.repo, t.name, bad)
+        if bad:
+            raise IntegrityError(
+                f"cannot delete {text}: {next(iter(bad.values()))}, so whether it points at "
+                f"{text} is unknown; fix or remove that alias first"
+            )
+        held_by = [a for a in aliases if a.version in versions]
+        if held_by:
+            a = held_by[0]
+            raise ModelExists(
+                f"{a} points at {a.tag} on {s.repo.url}: nothing deleted; remove or move the "
+                f"alias first (`mv alias remove {a} --remote ...`, or delete_remote({str(a)!r}))"
+            )
+        lock.check()
+        for target in targets:
+            s.repo.t.delete(ref_key(target))
+            s.repo.forget_ref(target)
+    return [str(x) for x in targets]
+
+
+def _delete_targets(s: Session, t: Tag) -> list[Tag]:
+    """The versions ``delete_remote(t)`` removes (refs read from the remote itself).
+
+    Raises:
+        NotFound: none.
+    """
     damaged: list[Tag] = []
     if t.is_latest:  # name (every version) or name:latest (the newest by its ref)
         refs = s.repo.refs(t.name, damaged, fresh=True)
@@ -197,33 +231,14 @@ def delete_remote(
             targets = targets[:1]
         if not targets:
             raise s.not_there(f"no model named {t.name!r} is on")
-    else:
-        try:
-            found = s.repo.read_ref(t) is not None
-        except IntegrityError:  # a damaged ref: removing it is its repair
-            found = True
-        if not found:
-            raise s.not_there(f"model {t} is not on")
-        targets = [t]
-    versions = {str(x.version) for x in targets}
-    bad: dict[str, str] = {}
-    aliases = read_aliases(s.repo, t.name, bad)
-    if bad:
-        raise IntegrityError(
-            f"cannot delete {text}: {next(iter(bad.values()))}, so whether it points at "
-            f"{text} is unknown; fix or remove that alias first"
-        )
-    held_by = [a for a in aliases if a.version in versions]
-    if held_by:
-        a = held_by[0]
-        raise ModelExists(
-            f"{a} points at {a.tag} on {s.repo.url}: nothing deleted; remove or move the "
-            f"alias first (`mv alias remove {a} --remote ...`, or delete_remote({str(a)!r}))"
-        )
-    for target in targets:
-        s.repo.t.delete(f"refs/{target.name}/{target.version}")
-        s.repo.forget_ref(target)
-    return [str(x) for x in targets]
+        return targets
+    try:
+        found = s.repo.read_ref(t) is not None
+    except IntegrityError:  # a damaged ref: removing it is its repair
+        found = True
+    if not found:
+        raise s.not_there(f"model {t} is not on")
+    return [t]
 
 
 # -- reading objects from remote packs --------------------------------------------------
@@ -384,7 +399,12 @@ def _gc(
     repack_unused: float,
 ) -> int:
     r = s.repo
-    aliases = read_aliases(r)  # first: an alias made later names a ref listed below
+    # No alias moves and no version is deleted while gc holds its lock (a move holds its
+    # name's shared lock, a delete the name's exclusive one), so these roots stay exact.
+    # Aliases are read first all the same, and their model ids kept as roots even when
+    # their version's ref is gone (a remote damaged by hand, or by a modelvault whose
+    # delete took no lock): an alias never loses its objects to gc.
+    aliases = read_aliases(r)
     damaged: list[Tag] = []
     refs = r.refs(None, damaged, fresh=True)
     if damaged:

@@ -80,14 +80,19 @@ def push(
     s = open_session(repo, url, options, spec, jobs)
     s.repo.check_format(create=True)
     if _remote_has(s.repo, ref):
-        if alias is not None:  # (the ref was seen in the local copy: check it is there)
-            if not s.repo.t.exists(ref_key(ref.tag)):
-                raise s.not_there(f"{ref.tag} is no longer on", "; push it as a new version")
-            move_remote_alias(s.repo.t, AliasValue.of(alias, ref))
+        if alias is not None:  # the name's shared lock: no delete_remote of the version
+            # between the check that its ref is there and the move (docs/remotes.md)
+            move = f"move {ref.tag.name}@{alias}"
+            with held(s.repo.t, exclusive=False, operation=move, name=ref.tag.name) as lock:
+                if not s.repo.t.exists(ref_key(ref.tag)):
+                    raise s.not_there(f"{ref.tag} is no longer on", "; push it as a new version")
+                lock.check()
+                move_remote_alias(s.repo.t, AliasValue.of(alias, ref))
         return s.result(0, ref.tag)
     # a shared remote lock from before deciding what the remote has until the tag is
-    # published: remote gc (exclusive) never deletes what this push counts on (locks.py)
-    with held(s.repo.t, exclusive=False, operation=f"push {ref.tag}") as lock:
+    # published (and its alias moved): remote gc (exclusive) never deletes what this
+    # push counts on, nor delete_remote the version an alias is moving to (locks.py)
+    with held(s.repo.t, exclusive=False, operation=f"push {ref.tag}", name=ref.tag.name) as lock:
         with repo.gc_lock(shared=True):
             reach, missing = maintenance.reachable(repo, [ref.model_id])
             if missing:

@@ -161,7 +161,8 @@ def test_a_move_is_one_conditional_write(tmp_path: Path, remote: dict[str, Any])
 
 
 def test_push_of_an_alias_counts_its_requests(tmp_path: Path, remote: dict[str, Any]) -> None:
-    """push("name@alias") of a version the remote holds: the ref check, the read and the
+    """push("name@alias") of a version the remote holds: the name's shared lock (create,
+    list ``locks/``, delete: no other lock to read), the ref check, the read and the
     conditional write of the alias, beside the session's own requests."""
     a = _store(tmp_path, "a", remote)
     _save(a, tmp_path, "iris:v1", b"a" * 5000)
@@ -171,7 +172,9 @@ def test_push_of_an_alias_counts_its_requests(tmp_path: Path, remote: dict[str, 
     plain = a.push("iris:v1").requests  # nothing to send: the session's fixed cost
     a.set_alias("iris:v2", "prod")
     moved = a.push("iris@prod").requests
-    assert moved == plain + 3  # exists(ref), get_versioned(alias), put_if_match(alias)
+    # lock: put_if_absent, list_times, delete; then exists(ref), get_versioned(alias),
+    # put_if_match(alias)
+    assert moved == plain + 3 + 3
 
 
 def _remote_mover(url: str, options: dict[str, Any], version: str, rounds: int) -> None:

@@ -62,12 +62,52 @@ def test_a_push_waits_for_remote_gc_and_gc_for_a_push(
             store.push("a:v1")
         assert store.list_remote() == []
     assert not t.list(LOCKS)  # the push removed its own lock when it backed off
-    with RemoteLock(t, exclusive=False, operation="push x:v1"):
+    with RemoteLock(t, exclusive=False, operation="push x:v1", name="x"):
         store.push("a:v1")  # shared locks do not conflict with each other
-        store.delete_remote("a:v1")
+        store.delete_remote("a:v1")  # an exclusive lock on a: x is not a's
         with pytest.raises(modelvault.RemoteError, match=r"shared lock .* of push x:v1"):
             store.gc_remote()
     assert store.gc_remote() > 0
+    assert not t.list(LOCKS)
+
+
+def test_a_delete_locks_its_name_only(tmp_path: Path, remote: dict[str, Any], quick: None) -> None:
+    """delete_remote holds an exclusive lock on its model name: pushes and alias moves of
+    that name (shared locks on it) and remote gc (the whole remote) keep it out and are
+    kept out by it; pushes of other names and deletes of other names are not; a lock
+    without a name (written before scopes existed) covers every name."""
+    store = _store(tmp_path, remote)
+    store.push("a:v1")
+    store.set_alias("a:v1", "prod")
+    t = _t(remote)
+    refused = pytest.raises(modelvault.RemoteError, match=r"cannot delete a:v1 .* of push a:v2")
+    with RemoteLock(t, exclusive=False, operation="push a:v2", name="a"), refused as exc:
+        store.delete_remote("a:v1")
+    assert "shared lock locks/" in str(exc.value) and " on 'a' of push a:v2" in str(exc.value)
+    with (
+        RemoteLock(t, exclusive=False, operation="push x:v1", name="x"),
+        RemoteLock(t, exclusive=True, operation="delete b", name="b"),
+    ):
+        assert store.delete_remote("a:v1") == ["a:v1"]
+    with RemoteLock(t, exclusive=True, operation="delete a", name="a"):
+        with pytest.raises(modelvault.RemoteError, match=r"cannot push a:v1 .* on 'a' of delete"):
+            store.push("a:v1")
+        assert store.list_remote() == []
+    store.push("a:v1")
+    with RemoteLock(t, exclusive=True, operation="delete a:v0", name="a"):
+        with pytest.raises(modelvault.RemoteError, match=r"cannot move a@prod"):
+            store.push("a@prod")  # a:v1 is there: only the alias would move
+        with pytest.raises(modelvault.RemoteError, match=r"cannot gc .*exclusive lock .* on 'a'"):
+            store.gc_remote()
+    assert store.aliases_remote() == {}
+    unscoped = RemoteLock(t, exclusive=False, operation="push (an older modelvault)")
+    with unscoped, pytest.raises(modelvault.RemoteError, match=r"cannot delete a:v1"):
+        store.delete_remote("a:v1")
+    gc = RemoteLock(t, exclusive=True, operation="gc")
+    with gc, pytest.raises(modelvault.RemoteError, match=r"cannot delete a:v1 .* of gc"):
+        store.delete_remote("a:v1")
+    store.push("a@prod")
+    assert store.aliases_remote() == {"a@prod": modelvault.Tag("a", "v1")}
     assert not t.list(LOCKS)
 
 
@@ -219,7 +259,8 @@ def test_the_lock_document_of_format_md_and_how_its_age_is_judged() -> None:
     difference when both exist (the holder's clock is then irrelevant), else this
     machine's clock against the holder's ``time``."""
     doc = (
-        b'{"version": 1, "exclusive": false, "operation": "push clf:v3", "host": "ci-7",'
+        b'{"version": 1, "exclusive": false, "operation": "push clf:v3", "name": "clf",'
+        b' "host": "ci-7",'
         b' "pid": 4242, "namespace": "<boot id>:<pid namespace inode>",'
         b' "created": 1796500000.1, "time": 1796500300.4, "future": "ignored"}'
     )
@@ -230,6 +271,7 @@ def test_the_lock_document_of_format_md_and_how_its_age_is_judged() -> None:
         "ci-7",
         4242,
     )
+    assert info.name == "clf"
     assert not info.damaged and not info.dead()  # another namespace: never judged by PID
     assert info.age(1000.0 + 60) == 60  # the holder's clock (year 2026) plays no part
     assert not info.stale(1000.0 + locks.STALE_AFTER - 1)
@@ -240,3 +282,8 @@ def test_the_lock_document_of_format_md_and_how_its_age_is_judged() -> None:
     assert no_times.age(None) is not None and 4 < no_times.age(None) < 60  # type: ignore[operator]
     damaged = locks._parse("locks/" + "c" * 32, b"[1, 2]", modified=None)
     assert damaged.damaged and damaged.exclusive and not damaged.stale(None)
+    assert damaged.name is None  # the whole remote
+    unscoped = locks._parse("locks/" + "d" * 32, doc.replace(b' "name": "clf",', b""), None)
+    assert unscoped.name is None and not unscoped.damaged  # (written before scopes)
+    odd = locks._parse("locks/" + "e" * 32, doc.replace(b'"clf"', b"7"), None)
+    assert odd.name is None and not odd.damaged  # a name that is no string: everything
