@@ -65,6 +65,7 @@ __all__ = [
 MIDX_PREFIX = "multi-"
 MIDX_SUFFIX = ".midx"
 _HASH_BLOCK = 4 * 1024 * 1024
+_GIVE_BACK = 1024  # single lookups between two give_back() (RSS: a few pages each)
 _INTERPOLATE = 64  # buckets larger than this are narrowed by a guess before the search
 GROUP = 1 << 20  # a merge reads at most about this many .idx entries into memory at once
 
@@ -136,12 +137,20 @@ class MultiIndex:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.name = path.name
+        self._lookups = 0  # since the pages were last given back
         with open(path, "rb") as f:
             st = os.fstat(f.fileno())
             size, self.inode = st.st_size, st.st_ino
             if size < MIDX_HEADER.size:
                 raise PackFormatError(f"{self.name} is truncated")
             self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        try:
+            self._check(size)
+        except BaseException:
+            self.close()
+            raise
+
+    def _check(self, size: int) -> None:
         mm = self._map
         magic, version, npacks, count = MIDX_HEADER.unpack_from(mm, 0)
         if magic != MIDX_MAGIC or version != MIDX_VERSION:
@@ -153,8 +162,8 @@ class MultiIndex:
         self.npacks = int(npacks)
         self._names: dict[int, str] = {}  # pack number -> name, as lookups resolve them
         with contextlib.suppress(OSError, ValueError, AttributeError):
-            # lookups touch a few scattered pages: no readahead around each (it would
-            # read and map ~30x the bytes a lookup needs: time and RSS)
+            # lookups touch scattered pages: no readahead around each (it would read
+            # and map ~30x the bytes a lookup needs: time and RSS)
             mm.madvise(mmap.MADV_RANDOM)
         fan = MIDX_FANOUT.unpack_from(mm, lay.fanout)
         if any(b > a for a, b in zip(fan[1:], fan, strict=False)) or fan[255] != count:
@@ -216,39 +225,55 @@ class MultiIndex:
     def position(self, oid: bytes) -> int:
         """The position of ``oid`` among the ids, or -1.
 
-        Ids are BLAKE3 digests, uniform: the position is first guessed from the id's
-        bytes 1-8 within its fan-out bucket, and the bucket narrowed to a window of about
-        four standard deviations of that guess around it (checked at both ends, so a
-        wrong guess only costs the wider search); then a binary search. A lookup so
-        touches ~3 pages of the mapping instead of ~log2(bucket pages) + 2.
+        Ids are BLAKE3 digests, uniform: the position is guessed from the id's bytes 1-8
+        within its fan-out bucket, guessed again from the id read there (as many ids lie
+        between as the gap in key predicts, give or take its square root), and the ids
+        of a window of about four standard deviations around that guess are read at once
+        (its ends tell whether the id can be inside; if not, the rest of the bucket is
+        searched); a binary search in it finishes. So a lookup touches ~2 pages of the
+        mapping where a binary search over the bucket would touch ~log2(pages) + 1: on a
+        cold page cache each is a disk read. Every :data:`_GIVE_BACK` lookups the pages
+        are given back (the page cache keeps them), so the RSS of a process making many
+        lookups stays bounded. (``pread`` would map nothing, but costs ~4x the time.)
         """
-        mm, base = self._map, self._ids
+        self._lookups += 1
+        if self._lookups >= _GIVE_BACK:
+            self.give_back()
         b = oid[0]
         lo, hi = self._fan[b], self._fan[b + 1]
-        end = hi
         n = hi - lo
         if n > _INTERPOLATE:
+            mm, base = self._map, self._ids
             q = int.from_bytes(oid[1:9], "big")
             guess = lo + ((n * q) >> 64)
-            w = 2 * math.isqrt(n) + 16
-            s, e = max(lo, guess - w), min(hi, guess + w)
-            if s > lo and mm[base + HASH_LEN * s : base + HASH_LEN * (s + 1)] > oid:
+            probe = mm[base + HASH_LEN * guess : base + HASH_LEN * (guess + 1)]
+            if probe == oid:
+                return guess
+            d = ((q - int.from_bytes(probe[1:9], "big")) * n) >> 64
+            guess = min(max(guess + d, lo), hi - 1)
+            w = 4 * math.isqrt(abs(d)) + 8
+            s, e = max(lo, guess - w), min(hi, guess + w + 1)
+            block = mm[base + HASH_LEN * s : base + HASH_LEN * e]
+            if s > lo and block[:HASH_LEN] > oid:
                 hi = s
-            elif e < hi and mm[base + HASH_LEN * (e - 1) : base + HASH_LEN * e] < oid:
+            elif e < hi and block[-HASH_LEN:] < oid:
                 lo = e
             else:
-                lo, hi = s, e
+                return _search(block, oid, s)
+        return self._search_file(oid, lo, hi)
+
+    def _search_file(self, oid: bytes, lo: int, hi: int) -> int:
+        """Binary search of ids ``[lo, hi)``."""
+        mm, base = self._map, self._ids
+        end = hi
         while lo < hi:
             mid = (lo + hi) >> 1
-            at = base + HASH_LEN * mid
-            if mm[at : at + HASH_LEN] < oid:
+            if mm[base + HASH_LEN * mid : base + HASH_LEN * (mid + 1)] < oid:
                 lo = mid + 1
             else:
                 hi = mid
-        if lo < end:
-            at = base + HASH_LEN * lo
-            if mm[at : at + HASH_LEN] == oid:
-                return lo
+        if lo < end and mm[base + HASH_LEN * lo : base + HASH_LEN * (lo + 1)] == oid:
+            return lo
         return -1
 
     def entry_at(self, i: int) -> Entry:
@@ -256,6 +281,13 @@ class MultiIndex:
             self._map, self._entries + MIDX_ENTRY.size * i
         )
         return Entry(self.pack_name(pack), offset, stored, raw, kind, how)
+
+    def give_back(self) -> None:
+        """Unmap the pages lookups touched from this process (the page cache keeps
+        them; the next lookups fault them in again)."""
+        self._lookups = 0
+        with contextlib.suppress(OSError, ValueError):
+            self._map.madvise(mmap.MADV_DONTNEED, 0, len(self._map))
 
     def damaged(self, why: str) -> IntegrityError:
         return IntegrityError(
@@ -313,6 +345,18 @@ class MultiIndex:
     def close(self) -> None:
         with contextlib.suppress(BufferError):  # a numpy view of it is still in use
             self._map.close()
+
+
+def _search(block: bytes, oid: bytes, first: int) -> int:
+    """``first`` + the index of ``oid`` among the ids of ``block`` (sorted), or -1."""
+    lo, hi = 0, len(block) // HASH_LEN
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if block[HASH_LEN * mid : HASH_LEN * (mid + 1)] < oid:
+            lo = mid + 1
+        else:
+            hi = mid
+    return first + lo if block[HASH_LEN * lo : HASH_LEN * (lo + 1)] == oid else -1
 
 
 def _midx_name(digest: bytes) -> str:

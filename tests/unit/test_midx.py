@@ -18,6 +18,7 @@ from modelvault.core.hashing import ObjType, object_id
 from modelvault.core.packfmt import MIDX_HEADER, PackFormatError, midx_layout
 from modelvault.errors import IntegrityError
 from modelvault.odb import PackDB
+from modelvault.odb import midx as midx_mod
 from modelvault.odb import packs as packs_mod
 from modelvault.odb.midx import MultiIndex, id_list, write_midx
 from modelvault.odb.packs import MERGE_AT, Record
@@ -253,6 +254,34 @@ def test_lookups_find_ids_that_share_long_prefixes(tmp_path: Path) -> None:
     assert all(layer.position(oid) == -1 for oid in absent if oid not in ids)
     order = id_list(layer.ids())
     assert all(layer.position(oid) == i for i, oid in enumerate(order))
+
+
+def test_lookups_in_a_bucket_whose_ids_are_not_spread_evenly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The guess of a lookup assumes uniform ids; clusters in a large bucket make the
+    guessed window miss on either side: the rest of the bucket is searched, and every id
+    is still found at its position (with the pages given back every few lookups)."""
+    monkeypatch.setattr(midx_mod, "_GIVE_BACK", 7)
+    rng = random.Random(11)
+    ids = {bytes([3]) + rng.randbytes(31) for _ in range(3000)}
+    for lead in (b"\x00\x00\x01", b"\x40", b"\x41", b"\xc0", b"\xff\xff\xff"):  # clusters
+        ids |= {bytes([3]) + lead.ljust(8, b"\0") + rng.randbytes(23) for _ in range(700)}
+    # bucket 5: nearly all ids low, a few spread: a guess from the cluster overshoots
+    ids |= {bytes([5, 0]) + rng.randbytes(30) for _ in range(5000)}
+    ids |= {bytes([5]) + rng.randbytes(31) for _ in range(40)}
+    db = PackDB(tmp_path / "objects")
+    with db.writer(repack=True) as w:
+        w.add_prepared_many([(int(ObjType.CHUNK), oid, 0, 1, b"x") for oid in sorted(ids)])
+    layer = db.rebuild_index()
+    assert layer is not None
+    order = id_list(layer.ids())
+    assert all(layer.position(oid) == i for i, oid in enumerate(order))
+    for oid in order[::7]:
+        for near in (oid[:-1] + bytes([oid[-1] ^ 1]), oid[:9] + bytes(23), oid[:9] + b"\xff" * 23):
+            assert (layer.position(near) >= 0) == (near in ids)
+    assert layer.position(bytes([3]) + bytes(31)) == -1
+    assert layer.position(bytes([3]) + b"\xff" * 31) == -1
 
 
 def test_an_entry_naming_a_pack_out_of_range_is_damage_not_a_crash(tmp_path: Path) -> None:
