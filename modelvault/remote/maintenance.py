@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modelvault._parallel import ordered_map
+from modelvault.aliases import SEP, parse_alias
 from modelvault.core import graph
 from modelvault.core.hashing import ObjType
 from modelvault.core.packfmt import FILE_HEADER, IDX_ENTRY, RECORD_HEADER, Entry
@@ -177,19 +178,19 @@ def delete_remote(
         InvalidTag: ``tag`` is not a tag.
         RemoteError: the remote failed.
     """
+    named = parse_alias(tag)  # name@alias (folded to lowercase); bad input: InvalidTag,
+    t = Tag.coerce(tag) if named is None else None  # before any request
+    text = SEP.join(named) if named is not None else str(tag)
     s = open_session(repo, url, options, spec, JOBS)
-    text = str(tag)
     if not s.repo.check_format(create=False):
         raise s.not_there(f"{text} is not on", " (no modelvault remote there)")
-    if isinstance(tag, str) and "@" in tag:
-        name, _, alias = tag.partition("@")
-        Tag(name, alias)  # the version grammar, else InvalidTag
-        key = alias_key(name, alias)
+    if named is not None:
+        key = alias_key(*named)
         if not s.repo.t.exists(key):
             raise s.not_there(f"no alias {text} is on")
         s.repo.t.delete(key)
         return [text]
-    t = Tag.coerce(tag)
+    assert t is not None
     # the name's exclusive lock: no alias of it moves between the check below and the
     # deletes (a move holds the name's shared lock from its own check of the version's
     # ref to its write), and remote gc is not running (docs/remotes.md)

@@ -114,6 +114,43 @@ def test_delete_remote_refuses_an_aliased_version(tmp_path: Path, remote: dict[s
     assert store.delete_remote("clf:v1") == ["clf:v1"]
 
 
+def test_delete_remote_bad_input(tmp_path: Path, remote: dict[str, Any]) -> None:
+    """Issue 19, "Bad input": an alias that breaks the grammar is InvalidTag naming the
+    alias, refused before any request; an alias is folded to lowercase like a tag; a
+    remote that holds no such tag, alias or modelvault at all is NotFound."""
+    from modelvault.remote.transport import wrapping
+    from modelvault.remote.wrappers import Metered
+
+    store = _pushed(tmp_path, remote, versions=1)
+    t = _transport(remote)
+    _set_remote_alias(t, store, "clf:v1", "prod")
+    meters: list[Metered] = []
+
+    def metered(inner: Transport) -> Transport:
+        meters.append(Metered(inner))
+        return meters[-1]
+
+    for bad in ("clf@", "clf@no/pe", "clf@a@b", "clf@a:b", "clf@latest", "clf@-x", "@prod"):
+        with wrapping(metered), pytest.raises(modelvault.InvalidTag, match=r"alias|tag|name"):
+            store.delete_remote(bad)
+    with wrapping(metered), pytest.raises(modelvault.InvalidTag, match="version"):
+        store.delete_remote("clf:no/pe")
+    assert sum(m.requests for m in meters) == 0  # refused before the remote is asked
+    with pytest.raises(modelvault.InvalidTag, match=r"invalid alias 'no/pe'"):
+        store.delete_remote("clf@no/pe")
+    with pytest.raises(modelvault.NotFound, match="clf@stage"):
+        store.delete_remote("clf@stage")
+    with pytest.raises(modelvault.ModelExists, match="clf@prod"):
+        store.delete_remote("CLF:V1")
+    assert store.delete_remote("CLF@Prod") == ["clf@prod"]  # folded, as tags are
+    assert not t.exists(alias_key("clf", "prod"))
+    assert store.delete_remote("CLF:V1") == ["clf:v1"]
+    empty = _store(tmp_path, "b", {**remote, "url": remote["url"] + "-none"})
+    for tag in ("clf", "clf:v1", "clf@prod"):
+        with pytest.raises(modelvault.NotFound, match="no modelvault remote there"):
+            empty.delete_remote(tag)
+
+
 def test_models_functions_use_the_default_store(tmp_path: Path, remote: dict[str, Any]) -> None:
     store = modelvault.models.default_store()
     remotes.add("origin", remote["url"], store=store, **remote["options"])
