@@ -426,6 +426,79 @@ probe(PyObject *self, PyObject *args)
     return Py_BuildValue("(dN)", byte_bits, out);
 }
 
+/* --- scratch memory ------------------------------------------------------------------
+ *
+ * hencode and hdecode need a few buffers of about the chunk's size. Fresh ones each call
+ * cost page faults (malloc hands large blocks back to the kernel); each thread keeps one
+ * block instead, reused by its later calls and freed when the thread ends. Requests over
+ * ARENA_MAX are plain malloc / free (a thread must not keep a huge block). */
+
+#define ARENA_MAX ((size_t)8 << 20)
+
+#if defined(_WIN32)
+#define ARENA_TLS 0
+#else
+#define ARENA_TLS 1
+#include <pthread.h>
+static pthread_key_t arena_key;
+static int arena_ok;
+#endif
+
+typedef struct {
+    size_t cap;
+} arena_hdr;
+
+static void
+arena_release(void *p)
+{
+    free(p);
+}
+
+/* A 64-byte aligned buffer of at least ``size`` bytes: this thread's block, or (above
+ * ARENA_MAX, or without thread-local keys) a fresh one that arena_done frees. */
+static uint8_t *
+arena_get(size_t size, void **own)
+{
+    *own = NULL;
+#if ARENA_TLS
+    if (arena_ok && size <= ARENA_MAX) {
+        arena_hdr *a = pthread_getspecific(arena_key);
+        if (a == NULL || a->cap < size) {
+            size_t cap = size + size / 4 + 4096;
+            if (cap > ARENA_MAX)
+                cap = ARENA_MAX;
+            arena_hdr *b = malloc(sizeof(arena_hdr) + 64 + cap);
+            if (b == NULL)
+                return NULL;
+            b->cap = cap;
+            if (pthread_setspecific(arena_key, b) != 0) {
+                free(b);
+                return NULL;
+            }
+            free(a);
+            a = b;
+        }
+        return (uint8_t *)(((uintptr_t)(a + 1) + 63) & ~(uintptr_t)63);
+    }
+#endif
+    uint8_t *p = malloc(size + 64);
+    *own = p;
+    return p == NULL ? NULL : (uint8_t *)(((uintptr_t)p + 63) & ~(uintptr_t)63);
+}
+
+static void
+arena_done(void *own)
+{
+    free(own);
+}
+
+/* Round up to 64 bytes: buffers carved from one block stay aligned. */
+static inline size_t
+al64(size_t n)
+{
+    return (n + 63) & ~(size_t)63;
+}
+
 /* --- Huffman planes (docs/format.md, section 2, "Huffman sub-format") ------------------
  *
  * A plane of n symbols is coded with a canonical Huffman code of at most HUF_MAX bits,
@@ -1205,12 +1278,18 @@ hencode(PyObject *self, PyObject *args)
     uint16_t *sym = NULL;
     uint32_t *hist3 = NULL;
     PyObject *res = NULL;
-    planes = PyMem_RawMalloc((size_t)(n * (w - 1) + 1));
-    sym = PyMem_RawMalloc((size_t)(n * 2 + 2));
-    hist3 = PyMem_RawMalloc(sizeof(uint32_t) * HUF_NSYM);
-    scratch = PyMem_RawMalloc((size_t)(huf_scratch(n) + 1));
+    size_t sz_planes = al64((size_t)(n * (w - 1) + 8)), sz_sym = al64((size_t)(n * 2 + 8)),
+           sz_hist = al64(sizeof(uint32_t) * HUF_NSYM), sz_scr = al64((size_t)huf_scratch(n) + 8);
+    void *own;
+    uint8_t *block = arena_get(sz_planes + sz_sym + sz_hist + sz_scr, &own);
+    if (block != NULL) {
+        planes = block;
+        sym = (uint16_t *)(block + sz_planes);
+        hist3 = (uint32_t *)(block + sz_planes + sz_sym);
+        scratch = block + sz_planes + sz_sym + sz_hist;
+    }
     res = PyBytes_FromStringAndSize(NULL, bound);
-    if (planes == NULL || sym == NULL || hist3 == NULL || scratch == NULL || res == NULL) {
+    if (block == NULL || res == NULL) {
         Py_CLEAR(res);
         if (!PyErr_Occurred())
             PyErr_NoMemory();
@@ -1350,10 +1429,7 @@ hencode(PyObject *self, PyObject *args)
     if (_PyBytes_Resize(&res, total) < 0)
         res = NULL;
 done:
-    PyMem_RawFree(planes);
-    PyMem_RawFree(sym);
-    PyMem_RawFree(hist3);
-    PyMem_RawFree(scratch);
+    arena_done(own);
     PyBuffer_Release(&in);
     return res;
 }
@@ -1397,8 +1473,8 @@ huf_stream_tail(bitr *b, const uint16_t *tab, uint32_t tm, void *out, int wide, 
 }
 
 /* One lookup: up to two symbols from the bits at the bottom of x. Byte symbols: entry
- * s1 | s2 << 8 | bits << 16 | count << 24; u16 symbols: s1 | s2 << 16 | bits << 32 |
- * count << 40. */
+ * s1 | s2 << 8 | bits << 16 | count << 24; symbols of up to 10 bits (written as u16):
+ * s1 | bits << 10 | (count - 1) << 14 | s2 << 16. */
 #define GET2(x, pos, d)                                                                    \
     do {                                                                                   \
         uint32_t e_ = tab2[(x) & tm], l_ = (e_ >> 16) & 255;                              \
@@ -1409,10 +1485,9 @@ huf_stream_tail(bitr *b, const uint16_t *tab, uint32_t tm, void *out, int wide, 
     } while (0)
 #define GET2W(x, pos, d)                                                                   \
     do {                                                                                   \
-        uint64_t e_ = tab2w[(x) & tm];                                                     \
-        uint32_t l_ = (uint32_t)(e_ >> 32) & 255;                                          \
-        store32le((uint8_t *)(d), (uint32_t)e_);                                           \
-        (d) += e_ >> 40;                                                                   \
+        uint32_t e_ = tab2[(x) & tm], l_ = (e_ >> 10) & 15;                               \
+        store32le((uint8_t *)(d), e_ & 0x03FF03FFu);                                       \
+        (d) += 1 + ((e_ >> 14) & 1);                                                       \
         (x) >>= l_;                                                                        \
         (pos) += l_;                                                                       \
     } while (0)
@@ -1454,9 +1529,9 @@ huf_stream_tail(bitr *b, const uint16_t *tab, uint32_t tm, void *out, int wide, 
 
 static ALWAYS_INLINE void
 huf_fast4_body(const uint8_t *base, uint64_t *pos, const uint64_t *end, void **dst,
-               void *const *dend, const uint32_t *tab2, const uint64_t *tab2w, uint32_t tm)
+               void *const *dend, const uint32_t *tab2, int wide, uint32_t tm)
 {
-    if (tab2w)
+    if (wide)
         FAST4_LOOP(uint16_t, GET2W);
     else
         FAST4_LOOP(uint8_t, GET2);
@@ -1464,19 +1539,19 @@ huf_fast4_body(const uint8_t *base, uint64_t *pos, const uint64_t *end, void **d
 
 #define FAST4_ARGS                                                                         \
     const uint8_t *base, uint64_t *pos, const uint64_t *end, void **dst, void *const *dend, \
-        const uint32_t *tab2, const uint64_t *tab2w, uint32_t tm
+        const uint32_t *tab2, int wide, uint32_t tm
 
 static void
 huf_fast4_plain(FAST4_ARGS)
 {
-    huf_fast4_body(base, pos, end, dst, dend, tab2, tab2w, tm);
+    huf_fast4_body(base, pos, end, dst, dend, tab2, wide, tm);
 }
 
 #ifdef BMI2_DISPATCH
 __attribute__((target("bmi2"))) static void
 huf_fast4_bmi2(FAST4_ARGS)
 {
-    huf_fast4_body(base, pos, end, dst, dend, tab2, tab2w, tm);
+    huf_fast4_body(base, pos, end, dst, dend, tab2, wide, tm);
 }
 #endif
 
@@ -1485,17 +1560,16 @@ huf_fast4(FAST4_ARGS)
 {
 #ifdef BMI2_DISPATCH
     if (use_bmi2) {
-        huf_fast4_bmi2(base, pos, end, dst, dend, tab2, tab2w, tm);
+        huf_fast4_bmi2(base, pos, end, dst, dend, tab2, wide, tm);
         return;
     }
 #endif
-    huf_fast4_plain(base, pos, end, dst, dend, tab2, tab2w, tm);
+    huf_fast4_plain(base, pos, end, dst, dend, tab2, wide, tm);
 }
 
 typedef struct {
     uint16_t *tab;  /* 1 << HUF_MAX entries */
     uint32_t *tab2; /* 1 << HUF_MAX entries */
-    uint64_t *tab2w; /* 1 << HUF_MAX entries */
 } huf_tables;
 
 /* Decode one Huffman plane of n symbols (sub-format ``v``: 1 or 2; ``symbits``: 8, or
@@ -1647,28 +1721,25 @@ huf_decode(const uint8_t *src, Py_ssize_t len, Py_ssize_t n, int v, int symbits,
     }
     /* pairs: decodes the code at the bottom of x and, if the next code fits in the rest
      * of the t bits, that one too */
-    const uint32_t *tab2 = NULL;
-    const uint64_t *tab2w = NULL;
+    uint32_t *tab2 = tb->tab2;
     if (wide) {
         for (uint32_t x = 0; x <= tm; x++) {
             uint16_t e1 = tab[x], e2 = tab[x >> (e1 >> 12)];
-            uint64_t l1 = e1 >> 12, l2 = e2 >> 12;
-            tb->tab2w[x] = l1 + l2 <= (uint64_t)t
-                               ? (uint64_t)(e1 & 0xFFF) | (uint64_t)(e2 & 0xFFF) << 16 |
-                                     (l1 + l2) << 32 | 2ull << 40
-                               : (uint64_t)(e1 & 0xFFF) | l1 << 32 | 1ull << 40;
+            uint32_t l1 = e1 >> 12, l2 = e2 >> 12;
+            tab2[x] = l1 + l2 <= (uint32_t)t
+                          ? (uint32_t)(e1 & 0x3FF) | (l1 + l2) << 10 | 1u << 14 |
+                                (uint32_t)(e2 & 0x3FF) << 16
+                          : (uint32_t)(e1 & 0x3FF) | l1 << 10;
         }
-        tab2w = tb->tab2w;
     } else {
         for (uint32_t x = 0; x <= tm; x++) {
             uint16_t e1 = tab[x], e2 = tab[x >> (e1 >> 12)];
             uint32_t l1 = e1 >> 12, l2 = e2 >> 12;
-            tb->tab2[x] = l1 + l2 <= (uint32_t)t
-                              ? (uint32_t)(e1 & 255) | (uint32_t)(e2 & 255) << 8 |
-                                    (l1 + l2) << 16 | 2u << 24
-                              : (uint32_t)(e1 & 255) | l1 << 16 | 1u << 24;
+            tab2[x] = l1 + l2 <= (uint32_t)t
+                          ? (uint32_t)(e1 & 255) | (uint32_t)(e2 & 255) << 8 |
+                                (l1 + l2) << 16 | 2u << 24
+                          : (uint32_t)(e1 & 255) | l1 << 16 | 1u << 24;
         }
-        tab2 = tb->tab2;
     }
     const uint8_t *base = b[0].p;
     uint64_t pos[HUF_STREAMS], end[HUF_STREAMS];
@@ -1677,7 +1748,7 @@ huf_decode(const uint8_t *src, Py_ssize_t len, Py_ssize_t n, int v, int symbits,
         end[k] = (uint64_t)(b[k].end - base);
     }
     for (int g = 0; g < HUF_STREAMS; g += 4)
-        huf_fast4(base, pos + g, end + g, dst + g, dend + g, tab2, tab2w, tm);
+        huf_fast4(base, pos + g, end + g, dst + g, dend + g, tab2, wide, tm);
     for (int k = 0; k < HUF_STREAMS; k++) { /* back to a byte pointer and buffered bits */
         b[k].p = base + (pos[k] >> 3);
         if (pos[k] & 7) {
@@ -1706,7 +1777,8 @@ hdecode(PyObject *self, PyObject *args)
     PyObject *res = NULL;
     uint8_t *planes = NULL;
     uint16_t *sym = NULL;
-    huf_tables tb = {NULL, NULL, NULL};
+    huf_tables tb = {NULL, NULL};
+    void *own = NULL;
     if (len < 4) {
         err = "float payload has no header";
         goto done;
@@ -1751,13 +1823,16 @@ hdecode(PyObject *self, PyObject *args)
         goto done;
     }
     res = PyBytes_FromStringAndSize(NULL, raw_len);
-    planes = PyMem_RawMalloc((size_t)(n * w + 8));
-    sym = K ? PyMem_RawMalloc((size_t)(n * 2 + 8)) : NULL;
-    tb.tab = PyMem_RawMalloc(sizeof(uint16_t) << HUF_MAX);
-    tb.tab2 = PyMem_RawMalloc(sizeof(uint32_t) << HUF_MAX);
-    tb.tab2w = PyMem_RawMalloc(sizeof(uint64_t) << HUF_MAX);
-    if (res == NULL || planes == NULL || (K && sym == NULL) || tb.tab == NULL ||
-        tb.tab2 == NULL || tb.tab2w == NULL) {
+    size_t sz_planes = al64((size_t)(n * w + 8)), sz_sym = K ? al64((size_t)(n * 2 + 8)) : 0,
+           sz_tab = al64(sizeof(uint16_t) << HUF_MAX);
+    uint8_t *block = arena_get(sz_planes + sz_sym + sz_tab + (sizeof(uint32_t) << HUF_MAX), &own);
+    if (block != NULL) {
+        planes = block;
+        sym = K ? (uint16_t *)(block + sz_planes) : NULL;
+        tb.tab = (uint16_t *)(block + sz_planes + sz_sym);
+        tb.tab2 = (uint32_t *)(block + sz_planes + sz_sym + sz_tab);
+    }
+    if (res == NULL || block == NULL) {
         Py_CLEAR(res);
         if (!PyErr_Occurred())
             PyErr_NoMemory();
@@ -1766,7 +1841,7 @@ hdecode(PyObject *self, PyObject *args)
     uint8_t *out = (uint8_t *)PyBytes_AS_STRING(res);
     Py_BEGIN_ALLOW_THREADS
     const uint8_t *p = d + hl + 4 * w;
-    const uint8_t *pl[4];
+    const uint8_t *pl[4], *narrow_at = NULL;
     memcpy(out, p, (size_t)skip);
     p += skip;
     for (int i = 0; i < w && !err; i++) {
@@ -1776,14 +1851,18 @@ hdecode(PyObject *self, PyObject *args)
         } else if (mask >> i & 1) {
             err = huf_decode(p, stored[i], n, v, i == w - 1 ? 8 - K : 8, planes + i * n, &tb);
         } else if (i == w - 1 && K) {
-            unpack_narrow(p, stored[i], n, K, planes + i * n);
+            narrow_at = p; /* unpacked block by block while joining, below */
         } else {
             pl[i] = p;
         }
         p += stored[i];
     }
     if (!err) {
-        if (K)
+        if (K && narrow_at) {
+            unpack_narrow(narrow_at, stored[w - 1], n, K, planes + (w - 1) * n);
+            pl[w - 1] = planes + (w - 1) * n;
+            join_sym(sym, pl, n, w, r, K, out + skip);
+        } else if (K)
             join_sym(sym, pl, n, w, r, K, out + skip);
         else
             join_planes(pl, n, w, r, out + skip);
@@ -1795,11 +1874,7 @@ done:
         Py_CLEAR(res);
         PyErr_SetString(PyExc_ValueError, err);
     }
-    PyMem_RawFree(planes);
-    PyMem_RawFree(sym);
-    PyMem_RawFree(tb.tab);
-    PyMem_RawFree(tb.tab2);
-    PyMem_RawFree(tb.tab2w);
+    arena_done(own);
     PyBuffer_Release(&in);
     return res;
 }
@@ -1829,6 +1904,9 @@ PyInit__floatcodec(void)
     __builtin_cpu_init();
     use_bmi2 = __builtin_cpu_supports("bmi2");
     use_avx2 = __builtin_cpu_supports("avx2");
+#endif
+#if ARENA_TLS
+    arena_ok = pthread_key_create(&arena_key, arena_release) == 0;
 #endif
     for (int x = 0; x < (1 << HUF_MAX); x++) {
         int r = 0;

@@ -725,3 +725,12 @@ def test_a_well_formed_tiny_sub_format_2_plane_decodes() -> None:
     assert [int.from_bytes(out[2 * i : 2 * i + 2], "little") >> 7 for i in range(8)] == [
         3, 4, 3, 4, 3, 4, 3, 4
     ]  # fmt: skip
+
+
+def test_inputs_past_the_per_thread_scratch_round_trip() -> None:
+    """Chunks reuse a per-thread scratch block; an input needing more than its 8 MiB cap
+    takes fresh memory, and a small one after it the block again: all bit-exact."""
+    big = adversarial("bf16", 2_500_000, 12)  # ~5 MB: planes, symbols and streams > 8 MiB
+    for raw in (adversarial("fp16", 30_000, 13), big, adversarial("weights", 30_000, 14)):
+        payload = codec.encode_float_huffman(raw, 2, -1, 1, 3)
+        assert decode(Codec.FLOAT, payload, len(raw)) == raw
