@@ -59,6 +59,41 @@ def test_delete_gc_and_verify_on_a_remote(mv: Run, model_dir: Path, tmp_path: Pa
     assert bad.stderr.startswith("mv: error: the remote shared is damaged")
 
 
+def test_delete_on_a_remote_with_aliases(mv: Run, model_dir: Path, tmp_path: Path) -> None:
+    """``mv delete --remote`` of an aliased version refuses in one line naming the alias;
+    ``NAME@ALIAS`` removes the remote alias only (bad ones: one line); an alias left
+    naming a deleted version (a remote damaged by hand) makes ``mv verify --remote`` exit
+    1 naming it and ``mv pull`` fail naming it and its version."""
+    remote = tmp_path / "remote"
+    _pushed(mv, model_dir, remote.as_uri())
+    assert mv("alias", "set", "clf@prod", "clf:v1").returncode == 0
+    assert mv("push", "clf@prod", "shared").returncode == 0
+    for tag in ("clf:v1", "clf"):
+        refused = mv("delete", tag, "--remote", "shared", "-y")
+        assert refused.returncode == 1, refused.stdout
+        no_traceback(refused)
+        assert "clf@prod" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+    for bad, words in (("clf@-x", "invalid alias"), ("clf@stage", "no alias clf@stage")):
+        refused = mv("delete", bad, "--remote", "shared", "-y")
+        assert refused.returncode != 0 and words in refused.stderr, refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1
+    doc = (remote / "aliases" / "clf" / "prod").read_bytes()
+    out = mv("delete", "CLF@Prod", "--remote", "shared", "-y")
+    assert out.returncode == 0 and "Deleted clf@prod on shared" in out.stdout, out.stderr
+    assert json.loads(mv("alias", "list", "--remote", "shared", "-o", "json").stdout) == []
+    assert "clf@prod" in mv("alias", "list").stdout  # the local alias stays
+    assert mv("delete", "clf:v1", "--remote", "shared", "-y").returncode == 0
+
+    (remote / "aliases" / "clf" / "old").write_bytes(doc)  # names the deleted clf:v1
+    bad = mv("verify", "--remote", "shared")
+    assert bad.returncode == 1
+    assert "broken alias clf@old" in bad.stdout and "clf:v1" in bad.stdout
+    pulled = mv("--store", str(tmp_path / "other"), "pull", "clf@old", remote.as_uri())
+    assert pulled.returncode != 0
+    no_traceback(pulled)
+    assert "clf@old" in pulled.stderr and "clf:v1" in pulled.stderr
+
+
 def test_remote_unlock(mv: Run, model_dir: Path, tmp_path: Path) -> None:
     remote = tmp_path / "remote"
     _pushed(mv, model_dir, remote.as_uri())
