@@ -46,6 +46,8 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
 
+import numpy as np
+
 from modelvault.errors import BatcherClosed, InvalidInput
 from modelvault.runner.payloads import BatchDim as BatchDim
 from modelvault.runner.payloads import Cut as Cut
@@ -56,6 +58,7 @@ from modelvault.runner.payloads import _slice as _slice
 from modelvault.runner.payloads import cut as cut
 from modelvault.runner.payloads import describe_key as describe_key
 from modelvault.runner.payloads import join_outputs as join_outputs
+from modelvault.runner.payloads import numpy_key as numpy_key
 from modelvault.runner.payloads import split_output as split_output
 from modelvault.runner.policy import AdaptivePolicy as AdaptivePolicy
 from modelvault.runner.policy import _LineFit as _LineFit
@@ -123,6 +126,9 @@ class _Job:
         self.abandoned = False  # its thread caller stopped waiting (KeyboardInterrupt)
 
 
+_ndarray = np.ndarray
+
+
 def _settle(jobs: list[_Job], batcher: Batcher | None) -> None:
     """On an event loop: hand each asyncio caller of a batch its result or error.
 
@@ -186,6 +192,7 @@ class Batcher:
         self.max_batch_size = int(max_batch_size)
         self.max_latency_ms = float(max_latency_ms)
         self.in_dim, self.out_dim = _normalise_dims(batch_dim)
+        self._dim0 = self.in_dim == 0
         self.name = name or getattr(fn, "__name__", "fn")
         self.policy = AdaptivePolicy(self.max_batch_size, self.max_latency_ms / 1000)
         # _lock guards everything below. The worker sleeps on _wake (kept locked; a
@@ -219,10 +226,13 @@ class Batcher:
         """
         if threading.get_ident() == self._worker_id:
             raise RuntimeError(f"batcher {self.name!r} called from inside its own fn")
-        rows, axis, key = cut(payload, self.in_dim)
+        if type(payload) is _ndarray and self._dim0 and payload.ndim:  # cut(), inlined
+            rows, axis, key = payload.shape[0], 0, numpy_key(payload.dtype, payload.shape)
+        else:
+            rows, axis, key = cut(payload, self.in_dim)
         if rows <= self.max_batch_size:
             job = _Job(payload, rows, key, _locked())
-            self._enqueue((job,), rows)
+            self._enqueue_one(job)
             self._wait(job)
             if job.returning:
                 self._woke(job)
@@ -246,11 +256,14 @@ class Batcher:
         Raises:
             The same errors as :meth:`submit`.
         """
-        rows, axis, key = cut(payload, self.in_dim)
+        if type(payload) is _ndarray and self._dim0 and payload.ndim:  # cut(), inlined
+            rows, axis, key = payload.shape[0], 0, numpy_key(payload.dtype, payload.shape)
+        else:
+            rows, axis, key = cut(payload, self.in_dim)
         loop = asyncio.get_running_loop()
         if rows <= self.max_batch_size:
             future = loop.create_future()
-            self._enqueue((_Job(payload, rows, key, None, loop, future),), rows)
+            self._enqueue_one(_Job(payload, rows, key, None, loop, future))
             return await future
         jobs = self._chunks(payload, rows, axis, key, loop)
         self._enqueue(jobs, rows)
@@ -329,6 +342,27 @@ class Batcher:
                 len(queue) >= self._wake_at or self._queued_rows >= self.max_batch_size
             ):
                 self._signal()
+
+    def _enqueue_one(self, job: _Job) -> None:
+        """:meth:`_enqueue` for one call of at most max_batch_size rows: the common case."""
+        job.enqueued = now = time.monotonic()
+        lock = self._lock
+        lock.acquire()
+        try:
+            if self._closed:
+                raise BatcherClosed(f"batcher {self.name!r} is closed")
+            if self._worker is None:
+                self._start_worker()
+            queue = self._queue
+            queue.append(job)
+            self._queued_rows += job.rows
+            self._last_event = now
+            if self._sleeping and (
+                len(queue) >= self._wake_at or self._queued_rows >= self.max_batch_size
+            ):
+                self._signal()
+        finally:
+            lock.release()
 
     def _wait(self, job: _Job) -> None:
         """Block until the job is done, then wake the next thread caller of its batch."""
@@ -454,6 +488,12 @@ class Batcher:
 
     def _take(self, key: Key) -> list[_Job]:
         """Move the queued jobs of ``key`` that fit in one batch out of the queue."""
+        queue = self._queue
+        if self._queued_rows <= self.max_batch_size and all(job.key == key for job in queue):
+            # The common case: the whole queue is one batch.
+            self._queue = deque()
+            self._queued_rows = 0
+            return [job for job in queue if job.future is None or not job.future.cancelled()]
         batch: list[_Job] = []
         rest: deque[_Job] = deque()
         rows = 0
@@ -512,7 +552,7 @@ class Batcher:
             _deliver_error(batch, BatcherClosed(f"batcher {self.name!r} stopped: {exc!r}"))
             raise
         end = time.monotonic()
-        rows = sum(job.rows for job in batch)
+        rows = sum([job.rows for job in batch])
         # Count the call before any caller wakes, so a caller always sees its call in stats.
         with self._lock:
             self._stats.calls += 1
@@ -525,15 +565,16 @@ class Batcher:
             # Chunks of an oversize call are woken directly (its caller waits for them in
             # order, which need not be the order they ran in), and not counted.
             chain: list[_Job] = []
-            others: list[_Job] = []
+            others = [job for job in batch if job.lock is None]  # asyncio callers
             chunks: list[_Job] = []
-            for job in batch:
-                if job.lock is None:
-                    others.append(job)
-                elif job.chunk:
-                    chunks.append(job)
-                elif not job.abandoned:
-                    chain.append(job)
+            if len(others) < len(batch):
+                for job in batch:
+                    if job.lock is None:
+                        continue
+                    if job.chunk:
+                        chunks.append(job)
+                    elif not job.abandoned:
+                        chain.append(job)
             for job, after in pairwise(chain):
                 job.baton = after.lock
             if chain:  # callers wake in chain order: the last reports for them all

@@ -56,7 +56,7 @@ def cut(payload: object, dim: int) -> Cut:
     """
     if type(payload) is np.ndarray and dim == 0 and payload.ndim:  # the common case
         shape = payload.shape
-        return Cut(shape[0], 0, ("numpy", payload.dtype, ("*", *shape[1:])))
+        return Cut(shape[0], 0, numpy_key(payload.dtype, shape))
     if isinstance(payload, list):
         if dim != 0:
             raise BatchingError(f"a list payload batches along dim 0 only, not dim {dim}")
@@ -74,6 +74,11 @@ def cut(payload: object, dim: int) -> Cut:
         f"cannot batch a payload of type {type(payload).__name__}: "
         "pass a numpy array, a torch tensor or a list"
     )
+
+
+def numpy_key(dtype: np.dtype[Any], shape: tuple[int, ...]) -> Key:
+    """The key of a numpy array of ``dtype`` and ``shape`` batched along dim 0."""
+    return ("numpy", dtype, ("*",) + shape[1:])  # noqa: RUF005  (faster than unpacking)
 
 
 def _rest(shape: tuple[int, ...], d: int) -> tuple[int | str, ...]:
