@@ -951,43 +951,50 @@ pick_skip(const uint8_t *d, Py_ssize_t len, int w)
 /* The fused split: for n elements of width w rotated left by r, the top 8 + HUF_KMAX bits
  * into ``sym`` (u16) and counted in ``hist`` (HUF_NSYM counts), byte j - 1 into plane j
  * (1 <= j < w, at out + (j - 1) * n). One read of the elements. */
+#define SPLIT_BLOCK 2048 /* elements split, then counted while their symbols are hot */
+
 static ALWAYS_INLINE void
 split_sym_body(const uint8_t *restrict src, Py_ssize_t n, int w, int r, uint16_t *restrict sym,
                uint8_t *restrict out, uint32_t *restrict hist)
 {
     const int sh = 8 * w - 8 - HUF_KMAX;
-    if (w == 4) {
-        uint8_t *restrict a = out, *restrict b = out + n, *restrict c = out + 2 * n;
-        for (Py_ssize_t j = 0; j < n; j++) {
-            uint32_t v = load32le(src + 4 * j);
-            v = (v << r) | (v >> (32 - r));
-            sym[j] = (uint16_t)(v >> sh);
-            a[j] = (uint8_t)v;
-            b[j] = (uint8_t)(v >> 8);
-            c[j] = (uint8_t)(v >> 16);
-        }
-    } else {
-        uint8_t *restrict a = out;
-        for (Py_ssize_t j = 0; j < n; j++) {
-            uint16_t v = load16le(src + 2 * j);
-            v = (uint16_t)((v << r) | (v >> (16 - r)));
-            sym[j] = (uint16_t)(v >> sh);
-            a[j] = (uint8_t)v;
-        }
-    }
-    /* the counts: a second pass over the (cached) symbols, four tables against
-     * store-to-load stalls on repeated symbols */
     uint32_t h[4][HUF_NSYM];
     memset(h, 0, sizeof h);
-    Py_ssize_t j = 0;
-    for (; j + 4 <= n; j += 4) {
-        h[0][sym[j]]++;
-        h[1][sym[j + 1]]++;
-        h[2][sym[j + 2]]++;
-        h[3][sym[j + 3]]++;
+    for (Py_ssize_t j0 = 0; j0 < n; j0 += SPLIT_BLOCK) {
+        Py_ssize_t j1 = n - j0 < SPLIT_BLOCK ? n : j0 + SPLIT_BLOCK;
+        if (w == 4) {
+            uint8_t *restrict a = out, *restrict b = out + n, *restrict c = out + 2 * n;
+            for (Py_ssize_t j = j0; j < j1; j++) {
+                uint32_t v = load32le(src + 4 * j);
+                v = (v << r) | (v >> (32 - r));
+                sym[j] = (uint16_t)(v >> sh);
+                a[j] = (uint8_t)v;
+                b[j] = (uint8_t)(v >> 8);
+                c[j] = (uint8_t)(v >> 16);
+            }
+        } else {
+            uint8_t *restrict a = out;
+            for (Py_ssize_t j = j0; j < j1; j++) {
+                uint16_t v = load16le(src + 2 * j);
+                v = (uint16_t)((v << r) | (v >> (16 - r)));
+                sym[j] = (uint16_t)(v >> sh);
+                a[j] = (uint8_t)v;
+            }
+        }
+        /* the counts, four symbols a load into four tables (store-to-load stalls on
+         * repeated symbols) */
+        Py_ssize_t j = j0;
+        for (; j + 4 <= j1; j += 4) {
+            uint64_t q; /* native order: each 16-bit field is one symbol */
+            memcpy(&q, sym + j, 8);
+            h[0][q & 0xFFFF]++;
+            h[1][(q >> 16) & 0xFFFF]++;
+            h[2][(q >> 32) & 0xFFFF]++;
+            h[3][q >> 48]++;
+        }
+        for (; j < j1; j++)
+            h[0][sym[j]]++;
     }
-    for (; j < n; j++)
-        h[0][sym[j]]++;
     for (int s = 0; s < HUF_NSYM; s++)
         hist[s] = h[0][s] + h[1][s] + h[2][s] + h[3][s];
 }
