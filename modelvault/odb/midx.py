@@ -65,7 +65,7 @@ __all__ = [
 MIDX_PREFIX = "multi-"
 MIDX_SUFFIX = ".midx"
 _HASH_BLOCK = 4 * 1024 * 1024
-_GIVE_BACK = 1024  # single lookups between two give_back() (RSS: a few pages each)
+_GIVE_BACK = 256  # single lookups between two give_back(): each maps ~30 KiB (fault-around)
 _INTERPOLATE = 64  # buckets larger than this are narrowed by a guess before the search
 GROUP = 1 << 20  # a merge reads at most about this many .idx entries into memory at once
 

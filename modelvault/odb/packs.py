@@ -76,6 +76,7 @@ __all__ = [
 
 
 _BATCH = 32  # from this many ids on, entries() searches each multi-pack index with numpy
+_SPARSE = 256  # ... unless they are fewer than 1/_SPARSE of an index's ids: one at a time
 
 
 MERGE_AT = 8  # a commit merges the packs no multi-pack index covers once there are this many
@@ -358,7 +359,8 @@ class PackDB(PackChecks, PackReads, FolderChanges):
     def entries(self, oids: Sequence[bytes]) -> list[Entry | None]:
         """Where each of ``oids`` is stored, None where the loaded indexes do not know it
         (no new look for new packs: for many ids at once, where a miss is no error).
-        Many ids are looked up in each multi-pack index at once (numpy)."""
+        Many ids, unless few beside a large index, are looked up in each multi-pack index
+        at once (numpy)."""
         self._ensure_loaded()
         layers = self._layers
         loose = self._loose
@@ -372,9 +374,9 @@ class PackDB(PackChecks, PackReads, FolderChanges):
             todo = list(range(len(oids)))
         if not layers or not todo:
             return out
-        if len(todo) < _BATCH:
-            for i in todo:
-                out[i] = self._find(oids[i])
+        if len(todo) < _BATCH or len(todo) * _SPARSE < max(m.count for m in layers):
+            for i in todo:  # (numpy's search over the whole id column would touch
+                out[i] = self._find(oids[i])  # ~log2(pages) pages an id, and map them)
             return out
         import numpy as np
 

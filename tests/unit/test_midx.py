@@ -282,6 +282,11 @@ def test_lookups_in_a_bucket_whose_ids_are_not_spread_evenly(
             assert (layer.position(near) >= 0) == (near in ids)
     assert layer.position(bytes([3]) + bytes(31)) == -1
     assert layer.position(bytes([3]) + b"\xff" * 31) == -1
+    # entries(): a few ids beside a large index one at a time, many at once (numpy)
+    assert len(order) > 40 * packs_mod._SPARSE and len(order) < 2000 * packs_mod._SPARSE
+    for few in (order[5:45], order[::5][:2000]):
+        asked = [*few, rng.randbytes(32)]
+        assert db.entries(asked) == [db.entry(oid) for oid in few] + [None]
 
 
 def test_an_entry_naming_a_pack_out_of_range_is_damage_not_a_crash(tmp_path: Path) -> None:
