@@ -5,7 +5,10 @@ Run from the repository root, alone on the machine (about 6 minutes)::
     make .venv-bentoml/.installed
     .venv/bin/python benchmarks/bench_runner.py --runs 3 --seconds 5 --json runner.json
 
-``--quick`` is one run of 1 s per measure (about 40 s), for a smoke test.
+``--quick`` is one run of 1 s per measure (about 35 s), for a smoke test. The report ends
+with issue 23's targets (met or MISSED, with the deciding figures, for threads and asyncio)
+and the load average at the start and end: a load above ~0.5 means others shared the CPUs
+and the figures are not worth keeping.
 
 Every measure runs in a fresh child process, one at a time, alternating the sides: ours
 with this interpreter (``benchmarks/bench_runner.py --child SPEC``), BentoML's with
@@ -35,6 +38,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -118,6 +122,7 @@ def main() -> None:
     if args.quick:
         args.runs, args.seconds = 1, 1.0
     secs = args.seconds
+    load_before = os.getloadavg()[0]
     results: dict[str, dict[str, list[dict[str, Any]]]] = {}
 
     def run_all(name: str, spec: dict[str, Any], run: int) -> None:
@@ -140,6 +145,8 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     report(results, args.runs, secs, capacity)
+    load_after = os.getloadavg()[0]
+    print(f"\nload average (1 min): {load_before:.2f} at the start, {load_after:.2f} at the end")
 
 
 def _brief(out: dict[str, Any]) -> str:
@@ -194,7 +201,53 @@ def report(results: dict[str, Any], runs: int, secs: float, capacity: float) -> 
         f"| lone caller, added to a direct call | +{lone[0]:.3f} ms | +{lone[1]:.3f} | "
         f"+{lone[2]:.3f} | | |"
     )
+    print(verdicts(med, total))
     print(FAIRNESS)
+
+
+def verdicts(med: Any, total: Any) -> str:
+    """Issue 23's targets, side by side: met or missed, with the figure that decides."""
+    lines = ["", "| target (issue 23) | ours, threads | ours, asyncio |", "|---|---|---|"]
+
+    def row(what: str, check: Any) -> None:
+        cells = []
+        for side in ("threads", "asyncio"):
+            ok, why = check(side)
+            cells.append(f"{'met' if ok else 'MISSED'}: {why}")
+        lines.append(f"| {what} | {cells[0]} | {cells[1]} |")
+
+    for name in ("closed 1 row", "closed 4 rows"):
+
+        def closed(side: str, name: str = name) -> tuple[bool, str]:
+            ratio = med(name, side, "rps") / med(name, "bentoml", "rps")
+            p99, theirs = med(name, side, "p99_ms"), med(name, "bentoml", "p99_ms")
+            why = f"{ratio:.2f}x, p99 {p99:.2f} vs {theirs:.2f} ms"
+            return ratio >= 1.1 and p99 <= theirs, why
+
+        row(f"{name}: >= 1.1x throughput, p99 no higher", closed)
+    for name in ("open 50%", "open 90%"):
+
+        def open_(side: str, name: str = name) -> tuple[bool, str]:
+            ours = med(name, side, "p50_ms"), med(name, side, "p99_ms")
+            theirs = med(name, "bentoml", "p50_ms"), med(name, "bentoml", "p99_ms")
+            why = f"p50/p99 {ours[0]:.2f}/{ours[1]:.2f} vs {theirs[0]:.2f}/{theirs[1]:.2f} ms"
+            return ours[0] <= theirs[0] and ours[1] <= theirs[1], why
+
+        row(f"{name}: p50 and p99 no higher", open_)
+
+    def lone(side: str) -> tuple[bool, str]:
+        added = med("lone caller", side, "added_ms")
+        return added <= 0.1, f"+{added:.3f} ms"
+
+    row("lone caller: added latency <= 0.1 ms", lone)
+
+    def dropped(side: str) -> tuple[bool, str]:
+        names = ("closed 1 row", "closed 4 rows", "open 50%", "open 90%")
+        bad = sum(total(n, side, "wrong") + total(n, side, "failed") for n in names)
+        return bad == 0, f"{bad} wrong or failed"
+
+    row("no request dropped or wrong", dropped)
+    return "\n".join(lines)
 
 
 FAIRNESS = """
