@@ -263,3 +263,38 @@ def test_an_object_written_in_the_same_tick_is_still_found(root: Path) -> None:
     assert dir_key(db.pack_dir) == key
     assert not reader.has(new[0])  # (has() may miss: a save then writes it again)
     assert reader.read(new[0]) is not None
+
+
+GOLDEN = Path(__file__).parent.parent / "golden"
+
+
+def test_golden_record_of_store_v3_is_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``tests/golden/packs-state-v1.json``: the record of ``store-v3``'s pack folder as
+    format.md 5.2 lays it out; with ``dir`` set to the copy's folder it is taken (no
+    listing) and every model reads back."""
+    import shutil
+
+    import modelvault
+
+    data = (GOLDEN / "packs-state-v1.json").read_bytes()
+    state = DirState.decode(data)
+    assert state is not None and state.key == (2049, 1234567, 1796508000123456789)
+    assert state.encode() == data  # the writer's bytes, exactly
+    shutil.copytree(GOLDEN / "store-v3", tmp_path / "s")
+    root = tmp_path / "s" / "objects"
+    full = PackDB(root)
+    full.refresh(full=True)
+    assert state.midx == tuple(layer.name for layer in full.layers())
+    (root / STATE_NAME).write_bytes(
+        DirState(dir_key(root / "packs"), state.midx, state.loose).encode()
+    )
+    listings = _Listings(monkeypatch, root / "packs")
+    store = modelvault.Store(tmp_path / "s")
+    tags = [str(m.tag) for m in store.list()]
+    assert tags
+    for tag in tags:  # every object read and checked against its id
+        assert any(p.is_file() for p in Path(store.get(tag).path).rglob("*"))
+    assert listings.count == 0
+    assert store.verify().ok
