@@ -21,7 +21,9 @@ callers, model and output checks from ``runner_workload.py``:
   requests), after a 1 s warm-up in the same process;
 - open loop: Poisson arrivals of 1-row requests at 50% and 90% of BentoML's closed-loop
   1-row throughput measured in the same run (the same offered rate for both sides),
-  latency counted from each request's planned arrival;
+  latency counted from each request's planned arrival; asyncio callers start a task per
+  arrival, thread callers are a pool of ``OPEN_THREADS`` (256) threads, enough that the
+  pool never caps the requests in flight (64 would: at 90% load BentoML holds ~110);
 - a lone caller: median latency through the batcher minus a direct call of the model;
 - every result is compared bit for bit with the model's output for that caller's input
   alone (inputs and weights are small integers, so products are exact); a wrong result or
@@ -262,7 +264,8 @@ Fairness: both sides run the same callers, model and output checks
   one thread, max_latency_ms as given (default 60000, its own); callers: asyncio tasks.
   Its callback is decorated once, not per request as its server does (in its favour).
 - open loop: the same Poisson arrivals for both sides, at 50% and 90% of BentoML's
-  closed-loop 1-row throughput in this run; latency from each planned arrival.
+  closed-loop 1-row throughput in this run; latency from each planned arrival; asyncio:
+  a task per arrival; threads: a pool of 256, so the pool never caps requests in flight.
 - CPU per request: process CPU time (all threads, user + system) / completed requests."""
 
 
