@@ -155,8 +155,11 @@ def _float_or_zstd(data: bytes | memoryview, payload: bytes) -> tuple[Codec, byt
 # ``sync`` (benchmarks/RESULTS.md, session 8). The Huffman planes that replaced it encode
 # at ~1.3-1.6 GB/s of raw bytes per CPU second and decode at ~1.7-2.3 GB/s on MiniLM
 # fp32 / bf16 / fp16 (issue 21, session 9: bench_codec.py, CPU time of one thread on a
-# shared machine): decoding meets its 1.5 GB/s target, encoding not yet the ~3 GB/s a
-# save needs beside CDC + BLAKE3 on two threads, so it stays off by default.
+# shared machine). Their sub-format 2 (session 10: the exponent coded with up to 2
+# mantissa bits, 0.25-0.6% smaller on fp32 / bf16) encodes at ~1.25 / 1.25 / 1.7 GB/s
+# (bf16 / fp16 / fp32) and decodes at ~2.0 / 2.25 / 2.5 GB/s per CPU second in the C
+# alone (no Python around it). Decoding meets its 1.5 GB/s target; whether saves meet
+# theirs with it on is measured in bench_store.py, so it stays off by default.
 FLOAT_WRITE = os.environ.get("MODELVAULT_FLOAT_CODEC", "") == "1"
 
 
