@@ -13,7 +13,7 @@ section 10).
     importer.py   import_model: staging into hidden packs, the closure check, publishing
 
 Files and URLs are opened through ``modelvault.remote.transport`` (``open_input``,
-``open_output``), the one module that imports fsspec. Both functions work on a
+``open_output``, from ``modelvault.remote.files``), never fsspec itself. Both functions work on a
 :class:`~modelvault.repo.Repository`; ``Store.export_model`` / ``Store.import_model``
 resolve tags and wrap the result into a :class:`~modelvault.model.Model`.
 

@@ -36,12 +36,14 @@ class Bar:
         self._progress.update(self._task, description=text)
 
     def transfer(self, done: Any) -> None:
-        total = getattr(done, "total_bytes", None)
+        """A push or pull report: the first (sent with the totals, before any byte moves)
+        ends the waiting phase ("comparing"), and sizes and speed appear."""
         self._progress.update(
             self._task,
             completed=getattr(done, "bytes", 0),
-            total=total,
-            description=self._description,  # the first report ends "(comparing ...)"
+            total=getattr(done, "total_bytes", None),
+            description=self._description,
+            waiting=False,
         )
 
     def update(self, description: str, completed: int, total: int | None) -> None:
@@ -91,13 +93,31 @@ def bar(
         SpinnerColumn(),
         TextColumn("{task.description}"),
         BarColumn(),
-        DownloadColumn(binary_units=True),
-        _binary_speed_column(),
-        TimeRemainingColumn(),
+        *_hidden_while_waiting(
+            DownloadColumn(binary_units=True), _binary_speed_column(), TimeRemainingColumn()
+        ),
     ]
     with Progress(*columns, console=console, transient=True) as progress:
         shown = f"{description} ({waiting})" if waiting else description
-        yield Bar(progress, progress.add_task(shown, total=total), description)
+        task = progress.add_task(shown, total=total, waiting=bool(waiting))
+        yield Bar(progress, task, description)
+
+
+def _hidden_while_waiting(*columns: Any) -> list[Any]:
+    """``columns`` drawing nothing while their task is waiting (a push or pull comparing
+    with the remote has no total yet: no ``0/? bytes`` then)."""
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    class Hidden(ProgressColumn):
+        def __init__(self, inner: Any) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def render(self, task: Any) -> Any:
+            return Text("") if task.fields.get("waiting") else self.inner.render(task)
+
+    return [Hidden(c) for c in columns]
 
 
 def _binary_speed_column() -> Any:

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from modelvault.errors import NotFound
 from modelvault.remote.urls import is_transient
 
 Range = tuple[int, int]  # (offset, length)
+Bytes = Callable[[int], None]  # told each count of bytes moved (negative: taken back)
 
 
 def content_token(data: bytes) -> str:
@@ -103,6 +104,25 @@ class Transport(ABC):
             return False
         self.put(key, data)
         return True
+
+    # -- transfers that report bytes as they go (push and pull) ------------------------
+    def upload(self, key: str, source: bytes | Path, progress: Bytes) -> None:
+        """:meth:`put` (``bytes``) or :meth:`put_file` (a path), telling ``progress`` the
+        bytes sent as they go. This default tells them once, when the write is done;
+        transports override it where the backend lets them do better."""
+        if isinstance(source, Path):
+            self.put_file(key, source)
+            progress(source.stat().st_size)
+        else:
+            self.put(key, source)
+            progress(len(source))
+
+    def read_range(self, key: str, offset: int, length: int, progress: Bytes) -> bytes:
+        """The ``length`` bytes of ``key`` at ``offset`` (shorter at the end), telling
+        ``progress`` the bytes received as they come. This default tells them once."""
+        (data,) = self.get_ranges(key, [(offset, length)])
+        progress(len(data))
+        return data
 
     def is_transient(self, exc: BaseException) -> bool:
         """Whether :class:`Retrying` should try ``exc``'s call again (see :func:`is_transient`)."""

@@ -6,15 +6,36 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import io
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import BinaryIO, cast
 
 from modelvault import _fsutil
 from modelvault.errors import NotFound
-from modelvault.remote.base import Range, Transport, content_token
+from modelvault.remote.base import Bytes, Range, Transport, content_token
 
-__all__ = ["LocalTransport"]
+__all__ = ["PIECE", "LocalTransport"]
+
+PIECE = 1024 * 1024  # bytes moved between two progress reports (upload, read_range)
+
+
+class _Told:
+    """A binary stream over ``source`` that tells ``progress`` of each piece once the
+    writer asks for the next one (so once it is written), and of the last at the end."""
+
+    def __init__(self, source: BinaryIO, progress: Bytes) -> None:
+        self._source = source
+        self._progress = progress
+        self._pending = 0
+
+    def read(self, n: int = -1) -> bytes:
+        if self._pending:
+            self._progress(self._pending)
+        block = self._source.read(PIECE if n < 0 else min(n, PIECE))
+        self._pending = len(block)
+        return block
 
 
 _SWAP_LOCK = f"{_fsutil.TEMP_PREFIX}swap{_fsutil.LOCK_SUFFIX}"  # hidden from list()
@@ -61,6 +82,37 @@ class LocalTransport(Transport):
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
         return _fsutil.create_only(self._folder(key), data)
+
+    def upload(self, key: str, source: bytes | Path, progress: Bytes) -> None:
+        """Written :data:`PIECE` by :data:`PIECE`, each told once written (then fsync'd
+        and renamed, as :meth:`put` does)."""
+        with contextlib.ExitStack() as stack:
+            if isinstance(source, Path):
+                stream: BinaryIO = stack.enter_context(open(source, "rb"))
+            else:
+                stream = io.BytesIO(source)
+            _fsutil.atomic_write(self._folder(key), cast(BinaryIO, _Told(stream, progress)))
+
+    def read_range(self, key: str, offset: int, length: int, progress: Bytes) -> bytes:
+        """Read :data:`PIECE` by :data:`PIECE`, each told once read."""
+        try:
+            fd = os.open(self._path(key), os.O_RDONLY)
+        except (FileNotFoundError, NotADirectoryError):
+            raise NotFound(f"{self.url}/{key} does not exist") from None
+        try:
+            buf = bytearray(length)
+            view = memoryview(buf)
+            got = 0
+            while got < length:
+                n = os.preadv(fd, [view[got : got + PIECE]], offset + got)
+                if n == 0:
+                    break  # the end of the file
+                got += n
+                progress(n)
+            del view
+            return bytes(buf[:got]) if got < length else bytes(buf)
+        finally:
+            os.close(fd)
 
     def get(self, key: str) -> bytes:
         try:

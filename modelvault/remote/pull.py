@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from modelvault._parallel import ordered_map
 from modelvault.aliases import AliasStore
 from modelvault.core.hashing import ObjType
 from modelvault.core.objects import KIND_TREE, FileObject, ModelObject, TreeObject
@@ -23,10 +23,12 @@ from modelvault.errors import IntegrityError, ModelExists, NotFound
 from modelvault.odb.packs import verify_payload
 from modelvault.refs import RefValue, damaged_message, warn_damaged
 from modelvault.remote.aliases import remote_alias_ref
+from modelvault.remote.base import Bytes
 from modelvault.remote.repo import RemoteIndex
 from modelvault.remote.session import (
     JOBS,
     ProgressCallback,
+    Relay,
     Session,
     TransferProgress,
     TransferResult,
@@ -37,6 +39,8 @@ from modelvault.repo.layout import pack_key
 from modelvault.tags import Tag
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     from modelvault.odb import PackDB, PackWriter
 
 __all__ = ["SPAN_GAP", "SPAN_MAX", "pull"]
@@ -105,17 +109,38 @@ class _Fetcher:
         return spans
 
     def fetch(
-        self, ids: list[bytes], kind: ObjType | None
+        self, ids: list[bytes], kind: ObjType | None, relay: Relay | None = None
     ) -> Iterator[tuple[_Span, list[Fetched]]]:
         """Yield each span with its verified objects, in order, ``jobs`` reads in flight."""
-        if not ids:
-            return
-        spans = self.spans(ids)
-        with ThreadPoolExecutor(self.jobs, thread_name_prefix="modelvault-pull") as pool:
-            yield from ordered_map(pool, lambda sp: self._read(sp, kind), spans, self.jobs + 2)
+        if ids:
+            yield from self.fetch_spans(self.spans(ids), kind, relay)
 
-    def _read(self, span: _Span, kind: ObjType | None) -> list[Fetched]:
-        (data,) = self.t.get_ranges(pack_key(span.pack), [(span.start, span.end - span.start)])
+    def fetch_spans(
+        self, spans: list[_Span], kind: ObjType | None, relay: Relay | None = None
+    ) -> Iterator[tuple[_Span, list[Fetched]]]:
+        """:meth:`fetch` of spans; ``relay`` hears of the bytes of each read as they come
+        and reports them in this thread while it waits."""
+        relay = relay or Relay()
+        window = self.jobs + 2  # reads done or in flight, waiting to be taken in order
+        inflight: deque[Future[tuple[_Span, list[Fetched]]]] = deque()
+        with ThreadPoolExecutor(self.jobs, thread_name_prefix="modelvault-pull") as pool:
+            try:
+                for span in spans:
+                    inflight.append(relay.watch(pool.submit(self._read, span, kind, relay.add)))
+                    if len(inflight) >= window:
+                        head = inflight.popleft()
+                        relay.until(head.done)
+                        yield head.result()
+                while inflight:
+                    head = inflight.popleft()
+                    relay.until(head.done)
+                    yield head.result()
+            finally:
+                for fut in inflight:
+                    fut.cancel()
+
+    def _read(self, span: _Span, kind: ObjType | None, told: Bytes) -> tuple[_Span, list[Fetched]]:
+        data = self.t.read_range(pack_key(span.pack), span.start, span.end - span.start, told)
         view = memoryview(data)
         out: list[Fetched] = []
         for oid, e in span.items:
@@ -125,7 +150,7 @@ class _Fetcher:
             except IntegrityError as exc:
                 raise IntegrityError(f"{self.url}, pack {span.pack}: {exc}") from None
             out.append((oid, e, payload, raw))
-        return out
+        return span, out
 
 
 class _Receiver:
@@ -223,19 +248,29 @@ class _Receiver:
         return out
 
     def receive(self, chunks: list[bytes], progress: ProgressCallback | None) -> None:
+        """Fetch and write the chunks the store lacks. ``progress`` hears of the totals
+        (the bytes of every ranged read to make) before the first byte comes, then of the
+        bytes as they arrive and of the objects as each read is verified and written."""
         wanted = [c for c in chunks if not self.writer.has(c)]
+        spans = self.fetcher.spans(wanted) if wanted else []
         meta_bytes = sum(item[1].stored_len for item in self.metadata)
         total_objects = len(wanted) + len(self.metadata)
-        entries = self.fetcher.entries if wanted else {}
-        total_bytes = meta_bytes + sum(entries[c].stored_len for c in wanted if c in entries)
+        total_bytes = meta_bytes + sum(sp.end - sp.start for sp in spans)
         done_objects, done_bytes = len(self.metadata), meta_bytes
-        for _, fetched in self.fetcher.fetch(wanted, ObjType.CHUNK):
+
+        def report(nbytes: int) -> None:
+            nonlocal done_bytes
+            done_bytes += nbytes
+            if progress is not None:
+                progress(TransferProgress(done_objects, done_bytes, total_objects, total_bytes))
+
+        report(0)
+        relay = Relay(report if progress is not None else None)
+        for _, fetched in self.fetcher.fetch_spans(spans, ObjType.CHUNK, relay):
             for oid, e, payload, _ in fetched:
                 self.writer.add_prepared(e.kind, oid, e.codec, e.raw_len, payload)
                 done_objects += 1
-                done_bytes += e.stored_len
-            if progress is not None:
-                progress(TransferProgress(done_objects, done_bytes, total_objects, total_bytes))
+            report(0)
         for oid, e, payload, _ in self.metadata:
             self.writer.add_prepared(e.kind, oid, e.codec, e.raw_len, payload)
         self.objects = total_objects

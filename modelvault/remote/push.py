@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -18,11 +18,13 @@ from modelvault.errors import IntegrityError, ModelExists, RemoteError
 from modelvault.odb.packs import Record, build_pack, verify_payload
 from modelvault.refs import RefValue
 from modelvault.remote.aliases import move_remote_alias
+from modelvault.remote.base import Bytes
 from modelvault.remote.locks import held
 from modelvault.remote.repo import RemoteRepo
 from modelvault.remote.session import (
     JOBS,
     ProgressCallback,
+    Relay,
     Session,
     TransferProgress,
     TransferResult,
@@ -161,26 +163,41 @@ def _plan(db: PackDB, needed: set[bytes]) -> list[_Upload]:
 def _send_all(
     db: PackDB, s: Session, uploads: list[_Upload], progress: ProgressCallback | None
 ) -> int:
+    """Send every upload, ``s.jobs`` at a time. ``progress`` hears of the totals before
+    the first byte goes, then of the bytes as the transport reports them (a part, a
+    piece: docs/remotes.md, "Progress") and of the objects as each pack lands."""
     total_objects = sum(u.objects for u in uploads)
-    total_bytes = sum(u.nbytes for u in uploads)
+    total_bytes = sum(u.nbytes for u in uploads)  # rebuilt packs: estimated until built
     done_objects = done_bytes = 0
+
+    def report(nbytes: int) -> None:
+        nonlocal done_bytes
+        done_bytes += nbytes
+        if progress is not None:
+            progress(TransferProgress(done_objects, done_bytes, total_objects, total_bytes))
+
+    report(0)
+    relay = Relay(report if progress is not None else None)
     with ThreadPoolExecutor(s.jobs, thread_name_prefix="modelvault-push") as pool:
-        futures = [pool.submit(_send, db, s.repo, up) for up in uploads]
+        pending = {relay.watch(pool.submit(_send, db, s.repo, up, relay.add)) for up in uploads}
         try:
-            for fut in as_completed(futures):
-                up = fut.result()
-                done_objects += up.objects
-                done_bytes += up.nbytes
-                if progress is not None:
-                    progress(TransferProgress(done_objects, done_bytes, total_objects, total_bytes))
+            while pending:
+                relay.until(lambda: any(f.done() for f in pending))
+                for fut in [f for f in pending if f.done()]:
+                    pending.discard(fut)
+                    planned, sent = fut.result()
+                    done_objects += planned.objects
+                    total_bytes += sent.nbytes - planned.nbytes  # the built pack's size
+                    report(0)
         finally:
-            for fut in futures:
+            for fut in pending:
                 fut.cancel()
     return done_objects
 
 
-def _send(db: PackDB, repo: RemoteRepo, up: _Upload) -> _Upload:
-    """Upload one pack, then its index (the index makes the pack visible)."""
+def _send(db: PackDB, repo: RemoteRepo, up: _Upload, told: Bytes) -> tuple[_Upload, _Upload]:
+    """Upload one pack (``told`` hears of its bytes as they go), then its index (the
+    index makes the pack visible). Returns the upload as planned and as sent."""
     if up.local is not None:
         path = db.pack_dir / f"{up.local}.pack"
         wrong = db.check_pack_file(up.local)
@@ -189,16 +206,16 @@ def _send(db: PackDB, repo: RemoteRepo, up: _Upload) -> _Upload:
         if wrong is not None:  # never spread damage to the remote
             raise IntegrityError(f"local pack {up.local} is damaged ({wrong}): run `mv verify`")
         idx = (db.pack_dir / f"{up.local}.idx").read_bytes()
-        repo.t.put_file(pack_key(up.local), path)
+        repo.t.upload(pack_key(up.local), path, told)
         repo.t.put(index_key(up.local), idx)
         repo.remember_index(up.local, idx)
-        return up
+        return up, up
     data, pack = build_pack(_verified(db, up.ids))  # the local packs' layout, one builder
     idx = pack.index()
-    repo.t.put(pack_key(pack.name), data)
+    repo.t.upload(pack_key(pack.name), data, told)
     repo.t.put(index_key(pack.name), idx)
     repo.remember_index(pack.name, idx)
-    return replace(up, local=None, nbytes=len(data))
+    return up, replace(up, local=None, nbytes=len(data))
 
 
 def _verified(db: PackDB, ids: list[bytes]) -> Iterator[Record]:

@@ -3,10 +3,11 @@ request meter, advice naming the remote as the user did) and the results they re
 
 from __future__ import annotations
 
+import queue
 import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelvault.errors import NotFound
 from modelvault.remote.repo import RemoteRepo, cache_key
@@ -14,9 +15,13 @@ from modelvault.remote.transport import Metered, Retrying, Transport, open_trans
 from modelvault.repo import Repository
 from modelvault.tags import Tag
 
+if TYPE_CHECKING:
+    from concurrent.futures import Future
+
 __all__ = [
     "JOBS",
     "ProgressCallback",
+    "Relay",
     "Session",
     "TransferProgress",
     "TransferResult",
@@ -52,6 +57,38 @@ class TransferProgress:
 
 
 ProgressCallback = Callable[[TransferProgress], None]
+
+
+class Relay:
+    """Carries the byte counts the transfers report (from worker threads and s3fs's
+    event loop) to the calling thread, which hands them to ``report`` while it waits for
+    the transfers' futures: the progress callback runs in the calling thread only."""
+
+    def __init__(self, report: Callable[[int], None] | None = None) -> None:
+        self._report = report
+        self._events: queue.SimpleQueue[int | None] = queue.SimpleQueue()
+
+    def add(self, nbytes: int) -> None:
+        """Any thread: ``nbytes`` moved (negative: a failed attempt takes them back)."""
+        if self._report is not None:
+            self._events.put(nbytes)
+
+    def watch(self, future: Future[Any]) -> Future[Any]:
+        """Wake :meth:`until` when ``future`` is done."""
+        future.add_done_callback(lambda _: self._events.put(None))
+        return future
+
+    def until(self, done: Callable[[], bool]) -> None:
+        """Calling thread: report byte counts as they come until ``done()`` (a condition
+        on watched futures) holds, and then those that came before it did."""
+        while True:
+            finished = done()
+            try:
+                nbytes = self._events.get_nowait() if finished else self._events.get()
+            except queue.Empty:
+                return
+            if nbytes and self._report is not None:
+                self._report(nbytes)
 
 
 @dataclass

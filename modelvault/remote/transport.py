@@ -18,7 +18,9 @@
 Keys are ``/``-separated paths relative to the remote's root. A missing key is reported
 as :class:`~modelvault.errors.NotFound` by every transport; every other failure leaves a
 transport wrapped in :class:`Retrying` as :class:`~modelvault.errors.RemoteError`.
-This module is the only one importing fsspec. The abstract class is in
+This module and :mod:`~modelvault.remote.files` (opening file systems; single files for
+archives: ``open_input``, ``open_output``) are the only ones importing fsspec. The
+abstract class is in
 :mod:`~modelvault.remote.base`, ``file://`` (no fsspec) in :mod:`~modelvault.remote.local`,
 the wrappers in :mod:`~modelvault.remote.wrappers`, the URL and failure helpers in
 :mod:`~modelvault.remote.urls`; all are re-exported here.
@@ -36,16 +38,16 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import datetime
-import os
+import itertools
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any, TypeVar, cast
+from typing import Any
 
-from modelvault import _fsutil
-from modelvault.errors import InvalidInput, ModelVaultError, NotFound, PathNotFound, RemoteError
-from modelvault.remote.base import Range, Transport, content_token
-from modelvault.remote.local import LocalTransport
+from modelvault.errors import InvalidInput, NotFound, RemoteError
+from modelvault.remote.base import Bytes, Range, Transport, content_token
+from modelvault.remote.files import S3_CONFIG, _remote_fs, open_input, open_output
+from modelvault.remote.local import PIECE, LocalTransport
 from modelvault.remote.urls import (
     _HINT_FOR_SECRETS,
     _STREAM_ERRORS,
@@ -59,8 +61,6 @@ from modelvault.remote.urls import (
     remote_error,
 )
 from modelvault.remote.wrappers import Metered, Retrying
-
-T = TypeVar("T")
 
 __all__ = [
     "S3_CONFIG",
@@ -118,6 +118,14 @@ class FsspecTransport(Transport):
                 return False
             self.put(key, data)
             return True
+
+    def upload(self, key: str, source: bytes | Path, progress: Bytes) -> None:
+        """A file through fsspec's ``put_file`` with an fsspec callback (each block it
+        copies is told); bytes in one write, told at the end."""
+        if isinstance(source, Path):
+            self.fs.put_file(str(source), self._path(key), callback=_told(progress))
+        else:
+            super().upload(key, source, progress)
 
     def _missing_root(self, exc: FileNotFoundError) -> bool:
         """Whether ``exc`` says the remote's root (an S3 bucket) is missing, not a key."""
@@ -214,6 +222,7 @@ class S3Transport(FsspecTransport):
     def __init__(self, fs: Any, root: str, url: str) -> None:
         super().__init__(fs, root, url)
         self._conditional = True
+        self._uploads = itertools.count()  # uploads begun: their part sizes differ
         self._swap = True  # PutObject with If-Match works here (until a 501 says not)
 
     def is_transient(self, exc: BaseException) -> bool:
@@ -243,6 +252,81 @@ class S3Transport(FsspecTransport):
             self._conditional = False  # an S3 clone without conditional writes
             return super().put_if_absent(key, data)
         return True
+
+    def upload(self, key: str, source: bytes | Path, progress: Bytes) -> None:
+        """Up to 5 MiB in one PutObject, told at the end; more as a multipart upload whose
+        parts go one after another, each told once S3 has it: a file through s3fs's
+        ``put_file`` (its fsspec callback hears of each part), bytes through an s3fs file
+        opened with that ``block_size`` (each write of a part uploads it).
+
+        The part size is one of :data:`PARTS` in turn: several uploads in flight share
+        the link, and parts of one size would all land at once (one jump of the bar)."""
+        size = source.stat().st_size if isinstance(source, Path) else len(source)
+        part = PARTS[next(self._uploads) % len(PARTS)]
+        if size <= PARTS[0]:
+            super().upload(key, source, progress)
+        elif isinstance(source, Path):
+            self.fs.put_file(
+                str(source),
+                self._path(key),
+                callback=_told(progress),
+                chunksize=part,
+                max_concurrency=1,
+            )
+        else:
+            view = memoryview(source)
+            f = self.fs.open(self._path(key), "wb", block_size=part)
+            try:
+                done = 0
+                while size - done > part:  # a write of a part uploads it
+                    f.write(view[done : done + part])
+                    done += part
+                    progress(part)
+                f.write(view[done:])  # the last part, uploaded by close()
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    f.discard()  # aborts the multipart upload
+                f.closed = True
+                raise
+            f.close()
+            progress(size - done)
+
+    def read_range(self, key: str, offset: int, length: int, progress: Bytes) -> bytes:
+        """One ranged GetObject whose body is read :data:`PIECE` by :data:`PIECE`, each
+        told as it arrives (s3fs's ranged reads, ``cat_file``/``cat_ranges``, take no
+        callback; its ``get_file`` does but copies whole objects to local files)."""
+        from fsspec.asyn import sync
+
+        if length <= 0:
+            return b""
+        bucket, path, _ = self.fs.split_path(self._path(key))
+
+        async def fetch() -> bytes:
+            resp = await self.fs._call_s3(
+                "get_object", Bucket=bucket, Key=path, Range=f"bytes={offset}-{offset + length - 1}"
+            )
+            pieces = []
+            untold = 0
+            async with resp["Body"] as body:
+                while block := await body.read(PIECE):
+                    pieces.append(block)
+                    untold += len(block)
+                    if untold >= PIECE:  # (blocks come as the socket has them: 64 KiB)
+                        progress(untold)
+                        untold = 0
+            if untold:
+                progress(untold)
+            return b"".join(pieces)
+
+        try:
+            data: bytes = sync(self.fs.loop, fetch)
+        except FileNotFoundError as exc:
+            raise self._not_found(key, exc) from None
+        except OSError as exc:
+            if _s3_code(exc) == "InvalidRange":  # a range past the end: nothing there
+                return b""
+            raise
+        return data
 
     @property
     def atomic_swap(self) -> bool:
@@ -289,6 +373,25 @@ class S3Transport(FsspecTransport):
         return True
 
 
+# sizes of the parts of S3 multipart uploads, one per upload in turn (5 MiB: S3's least)
+PARTS = tuple(n * 1024 * 1024 for n in (5, 6, 7, 8))
+
+
+def _told(progress: Bytes) -> Any:
+    """An fsspec callback telling ``progress`` of each increment fsspec reports."""
+    from fsspec.callbacks import Callback
+
+    class Told(Callback):  # type: ignore[misc]
+        reported = 0
+
+        def call(self, *args: Any, **kwargs: Any) -> None:
+            if self.value != self.reported:
+                progress(self.value - self.reported)
+                self.reported = self.value
+
+    return Told()
+
+
 def _mtime(info: Mapping[str, Any]) -> float | None:
     """A listed object's modification time (POSIX seconds) from fsspec's info: S3's
     ``LastModified`` (the server's clock), else ``mtime`` or ``created``; None if none."""
@@ -315,16 +418,6 @@ def _is_not_implemented(exc: OSError) -> bool:
 # -- opening --------------------------------------------------------------------------
 
 
-# botocore's own retry and timeouts for S3 (through s3fs ``config_kwargs``; a remote's
-# ``config_kwargs`` option overrides each key). Standard mode retries connection errors,
-# timeouts, 5xx and throttling with jittered backoff (<= 1 s, then <= 2 s), and nothing
-# else; a socket that connects in no 3 s or a read that gets no byte in 15 s is a failure.
-S3_CONFIG: dict[str, Any] = {
-    "connect_timeout": 3,
-    "read_timeout": 15,
-    "retries": {"total_max_attempts": 3, "mode": "standard"},
-}
-
 _wrapper: contextvars.ContextVar[Callable[[Transport], Transport] | None] = contextvars.ContextVar(
     "modelvault_transport_wrapper", default=None
 )
@@ -340,15 +433,6 @@ def wrapping(wrap: Callable[[Transport], Transport]) -> Iterator[None]:
         yield
     finally:
         _wrapper.reset(token)
-
-
-def _s3_options(opts: dict[str, Any]) -> dict[str, Any]:
-    out = dict(opts)
-    out["config_kwargs"] = {**S3_CONFIG, **(opts.get("config_kwargs") or {})}
-    # a file system of its own: the current environment's credentials and endpoint, and
-    # the retry settings below stay ours
-    out.setdefault("skip_instance_cache", True)
-    return out
 
 
 def open_transport(url: str, options: Mapping[str, Any] | None = None) -> Transport:
@@ -388,197 +472,6 @@ def _open_bare(url: str, opts: dict[str, Any]) -> Transport:
     if protocol == "memory":
         return MemoryTransport(fs, root, shown)
     return FsspecTransport(fs, root, shown)
-
-
-# -- one file in or out (archives) ----------------------------------------------------
-
-_IO_BLOCK = 1 << 20
-_UPLOAD_ON_CLOSE = {"s3", "s3a", "gs", "gcs"}  # an object appears only once its upload ends
-
-
-class _Guarded:
-    """A remote file whose foreign failures (reading, writing, closing) are RemoteError
-    naming ``what`` (a verb and the public URL); everything else is the file's own."""
-
-    def __init__(self, f: Any, what: str) -> None:
-        self._f = f
-        self._what = what
-
-    def _call(self, fn: Callable[[], T]) -> T:
-        try:
-            return fn()
-        except ModelVaultError:
-            raise
-        except Exception as exc:
-            raise remote_error(self._what, exc) from exc
-
-    def read(self, n: int = -1) -> bytes:
-        return self._call(lambda: self._f.read(n))  # type: ignore[no-any-return]
-
-    def write(self, data: bytes | memoryview) -> int:
-        return self._call(lambda: self._f.write(data))  # type: ignore[no-any-return]
-
-    def close(self) -> None:
-        self._call(self._f.close)
-
-    def __enter__(self) -> _Guarded:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._f, name)
-
-
-def _remote_fs(url: str, verb: str, opts: dict[str, Any] | None = None) -> tuple[Any, str]:
-    """``(file system, path)`` of a URL and its storage options, with the S3 settings of
-    :data:`S3_CONFIG`; failures to open are RemoteError naming ``verb`` and the URL."""
-    import fsspec
-
-    refuse_password(url)  # a secret in the URL would reach fsspec, its logs and errors
-    shown = public_url(url)
-    opts = opts or {}
-    s3 = url.split("://", 1)[0] in ("s3", "s3a")
-    try:
-        fs, path = fsspec.core.url_to_fs(url, **(_s3_options(opts) if s3 else opts))
-    except ModelVaultError:
-        raise
-    except (ImportError, ValueError, TypeError) as exc:
-        raise RemoteError(redact(f"cannot {verb} {shown}: {exc}")) from exc
-    except Exception as exc:  # a backend connecting at once (ftp, sftp) and failing
-        raise remote_error(f"{verb} {shown}", exc) from exc
-    if s3:
-        fs.retries = 1  # s3fs's own retry loop would repeat botocore's attempts
-    return fs, path
-
-
-@contextlib.contextmanager
-def open_input(src: str) -> Iterator[IO[bytes]]:
-    """One file to read from start to end: a local path (unbuffered, so a caller may
-    memory-map it) or an fsspec URL (read in 8 MiB blocks; S3 with :data:`S3_CONFIG`).
-
-    Raises:
-        InvalidInput: the URL holds a ``user:password@`` part.
-        PathNotFound: there is no such file.
-        RemoteError: the URL's backend failed (unreachable, access denied, ...), also
-            while the file is read.
-    """
-    if "://" not in src:
-        try:
-            f = open(src, "rb", buffering=0)  # noqa: SIM115  (callers read big blocks)
-        except FileNotFoundError:
-            raise PathNotFound(f"{src}: no such file") from None
-        with contextlib.suppress(OSError, AttributeError):  # read-ahead hint only
-            os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
-        with f:
-            yield f
-        return
-    shown = public_url(src)
-    fs, path = _remote_fs(src, "read")
-    try:
-        raw = fs.open(path, "rb", block_size=8 * _IO_BLOCK)
-    except FileNotFoundError:
-        raise PathNotFound(f"{shown}: no such file") from None
-    except ModelVaultError:
-        raise
-    except Exception as exc:
-        raise remote_error(f"read {shown}", exc) from exc
-    with _Guarded(raw, f"read {shown}") as guarded:
-        yield cast(IO[bytes], guarded)
-
-
-@contextlib.contextmanager
-def open_output(dest: str, name: str) -> Iterator[tuple[IO[bytes], str]]:
-    """One new file that appears under its final name only once complete (on an error,
-    nothing appears): ``dest``, a local path or fsspec URL, or ``dest/name`` when ``dest``
-    is a folder (existing, or ending in ``/``). Yields the stream and where the file will
-    be (an absolute path, or the URL without secrets).
-
-    A local file is a temporary beside the target, fsync'd and renamed (an unbuffered
-    ``FileIO``, for ``writev``); an object store's object appears when its upload
-    completes (aborted on error); other file systems get a hidden temporary that is moved.
-
-    Raises:
-        InvalidInput: the URL holds a ``user:password@`` part.
-        RemoteError: the URL's backend failed (unreachable, access denied, ...), also
-            while the file is written.
-    """
-    if "://" not in dest:
-        local = Path(dest).expanduser().absolute()
-        if dest.endswith(("/", os.sep)) or local.is_dir():
-            local = local / name
-        with _local_output(local, Path(name).suffix) as out:
-            yield out, str(local)
-        return
-    from fsspec.implementations.local import LocalFileSystem
-
-    shown = public_url(dest)
-    fs, path = _remote_fs(dest, "write")
-    try:
-        if dest.endswith("/") or fs.isdir(path):
-            path = f"{path.rstrip('/')}/{name}"
-    except ModelVaultError:
-        raise
-    except Exception as exc:
-        raise remote_error(f"write {shown}", exc) from exc
-    where = public_url(fs.unstrip_protocol(path))
-    if isinstance(fs, LocalFileSystem):
-        with _local_output(Path(path), Path(name).suffix) as out:
-            yield out, where
-        return
-    protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
-    output = _upload_output if protocols & _UPLOAD_ON_CLOSE else _renamed_output
-    in_caller = False  # the caller's own errors pass as they are
-    try:
-        with output(fs, path, f"write {where}") as out:
-            in_caller = True
-            yield cast(IO[bytes], out), where
-            in_caller = False
-    except ModelVaultError:
-        raise
-    except Exception as exc:  # opening, or finishing the upload or the move
-        if in_caller:
-            raise
-        raise remote_error(f"write {where}", exc) from exc
-
-
-@contextlib.contextmanager
-def _local_output(path: Path, suffix: str) -> Iterator[IO[bytes]]:
-    """Temp file (ending in ``suffix``) in the same folder, fsync, rename, fsync the folder
-    (``_fsutil.replacing``; unbuffered: the caller batches its writes)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with _fsutil.replacing(path, suffix) as f:
-        yield f
-
-
-@contextlib.contextmanager
-def _upload_output(fs: Any, path: str, what: str) -> Iterator[_Guarded]:
-    """Object stores: the object appears when the upload completes; on error it is aborted."""
-    f = fs.open(path, "wb")
-    try:
-        yield _Guarded(f, what)
-    except BaseException:
-        with contextlib.suppress(Exception):  # (the upload may have failed already)
-            f.discard()  # aborts the multipart upload, or drops the single-PUT buffer
-        f.closed = True  # so that close() (also from __del__) uploads nothing
-        raise
-    _Guarded(f, what).close()
-
-
-@contextlib.contextmanager
-def _renamed_output(fs: Any, path: str, what: str) -> Iterator[_Guarded]:
-    """Other file systems: write a hidden temporary beside the target, then move it."""
-    parent, _, base = path.rpartition("/")
-    tmp = f"{parent}/{_fsutil.temp_name(Path(), '-' + base).name}"
-    try:
-        with fs.open(tmp, "wb") as f:
-            yield _Guarded(f, what)
-        fs.mv(tmp, path)
-    except BaseException:
-        with contextlib.suppress(Exception):
-            fs.rm(tmp)
-        raise
 
 
 def refuse_unknown_protocol(url: str) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from modelvault.errors import ModelVaultError
-from modelvault.remote.base import Range, Transport
+from modelvault.remote.base import Bytes, Range, Transport
 from modelvault.remote.urls import remote_error
 
 T = TypeVar("T")
@@ -54,6 +54,17 @@ class Metered(Transport):
         self._count(1, sent=len(data))
         return self.inner.put_if_absent(key, data)
 
+    def upload(self, key: str, source: bytes | Path, progress: Bytes) -> None:
+        size = source.stat().st_size if isinstance(source, Path) else len(source)
+        self._count(1, sent=size)
+        self.inner.upload(key, source, progress)
+
+    def read_range(self, key: str, offset: int, length: int, progress: Bytes) -> bytes:
+        self._count(1)
+        data = self.inner.read_range(key, offset, length, progress)
+        self._count(0, received=len(data))
+        return data
+
     def get(self, key: str) -> bytes:
         self._count(1)
         data = self.inner.get(key)
@@ -93,6 +104,24 @@ class Metered(Transport):
         return self.inner.list_times(prefix)
 
 
+class _Tally:
+    """Passes byte counts on to ``progress`` and takes them back when an attempt fails
+    (the retry reports them again)."""
+
+    def __init__(self, progress: Bytes) -> None:
+        self._progress = progress
+        self._told = 0
+
+    def __call__(self, n: int) -> None:
+        self._told += n
+        self._progress(n)
+
+    def take_back(self) -> None:
+        if self._told:
+            self._progress(-self._told)
+            self._told = 0
+
+
 class Retrying(Transport):
     """Retries transient failures (bounded, exponential backoff with jitter) and turns
     every foreign exception into RemoteError naming the URL and the cause.
@@ -119,13 +148,21 @@ class Retrying(Transport):
     def is_transient(self, exc: BaseException) -> bool:
         return self.inner.is_transient(exc)
 
-    def _call(self, verb: str, key: str, fn: Callable[[], T]) -> T:
+    def _call(
+        self, verb: str, key: str, fn: Callable[[], T], undo: Callable[[], None] | None = None
+    ) -> T:
+        """``fn()``, retried; ``undo`` runs after each failed attempt (a transfer takes back
+        the bytes it reported)."""
         for attempt in range(self.attempts):
             try:
                 return fn()
             except ModelVaultError:
+                if undo is not None:
+                    undo()
                 raise
             except Exception as exc:
+                if undo is not None:
+                    undo()
                 if not self.inner.is_transient(exc) or attempt == self.attempts - 1:
                     raise remote_error(f"{verb} {self.url}/{key}", exc, attempt + 1) from exc
                 time.sleep(self.delay * 2**attempt * (0.5 + random.random()))
@@ -139,6 +176,16 @@ class Retrying(Transport):
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
         return self._call("create", key, lambda: self.inner.put_if_absent(key, data))
+
+    def upload(self, key: str, source: bytes | Path, progress: Bytes) -> None:
+        told = _Tally(progress)
+        self._call("put", key, lambda: self.inner.upload(key, source, told), told.take_back)
+
+    def read_range(self, key: str, offset: int, length: int, progress: Bytes) -> bytes:
+        told = _Tally(progress)
+        return self._call(
+            "get", key, lambda: self.inner.read_range(key, offset, length, told), told.take_back
+        )
 
     def get(self, key: str) -> bytes:
         return self._call("get", key, lambda: self.inner.get(key))

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
 import os
+import re
 import select
 import subprocess
+import time
 from pathlib import Path
+from typing import Any
 
+import pytest
 from _cli import console_script
 
 
@@ -132,3 +137,134 @@ def test_verify_and_gc_draw_bars(cli_env: dict[str, str], model_dir: Path, tmp_p
     code, out, err = run_with_tty_stderr(env, "gc", cwd=tmp_path)
     assert code == 0 and "Freed" in out
     assert b"collecting garbage" in err or b"marking" in err or b"deleting" in err, err
+
+
+# -- push and pull: the total before the first byte, then bytes as they go -------------
+
+MiB = 1 << 20
+_SIZED = re.compile(rb"(\d+(?:\.\d+)?)/(\d+(?:\.\d+)?) MiB")
+
+
+def _frames(
+    env: dict[str, str], *args: str, cwd: Path
+) -> tuple[int, str, list[tuple[float, bytes]]]:
+    """Run ``mv ARGS`` with stderr on a pseudo-terminal: (code, stdout, the bar's frames
+    with the time each was read). A frame is what rich drew between two carriage returns."""
+    master, slave = os.openpty()
+    start = time.monotonic()
+    proc = subprocess.Popen(
+        [console_script("mv"), *args],
+        stdout=subprocess.PIPE,
+        stderr=slave,
+        stdin=subprocess.DEVNULL,
+        env=env,
+        cwd=cwd,
+        text=True,
+    )
+    os.close(slave)
+    frames: list[tuple[float, bytes]] = []
+    while True:
+        ready, _, _ = select.select([master], [], [], 0.05)
+        if ready:
+            try:
+                data = os.read(master, 65536)
+            except OSError:
+                break
+            if not data:
+                break
+            now = time.monotonic() - start
+            frames += [(now, part) for part in data.split(b"\r") if part.strip()]
+        elif proc.poll() is not None:
+            break
+    os.close(master)
+    assert proc.stdout is not None
+    out = proc.stdout.read()
+    proc.wait(timeout=60)
+    return proc.returncode, out, frames
+
+
+def _sizes(frames: list[tuple[float, bytes]]) -> list[tuple[float, float, float]]:
+    """(time, MiB done, MiB in all) of each frame that shows sizes."""
+    out = []
+    for t, frame in frames:
+        m = _SIZED.search(frame)
+        if m:
+            out.append((t, float(m.group(1)), float(m.group(2))))
+    return out
+
+
+def _check_bar(frames: list[tuple[float, bytes]], *, verb: bytes, least: float) -> None:
+    """The bar says it is comparing (no sizes) until it knows the total (``least`` MiB or
+    a little more: packs have headers), which then never changes; never ``/?``."""
+    text = b"".join(f for _, f in frames)
+    assert b"/?" not in text, text[-2000:]
+    sized = _sizes(frames)
+    assert sized, text[-2000:]
+    first = next(i for i, (_, f) in enumerate(frames) if _SIZED.search(f))
+    assert any(verb in f and b"(comparing)" in f for _, f in frames[:first]), text[:2000]
+    total = sized[0][2]
+    assert least <= total < least * 1.01 and all(t == total for _, _, t in sized), sized
+
+
+@pytest.mark.slow
+def test_push_and_pull_bars_move_smoothly_on_a_slow_s3_link(
+    s3_bucket: dict[str, Any], cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A 64 MiB model over a 24 MiB/s link to the S3 server: the bar shows 0 of the total
+    before the first byte, then moves no further between two frames than the link carried
+    meanwhile plus the uploads in flight (each tells S3's parts as they land, at most 8
+    MiB) or the reads in flight (each tells every MiB): no 32 MiB pack or 16 MiB range at
+    once."""
+    from _throttle import throttled
+
+    from modelvault.remote.transport import PARTS
+
+    rate = 24 * MiB
+    src = tmp_path / "big"
+    src.mkdir()
+    (src / "w.bin").write_bytes(os.urandom(64 * MiB))
+    env = {**cli_env, "TERM": "xterm", "COLUMNS": "160"}
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
+        env[key] = os.environ[key]
+    other = {**env, "MODELVAULT_HOME": str(tmp_path / "other")}
+    code, _, _ = run_with_tty_stderr(env, "save", "-q", str(src), "big:v1", cwd=tmp_path)
+    assert code == 0
+    with throttled(s3_bucket["endpoint_url"], rate, rate) as endpoint:
+        for e in (env, other):
+            url = s3_bucket["url"] + "/models"
+            add = ["remote", "add", "slow", url, "-O", f"endpoint_url={endpoint}"]
+            assert run_with_tty_stderr(e, *add, cwd=tmp_path)[0] == 0
+        code, out, pushed = _frames(env, "push", "big:v1", "slow", cwd=tmp_path)
+        assert code == 0 and "Successfully pushed" in out, out
+        code, out, pulled = _frames(other, "pull", "big:v1", "slow", cwd=tmp_path)
+        assert code == 0 and "Successfully pulled" in out, out
+    for frames, verb, in_flight in (
+        (pushed, b"pushing", 2 * max(PARTS) / MiB),  # two packs of 32 MiB: two uploads
+        (pulled, b"pulling", 4.0),  # four ranged reads, each telling every MiB
+    ):
+        _check_bar(frames, verb=verb, least=64.0)
+        sized = _sizes(frames)
+        assert sized[0][1] == 0.0, sized[:3]
+        moves = [(b[0] - a[0], b[1] - a[1]) for a, b in itertools.pairwise(sized)]
+        assert sum(1 for _, d in moves if d > 0) >= 6, sized  # many steps, not a few jumps
+        for dt, d in moves:
+            assert 0 <= d <= in_flight + rate / MiB * dt + 0.1, (verb, dt, d, sized)
+
+
+def test_push_and_pull_bars_on_a_file_remote_know_the_total_first(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    """file://: "comparing" until the total is known, then sizes of that total only."""
+    src = tmp_path / "m"
+    src.mkdir()
+    (src / "w.bin").write_bytes(os.urandom(24 * MiB))
+    env = {**cli_env, "TERM": "xterm", "COLUMNS": "160"}
+    url = (tmp_path / "remote").as_uri()
+    assert run_with_tty_stderr(env, "save", "-q", str(src), "m:v1", cwd=tmp_path)[0] == 0
+    code, _, frames = _frames(env, "push", "m:v1", url, cwd=tmp_path)
+    assert code == 0
+    _check_bar(frames, verb=b"pushing", least=24.0)
+    other = {**env, "MODELVAULT_HOME": str(tmp_path / "other")}
+    code, _, frames = _frames(other, "pull", "m:v1", url, cwd=tmp_path)
+    assert code == 0
+    _check_bar(frames, verb=b"pulling", least=24.0)

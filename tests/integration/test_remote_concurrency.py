@@ -47,8 +47,9 @@ _KILLED = textwrap.dedent(
     import modelvault
     store = modelvault.Store(sys.argv[1])
     def progress(p):
-        print("landed", p.objects, p.bytes, flush=True)
-        os.kill(os.getpid(), signal.SIGKILL)
+        if p.objects:  # the first pack has landed (the first report, totals only, has none)
+            print("landed", p.objects, p.bytes, flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)
     store.push(sys.argv[2], jobs=1, progress=progress)
     print("finished", flush=True)
     """

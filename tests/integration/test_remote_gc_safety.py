@@ -150,11 +150,13 @@ _PUSHER = textwrap.dedent(
         time.sleep(0.005)
 
     def progress(p):
-        if pause is not None:
+        global pause
+        if pause is not None:  # at the first report (the totals, within the push's lock)
             print("paused", flush=True)
             deadline = time.monotonic() + 60
             while not os.path.exists(pause) and time.monotonic() < deadline:
                 time.sleep(0.01)
+            pause = None
 
     try:
         store.push(tag, progress=progress, jobs=1)

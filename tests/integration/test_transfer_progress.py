@@ -1,0 +1,109 @@
+"""Push and pull progress on real backends (moto's S3 server, file://): the totals come
+before the first byte, and the bytes come as they go, a few MiB at a time at most
+(not a 32 MiB pack or a 16 MiB ranged read at once)."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import modelvault
+from modelvault.remote.local import LocalTransport
+from modelvault.remote.sync import TransferProgress, pull, push
+from modelvault.remote.transport import PARTS, Retrying
+
+MiB = 1 << 20
+STEP = max(PARTS)  # the largest S3 part: no report moves further than one
+
+
+@pytest.fixture(scope="module")
+def big_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 64 MiB model folder (random, so nothing compresses or dedups)."""
+    folder = tmp_path_factory.mktemp("big")
+    (folder / "weights.bin").write_bytes(os.urandom(64 * MiB))
+    (folder / "config.json").write_text('{"layers": 2}')
+    return folder
+
+
+@pytest.fixture(params=["s3", "file"])
+def remote(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, dict[str, Any]]:
+    if request.param == "s3":
+        bucket = request.getfixturevalue("s3_bucket")
+        return bucket["url"] + "/models", bucket["options"]
+    return (tmp_path / "remote").as_uri(), {}
+
+
+def _check_smooth(seen: list[TransferProgress], *, before: int) -> None:
+    """The first report has the totals and at most ``before`` bytes (none moved yet); then
+    the bytes grow by at most :data:`STEP` at a time to the total, which stays put."""
+    assert seen, "no progress reported"
+    first, last = seen[0], seen[-1]
+    assert first.bytes <= before and first.total_bytes > 60 * MiB, first
+    assert first.total_bytes == last.total_bytes and first.total_objects == last.total_objects
+    assert last.bytes == last.total_bytes and last.objects == last.total_objects, last
+    steps = [b.bytes - a.bytes for a, b in itertools.pairwise(seen)]
+    assert min(steps) >= 0, steps
+    assert max(steps) <= STEP, [round(s / MiB, 1) for s in steps]
+    assert sum(1 for s in steps if s > 0) >= 64 * MiB // STEP, "too few reports"
+
+
+@pytest.mark.slow
+def test_push_and_pull_report_bytes_as_they_go(
+    tmp_path: Path, big_model: Path, remote: tuple[str, dict[str, Any]]
+) -> None:
+    url, options = remote
+    a = modelvault.Store(tmp_path / "a")
+    a.save(big_model, "big:v1")
+    pushed: list[TransferProgress] = []
+    push(a.repo, "big:v1", url, options, progress=pushed.append)
+    _check_smooth(pushed, before=0)
+
+    b = modelvault.Store(tmp_path / "b")
+    pulled: list[TransferProgress] = []
+    result = pull(b.repo, "big:v1", url, options, progress=pulled.append)
+    _check_smooth(pulled, before=MiB)  # (the model's few metadata objects, read first)
+    assert result.received >= pulled[-1].total_bytes
+    assert b.get("big:v1").object.size == a.get("big:v1").object.size
+
+
+class _DropsOnce(LocalTransport):
+    """file:// whose first upload breaks after 2 MiB have gone (a reset connection)."""
+
+    dropped = False
+
+    def upload(self, key: str, source: bytes | Path, progress: Any) -> None:
+        if self.dropped:
+            return super().upload(key, source, progress)
+        self.dropped = True
+        progress(2 * MiB)
+        raise ConnectionResetError(104, "Connection reset by peer")
+
+
+def test_a_retried_upload_takes_back_the_bytes_of_the_failed_attempt(tmp_path: Path) -> None:
+    data = os.urandom(5 * MiB + 123)
+    told: list[int] = []
+    t = Retrying(_DropsOnce(tmp_path / "remote", "file:///remote"), delay=0.0)
+    t.upload("packs/p.pack", data, told.append)
+    assert told[:2] == [2 * MiB, -2 * MiB]
+    running = [sum(told[: i + 1]) for i in range(len(told))]
+    assert max(running) <= len(data) and running[-1] == len(data)
+    assert (tmp_path / "remote" / "packs" / "p.pack").read_bytes() == data
+
+
+def test_a_ranged_read_reports_piece_by_piece(tmp_path: Path) -> None:
+    data = os.urandom(3 * MiB + 100)
+    (tmp_path / "p").write_bytes(data)
+    told: list[int] = []
+    got = LocalTransport(tmp_path, "file:///x").read_range("p", 7, 3 * MiB, told.append)
+    assert got == data[7 : 7 + 3 * MiB]
+    assert told == [MiB, MiB, MiB]
+    told.clear()
+    assert (
+        LocalTransport(tmp_path, "file:///x").read_range("p", MiB, 9 * MiB, told.append)
+        == (data[MiB:])
+    )
+    assert sum(told) == len(data) - MiB
