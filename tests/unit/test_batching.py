@@ -302,6 +302,29 @@ def test_a_bad_shape_fails_alone_with_the_shapes_named(
     assert batcher.stats.batch_sizes == [1, 6, 2]
 
 
+def test_dtypes_and_array_kinds_merge_only_with_their_own_kind(
+    make_batcher: Callable[..., Batcher],
+) -> None:
+    # Plain arrays take the inlined measuring in submit, a subclass takes cut(): the keys
+    # must still agree (a subclass merges with plain arrays), and float32 never merges with
+    # float64.
+    gated = Gated(lambda x: x * 2)
+    batcher = make_batcher(gated)
+
+    class Tagged(np.ndarray):
+        pass
+
+    wide = np.full((2, 3), 1.0)
+    narrow = np.full((1, 3), 2.0, dtype=np.float32)
+    sub = np.full((3, 3), 3.0).view(Tagged)
+    _, results = run_gated(batcher, gated, np.ones((1, 3)), [wide, narrow, sub])
+    for payload, result in zip([wide, narrow, sub], results, strict=True):
+        assert result.dtype == payload.dtype
+        np.testing.assert_array_equal(result, payload * 2)
+    assert batcher.stats.batch_sizes == [1, 5, 1]
+    assert [batch.dtype for batch in gated.seen] == [np.float64, np.float64, np.float32]
+
+
 def test_unbatchable_payloads_fail_at_submit_and_others_still_run(
     make_batcher: Callable[..., Batcher],
 ) -> None:
