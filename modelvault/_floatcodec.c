@@ -839,7 +839,7 @@ huf_range(const uint8_t *lens, int nsyms, int *first, int *last)
  * (sub-format 2, room: huf_size); returns the bytes written. */
 static Py_ssize_t
 huf_encode(const void *plane, int wide, int sh, Py_ssize_t n, const uint8_t *lens,
-           int nsyms, uint8_t *out, uint8_t *scratch)
+           int nsyms, uint8_t *out)
 {
     uint32_t codes[HUF_NSYM];
     int first, last;
@@ -855,31 +855,23 @@ huf_encode(const void *plane, int wide, int sh, Py_ssize_t n, const uint8_t *len
     int lf = huf_lenfield(n);
     o += lf * (HUF_STREAMS - 1);
     Py_ssize_t m = (n + HUF_STREAMS - 1) / HUF_STREAMS;
-    Py_ssize_t cap = (m * HUF_MAX) / 8 + 16; /* bytes of scratch per stream */
-    for (int k = 0; k < HUF_STREAMS; k++) { /* one stream at a time, its state in registers */
+    for (int k = 0; k < HUF_STREAMS; k++) { /* one stream at a time, its state in registers,
+                                             * straight into ``out`` (8 bytes of room past
+                                             * each: the next stream overwrites them) */
         Py_ssize_t c = n - k * m;
         c = c < 0 ? 0 : (c > m ? m : c);
-        bitw w = {0, 0, scratch + k * cap};
+        bitw w = {0, 0, o};
         const void *src = wide ? (const void *)((const uint16_t *)plane + (c > 0 ? k * m : 0))
                                : (const void *)((const uint8_t *)plane + (c > 0 ? k * m : 0));
         w = encode_stream(w, src, wide, sh, c, codes);
-        Py_ssize_t b = w.p - (scratch + k * cap);
+        Py_ssize_t b = w.p - o;
         if (k < HUF_STREAMS - 1 && lf == 2)
             store16le(lenfield + 2 * k, (uint16_t)b);
         else if (k < HUF_STREAMS - 1)
             store32(lenfield + 4 * k, (uint32_t)b);
-        memcpy(o, scratch + k * cap, (size_t)b);
         o += b;
     }
     return o - out;
-}
-
-/* Scratch bytes huf_encode needs for n symbols. */
-static Py_ssize_t
-huf_scratch(Py_ssize_t n)
-{
-    Py_ssize_t m = (n + HUF_STREAMS - 1) / HUF_STREAMS;
-    return HUF_STREAMS * ((m * HUF_MAX) / 8 + 16);
 }
 
 /* Bytes of the plane coded with ``lens`` (counts ``hist``), header included: at least
@@ -1281,19 +1273,17 @@ hencode(PyObject *self, PyObject *args)
     Py_ssize_t len = in.len, s0 = skip < len ? skip : len;
     Py_ssize_t n = (len - s0) / w, tail = len - s0 - n * w;
     Py_ssize_t bound = 5 + 4 * w + len + 64; /* a coded plane is kept only if below n */
-    uint8_t *planes = NULL, *scratch = NULL;
+    uint8_t *planes = NULL;
     uint16_t *sym = NULL;
     uint32_t *hist3 = NULL;
     PyObject *res = NULL;
-    size_t sz_planes = al64((size_t)(n * (w - 1) + 8)), sz_sym = al64((size_t)(n * 2 + 8)),
-           sz_hist = al64(sizeof(uint32_t) * HUF_NSYM), sz_scr = al64((size_t)huf_scratch(n) + 8);
+    size_t sz_planes = al64((size_t)(n * (w - 1) + 8)), sz_sym = al64((size_t)(n * 2 + 8));
     void *own;
-    uint8_t *block = arena_get(sz_planes + sz_sym + sz_hist + sz_scr, &own);
+    uint8_t *block = arena_get(sz_planes + sz_sym + sizeof(uint32_t) * HUF_NSYM, &own);
     if (block != NULL) {
         planes = block;
         sym = (uint16_t *)(block + sz_planes);
         hist3 = (uint32_t *)(block + sz_planes + sz_sym);
-        scratch = block + sz_planes + sz_sym + sz_hist;
     }
     res = PyBytes_FromStringAndSize(NULL, bound);
     if (block == NULL || res == NULL) {
@@ -1360,7 +1350,7 @@ hencode(PyObject *self, PyObject *args)
             stored[0] = 3;
             mask |= 1;
         } else if (K > 0 || huf_size(hk, lens, nsyms, n) * 1024 < (Py_ssize_t)keep * n) {
-            stored[0] = huf_encode(sym, 1, sh, n, lens, nsyms, o, scratch);
+            stored[0] = huf_encode(sym, 1, sh, n, lens, nsyms, o);
             mask |= 1;
         } else {
             for (Py_ssize_t j = 0; j < n; j++)
@@ -1387,7 +1377,7 @@ hencode(PyObject *self, PyObject *args)
                 continue;
             }
             if (huf_size(hist, lens, 256, n) * 1024 < (Py_ssize_t)keep * n) {
-                stored[i] = huf_encode(plane, 0, 0, n, lens, 256, o, scratch);
+                stored[i] = huf_encode(plane, 0, 0, n, lens, 256, o);
                 mask |= 1 << i;
                 o += stored[i];
                 continue;
@@ -1401,17 +1391,17 @@ hencode(PyObject *self, PyObject *args)
         int nsyms = 256 >> K;
         Py_ssize_t raw = K ? (n * (8 - K) + 7) / 8 : n;
         Py_ssize_t size = narrow_cost(hb, count_top, K, n, keep, lens, hk);
-        if (K)
-            for (Py_ssize_t j = 0; j < n; j++)
-                top[j] &= (uint8_t)(nsyms - 1);
         if (size < raw) {
+            if (K) /* the coder reads bytes: keep the low 8 - K bits (pack_narrow masks) */
+                for (Py_ssize_t j = 0; j < n; j++)
+                    top[j] &= (uint8_t)(nsyms - 1);
             int distinct = huf_lengths(hk, lens, nsyms);
             if (distinct == 1) {
                 o[0] = 0;
                 store16le(o + 1, top[0]);
                 stored[w - 1] = 3;
             } else {
-                stored[w - 1] = huf_encode(top, 0, 0, n, lens, nsyms, o, scratch);
+                stored[w - 1] = huf_encode(top, 0, 0, n, lens, nsyms, o);
             }
             mask |= 1 << (w - 1);
         } else if (K) {
