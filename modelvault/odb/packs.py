@@ -144,7 +144,7 @@ class PackDB(PackChecks, PackReads, FolderChanges):
     def _adopt(self, record: DirState) -> bool:
         """Take the record of the folder as it is now; False where a file it names
         cannot be read (the folder is listed instead)."""
-        if len(record.loose) > LOOSE_LIMIT:
+        if len(record.loose) > LOOSE_LIMIT or not self._distrusted.isdisjoint(record.midx):
             return False
         opened: dict[str, MultiIndex] = {}
         for n in record.midx:
