@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -207,9 +208,11 @@ def delete_remote(
         held_by = [a for a in aliases if a.version in versions]
         if held_by:
             a = held_by[0]
+            where = shlex.quote(s.spec)
             raise ModelExists(
-                f"{a} points at {a.tag} on {s.repo.url}: nothing deleted; remove or move the "
-                f"alias first (`mv alias remove {a} --remote ...`, or delete_remote({str(a)!r}))"
+                f"{a} points at {a.tag} on {s.repo.url}: nothing deleted; remove that remote "
+                f"alias first (`mv delete {a} --remote {where}`) or move it (`mv alias set "
+                f"{a} {a.name}:VERSION` then `mv push {a} {where}`)"
             )
         lock.check()
         for target in targets:

@@ -73,6 +73,7 @@ def test_delete_on_a_remote_with_aliases(mv: Run, model_dir: Path, tmp_path: Pat
         assert refused.returncode == 1, refused.stdout
         no_traceback(refused)
         assert "clf@prod" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+        assert "`mv delete clf@prod --remote shared`" in refused.stderr  # advice that works
     for bad, words in (("clf@-x", "invalid alias"), ("clf@stage", "no alias clf@stage")):
         refused = mv("delete", bad, "--remote", "shared", "-y")
         assert refused.returncode != 0 and words in refused.stderr, refused.stderr
