@@ -266,13 +266,11 @@ class S3Transport(FsspecTransport):
         if size <= PARTS[0]:
             super().upload(key, source, progress)
         elif isinstance(source, Path):
+            told = _told(progress, hold_last=True)
             self.fs.put_file(
-                str(source),
-                self._path(key),
-                callback=_told(progress),
-                chunksize=part,
-                max_concurrency=1,
+                str(source), self._path(key), callback=told, chunksize=part, max_concurrency=1
             )
+            told.finish()  # the upload is complete: the object is there
         else:
             view = memoryview(source)
             f = self.fs.open(self._path(key), "wb", block_size=part)
@@ -377,14 +375,22 @@ class S3Transport(FsspecTransport):
 PARTS = tuple(n * 1024 * 1024 for n in (5, 6, 7, 8))
 
 
-def _told(progress: Bytes) -> Any:
-    """An fsspec callback telling ``progress`` of each increment fsspec reports."""
+def _told(progress: Bytes, *, hold_last: bool = False) -> Any:
+    """An fsspec callback telling ``progress`` of each increment fsspec reports. With
+    ``hold_last``, the increment that reaches the size fsspec announced waits for the
+    caller's ``finish()`` (an S3 multipart upload: the object exists only once the
+    upload is completed, after its last part)."""
     from fsspec.callbacks import Callback
 
     class Told(Callback):  # type: ignore[misc]
         reported = 0
 
         def call(self, *args: Any, **kwargs: Any) -> None:
+            if hold_last and self.size is not None and self.value >= self.size:
+                return
+            self.finish()
+
+        def finish(self) -> None:
             if self.value != self.reported:
                 progress(self.value - self.reported)
                 self.reported = self.value

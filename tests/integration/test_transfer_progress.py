@@ -107,3 +107,30 @@ def test_a_ranged_read_reports_piece_by_piece(tmp_path: Path) -> None:
         == (data[MiB:])
     )
     assert sum(told) == len(data) - MiB
+
+
+@pytest.mark.parametrize("kind", ["file", "bytes"])
+def test_s3_upload_tells_its_last_bytes_once_the_object_exists(
+    s3_bucket: dict[str, Any], tmp_path: Path, kind: str
+) -> None:
+    """A multipart upload's object appears when the upload is completed, after its last
+    part: the bar reaches the pack's size only then (not while S3 assembles it)."""
+    from modelvault.remote.transport import open_transport
+
+    data = os.urandom(20 * MiB + 17)
+    source: bytes | Path = data
+    if kind == "file":
+        source = tmp_path / "p.pack"
+        source.write_bytes(data)
+    t = open_transport(s3_bucket["url"], s3_bucket["options"])
+    done = [0]
+    there_at_the_end: list[bool] = []
+
+    def told(n: int) -> None:
+        done[0] += n
+        if done[0] == len(data):
+            there_at_the_end.append(s3_bucket["fs"].exists(f"{s3_bucket['url']}/packs/p.pack"))
+
+    t.upload("packs/p.pack", source, told)
+    assert there_at_the_end == [True]
+    assert t.get("packs/p.pack") == data
