@@ -46,8 +46,8 @@ def _decode(url: str, name: str, alias: str, data: bytes) -> AliasValue:
     except ValueError as exc:
         raise IntegrityError(
             f"the alias {name}{SEP}{alias} on {url} ({alias_key(name, alias)}) is damaged "
-            f"({exc}): push a version under it again (`mv push {name}:VERSION` after "
-            f"`mv alias set {name}{SEP}{alias} {name}:VERSION`)"
+            f"({exc}): point it at a version again (`mv alias set {name}{SEP}{alias} "
+            f"{name}:VERSION` then `mv push {name}{SEP}{alias} REMOTE`: a push replaces it)"
         ) from exc
 
 
@@ -179,6 +179,6 @@ def aliases_remote(
     if damaged:
         logger.warning(
             f"skipped {len(damaged)} damaged alias(es) on {s.repo.url}: "
-            f"{', '.join(sorted(damaged)[:5])}; push a version under each again"
+            f"{', '.join(sorted(damaged)[:5])}; `mv push NAME@ALIAS` replaces each"
         )
     return {v.key: v.tag for v in values}

@@ -114,6 +114,24 @@ def test_pull_errors(tmp_path: Path, remote: dict[str, Any]) -> None:
         b.pull("iris@no:pe")
 
 
+def test_a_damaged_remote_alias_is_replaced_by_a_push(
+    tmp_path: Path, remote: dict[str, Any]
+) -> None:
+    """What the damaged alias's error advises works: ``mv alias set`` then a push of
+    ``name@alias`` replaces the document, and the alias pulls again."""
+    a, b = _store(tmp_path, "a", remote), _store(tmp_path, "b", remote)
+    v1 = _save(a, tmp_path, "iris:v1", b"x" * 5000)
+    a.set_alias("iris:v1", "prod")
+    a.push("iris@prod")
+    _transport(remote).put(alias_key("iris", "prod"), b"\x00 not json")
+    with pytest.raises(IntegrityError, match=r"mv alias set iris@prod iris:VERSION.*mv push"):
+        b.pull("iris@prod")
+    a.push("iris@prod")  # the local alias says v1: the damaged document is replaced
+    b.pull("iris@prod")
+    assert b.get("iris@prod").id == v1.id
+    assert a.aliases_remote() == {"iris@prod": Tag("iris", "v1")}
+
+
 def test_pull_alias_onto_a_store_holding_another_model(
     tmp_path: Path, remote: dict[str, Any]
 ) -> None:
