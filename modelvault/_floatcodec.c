@@ -1195,15 +1195,12 @@ join_sym(JOIN_SYM_ARGS)
 static int
 plane_worth(const uint8_t *p, Py_ssize_t n, int keep, uint32_t *hist)
 {
-    if (n > 4 * HUF_SAMPLE) {
+    if (n > 4 * HUF_SAMPLE) { /* one table: a sample is small, a memset of eight is not */
         Py_ssize_t step = (n - HUF_SAMPLE) / 3;
-        uint32_t part[256];
         memset(hist, 0, 256 * sizeof(uint32_t));
-        for (int k = 0; k < 4; k++) {
-            histogram(p + k * step, HUF_SAMPLE, part);
-            for (int c = 0; c < 256; c++)
-                hist[c] += part[c];
-        }
+        for (int k = 0; k < 4; k++)
+            for (Py_ssize_t i = 0; i < HUF_SAMPLE; i++)
+                hist[p[k * step + i]]++;
         if (entropy(hist, 4 * HUF_SAMPLE) * 1024 >= 8.0 * keep)
             return 0;
     }
