@@ -190,7 +190,9 @@ class PackDB(PackChecks, PackReads, FolderChanges):
         for name, entries in loaded.items():
             loose.update(entries)
             loose_packs.add(name)
-        self._layers = tuple(sorted(chosen, key=lambda m: -m.count))
+        # smallest first: recent objects are found in the small, cached indexes without
+        # a page of the large one (which a miss must search anyway)
+        self._layers = tuple(sorted(chosen, key=lambda m: m.count))
         self._loose, self._loose_packs = loose, loose_packs
         self._opened = opened
         self._damaged_midx = damaged_midx
