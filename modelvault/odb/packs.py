@@ -274,12 +274,13 @@ class PackDB(PackChecks, PackReads, FolderChanges):
             record = DirState(
                 key, tuple(sorted(m.name for m in chosen)), tuple(sorted(self._loose_packs))
             )
-        if clean and not self._merging and settled(key, began) and dir_key(self.pack_dir) == key:
-            with hold(self.root, self.tmp_dir) as held:
-                # (no pack removed since the listing: a removal counts under this lock)
-                same = dir_key(self.pack_dir) == key and removals(self.root) == removed
-                if held is not None and same:
-                    held.write(record)
+        if not (clean and not self._merging and settled(key, began)):
+            return
+        with contextlib.suppress(OSError), hold(self.root, self.tmp_dir) as held:
+            # (no pack removed since the listing: a removal counts under this lock)
+            same = dir_key(self.pack_dir) == key and removals(self.root) == removed
+            if held is not None and same:  # (a record is a cache: failing to write is
+                held.write(record)  # no failure of the read that listed)
 
     def damaged_indexes(self) -> dict[str, str]:
         """Packs whose index file is unreadable (their objects cannot be found): name -> why."""

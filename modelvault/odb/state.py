@@ -134,23 +134,31 @@ class Held:
         return read_state(self.root)
 
     def write(self, state: DirState) -> None:
-        """Replace the record (a temporary renamed over it; no fsync: a cache)."""
+        """Replace the record (a temporary renamed over it; no fsync: a cache). A
+        failure only drops it (where even that fails, the record left names the
+        folder's time before the change: it is not taken)."""
         tmp = _fsutil.temp_name(self._tmp_dir, ".state")
         try:
             with open(tmp, "xb") as f:
                 f.write(state.encode())
             os.replace(tmp, self.root / STATE_NAME)
         except OSError:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
             self.drop()
 
-    def drop(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            (self.root / STATE_NAME).unlink()
+    def drop(self, *, strict: bool = False) -> None:
+        """Remove the record; with ``strict`` a failure raises (before a removal)."""
+        try:
+            (self.root / STATE_NAME).unlink(missing_ok=True)
+        except OSError:
+            if strict:
+                raise
 
     def removing(self) -> None:
-        """A pack is about to be removed: drop the record and count one more removal."""
-        self.drop()
+        """A pack is about to be removed: drop the record and count one more removal
+        (either failing raises: then no pack may be removed)."""
+        self.drop(strict=True)
         raw = os.pread(self._fd, _COUNT.size, 0)
         n = _COUNT.unpack(raw)[0] if len(raw) == _COUNT.size else 0
         os.pwrite(self._fd, _COUNT.pack(n + 1), 0)
