@@ -31,7 +31,7 @@ from modelvault.remote.session import (
     open_session,
 )
 from modelvault.repo import Repository, maintenance
-from modelvault.repo.layout import index_key, pack_key, ref_key
+from modelvault.repo.layout import index_key, pack_key
 from modelvault.tags import Tag
 
 if TYPE_CHECKING:
@@ -86,7 +86,7 @@ def push(
             # between the check that its ref is there and the move (docs/remotes.md)
             move = f"move {ref.tag.name}@{alias}"
             with held(s.repo.t, exclusive=False, operation=move, name=ref.tag.name) as lock:
-                if not s.repo.t.exists(ref_key(ref.tag)):
+                if not _remote_has(s.repo, ref):  # read again: deleted, or another model
                     raise s.not_there(f"{ref.tag} is no longer on", "; push it as a new version")
                 lock.check()
                 move_remote_alias(s.repo.t, AliasValue.of(alias, ref))

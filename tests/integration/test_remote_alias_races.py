@@ -321,3 +321,35 @@ def test_parties_leave_no_lock_behind(tmp_path: Path, remote: dict[str, Any]) ->
         assert party.outcome == "ok", party.error
     assert seen == ["party-one", "party-one"]
     assert open_transport(remote["url"], remote["options"]).list(LOCKS) == []
+
+
+def test_a_version_replaced_before_the_move_takes_its_lock(
+    tmp_path: Path, remote: dict[str, Any]
+) -> None:
+    """A push of iris@prod has seen iris:v2 on the remote (model A); before it takes its
+    lock, iris:v2 is deleted and another machine pushes a different model under iris:v2.
+    The move checks the version's ref again under its lock, finds model B, and refuses
+    (ModelExists): the alias is not pointed at a version whose model is not the one it
+    names."""
+    mover, admin = _setup(tmp_path, remote)
+    other = _machine(tmp_path, "other", remote)
+    src = tmp_path / "src-other"
+    src.mkdir()
+    (src / "w.bin").write_bytes(os.urandom(100_000))
+    other.save(src, "iris:v2")
+    replaced: list[bool] = []
+
+    def mover_hook(when: str, verb: str, key: str) -> None:
+        locking = when == "before" and verb == "put_if_absent" and key.startswith(LOCKS + "/")
+        if locking and not replaced:
+            replaced.append(True)
+            admin.delete_remote("iris:v2")  # (hooked too: the guard stops recursion)
+            other.push("iris:v2")
+
+    m = Party("move", lambda: mover.push("iris@prod"), mover_hook)
+    m.start()
+    m.join(PAUSE)
+    assert replaced and m.outcome == "ModelExists", m.error
+    assert "iris:v2" in str(m.error)
+    aliases = _assert_sound(tmp_path, remote)
+    assert aliases == {"iris@prod": Tag("iris", "v1")}
