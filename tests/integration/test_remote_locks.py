@@ -71,6 +71,7 @@ def test_a_push_waits_for_remote_gc_and_gc_for_a_push(
     assert not t.list(LOCKS)
 
 
+@pytest.mark.slow  # (~6 s on S3: seven refusals, each after 0.3 s of waiting)
 def test_a_delete_locks_its_name_only(tmp_path: Path, remote: dict[str, Any], quick: None) -> None:
     """delete_remote holds an exclusive lock on its model name: pushes and alias moves of
     that name (shared locks on it) and remote gc (the whole remote) keep it out and are
