@@ -466,10 +466,13 @@ def import_(
     _lasting(src)
     store = _store()
     local_dir = "://" not in src and os.path.isdir(src)  # BentoML's "folder" format
+    url = "://" in src
     total = None
-    if progress.wanted(quiet):
+    if progress.wanted(quiet) and not url:
         total = progress.tree_bytes(Path(src)) if local_dir else progress.file_bytes(src)
-    with progress.bar(f"importing {src}", total, quiet) as bar:
+    with progress.bar(f"importing {src}", total, quiet, waiting="opening" if url else "") as bar:
+        if bar is not None and url:
+            bar.known(progress.file_bytes(src))  # one metadata request, under "opening"
         model = store.import_model(src, progress=bar.advance if bar else None)
     _say(_model_line(model, "imported"))
 

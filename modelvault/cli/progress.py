@@ -46,6 +46,10 @@ class Bar:
             waiting=False,
         )
 
+    def known(self, total: int | None) -> None:
+        """The total is known (None: it cannot be): the waiting phase ends."""
+        self._progress.update(self._task, total=total, description=self._description, waiting=False)
+
     def update(self, description: str, completed: int, total: int | None) -> None:
         """Show ``completed`` of ``total`` (None: open-ended) after ``description``
         (remote gc and verify: one bar through their phases)."""
@@ -179,8 +183,8 @@ def archive_estimate(store: Store, model: Model, base: str | None) -> int:
 
 
 def file_bytes(src: str) -> int | None:
-    """Size of a local archive, for the import progress bar (None: a URL, or missing)."""
-    try:
-        return None if "://" in src else os.path.getsize(src)
-    except OSError:
-        return None
+    """Size of an archive, local or at a URL (one metadata request), for the import
+    progress bar (None: unknown)."""
+    from modelvault.remote.files import size_of
+
+    return size_of(src)

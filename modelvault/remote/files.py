@@ -17,7 +17,7 @@ from modelvault.remote.urls import public_url, redact, refuse_password, remote_e
 
 T = TypeVar("T")
 
-__all__ = ["S3_CONFIG", "open_input", "open_output"]
+__all__ = ["S3_CONFIG", "open_input", "open_output", "size_of"]
 
 
 # botocore's own retry and timeouts for S3 (through s3fs ``config_kwargs``; a remote's
@@ -101,6 +101,19 @@ def _remote_fs(url: str, verb: str, opts: dict[str, Any] | None = None) -> tuple
     if s3:
         fs.retries = 1  # s3fs's own retry loop would repeat botocore's attempts
     return fs, path
+
+
+def size_of(src: str) -> int | None:
+    """The size of the file at ``src`` (a local path or an fsspec URL: one metadata
+    request), or None when it cannot be known (missing, unreachable, refused): the
+    caller's own open reports why."""
+    try:
+        if "://" not in src:
+            return os.path.getsize(src)
+        fs, path = _remote_fs(src, "read")
+        return int(fs.size(path))
+    except Exception:  # a size for a progress bar, nothing more
+        return None
 
 
 @contextlib.contextmanager

@@ -193,7 +193,9 @@ def _sizes(frames: list[tuple[float, bytes]]) -> list[tuple[float, float, float]
     return out
 
 
-def _check_bar(frames: list[tuple[float, bytes]], *, verb: bytes, least: float) -> None:
+def _check_bar(
+    frames: list[tuple[float, bytes]], *, verb: bytes, least: float, waiting: bytes = b"comparing"
+) -> None:
     """The bar says it is comparing (no sizes) until it knows the total (``least`` MiB or
     a little more: packs have headers), which then never changes; never ``/?``."""
     text = b"".join(f for _, f in frames)
@@ -201,7 +203,7 @@ def _check_bar(frames: list[tuple[float, bytes]], *, verb: bytes, least: float) 
     sized = _sizes(frames)
     assert sized, text[-2000:]
     first = next(i for i, (_, f) in enumerate(frames) if _SIZED.search(f))
-    assert any(verb in f and b"(comparing)" in f for _, f in frames[:first]), text[:2000]
+    assert any(verb in f and b"(%s)" % waiting in f for _, f in frames[:first]), text[:2000]
     total = sized[0][2]
     assert least <= total < least * 1.01 and all(t == total for _, _, t in sized), sized
 
@@ -268,3 +270,25 @@ def test_push_and_pull_bars_on_a_file_remote_know_the_total_first(
     code, _, frames = _frames(other, "pull", "m:v1", url, cwd=tmp_path)
     assert code == 0
     _check_bar(frames, verb=b"pulling", least=24.0)
+
+
+def test_import_from_an_s3_url_knows_the_archive_size_first(
+    s3_bucket: dict[str, Any], cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    """An archive at a URL: the bar says "opening" while it asks the size (one metadata
+    request), then counts of that size: no ``0/? bytes`` or ``4.1/? MiB``."""
+    src = tmp_path / "m"
+    src.mkdir()
+    (src / "w.bin").write_bytes(os.urandom(24 * MiB))
+    env = {**cli_env, "TERM": "xterm", "COLUMNS": "200"}
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
+        env[key] = os.environ[key]
+    env["AWS_ENDPOINT_URL_S3"] = s3_bucket["endpoint_url"]
+    assert run_with_tty_stderr(env, "save", "-q", str(src), "m:v1", cwd=tmp_path)[0] == 0
+    url = s3_bucket["url"] + "/archives/"
+    assert run_with_tty_stderr(env, "export", "-q", "m:v1", url, cwd=tmp_path)[0] == 0
+    other = {**env, "MODELVAULT_HOME": str(tmp_path / "other")}
+    archive = url + "m-v1.bentomodel"
+    code, out, frames = _frames(other, "import", archive, cwd=tmp_path)
+    assert code == 0 and "imported" in out, out
+    _check_bar(frames, verb=b"importing", least=24.0, waiting=b"opening")
