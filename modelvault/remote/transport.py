@@ -123,7 +123,9 @@ class FsspecTransport(Transport):
         """A file through fsspec's ``put_file`` with an fsspec callback (each block it
         copies is told); bytes in one write, told at the end."""
         if isinstance(source, Path):
-            self.fs.put_file(str(source), self._path(key), callback=_told(progress))
+            told = _told(progress)
+            self.fs.put_file(str(source), self._path(key), callback=told)
+            told.finish(source.stat().st_size)
         else:
             super().upload(key, source, progress)
 
@@ -270,7 +272,7 @@ class S3Transport(FsspecTransport):
             self.fs.put_file(
                 str(source), self._path(key), callback=told, chunksize=part, max_concurrency=1
             )
-            told.finish()  # the upload is complete: the object is there
+            told.finish(size)  # the upload is complete: the object is there
         else:
             view = memoryview(source)
             f = self.fs.open(self._path(key), "wb", block_size=part)
@@ -301,7 +303,11 @@ class S3Transport(FsspecTransport):
 
         async def fetch() -> bytes:
             resp = await self.fs._call_s3(
-                "get_object", Bucket=bucket, Key=path, Range=f"bytes={offset}-{offset + length - 1}"
+                "get_object",
+                Bucket=bucket,
+                Key=path,
+                Range=f"bytes={offset}-{offset + length - 1}",
+                **self.fs.req_kw,  # (requester pays, as s3fs's own reads send)
             )
             pieces = []
             untold = 0
@@ -390,10 +396,13 @@ def _told(progress: Bytes, *, hold_last: bool = False) -> Any:
                 return
             self.finish()
 
-        def finish(self) -> None:
-            if self.value != self.reported:
-                progress(self.value - self.reported)
-                self.reported = self.value
+        def finish(self, size: int | None = None) -> None:
+            """Tell what is untold; with ``size``, up to it (a backend whose
+            ``put_file`` ignores callbacks, as fsspec's local one does, told nothing)."""
+            value = max(self.value, size or 0)
+            if value != self.reported:
+                progress(value - self.reported)
+                self.reported = value
 
     return Told()
 

@@ -124,6 +124,23 @@ class TransportTests:
             bytes(range(250, 256)),
         ]
 
+    def test_upload_and_read_range_tell_their_bytes(
+        self, transport: Transport, tmp_path: Path
+    ) -> None:
+        """``upload`` (bytes or a file; over S3's 5 MiB: a multipart upload) and
+        ``read_range`` tell every byte they move, each count positive, once each."""
+        data = bytes(range(256)) * (45 * 1024)  # 11.25 MiB
+        src = tmp_path / "pack"
+        src.write_bytes(data[::-1])
+        for key, source, want in (("a", data, data), ("b", src, data[::-1])):
+            told: list[int] = []
+            transport.upload(f"packs/{key}", source, told.append)
+            assert sum(told) == len(want) and min(told) > 0
+            assert transport.get(f"packs/{key}") == want
+            told.clear()
+            got = transport.read_range(f"packs/{key}", 1000, len(want), told.append)
+            assert got == want[1000:] and sum(told) == len(want) - 1000 and min(told) > 0
+
     def test_put_if_absent_is_create_only(self, transport: Transport) -> None:
         assert transport.put_if_absent("refs/n/v", b"first")
         assert not transport.put_if_absent("refs/n/v", b"second")
