@@ -298,3 +298,49 @@ def test_golden_record_of_store_v3_is_taken(
         assert any(p.is_file() for p in Path(store.get(tag).path).rglob("*"))
     assert listings.count == 0
     assert store.verify().ok
+
+
+_WRITER = """
+import random, sys
+from pathlib import Path
+from modelvault.core import codec
+from modelvault.core.hashing import ObjType, object_id
+from modelvault.odb import PackDB
+from modelvault.odb import packs as packs_mod
+
+packs_mod.MERGE_AT = 10**6  # every pack stays uncovered: each publish updates the record
+db = PackDB(Path(sys.argv[1]))
+rng = random.Random(int(sys.argv[2]))
+for _ in range(int(sys.argv[3])):
+    recs = []
+    for _ in range(5):
+        data = rng.randbytes(100)
+        oid = object_id(ObjType.CHUNK, data)
+        recs.append((int(ObjType.CHUNK), oid, 0, len(data), data))
+    with db.writer() as w:
+        w.add_prepared_many(recs)
+"""
+
+
+def test_concurrent_writers_lose_no_pack_from_the_record(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Processes publishing packs at once each update the record under the lock: a
+    fresh process that takes it (no listing) sees every pack."""
+    import subprocess
+    import sys
+
+    _recorded(root)
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _WRITER, str(root), str(seed), "6"])
+        for seed in range(4)
+    ]
+    assert all(p.wait(timeout=120) == 0 for p in procs)
+    state = read_state(root)
+    assert state is not None and state.key == dir_key(root / "packs")
+    listings = _Listings(monkeypatch, root / "packs")
+    fresh = PackDB(root)
+    seen = set(fresh.packs())
+    assert listings.count == 0
+    on_disk = {p.stem for p in (root / "packs").glob("*.idx")}
+    assert len(on_disk) == 2 + 4 * 6 and seen == on_disk
