@@ -132,6 +132,7 @@ class _ChunkPipeline:
                 if payload is not None
             ),
             lane,
+            checked=True,  # _work found each missing with has()
         )
         piece.results = [(oid, how, size, None) for oid, how, size, _ in results]
 
@@ -160,9 +161,12 @@ class _ChunkPipeline:
             for i in range(0, len(results), _BATCH):
                 batch = results[i : i + _BATCH]
                 self.writer.add_prepared_many(
-                    (ObjType.CHUNK, oid, how, size, payload)
-                    for oid, how, size, payload in batch
-                    if payload is not None
+                    (
+                        (ObjType.CHUNK, oid, how, size, payload)
+                        for oid, how, size, payload in batch
+                        if payload is not None
+                    ),
+                    checked=True,  # _work found each missing with has()
                 )
                 out.extend((oid, size) for oid, _, size, _ in batch)
                 if progress:

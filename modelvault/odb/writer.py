@@ -186,15 +186,23 @@ class PackWriter:
         """Append an object already hashed and encoded (the caller vouches for ``oid``)."""
         self.add_prepared_many([(kind, oid, how, raw_len, payload)])
 
-    def add_prepared_many(self, objects: Iterable[Record], lane: int = 0) -> None:
+    def add_prepared_many(
+        self, objects: Iterable[Record], lane: int = 0, *, checked: bool = False
+    ) -> None:
         """Append objects already hashed and encoded: ``(type, id, codec, raw length,
         payload)`` each, to ``lane``'s pack, with ``writev`` straight from the payloads
-        (``_fsutil.write_all``: no copy, GIL released)."""
+        (``_fsutil.write_all``: no copy, GIL released).
+
+        ``checked``: the caller found each object missing from the store with
+        :meth:`has` just before, so only this writer's own pending objects are checked
+        again (the store's index is not searched twice for every new chunk; at worst an
+        object another process stored meanwhile is stored twice, which gc tidies).
+        """
         parts: list[bytes | memoryview] = []
         pack = None
         for kind, oid, how, raw_len, payload in objects:
             with self._lock:
-                if self.has(oid):
+                if oid in self._pending or (not checked and self.has(oid)):
                     continue
                 pack = self._lanes.get(lane)
                 if pack is None:

@@ -98,9 +98,11 @@ def install_points() -> None:
     records = [0]
     real_add = packs.PackWriter.add_prepared_many
 
-    def add_prepared_many(self: packs.PackWriter, objects: Any, lane: int = 0) -> None:
+    def add_prepared_many(
+        self: packs.PackWriter, objects: Any, lane: int = 0, *, checked: bool = False
+    ) -> None:
         batch = list(objects)
-        real_add(self, batch, lane)
+        real_add(self, batch, lane, checked=checked)
         records[0] += len(batch)
         if records[0] >= 100:  # every record goes through here, single or batched
             records[0] = -(10**9)
