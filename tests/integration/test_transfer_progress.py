@@ -134,3 +134,29 @@ def test_s3_upload_tells_its_last_bytes_once_the_object_exists(
     t.upload("packs/p.pack", source, told)
     assert there_at_the_end == [True]
     assert t.get("packs/p.pack") == data
+
+
+@pytest.mark.parametrize("kind", ["file", "bytes"])
+def test_a_failed_s3_multipart_upload_is_aborted(
+    s3_bucket: dict[str, Any], tmp_path: Path, kind: str
+) -> None:
+    """An upload failing after its first part leaves no object and no pending multipart
+    upload (whose parts S3 would keep, and bill, until aborted)."""
+    from modelvault.remote.transport import open_transport
+
+    data = os.urandom(20 * MiB)
+    source: bytes | Path = data
+    if kind == "file":
+        source = tmp_path / "p.pack"
+        source.write_bytes(data)
+    t = open_transport(s3_bucket["url"], s3_bucket["options"])
+
+    def fails(n: int) -> None:
+        raise ConnectionResetError(104, "the link went down after a part")
+
+    with pytest.raises(ConnectionResetError):
+        t.upload("packs/p.pack", source, fails)
+    fs = s3_bucket["fs"]
+    bucket = s3_bucket["url"].removeprefix("s3://")
+    assert not fs.exists(f"{bucket}/packs/p.pack")
+    assert fs.call_s3("list_multipart_uploads", Bucket=bucket).get("Uploads", []) == []
