@@ -428,9 +428,12 @@ def to_bf16(values: np.ndarray) -> np.ndarray:
     return out
 
 
-def minilm_bf16_tensors(zip_path: Path) -> list[tuple[str, tuple[int, ...], np.ndarray]]:
-    """The F32 tensors of MiniLM's ``model.safetensors`` as (name, shape, bf16 uint16 bits),
-    in file order (the one I64 tensor, the position ids, is left out)."""
+def minilm_bf16_tensors(
+    zip_path: Path, kind: str = "bf16"
+) -> list[tuple[str, tuple[int, ...], np.ndarray]]:
+    """The F32 tensors of MiniLM's ``model.safetensors`` as (name, shape, uint16 bits of
+    ``kind``: ``bf16``, or ``fp16`` rounded by numpy to nearest even), in file order (the
+    one I64 tensor, the position ids, is left out)."""
     import zipfile
 
     with zipfile.ZipFile(zip_path) as z:
@@ -445,7 +448,8 @@ def minilm_bf16_tensors(zip_path: Path) -> list[tuple[str, tuple[int, ...], np.n
     for name, info in entries:
         begin, end = info["data_offsets"]
         values = np.frombuffer(raw, "<f4", count=(end - begin) // 4, offset=base + begin)
-        out.append((name, tuple(info["shape"]), to_bf16(values)))
+        bits = to_bf16(values) if kind == "bf16" else values.astype("<f2").view("<u2")
+        out.append((name, tuple(info["shape"]), bits))
     return out
 
 
@@ -503,11 +507,13 @@ def write_bf16_file(
     gens: list[int],
     metadata: dict[str, str],
     seed: int,
+    dtype: str = "BF16",
 ) -> int:
-    """Write a bf16 safetensors file of ``specs``, tensor ``i`` in generation ``gens[i]``."""
+    """Write a safetensors file of ``specs`` (16-bit ``dtype``: ``BF16`` or ``F16``), tensor
+    ``i`` in generation ``gens[i]``."""
     header: dict[str, Any] = {"__metadata__": metadata}
     for s in specs:
-        header[s.name] = {"dtype": "BF16", "shape": list(s.shape), "data_offsets": [s.begin, s.end]}
+        header[s.name] = {"dtype": dtype, "shape": list(s.shape), "data_offsets": [s.begin, s.end]}
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)
     with path.open("wb") as out:
