@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import modelvault
+    from modelvault.odb.packs import Record
 
 
 def write_files(root: Path, files: dict[str, bytes]) -> Path:
@@ -23,6 +25,22 @@ def save_one_file(
     """Save a model of one file ``w.bin`` holding ``body`` under ``tag``."""
     src = write_files(tmp_path / ("src-" + tag.replace(":", "-")), {"w.bin": body})
     return store.save(src, tag)
+
+
+def chunk_records(n: int, seed: int) -> list[Record]:
+    """``n`` pack records of random chunks of 1-299 bytes (seeded), encoded as a store's."""
+    from modelvault.core import codec
+    from modelvault.core.hashing import ObjType, object_id
+
+    rng = random.Random(seed)
+    out: list[Record] = []
+    for _ in range(n):
+        data = rng.randbytes(rng.randrange(1, 300))
+        how, payload = codec.encode(data)
+        out.append(
+            (int(ObjType.CHUNK), object_id(ObjType.CHUNK, data), int(how), len(data), payload)
+        )
+    return out
 
 
 # --- archives, as docs/format.md section 10 lays them out ------------------------------

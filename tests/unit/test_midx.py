@@ -9,12 +9,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from _helpers import write_files
+from _helpers import chunk_records, write_files
 from blake3 import blake3
 
 from modelvault import Store
-from modelvault.core import codec
-from modelvault.core.hashing import ObjType, object_id
+from modelvault.core.hashing import ObjType
 from modelvault.core.packfmt import MIDX_HEADER, PackFormatError, midx_layout
 from modelvault.errors import IntegrityError
 from modelvault.odb import PackDB
@@ -24,23 +23,11 @@ from modelvault.odb.midx import MultiIndex, id_list, write_midx
 from modelvault.odb.packs import MERGE_AT, Record
 
 
-def _records(n: int, seed: int) -> list[Record]:
-    rng = random.Random(seed)
-    out: list[Record] = []
-    for _ in range(n):
-        data = rng.randbytes(rng.randrange(1, 300))
-        how, payload = codec.encode(data)
-        out.append(
-            (int(ObjType.CHUNK), object_id(ObjType.CHUNK, data), int(how), len(data), payload)
-        )
-    return out
-
-
 def _fill(db: PackDB, packs: int, per: int = 50) -> list[Record]:
     """``packs`` packs of ``per`` new objects each, one writer (and one commit) per pack."""
     every: list[Record] = []
     for _ in range(packs):
-        recs = _records(per, seed=len(db.packs()) + 1000)
+        recs = chunk_records(per, seed=len(db.packs()) + 1000)
         with db.writer() as w:
             w.add_prepared_many(recs)
         every += recs
@@ -87,12 +74,12 @@ def test_merges_are_geometric_and_keep_few_index_files(tmp_path: Path) -> None:
 
 def test_an_id_in_two_packs_is_kept_once(tmp_path: Path) -> None:
     db = PackDB(tmp_path / "objects")
-    recs = _records(20, seed=7)
+    recs = chunk_records(20, seed=7)
     for order in (recs, recs[::-1]):  # the same objects again, in a second pack
         with db.writer(repack=True) as w:
             w.add_prepared_many(order)
     with db.writer(repack=True) as w:
-        w.add_prepared_many(_records(5, seed=8))
+        w.add_prepared_many(chunk_records(5, seed=8))
     assert len(db.packs()) == 2 + 1
     layer = db.rebuild_index()
     assert layer is not None and layer.count == 25 and len(layer.packs) == 3

@@ -6,17 +6,15 @@ date or names files that are gone is never trusted."""
 from __future__ import annotations
 
 import os
-import random
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _helpers import chunk_records
 
-from modelvault.core import codec
-from modelvault.core.hashing import ObjType, object_id
 from modelvault.odb import PackDB
-from modelvault.odb.packs import MERGE_AT, Record
+from modelvault.odb.packs import MERGE_AT
 from modelvault.odb.state import (
     COARSE_SETTLED_NS,
     SETTLED_NS,
@@ -29,20 +27,8 @@ from modelvault.odb.state import (
 )
 
 
-def _records(n: int, seed: int) -> list[Record]:
-    rng = random.Random(seed)
-    out: list[Record] = []
-    for _ in range(n):
-        data = rng.randbytes(rng.randrange(1, 300))
-        how, payload = codec.encode(data)
-        out.append(
-            (int(ObjType.CHUNK), object_id(ObjType.CHUNK, data), int(how), len(data), payload)
-        )
-    return out
-
-
 def _write(db: PackDB, seed: int, n: int = 20) -> list[bytes]:
-    recs = _records(n, seed)
+    recs = chunk_records(n, seed)
     with db.writer() as w:
         w.add_prepared_many(recs)
     return [r[1] for r in recs]
