@@ -97,7 +97,8 @@ def encode(
     """Return ``(codec, payload)`` for ``data``: raw, zstd or float planes (what the
     local store keeps).
 
-    With ``probe`` (used for chunks of model weights) the float codec is tried first:
+    With ``probe`` (used for chunks of model weights) the float codec is tried first,
+    where it is written (:data:`FLOAT_WRITE`, or a ``dtype`` of :data:`FLOAT_HINTED`):
     straight away for a chunk whose ``dtype`` (what the caller knows of the data, a
     safetensors dtype name, or None) is a float of :data:`FLOAT_DTYPES`, kept if below
     :data:`FLOAT_KEEP` of the chunk; else when a sample says it pays
@@ -108,7 +109,12 @@ def encode(
     size = len(data)
     if size == 0:
         return Codec.RAW, data
-    if probe and FLOAT_WRITE and dtype is not None and dtype in FLOAT_DTYPES:
+    if (
+        probe
+        and dtype is not None
+        and dtype in FLOAT_DTYPES
+        and (FLOAT_WRITE or dtype in FLOAT_HINTED)
+    ):
         hinted = encode_float_hinted(data, dtype)
         if hinted is not None and len(hinted) < size * FLOAT_KEEP:
             return Codec.FLOAT, hinted
@@ -159,8 +165,15 @@ def _float_or_zstd(data: bytes | memoryview, payload: bytes) -> tuple[Codec, byt
 # mantissa bits, 0.25-0.6% smaller on fp32 / bf16) encodes at ~1.25 / 1.25 / 1.7 GB/s
 # (bf16 / fp16 / fp32) and decodes at ~2.0 / 2.25 / 2.5 GB/s per CPU second in the C
 # alone (no Python around it). Decoding meets its 1.5 GB/s target; whether saves meet
-# theirs with it on is measured in bench_store.py, so it stays off by default.
-FLOAT_WRITE = os.environ.get("MODELVAULT_FLOAT_CODEC", "") == "1"
+# theirs with it on is measured in bench_store.py. By default it is written only for
+# chunks known to be bf16 (a safetensors file of bf16 tensors): there it costs less CPU
+# than the zstd it replaces and stores 15% fewer bytes (256 MiB of MiniLM bf16 tiles:
+# 0.49 s CPU, 0.664 of raw, against 0.61 s, 0.783; benchmarks/bench_save_cpu.py,
+# session 10); on fp16 it would cost 1.8x the CPU of today's raw store, on fp32 ~1.35x.
+# MODELVAULT_FLOAT_CODEC=1 tries it on every chunk, =0 never writes it.
+_SETTING = os.environ.get("MODELVAULT_FLOAT_CODEC", "")
+FLOAT_WRITE = _SETTING == "1"  # try the float codec on every chunk of weights
+FLOAT_HINTED: frozenset[str] = frozenset() if _SETTING == "0" else frozenset({"BF16"})
 
 
 # --- byte planes ------------------------------------------------------------------
