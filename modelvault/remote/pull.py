@@ -30,7 +30,7 @@ from modelvault.remote.session import (
     ProgressCallback,
     Relay,
     Session,
-    TransferProgress,
+    Tally,
     TransferResult,
     open_session,
 )
@@ -256,21 +256,15 @@ class _Receiver:
         meta_bytes = sum(item[1].stored_len for item in self.metadata)
         total_objects = len(wanted) + len(self.metadata)
         total_bytes = meta_bytes + sum(sp.end - sp.start for sp in spans)
-        done_objects, done_bytes = len(self.metadata), meta_bytes
-
-        def report(nbytes: int) -> None:
-            nonlocal done_bytes
-            done_bytes += nbytes
-            if progress is not None:
-                progress(TransferProgress(done_objects, done_bytes, total_objects, total_bytes))
-
-        report(0)
-        relay = Relay(report if progress is not None else None)
-        for _, fetched in self.fetcher.fetch_spans(spans, ObjType.CHUNK, relay):
+        tally = Tally(
+            progress, total_objects, total_bytes, objects=len(self.metadata), nbytes=meta_bytes
+        )
+        tally.report()
+        for _, fetched in self.fetcher.fetch_spans(spans, ObjType.CHUNK, tally.relay()):
             for oid, e, payload, _ in fetched:
                 self.writer.add_prepared(e.kind, oid, e.codec, e.raw_len, payload)
-                done_objects += 1
-            report(0)
+                tally.objects += 1
+            tally.report()
         for oid, e, payload, _ in self.metadata:
             self.writer.add_prepared(e.kind, oid, e.codec, e.raw_len, payload)
         self.objects = total_objects

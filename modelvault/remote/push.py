@@ -24,9 +24,8 @@ from modelvault.remote.repo import RemoteRepo
 from modelvault.remote.session import (
     JOBS,
     ProgressCallback,
-    Relay,
     Session,
-    TransferProgress,
+    Tally,
     TransferResult,
     open_session,
 )
@@ -168,16 +167,9 @@ def _send_all(
     piece: docs/remotes.md, "Progress") and of the objects as each pack lands."""
     total_objects = sum(u.objects for u in uploads)
     total_bytes = sum(u.nbytes for u in uploads)  # rebuilt packs: estimated until built
-    done_objects = done_bytes = 0
-
-    def report(nbytes: int) -> None:
-        nonlocal done_bytes
-        done_bytes += nbytes
-        if progress is not None:
-            progress(TransferProgress(done_objects, done_bytes, total_objects, total_bytes))
-
-    report(0)
-    relay = Relay(report if progress is not None else None)
+    tally = Tally(progress, total_objects, total_bytes)
+    tally.report()
+    relay = tally.relay()
     with ThreadPoolExecutor(s.jobs, thread_name_prefix="modelvault-push") as pool:
         pending = {relay.watch(pool.submit(_send, db, s.repo, up, relay.add)) for up in uploads}
         try:
@@ -186,13 +178,13 @@ def _send_all(
                 for fut in [f for f in pending if f.done()]:
                     pending.discard(fut)
                     planned, sent = fut.result()
-                    done_objects += planned.objects
-                    total_bytes += sent.nbytes - planned.nbytes  # the built pack's size
-                    report(0)
+                    tally.objects += planned.objects
+                    tally.total_bytes += sent.nbytes - planned.nbytes  # the built pack's size
+                    tally.report()
         finally:
             for fut in pending:
                 fut.cancel()
-    return done_objects
+    return tally.objects
 
 
 def _send(db: PackDB, repo: RemoteRepo, up: _Upload, told: Bytes) -> tuple[_Upload, _Upload]:

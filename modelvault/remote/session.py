@@ -23,6 +23,7 @@ __all__ = [
     "ProgressCallback",
     "Relay",
     "Session",
+    "Tally",
     "TransferProgress",
     "TransferResult",
     "open_session",
@@ -89,6 +90,36 @@ class Relay:
                 return
             if nbytes and self._report is not None:
                 self._report(nbytes)
+
+
+class Tally:
+    """The counts a push or pull reports: objects and stored bytes done of the totals.
+    :meth:`report` hands them to ``progress`` (when there is one) after a change."""
+
+    def __init__(
+        self,
+        progress: ProgressCallback | None,
+        total_objects: int,
+        total_bytes: int,
+        *,
+        objects: int = 0,
+        nbytes: int = 0,
+    ) -> None:
+        self.progress = progress
+        self.objects, self.bytes = objects, nbytes
+        self.total_objects, self.total_bytes = total_objects, total_bytes
+
+    def report(self, nbytes: int = 0) -> None:
+        """``nbytes`` more moved (negative: taken back); tell the counts."""
+        self.bytes += nbytes
+        if self.progress is not None:
+            self.progress(
+                TransferProgress(self.objects, self.bytes, self.total_objects, self.total_bytes)
+            )
+
+    def relay(self) -> Relay:
+        """A :class:`Relay` bringing the transfers' byte counts to :meth:`report`."""
+        return Relay(self.report if self.progress is not None else None)
 
 
 @dataclass
