@@ -15,9 +15,13 @@ import pytest
 from _cli import console_script
 
 
-def run_with_tty_stderr(env: dict[str, str], *args: str, cwd: Path) -> tuple[int, str, bytes]:
-    """Run ``mv ARGS`` with stderr on a pseudo-terminal; (code, stdout, stderr bytes)."""
+def _run_on_pty(
+    env: dict[str, str], *args: str, cwd: Path
+) -> tuple[int, str, list[tuple[float, bytes]]]:
+    """Run ``mv ARGS`` with stderr on a pseudo-terminal: (code, stdout, each read of the
+    terminal with the time since the start at which it was read)."""
     master, slave = os.openpty()
+    start = time.monotonic()
     proc = subprocess.Popen(
         [console_script("mv"), *args],
         stdout=subprocess.PIPE,
@@ -28,9 +32,9 @@ def run_with_tty_stderr(env: dict[str, str], *args: str, cwd: Path) -> tuple[int
         text=True,
     )
     os.close(slave)
-    err = b""
+    reads: list[tuple[float, bytes]] = []
     while True:
-        ready, _, _ = select.select([master], [], [], 0.2)
+        ready, _, _ = select.select([master], [], [], 0.05)
         if ready:
             try:
                 data = os.read(master, 65536)
@@ -38,14 +42,20 @@ def run_with_tty_stderr(env: dict[str, str], *args: str, cwd: Path) -> tuple[int
                 break
             if not data:
                 break
-            err += data
+            reads.append((time.monotonic() - start, data))
         elif proc.poll() is not None:
             break
     os.close(master)
     assert proc.stdout is not None
     out = proc.stdout.read()
     proc.wait(timeout=60)
-    return proc.returncode, out, err
+    return proc.returncode, out, reads
+
+
+def run_with_tty_stderr(env: dict[str, str], *args: str, cwd: Path) -> tuple[int, str, bytes]:
+    """Run ``mv ARGS`` with stderr on a pseudo-terminal; (code, stdout, stderr bytes)."""
+    code, out, reads = _run_on_pty(env, *args, cwd=cwd)
+    return code, out, b"".join(data for _, data in reads)
 
 
 def test_bars_on_a_terminal_only(cli_env: dict[str, str], model_dir: Path, tmp_path: Path) -> None:
@@ -91,8 +101,6 @@ def test_export_bar_has_a_total_and_speeds_match_sizes(
 ) -> None:
     """The export bar knows its total from the first frame (no ``6.8/? MiB``), and speeds
     are in the binary units the sizes use (KiB/s, MiB/s, never kB/s or MB/s)."""
-    import re
-
     src = tmp_path / "big"
     src.mkdir()
     (src / "w.bin").write_bytes(os.urandom(24 << 20))
@@ -150,37 +158,16 @@ def _frames(
 ) -> tuple[int, str, list[tuple[float, bytes]]]:
     """Run ``mv ARGS`` with stderr on a pseudo-terminal: (code, stdout, the bar's frames
     with the time each was read). A frame is what rich drew between two carriage returns."""
-    master, slave = os.openpty()
-    start = time.monotonic()
-    proc = subprocess.Popen(
-        [console_script("mv"), *args],
-        stdout=subprocess.PIPE,
-        stderr=slave,
-        stdin=subprocess.DEVNULL,
-        env=env,
-        cwd=cwd,
-        text=True,
-    )
-    os.close(slave)
-    frames: list[tuple[float, bytes]] = []
-    while True:
-        ready, _, _ = select.select([master], [], [], 0.05)
-        if ready:
-            try:
-                data = os.read(master, 65536)
-            except OSError:
-                break
-            if not data:
-                break
-            now = time.monotonic() - start
-            frames += [(now, part) for part in data.split(b"\r") if part.strip()]
-        elif proc.poll() is not None:
-            break
-    os.close(master)
-    assert proc.stdout is not None
-    out = proc.stdout.read()
-    proc.wait(timeout=60)
-    return proc.returncode, out, frames
+    code, out, reads = _run_on_pty(env, *args, cwd=cwd)
+    return code, out, [(t, part) for t, data in reads for part in data.split(b"\r") if part.strip()]
+
+
+def _aws_keys() -> dict[str, str]:
+    """The S3 server's credentials and region (``s3_server`` sets them)."""
+    return {
+        k: os.environ[k]
+        for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
+    }
 
 
 def _sizes(frames: list[tuple[float, bytes]]) -> list[tuple[float, float, float]]:
@@ -226,8 +213,7 @@ def test_push_and_pull_bars_move_smoothly_on_a_slow_s3_link(
     src.mkdir()
     (src / "w.bin").write_bytes(os.urandom(64 * MiB))
     env = {**cli_env, "TERM": "xterm", "COLUMNS": "160"}
-    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
-        env[key] = os.environ[key]
+    env.update(_aws_keys())
     other = {**env, "MODELVAULT_HOME": str(tmp_path / "other")}
     code, _, _ = run_with_tty_stderr(env, "save", "-q", str(src), "big:v1", cwd=tmp_path)
     assert code == 0
@@ -281,8 +267,7 @@ def test_import_from_an_s3_url_knows_the_archive_size_first(
     src.mkdir()
     (src / "w.bin").write_bytes(os.urandom(24 * MiB))
     env = {**cli_env, "TERM": "xterm", "COLUMNS": "200"}
-    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
-        env[key] = os.environ[key]
+    env.update(_aws_keys())
     env["AWS_ENDPOINT_URL_S3"] = s3_bucket["endpoint_url"]
     assert run_with_tty_stderr(env, "save", "-q", str(src), "m:v1", cwd=tmp_path)[0] == 0
     url = s3_bucket["url"] + "/archives/"
