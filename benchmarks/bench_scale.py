@@ -71,6 +71,23 @@ def peak_rss_mib() -> float:
 # -- children ---------------------------------------------------------------------------
 
 
+def read_mib(store: Any, tag: str, rel: str) -> None:
+    """Read the first MiB of ``rel`` in model ``tag``."""
+    with store.get(tag).open(rel) as f:  # a raw stream: read() may return less
+        got = 0
+        while got < MiB and (block := f.read(MiB - got)):
+            got += len(block)
+    assert got == MiB, got
+
+
+def save_1k(store: Any) -> None:
+    """Save a model of one 1 KiB file."""
+    folder = Path(tempfile.mkdtemp(prefix="bench-scale-"))
+    (folder / "tiny.bin").write_bytes(os.urandom(1024))
+    store.save(folder, "tiny")
+    shutil.rmtree(folder)
+
+
 def _child(op: str, store_path: str, args: list[str]) -> None:
     t0 = time.perf_counter()
     import modelvault
@@ -78,17 +95,9 @@ def _child(op: str, store_path: str, args: list[str]) -> None:
     imported = time.perf_counter()
     store = modelvault.Store(store_path)
     if op == "read":
-        tag, rel = args
-        with store.get(tag).open(rel) as f:  # a raw stream: read() may return less
-            got = 0
-            while got < MiB and (block := f.read(MiB - got)):
-                got += len(block)
-        assert got == MiB, got
+        read_mib(store, *args)
     elif op == "save1k":
-        folder = Path(tempfile.mkdtemp(prefix="bench-scale-"))
-        (folder / "tiny.bin").write_bytes(os.urandom(1024))
-        store.save(folder, "tiny")
-        shutil.rmtree(folder)
+        save_1k(store)
     elif op in ("save-big", "save-90"):
         (src,) = args
         store.save(src, "big")
@@ -121,12 +130,20 @@ def _run(op: str, store: Path, args: list[str], code: str | None, config: bytes)
         tmp = store / "config.json.bench-tmp"
         tmp.write_bytes(config)
         os.replace(tmp, store / "config.json")
+    return run_child(__file__, op, store, args, code)
+
+
+def run_child(
+    script: str, op: str, store: Path, args: list[str], code: str | None
+) -> dict[str, Any]:
+    """Run ``script --child OP STORE ARGS`` (importing modelvault from ``code`` when
+    given): the JSON document its last line prints, with ``wall_s`` added."""
     env = dict(os.environ)
     if code:
         env["PYTHONPATH"] = code + os.pathsep + env.get("PYTHONPATH", "")
     t0 = time.perf_counter()
     out = subprocess.run(
-        [sys.executable, __file__, "--child", op, str(store), *args],
+        [sys.executable, script, "--child", op, str(store), *args],
         env=env,
         capture_output=True,
         text=True,
@@ -135,9 +152,9 @@ def _run(op: str, store: Path, args: list[str], code: str | None, config: bytes)
     wall = time.perf_counter() - t0
     if out.returncode != 0:
         raise SystemExit(f"{op} on {store} failed:\n{out.stderr}")
-    doc = json.loads(out.stdout.strip().splitlines()[-1])
+    doc: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     doc["wall_s"] = wall
-    return dict(doc)
+    return doc
 
 
 def _measure(

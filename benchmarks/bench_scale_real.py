@@ -53,14 +53,21 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bench_scale import _big_sources, clone, peak_rss_mib, remove  # noqa: E402
+from bench_scale import (  # noqa: E402
+    _big_sources,
+    clone,
+    peak_rss_mib,
+    read_mib,
+    remove,
+    run_child,
+    save_1k,
+)
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -105,17 +112,9 @@ def _child(op: str, store_path: str, args: list[str]) -> None:
     store = modelvault.Store(store_path)
     extra: dict[str, Any] = {}
     if op == "read":
-        tag, rel = args
-        with store.get(tag).open(rel) as f:  # a raw stream: read() may return less
-            got = 0
-            while got < MiB and (block := f.read(MiB - got)):
-                got += len(block)
-        assert got == MiB, got
+        read_mib(store, *args)
     elif op == "save1k":
-        folder = Path(tempfile.mkdtemp(prefix="bench-scale-"))
-        (folder / "tiny.bin").write_bytes(os.urandom(1024))
-        store.save(folder, "tiny")
-        shutil.rmtree(folder)
+        save_1k(store)
     elif op == "save":
         src, name = args
         store.save(src, name)
@@ -152,24 +151,8 @@ AS_FORMAT: int | None = None  # --as-format: the format a clone's config.json is
 
 
 def _run(op: str, store: Path, args: list[str]) -> dict[str, Any]:
-    env = dict(os.environ)
-    if CODE:
-        env["PYTHONPATH"] = CODE + os.pathsep + env.get("PYTHONPATH", "")
     os.sync()  # earlier writes are not charged to this operation
-    t0 = time.perf_counter()
-    out = subprocess.run(
-        [sys.executable, __file__, "--child", op, str(store), *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    wall = time.perf_counter() - t0
-    if out.returncode != 0:
-        raise SystemExit(f"{op} on {store} failed:\n{out.stderr}")
-    doc: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
-    doc["wall_s"] = wall
-    return doc
+    return run_child(__file__, op, store, args, CODE)
 
 
 # -- stores ----------------------------------------------------------------------------
