@@ -283,12 +283,12 @@ class S3Transport(FsspecTransport):
                     done += part
                     progress(part)
                 f.write(view[done:])  # the last part, uploaded by close()
+                f.close()  # (completes the upload: a failure here aborts it too)
             except BaseException:
                 with contextlib.suppress(Exception):
                     f.discard()  # aborts the multipart upload
                 f.closed = True
                 raise
-            f.close()
             progress(size - done)
 
     def read_range(self, key: str, offset: int, length: int, progress: Bytes) -> bytes:

@@ -160,3 +160,35 @@ def test_a_failed_s3_multipart_upload_is_aborted(
     bucket = s3_bucket["url"].removeprefix("s3://")
     assert not fs.exists(f"{bucket}/packs/p.pack")
     assert fs.call_s3("list_multipart_uploads", Bucket=bucket).get("Uploads", []) == []
+
+
+@pytest.mark.parametrize("kind", ["file", "bytes"])
+def test_an_s3_multipart_upload_failing_to_complete_is_aborted(
+    s3_bucket: dict[str, Any], tmp_path: Path, kind: str
+) -> None:
+    """Every part is up, but S3 refuses to complete the upload (botocore's own
+    ``before-call`` event on the real client refuses the CompleteMultipartUpload): no
+    object, and no pending multipart upload left behind."""
+    from modelvault.remote.transport import open_transport
+
+    data = os.urandom(12 * MiB)
+    source: bytes | Path = data
+    if kind == "file":
+        source = tmp_path / "p.pack"
+        source.write_bytes(data)
+    t = open_transport(s3_bucket["url"], s3_bucket["options"])
+    refused = []
+
+    def refuse(**_: Any) -> None:
+        refused.append(1)
+        raise ConnectionResetError(104, "the link went down before the upload completed")
+
+    t.fs.connect()  # (the client the transport's requests go through)
+    t.fs.s3.meta.events.register("before-call.s3.CompleteMultipartUpload", refuse)
+    with pytest.raises(OSError):
+        t.upload("packs/p.pack", source, lambda n: None)
+    assert refused
+    fs = s3_bucket["fs"]
+    bucket = s3_bucket["url"].removeprefix("s3://")
+    assert not fs.exists(f"{bucket}/packs/p.pack")
+    assert fs.call_s3("list_multipart_uploads", Bucket=bucket).get("Uploads", []) == []
