@@ -221,12 +221,12 @@ def _upload_output(fs: Any, path: str, what: str) -> Iterator[_Guarded]:
     f = fs.open(path, "wb")
     try:
         yield _Guarded(f, what)
+        _Guarded(f, what).close()  # completes the upload (a failure here aborts it too)
     except BaseException:
         with contextlib.suppress(Exception):  # (the upload may have failed already)
             f.discard()  # aborts the multipart upload, or drops the single-PUT buffer
         f.closed = True  # so that close() (also from __del__) uploads nothing
         raise
-    _Guarded(f, what).close()
 
 
 @contextlib.contextmanager
