@@ -190,8 +190,8 @@ def test_push_of_an_alias_counts_its_requests(tmp_path: Path, remote: dict[str, 
     plain = a.push("iris:v1").requests  # nothing to send: the session's fixed cost
     a.set_alias("iris:v2", "prod")
     moved = a.push("iris@prod").requests
-    # lock: put_if_absent, list_times, delete; then exists(ref), get_versioned(alias),
-    # put_if_match(alias)
+    # lock: put_if_absent, list_times, delete; then get(ref) (read again under the lock),
+    # get_versioned(alias), put_if_match(alias)
     assert moved == plain + 3 + 3
 
 
