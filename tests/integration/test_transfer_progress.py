@@ -136,12 +136,15 @@ def test_s3_upload_tells_its_last_bytes_once_the_object_exists(
     assert t.get("packs/p.pack") == data
 
 
+@pytest.mark.parametrize("at", ["a part", "completion"])
 @pytest.mark.parametrize("kind", ["file", "bytes"])
 def test_a_failed_s3_multipart_upload_is_aborted(
-    s3_bucket: dict[str, Any], tmp_path: Path, kind: str
+    s3_bucket: dict[str, Any], tmp_path: Path, kind: str, at: str
 ) -> None:
-    """An upload failing after its first part leaves no object and no pending multipart
-    upload (whose parts S3 would keep, and bill, until aborted)."""
+    """An upload failing after its first part, or once every part is up when S3 is asked
+    to complete it (botocore's own ``before-call`` event on the real client refuses the
+    CompleteMultipartUpload), leaves no object and no pending multipart upload (whose
+    parts S3 would keep, and bill, until aborted)."""
     from modelvault.remote.transport import open_transport
 
     data = os.urandom(20 * MiB)
@@ -150,43 +153,18 @@ def test_a_failed_s3_multipart_upload_is_aborted(
         source = tmp_path / "p.pack"
         source.write_bytes(data)
     t = open_transport(s3_bucket["url"], s3_bucket["options"])
-
-    def fails(n: int) -> None:
-        raise ConnectionResetError(104, "the link went down after a part")
-
-    with pytest.raises(ConnectionResetError):
-        t.upload("packs/p.pack", source, fails)
-    fs = s3_bucket["fs"]
-    bucket = s3_bucket["url"].removeprefix("s3://")
-    assert not fs.exists(f"{bucket}/packs/p.pack")
-    assert fs.call_s3("list_multipart_uploads", Bucket=bucket).get("Uploads", []) == []
-
-
-@pytest.mark.parametrize("kind", ["file", "bytes"])
-def test_an_s3_multipart_upload_failing_to_complete_is_aborted(
-    s3_bucket: dict[str, Any], tmp_path: Path, kind: str
-) -> None:
-    """Every part is up, but S3 refuses to complete the upload (botocore's own
-    ``before-call`` event on the real client refuses the CompleteMultipartUpload): no
-    object, and no pending multipart upload left behind."""
-    from modelvault.remote.transport import open_transport
-
-    data = os.urandom(12 * MiB)
-    source: bytes | Path = data
-    if kind == "file":
-        source = tmp_path / "p.pack"
-        source.write_bytes(data)
-    t = open_transport(s3_bucket["url"], s3_bucket["options"])
     refused = []
 
-    def refuse(**_: Any) -> None:
-        refused.append(1)
-        raise ConnectionResetError(104, "the link went down before the upload completed")
+    def fails(*_: Any, **__: Any) -> None:
+        refused.append(at)
+        raise ConnectionResetError(104, f"the link went down at {at}")
 
-    t.fs.connect()  # (the client the transport's requests go through)
-    t.fs.s3.meta.events.register("before-call.s3.CompleteMultipartUpload", refuse)
+    told = fails if at == "a part" else lambda n: None
+    if at == "completion":
+        t.fs.connect()  # (the client the transport's requests go through)
+        t.fs.s3.meta.events.register("before-call.s3.CompleteMultipartUpload", fails)
     with pytest.raises(OSError):
-        t.upload("packs/p.pack", source, lambda n: None)
+        t.upload("packs/p.pack", source, told)
     assert refused
     fs = s3_bucket["fs"]
     bucket = s3_bucket["url"].removeprefix("s3://")
