@@ -45,6 +45,26 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
+def serve_on_loopback(
+    serve: Callable[[int], None], tries: int = 200
+) -> tuple[multiprocessing.process.BaseProcess, str]:
+    """Start ``serve(port)`` (a module-level function) in a spawned daemon process on a
+    free loopback port; once the port accepts connections: (the process, its URL)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    proc = multiprocessing.get_context("spawn").Process(target=serve, args=(port,), daemon=True)
+    proc.start()
+    for _ in range(tries):
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return proc, f"http://127.0.0.1:{port}"
+        time.sleep(0.05)
+    raise RuntimeError("the server did not start")
+
+
 def drop_tree(path: Path) -> None:
     """Remove ``path`` and everything under it, read-only folders included; no-op if absent."""
     if not path.exists():

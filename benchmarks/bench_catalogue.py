@@ -25,7 +25,6 @@ import argparse
 import json
 import multiprocessing
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,6 +34,8 @@ import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
+
+from baselines import serve_on_loopback
 
 COUNT_PATH = "/__bench_requests"  # not an S3 key: bucket names have no underscore
 
@@ -125,17 +126,7 @@ def start_s3() -> tuple[multiprocessing.process.BaseProcess, str]:
         ("AWS_DEFAULT_REGION", "us-east-1"),
     ):
         os.environ.setdefault(k, v)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    proc = multiprocessing.get_context("spawn").Process(target=_serve, args=(port,), daemon=True)
-    proc.start()
-    for _ in range(400):
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return proc, f"http://127.0.0.1:{port}"
-        time.sleep(0.05)
-    raise RuntimeError("moto server did not start")
+    return serve_on_loopback(_serve, tries=400)
 
 
 def server_requests(endpoint: str) -> dict[str, int]:

@@ -24,7 +24,6 @@ import json
 import multiprocessing
 import os
 import shutil
-import socket
 import sys
 import tempfile
 import time
@@ -32,7 +31,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from baselines import MIB, drop_tree, markdown_table, median
+from baselines import MIB, drop_tree, markdown_table, median, serve_on_loopback
 from workload import generate_family
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -52,22 +51,8 @@ def _serve(port: int) -> None:
         time.sleep(3600)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _start_server() -> tuple[multiprocessing.process.BaseProcess, str]:
-    port = _free_port()
-    proc = multiprocessing.get_context("spawn").Process(target=_serve, args=(port,), daemon=True)
-    proc.start()
-    for _ in range(200):
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return proc, f"http://127.0.0.1:{port}"
-        time.sleep(0.05)
-    raise RuntimeError("moto server did not start")
+    return serve_on_loopback(_serve)
 
 
 def _timed(fn: Any) -> tuple[float, Any]:
@@ -99,7 +84,7 @@ def one_run(
         sample["push_v0_sent"], sample["push_v0_requests"] = r.sent, r.requests
 
     def same_objects_put() -> None:  # context: the store's pack files, put as plain objects
-        packs = sorted(str(p) for p in store._db.pack_dir.glob("*.pack"))
+        packs = sorted(str(p) for p in store.repo.objects.pack_dir.glob("*.pack"))
         sample["s3fs_put_packs_s"], _ = _timed(lambda: fs.put(packs, f"{bucket}/raw/"))
 
     for step in (push_v0, baseline_put) if ours_first else (baseline_put, push_v0):
