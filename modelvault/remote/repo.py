@@ -66,8 +66,9 @@ __all__ = [
     "decode_ref",
 ]
 
-FORMAT = 3  # 3: writers hold locks/ (remote gc); 2: float-codec chunks; 1: codecs 0-2
-READABLE = frozenset({1, 2, 3})
+FORMAT = 4  # 4: float chunks of sub-format 2; 3: writers hold locks/ (remote gc);
+# 2: float-codec chunks; 1: codecs 0-2
+READABLE = frozenset({1, 2, 3, 4})
 CATALOGUE_MIN = 8  # visible packs no catalogue covers before a push writes one
 CATALOGUE_MAX = 8  # catalogues before a push merges them all into one
 

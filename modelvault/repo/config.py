@@ -12,18 +12,21 @@ from modelvault.errors import IntegrityError, UnsupportedFormat
 
 __all__ = ["FORMAT_VERSION", "READABLE", "Config"]
 
-# 3: objects/packs/ may hold multi-pack index files (multi-<hex>.midx) and the store may
-# have an aliases/ folder (gc roots); 2: chunks may be stored with the float codec (codec
-# 3); 1: codecs 0-2 only. A store of format 1 or 2 is read as it is (its packs' own
-# indexes serve until a multi-pack index covers them) and becomes format 3 on its first
-# write (Repository.writing), so an older modelvault says "upgrade" instead of failing
-# on a chunk it cannot decode or running a gc that knows no aliases.
-FORMAT_VERSION = 3
-READABLE = frozenset({1, 2, 3})
+# 4: float-codec chunks may be of sub-format 2 (Huffman planes coding mantissa bits with
+# the exponent), which a format-3 reader cannot decode (the float codec is written by
+# default for bf16 safetensors chunks). 3: objects/packs/ may hold multi-pack index files
+# (multi-<hex>.midx) and the store may have an aliases/ folder (gc roots); 2: chunks may be
+# stored with the float codec (codec 3); 1: codecs 0-2 only. A store of format 1, 2 or 3
+# is read as it is (the packs' own indexes serve until a multi-pack index covers them) and
+# becomes format 4 on its first write (Repository.writing), so an older modelvault says
+# "upgrade" instead of failing on a chunk it cannot decode or running a gc that knows no
+# aliases.
+FORMAT_VERSION = 4
+READABLE = frozenset({1, 2, 3, 4})
 
 
 class Config:
-    """``config.json`` of one store: ``{"format": 3, "remotes": {...}}``."""
+    """``config.json`` of one store: ``{"format": 4, "remotes": {...}}``."""
 
     def __init__(self, path: Path, lock: Path) -> None:
         self.path = path

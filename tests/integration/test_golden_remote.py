@@ -39,9 +39,10 @@ def _marker(remote: Path) -> int:
     return int(json.loads((remote / "modelvault.json").read_bytes())["format"])
 
 
-def test_a_format_1_remote_is_read_as_it_is_and_a_push_makes_it_format_3(tmp_path: Path) -> None:
-    """Format 2 packs may hold float-codec chunks, format 3 writers hold locks (remote gc):
-    an older modelvault must refuse such a remote ("upgrade"), not misread or race it."""
+def test_a_format_1_remote_is_read_as_it_is_and_a_push_makes_it_current(tmp_path: Path) -> None:
+    """Format 2 packs may hold float-codec chunks, format 3 writers hold locks (remote gc),
+    format 4 packs float chunks of sub-format 2: an older modelvault must refuse such a
+    remote ("upgrade"), not misread or race it."""
     remote = Path(shutil.copytree(GOLDEN / "remote-v1", tmp_path / "remote"))
     url = remote.as_uri()
     store = modelvault.Store(tmp_path / "store")
@@ -52,7 +53,7 @@ def test_a_format_1_remote_is_read_as_it_is_and_a_push_makes_it_format_3(tmp_pat
     (src / "w.bin").write_bytes(b"pushed" * 5000)
     store.save(src, "other:v1")
     store.push("other:v1", url)
-    assert _marker(remote) == 3
+    assert _marker(remote) == 4
     fresh = modelvault.Store(tmp_path / "fresh")
     fresh.pull("golden:v1", url)
     assert fresh.get("golden:v1").id == V1_MODEL_ID
@@ -61,13 +62,13 @@ def test_a_format_1_remote_is_read_as_it_is_and_a_push_makes_it_format_3(tmp_pat
 def test_a_remote_of_a_newer_format_says_upgrade(tmp_path: Path) -> None:
     remote = Path(shutil.copytree(GOLDEN / "remote-v1", tmp_path / "remote"))
     (remote / "modelvault.json").chmod(0o644)
-    (remote / "modelvault.json").write_text('{"format": 4}')
+    (remote / "modelvault.json").write_text('{"format": 5}')
     store = modelvault.Store(tmp_path / "store")
     for call in (lambda: store.pull("golden:v1", remote.as_uri()),
                  lambda: store.list_remote(remote.as_uri())):  # fmt: skip
         with pytest.raises(modelvault.UnsupportedFormat, match="upgrade modelvault") as exc:
             call()
-        assert isinstance(exc.value, modelvault.RemoteError) and exc.value.found == 4
+        assert isinstance(exc.value, modelvault.RemoteError) and exc.value.found == 5
 
 
 def test_golden_remote_v3_reads_pulls_verifies_and_collects_nothing(tmp_path: Path) -> None:
@@ -86,4 +87,4 @@ def test_golden_remote_v3_reads_pulls_verifies_and_collects_nothing(tmp_path: Pa
     assert store.gc_remote(url) == 0
     with pytest.raises(modelvault.ModelExists, match="golden@prod"):
         store.delete_remote("golden:v1", url)
-    assert _marker(remote) == 3
+    assert _marker(remote) == 4  # a gc (a writer) marked it current

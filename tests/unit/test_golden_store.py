@@ -84,7 +84,7 @@ def _format(store: modelvault.Store) -> int:
     return int(json.loads((store.path / "config.json").read_bytes())["format"])
 
 
-def test_a_format_1_store_is_read_as_it_is_and_becomes_format_2_on_first_write(
+def test_a_format_1_store_is_read_as_it_is_and_becomes_current_on_first_write(
     golden_store: modelvault.Store, tmp_path: Path
 ) -> None:
     """Format 2 may hold float-codec chunks, which an older modelvault cannot decode:
@@ -96,17 +96,18 @@ def test_a_format_1_store_is_read_as_it_is_and_becomes_format_2_on_first_write(
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "w.bin").write_bytes(b"new" * 1000)
     golden_store.save(tmp_path / "m", "fresh")
-    assert _format(golden_store) == FORMAT_VERSION == 3
+    assert _format(golden_store) == FORMAT_VERSION == 4
     assert golden_store.get("golden:v1").id == V1_MODEL_ID  # everything else as it was
-    assert _format(modelvault.Store(tmp_path / "new")) == 3
+    assert _format(modelvault.Store(tmp_path / "new")) == 4
 
 
-def test_a_format_2_store_is_read_as_it_is_and_becomes_format_3_on_first_write(
+def test_a_format_2_store_is_read_as_it_is_and_becomes_current_on_first_write(
     tmp_path: Path,
 ) -> None:
     """Format 2 wrote the same files as format 1 (float-codec chunks aside): its packs'
     own indexes serve reads, nothing is written by reading, and the first write marks it
-    format 3 (multi-pack indexes, aliases), whose first merge covers the old packs too."""
+    current (format 4: multi-pack indexes and aliases since 3, float sub-format 2 since 4),
+    whose first merge covers the old packs too."""
     dest = tmp_path / "store-v2"
     shutil.copytree(GOLDEN / "store-v1", dest)
     (dest / "config.json").write_text('{"format": 2}')
@@ -122,7 +123,7 @@ def test_a_format_2_store_is_read_as_it_is_and_becomes_format_3_on_first_write(
         (tmp_path / f"m{i}").mkdir()
         (tmp_path / f"m{i}" / "w.bin").write_bytes(b"new %d" % i * 1000)
         store.save(tmp_path / f"m{i}", f"fresh:v{i}")
-    assert _format(store) == 3
+    assert _format(store) == 4
     [midx] = (dest / "objects" / "packs").glob("multi-*.midx")
     assert {p[:-4] for p in before if p.endswith(".idx")} <= MultiIndex(midx).pack_set
     again = modelvault.Store(dest)
@@ -162,8 +163,8 @@ def test_golden_v3_reads_back_through_its_multi_pack_index(golden_v3: modelvault
 
 
 def test_a_store_of_a_newer_format_is_refused(tmp_path: Path) -> None:
-    dest = tmp_path / "store-v4"
+    dest = tmp_path / "store-v5"
     shutil.copytree(GOLDEN / "store-v3", dest)
-    (dest / "config.json").write_text('{"format": 4}')
+    (dest / "config.json").write_text(f'{{"format": {FORMAT_VERSION + 1}}}')
     with pytest.raises(modelvault.errors.UnsupportedFormat):
         modelvault.Store(dest)

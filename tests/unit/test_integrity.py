@@ -292,7 +292,7 @@ def test_a_config_without_a_format_is_damage_not_a_newer_store(store: Store, doc
 def test_a_store_of_a_newer_format_says_upgrade(store: Store) -> None:
     import modelvault
 
-    (store.path / "config.json").write_bytes(b'{"format": 4}')
+    (store.path / "config.json").write_bytes(b'{"format": 5}')
     with pytest.raises(modelvault.UnsupportedFormat, match="upgrade modelvault") as exc:
         Store(store.path)
-    assert exc.value.found == 4 and str(store.path) in str(exc.value)
+    assert exc.value.found == 5 and str(store.path) in str(exc.value)
