@@ -12,6 +12,7 @@ import logging
 import os
 import threading
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -144,9 +145,7 @@ class PackWriter:
         self._target = target
         self._skip_stored = skip_stored
         self._pending: set[bytes] = set()  # ids added, in open or sealed packs
-        from concurrent.futures import ThreadPoolExecutor
-
-        self._sealer = ThreadPoolExecutor(1, thread_name_prefix="modelvault-seal")
+        self._sealer: ThreadPoolExecutor | None = None  # made by the first seal
         self._sealing: list[Future[None]] = []
         self._lock = threading.Lock()  # _pending, _lanes, _sealing and the counters
         self._lanes: dict[int, _OpenPack] = {}  # lane -> its open pack
@@ -228,6 +227,8 @@ class PackWriter:
             pack = self._lanes.pop(lane, None)
         if pack is None:
             return
+        if self._sealer is None:  # (again after a commit: objects added since)
+            self._sealer = ThreadPoolExecutor(1, thread_name_prefix="modelvault-seal")
         fut = self._sealer.submit(self._publish, pack.fd, pack.tmp, pack.seal())
         with self._lock:
             self._sealing.append(fut)
@@ -245,9 +246,14 @@ class PackWriter:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        with self._db.publishing({pack.name: pack.entries}):
-            _fsutil.rename_into(tmp, self._db.pack_dir / f"{pack.name}.pack", sync_dir=False)
-            _fsutil.rename_into(idx_tmp, self._db.pack_dir / f"{pack.name}.idx", sync_dir=False)
+        try:
+            with self._db.publishing({pack.name: pack.entries}):
+                _fsutil.rename_into(tmp, self._db.pack_dir / f"{pack.name}.pack", sync_dir=False)
+                _fsutil.rename_into(idx_tmp, self._db.pack_dir / f"{pack.name}.idx", sync_dir=False)
+        except BaseException:  # nothing left behind in objects/tmp/ (a visible pack
+            tmp.unlink(missing_ok=True)  # without its index is an orphan gc removes)
+            idx_tmp.unlink(missing_ok=True)
+            raise
 
     def _hold(self, fd: int, tmp: Path, pack: SealedPack) -> None:
         """``publish_at_commit`` mode: make a pack and its index durable, still hidden."""
@@ -283,7 +289,7 @@ class PackWriter:
             raise
         finally:
             self._sealing = []
-            self._sealer.shutdown()
+            self._stop_sealer()
         self._committed = True
         if self._merge:
             try:
@@ -303,8 +309,13 @@ class PackWriter:
         for fut in self._sealing:
             with contextlib.suppress(Exception):
                 fut.result()
-        self._sealer.shutdown()
+        self._stop_sealer()
         self._drop_held()
+
+    def _stop_sealer(self) -> None:
+        if self._sealer is not None:
+            self._sealer.shutdown()
+            self._sealer = None
 
     def _drop_held(self) -> None:
         for tmp, idx_tmp, _ in self._held:

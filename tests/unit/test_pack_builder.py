@@ -79,3 +79,36 @@ def test_an_object_whose_pack_could_not_open_is_written_by_the_next_try(tmp_path
     writer.commit()
     kind, oid, how, raw_len, payload = record
     assert db.read(oid, ObjType(kind)) == codec.decode(how, payload, raw_len)
+
+
+def test_a_writer_takes_objects_again_after_a_commit(tmp_path: Path) -> None:
+    db = PackDB(tmp_path / "objects")
+    first, second = _records(5, seed=11), _records(5, seed=12)
+    writer = db.writer()
+    writer.add_prepared_many(first)
+    writer.commit()
+    writer.add_prepared_many(second)  # the sealer was stopped by the commit
+    writer.commit()
+    assert len(db.packs()) == 2
+    for kind, oid, how, raw_len, payload in first + second:
+        assert db.read(oid, ObjType(kind)) == codec.decode(how, payload, raw_len)
+    assert list(db.tmp_dir.iterdir()) == []
+
+
+def test_a_pack_that_cannot_be_renamed_into_view_leaves_no_temporaries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from modelvault import _fsutil
+
+    db = PackDB(tmp_path / "objects")
+    writer = db.writer()
+    writer.add_prepared_many(_records(5, seed=13))
+
+    def no_room(tmp: Path, final: Path, *, sync_dir: bool = True) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(_fsutil, "rename_into", no_room)
+    with pytest.raises(OSError, match="No space"):
+        writer.commit()
+    assert db.packs() == []
+    assert list(db.tmp_dir.iterdir()) == []
