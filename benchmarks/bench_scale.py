@@ -254,20 +254,33 @@ def _add_synthetic(path: Path, objects: int, per_pack: int) -> None:
         (packs / f"{name}.idx").write_bytes(body + blake3(body).digest())
 
 
-def _big_sources(work: Path, mib: int) -> tuple[Path, Path]:
+def _big_sources(work: Path, mib: int, seed: int = 18) -> tuple[Path, Path]:
+    """A new model of ``mib`` MiB of random bytes and a version sharing 90% of them.
+
+    ``seed`` must differ from any seed the measured store's models were made with, or
+    the "new" model is not new there (``bench_scale_real.py`` makes its store with 18)."""
     import numpy as np
 
-    rng = np.random.default_rng(18)
+    rng = np.random.default_rng(seed)
     a, b = work / "big-a", work / "big-b"
-    if all((p / "w.bin").exists() and (p / "w.bin").stat().st_size == mib * MiB for p in (a, b)):
-        return a, b  # made by an earlier run: the same seed gives the same bytes
+    mark = work / "big.seed"
+    if (
+        mark.exists()
+        and mark.read_text() == str(seed)
+        and all(
+            (p / "w.bin").is_file() and (p / "w.bin").stat().st_size == mib * MiB for p in (a, b)
+        )
+    ):
+        return a, b  # made by an earlier run with the same seed: the same bytes
     for p in (a, b):
         p.mkdir(parents=True, exist_ok=True)
+    mark.unlink(missing_ok=True)
     with open(a / "w.bin", "wb") as fa, open(b / "w.bin", "wb") as fb:
         for i in range(mib):
             block = rng.bytes(MiB)
             fa.write(block)
             fb.write(rng.bytes(MiB) if i % 10 == 9 else block)  # 90% shared
+    mark.write_text(str(seed))
     return a, b
 
 

@@ -14,6 +14,9 @@ each store made before the operation and removed after it (``bench_scale.clone``
 files of ``objects/packs/`` hard-linked, the rest copied), so the stores are never
 changed (the script checks that every file of the originals is as it was at the end):
 
+- ``read-first`` the same, by the first process after the clone is made: it lists
+  ``objects/packs/`` and writes the folder's record (what a copied store's first open
+  costs, once; no target), so the operations below see the store at rest;
 - ``read``     open the store, get a model, read 1 MiB of its file;
 - ``save1k``   save a new 1 KiB model;   targets: +10 MiB, +30 ms over the empty store;
 - ``save-big`` save a new ``--big-mib`` model (default 1024; 0 skips), then
@@ -381,7 +384,8 @@ def main(argv: list[str]) -> int:
     before = {s[1]: snapshot(s[1]) for s in stores}
     big = None
     if a.big_mib:
-        big = _big_sources(work / f"big-{a.big_mib}", a.big_mib)
+        # not the store's seed: its first model would be the "new" model's first half
+        big = _big_sources(work / f"big-{a.big_mib}", a.big_mib, seed=a.seed + 1000)
 
     samples: dict[tuple[str, str], list[dict[str, Any]]] = {}
     scratch = work / "clone"
@@ -390,11 +394,18 @@ def main(argv: list[str]) -> int:
             print(f"  run {run + 1}/{a.runs}: {label}", file=sys.stderr)
             c = _clone(store, scratch)
             try:
-                ops: list[tuple[str, list[str]]] = [("read", read_args), ("save1k", [])]
+                # the first process after the copy lists objects/packs/ and writes the
+                # folder's record (docs/architecture.md "Known limits"): reported apart,
+                # so the measured operations see the store at rest, as a user's is
+                ops: list[tuple[str, list[str]]] = [
+                    ("read-first", read_args),
+                    ("read", read_args),
+                    ("save1k", []),
+                ]
                 if big is not None:
                     ops += [("save-big", [str(big[0]), "big"]), ("save-90", [str(big[1]), "big"])]
                 for op, args in ops:
-                    child_op = "save" if op.startswith("save-") else op
+                    child_op = "save" if op.startswith("save-") else op.removesuffix("-first")
                     samples.setdefault((label, op), []).append(_run(child_op, c, args))
             finally:
                 remove(c)
@@ -437,7 +448,7 @@ def main(argv: list[str]) -> int:
         b = base[r["op"]]
         d_rss, d_wall = r["maxrss_mib"] - b["maxrss_mib"], r["wall_s"] - b["wall_s"]
         ratio = r["wall_s"] / b["wall_s"]
-        if r["store"] != "empty":
+        if r["store"] != "empty" and r["op"] != "read-first":
             if r["op"] in ("read", "save1k"):
                 ok = d_rss <= RSS_TARGET_MIB and d_wall <= WALL_TARGET_S
                 verdicts[f"{r['store']} {r['op']}"] = "met" if ok else "MISSED"
