@@ -31,7 +31,7 @@ import struct
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, ClassVar
 
 import numpy as np
 
@@ -54,11 +54,12 @@ class TensorSpec:
     name: str
     shape: tuple[int, ...]
     begin: int
+    ITEM_BYTES: ClassVar[int] = _FLOAT32_BYTES
 
     @property
     def nbytes(self) -> int:
         """Size of the tensor data in bytes."""
-        return _FLOAT32_BYTES * math.prod(self.shape)
+        return self.ITEM_BYTES * math.prod(self.shape)
 
     @property
     def end(self) -> int:
@@ -454,24 +455,12 @@ def minilm_bf16_tensors(
 
 
 @dataclass(frozen=True)
-class Bf16Spec:
+class Bf16Spec(TensorSpec):
     """One bf16 tensor of the tiled file: copy ``copy`` of MiniLM tensor ``source``."""
 
-    name: str
-    shape: tuple[int, ...]
-    begin: int
     source: int
     copy: int
-
-    @property
-    def nbytes(self) -> int:
-        """Size of the tensor data in bytes."""
-        return _BF16_BYTES * math.prod(self.shape)
-
-    @property
-    def end(self) -> int:
-        """Offset one past the tensor's last data byte."""
-        return self.begin + self.nbytes
+    ITEM_BYTES: ClassVar[int] = _BF16_BYTES
 
 
 def bf16_layout(
