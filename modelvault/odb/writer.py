@@ -12,7 +12,6 @@ import logging
 import os
 import threading
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,7 +26,7 @@ from modelvault.core.packfmt import Entry, encode_index, pack_header, record_hea
 logger = logging.getLogger("modelvault.store")
 
 if TYPE_CHECKING:
-    from concurrent.futures import Future
+    from concurrent.futures import Future, ThreadPoolExecutor
 
     from modelvault.odb.packs import PackDB
 
@@ -225,11 +224,14 @@ class PackWriter:
     def _seal(self, lane: int) -> None:
         with self._lock:
             pack = self._lanes.pop(lane, None)
-        if pack is None:
-            return
-        if self._sealer is None:  # (again after a commit: objects added since)
-            self._sealer = ThreadPoolExecutor(1, thread_name_prefix="modelvault-seal")
-        fut = self._sealer.submit(self._publish, pack.fd, pack.tmp, pack.seal())
+            if pack is None:
+                return
+            if self._sealer is None:  # the first seal (again after a commit: objects added since)
+                from concurrent.futures import ThreadPoolExecutor  # (not at start-up)
+
+                self._sealer = ThreadPoolExecutor(1, thread_name_prefix="modelvault-seal")
+            sealer = self._sealer
+        fut = sealer.submit(self._publish, pack.fd, pack.tmp, pack.seal())
         with self._lock:
             self._sealing.append(fut)
 
