@@ -1,9 +1,9 @@
-"""CPU seconds and stored bytes of saving real 16-bit weights, by float codec setting
-(issue 21): should the float codec be on by default for hinted bf16 / fp16 files?
+"""CPU seconds and stored bytes of saving real weights, by float codec setting (issue 21):
+should the float codec be on by default for hinted bf16 / fp16 / fp32 files?
 
 CPU time (``resource.getrusage`` of the saving process, all its threads, around
 ``Store.save`` only) is robust on a shared machine where wall time is not. For each dtype
-(``bf16``, ``fp16``) one ``model.safetensors`` of ``--size-mib`` is written once into the
+(``bf16``, ``fp16``, ``fp32``) one ``model.safetensors`` of ``--size-mib`` is written once into the
 workdir (``workload.generate_bf16_family``'s tensors: MiniLM tiled, each copy shuffled,
 its safetensors header naming the dtype, so a save passes the hint to the codec); then
 each setting of ``MODELVAULT_FLOAT_CODEC`` (``--modes``; ``unset`` = not in the
@@ -35,7 +35,7 @@ from workload import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-SAFETENSORS_DTYPE = {"bf16": "BF16", "fp16": "F16"}
+SAFETENSORS_DTYPE = {"bf16": "BF16", "fp16": "F16", "fp32": "F32"}
 
 _CHILD = r"""
 import resource, sys, time
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--size-mib", type=int, default=256)
     p.add_argument("--runs", type=int, default=5)
-    p.add_argument("--dtypes", default="bf16,fp16", help="comma-separated: bf16, fp16")
+    p.add_argument("--dtypes", default="bf16,fp16", help="comma-separated: bf16, fp16, fp32")
     p.add_argument("--modes", default="unset,1", help="MODELVAULT_FLOAT_CODEC values")
     p.add_argument("--workdir", type=Path, help="kept, and its input files reused")
     p.add_argument("--minilm-zip", type=Path)

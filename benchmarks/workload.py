@@ -432,9 +432,10 @@ def to_bf16(values: np.ndarray) -> np.ndarray:
 def minilm_bf16_tensors(
     zip_path: Path, kind: str = "bf16"
 ) -> list[tuple[str, tuple[int, ...], np.ndarray]]:
-    """The F32 tensors of MiniLM's ``model.safetensors`` as (name, shape, uint16 bits of
-    ``kind``: ``bf16``, or ``fp16`` rounded by numpy to nearest even), in file order (the
-    one I64 tensor, the position ids, is left out)."""
+    """The F32 tensors of MiniLM's ``model.safetensors`` as (name, shape, bits of ``kind``:
+    uint16 of ``bf16``, or of ``fp16`` rounded by numpy to nearest even; uint32 of
+    ``fp32``, as stored), in file order (the one I64 tensor, the position ids, is left
+    out)."""
     import zipfile
 
     with zipfile.ZipFile(zip_path) as z:
@@ -449,7 +450,12 @@ def minilm_bf16_tensors(
     for name, info in entries:
         begin, end = info["data_offsets"]
         values = np.frombuffer(raw, "<f4", count=(end - begin) // 4, offset=base + begin)
-        bits = to_bf16(values) if kind == "bf16" else values.astype("<f2").view("<u2")
+        if kind == "bf16":
+            bits = to_bf16(values)
+        elif kind == "fp32":
+            bits = values.view("<u4")
+        else:
+            bits = values.astype("<f2").view("<u2")
         out.append((name, tuple(info["shape"]), bits))
     return out
 
@@ -463,18 +469,27 @@ class Bf16Spec(TensorSpec):
     ITEM_BYTES: ClassVar[int] = _BF16_BYTES
 
 
+@dataclass(frozen=True)
+class Fp32Spec(Bf16Spec):
+    """A tensor of the tiled file of fp32 bits (``minilm_bf16_tensors(kind="fp32")``)."""
+
+    ITEM_BYTES: ClassVar[int] = _FLOAT32_BYTES
+
+
 def bf16_layout(
     tensors: list[tuple[str, tuple[int, ...], np.ndarray]], size_mib: int
 ) -> list[Bf16Spec]:
-    """Copies of the MiniLM tensors, in order, until they hold ``size_mib`` MiB."""
+    """Copies of the MiniLM tensors, in order, until they hold ``size_mib`` MiB (specs of
+    4-byte items if the tensors are, else 2-byte)."""
     specs: list[Bf16Spec] = []
     offset, target = 0, size_mib * MIB
+    spec = Fp32Spec if tensors and tensors[0][2].itemsize == _FLOAT32_BYTES else Bf16Spec
     while offset < target:
         copy = len(specs) // len(tensors)
         for i, (name, shape, _) in enumerate(tensors):
             if offset >= target:
                 break
-            specs.append(Bf16Spec(f"copy{copy}.{name}", shape, offset, i, copy))
+            specs.append(spec(f"copy{copy}.{name}", shape, offset, i, copy))
             offset = specs[-1].end
     return specs
 
@@ -498,8 +513,8 @@ def write_bf16_file(
     seed: int,
     dtype: str = "BF16",
 ) -> int:
-    """Write a safetensors file of ``specs`` (16-bit ``dtype``: ``BF16`` or ``F16``), tensor
-    ``i`` in generation ``gens[i]``."""
+    """Write a safetensors file of ``specs`` (``dtype``: ``BF16`` or ``F16``, or ``F32`` for
+    :class:`Fp32Spec`), tensor ``i`` in generation ``gens[i]``."""
     header: dict[str, Any] = {"__metadata__": metadata}
     for s in specs:
         header[s.name] = {"dtype": dtype, "shape": list(s.shape), "data_offsets": [s.begin, s.end]}
