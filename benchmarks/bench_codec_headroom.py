@@ -216,6 +216,7 @@ def headroom(path: Path, kind: str, dump: Path | None) -> dict[str, float]:
             packed = (n * (8 - k) + 7) // 8
             narrow = _huffman_bytes(low, packed)
             per_k.append(_huffman_bytes(hist, 1 << 62) + narrow)
+            tot[f"huffman K={k}: its plane 0 tables"] += _table_bytes(_huf_lengths(hist))
             tot[f"huffman K={k}"] += per_k[-1]
             tot[f"entropy K={k}"] += _entropy_bytes(hist) + min(_entropy_bytes(low), packed)
             if k <= 2:
@@ -257,10 +258,12 @@ def main(argv: list[str] | None = None) -> None:
             print("| planes 0 and w-1 | bytes | vs now |")
             print("|---|---|---|")
             for key in sorted(r):
-                if key.startswith(("huffman", "entropy", "ans", "now planes")):
+                if key.startswith(("huffman", "entropy", "ans", "now planes")) and not key.endswith(
+                    "tables"
+                ):
                     print(f"| {key} | {r[key]:.0f} | {r[key] - base:+.0f} |")
             for key in sorted(r):
-                if key.startswith("now fixed"):
+                if key.startswith("now fixed") or key.endswith("tables"):
                     print(f"| {key} | {r[key]:.0f} | |")
             print(
                 f"| pairs: payloads, objects | {r['pairs payload']:.0f}, {r['pair objects']} "
