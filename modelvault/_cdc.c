@@ -10,6 +10,9 @@
  * once per chunk, so two threads doing it in Python spend much of their time waiting
  * for each other.
  *
+ * screen(buf, offset, blocks, ids) tests ids against the filter of a multi-pack index
+ * (docs/format.md section 5.1) at once: a save asks it for the chunks of each segment.
+ *
  * The cut is pyfastcdc 0.3's _cut_gear (FastCDC 2020, normalized chunking level 1, seed
  * 0; MIT licence), for the parameters of modelvault.core.chunking; the gear table below
  * is pyfastcdc's. BLAKE3 is the official C implementation, in ./_blake3 (see setup.py). The Python code
@@ -326,7 +329,75 @@ done:
     return result;
 }
 
+/* screen(buf, offset, blocks, ids) -> bytes: for each 32-byte id of ids, 1 if the
+ * blocked Bloom filter of a version-2 multi-pack index (docs/format.md section 5.1;
+ * blocks blocks of 64 bytes at offset in buf) may hold it, else 0. The block is picked
+ * by the id's bytes 0-3 (big-endian, times blocks, >> 32), its 7 bits by the 9-bit
+ * fields of bytes 8-15 (little-endian, lowest first); bit i of a block is bit i % 8 of
+ * its byte i / 8. Without the GIL for many ids (the filter's pages may fault in). */
+static void
+screen_ids(const uint8_t *filter, uint64_t blocks, const uint8_t *ids, Py_ssize_t n, uint8_t *out)
+{
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const uint8_t *id = ids + (size_t)ID_LEN * (size_t)i;
+        uint64_t top = ((uint64_t)id[0] << 24) | ((uint64_t)id[1] << 16) |
+                       ((uint64_t)id[2] << 8) | (uint64_t)id[3];
+        const uint8_t *block = filter + 64u * ((top * blocks) >> 32);
+        uint64_t v = 0;
+        for (int k = 7; k >= 0; k--)
+            v = (v << 8) | id[8 + k];
+        uint8_t hit = 1;
+        for (int k = 0; k < 7 && hit; k++) {
+            unsigned bit = (unsigned)(v & 511u);
+            v >>= 9;
+            hit = (block[bit >> 3] >> (bit & 7)) & 1u;
+        }
+        out[i] = hit;
+    }
+}
+
+static PyObject *
+screen(PyObject *self, PyObject *args)
+{
+    Py_buffer buf, ids;
+    Py_ssize_t offset;
+    unsigned long long blocks;
+    if (!PyArg_ParseTuple(args, "y*nKy*:screen", &buf, &offset, &blocks, &ids))
+        return NULL;
+    PyObject *result = NULL;
+    if (ids.len % ID_LEN != 0) {
+        PyErr_SetString(PyExc_ValueError, "ids is not a whole number of 32-byte ids");
+        goto done;
+    }
+    if (blocks == 0 || blocks >= (1ull << 32) || offset < 0 || offset > buf.len ||
+        (unsigned long long)(buf.len - offset) / 64u < blocks) {
+        PyErr_SetString(PyExc_ValueError, "the filter does not lie inside the buffer");
+        goto done;
+    }
+    Py_ssize_t n = ids.len / ID_LEN;
+    result = PyBytes_FromStringAndSize(NULL, n);
+    if (result == NULL)
+        goto done;
+    const uint8_t *filter = (const uint8_t *)buf.buf + offset;
+    uint8_t *out = (uint8_t *)PyBytes_AS_STRING(result);
+    if (n >= 64) {
+        Py_BEGIN_ALLOW_THREADS
+        screen_ids(filter, blocks, ids.buf, n, out);
+        Py_END_ALLOW_THREADS
+    } else {
+        screen_ids(filter, blocks, ids.buf, n, out);
+    }
+done:
+    PyBuffer_Release(&buf);
+    PyBuffer_Release(&ids);
+    return result;
+}
+
 static PyMethodDef methods[] = {
+    {"screen", screen, METH_VARARGS,
+     "screen(buf, offset, blocks, ids) -> bytes: 1 for each 32-byte id of ids that the "
+     "multi-pack index filter of blocks 64-byte blocks at offset in buf may hold, else 0 "
+     "(docs/format.md section 5.1)."},
     {"cut_hash", cut_hash, METH_VARARGS,
      "cut_hash(buf, stop, kind, skip=0) -> (first, ends, ids): cut buf with FastCDC from "
      "its start while the next chunk starts before stop, and hash the chunks that start at "

@@ -103,7 +103,8 @@ class _ChunkPipeline:
         self._lanes = itertools.count(1)  # lane 0 is the drain thread's
 
     def _work(self, data: memoryview, oid: bytes, guess: _Compressibility) -> Result:
-        if self.writer.has(oid):
+        absent: set[bytes] | None = getattr(self._local, "absent", None)
+        if self.writer.has(oid, False if absent is not None and oid in absent else None):
             return oid, 0, len(data), None
         how: codec.Codec = codec.Codec.RAW
         payload: bytes | memoryview = data
@@ -111,6 +112,13 @@ class _ChunkPipeline:
             how, payload = codec.encode(data, dtype=guess.dtype)
             guess.record(how != codec.Codec.RAW)
         return oid, int(how), len(data), payload
+
+    def _screen(self, oids: list[bytes]) -> None:
+        """``cut_piece``'s ``before_work``: look a segment's chunks up in the store at
+        once (:meth:`PackWriter.stored_many`), so :meth:`_work` need not search the
+        index for each new chunk; the answer holds for this thread's piece only."""
+        stored = self.writer.stored_many(oids)
+        self._local.absent = {oid for oid, s in zip(oids, stored, strict=True) if not s}
 
     def _write_ahead(self, piece: Piece[Result]) -> None:
         """Append the new chunks of ``piece`` to the pack now, from the pool thread that
@@ -244,7 +252,12 @@ class _ChunkPipeline:
         def cut(span: tuple[int, int]) -> Piece[Result]:
             lead = 0 if span[0] == begin else LEAD  # (begin is a cut point already)
             if known is None:
-                piece = cut_piece(source, span[0], span[1], work, lead=lead)
+                try:
+                    piece = cut_piece(
+                        source, span[0], span[1], work, lead=lead, before_work=self._screen
+                    )
+                finally:
+                    self._local.absent = None
             else:
                 with known.matching() as match:
                     piece = cut_piece(

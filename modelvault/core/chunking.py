@@ -224,6 +224,7 @@ def cut_piece(
     work: Work[R],
     known: Known[R] | None = None,
     lead: int = LEAD,
+    before_work: Callable[[list[bytes]], None] | None = None,
 ) -> Piece[R]:
     """Cut the segment ``[start, stop)`` and call ``work`` on each chunk and its id.
 
@@ -238,7 +239,9 @@ def cut_piece(
     starting before the segment's end, ``ends`` relative to the cut point (``odb.known``:
     stored chunks with the same bytes, whose cuts it vouches for); cutting resumes after
     the last of them. Without ``known`` the whole segment is cut and hashed in one call
-    (:func:`cut_and_hash`); with it, chunk by chunk, asking ``known`` at each cut point.
+    (:func:`cut_and_hash`), and ``before_work`` (if given) is called with the ids of its
+    chunks, in order, before ``work`` is called on any (so a caller can look them all up
+    at once); with it, chunk by chunk, asking ``known`` at each cut point.
     """
     base = max(0, start - lead)
     view = source.view(base, min(source.size, stop + 2 * MAX_SIZE))
@@ -246,6 +249,8 @@ def cut_piece(
         first, rel, oids = cut_and_hash(view, stop - base, start - base)
         if not rel:  # no cut in [start, stop): a segment shorter than a chunk
             return Piece(base + first, stop, [], [], view, base)
+        if before_work is not None:
+            before_work(oids)
         results = [
             work(view[a:b], oid) for a, b, oid in zip([first, *rel[:-1]], rel, oids, strict=True)
         ]

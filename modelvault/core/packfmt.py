@@ -66,6 +66,9 @@ from blake3 import blake3
 
 __all__ = [
     "FILE_HEADER",
+    "FILTER_BITS",
+    "FILTER_BLOCK",
+    "FILTER_K",
     "HASH_LEN",
     "IDX_COUNT",
     "IDX_ENTRY",
@@ -75,6 +78,7 @@ __all__ = [
     "MIDX_HEADER",
     "MIDX_MAGIC",
     "MIDX_VERSION",
+    "MIDX_VERSIONS",
     "PACK_MAGIC",
     "RECORD_HEADER",
     "VERSION",
@@ -84,6 +88,7 @@ __all__ = [
     "check_index",
     "decode_index",
     "encode_index",
+    "filter_blocks",
     "midx_layout",
     "pack_header",
     "record_header",
@@ -100,7 +105,8 @@ IDX_ENTRY = struct.Struct("<32sBBxxQII")
 HASH_LEN = 32
 
 MIDX_MAGIC = b"MVMX"
-MIDX_VERSION = 1
+MIDX_VERSION = 2  # written; version 1 (no filter) is still read
+MIDX_VERSIONS = (1, 2)
 MIDX_HEADER = struct.Struct("<4sB3xI4xQ")  # magic, version, pack count, entry count
 MIDX_FANOUT = struct.Struct("<256Q")
 MIDX_ENTRY = struct.Struct("<IBBxxQII")  # pack number, type, codec, offset, stored, raw
@@ -115,15 +121,32 @@ class MidxLayout(NamedTuple):
     entries: int
     checksum: int
     size: int  # of the whole file
+    filter: int = 0  # version 2: the filter's first block
+    blocks: int = 0  # version 2: its number of blocks (0: no filter, version 1)
 
 
-def midx_layout(packs: int, count: int) -> MidxLayout:
+# version 2's filter (docs/format.md section 5.1): a blocked Bloom filter over the ids,
+# FILTER_BITS bits an id, in blocks of FILTER_BLOCK bytes; FILTER_K bits an id, all in
+# the block its bytes 0-3 pick, at positions its bytes 8-15 give (ids are uniform)
+FILTER_BITS = 10
+FILTER_BLOCK = 64
+FILTER_K = 7
+
+
+def filter_blocks(count: int) -> int:
+    """The number of filter blocks of a version-2 index of ``count`` ids (at least 1)."""
+    return max(1, -(-count * FILTER_BITS // (8 * FILTER_BLOCK)))
+
+
+def midx_layout(packs: int, count: int, version: int = MIDX_VERSION) -> MidxLayout:
     start = MIDX_HEADER.size
     fanout = start + HASH_LEN * packs
     ids = fanout + MIDX_FANOUT.size
     entries = ids + HASH_LEN * count
-    checksum = entries + MIDX_ENTRY.size * count
-    return MidxLayout(start, fanout, ids, entries, checksum, checksum + HASH_LEN)
+    after = entries + MIDX_ENTRY.size * count
+    blocks = filter_blocks(count) if version >= 2 else 0
+    checksum = after + FILTER_BLOCK * blocks
+    return MidxLayout(start, fanout, ids, entries, checksum, checksum + HASH_LEN, after, blocks)
 
 
 class PackFormatError(ValueError):

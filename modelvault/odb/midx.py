@@ -31,8 +31,15 @@ from typing import TYPE_CHECKING, Any
 from blake3 import blake3
 
 from modelvault import _fsutil
+
+try:
+    from modelvault import _cdc
+except ImportError:  # built without a C compiler: the filter is tested in Python
+    _cdc = None  # type: ignore[assignment]
 from modelvault.core.packfmt import (
     FILE_HEADER,
+    FILTER_BLOCK,
+    FILTER_K,
     HASH_LEN,
     IDX_COUNT,
     MIDX_ENTRY,
@@ -40,7 +47,9 @@ from modelvault.core.packfmt import (
     MIDX_HEADER,
     MIDX_MAGIC,
     MIDX_VERSION,
+    MIDX_VERSIONS,
     Entry,
+    MidxLayout,
     PackFormatError,
     check_index,
     midx_layout,
@@ -74,6 +83,21 @@ def id_list(ids: np.ndarray) -> list[bytes]:
     """An ``S32`` array as a list of 32-byte ids (``tolist`` would drop trailing zeros)."""
     raw = ids.tobytes()
     return [raw[i : i + HASH_LEN] for i in range(0, len(raw), HASH_LEN)]
+
+
+def filter_bits(ids: np.ndarray, blocks: int) -> tuple[np.ndarray, np.ndarray]:
+    """The filter block of each of ``ids`` (an ``S32`` array) among ``blocks``, and its
+    :data:`FILTER_K` bit positions in that block (docs/format.md section 5.1)."""
+    import numpy as np
+
+    fields = np.ascontiguousarray(ids).view(
+        np.dtype([("top", ">u4"), ("skip", "V4"), ("bits", "<u8"), ("rest", "V16")])
+    )
+    top = fields["top"].astype(np.uint64)
+    block = ((top * np.uint64(blocks)) >> np.uint64(32)).astype(np.intp)
+    shifts = np.arange(FILTER_K, dtype=np.uint64) * np.uint64(9)
+    bits = (fields["bits"].astype(np.uint64)[:, None] >> shifts) & np.uint64(511)
+    return block, bits
 
 
 def is_midx_name(name: str) -> bool:
@@ -153,9 +177,10 @@ class MultiIndex:
     def _check(self, size: int) -> None:
         mm = self._map
         magic, version, npacks, count = MIDX_HEADER.unpack_from(mm, 0)
-        if magic != MIDX_MAGIC or version != MIDX_VERSION:
+        if magic != MIDX_MAGIC or version not in MIDX_VERSIONS:
             raise PackFormatError(f"{self.name}: bad magic or version {version}")
-        self.layout = lay = midx_layout(npacks, count)
+        self.version = int(version)
+        self.layout = lay = midx_layout(npacks, count, version)
         if size != lay.size:
             raise PackFormatError(f"{self.name} has {size} bytes, its header says {lay.size}")
         self.count = int(count)
@@ -171,6 +196,7 @@ class MultiIndex:
         self._fan: tuple[int, ...] = (0, *fan)  # bucket b spans ids [_fan[b], _fan[b + 1])
         self._ids = lay.ids
         self._entries = lay.entries
+        self._filter, self._blocks = lay.filter, lay.blocks  # (0 blocks: version 1)
 
     def __repr__(self) -> str:
         return f"MultiIndex({self.name}, {self.npacks} packs, {self.count} ids)"
@@ -262,6 +288,33 @@ class MultiIndex:
                 return _search(block, oid, s)
         return self._search_file(oid, lo, hi)
 
+    def might_have(self, oid: bytes) -> bool:
+        """False if ``oid`` is surely not in this index (its filter, version 2: one
+        64-byte block read; ~1% of absent ids pass); True for a version-1 index."""
+        if not self._blocks:
+            return True
+        if _cdc is not None:
+            return _cdc.screen(self._map, self._filter, self._blocks, oid) != b"\0"
+        at = self._filter + FILTER_BLOCK * ((int.from_bytes(oid[:4], "big") * self._blocks) >> 32)
+        block = int.from_bytes(self._map[at : at + FILTER_BLOCK], "little")
+        v = int.from_bytes(oid[8:16], "little")
+        mask = 0
+        for _ in range(FILTER_K):
+            mask |= 1 << (v & 511)
+            v >>= 9
+        return block & mask == mask
+
+    def screen_ids(self, ids: bytes) -> bytes:
+        """:meth:`might_have` of each 32-byte id of ``ids`` (joined), as one byte each
+        (1: may hold it): in one compiled call where ``modelvault._cdc`` was built."""
+        if not self._blocks:
+            return b"\1" * (len(ids) // HASH_LEN)
+        self._lookups += len(ids) // (8 * HASH_LEN)  # (pages mapped: given back as lookups')
+        if _cdc is not None:
+            return _cdc.screen(self._map, self._filter, self._blocks, ids)
+        have = self.might_have
+        return bytes(have(ids[i : i + HASH_LEN]) for i in range(0, len(ids), HASH_LEN))
+
     def _search_file(self, oid: bytes, lo: int, hi: int) -> int:
         """Binary search of ids ``[lo, hi)``."""
         mm, base = self._map, self._ids
@@ -341,6 +394,17 @@ class MultiIndex:
             )
         finally:
             view.release()
+
+    def filter_ok(self) -> bool:
+        """True if the filter lets every id of the index through (reads the id column
+        and the filter; a version-1 index has none). A checksum that matches cannot tell
+        a filter written wrong: one that left an id out would have saves store it again."""
+        for at in range(0, self.count if self._blocks else 0, GROUP):
+            end = min(self.count, at + GROUP)
+            ids = self._map[self._ids + HASH_LEN * at : self._ids + HASH_LEN * end]
+            if b"\0" in self.screen_ids(ids):
+                return False
+        return True
 
     def close(self) -> None:
         with contextlib.suppress(BufferError):  # a numpy view of it is still in use
@@ -439,8 +503,10 @@ def write_midx(
         finally:
             os.close(side_fd)
             side.unlink(missing_ok=True)
+        lay = midx_layout(len(names), count)
+        _write_filter(fd, lay, fan)
         os.pwrite(fd, MIDX_HEADER.pack(MIDX_MAGIC, MIDX_VERSION, len(names), count), 0)
-        os.pwrite(fd, MIDX_FANOUT.pack(*fan), midx_layout(len(names), count).fanout)
+        os.pwrite(fd, MIDX_FANOUT.pack(*fan), lay.fanout)
         h = blake3()
         at = 0
         while block := os.pread(fd, _HASH_BLOCK, at):
@@ -497,3 +563,39 @@ def _write_buckets(
             count += len(ids)
         fan.append(count)
     return fan, count
+
+
+def _write_filter(fd: int, lay: MidxLayout, fan: Sequence[int]) -> None:
+    """Append the filter of the ids already written to ``fd`` (at ``lay.ids``), bucket
+    by bucket: ids are sorted and a block is picked by their bytes 0-3, so each bucket's
+    ids fall in a run of blocks, the first of which it may share with the bucket before.
+    Memory: one bucket's ids."""
+    import numpy as np
+
+    blocks = lay.blocks
+    bits_per = 8 * FILTER_BLOCK
+    carry: np.ndarray | None = None  # the last block so far, which the next may share
+    last = -1  # its number
+    first = 0
+    for b in range(256):
+        s = ((b << 24) * blocks) >> 32
+        e = ((((b + 1) << 24) - 1) * blocks) >> 32
+        flags = np.zeros((e - s + 1) * bits_per, bool)
+        n = fan[b] - first
+        if n:
+            ids = np.frombuffer(os.pread(fd, HASH_LEN * n, lay.ids + HASH_LEN * first), "S32")
+            if len(ids) != n:
+                raise OSError(f"the index being written is {len(ids)} ids short")
+            block, bits = filter_bits(ids, blocks)
+            flags[((block - s) * bits_per)[:, None] + bits.astype(np.intp)] = True
+        first = fan[b]
+        part = np.packbits(flags, bitorder="little").reshape(-1, FILTER_BLOCK)
+        if carry is not None:
+            if s == last:  # the bucket before's last block is this one's first
+                part[0] |= carry
+            else:
+                _fsutil.write_all(fd, [carry.tobytes()])
+        _fsutil.write_all(fd, [part[:-1].tobytes()])
+        carry, last = part[-1], e
+    assert carry is not None
+    _fsutil.write_all(fd, [carry.tobytes()])

@@ -309,6 +309,8 @@ class PackDB(PackChecks, PackReads, FolderChanges):
         for layer in self.multi_indexes():
             if not layer.checksum_ok():
                 bad[layer.name] = "its checksum does not match its bytes"
+            elif not layer.filter_ok():
+                bad[layer.name] = "its filter leaves out ids it holds"
         if bad:
             with self._lock:
                 self._distrusted |= set(bad)
@@ -414,9 +416,35 @@ class PackDB(PackChecks, PackReads, FolderChanges):
         if oid in self._loose:
             return True
         for layer in self._layers:  # noqa: SIM110 (a loop: any() and its generator cost more)
-            if layer.position(oid) >= 0:
+            if layer.might_have(oid) and layer.position(oid) >= 0:
                 return True
         return False
+
+    def has_many(self, oids: Sequence[bytes]) -> list[bool]:
+        """:meth:`has` of each of ``oids``, at once: each multi-pack index's filter
+        screens them all in one call (:meth:`MultiIndex.screen_ids`), and only those it
+        may hold are searched for.
+
+        (The save path asks this once per cut segment: most new chunks are then
+        answered by the filters, not by a search each.)"""
+        if not self._loaded:
+            self.refresh()
+        loose, layers = self._loose, self._layers
+        out = [oid in loose for oid in oids]
+        todo = [oid for oid, hit in zip(oids, out, strict=True) if not hit]
+        if not todo or not layers:
+            return out
+        found: set[bytes] = set()
+        for layer in layers:
+            flags = layer.screen_ids(b"".join(todo))
+            pos = layer.position
+            hits = [oid for oid, f in zip(todo, flags, strict=True) if f and pos(oid) >= 0]
+            if hits:
+                found.update(hits)
+                todo = [oid for oid in todo if oid not in found]
+                if not todo:
+                    break
+        return [hit or oid in found for oid, hit in zip(oids, out, strict=True)]
 
     def ids(self) -> list[bytes]:
         """Every stored object id (for tests and tools: O(objects) memory)."""

@@ -11,7 +11,7 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -154,9 +154,22 @@ class PackWriter:
         self.new_bytes = 0  # stored payload bytes written
         self._committed = False
 
-    def has(self, oid: bytes) -> bool:
-        """True if the object is stored already or written by this writer."""
-        return oid in self._pending or (self._skip_stored and self._db.has(oid))
+    def has(self, oid: bytes, stored: bool | None = None) -> bool:
+        """True if the object is stored already or written by this writer.
+
+        ``stored``: whether the store holds it, where the caller has just asked
+        (:meth:`stored_many`); None asks the store's index now."""
+        if oid in self._pending:
+            return True
+        if not self._skip_stored:
+            return False
+        return self._db.has(oid) if stored is None else stored
+
+    def stored_many(self, oids: Sequence[bytes]) -> list[bool]:
+        """Whether the store (not counting this writer's own objects) holds each of
+        ``oids``, asked at once (:meth:`PackDB.has_many`); all False for a writer that
+        writes objects even if stored (``repack``)."""
+        return self._db.has_many(oids) if self._skip_stored else [False] * len(oids)
 
     def publish_at_commit(self) -> None:
         """Keep every pack of this writer invisible until ``commit()``.
