@@ -15,7 +15,7 @@ import zipfile
 import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, cast
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from modelvault.core.objects import (
     check_entry_name,
@@ -57,16 +57,24 @@ class _Counting(io.RawIOBase):
     def tell(self) -> int:
         return int(self._f.tell())
 
+    def read(self, size: int | None = -1) -> bytes:
+        data = self._f.read(-1 if size is None else size)  # no copy, as readinto makes
+        self._advance(len(data))
+        return data
+
     def readinto(self, b: Any) -> int:
         data = self._f.read(len(b))
         n = len(data)
         b[:n] = data
+        self._advance(n)
+        return n
+
+    def _advance(self, n: int) -> None:
         self.count += n
         self._pos += n
         if self._progress is not None and self._pos > self._furthest:
             self._progress(self._pos - self._furthest)
         self._furthest = max(self._furthest, self._pos)
-        return n
 
 
 class _Budget:
@@ -144,8 +152,76 @@ def _bad_archive(kind: str, exc: BaseException) -> ArchiveError:
     )
 
 
+class Readable(Protocol):
+    """What a member's bytes are read from: ``read(n)`` returns at most ``n`` bytes, fewer
+    when that is what the source has at hand, and ``b""`` at the member's end."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+class _TarStream:
+    """The tar stream (decompressed) as the file :class:`tarfile.TarFile` reads its
+    headers from: ``read``, ``tell`` and ``seek`` ahead only (what it skips counts in
+    the budget). A member's bytes are read from here directly (:class:`_MemberData`),
+    as the decompressor returns them, without tarfile's stream mode copying each byte
+    several times (joining and slicing its buffer, then ``readinto``)."""
+
+    def __init__(self, stream: Any, budget: _Budget) -> None:
+        self._stream = stream
+        self._budget = budget
+        self._pos = 0
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
+        if whence != io.SEEK_SET or pos < self._pos:
+            raise tarfile.StreamError("seeking backwards is not allowed")
+        while self._pos < pos and (block := self.some(min(_BLOCK, pos - self._pos))):
+            self._budget.take("(tar padding)", len(block))
+        return self._pos
+
+    def some(self, size: int) -> bytes:
+        """At most ``size`` bytes, as many as the stream gives at once."""
+        data: bytes = self._stream.read(size)
+        self._pos += len(data)
+        return data
+
+    def read(self, size: int = -1) -> bytes:
+        """``size`` bytes, fewer only at the end of the stream (tarfile's headers)."""
+        if size < 0:
+            raise tarfile.StreamError("reading the whole stream is not supported")
+        data = self.some(size)
+        if len(data) == size or not data:
+            return data
+        parts = [data]
+        got = len(data)
+        while got < size and (more := self.some(size - got)):
+            parts.append(more)
+            got += len(more)
+        return b"".join(parts)
+
+
+class _MemberData:
+    """One regular member's ``size`` bytes, read from the tar stream (:class:`Readable`:
+    short reads)."""
+
+    def __init__(self, tar: _TarStream, member: tarfile.TarInfo) -> None:
+        tar.seek(member.offset_data)  # where tarfile left it: just after the header
+        self._tar = tar
+        self._left = member.size
+
+    def read(self, size: int = -1, /) -> bytes:
+        size = self._left if size < 0 else min(size, self._left)
+        if size <= 0:
+            return b""
+        data = self._tar.some(size)
+        self._left -= len(data)
+        return data
+
+
 def _tar_member(
-    model: _Model, tar: tarfile.TarFile, member: tarfile.TarInfo, budget: _Budget
+    model: _Model, stream: _TarStream, member: tarfile.TarInfo, budget: _Budget
 ) -> None:
     name = member.name
     parts = _member_path(name)
@@ -160,23 +236,80 @@ def _tar_member(
         raise ArchiveError(
             f"archive member {name!r} is a device, fifo or other special file: refused"
         )
-    stream = tar.extractfile(member)
-    if stream is None:
-        raise ArchiveError(f"archive member {name!r} cannot be read")
-    with stream:
-        model.add_file(parts, name, member.size, bool(member.mode & stat.S_IXUSR), stream, budget)
+    data = _MemberData(stream, member)
+    model.add_file(parts, name, member.size, bool(member.mode & stat.S_IXUSR), data, budget)
 
 
-def _decompressed(source: io.BufferedReader, kind: str) -> Any:
-    """The tar stream inside ``source``: read through the compression's own file object,
-    which raises EOFError when the compressed stream is cut short."""
+class _XzReader(io.RawIOBase):
+    """The bytes of the xz streams in ``source``, one after another (a file of
+    concatenated streams, as modelvault's own export writes, is one ``.xz``), read
+    :data:`_BLOCK` compressed bytes at a time.
+
+    ``lzma.LZMAFile`` reads 8 KiB at a time and so calls the decompressor (releasing
+    the GIL and taking it back) ~130 000 times per GiB; with another thread saving
+    the member meanwhile, each time back costs a wait for the GIL. This reader calls it
+    ~1 000 times per GiB, and bounds what one call returns (``max_length``) so a
+    decompression bomb is met a block at a time. As ``LZMAFile``: data after the last
+    stream that does not begin another is ignored, and a stream cut short raises
+    EOFError."""
+
+    def __init__(self, source: _Counting) -> None:
+        self._source = source
+        self._dec = lzma.LZMADecompressor()
+        self._done = False
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            return self.readall()
+        while size and not self._done:
+            if self._dec.eof:
+                data = self._dec.unused_data or self._source.read(_BLOCK)
+                if not data:
+                    self._done = True
+                    break
+                self._dec = lzma.LZMADecompressor()
+                try:
+                    out = self._dec.decompress(data, size)
+                except lzma.LZMAError:
+                    self._done = True  # trailing data that is no xz stream: ignored
+                    break
+            else:
+                data = self._source.read(_BLOCK) if self._dec.needs_input else b""
+                if self._dec.needs_input and not data:
+                    raise EOFError("the xz stream ends before its end marker (cut short)")
+                out = self._dec.decompress(data, size)
+            if out:
+                return out
+        return b""
+
+    def readall(self) -> bytes:
+        parts = []
+        while block := self.read(_BLOCK):
+            parts.append(block)
+        return b"".join(parts)
+
+    def readinto(self, b: Any) -> int:
+        view = memoryview(b).cast("B")
+        data = self.read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+
+def _decompressed(source: _Counting, kind: str) -> Any:
+    """The tar stream inside ``source``: read through the compression's own file object
+    (xz: :class:`_XzReader`), which raises EOFError when the compressed stream is cut
+    short; 1 MiB reads from ``source`` (not 8 KiB)."""
     if kind == "xz":
-        return lzma.LZMAFile(cast(IO[bytes], source))
+        return _XzReader(source)
+    buffered = io.BufferedReader(source, _BLOCK)
     if kind == "gz":
-        return gzip.GzipFile(fileobj=source)
+        return gzip.GzipFile(fileobj=buffered)
     if kind == "bz2":
-        return bz2.BZ2File(source)
-    return source
+        return bz2.BZ2File(buffered)
+    return buffered
 
 
 MAX_HEADER = 1 << 20  # bytes of one PAX or GNU long-name header (tarfile reads it whole)
@@ -206,13 +339,17 @@ def _import_tar(model: _Model, f: IO[bytes], kind: str, progress: Progress | Non
     source = _Counting(f, progress)
     budget = _Budget(source, model.staging)
     try:
-        with (  # 1 MiB reads below the decompressor and in tarfile (not 8 or 10 KiB)
-            _decompressed(io.BufferedReader(source, _BLOCK), kind) as stream,
-            tarfile.open(fileobj=stream, mode="r|", tarinfo=_CheckedTarInfo, bufsize=_BLOCK) as tar,
-        ):
-            for member in tar:
-                _tar_member(model, tar, member, budget)
-            while block := stream.read(_BLOCK):  # the padding after the tar's end: to the
+        with _decompressed(source, kind) as decompressed:  # 1 MiB reads below it
+            stream = _TarStream(decompressed, budget)
+            # tarfile reads the headers from the stream (forward only: it never seeks
+            # back on a tar it reads member by member); the members' bytes are read
+            # from the stream directly (_MemberData)
+            with tarfile.TarFile(fileobj=stream, mode="r", tarinfo=_CheckedTarInfo) as tar:  # type: ignore[arg-type]
+                for member in tar:
+                    _tar_member(model, stream, member, budget)
+                if stream.tell() < tar.offset + tarfile.BLOCKSIZE:  # no zero block: a cut
+                    raise EOFError("the tar ends without its end-of-archive block")
+            while block := stream.some(_BLOCK):  # the padding after the tar's end: to the
                 budget.take("(end of archive)", len(block))  # end, so a cut is seen
     except _FORMAT_ERRORS as exc:
         raise _bad_archive(kind, exc) from None

@@ -20,7 +20,8 @@ published: any error leaves the store as it was (the packs stay hidden until com
 Hostile input raises ArchiveError: member names that are absolute or climb out (``..``),
 links (symbolic or hard), devices and other special files, a member that claims more
 bytes than the store's disk has free, decompression beyond :data:`MAX_EXPANSION` times the
-bytes read (plus :data:`EXPANSION_SLACK`), more than :data:`MAX_MEMBERS` members, a PAX
+bytes read (plus :data:`EXPANSION_SLACK`), a tar cut short (also before its end-of-archive
+block, where one of several xz streams ends), more than :data:`MAX_MEMBERS` members, a PAX
 or GNU long-name header over :data:`MAX_HEADER` bytes, and a missing or malformed
 ``model.yaml``.
 """
@@ -42,6 +43,7 @@ from modelvault.archive.bentoml.containers import (
     EXPANSION_SLACK,
     MAX_EXPANSION,
     Progress,
+    Readable,
     _Budget,
     _import_tar,
     _import_zip,
@@ -184,7 +186,7 @@ class _Model:
         name: str,
         size: int,
         executable: bool,
-        stream: IO[bytes],
+        stream: Readable,
         budget: _Budget,
     ) -> None:
         """Save one member's bytes (``size`` of them from ``stream``)."""
@@ -239,7 +241,7 @@ class _Model:
         name: str,
         size: int,
         executable: bool,
-        stream: IO[bytes],
+        stream: Readable,
         budget: _Budget,
         path: Path,
     ) -> None:
@@ -343,12 +345,16 @@ class _Model:
         return ref
 
 
-def _read_exactly(stream: IO[bytes], size: int, name: str, budget: _Budget) -> bytes:
-    data = stream.read(size)
-    budget.take(name, len(data))
-    if len(data) != size or stream.read(1):
+def _read_exactly(stream: Readable, size: int, name: str, budget: _Budget) -> bytes:
+    parts: list[bytes] = []
+    got = 0
+    while got < size and (block := stream.read(size - got)):
+        budget.take(name, len(block))
+        parts.append(block)
+        got += len(block)
+    if got != size or stream.read(1):
         raise ArchiveError(f"archive member {name!r} does not hold the {size} bytes it says")
-    return data
+    return b"".join(parts)
 
 
 def _check_free(repo: Repository, ref: RefValue) -> None:
