@@ -4,12 +4,16 @@ streams, inside the tar), trailing data, and few large reads of the compressed f
 
 from __future__ import annotations
 
+import errno
+import gc
 import io
 import itertools
 import lzma
 import os
 import shutil
+import subprocess
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -167,3 +171,51 @@ def test_a_bomb_in_a_later_stream_is_refused(
     with pytest.raises(ArchiveError, match="decompression bomb"):
         store.import_model(str(archive))
     assert not store.list()
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A 32 MiB tmpfs (needs root, as tests/harness/test_disk_full.py), unmounted after."""
+    mnt = tmp_path / "tmpfs"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(mnt)]).returncode:
+        pytest.skip("cannot mount a tmpfs (not root?)")
+    try:
+        yield mnt
+    finally:
+        gc.collect()  # a failed test's store may still hold files open
+        if subprocess.run(["umount", str(mnt)]).returncode:
+            subprocess.run(["umount", "-l", str(mnt)], check=True)
+
+
+@pytest.mark.parametrize("free_mib", [6.5, 8])
+def test_a_disk_full_while_a_large_member_is_unpacked_and_saved(
+    free_mib: float, tmpfs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The staging file's writes (a thread of their own) or the save run out of space
+    mid-member: the import fails saying so, without hanging, and the store is as it
+    was; with the space back it succeeds."""
+    monkeypatch.setattr(reader, "OVERLAP_MIN", 1 << 20)
+    folder = tmp_path / "model"
+    shutil.copytree(GOLDEN / "bento_pick.folder", folder)
+    weights = os.urandom(6 << 20)
+    (folder / "weights.bin").write_bytes(weights)
+    archive = tmp_path / "m.bentomodel"
+    archive.write_bytes(lzma.compress(_tar_of(folder), preset=0))
+    store = modelvault.Store(tmpfs / "store")
+    store.import_model(str(GOLDEN / "bento_sk.bentomodel"))
+    before = sorted(str(p) for p in (tmpfs / "store").rglob("*"))
+    st = os.statvfs(tmpfs)
+    ballast = tmpfs / "ballast"
+    with open(ballast, "wb") as f:  # the member (6 MiB) fits, not twice
+        os.posix_fallocate(f.fileno(), 0, st.f_bavail * st.f_frsize - int(free_mib * (1 << 20)))
+    with pytest.raises((OSError, modelvault.ModelVaultError)) as failed:
+        store.import_model(str(archive))
+    err = failed.value
+    assert (isinstance(err, OSError) and err.errno == errno.ENOSPC) or "space" in str(err)
+    del failed, err
+    assert sorted(str(p) for p in (tmpfs / "store").rglob("*")) == before
+    ballast.unlink()
+    model = store.import_model(str(archive))
+    assert (Path(model.path) / "weights.bin").read_bytes() == weights
+    assert store.verify().ok

@@ -7,7 +7,8 @@
                           the normal ingest path (so it dedups), then deleted at once: no
                           full extracted copy of the model is ever on disk. A member of
                           :data:`OVERLAP_MIN` bytes or more is saved while it is unpacked
-                          (``_Growing``: the ingest's views wait for the bytes)
+                          (``_Growing``: the ingest's views wait for the bytes), on three
+                          threads: unpacking, writing the staging file, saving
     zip                   the same, member by member (needs a seekable source)
     folder                a local folder holding ``model.yaml``: its files are saved in place
 
@@ -30,11 +31,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import shutil
 import stat
 import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
 
@@ -146,6 +148,7 @@ class _Model:
         self.staging = staging
         self.ingester = Ingester(writer, progress)
         self.saver = ThreadPoolExecutor(1, thread_name_prefix="modelvault-bentoml-save")
+        self.stager = ThreadPoolExecutor(1, thread_name_prefix="modelvault-bentoml-stage")
         self.root: dict[str, Any] = {}  # name -> sub-dict (folder) or TreeEntry (file)
         self.yaml: bytes | None = None
         self.custom_objects: bytes | None = None
@@ -245,30 +248,38 @@ class _Model:
         budget: _Budget,
         path: Path,
     ) -> None:
-        """Unpack a large member into ``path`` on this thread while another saves it
-        from there (its views wait for the bytes: :class:`_Growing`), so unpacking and
-        saving overlap instead of following each other."""
+        """Unpack a large member on this thread while another writes it into ``path``
+        (:func:`_stage`) and a third saves it from there (its views wait for the bytes:
+        :class:`_Growing`), so unpacking and saving overlap instead of following each
+        other, and the unpacking (the slowest step: xz) does nothing else."""
+        blocks: queue.Queue[bytes | None] = queue.Queue(_STAGED_BLOCKS)
         with open(path, "wb", buffering=0) as out, open(path, "rb", buffering=0) as back:
             source = _Growing(size, back.fileno())
             saving = self.saver.submit(self.ingester.store_source, source, parts)
+            staging = self.stager.submit(_stage, out, blocks, source)
             try:
                 done = 0
                 while done < size:
-                    if saving.done():  # it failed (it cannot finish before the bytes)
-                        saving.result()
+                    for step in (saving, staging):
+                        if step.done():  # it failed (it cannot finish before the bytes)
+                            step.result()
                     block = stream.read(min(_BLOCK, size - done))
                     if not block:
                         raise ArchiveError(f"archive member {name!r} is cut short")
                     budget.take(name, len(block))
-                    view = memoryview(block)
-                    while view:
-                        view = view[out.write(view) :]
+                    _hand(blocks, block, staging)
                     done += len(block)
-                    source.grew(done)
+                _hand(blocks, None, staging)
+                staging.result()
             except BaseException:
                 source.fail()
-                with contextlib.suppress(BaseException):
-                    saving.result()
+                with contextlib.suppress(queue.Empty):
+                    while True:  # only this thread puts: after this, None fits
+                        blocks.get_nowait()
+                blocks.put(None)
+                for step in (staging, saving):
+                    with contextlib.suppress(BaseException):
+                        step.result()
                 raise
             oid, stored = saving.result()
         if stored != size:  # cannot happen: the source has exactly size bytes
@@ -345,6 +356,35 @@ class _Model:
         return ref
 
 
+_STAGED_BLOCKS = 8  # blocks unpacked ahead of the staging file's writes, at most
+
+
+def _hand(blocks: queue.Queue[bytes | None], block: bytes | None, staging: Future[None]) -> None:
+    """Put ``block`` for :func:`_stage`, raising its error if it has stopped."""
+    while True:
+        try:
+            blocks.put(block, timeout=0.1)
+            return
+        except queue.Full:
+            if staging.done():
+                staging.result()
+
+
+def _stage(out: Any, blocks: queue.Queue[bytes | None], source: _Growing) -> None:
+    """Write the blocks into the staging file ``out`` until None, telling ``source``."""
+    done = 0
+    try:
+        while (block := blocks.get()) is not None:
+            view = memoryview(block)
+            while view:
+                view = view[out.write(view) :]
+            done += len(block)
+            source.grew(done)
+    except BaseException:
+        source.fail()
+        raise
+
+
 def _read_exactly(stream: Readable, size: int, name: str, budget: _Budget) -> bytes:
     parts: list[bytes] = []
     got = 0
@@ -380,6 +420,7 @@ def _model(repo: Repository, progress: Progress | None) -> Iterator[_Model]:
             yield model
         finally:
             model.saver.shutdown()
+            model.stager.shutdown()
             model.ingester.close()
             shutil.rmtree(staging, ignore_errors=True)
 
