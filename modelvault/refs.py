@@ -26,7 +26,7 @@ from pathlib import Path
 from modelvault import _fsutil
 from modelvault.core.objects import ModelObject
 from modelvault.errors import IntegrityError, InvalidTag, NotFound
-from modelvault.tags import Tag
+from modelvault.tags import LATEST, Tag, is_version
 
 __all__ = [
     "MAX_CREATED",
@@ -112,8 +112,9 @@ class RefValue:
         """Parse a ref document; raises ValueError (only) if it has any other shape."""
         if len(data) > MAX_REF_BYTES:
             raise ValueError(f"{len(data)} bytes long, not a ref")
-        try:
-            doc = json.loads(data)
+        try:  # (a document that starts with "{" is UTF-8, as refs are written: decoded
+            # directly; json.loads would first guess its encoding, ~25 ms per 10,000 refs)
+            doc = _JSON.decode(data.decode()) if data[:1] == b"{" else json.loads(data)
         except RecursionError:  # nested thousands deep
             raise ValueError("not a JSON object") from None
         if not isinstance(doc, dict):
@@ -132,11 +133,15 @@ class RefValue:
         return cls(tag, bytes.fromhex(model), created, module, size)
 
 
+_JSON = json.JSONDecoder()
+
+
 class RefStore:
     """The refs of one store (a ``refs/`` folder)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._root = os.fspath(root)
         self.root.mkdir(parents=True, exist_ok=True)
 
     def _path(self, tag: Tag) -> Path:
@@ -162,9 +167,14 @@ class RefStore:
             NotFound: no such ref.
             IntegrityError: the ref file is damaged.
         """
-        try:  # plain strings and one open/read: listing 10,000 tags reads 10,000 files
-            with open(os.path.join(self.root, tag.name, str(tag.version)), "rb") as f:
-                data = f.read(MAX_REF_BYTES + 1)
+        try:  # plain strings and os calls: listing 10,000 tags reads 10,000 files
+            fd = os.open(f"{self._root}/{tag.name}/{tag.version}", os.O_RDONLY)
+            try:
+                data = os.read(fd, MAX_REF_BYTES + 1)
+                while len(data) <= MAX_REF_BYTES and (more := os.read(fd, MAX_REF_BYTES)):
+                    data += more
+            finally:
+                os.close(fd)
         except (FileNotFoundError, NotADirectoryError):
             raise NotFound(
                 f"model {tag} not found: `mv list {tag.name}` shows the versions stored"
@@ -247,13 +257,11 @@ class RefStore:
             files = [f for f in os.listdir(os.path.join(self.root, name)) if f[:1] != "."]
         except (FileNotFoundError, NotADirectoryError):
             return []
-        tags = []
-        for version in files:
-            with contextlib.suppress(InvalidTag):
-                tag = Tag(name, version)
-                if tag.version == version and not tag.is_latest:
-                    tags.append(tag)
-        return tags
+        if not is_version(name):  # (no ref folder has a name a tag would spell otherwise)
+            return []
+        # a file is a ref when its name is a version as a tag spells it (lowercase:
+        # Tag would fold another spelling), other than latest
+        return [Tag.checked(name, v) for v in files if is_version(v) and v != LATEST]
 
     def names(self) -> list[str]:
         """Every model name that has at least one ref folder."""

@@ -13,6 +13,7 @@ from modelvault.errors import InvalidTag
 __all__ = [
     "LATEST",
     "Tag",
+    "is_version",
     "new_version",
 ]
 
@@ -37,6 +38,11 @@ def _check(part: str, what: str) -> str:
             "starting with a letter or digit"
         )
     return folded
+
+
+def is_version(part: str) -> bool:
+    """True if ``part`` is a valid name or version exactly as spelt (lowercase)."""
+    return _PART.fullmatch(part) is not None
 
 
 def new_version() -> str:
@@ -78,6 +84,15 @@ class Tag:
             if not isinstance(self.version, str):
                 raise InvalidTag("model version must be a string")
             object.__setattr__(self, "version", _check(self.version, "version"))
+
+    @classmethod
+    def checked(cls, name: str, version: str | None) -> Tag:
+        """A tag of parts known to be valid as they are (lowercase, as :func:`is_version`
+        says): made without checking them again (a listing of 10,000 ref files)."""
+        tag = object.__new__(cls)
+        object.__setattr__(tag, "name", name)
+        object.__setattr__(tag, "version", version)
+        return tag
 
     @classmethod
     def from_str(cls, text: str) -> Tag:
