@@ -79,7 +79,10 @@ def in_flight(folder: Path, suffix: str = ".tmp") -> Iterator[Path]:
     try:
         yield tmp
     finally:
-        lock.unlink(missing_ok=True)
+        # a lock file that cannot be removed is no failure of the block (whose outcome,
+        # a published file perhaps, is decided): unlocked once closed, a sweep removes it
+        with contextlib.suppress(OSError):
+            lock.unlink(missing_ok=True)
         os.close(fd)
 
 
@@ -415,18 +418,27 @@ def remove_tree(path: Path) -> None:
 def reports_disk_full(op: str, where: Path, advice: str | None = None) -> Iterator[None]:
     """Turn a disk-full ``OSError`` inside the block into :class:`~modelvault.errors.DiskFull`
     saying that ``op`` failed, where (the failing file, else ``where``), how much is free
-    and what to free. The store itself stays as it was: nothing half-written is published.
+    and what to free, and an I/O error (EIO) into :class:`~modelvault.errors.StorageError`.
+    The store itself stays as it was: nothing half-written is published.
     """
-    from modelvault.errors import DiskFull
+    from modelvault.errors import DiskFull, ModelVaultError, StorageError
 
     try:
         yield
     except DiskFull:
         raise
     except OSError as exc:
+        at = Path(exc.filename) if exc.filename else where
+        if exc.errno == errno.EIO and not isinstance(exc, ModelVaultError):  # (RemoteError)
+            raise StorageError(
+                exc.errno,
+                f"{op} failed: the disk holding {at} reported an I/O error; what was being "
+                "written is not published (the store keeps what it had). Check the disk "
+                "(`dmesg`), then run `mv verify` and try again",
+                exc.filename,
+            ) from exc
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
-        at = Path(exc.filename) if exc.filename else where
         raise DiskFull(
             exc.errno,
             f"{op} failed: no space left on the disk holding {at} ({_free(at)} free); "

@@ -13,6 +13,7 @@
      ├── ArchiveError        (also ValueError)   an archive is truncated, corrupt or hostile
      ├── RemoteError         (also OSError)      a remote could not be read or written
      ├── DiskFull            (also OSError)      no space left (or quota) while writing
+     ├── StorageError        (also OSError)      the disk failed a write (an I/O error)
      ├── BatchingError       (also ValueError)   a payload cannot be merged or split on batch_dim
      ├── BatcherClosed       (also RuntimeError) a batcher was closed before the call ran
      └── RunnerError         (also RuntimeError) a model cannot be served
@@ -82,6 +83,14 @@ class DiskFull(ModelVaultError, OSError):
     """
 
 
+class StorageError(ModelVaultError, OSError):
+    """The disk holding the store or a destination failed a write (an I/O error, EIO).
+
+    What was being written is not published (a temporary at most is left, for ``gc``);
+    ``errno`` and ``filename`` are the system's, when known.
+    """
+
+
 class BatchingError(ModelVaultError, ValueError):
     """A payload cannot be batched, or an output cannot be split, along ``batch_dim``."""
 
@@ -113,5 +122,6 @@ __all__ = [
     "RemoteError",
     "RunnerError",
     "RunnerNotInitialized",
+    "StorageError",
     "UnsupportedFormat",
 ]

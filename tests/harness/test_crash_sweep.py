@@ -192,3 +192,28 @@ def test_gc_removes_temporaries_in_remote_caches(world: World, tmp_path: Path) -
         Store(d["store"]).gc()
         left[nth] = leftovers(d["store"])
     assert all(not files for files in left.values()), left
+
+
+# An I/O error (EIO) at any rename, link, unlink or fsync of a save is a ModelVaultError
+# (StorageError; it was a raw OSError), and a save that fails publishes nothing (a save
+# whose only failure was removing a temporary's lock file after publishing used to report
+# failure although the tag was published)
+@pytest.mark.slow
+def test_io_errors_are_modelvault_errors_and_a_failed_save_publishes_nothing(
+    world: World, tmp_path: Path
+) -> None:
+    case = cases(world)["save"]
+    most = count_calls("save", world, tmp_path)
+    wrong = []
+    for call, n in sorted(most.items()):
+        for nth in range(1, n + 1):
+            d = fresh_dirs(tmp_path, f"{call}-{nth}")
+            options = ["-o", os.devnull, "-e", f"trace={call}"]
+            done = _strace(
+                d, "save", case.setup(d), [*options, "-e", f"inject={call}:error=EIO:when={nth}"]
+            )
+            published = "m:v1" in {str(m.tag) for m in Store(d["store"]).list()}
+            if done.returncode not in (0, 4) or (done.returncode and published):
+                last = done.stderr.strip().splitlines()[-1:]
+                wrong.append((call, nth, done.returncode, published, last))
+    assert not wrong, "\n".join(map(str, wrong))
