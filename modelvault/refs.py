@@ -171,7 +171,9 @@ class RefStore:
             fd = os.open(f"{self._root}/{tag.name}/{tag.version}", os.O_RDONLY)
             try:
                 data = os.read(fd, MAX_REF_BYTES + 1)
-                while len(data) <= MAX_REF_BYTES and (more := os.read(fd, MAX_REF_BYTES)):
+                while len(data) <= MAX_REF_BYTES and (
+                    more := os.read(fd, MAX_REF_BYTES + 1 - len(data))
+                ):
                     data += more
             finally:
                 os.close(fd)
@@ -253,11 +255,11 @@ class RefStore:
 
     def _tags(self, name: str) -> list[Tag]:
         """The tags of the ref files of ``name`` (files whose names no tag has are not refs)."""
+        if not is_version(name):  # (no ref folder has a name a tag would spell otherwise)
+            return []
         try:
             files = [f for f in os.listdir(os.path.join(self.root, name)) if f[:1] != "."]
         except (FileNotFoundError, NotADirectoryError):
-            return []
-        if not is_version(name):  # (no ref folder has a name a tag would spell otherwise)
             return []
         # a file is a ref when its name is a version as a tag spells it (lowercase:
         # Tag would fold another spelling), other than latest

@@ -31,11 +31,6 @@ from typing import TYPE_CHECKING, Any
 from blake3 import blake3
 
 from modelvault import _fsutil
-
-try:
-    from modelvault import _cdc
-except ImportError:  # built without a C compiler: the filter is tested in Python
-    _cdc = None  # type: ignore[assignment]
 from modelvault.core.packfmt import (
     FILE_HEADER,
     FILTER_BLOCK,
@@ -58,6 +53,11 @@ from modelvault.errors import IntegrityError
 
 if TYPE_CHECKING:
     import numpy as np
+
+try:
+    from modelvault import _cdc
+except ImportError:  # built without a C compiler: the filter is tested in Python
+    _cdc = None  # type: ignore[assignment]
 
 __all__ = [
     "GROUP",
