@@ -15,7 +15,10 @@ How long a batch waits for company is decided by :class:`AdaptivePolicy` from me
 the cost of a call of ``fn`` fitted as ``a + b * rows`` over recent calls, and the callers
 that may be about to come back (those just served plus those already queued). A batch is
 held only while such callers keep arriving in a quick burst, never longer than ``a`` (one
-saved call) nor than ``max_latency_ms`` allows; a lone caller is never held back.
+saved call) nor than ``max_latency_ms`` allows; a lone caller is never held back. Callers
+that come back too slowly to be worth it (all of them at their measured pace take longer
+than ``a``) are not waited for: batches take turns, one running while the callers of the
+other come back.
 
 Hand-offs are cheap: a thread caller waits on a lock of its own that the worker releases
 once its result is set; asyncio callers wait on a future of their loop, and the worker
@@ -127,6 +130,7 @@ class Batcher:
         self._last_event = 0.0  # the newest arrival, or wake-up of a returning caller
         self._free_at = 0.0  # when the last batch finished
         self._returning = 0  # callers served by the last batch that have not woken yet
+        self._served = 0  # callers counted in _returning when the last batch ended
         self._holding = False  # the worker sleeps holding a batch for company
         self._closed = False
         self._worker: threading.Thread | None = None
@@ -317,9 +321,11 @@ class Batcher:
     def _back(self, callers: int) -> None:
         """Callers served by the last batch are back in their own code; holds _lock."""
         self._returning -= callers
-        self._last_event = time.monotonic()
-        if self._returning == 0 and self._holding and self._queue:
-            self._signal()  # the hold may now end sooner
+        self._last_event = now = time.monotonic()
+        if self._returning == 0:
+            self.policy.record_returned(self._served, now - self._free_at)
+            if self._holding and self._queue:
+                self._signal()  # the hold may now end sooner
 
     def _signal(self) -> None:
         """Wake the worker if it sleeps; the caller holds _lock."""
@@ -387,6 +393,7 @@ class Batcher:
                     self._holding = True
                 elif (
                     self._returning
+                    and policy.waits_for_returners()
                     and (left := self._free_at + policy.max_hold() - time.monotonic()) > 0.0
                 ):
                     # Callers just served are waking up: sleep until as many are back as
@@ -501,6 +508,7 @@ class Batcher:
             if chain:  # callers wake in chain order: the last reports for them all
                 chain[-1].returning = len(chain)
             self._returning += len(chain) + len(others)
+            self._served = self._returning  # for the policy's pace, once all are back
         for job in chunks:
             job.lock.release()  # type: ignore[union-attr]
         if chain:

@@ -22,12 +22,21 @@ class AdaptivePolicy:
     ``a`` counted from when the worker was free (waiting longer than the fixed cost of a
     call cannot pay for itself), leaving room for a full batch's call within
     ``max_latency``. So a lone caller, whose only company is itself, is never held; nor
-    is a call arriving long after the last batch. Not thread-safe: the batcher's lock
+    is a call arriving long after the last batch.
+
+    Waiting for the callers just served pays only while they come back quickly. The
+    policy keeps ``pace``, the time each of them takes to be back (an average over recent
+    batches: thread callers wake one after another, asyncio callers all in one turn of
+    their loop). If ``expected`` callers at that pace take longer than ``a``, one batch
+    of everybody costs more than two batches that take turns (one runs while the callers
+    of the other come back): then the queued calls run at once instead of waiting for
+    the returning ones (:meth:`waits_for_returners`). Not thread-safe: the batcher's lock
     guards it.
     """
 
     WINDOW = 64
     BURST_GAP_S = 50e-6  # callers coming back from a batch arrive closer together than this
+    PACE_WEIGHT = 0.2  # weight of the newest batch in ``pace``
 
     def __init__(self, max_batch_size: int, max_latency_s: float) -> None:
         self.max_batch_size = max_batch_size
@@ -35,6 +44,7 @@ class AdaptivePolicy:
         self.a = 0.0  # fixed cost of a call, seconds; 0 until measured, so no hold
         self.b = 0.0  # cost per row, seconds
         self.expected = 1  # callers that may join the next batch
+        self.pace = 0.0  # seconds a caller just served takes to be back; 0 until measured
         self._fit = _LineFit(self.WINDOW)
         self._seen_calls = 0
 
@@ -49,6 +59,21 @@ class AdaptivePolicy:
     def record_batch_done(self, served: int, queued: int) -> None:
         """A batch of ``served`` calls finished with ``queued`` calls waiting."""
         self.expected = served + queued
+
+    def record_returned(self, callers: int, seconds: float) -> None:
+        """The ``callers`` served by one batch were all back ``seconds`` after it ended."""
+        if callers < 2:
+            return  # one caller tells nothing of how a crowd comes back
+        sample = seconds / callers
+        if self.pace == 0.0:
+            self.pace = sample
+        else:
+            self.pace += self.PACE_WEIGHT * (sample - self.pace)
+
+    def waits_for_returners(self) -> bool:
+        """Whether waiting for the callers just served can pay: they are expected back
+        within the fixed cost of a call (else the batches take turns)."""
+        return self.expected * self.pace <= self.a
 
     def max_hold(self) -> float:
         """The longest a batch may wait for company: ``a``, within ``max_latency``."""
@@ -71,7 +96,9 @@ class AdaptivePolicy:
         if limit <= 0.0:
             return 0.0
         if returning > 0:
-            return since + limit
+            # Company is on its way, but too slowly to be worth it: run what is queued,
+            # the returning callers make the next batch while this one runs.
+            return since + limit if self.waits_for_returners() else 0.0
         return min(since + limit, last_event + self.BURST_GAP_S)
 
 

@@ -462,6 +462,59 @@ def test_policy_holds_a_crowd_at_most_the_fixed_cost_within_max_latency() -> Non
     assert tight.hold_until(1, 1, since=t, returning=63, last_event=t) == 0.0
 
 
+def test_policy_learns_the_pace_of_returning_callers() -> None:
+    policy = AdaptivePolicy(max_batch_size=100, max_latency_s=10.0)
+    assert policy.pace == 0.0
+    policy.record_returned(1, 0.5)  # a lone caller says nothing of a crowd's pace
+    assert policy.pace == 0.0
+    policy.record_returned(64, 64 * 20e-6)  # the first sample is taken as it is
+    assert policy.pace == pytest.approx(20e-6)
+    for _ in range(40):  # then an average that follows the newest batches
+        policy.record_returned(64, 64 * 5e-6)
+    assert policy.pace == pytest.approx(5e-6, rel=0.01)
+
+
+def test_policy_lets_batches_take_turns_when_callers_come_back_slowly() -> None:
+    policy = AdaptivePolicy(max_batch_size=100, max_latency_s=10.0)
+    policy.a, policy.b, policy.expected = 0.001, 0.00001, 64
+    t = 100.0
+    # 64 callers back 5 us apart: all are back in 0.32 ms, less than the 1 ms a second
+    # call would cost: hold for them, one batch of everybody.
+    policy.record_returned(64, 64 * 5e-6)
+    assert policy.waits_for_returners()
+    until = policy.hold_until(32, 32, since=t, returning=32, last_event=t)
+    assert until == pytest.approx(t + 0.001)
+    # 25 us apart: 1.6 ms to bring everybody back costs more than a call's fixed cost;
+    # what is queued runs now and the returning callers make the next batch meanwhile.
+    slow = AdaptivePolicy(max_batch_size=100, max_latency_s=10.0)
+    slow.a, slow.b, slow.expected = 0.001, 0.00001, 64
+    slow.record_returned(64, 64 * 25e-6)
+    assert not slow.waits_for_returners()
+    assert slow.hold_until(32, 32, since=t, returning=32, last_event=t) == 0.0
+    # Once nobody is returning, a burst of new arrivals is still waited for as before.
+    gap = AdaptivePolicy.BURST_GAP_S
+    assert slow.hold_until(5, 5, since=t, returning=0, last_event=t) == pytest.approx(t + gap)
+    # A lone caller never waits, whatever the pace.
+    slow.expected = 1
+    assert slow.hold_until(1, 1, since=t, returning=0, last_event=t) == 0.0
+
+
+def test_batcher_measures_how_fast_its_callers_come_back(
+    make_batcher: Callable[..., Batcher],
+) -> None:
+    def slow(x: np.ndarray) -> np.ndarray:
+        time.sleep(0.05)  # a fixed cost no thread's wake-up comes near, even on loaded CI
+        return x * 2
+
+    batcher = make_batcher(slow)
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda _: [batcher.submit(np.ones(1)) for _ in range(5)], range(8)))
+    # Thread callers woken one after another: microseconds each, far under the 50 ms a
+    # call costs, so the batcher keeps waiting for them (one batch of everybody).
+    assert 0.0 < batcher.policy.pace < 0.05 / 8
+    assert batcher.policy.waits_for_returners()
+
+
 def test_policy_stops_holding_once_company_stops_coming() -> None:
     policy = AdaptivePolicy(max_batch_size=100, max_latency_s=10.0)
     policy.a, policy.expected = 0.001, 64
