@@ -6,7 +6,8 @@ Used for docs/runner.md ("What limits thread callers"); run alone on the machine
     .venv/bin/python benchmarks/bench_handoff.py            # about 10 s
 
 - ``pingpong``: two threads hand each other a lock (and so the GIL) N times; prints the
-  wall time and CPU of one hand-off;
+  wall time and CPU of one hand-off, then the same with both threads held on one CPU (a
+  wake-up across CPUs costs more where an idle virtual CPU must be woken by its host);
 - ``chain``: the same callers and model as bench_runner.py (``runner_workload.py``: 64
   thread callers resubmitting at once, 1 row, model 1 ms + 10 us a row), through a
   batcher reduced to what any thread batcher must do: queue under a lock, wake the worker
@@ -17,6 +18,7 @@ Used for docs/runner.md ("What limits thread callers"); run alone on the machine
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -31,7 +33,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import runner_workload as wl
 
 
-def pingpong(n: int = 20000) -> str:
+def pingpong(n: int = 20000, one_cpu: bool = False) -> str:
+    if one_cpu:  # this thread and the one it starts (which inherits it) share one CPU
+        before = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, {min(before)})
+        try:
+            return pingpong(n).replace("pingpong:", "pingpong, both threads on one CPU:")
+        finally:
+            os.sched_setaffinity(0, before)
     mine, theirs = allocate_lock(), allocate_lock()
     mine.acquire()
     theirs.acquire()
@@ -108,4 +117,5 @@ def chain(seconds: float) -> str:
 
 if __name__ == "__main__":
     print(pingpong())
+    print(pingpong(one_cpu=True))
     print(chain(float(sys.argv[1]) if len(sys.argv) > 1 else 5.0))
