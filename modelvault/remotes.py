@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from modelvault.errors import InvalidInput, NotFound
+from modelvault.errors import IntegrityError, InvalidInput, NotFound
 from modelvault.repo import Repository
 from modelvault.repo.layout import default_home
 
@@ -32,6 +32,7 @@ __all__ = [
     "Remote",
     "add",
     "chosen",
+    "damage",
     "get",
     "list",
     "parse_options",
@@ -175,14 +176,28 @@ def list(*, store: Store | None = None) -> builtins.list[Remote]:
     return _remotes_of(repo.config.read(), repo.layout.config)
 
 
-def _remotes_of(doc: Mapping[str, Any], where: object) -> builtins.list[Remote]:
+def damage(*, store: Store | None = None) -> str | None:
+    """What is wrong with the ``remotes`` of the store's config.json (``verify`` reports
+    it), or None: a shape :func:`list` refuses, or ``null``, which :func:`list` reads as no
+    remotes but modelvault never writes (what the file held there is lost)."""
+    repo = _repo(store)
+    try:
+        _remotes_of(repo.config.read(), repo.layout.config, null_is_none=False)
+    except (InvalidInput, IntegrityError) as exc:
+        return str(exc)
+    return None
+
+
+def _remotes_of(
+    doc: Mapping[str, Any], where: object, *, null_is_none: bool = True
+) -> builtins.list[Remote]:
     """The remotes of a config document, checked for shape."""
     raw = doc.get("remotes", {})
     fix = (
         '(expected "remotes": {"NAME": {"url": "s3://bucket/prefix", "options": {}}}): '
         "fix or delete that part of the file, then `mv remote add NAME URL`"
     )
-    if raw is None:
+    if raw is None and null_is_none:
         return []
     if not isinstance(raw, Mapping):
         raise InvalidInput(f'{where}: "remotes" is a {_kind(raw)}, not an object {fix}')
@@ -205,9 +220,8 @@ def _remotes_of(doc: Mapping[str, Any], where: object) -> builtins.list[Remote]:
 
 
 def _kind(value: Any) -> str:
-    return {list: "list", str: "string", int: "number", float: "number", bool: "boolean"}.get(
-        type(value), type(value).__name__
-    )
+    kinds = {list: "list", str: "string", int: "number", float: "number", bool: "boolean"}
+    return kinds.get(type(value), "null value" if value is None else type(value).__name__)
 
 
 def get(name: str, *, store: Store | None = None) -> Remote:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from modelvault import _fsutil
 from modelvault.aliases import AliasStore, check_alias, parse_alias
 from modelvault.checkout import write_tree
-from modelvault.errors import IntegrityError, InvalidInput, InvalidTag, NotFound, PathNotFound
+from modelvault.errors import InvalidInput, InvalidTag, NotFound, PathNotFound
 from modelvault.ingest import Progress
 from modelvault.model import Model, find
 from modelvault.refs import warn_damaged
@@ -353,11 +353,7 @@ class Store:
         """What is wrong with config.json's remotes, or None."""
         from modelvault import remotes
 
-        try:
-            remotes.list(store=self)
-        except (InvalidInput, IntegrityError) as exc:
-            return str(exc)
-        return None
+        return remotes.damage(store=self)
 
     @_space_checked("gc")
     def gc(self, *, progress: maintenance.StepCallback | None = None) -> int:

@@ -83,6 +83,8 @@ def verify(
         _say(f"{render.styled('ok', 'green')}: {report.objects_checked} objects checked")
     else:
         _print_damage(report.objects_checked, report.corrupt, report.missing, report.broken_tags)
+        if "config.json" in report.damaged_files:  # its repair is in the reason
+            _echo(f"damaged config.json: {report.damaged_files['config.json']}")
         _print_repair(report.broken_tags, report.damaged_files)
     if not report.ok:
         raise typer.Exit(failures.EXIT_ERROR)

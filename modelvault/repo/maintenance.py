@@ -203,7 +203,8 @@ def verify(
     objects into a new pack and set the damaged ones aside (``objects/quarantine/``,
     freed by gc): what was corrupt is then missing, and pulling or importing a
     healthy copy of the broken tags restores it (docs/architecture.md, Repair).
-    ``config_damage`` says what is wrong with the config's remotes (checked above).
+    config.json is reported when it is damaged (:meth:`Config.damage`), else what
+    ``config_damage`` says is wrong with its remotes (checked above).
     ``progress`` hears of each pack checked (bytes of the pack files).
     """
     with repo.gc_lock(shared=True):
@@ -212,7 +213,9 @@ def verify(
         for name, damage in bad_indexes.items():
             report.damaged_files[f"objects/packs/{name}"] = damage
             report.ok = False
-        why = config_damage() if config_damage is not None else None
+        why = repo.config.damage()
+        if why is None and config_damage is not None:
+            why = config_damage()
         if why:
             report.damaged_files["config.json"] = why
             report.ok = False
@@ -348,9 +351,10 @@ def gc(repo: Repository, progress: StepCallback | None = None) -> int:
     packs rewritten) and the deleting (packs).
 
     Raises:
-        IntegrityError: a tag reaches a missing or damaged object, or a ref is damaged
-            (nothing is freed).
+        IntegrityError: a tag reaches a missing or damaged object, a ref is damaged, or
+            config.json is (nothing is freed).
     """
+    repo.config.check()  # a store of unknown format may have roots this gc does not know
     with repo.gc_lock(shared=False):
         repo.objects.refresh(full=True)
         refs = repo.refs.all()

@@ -35,8 +35,9 @@ class Repository:
         cache: the materialised model folders (:class:`modelvault.repo.cache.Cache`).
 
     Raises:
-        InvalidInput: ``path`` is not a folder, or the store is of another format.
-        IntegrityError: the config is damaged.
+        InvalidInput: ``path`` is not a folder.
+        UnsupportedFormat: a newer modelvault wrote the store.
+        IntegrityError: the config cannot be read (a damaged one opens: ``config.damaged``).
     """
 
     def __init__(self, path: Path) -> None:

@@ -73,12 +73,23 @@ def test_debug_shows_the_traceback(mv: Run, cli_env: dict[str, str]) -> None:
 
 
 def test_damaged_store_config_is_one_line(mv: Run, _isolated_home: Path) -> None:
+    """Listing works, with one warning line; what needs the config (gc) fails with one
+    error line after it; verify names the file with its repair."""
     assert mv("list").returncode == 0
-    (_isolated_home / "config.json").write_text("{not json")
+    config = _isolated_home / "config.json"
+    config.write_text("{not json")
     out = mv("list")
+    assert out.returncode == 0 and "Traceback" not in out.stderr
+    (warning,) = out.stderr.splitlines()
+    assert warning.startswith(f"mv: warning: {config} is damaged")
+    out = mv("gc")
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    first, error = out.stderr.splitlines()
+    assert first == warning and error.startswith(f"mv: error: {config} is damaged")
+    out = mv("verify")
     assert out.returncode == 1
-    no_traceback(out)
-    assert "config.json" in out.stderr
+    assert f"damaged config.json: {config} is damaged" in out.stdout
+    assert '{"format": 4}' in out.stdout
 
 
 @pytest.mark.parametrize(

@@ -306,15 +306,10 @@ def test_damaged_config(case: str, damaged: Damaged, tmp_path: Path) -> None:
     _check_gc(store, damaged)
 
 
-# the shapes for which the store opens (its format is readable): verify must report them
-REMOTES_SHAPES = sorted(k for k in CONFIG_CASES if k.startswith("remote") and k != "remotes-null")
-
-
-@pytest.mark.parametrize("case", REMOTES_SHAPES)
-def test_verify_reports_remotes_of_the_wrong_shape(
-    case: str, damaged: Damaged, tmp_path: Path
-) -> None:
-    """(remotes: null, and configs that cannot be read at all: pending_bugs.py, B2.)"""
+@pytest.mark.parametrize("case", sorted(CONFIG_CASES))
+def test_verify_reports_a_damaged_config(case: str, damaged: Damaged, tmp_path: Path) -> None:
+    """The store opens (junk, empty, truncated, [] and null made it unopenable: harness
+    bug B2), verify reports config.json (remotes: null too) and every tag reads."""
     path = _damage(tmp_path, damaged, _write("config.json", CONFIG_CASES[case]))
     store = Store(path)
     report = store.verify()
@@ -324,12 +319,21 @@ def test_verify_reports_remotes_of_the_wrong_shape(
     _check_reads(store, damaged)
 
 
-def test_a_config_without_format_is_reported_as_damaged(damaged: Damaged, tmp_path: Path) -> None:
-    """Not "upgrade modelvault": the config is damaged, and the error says which file."""
-    path = _damage(tmp_path, damaged, _write("config.json", b"{}"))
-    with pytest.raises(modelvault.ModelVaultError) as caught:
-        Store(path)
-    assert "config.json" in str(caught.value)
+# the config itself is damaged (in the other cases only its remotes are)
+NO_FORMAT = ["binary-junk", "empty", "list", "no-format", "null", "truncated"]
+
+
+@pytest.mark.parametrize("case", NO_FORMAT)
+def test_a_damaged_config_refuses_writes_saying_how_to_repair_it(
+    case: str, damaged: Damaged, tmp_path: Path
+) -> None:
+    """Not "upgrade modelvault": the config is damaged; the error names the file and the
+    repair."""
+    path = _damage(tmp_path, damaged, _write("config.json", CONFIG_CASES[case]))
+    with pytest.raises(modelvault.IntegrityError) as caught:
+        Store(path).save(damaged.good.root, "new:v1")
+    assert f"{path / 'config.json'} is damaged" in str(caught.value)
+    assert '{"format": 4}' in str(caught.value)
     assert "upgrade" not in str(caught.value)
 
 

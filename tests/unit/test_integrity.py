@@ -281,12 +281,40 @@ def test_verify_reports_a_config_whose_remotes_are_damaged(
     read_all(Store(store.path).get("a:v1"), files["a"])
 
 
-@pytest.mark.parametrize("doc", [b"{}", b'{"format": "1"}', b'{"format": null}'])
-def test_a_config_without_a_format_is_damage_not_a_newer_store(store: Store, doc: bytes) -> None:
+@pytest.mark.parametrize(
+    "doc", [b"{}", b'{"format": "1"}', b'{"format": null}', b"null", b"[]", b'{"form', b"\xff"]
+)
+def test_a_damaged_config_opens_for_reading_and_refuses_writes(
+    store: Store, tmp_path: Path, files: dict[str, dict[str, bytes]], doc: bytes
+) -> None:
+    """Damage, not a newer store (no "upgrade"): the models read, verify names the file,
+    and what needs the store's format says how to repair it."""
+    import modelvault
+
+    _save(store, tmp_path, {"a": files["a"]})
     (store.path / "config.json").write_bytes(doc)
-    with pytest.raises(IntegrityError, match=r"config\.json is damaged") as exc:
-        Store(store.path)
-    assert "upgrade" not in str(exc.value)
+    damaged = Store(store.path)
+    read_all(damaged.get("a:v1"), files["a"])
+    report = damaged.verify()
+    assert not report.ok and report.broken_tags == []
+    assert "is damaged" in report.damaged_files["config.json"]
+    for write in (
+        lambda: damaged.save(tmp_path / "a", "a:v2"),
+        lambda: damaged.set_alias("a:v1", "prod"),
+        lambda: damaged.gc(),
+        lambda: modelvault.remotes.add("origin", "memory://x", store=damaged),
+        lambda: modelvault.remotes.list(store=damaged),
+    ):
+        with pytest.raises(IntegrityError, match=r"config\.json is damaged") as exc:
+            write()
+        assert "upgrade" not in str(exc.value)
+        assert '{"format": 4}' in str(exc.value) and "mv remote add" in str(exc.value)
+    assert [str(m.tag) for m in damaged.list()] == ["a:v1"]
+    assert (store.path / "config.json").read_bytes() == doc  # left for the user to repair
+    (store.path / "config.json").write_bytes(b'{"format": 4}')  # the advised repair
+    repaired = Store(store.path)
+    repaired.save(tmp_path / "a", "a:v2")
+    assert repaired.verify().ok
 
 
 def test_a_store_of_a_newer_format_says_upgrade(store: Store) -> None:

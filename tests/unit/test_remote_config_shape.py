@@ -76,10 +76,17 @@ def test_wrongly_shaped_remotes_are_invalid_input(saved: modelvault.Store, shape
 
 
 def test_null_remotes_mean_none(saved: modelvault.Store) -> None:
+    """Listed as no remotes, but reported by verify (modelvault never writes null: what
+    the file held there is lost); adding a remote repairs it."""
     _write(saved, None)
     assert remotes.list(store=saved) == []
+    report = saved.verify()
+    assert not report.ok and report.broken_tags == []
+    why = report.damaged_files["config.json"]
+    assert '"remotes" is a null value, not an object' in why and "mv remote add" in why
     remotes.add("origin", "memory://x", store=saved)
     assert [r.name for r in remotes.list(store=saved)] == ["origin"]
+    assert saved.verify().ok
 
 
 def test_cli_says_what_is_wrong_in_one_line(tmp_path: Path, _isolated_home: Path) -> None:
