@@ -206,12 +206,14 @@ def test_push_to_a_full_remote_publishes_no_tag_with_missing_objects(
     )
 
 
+@pytest.mark.parametrize("output_format", ["modelvault", "bentoml"])
 def test_export_onto_a_full_disk_leaves_no_partial_archive(
-    small: Small, tmpfs: Path, tmp_path: Path
+    output_format: str, small: Small, tmpfs: Path, tmp_path: Path
 ) -> None:
     """Export to the full tmpfs fails saying so, naming the destination's disk (not the
     store's, nor `mv gc`: harness bug B5), and leaves nothing there (no archive under its
-    final name, no temporary); with space again it succeeds."""
+    final name, no temporary); with space again it succeeds. Whatever export returns
+    imports whole."""
     store = Store(shutil.copytree(small.plain, tmp_path / "local"))
     failed = 0
     for level in LEVELS:
@@ -220,7 +222,7 @@ def test_export_onto_a_full_disk_leaves_no_partial_archive(
         ballast = fill(tmpfs, level)
         dest = out / "base.bentomodel"
         try:
-            store.export_model("base:v0", str(dest))
+            store.export_model("base:v0", str(dest), output_format=output_format)
         except Exception as exc:
             assert isinstance(exc, modelvault.DiskFull), repr(exc)
             assert says_disk_full(exc), f"export at {level} bytes free: {exc!r}"
@@ -229,7 +231,7 @@ def test_export_onto_a_full_disk_leaves_no_partial_archive(
             failed += 1
             assert sorted(p.name for p in out.iterdir()) == [], "a failed export leaves nothing"
             ballast.unlink()
-            store.export_model("base:v0", str(dest))
+            store.export_model("base:v0", str(dest), output_format=output_format)
         else:
             ballast.unlink()
         check = Store(out / "check")
@@ -238,6 +240,7 @@ def test_export_onto_a_full_disk_leaves_no_partial_archive(
         shutil.rmtree(out)
     assert failed, "export never ran out of space: the levels are too generous"
     record(
-        f"disk full: export onto a full disk: {len(LEVELS)} fill levels, {failed} failed "
+        f"disk full: export ({output_format}) onto a full disk: {len(LEVELS)} fill levels, "
+        f"{failed} failed "
         "with ENOSPC leaving no file behind, every retry succeeded"
     )

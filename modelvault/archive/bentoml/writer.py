@@ -15,6 +15,7 @@ which barely compress at any preset (docs/bentoml.md).
 
 from __future__ import annotations
 
+import io
 import lzma
 import os
 import tarfile
@@ -22,6 +23,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import IO
 
+from modelvault import _fsutil
 from modelvault.archive.bentoml.info import CUSTOM_OBJECTS, MODEL_YAML, dump_model_yaml
 from modelvault.core.hashing import ObjType
 from modelvault.core.objects import KIND_EXEC, KIND_TREE, FileObject, ModelObject
@@ -48,6 +50,9 @@ class _ParallelXZ:
 
     def __init__(self, out: IO[bytes], pool: ThreadPoolExecutor) -> None:
         self._out = out
+        # a local file is an unbuffered FileIO, whose write may write less than asked (on
+        # a nearly full disk) and says so only in what it returns: write_all writes it all
+        self._fd = out.fileno() if isinstance(out, io.FileIO) else None
         self._pool = pool
         self._buf = bytearray()
         self._pending: list[Future[bytes]] = []
@@ -63,14 +68,20 @@ class _ParallelXZ:
     def _submit(self, block: bytes) -> None:
         self._pending.append(self._pool.submit(lzma.compress, block, preset=PRESET))
         while len(self._pending) > _WORKERS or (self._pending and self._pending[0].done()):
-            self._out.write(self._pending.pop(0).result())
+            self._put(self._pending.pop(0).result())
+
+    def _put(self, stream: bytes) -> None:
+        if self._fd is not None:
+            _fsutil.write_all(self._fd, [stream])
+        else:
+            self._out.write(stream)
 
     def close(self) -> None:
         if self._buf or not self.written:
             self._submit(bytes(self._buf))
             self._buf.clear()
         while self._pending:
-            self._out.write(self._pending.pop(0).result())
+            self._put(self._pending.pop(0).result())
 
     def cancel(self) -> None:
         for fut in self._pending:
