@@ -170,10 +170,33 @@ def _float_or_zstd(data: bytes | memoryview, payload: bytes) -> tuple[Codec, byt
 # than the zstd it replaces and stores 15% fewer bytes (256 MiB of MiniLM bf16 tiles:
 # 0.49 s CPU, 0.664 of raw, against 0.61 s, 0.783; benchmarks/bench_save_cpu.py,
 # session 10); on fp16 it would cost 1.8x the CPU of today's raw store, on fp32 ~1.35x.
-# MODELVAULT_FLOAT_CODEC=1 tries it on every chunk, =0 never writes it.
+# MODELVAULT_FLOAT_CODEC=1 tries it on every chunk, =0 never writes it, and a list of
+# safetensors dtypes (e.g. BF16,F16,F32) writes it for the chunks known to be of those.
 _SETTING = os.environ.get("MODELVAULT_FLOAT_CODEC", "")
 FLOAT_WRITE = _SETTING == "1"  # try the float codec on every chunk of weights
-FLOAT_HINTED: frozenset[str] = frozenset() if _SETTING == "0" else frozenset({"BF16"})
+
+
+def _hinted(setting: str) -> frozenset[str]:
+    """The safetensors dtypes whose chunks get the float codec, from the setting."""
+    if setting == "0":
+        return frozenset()
+    if setting in ("", "1"):
+        return frozenset({"BF16"})
+    names = frozenset(n.strip().upper() for n in setting.split(",") if n.strip())
+    unknown = names - FLOAT_DTYPES.keys()
+    if unknown or not names:
+        import warnings
+
+        warnings.warn(
+            f"MODELVAULT_FLOAT_CODEC={setting!r} is not 0, 1 or a list of "
+            f"{', '.join(sorted(FLOAT_DTYPES))}: ignored (the default, BF16, applies)",
+            stacklevel=2,
+        )
+        return frozenset({"BF16"})
+    return names
+
+
+FLOAT_HINTED: frozenset[str] = _hinted(_SETTING)
 
 
 # --- byte planes ------------------------------------------------------------------

@@ -50,14 +50,24 @@ def test_fp32_and_fp16_are_not_float_coded_by_default(tmp_path: Path, dtype: str
 
 @pytest.mark.parametrize(
     ("setting", "hinted", "write"),
-    [(None, {"BF16"}, False), ("", {"BF16"}, False), ("0", set(), False), ("1", {"BF16"}, True)],
+    [
+        (None, {"BF16"}, False),
+        ("", {"BF16"}, False),
+        ("0", set(), False),
+        ("1", {"BF16"}, True),
+        ("bf16, F16,F32", {"BF16", "F16", "F32"}, False),
+        ("F16", {"F16"}, False),
+        ("F8,F16", {"BF16"}, False),  # a name it does not know: warned, the default kept
+    ],
 )
 def test_the_environment_switches_it(setting: str | None, hinted: set[str], write: bool) -> None:
     env = {k: v for k, v in os.environ.items() if k != "MODELVAULT_FLOAT_CODEC"}
     if setting is not None:
         env["MODELVAULT_FLOAT_CODEC"] = setting
     code = "from modelvault.core import codec; print(sorted(codec.FLOAT_HINTED), codec.FLOAT_WRITE)"
-    out = subprocess.run(
+    done = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
-    ).stdout.split("\n")[0]
-    assert out == f"{sorted(hinted)} {write}"
+    )
+    assert done.stdout.split("\n")[0] == f"{sorted(hinted)} {write}"
+    warned = "is not 0, 1 or a list of BF16, F16, F32: ignored" in done.stderr
+    assert warned == (setting == "F8,F16"), done.stderr
