@@ -40,6 +40,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
 
+from modelvault import _fsutil
 from modelvault.archive.bentoml.containers import (
     _BLOCK,
     EXPANSION_SLACK,
@@ -375,9 +376,7 @@ def _stage(out: Any, blocks: queue.Queue[bytes | None], source: _Growing) -> Non
     done = 0
     try:
         while (block := blocks.get()) is not None:
-            view = memoryview(block)
-            while view:
-                view = view[out.write(view) :]
+            _fsutil.write_all(out.fileno(), [block])
             done += len(block)
             source.grew(done)
     except BaseException:
