@@ -14,6 +14,8 @@ reads these keys as roots.
 from __future__ import annotations
 
 import contextlib
+import random
+import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -37,7 +39,8 @@ __all__ = [
     "remote_alias_ref",
 ]
 
-MOVE_ATTEMPTS = 8  # a move refused this often in a row: the alias is being fought over
+MOVE_ATTEMPTS = 10  # a move refused this often in a row: the alias is being fought over
+MOVE_BACKOFF = 0.005  # seconds: a refused move waits up to this, doubled each time, jittered
 
 
 def _decode(url: str, name: str, alias: str, data: bytes) -> AliasValue:
@@ -67,13 +70,17 @@ def read_remote_alias(t: Transport, name: str, alias: str) -> tuple[AliasValue, 
 def move_remote_alias(t: Transport, value: AliasValue) -> bool:
     """Point the remote alias at ``value`` (its version must be on the remote): one read
     and one conditional write, again from the fresh state while another writer wins in
-    between. Returns False when the alias already said so (nothing written).
+    between. Returns False when the alias already said so (nothing written). A refused
+    move waits a random time, up to :data:`MOVE_BACKOFF` doubled per refusal (at most
+    ~2.6 s in all), so writers fighting over one alias stop colliding in lockstep.
 
     Raises:
         RemoteError: refused :data:`MOVE_ATTEMPTS` times in a row.
     """
     key = alias_key(value.name, value.alias)
-    for _ in range(MOVE_ATTEMPTS):
+    for attempt in range(MOVE_ATTEMPTS):
+        if attempt:
+            time.sleep(random.uniform(0, MOVE_BACKOFF * 2 ** (attempt - 1)))
         try:
             data, token = t.get_versioned(key)
         except NotFound:

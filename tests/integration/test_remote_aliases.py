@@ -18,7 +18,7 @@ import pytest
 import modelvault
 from modelvault import IntegrityError, ModelExists, NotFound, Tag, remotes
 from modelvault.aliases import AliasValue
-from modelvault.remote.aliases import move_remote_alias
+from modelvault.remote.aliases import MOVE_ATTEMPTS, move_remote_alias
 from modelvault.remote.transport import Metered, Retrying, open_transport
 from modelvault.repo.layout import alias_key, ref_key
 from modelvault.testing.faults import FaultPlan, FaultyTransport
@@ -176,6 +176,43 @@ def test_a_move_is_one_conditional_write(tmp_path: Path, remote: dict[str, Any])
     assert not move_remote_alias(t, AliasValue("iris", "prod", "v11", mid))  # already so
     assert meter.requests == before + 1
     assert t.atomic_swap
+
+
+class _Rival(Metered):
+    """A transport that lets another writer move the alias (a real conditional write on
+    the same remote) just before each of its first ``wins`` conditional writes."""
+
+    def __init__(self, inner: Any, wins: int) -> None:
+        super().__init__(inner)
+        self.wins = wins
+
+    def put_if_match(self, key: str, data: bytes, token: str | None) -> bool:
+        if self.wins:
+            self.wins -= 1
+            _, now = self.inner.get_versioned(key)
+            rival = AliasValue("iris", "prod", f"r{self.wins}", bytes(32)).encode()
+            assert self.inner.put_if_match(key, rival, now)
+        return super().put_if_match(key, data, token)
+
+
+@pytest.mark.parametrize("wins", [MOVE_ATTEMPTS - 1, MOVE_ATTEMPTS])
+def test_a_move_outlasts_rivals_then_gives_up(remote: dict[str, Any], wins: int) -> None:
+    """Each refused move reads the alias again and retries after a jittered, doubling
+    wait: a move that loses nine times in a row still lands; one that loses every one of
+    its attempts raises RemoteError and leaves the rival's alias as it was."""
+    first = AliasValue("iris", "prod", "v0", bytes(32))
+    _transport(remote).put(alias_key("iris", "prod"), first.encode())  # the rivals replace it
+    t = _Rival(_transport(remote), wins)
+    mine = AliasValue("iris", "prod", "v1", bytes([1]) * 32)
+    if wins < MOVE_ATTEMPTS:
+        assert move_remote_alias(t, mine)
+        assert t.requests == 2 * MOVE_ATTEMPTS  # each attempt: one read, one conditional write
+        assert AliasValue.decode("iris", "prod", t.get(alias_key("iris", "prod"))) == mine
+    else:
+        with pytest.raises(modelvault.errors.RemoteError, match="other writers moved it 10 times"):
+            move_remote_alias(t, mine)
+        assert t.requests == 2 * MOVE_ATTEMPTS
+        assert AliasValue.decode("iris", "prod", t.get(alias_key("iris", "prod"))).version == "r0"
 
 
 def test_push_of_an_alias_counts_its_requests(tmp_path: Path, remote: dict[str, Any]) -> None:
