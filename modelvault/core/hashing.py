@@ -33,8 +33,8 @@ def _blake3_id(kind: int, data: bytes | memoryview) -> bytes:
 
 
 def _id_function() -> Callable[[int, bytes | memoryview], bytes]:
-    """The compiled hash (``modelvault/_cdc.c``), which hashes all of a chunk with AVX2
-    where the blake3 package, given the type byte first, hashes ~90% of it that way; the
+    """The compiled hash (``modelvault/_cdc.c``), which hashes all of a chunk with AVX-512
+    or AVX2 where the blake3 package, given the type byte first, hashes ~90% of it that way; the
     blake3 package when it was not built (the ids are the same)."""
     try:
         from modelvault._cdc import object_id as native
