@@ -10,6 +10,9 @@
  * once per chunk, so two threads doing it in Python spend much of their time waiting
  * for each other.
  *
+ * object_ids(kind, buf, ends) hashes consecutive chunks whose cut points are known (a new
+ * version's bytes at the stored chunks' boundaries, odb.known) in one call.
+ *
  * screen(buf, offset, blocks, ids) tests ids against the filter of a multi-pack index
  * (docs/format.md section 5.1) at once: a save asks it for the chunks of each segment.
  *
@@ -329,6 +332,69 @@ done:
     return result;
 }
 
+/* object_ids(kind, buf, ends) -> bytes: the ids of the spans buf[0:ends[0]],
+ * buf[ends[0]:ends[1]], ... (consecutive chunks whose cut points are known already),
+ * 32 bytes each, in one call without the GIL. */
+static PyObject *
+object_ids(PyObject *self, PyObject *args)
+{
+    int kind;
+    Py_buffer view;
+    PyObject *ends_obj;
+    if (!PyArg_ParseTuple(args, "iy*O:object_ids", &kind, &view, &ends_obj))
+        return NULL;
+    PyObject *result = NULL, *seq = NULL;
+    struct scratch *scratch = NULL;
+    uint64_t *ends = NULL;
+    if (kind < 0 || kind > 255) {
+        PyErr_Format(PyExc_ValueError, "kind is %d: it must be a byte (0 to 255)", kind);
+        goto done;
+    }
+    seq = PySequence_Fast(ends_obj, "ends must be a sequence of offsets");
+    if (seq == NULL)
+        goto done;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    ends = PyMem_RawMalloc((size_t)(n ? n : 1) * sizeof *ends);
+    scratch = PyMem_RawMalloc(sizeof *scratch);
+    result = PyBytes_FromStringAndSize(NULL, n * ID_LEN);
+    if (ends == NULL || scratch == NULL || result == NULL) {
+        Py_CLEAR(result);
+        PyErr_NoMemory();
+        goto done;
+    }
+    uint64_t prev = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned long long e = PyLong_AsUnsignedLongLong(PySequence_Fast_GET_ITEM(seq, i));
+        if (e == (unsigned long long)-1 && PyErr_Occurred()) {
+            Py_CLEAR(result);
+            goto done;
+        }
+        if (e < prev || e > (unsigned long long)view.len) {
+            PyErr_Format(PyExc_ValueError, "ends[%zd] is %llu: the ends must rise and lie "
+                         "within the buffer's %zd bytes", i, e, view.len);
+            Py_CLEAR(result);
+            goto done;
+        }
+        ends[i] = prev = e;
+    }
+    uint8_t *out = (uint8_t *)PyBytes_AS_STRING(result);
+    const uint8_t *buf = (const uint8_t *)view.buf;
+    Py_BEGIN_ALLOW_THREADS
+    uint64_t start = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        hash_prefixed((uint8_t)kind, buf + start, (size_t)(ends[i] - start),
+                      out + (size_t)i * ID_LEN, scratch);
+        start = ends[i];
+    }
+    Py_END_ALLOW_THREADS
+done:
+    Py_XDECREF(seq);
+    PyMem_RawFree(ends);
+    PyMem_RawFree(scratch);
+    PyBuffer_Release(&view);
+    return result;
+}
+
 /* screen(buf, offset, blocks, ids) -> bytes: for each 32-byte id of ids, 1 if the
  * blocked Bloom filter of a version-2 multi-pack index (docs/format.md section 5.1;
  * blocks blocks of 64 bytes at offset in buf) may hold it, else 0. The block is picked
@@ -404,6 +470,9 @@ static PyMethodDef methods[] = {
      "skip or later: first is where the first of them starts, ends[i] the offset just past "
      "chunk i of them, ids[32 * i : 32 * i + 32] the BLAKE3 hash of bytes((kind,)) + chunk "
      "i. Runs without the GIL."},
+    {"object_ids", object_ids, METH_VARARGS,
+     "object_ids(kind, buf, ends) -> bytes: the object ids (32 bytes each) of the spans "
+     "buf[0:ends[0]], buf[ends[0]:ends[1]], ..., hashed in one call without the GIL."},
     {"object_id", object_id, METH_VARARGS,
      "object_id(kind, data) -> bytes: the BLAKE3 hash of bytes((kind,)) + data, without the "
      "GIL from 4 KiB on."},

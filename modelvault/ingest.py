@@ -63,6 +63,7 @@ _FOLLOW_TRIAL = 2 * FOLLOW_STEP  # _follow goes at least this far before giving 
 _WINDOW = 3  # cut segments waiting to be appended: bounds memory to ~(_WINDOW + 2) segments
 Progress = Callable[[int], None]  # called with a number of bytes just processed
 Result = tuple[bytes, int, int, bytes | memoryview | None]  # id, codec, raw size, payload
+_PENDING = -1  # a Result's codec while its payload is the raw bytes, not yet encoded
 
 
 class _Compressibility:
@@ -102,10 +103,21 @@ class _ChunkPipeline:
         self._local = threading.local()  # .lane: the pack-writer lane of a pool thread
         self._lanes = itertools.count(1)  # lane 0 is the drain thread's
 
-    def _work(self, data: memoryview, oid: bytes, guess: _Compressibility) -> Result:
+    def _work(
+        self, data: memoryview, oid: bytes, guess: _Compressibility, defer: bool = False
+    ) -> Result:
+        """The result of one chunk: no payload if the store holds it, else its payload
+        encoded (``defer``: the raw bytes, marked :data:`_PENDING`, for :meth:`_encode`
+        on another thread)."""
         absent: set[bytes] | None = getattr(self._local, "absent", None)
         if self.writer.has(oid, False if absent is not None and oid in absent else None):
             return oid, 0, len(data), None
+        if defer:
+            return oid, _PENDING, len(data), data
+        return self._encode(oid, data, guess)
+
+    @staticmethod
+    def _encode(oid: bytes, data: bytes | memoryview, guess: _Compressibility) -> Result:
         how: codec.Codec = codec.Codec.RAW
         payload: bytes | memoryview = data
         if guess.should_try():
@@ -163,9 +175,19 @@ class _ChunkPipeline:
         def work(data: memoryview, oid: bytes) -> Result:
             return self._work(data, oid, guess)
 
+        def defer(data: memoryview, oid: bytes) -> Result:
+            return self._work(data, oid, guess, defer=True)
+
         out: list[tuple[bytes, int]] = []
 
+        def ready(result: Result) -> Result:
+            oid, how, _, payload = result
+            if how == _PENDING and payload is not None:
+                return self._encode(oid, payload, guess)
+            return result
+
         def append(results: list[Result]) -> None:
+            results = [ready(r) for r in results]
             for i in range(0, len(results), _BATCH):
                 batch = results[i : i + _BATCH]
                 self.writer.add_prepared_many(
@@ -180,7 +202,7 @@ class _ChunkPipeline:
                 if progress:
                     progress(sum(size for _, _, size, _ in batch))
 
-        begin = self._follow(source, known, work, append) if known is not None else 0
+        begin = self._follow(source, known, defer, append) if known is not None else 0
         if begin < source.size:
             self._cut(source, begin, known, work, append)
         if sum(n for _, n in out) != source.size:  # cannot happen: every piece ends where it should
@@ -202,7 +224,8 @@ class _ChunkPipeline:
         A new version mostly repeats the stored chunks, and comparing is cheap but done
         chunk by chunk in Python: threads would only queue for the GIL. Each step starts
         where the one before ended, a true cut point, so nothing needs stitching. A pool
-        thread appends each step's new chunks to the pack while the next is compared.
+        thread encodes and appends each step's new chunks (``work`` leaves them
+        :data:`_PENDING`) while the next is compared.
         """
         pos = 0
         with known.matching() as match:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from enum import IntEnum
 
 from blake3 import blake3
@@ -11,6 +11,7 @@ __all__ = [
     "ID_LEN",
     "ObjType",
     "object_id",
+    "object_ids",
     "parse_hex_id",
 ]
 
@@ -49,6 +50,33 @@ _id = _id_function()
 def object_id(kind: ObjType, data: bytes | memoryview) -> bytes:
     """The 32-byte id of an object of ``kind`` whose raw bytes are ``data``."""
     return _id(kind, data)
+
+
+def _ids_function(native: bool = True) -> Callable[[int, bytes | memoryview, Sequence[int]], bytes]:
+    """The compiled batch hash (one call, no GIL), else (or with ``native`` False) the
+    ids one by one."""
+
+    def ids(kind: int, data: bytes | memoryview, ends: Sequence[int]) -> bytes:
+        view, starts = memoryview(data), [0, *ends[:-1]]
+        return b"".join(_id(kind, view[a:b]) for a, b in zip(starts, ends, strict=True))
+
+    if not native:
+        return ids
+    try:
+        from modelvault._cdc import object_ids
+    except ImportError:
+        return ids
+    return object_ids
+
+
+_ids = _ids_function()
+
+
+def object_ids(kind: ObjType, data: bytes | memoryview, ends: Sequence[int]) -> list[bytes]:
+    """The ids of the consecutive objects ``data[0:ends[0]]``, ``data[ends[0]:ends[1]]``,
+    ... (each of ``kind``), hashed in one call that lets other threads run."""
+    joined = _ids(kind, data, ends)
+    return [joined[i : i + ID_LEN] for i in range(0, len(joined), ID_LEN)]
 
 
 def parse_hex_id(text: str) -> bytes:

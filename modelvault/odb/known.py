@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 from modelvault.core.chunking import MAX_SIZE
 from modelvault.core.codec import Codec
-from modelvault.core.hashing import ObjType, object_id
+from modelvault.core.hashing import ObjType, object_ids
 
 if TYPE_CHECKING:
     from modelvault.odb.packs import PackDB
@@ -56,6 +56,8 @@ __all__ = [
 ]
 
 _PAGE = mmap.PAGESIZE
+HASH_FIRST = 1  # bytes of the batch after an edit: one chunk, the least there is
+HASH_RUN = 4 << 20  # bytes of stored-compressed chunks compared by one batch of hashes
 
 
 class Match:
@@ -73,6 +75,7 @@ class Match:
 
     def __init__(self, known: KnownChunks) -> None:
         self.known = known
+        self._batch = HASH_FIRST  # bytes hashed by the next batch: doubles while all match
         self._memcmp = known._libc.memcmp
         self._expect = -1  # index of the stored chunk to try at the next cut point
         self._view: memoryview | None = None  # the view last asked about ...
@@ -91,11 +94,11 @@ class Match:
         file, the last ending at ``end``; or None when not even chunk ``i`` is one.
 
         Each chunk kept raw is compared byte for byte (``memcmp``), one stored compressed
-        (a float codec) by hashing the new bytes; the byte after each, which vouches for
-        its cut, is the first byte of the next, compared with it, and for the last one it
-        is checked on its own where that chunk is kept raw (else the last is left to the
-        cutter). A chunk is only tried with more than
-        ``MAX_SIZE`` bytes of the view after its start (so the file goes on that far).
+        (a float codec) by hashing the new bytes (runs of them at once, :meth:`_hashed`);
+        the byte after each, which vouches for its cut, is the first byte of the next,
+        compared with it, and for the last one it is checked on its own where that chunk
+        is kept raw (else the last is left to the cutter). A chunk is only tried with more
+        than ``MAX_SIZE`` bytes of the view after its start (so the file goes on that far).
         """
         i, self._expect = self._expect, -1
         last_start = min(limit, len(view) - MAX_SIZE)  # a chunk must start before this
@@ -114,13 +117,13 @@ class Match:
             c = stored[k]
             if c is None:
                 break
-            oid, n, where, offset = c
+            _, n, where, offset = c
             if not where:  # stored compressed: the new bytes must hash to its id
-                if object_id(ObjType.CHUNK, view[pos : pos + n]) != oid:
-                    break
-                pos += n
-                k += 1
-                continue
+                got = self._hashed(view, pos, k, last_start)
+                pos, k = pos + got[0], k + got[1]
+                if got[2]:
+                    continue
+                break
             if where != name:
                 if pack is not None:
                     self._touch(pack, lo, hi)
@@ -149,6 +152,31 @@ class Match:
                     return None
         self._expect = k
         return i, k, pos
+
+    def _hashed(self, view: memoryview, pos: int, k: int, last_start: int) -> tuple[int, int, bool]:
+        """Compare the run of stored-compressed chunks from chunk ``k`` at ``pos``, each
+        starting before ``last_start``, by hashing the new bytes at their cut points, a
+        batch in one call: ``(bytes, chunks, all)``, what matched in a row and whether
+        every chunk of the batch did. A batch is one chunk after an edit and doubles while
+        every chunk matches, up to :data:`HASH_RUN` bytes: hashing past an edit is wasted,
+        and a new version's edits can be a chunk or two every MiB."""
+        stored = self.known._at
+        ends: list[int] = []
+        p, j = pos, k
+        while p < last_start and p - pos < self._batch:
+            c = stored[j]
+            if c is None or c[2]:
+                break
+            p += c[1]
+            ends.append(p - pos)
+            j += 1
+        ids = object_ids(ObjType.CHUNK, view[pos:p], ends)
+        for i, got in enumerate(ids):
+            if got != stored[k + i][0]:  # type: ignore[index]  # (gathered above: not None)
+                self._batch = HASH_FIRST  # an edit: the next run may be short too
+                return (ends[i - 1] if i else 0), i, False
+        self._batch = min(2 * (p - pos), HASH_RUN)
+        return p - pos, len(ends), True
 
     def __call__(self, view: memoryview, at: int) -> tuple[bytes, int] | None:
         """The one stored chunk that a cut at ``at`` gives, as ``(id, length)``, or None."""

@@ -96,6 +96,33 @@ def test_ids_of_every_length_around_blake3s_chunk_and_block_sizes() -> None:
         assert _cdc.object_id(kind, memoryview(data)[:n]) == want, n
 
 
+def test_ids_of_consecutive_chunks_at_once() -> None:
+    """object_ids hashes the spans between given ends in one call: the ids object_id and
+    the blake3 package give each span, empty spans included; ends that fall or pass the
+    buffer's end are refused."""
+    data = os.urandom(3 * MAX + 77)
+    rng = random.Random(5)
+    ends = [*sorted(rng.randrange(len(data) + 1) for _ in range(40)), len(data)]
+    ends[3] = ends[4]  # an empty span
+    joined = _cdc.object_ids(7, data, ends)
+    starts = [0, *ends[:-1]]
+    want = [blake3(b"\x07" + data[a:b]).digest() for a, b in zip(starts, ends, strict=True)]
+    assert joined == b"".join(want)
+    assert hashing.object_ids(ObjType.CHUNK, memoryview(data), ends[:2]) == [
+        hashing.object_id(ObjType.CHUNK, data[: ends[0]]),
+        hashing.object_id(ObjType.CHUNK, data[ends[0] : ends[1]]),
+    ]
+    assert _cdc.object_ids(1, data, []) == b""
+    with pytest.raises(ValueError, match="must rise"):
+        _cdc.object_ids(1, data, [10, 5])
+    with pytest.raises(ValueError, match="must rise"):
+        _cdc.object_ids(1, data, [len(data) + 1])
+    with pytest.raises(ValueError, match="a byte"):
+        _cdc.object_ids(256, data, [1])
+    with pytest.raises(TypeError):
+        _cdc.object_ids(1, data, 5)  # type: ignore[arg-type]
+
+
 def test_the_fallback_gives_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
     data = os.urandom(2 * MAX) + bytes(MAX) + os.urandom(MAX // 3)
     view = memoryview(data)
@@ -104,6 +131,11 @@ def test_the_fallback_gives_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
     fallback = [chunking.cut_and_hash(view, stop, skip) for skip, stop in [(0, len(data)), (5, 9)]]
     assert native == fallback
     assert hashing._blake3_id(ObjType.CHUNK, data) == hashing.object_id(ObjType.CHUNK, data)
+    ends = [MAX, MAX, 2 * MAX + 5, len(data)]
+    native_ids = hashing.object_ids(ObjType.CHUNK, view, ends)
+    monkeypatch.setattr(hashing, "_id", hashing._blake3_id)
+    monkeypatch.setattr(hashing, "_ids", hashing._ids_function(native=False))
+    assert hashing.object_ids(ObjType.CHUNK, view, ends) == native_ids
 
 
 def test_bad_arguments_are_refused() -> None:

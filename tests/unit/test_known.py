@@ -425,3 +425,44 @@ def test_chunks_stored_by_the_float_codec_are_recognised_by_their_ids(
     for version, payload in (("m:v2", data), ("m:v3", edited)):
         assert _file_chunks(store, version, "w.bin") == _expected(payload)
         assert (Path(store.get(version).path) / "w.bin").read_bytes() == payload
+
+
+@pytest.mark.usefixtures("float_codec")
+def test_scattered_edits_among_compressed_chunks_give_the_chunks_of_cutting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Runs of chunks stored compressed are hashed in batches that start at one chunk
+    after an edit and double while every chunk matches (``Match._hashed``). A version
+    edited every MiB or so, in small and large edits and at a byte past a cut, still
+    gets exactly the chunks of cutting and hashing, with most of it recognised; and the
+    new chunks, encoded on a pool thread after the follow (``_PENDING``), read back."""
+    from modelvault.core import hashing
+    from modelvault.odb import known as known_mod
+
+    data = _floats(7, 40 * MAX)
+    edited = bytearray(data)
+    rng = random.Random(3)
+    at = 0
+    for n in [1, 4, 65536, 3 * 65536, 2, 300_000, 8, 65536]:  # bytes overwritten each time
+        at += rng.randrange(MAX, 4 * MAX)
+        edited[at : at + n] = _floats(rng.randrange(1000), n + 3)[:n]
+    store = modelvault.Store(tmp_path / "store")
+    for version, payload in (("v1", data), ("v2", bytes(edited))):
+        (tmp_path / version).mkdir()
+        (tmp_path / version / "w.bin").write_bytes(payload)
+    store.save(tmp_path / "v1", "m:v1")
+    batches: list[int] = []
+    real = hashing.object_ids
+
+    def counted(kind: ObjType, data: memoryview, ends: list[int]) -> list[bytes]:
+        batches.append(len(ends))
+        return real(kind, data, ends)
+
+    monkeypatch.setattr(known_mod, "object_ids", counted)
+    counting = _Counting(monkeypatch)
+    store.save(tmp_path / "v2", "m:v2")
+    assert counting.hits >= len(edited) - 8 * 3 * MAX  # all but the edits' neighbourhoods
+    assert max(batches) >= 8 and batches.count(1) >= 8  # batches grew, and restarted
+    assert _file_chunks(store, "m:v2", "w.bin") == _expected(bytes(edited))
+    assert (Path(store.get("m:v2").path) / "w.bin").read_bytes() == bytes(edited)
+    assert store.verify().ok
