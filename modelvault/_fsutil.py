@@ -212,17 +212,109 @@ def start_writeback(fd: int, offset: int, nbytes: int) -> None:
         fn(fd, offset, nbytes, 2)  # SYNC_FILE_RANGE_WRITE; an error only means no head start
 
 
-@functools.cache
-def _sync_file_range() -> Any:
+def _libc(name: str, *argtypes: str) -> Any:
+    """The C library's function ``name`` returning int, with ``argtypes`` (ctypes type
+    names), setting errno; None where it has no such function."""
     import ctypes
 
     try:
-        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+        fn = getattr(ctypes.CDLL(None, use_errno=True), name)
     except (OSError, AttributeError):
         return None
     fn.restype = ctypes.c_int
-    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    fn.argtypes = [getattr(ctypes, t) for t in argtypes]
     return fn
+
+
+@functools.cache
+def _sync_file_range() -> Any:
+    return _libc("sync_file_range", "c_int", "c_int64", "c_int64", "c_uint")
+
+
+def preallocate(fd: int, offset: int, nbytes: int) -> None:
+    """Reserve disk blocks for ``[offset, offset + nbytes)`` of the file ``fd`` now, without
+    changing its size (Linux ``fallocate`` with ``FALLOC_FL_KEEP_SIZE``; elsewhere, or on
+    a file system that cannot, nothing: glibc's ``posix_fallocate`` would write zeros).
+
+    Why: on ext4 every page written to a file without blocks takes a delayed-allocation
+    reservation, and each write-back started while writing (:class:`WriteBack`) then
+    allocates blocks a few MiB at a time. Writing 1 GiB in 256 KiB writes with write-back
+    every 8 MiB took 0.48-1.5 s of system time and 0.63-1.7 s in all on this project's
+    VMs, and 0.14-0.16 s and 0.41-0.44 s with the blocks reserved first. Blocks reserved
+    past the end a file finally has stay allocated to it until it is truncated
+    (:func:`release_unused`).
+
+    Raises:
+        OSError: ENOSPC or EDQUOT when the disk lacks the room (before a byte is written).
+    """
+    fn = _fallocate()
+    if fn is None or nbytes <= 0:
+        return
+    if fn(fd, 1, offset, nbytes) == 0:  # 1: FALLOC_FL_KEEP_SIZE
+        return
+    import ctypes
+
+    err = ctypes.get_errno()
+    if err in (errno.ENOSPC, errno.EDQUOT):
+        raise OSError(err, os.strerror(err))
+    # anything else (EOPNOTSUPP, ENOSYS, EINVAL, EBADF of a special file): no head start
+
+
+def release_unused(fd: int) -> None:
+    """Give back the blocks :func:`preallocate` reserved past the end of ``fd`` (truncate
+    to its own size); nothing where ``fallocate`` is not used."""
+    if _fallocate() is not None:
+        os.ftruncate(fd, os.fstat(fd).st_size)
+
+
+class Reservation:
+    """Reserves a growing file's disk blocks ahead of its end (:func:`preallocate`),
+    ``step`` bytes at a time, while the disk has ``min_free`` bytes free: writers that
+    reserve ahead (several pack lanes at once) must not fill a nearly full disk that the
+    bytes themselves would fit on. Once a reservation is refused or the disk runs low,
+    the writes go on unreserved, as they would without it.
+
+    Call :meth:`cover` with the file's end after each write, before the write, and
+    :meth:`finish` when the last byte is written (before the fsync).
+    """
+
+    STEP = 8 << 20
+    MIN_FREE = 256 << 20
+
+    def __init__(self, fd: int, start: int = 0) -> None:
+        self._fd = fd
+        self._end = start  # where the bytes written (or about to be) end
+        self._reserved = start  # reserved up to here; 0: no longer reserving
+
+    def cover(self, end: int) -> None:
+        """The file will end at ``end`` after the next write: reserve past it if needed."""
+        self._end = end
+        if not self._reserved or end <= self._reserved:
+            return
+        try:
+            st = os.fstatvfs(self._fd)
+            if st.f_bavail * st.f_frsize < self.MIN_FREE:
+                raise OSError(errno.ENOSPC, "little space left: nothing reserved ahead")
+            preallocate(self._fd, self._reserved, end + self.STEP - self._reserved)
+        except OSError:  # ENOSPC / EDQUOT / a file system without fstatvfs
+            self._reserved = 0
+            return
+        self._reserved = end + self.STEP
+
+    def finish(self) -> None:
+        """Give back the blocks reserved past the end."""
+        if self._reserved > self._end:
+            release_unused(self._fd)
+            self._reserved = self._end
+
+
+@functools.cache
+def _fallocate() -> Any:
+    import sys
+
+    if not sys.platform.startswith("linux"):  # (glibc's own, which never writes zeros)
+        return None
+    return _libc("fallocate", "c_int", "c_int", "c_int64", "c_int64")
 
 
 class WriteBack:

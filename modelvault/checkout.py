@@ -101,7 +101,8 @@ def write_file(
     """Write one stored file to ``dest`` (which must not exist) and fsync it.
 
     Reader threads map and verify batches of chunks; this thread writes them in order,
-    starting write-back as it goes (``_fsutil.WriteBack``).
+    into blocks reserved for the whole file first (``_fsutil.preallocate``), starting
+    write-back as it goes (``_fsutil.WriteBack``).
     """
     ids = [cid for cid, _ in fobj.chunks]
     batches = [ids[i : i + _READ_BATCH] for i in range(0, len(ids), _READ_BATCH)]
@@ -112,6 +113,7 @@ def write_file(
     fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     writeback = _fsutil.WriteBack(fd)
     try:
+        _fsutil.preallocate(fd, 0, fobj.size)
         for _, datas in ordered_map(pool, fetch, batches, 4):
             _fsutil.write_all(fd, datas)
             n = sum(len(d) for d in datas)
