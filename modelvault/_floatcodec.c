@@ -1714,25 +1714,32 @@ huf_decode(const uint8_t *src, Py_ssize_t len, Py_ssize_t n, int v, int symbits,
         at += bl[k];
     }
     /* pairs: decodes the code at the bottom of x and, if the next code fits in the rest
-     * of the t bits, that one too */
+     * of the t bits, that one too. Built symbol by symbol: the x whose code is symbol s
+     * (length l1, code c1) are c1 | y << l1 for every y below 2^(t - l1), and the next
+     * code is then the one at the bottom of y, tab[y], whole if its length is at most
+     * t - l1: a sequential read of tab rather than a lookup that waits on the first. */
     uint32_t *tab2 = tb->tab2;
-    if (wide) {
-        for (uint32_t x = 0; x <= tm; x++) {
-            uint16_t e1 = tab[x], e2 = tab[x >> (e1 >> 12)];
-            uint32_t l1 = e1 >> 12, l2 = e2 >> 12;
-            tab2[x] = l1 + l2 <= (uint32_t)t
-                          ? (uint32_t)(e1 & 0x3FF) | (l1 + l2) << 10 | 1u << 14 |
-                                (uint32_t)(e2 & 0x3FF) << 16
-                          : (uint32_t)(e1 & 0x3FF) | l1 << 10;
-        }
-    } else {
-        for (uint32_t x = 0; x <= tm; x++) {
-            uint16_t e1 = tab[x], e2 = tab[x >> (e1 >> 12)];
-            uint32_t l1 = e1 >> 12, l2 = e2 >> 12;
-            tab2[x] = l1 + l2 <= (uint32_t)t
-                          ? (uint32_t)(e1 & 255) | (uint32_t)(e2 & 255) << 8 |
-                                (l1 + l2) << 16 | 2u << 24
-                          : (uint32_t)(e1 & 255) | l1 << 16 | 1u << 24;
+    for (int s = first; s <= last; s++) {
+        const uint32_t l1 = lens[s];
+        if (!l1)
+            continue;
+        const uint32_t c1 = codes[s] & 0xFFFF, rest = (uint32_t)t - l1, ny = 1u << rest;
+        if (wide) {
+            const uint32_t one = (uint32_t)s | l1 << 10, two = (uint32_t)s | 1u << 14;
+            for (uint32_t y = 0; y < ny; y++) {
+                const uint16_t e2 = tab[y];
+                const uint32_t l2 = (uint32_t)e2 >> 12;
+                tab2[c1 | y << l1] =
+                    l2 <= rest ? two | (l1 + l2) << 10 | (uint32_t)(e2 & 0x3FF) << 16 : one;
+            }
+        } else {
+            const uint32_t one = (uint32_t)s | l1 << 16 | 1u << 24, two = (uint32_t)s | 2u << 24;
+            for (uint32_t y = 0; y < ny; y++) {
+                const uint16_t e2 = tab[y];
+                const uint32_t l2 = (uint32_t)e2 >> 12;
+                tab2[c1 | y << l1] =
+                    l2 <= rest ? two | (uint32_t)(e2 & 255) << 8 | (l1 + l2) << 16 : one;
+            }
         }
     }
     const uint8_t *base = b[0].p;
