@@ -240,9 +240,11 @@ def preallocate(fd: int, offset: int, nbytes: int) -> None:
     reservation, and each write-back started while writing (:class:`WriteBack`) then
     allocates blocks a few MiB at a time. Writing 1 GiB in 256 KiB writes with write-back
     every 8 MiB took 0.48-1.5 s of system time and 0.63-1.7 s in all on this project's
-    VMs, and 0.14-0.16 s and 0.41-0.44 s with the blocks reserved first. Blocks reserved
-    past the end a file finally has stay allocated to it until it is truncated
-    (:func:`release_unused`).
+    VMs, and 0.14-0.16 s and 0.41-0.44 s with the blocks reserved first. Used where the
+    final size is known (a checkout's files); packs reserved 8 MiB ahead at a time made a
+    1 GiB fp32 save 7% less CPU but 7% more wall time (10 alternating runs), so they do
+    not. Blocks reserved past the end a file finally has stay allocated to it until it is
+    truncated.
 
     Raises:
         OSError: ENOSPC or EDQUOT when the disk lacks the room (before a byte is written).
@@ -258,54 +260,6 @@ def preallocate(fd: int, offset: int, nbytes: int) -> None:
     if err in (errno.ENOSPC, errno.EDQUOT):
         raise OSError(err, os.strerror(err))
     # anything else (EOPNOTSUPP, ENOSYS, EINVAL, EBADF of a special file): no head start
-
-
-def release_unused(fd: int) -> None:
-    """Give back the blocks :func:`preallocate` reserved past the end of ``fd`` (truncate
-    to its own size); nothing where ``fallocate`` is not used."""
-    if _fallocate() is not None:
-        os.ftruncate(fd, os.fstat(fd).st_size)
-
-
-class Reservation:
-    """Reserves a growing file's disk blocks ahead of its end (:func:`preallocate`),
-    ``step`` bytes at a time, while the disk has ``min_free`` bytes free: writers that
-    reserve ahead (several pack lanes at once) must not fill a nearly full disk that the
-    bytes themselves would fit on. Once a reservation is refused or the disk runs low,
-    the writes go on unreserved, as they would without it.
-
-    Call :meth:`cover` with the file's end after each write, before the write, and
-    :meth:`finish` when the last byte is written (before the fsync).
-    """
-
-    STEP = 8 << 20
-    MIN_FREE = 256 << 20
-
-    def __init__(self, fd: int, start: int = 0) -> None:
-        self._fd = fd
-        self._end = start  # where the bytes written (or about to be) end
-        self._reserved = start  # reserved up to here; 0: no longer reserving
-
-    def cover(self, end: int) -> None:
-        """The file will end at ``end`` after the next write: reserve past it if needed."""
-        self._end = end
-        if not self._reserved or end <= self._reserved:
-            return
-        try:
-            st = os.fstatvfs(self._fd)
-            if st.f_bavail * st.f_frsize < self.MIN_FREE:
-                raise OSError(errno.ENOSPC, "little space left: nothing reserved ahead")
-            preallocate(self._fd, self._reserved, end + self.STEP - self._reserved)
-        except OSError:  # ENOSPC / EDQUOT / a file system without fstatvfs
-            self._reserved = 0
-            return
-        self._reserved = end + self.STEP
-
-    def finish(self) -> None:
-        """Give back the blocks reserved past the end."""
-        if self._reserved > self._end:
-            release_unused(self._fd)
-            self._reserved = self._end
 
 
 @functools.cache

@@ -62,8 +62,7 @@ class ArchiveWriter:
     Writing and the running checksum happen in one helper thread (both release the
     GIL), in the order parts were given; at most ``SINK_DEPTH`` batches wait for it.
     A local file is also flushed to disk every ``_FLUSH_EVERY`` bytes in the background,
-    so the final fsync (by the caller) has little left to wait for, and its disk blocks
-    are reserved ahead of the writes (``_fsutil.Reservation``).
+    so the final fsync (by the caller) has little left to wait for.
     """
 
     def __init__(self, out: IO[bytes], manifest: Manifest) -> None:
@@ -77,20 +76,14 @@ class ArchiveWriter:
         self._writeback = (
             _fsutil.WriteBack(self._fd, _FLUSH_EVERY) if self._fd is not None else None
         )
-        self._reservation = _fsutil.Reservation(self._fd) if self._fd is not None else None
-        self._written = 0  # bytes the helper thread wrote
         body = manifest.encode()
         self._write([header(body), body])
 
     def _emit(self, parts: list[bytes | memoryview]) -> None:  # in the helper thread
         if self._fd is not None:
-            n = sum(len(p) for p in parts)
-            if self._reservation is not None:
-                self._reservation.cover(self._written + n)
             _fsutil.write_all(self._fd, parts)
-            self._written += n
             if self._writeback is not None:
-                self._writeback.wrote(n)
+                self._writeback.wrote(sum(len(p) for p in parts))
         else:
             for part in parts:
                 self._out.write(part)
@@ -137,15 +130,10 @@ class ArchiveWriter:
         digest = self._hash.digest()
         self._emit_raw(digest)
         self._pos += len(digest)
-        if self._reservation is not None:
-            self._reservation.finish()
 
     def _emit_raw(self, data: bytes) -> None:
         if self._fd is not None:
-            if self._reservation is not None:
-                self._reservation.cover(self._written + len(data))
             _fsutil.write_all(self._fd, [data])
-            self._written += len(data)
         else:
             self._out.write(data)
 

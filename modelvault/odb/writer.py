@@ -107,18 +107,12 @@ class _OpenPack(PackBuilder):
             self.discard()
             raise
         self.flushed = self.pos  # write-back started up to here
-        self.reservation = _fsutil.Reservation(self.fd, self.pos)  # disk blocks, ahead
 
     def write(self, parts: list[bytes | memoryview]) -> None:
-        self.reservation.cover(self.pos)  # (pos counts the parts already)
         _fsutil.write_all(self.fd, parts)
         if self.pos - self.flushed >= _WRITEBACK:  # let the disk start on it now
             _fsutil.start_writeback(self.fd, self.flushed, self.pos - self.flushed)
             self.flushed = self.pos
-
-    def finish(self) -> None:
-        """Give back the blocks reserved past the end (before the pack is sealed)."""
-        self.reservation.finish()
 
     def discard(self) -> None:
         os.close(self.fd)
@@ -250,7 +244,6 @@ class PackWriter:
 
                 self._sealer = ThreadPoolExecutor(1, thread_name_prefix="modelvault-seal")
             sealer = self._sealer
-        pack.finish()
         fut = sealer.submit(self._publish, pack.fd, pack.tmp, pack.seal())
         with self._lock:
             self._sealing.append(fut)
