@@ -7,7 +7,7 @@ SSE2, SSE4.1, AVX2 and AVX-512 back ends are the hand-written assembly files, ch
 run time by CPUID (AVX-512 needs AVX512F and AVX512VL and the OS saving ZMM state): GCC's
 build of the intrinsics versions hashes at ~2.2 GB/s on an AVX2 host, the assembly at
 ~3.5 GB/s; on an AMD EPYC with AVX-512 (2026-12) the AVX2 assembly hashes 64 KiB chunks
-at ~3.0 GB/s and the AVX-512 one at ~5.6 GB/s. Elsewhere only the portable C is built.
+at ~3.0 GB/s and the AVX-512 one at ~6.5 GB/s. Elsewhere only the portable C is built.
 
 The extension is optional: when it cannot be built, ``modelvault.core.chunking`` uses
 pyfastcdc and the ``blake3`` package instead, with the same results.

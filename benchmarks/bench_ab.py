@@ -37,7 +37,8 @@ tree = sys.argv[1]
 sys.meta_path = [f for f in sys.meta_path if "editable" not in repr(f).lower()]
 sys.path.insert(0, tree)
 import modelvault
-assert modelvault.__file__.startswith(tree), modelvault.__file__
+import modelvault._cdc, modelvault._floatcodec  # (built there: no pure-Python stand-ins)
+assert modelvault.__file__.startswith(tree + "/"), modelvault.__file__
 step, folder, store = sys.argv[2], sys.argv[3], sys.argv[4]
 s = modelvault.Store(store)
 start, cpu = time.perf_counter(), time.process_time()
@@ -66,10 +67,11 @@ def _prepare(folder: Path, drop: bool) -> None:
 def _run(tree: str, step: str, folder: Path, store: Path) -> dict[str, float]:
     out = subprocess.run(
         [sys.executable, "-c", _CHILD, tree, step, str(folder), str(store)],
-        check=True,
         capture_output=True,
         text=True,
     )
+    if out.returncode:
+        raise SystemExit(f"{step} with {tree} failed:\n{out.stderr}")
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
@@ -85,6 +87,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.step == "version" and args.version_of is None:
         ap.error("--step version needs --version-of")
+    args.old, args.new = str(Path(args.old).resolve()), str(Path(args.new).resolve())
     results: dict[str, list[dict[str, float]]] = {"old": [], "new": []}
     with tempfile.TemporaryDirectory(prefix="mv-ab-", dir="/var/tmp") as tmp:
         work = Path(tmp)

@@ -231,7 +231,7 @@ def _sync_file_range() -> Any:
     return _libc("sync_file_range", "c_int", "c_int64", "c_int64", "c_uint")
 
 
-def preallocate(fd: int, offset: int, nbytes: int) -> None:
+def preallocate(fd: int, offset: int, nbytes: int, path: Path | None = None) -> None:
     """Reserve disk blocks for ``[offset, offset + nbytes)`` of the file ``fd`` now, without
     changing its size (Linux ``fallocate`` with ``FALLOC_FL_KEEP_SIZE``; elsewhere, or on
     a file system that cannot, nothing: glibc's ``posix_fallocate`` would write zeros).
@@ -247,7 +247,8 @@ def preallocate(fd: int, offset: int, nbytes: int) -> None:
     truncated.
 
     Raises:
-        OSError: ENOSPC or EDQUOT when the disk lacks the room (before a byte is written).
+        OSError: ENOSPC or EDQUOT when the disk lacks the room (before a byte is written),
+            naming ``path``, the file being written.
     """
     fn = _fallocate()
     if fn is None or nbytes <= 0:
@@ -258,7 +259,7 @@ def preallocate(fd: int, offset: int, nbytes: int) -> None:
 
     err = ctypes.get_errno()
     if err in (errno.ENOSPC, errno.EDQUOT):
-        raise OSError(err, os.strerror(err))
+        raise OSError(err, os.strerror(err), None if path is None else str(path))
     # anything else (EOPNOTSUPP, ENOSYS, EINVAL, EBADF of a special file): no head start
 
 

@@ -113,7 +113,7 @@ def write_file(
     fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     writeback = _fsutil.WriteBack(fd)
     try:
-        _fsutil.preallocate(fd, 0, fobj.size)
+        _fsutil.preallocate(fd, 0, fobj.size, dest)
         for _, datas in ordered_map(pool, fetch, batches, 4):
             _fsutil.write_all(fd, datas)
             n = sum(len(d) for d in datas)

@@ -58,6 +58,12 @@ def _ids_function(native: bool = True) -> Callable[[int, bytes | memoryview, Seq
 
     def ids(kind: int, data: bytes | memoryview, ends: Sequence[int]) -> bytes:
         view, starts = memoryview(data), [0, *ends[:-1]]
+        for i, (a, b) in enumerate(zip(starts, ends, strict=True)):
+            if not a <= b <= len(view):
+                raise ValueError(
+                    f"ends[{i}] is {b}: the ends must rise and lie within the buffer's "
+                    f"{len(view)} bytes"
+                )
         return b"".join(_id(kind, view[a:b]) for a, b in zip(starts, ends, strict=True))
 
     if not native:
@@ -74,7 +80,7 @@ _ids = _ids_function()
 
 def object_ids(kind: ObjType, data: bytes | memoryview, ends: Sequence[int]) -> list[bytes]:
     """The ids of the consecutive objects ``data[0:ends[0]]``, ``data[ends[0]:ends[1]]``,
-    ... (each of ``kind``), hashed in one call that lets other threads run."""
+    ... (each of ``kind``), hashed in one call (the compiled one lets other threads run)."""
     joined = _ids(kind, data, ends)
     return [joined[i : i + ID_LEN] for i in range(0, len(joined), ID_LEN)]
 

@@ -158,8 +158,9 @@ class Match:
         starting before ``last_start``, by hashing the new bytes at their cut points, a
         batch in one call: ``(bytes, chunks, all)``, what matched in a row and whether
         every chunk of the batch did. A batch is one chunk after an edit and doubles while
-        every chunk matches, up to :data:`HASH_RUN` bytes: hashing past an edit is wasted,
-        and a new version's edits can be a chunk or two every MiB."""
+        every chunk matches, to :data:`HASH_RUN` bytes (and the chunk that crosses it); a
+        batch cut short by the end of the pass or a raw chunk keeps its size. Hashing past
+        an edit is wasted, and a new version's edits can be a chunk or two every MiB."""
         stored = self.known._at
         ends: list[int] = []
         p, j = pos, k
@@ -175,7 +176,7 @@ class Match:
             if got != stored[k + i][0]:  # type: ignore[index]  # (gathered above: not None)
                 self._batch = HASH_FIRST  # an edit: the next run may be short too
                 return (ends[i - 1] if i else 0), i, False
-        self._batch = min(2 * (p - pos), HASH_RUN)
+        self._batch = min(max(self._batch, 2 * (p - pos)), HASH_RUN)  # (a short run: kept)
         return p - pos, len(ends), True
 
     def __call__(self, view: memoryview, at: int) -> tuple[bytes, int] | None:

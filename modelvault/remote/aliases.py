@@ -41,6 +41,8 @@ __all__ = [
 
 MOVE_ATTEMPTS = 10  # a move refused this often in a row: the alias is being fought over
 MOVE_BACKOFF = 0.005  # seconds: a refused move waits up to this, doubled each time, jittered
+_JITTER = random.SystemRandom()  # not the global generator, which scripts seed alike
+_sleep = time.sleep  # (tests record the waits here)
 
 
 def _decode(url: str, name: str, alias: str, data: bytes) -> AliasValue:
@@ -80,7 +82,7 @@ def move_remote_alias(t: Transport, value: AliasValue) -> bool:
     key = alias_key(value.name, value.alias)
     for attempt in range(MOVE_ATTEMPTS):
         if attempt:
-            time.sleep(random.uniform(0, MOVE_BACKOFF * 2 ** (attempt - 1)))
+            _sleep(_JITTER.uniform(0, MOVE_BACKOFF * 2 ** (attempt - 1)))
         try:
             data, token = t.get_versioned(key)
         except NotFound:

@@ -196,10 +196,16 @@ class _Rival(Metered):
 
 
 @pytest.mark.parametrize("wins", [MOVE_ATTEMPTS - 1, MOVE_ATTEMPTS])
-def test_a_move_outlasts_rivals_then_gives_up(remote: dict[str, Any], wins: int) -> None:
+def test_a_move_outlasts_rivals_then_gives_up(
+    remote: dict[str, Any], wins: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Each refused move reads the alias again and retries after a jittered, doubling
     wait: a move that loses nine times in a row still lands; one that loses every one of
     its attempts raises RemoteError and leaves the rival's alias as it was."""
+    from modelvault.remote import aliases
+
+    waits: list[float] = []
+    monkeypatch.setattr(aliases, "_sleep", waits.append)
     first = AliasValue("iris", "prod", "v0", bytes(32))
     _transport(remote).put(alias_key("iris", "prod"), first.encode())  # the rivals replace it
     t = _Rival(_transport(remote), wins)
@@ -209,10 +215,16 @@ def test_a_move_outlasts_rivals_then_gives_up(remote: dict[str, Any], wins: int)
         assert t.requests == 2 * MOVE_ATTEMPTS  # each attempt: one read, one conditional write
         assert AliasValue.decode("iris", "prod", t.get(alias_key("iris", "prod"))) == mine
     else:
-        with pytest.raises(modelvault.errors.RemoteError, match="other writers moved it 10 times"):
+        with pytest.raises(
+            modelvault.errors.RemoteError, match=f"other writers moved it {MOVE_ATTEMPTS} times"
+        ):
             move_remote_alias(t, mine)
         assert t.requests == 2 * MOVE_ATTEMPTS
         assert AliasValue.decode("iris", "prod", t.get(alias_key("iris", "prod"))).version == "r0"
+    # a wait before every attempt but the first, each below its doubled bound, jittered
+    assert len(waits) == MOVE_ATTEMPTS - 1
+    assert all(0 <= w <= aliases.MOVE_BACKOFF * 2**i for i, w in enumerate(waits))
+    assert len(set(waits)) == len(waits)
 
 
 def test_push_of_an_alias_counts_its_requests(tmp_path: Path, remote: dict[str, Any]) -> None:

@@ -89,18 +89,57 @@ def test_replacing_puts_the_file_in_place_only_when_the_block_ends_normally(
 
 def test_preallocate_reserves_blocks_without_changing_the_size(tmp_path: Path) -> None:
     """``preallocate`` (Linux ``fallocate``, KEEP_SIZE) gives the file its blocks ahead of
-    the writes, its size unchanged: a file written short of them reads back as written."""
+    the writes, its size unchanged: a file written short of them reads back as written.
+    (Linux only, where the file system has ``fallocate``: the ext4 of this project's
+    machines and CI.)"""
+    assert _fsutil._fallocate() is not None, "Linux's fallocate(2) is missing here"
     path = tmp_path / "f"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
-        _fsutil.preallocate(fd, 0, 8 << 20)
+        _fsutil.preallocate(fd, 0, 8 << 20, path)
         st = os.fstat(fd)
         assert st.st_size == 0 and st.st_blocks * 512 >= 8 << 20
         _fsutil.write_all(fd, [b"x" * 300_000])
         assert os.fstat(fd).st_size == 300_000
-        os.ftruncate(fd, 300_000)  # what a shorter file does with the blocks past its end
-        assert os.fstat(fd).st_blocks * 512 < 1 << 20
-        _fsutil.preallocate(fd, 0, 0)  # nothing to reserve: nothing done
     finally:
         os.close(fd)
     assert path.read_bytes() == b"x" * 300_000
+
+
+def test_preallocate_raises_a_full_disk_and_ignores_the_rest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ENOSPC / EDQUOT from fallocate is an OSError naming the file (the store's handler
+    makes it DiskFull); a file system that cannot reserve (EOPNOTSUPP, ENOSYS, EINVAL)
+    only means no reservation."""
+    import ctypes
+    import errno
+
+    from modelvault.errors import DiskFull
+
+    failing = {"errno": 0}
+
+    def fake(fd: int, mode: int, offset: int, nbytes: int) -> int:
+        ctypes.set_errno(failing["errno"])
+        return -1
+
+    monkeypatch.setattr(_fsutil, "_fallocate", lambda: fake)
+    path = tmp_path / "f"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        for code in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+            failing["errno"] = code
+            _fsutil.preallocate(fd, 0, 1 << 20, path)  # no exception
+        for code in (errno.ENOSPC, errno.EDQUOT):
+            failing["errno"] = code
+            with pytest.raises(OSError) as err:
+                _fsutil.preallocate(fd, 0, 1 << 20, path)
+            assert err.value.errno == code and err.value.filename == str(path)
+        failing["errno"] = errno.ENOSPC
+        with (
+            pytest.raises(DiskFull, match=str(path)),
+            _fsutil.reports_disk_full("writing out the model folder", tmp_path),
+        ):
+            _fsutil.preallocate(fd, 0, 1 << 20, path)
+    finally:
+        os.close(fd)

@@ -464,5 +464,16 @@ def test_scattered_edits_among_compressed_chunks_give_the_chunks_of_cutting(
     assert counting.hits >= len(edited) - 8 * 3 * MAX  # all but the edits' neighbourhoods
     assert max(batches) >= 8 and batches.count(1) >= 8  # batches grew, and restarted
     assert _file_chunks(store, "m:v2", "w.bin") == _expected(bytes(edited))
+    from modelvault.core import codec
+    from modelvault.core.codec import Codec
+
+    old = {c for c, _ in _file_chunks(store, "m:v1", "w.bin")}
+    new = [c for c, _ in _file_chunks(store, "m:v2", "w.bin") if c not in old]
+    assert len(new) >= 8  # the edits' chunks, encoded on the pool after the follow
+    db = store.repo.objects
+    for c in new:  # stored as encoding them then and there would have stored them
+        how, _ = codec.encode(db.read(c, ObjType.CHUNK))
+        assert db.entry(c).codec == how  # type: ignore[union-attr]
+    assert any(db.entry(c).codec == Codec.FLOAT for c in new)  # type: ignore[union-attr]
     assert (Path(store.get("m:v2").path) / "w.bin").read_bytes() == bytes(edited)
     assert store.verify().ok
