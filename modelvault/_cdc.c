@@ -242,6 +242,17 @@ cut_hash_all(const uint8_t *buf, uint64_t len, uint64_t stop, uint64_t skip, uin
     return n;
 }
 
+/* Nonzero, with ValueError set, unless ``kind`` (the object type prefixed to what is
+ * hashed) is a byte. */
+static int
+bad_kind(int kind)
+{
+    if (kind >= 0 && kind <= 255)
+        return 0;
+    PyErr_Format(PyExc_ValueError, "kind is %d: it must be a byte (0 to 255)", kind);
+    return 1;
+}
+
 static PyObject *
 cut_hash(PyObject *self, PyObject *args)
 {
@@ -258,10 +269,8 @@ cut_hash(PyObject *self, PyObject *args)
                      "buffer's length) must hold", skip, stop, view.len);
         goto done;
     }
-    if (kind < 0 || kind > 255) {
-        PyErr_Format(PyExc_ValueError, "kind is %d: it must be a byte (0 to 255)", kind);
+    if (bad_kind(kind))
         goto done;
-    }
     /* Every chunk but the buffer's last is at least MIN_SIZE bytes, and the kept ones
      * start at skip or later and before stop. */
     Py_ssize_t cap = (stop - skip) / MIN_SIZE + 2, n;
@@ -307,10 +316,8 @@ object_id(PyObject *self, PyObject *args)
         return NULL;
     PyObject *result = NULL;
     struct scratch *scratch = NULL;
-    if (kind < 0 || kind > 255) {
-        PyErr_Format(PyExc_ValueError, "kind is %d: it must be a byte (0 to 255)", kind);
+    if (bad_kind(kind))
         goto done;
-    }
     scratch = PyMem_RawMalloc(sizeof *scratch);
     result = PyBytes_FromStringAndSize(NULL, ID_LEN);
     if (scratch == NULL || result == NULL) {
@@ -346,10 +353,8 @@ object_ids(PyObject *self, PyObject *args)
     PyObject *result = NULL, *seq = NULL;
     struct scratch *scratch = NULL;
     uint64_t *ends = NULL;
-    if (kind < 0 || kind > 255) {
-        PyErr_Format(PyExc_ValueError, "kind is %d: it must be a byte (0 to 255)", kind);
+    if (bad_kind(kind))
         goto done;
-    }
     seq = PySequence_Fast(ends_obj, "ends must be a sequence of offsets");
     if (seq == NULL)
         goto done;

@@ -35,8 +35,8 @@ def _blake3_id(kind: int, data: bytes | memoryview) -> bytes:
 
 def _id_function() -> Callable[[int, bytes | memoryview], bytes]:
     """The compiled hash (``modelvault/_cdc.c``), which hashes all of a chunk with AVX-512
-    or AVX2 where the blake3 package, given the type byte first, hashes ~90% of it that way; the
-    blake3 package when it was not built (the ids are the same)."""
+    or AVX2 where the blake3 package, given the type byte first, hashes ~90% of it that
+    way; the blake3 package when it was not built (the ids are the same)."""
     try:
         from modelvault._cdc import object_id as native
     except ImportError:
@@ -57,14 +57,15 @@ def _ids_function(native: bool = True) -> Callable[[int, bytes | memoryview, Seq
     ids one by one."""
 
     def ids(kind: int, data: bytes | memoryview, ends: Sequence[int]) -> bytes:
-        view, starts = memoryview(data), [0, *ends[:-1]]
-        for i, (a, b) in enumerate(zip(starts, ends, strict=True)):
+        view, parts = memoryview(data), []
+        for i, (a, b) in enumerate(zip([0, *ends[:-1]], ends, strict=True)):
             if not a <= b <= len(view):
                 raise ValueError(
                     f"ends[{i}] is {b}: the ends must rise and lie within the buffer's "
                     f"{len(view)} bytes"
                 )
-        return b"".join(_id(kind, view[a:b]) for a, b in zip(starts, ends, strict=True))
+            parts.append(_id(kind, view[a:b]))
+        return b"".join(parts)
 
     if not native:
         return ids

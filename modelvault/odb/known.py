@@ -119,9 +119,9 @@ class Match:
                 break
             _, n, where, offset = c
             if not where:  # stored compressed: the new bytes must hash to its id
-                got = self._hashed(view, pos, k, last_start)
-                pos, k = pos + got[0], k + got[1]
-                if got[2]:
+                nbytes, chunks, whole = self._hashed(view, pos, k, last_start)
+                pos, k = pos + nbytes, k + chunks
+                if whole:
                     continue
                 break
             if where != name:

@@ -436,7 +436,8 @@ def test_scattered_edits_among_compressed_chunks_give_the_chunks_of_cutting(
     edited every MiB or so, in small and large edits and at a byte past a cut, still
     gets exactly the chunks of cutting and hashing, with most of it recognised; and the
     new chunks, encoded on a pool thread after the follow (``_PENDING``), read back."""
-    from modelvault.core import hashing
+    from modelvault.core import codec, hashing
+    from modelvault.core.codec import Codec
     from modelvault.odb import known as known_mod
 
     data = _floats(7, 40 * MAX)
@@ -464,9 +465,6 @@ def test_scattered_edits_among_compressed_chunks_give_the_chunks_of_cutting(
     assert counting.hits >= len(edited) - 8 * 3 * MAX  # all but the edits' neighbourhoods
     assert max(batches) >= 8 and batches.count(1) >= 8  # batches grew, and restarted
     assert _file_chunks(store, "m:v2", "w.bin") == _expected(bytes(edited))
-    from modelvault.core import codec
-    from modelvault.core.codec import Codec
-
     old = {c for c, _ in _file_chunks(store, "m:v1", "w.bin")}
     new = [c for c, _ in _file_chunks(store, "m:v2", "w.bin") if c not in old]
     assert len(new) >= 8  # the edits' chunks, encoded on the pool after the follow
