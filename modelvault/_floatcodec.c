@@ -523,9 +523,7 @@ al64(size_t n)
  */
 
 #define HUF_MAX 12
-#ifndef HUF_STREAMS
-#define HUF_STREAMS 8
-#endif
+#define HUF_STREAMS 8 /* the format's; even: huf_encode codes streams in pairs */
 #define HUF_SMALL_M 43690 /* ceil(43690 * 12 / 8) = 65535 */
 #define HUF_KMAX 2        /* mantissa bits coded with the exponent, at most */
 #define HUF_NSYM (256 << HUF_KMAX)
@@ -675,11 +673,19 @@ typedef struct {
     uint8_t *p;
 } bitw;
 
-#define PUT(w, e)                                                                          \
+/* A code table indexed by the symbol as the encoder reads it (a byte, or a u16 whose
+ * top bits beyond the coded ones are dropped by the table, not by a shift a symbol):
+ * the bit-reversed code and its length apart, so a code is two loads, no unpacking. */
+typedef struct {
+    uint16_t code[HUF_NSYM];
+    uint8_t len[HUF_NSYM];
+} huf_enc;
+
+#define PUT(w, t, s)                                                                       \
     do {                                                                                   \
-        uint32_t e_ = (e);                                                                 \
-        (w).buf |= (uint64_t)(e_ & 0xFFFF) << (w).nb;                                      \
-        (w).nb += e_ >> 16;                                                                \
+        uint32_t s_ = (s);                                                                 \
+        (w).buf |= (uint64_t)(t)->code[s_] << (w).nb;                                      \
+        (w).nb += (t)->len[s_];                                                            \
     } while (0)
 #define FLUSH(w)                                                                           \
     do {                                                                                   \
@@ -689,58 +695,97 @@ typedef struct {
         (w).nb &= 7;                                                                       \
     } while (0)
 
-/* One stream of ``c`` symbols: bytes (wide 0) or u16 shifted right by ``sh`` (wide 1). */
+/* One stream of ``c`` symbols: bytes (wide 0) or u16 (wide 1). */
+#define STREAM_LOOP(T)                                                                     \
+    do {                                                                                   \
+        const T *sp = (const T *)src;                                                      \
+        for (; j + 4 <= c; j += 4) { /* 4 codes of <= 12 bits: 48 + 7 bits in the buffer */ \
+            PUT(x, t, sp[j]);                                                              \
+            PUT(x, t, sp[j + 1]);                                                          \
+            PUT(x, t, sp[j + 2]);                                                          \
+            PUT(x, t, sp[j + 3]);                                                          \
+            FLUSH(x);                                                                      \
+        }                                                                                  \
+        for (; j < c; j++) {                                                               \
+            PUT(x, t, sp[j]);                                                              \
+            FLUSH(x);                                                                      \
+        }                                                                                  \
+    } while (0)
+
 static ALWAYS_INLINE bitw
-encode_stream_body(bitw x, const void *src, int wide, int sh, Py_ssize_t c,
-                   const uint32_t *codes)
+encode_stream_body(bitw x, const void *src, int wide, Py_ssize_t c, const huf_enc *t)
 {
     Py_ssize_t j = 0;
-    if (wide) {
-        const uint16_t *sp = (const uint16_t *)src;
-        for (; j + 4 <= c; j += 4) { /* 4 codes of <= 12 bits: 48 + 7 bits in the buffer */
-            PUT(x, codes[sp[j] >> sh]);
-            PUT(x, codes[sp[j + 1] >> sh]);
-            PUT(x, codes[sp[j + 2] >> sh]);
-            PUT(x, codes[sp[j + 3] >> sh]);
-            FLUSH(x);
-        }
-        for (; j < c; j++) {
-            PUT(x, codes[sp[j] >> sh]);
-            FLUSH(x);
-        }
-    } else {
-        const uint8_t *sp = (const uint8_t *)src;
-        for (; j + 4 <= c; j += 4) {
-            PUT(x, codes[sp[j]]);
-            PUT(x, codes[sp[j + 1]]);
-            PUT(x, codes[sp[j + 2]]);
-            PUT(x, codes[sp[j + 3]]);
-            FLUSH(x);
-        }
-        for (; j < c; j++) {
-            PUT(x, codes[sp[j]]);
-            FLUSH(x);
-        }
-    }
+    if (wide)
+        STREAM_LOOP(uint16_t);
+    else
+        STREAM_LOOP(uint8_t);
     FLUSH(x);
     if (x.nb) /* the last, partial byte */
         x.p += 1;
     return x;
 }
 
-#define ENC_ARGS bitw x, const void *src, int wide, int sh, Py_ssize_t c, const uint32_t *codes
+/* Two streams of at least ``c`` symbols each (c a multiple of 4), their first c symbols
+ * at once: two independent chains (each code's shift waits for the length before it).
+ * Leaves both states for encode_stream to finish. */
+#define PAIR_LOOP(T)                                                                       \
+    do {                                                                                   \
+        const T *p = (const T *)sa, *q = (const T *)sb;                                    \
+        for (Py_ssize_t j = 0; j < c; j += 4) {                                            \
+            PUT(x, t, p[j]);                                                               \
+            PUT(y, t, q[j]);                                                               \
+            PUT(x, t, p[j + 1]);                                                           \
+            PUT(y, t, q[j + 1]);                                                           \
+            PUT(x, t, p[j + 2]);                                                           \
+            PUT(y, t, q[j + 2]);                                                           \
+            PUT(x, t, p[j + 3]);                                                           \
+            PUT(y, t, q[j + 3]);                                                           \
+            FLUSH(x);                                                                      \
+            FLUSH(y);                                                                      \
+        }                                                                                  \
+    } while (0)
+
+static ALWAYS_INLINE void
+encode_pair_body(bitw *a, bitw *b, const void *sa, const void *sb, int wide, Py_ssize_t c,
+                 const huf_enc *t)
+{
+    bitw x = *a, y = *b;
+    if (wide)
+        PAIR_LOOP(uint16_t);
+    else
+        PAIR_LOOP(uint8_t);
+    *a = x;
+    *b = y;
+}
+
+#define ENC_ARGS bitw x, const void *src, int wide, Py_ssize_t c, const huf_enc *t
+#define PAIR_ARGS                                                                          \
+    bitw *a, bitw *b, const void *sa, const void *sb, int wide, Py_ssize_t c, const huf_enc *t
 
 static bitw
 encode_stream_plain(ENC_ARGS)
 {
-    return encode_stream_body(x, src, wide, sh, c, codes);
+    return encode_stream_body(x, src, wide, c, t);
+}
+
+static void
+encode_pair_plain(PAIR_ARGS)
+{
+    encode_pair_body(a, b, sa, sb, wide, c, t);
 }
 
 #ifdef BMI2_DISPATCH
 __attribute__((target("bmi2"))) static bitw
 encode_stream_bmi2(ENC_ARGS)
 {
-    return encode_stream_body(x, src, wide, sh, c, codes);
+    return encode_stream_body(x, src, wide, c, t);
+}
+
+__attribute__((target("bmi2"))) static void
+encode_pair_bmi2(PAIR_ARGS)
+{
+    encode_pair_body(a, b, sa, sb, wide, c, t);
 }
 #endif
 
@@ -749,9 +794,21 @@ encode_stream(ENC_ARGS)
 {
 #ifdef BMI2_DISPATCH
     if (use_bmi2)
-        return encode_stream_bmi2(x, src, wide, sh, c, codes);
+        return encode_stream_bmi2(x, src, wide, c, t);
 #endif
-    return encode_stream_plain(x, src, wide, sh, c, codes);
+    return encode_stream_plain(x, src, wide, c, t);
+}
+
+static void
+encode_pair(PAIR_ARGS)
+{
+#ifdef BMI2_DISPATCH
+    if (use_bmi2) {
+        encode_pair_bmi2(a, b, sa, sb, wide, c, t);
+        return;
+    }
+#endif
+    encode_pair_plain(a, b, sa, sb, wide, c, t);
 }
 
 /* Bytes of each stream-length field of a plane of n symbols: 2 while a stream of
@@ -835,16 +892,32 @@ huf_range(const uint8_t *lens, int nsyms, int *first, int *last)
     return t;
 }
 
+/* Room for one stream of a plane of n symbols, written away from the output (huf_encode's
+ * ``tmp``): ceil(n / 8) codes of at most HUF_MAX bits, and the 8 bytes a flush stores. */
+static inline size_t
+huf_tmp_size(Py_ssize_t n)
+{
+    Py_ssize_t m = (n + HUF_STREAMS - 1) / HUF_STREAMS;
+    return (size_t)((m * HUF_MAX + 7) / 8 + 16);
+}
+
 /* Huffman-code the n symbols at ``plane`` (bytes, or u16 >> sh if wide) into ``out``
- * (sub-format 2, room: huf_size); returns the bytes written. */
+ * (sub-format 2, room: huf_size); returns the bytes written. ``tmp``: huf_tmp_size(n)
+ * bytes of scratch. */
 static Py_ssize_t
 huf_encode(const void *plane, int wide, int sh, Py_ssize_t n, const uint8_t *lens,
-           int nsyms, uint8_t *out)
+           int nsyms, uint8_t *out, uint8_t *tmp)
 {
     uint32_t codes[HUF_NSYM];
+    huf_enc tab;
     int first, last;
     int t = huf_range(lens, nsyms, &first, &last);
     huf_codes(lens, codes, nsyms);
+    for (int v = 0; v < (wide ? HUF_NSYM : 256); v++) { /* by the value read: u16 >> sh */
+        uint32_t e = codes[wide ? v >> sh : v];
+        tab.code[v] = (uint16_t)e;
+        tab.len[v] = (uint8_t)(e >> 16);
+    }
     uint8_t *o = out;
     *o++ = (uint8_t)t;
     store16le(o, (uint16_t)first);
@@ -855,21 +928,35 @@ huf_encode(const void *plane, int wide, int sh, Py_ssize_t n, const uint8_t *len
     int lf = huf_lenfield(n);
     o += lf * (HUF_STREAMS - 1);
     Py_ssize_t m = (n + HUF_STREAMS - 1) / HUF_STREAMS;
-    for (int k = 0; k < HUF_STREAMS; k++) { /* one stream at a time, its state in registers,
-                                             * straight into ``out`` (8 bytes of room past
-                                             * each: the next stream overwrites them) */
-        Py_ssize_t c = n - k * m;
-        c = c < 0 ? 0 : (c > m ? m : c);
-        bitw w = {0, 0, o};
-        const void *src = wide ? (const void *)((const uint16_t *)plane + (c > 0 ? k * m : 0))
-                               : (const void *)((const uint8_t *)plane + (c > 0 ? k * m : 0));
-        w = encode_stream(w, src, wide, sh, c, codes);
-        Py_ssize_t b = w.p - o;
-        if (k < HUF_STREAMS - 1 && lf == 2)
-            store16le(lenfield + 2 * k, (uint16_t)b);
-        else if (k < HUF_STREAMS - 1)
-            store32(lenfield + 4 * k, (uint32_t)b);
-        o += b;
+    /* streams two at a time: the even one straight into ``out`` where it belongs (8
+     * bytes of room past it: the next stream overwrites them), the odd one into ``tmp``,
+     * then copied after it */
+    for (int k = 0; k < HUF_STREAMS; k += 2) {
+        Py_ssize_t c[2];
+        const void *src[2];
+        for (int i = 0; i < 2; i++) {
+            Py_ssize_t ci = n - (k + i) * m;
+            c[i] = ci < 0 ? 0 : (ci > m ? m : ci);
+            Py_ssize_t at = c[i] > 0 ? (k + i) * m : 0;
+            src[i] = wide ? (const void *)((const uint16_t *)plane + at)
+                          : (const void *)((const uint8_t *)plane + at);
+        }
+        bitw x = {0, 0, o}, y = {0, 0, tmp};
+        Py_ssize_t both = (c[0] < c[1] ? c[0] : c[1]) & ~(Py_ssize_t)3;
+        if (both)
+            encode_pair(&x, &y, src[0], src[1], wide, both, &tab);
+        int step = wide ? 2 : 1;
+        x = encode_stream(x, (const uint8_t *)src[0] + step * both, wide, c[0] - both, &tab);
+        y = encode_stream(y, (const uint8_t *)src[1] + step * both, wide, c[1] - both, &tab);
+        Py_ssize_t b[2] = {x.p - o, y.p - tmp};
+        memcpy(o + b[0], tmp, (size_t)b[1]);
+        for (int i = 0; i < 2; i++) {
+            if (k + i < HUF_STREAMS - 1 && lf == 2)
+                store16le(lenfield + 2 * (k + i), (uint16_t)b[i]);
+            else if (k + i < HUF_STREAMS - 1)
+                store32(lenfield + 4 * (k + i), (uint32_t)b[i]);
+            o += b[i];
+        }
     }
     return o - out;
 }
@@ -1273,14 +1360,17 @@ hencode(PyObject *self, PyObject *args)
     uint8_t *planes = NULL;
     uint16_t *sym = NULL;
     uint32_t *hist3 = NULL;
+    uint8_t *tmp = NULL;
     PyObject *res = NULL;
     size_t sz_planes = al64((size_t)(n * (w - 1) + 8)), sz_sym = al64((size_t)(n * 2 + 8));
+    size_t sz_hist = al64(sizeof(uint32_t) * HUF_NSYM);
     void *own;
-    uint8_t *block = arena_get(sz_planes + sz_sym + sizeof(uint32_t) * HUF_NSYM, &own);
+    uint8_t *block = arena_get(sz_planes + sz_sym + sz_hist + huf_tmp_size(n), &own);
     if (block != NULL) {
         planes = block;
         sym = (uint16_t *)(block + sz_planes);
         hist3 = (uint32_t *)(block + sz_planes + sz_sym);
+        tmp = block + sz_planes + sz_sym + sz_hist;
     }
     res = PyBytes_FromStringAndSize(NULL, bound);
     if (block == NULL || res == NULL) {
@@ -1310,16 +1400,24 @@ hencode(PyObject *self, PyObject *args)
         /* estimated by order-0 entropy (a table of ~2 bits a symbol), and K = 0 also
          * as raw: one Huffman code is built, for the K chosen */
         double best_est = -1;
+        huf_item nz[HUF_NSYM]; /* the symbols counted, in order: each K folds runs of them */
+        int nnz = 0;
+        for (int c = 0; c < HUF_NSYM; c++)
+            if (hist3[c]) {
+                nz[nnz].count = hist3[c];
+                nz[nnz++].sym = (uint32_t)c;
+            }
         for (int k = HUF_KMAX; k >= 0; k--) {
-            int nsyms = 256 << k;
-            fold_hist(hist3, HUF_NSYM, hk, nsyms);
+            int g = HUF_KMAX - k;
             double sum = 0;
             int distinct = 0;
-            for (int c = 0; c < nsyms; c++)
-                if (hk[c]) {
-                    sum += hk[c] <= SAMPLE_MAX ? clogc[hk[c]] : hk[c] * log2((double)hk[c]);
-                    distinct++;
-                }
+            for (int i = 0; i < nnz;) {
+                uint32_t f = nz[i].sym >> g, c = 0;
+                for (; i < nnz && nz[i].sym >> g == f; i++)
+                    c += nz[i].count;
+                sum += c <= SAMPLE_MAX ? clogc[c] : c * log2((double)c);
+                distinct++;
+            }
             double est = ((double)n * log2((double)n) - sum) / 8 + distinct / 4.0 + 32;
             if (k == 0 && est * 1024 >= (double)keep * n)
                 est = (double)n;
@@ -1347,7 +1445,7 @@ hencode(PyObject *self, PyObject *args)
             stored[0] = 3;
             mask |= 1;
         } else if (K > 0 || huf_size(hk, lens, nsyms, n) * 1024 < (Py_ssize_t)keep * n) {
-            stored[0] = huf_encode(sym, 1, sh, n, lens, nsyms, o);
+            stored[0] = huf_encode(sym, 1, sh, n, lens, nsyms, o, tmp);
             mask |= 1;
         } else {
             for (Py_ssize_t j = 0; j < n; j++)
@@ -1374,7 +1472,7 @@ hencode(PyObject *self, PyObject *args)
                 continue;
             }
             if (huf_size(hist, lens, 256, n) * 1024 < (Py_ssize_t)keep * n) {
-                stored[i] = huf_encode(plane, 0, 0, n, lens, 256, o);
+                stored[i] = huf_encode(plane, 0, 0, n, lens, 256, o, tmp);
                 mask |= 1 << i;
                 o += stored[i];
                 continue;
@@ -1398,7 +1496,7 @@ hencode(PyObject *self, PyObject *args)
                 store16le(o + 1, top[0]);
                 stored[w - 1] = 3;
             } else {
-                stored[w - 1] = huf_encode(top, 0, 0, n, lens, nsyms, o);
+                stored[w - 1] = huf_encode(top, 0, 0, n, lens, nsyms, o, tmp);
             }
             mask |= 1 << (w - 1);
         } else if (K) {
