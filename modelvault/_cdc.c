@@ -464,11 +464,77 @@ done:
     return result;
 }
 
+/* Positions of ids among ``count`` sorted ids at ``ids`` (a multi-pack index's id
+ * column, docs/format.md section 5.1): binary search within each id's fan-out bucket
+ * (``fan``: 257 bounds); -1 where absent. */
+static void
+find_ids(const uint8_t *ids, const int64_t *fan, const uint8_t *needles, Py_ssize_t n,
+         int64_t *out)
+{
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const uint8_t *id = needles + (size_t)ID_LEN * (size_t)i;
+        int64_t lo = fan[id[0]], hi = fan[id[0] + 1], end = hi;
+        while (lo < hi) {
+            int64_t mid = lo + ((hi - lo) >> 1);
+            if (memcmp(ids + (size_t)ID_LEN * (size_t)mid, id, ID_LEN) < 0)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        out[i] = lo < end && !memcmp(ids + (size_t)ID_LEN * (size_t)lo, id, ID_LEN) ? lo : -1;
+    }
+}
+
+static PyObject *
+find(PyObject *self, PyObject *args)
+{
+    Py_buffer buf, fanbuf, ids;
+    Py_ssize_t offset;
+    if (!PyArg_ParseTuple(args, "y*ny*y*:find", &buf, &offset, &fanbuf, &ids))
+        return NULL;
+    PyObject *result = NULL;
+    int64_t fan[257];
+    if (ids.len % ID_LEN != 0) {
+        PyErr_SetString(PyExc_ValueError, "ids is not a whole number of 32-byte ids");
+        goto done;
+    }
+    if (fanbuf.len != (Py_ssize_t)sizeof fan) {
+        PyErr_SetString(PyExc_ValueError, "fan is not 257 native int64 bounds");
+        goto done;
+    }
+    memcpy(fan, fanbuf.buf, sizeof fan);
+    int sound = fan[0] == 0 && offset >= 0 && offset <= buf.len;
+    for (int b = 0; b < 256 && sound; b++)
+        sound = fan[b] <= fan[b + 1];
+    if (!sound || fan[256] > (buf.len - offset) / ID_LEN) {
+        PyErr_SetString(PyExc_ValueError, "the ids do not lie inside the buffer");
+        goto done;
+    }
+    Py_ssize_t n = ids.len / ID_LEN;
+    result = PyBytes_FromStringAndSize(NULL, n * (Py_ssize_t)sizeof(int64_t));
+    if (result == NULL)
+        goto done;
+    const uint8_t *col = (const uint8_t *)buf.buf + offset;
+    int64_t *out = (int64_t *)PyBytes_AS_STRING(result);
+    Py_BEGIN_ALLOW_THREADS /* (the mapping's pages may have to be read from disk) */
+    find_ids(col, fan, ids.buf, n, out);
+    Py_END_ALLOW_THREADS
+done:
+    PyBuffer_Release(&buf);
+    PyBuffer_Release(&fanbuf);
+    PyBuffer_Release(&ids);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"screen", screen, METH_VARARGS,
      "screen(buf, offset, blocks, ids) -> bytes: 1 for each 32-byte id of ids that the "
      "multi-pack index filter of blocks 64-byte blocks at offset in buf may hold, else 0 "
      "(docs/format.md section 5.1)."},
+    {"find", find, METH_VARARGS,
+     "find(buf, offset, fan, ids) -> bytes: for each 32-byte id of ids, its position (a "
+     "native int64, -1 if absent) among the sorted ids at offset in buf, searched within "
+     "its fan-out bucket (fan: 257 native int64 bounds, as bytes). Runs without the GIL."},
     {"cut_hash", cut_hash, METH_VARARGS,
      "cut_hash(buf, stop, kind, skip=0) -> (first, ends, ids): cut buf with FastCDC from "
      "its start while the next chunk starts before stop, and hash the chunks that start at "

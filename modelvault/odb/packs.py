@@ -75,7 +75,7 @@ __all__ = [
 ]
 
 
-_BATCH = 32  # from this many ids on, entries() searches each multi-pack index with numpy
+_BATCH = 32  # from this many ids on, entries() searches each multi-pack index at once
 _SPARSE = 256  # ... unless they are fewer than 1/_SPARSE of an index's ids: one at a time
 
 
@@ -380,30 +380,20 @@ class PackDB(PackChecks, PackReads, FolderChanges):
         if not layers or not todo:
             return out
         if len(todo) < _BATCH or len(todo) * _SPARSE < max(m.count for m in layers):
-            for i in todo:  # (numpy's search over the whole id column would touch
-                out[i] = self._find(oids[i])  # ~log2(pages) pages an id, and map them)
+            for i in todo:  # (a batch search touches ~log2(pages) pages of a bucket an id,
+                out[i] = self._find(oids[i])  # a single lookup ~2: see MultiIndex.position)
             return out
-        import numpy as np
-
-        needles = np.array([oids[i] for i in todo], "S32")
-        rest = np.argsort(needles)  # sorted needles search several times faster
-        make = tuple.__new__
         for layer in layers:
-            pos = layer.positions(needles[rest])
-            hit = pos >= 0
-            picked = layer.entries()[pos[hit]]
-            if len(picked) and int(picked["pack"].max()) >= layer.npacks:
-                raise layer.damaged("an entry names a pack it does not list")
-            rows = picked.tolist()
-            name = layer.pack_name
-            found = [
-                make(Entry, (name(pk), off, stored, raw, kind, how))
-                for pk, kind, how, _, off, stored, raw in rows
-            ]
-            for j, e in zip(rest[hit].tolist(), found, strict=True):
-                out[todo[j]] = e
-            rest = rest[~hit]
-            if not len(rest):
+            found = layer.positions_of(b"".join(oids[i] for i in todo))
+            at = layer.entry_at
+            rest = []
+            for i, k in zip(todo, found, strict=True):
+                if k >= 0:
+                    out[i] = at(k)
+                else:
+                    rest.append(i)
+            todo = rest
+            if not todo:
                 break
         return out
 

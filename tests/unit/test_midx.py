@@ -55,7 +55,7 @@ def test_commits_merge_pack_indexes_and_lookups_find_every_object(tmp_path: Path
         assert fresh.read_stored(oid)[1] == bytes(payload)
     ids = [r[1] for r in recs]
     absent = [blake3(b"absent %d" % i).digest() for i in range(100)]
-    batch = fresh.entries(ids + absent)  # the numpy path
+    batch = fresh.entries(ids + absent)  # the batch path (_cdc.find)
     assert batch == [fresh.entry(oid) for oid in ids] + [None] * 100
     assert fresh.entries(ids[:3]) == batch[:3]  # one by one
     assert fresh.entry(absent[0]) is None and not fresh.has(absent[1])

@@ -1,0 +1,107 @@
+"""Batch lookups in a multi-pack index (``MultiIndex.positions_of``, ``_cdc.find``):
+they agree with single lookups for held and absent ids, with and without the compiled
+module, refuse a fan-out or offset that would read outside the mapping, and do not
+import numpy (a save that only looks up its parent's chunks never loads it)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from array import array
+from pathlib import Path
+
+import pytest
+from _helpers import chunk_records
+from blake3 import blake3
+
+from modelvault import _cdc
+from modelvault.odb import PackDB
+from modelvault.odb import midx as midx_mod
+from modelvault.odb.packs import MERGE_AT
+
+
+def _db(root: Path, per: int = 400) -> tuple[PackDB, list[bytes]]:
+    db = PackDB(root)
+    ids: list[bytes] = []
+    for i in range(MERGE_AT):  # merged into one layer by the last commit
+        recs = chunk_records(per, seed=500 + i)
+        with db.writer() as w:
+            w.add_prepared_many(recs)
+        ids += [r[1] for r in recs]
+    return db, ids
+
+
+def _probes(ids: list[bytes]) -> list[bytes]:
+    """Held ids, absent ids, and absent ids at the edges of buckets and of the column."""
+    absent = [blake3(b"absent %d" % i).digest() for i in range(300)]
+    edges = [bytes(32), b"\xff" * 32, bytes([0x80]) + bytes(31), bytes([0x7F]) + b"\xff" * 31]
+    near = [oid[:31] + bytes([(oid[31] + 1) % 256]) for oid in ids[:50]]  # neighbours
+    return ids + absent + edges + near
+
+
+def test_positions_of_agrees_with_position(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    db, ids = _db(tmp_path / "objects")
+    [layer] = db.layers()
+    probes = _probes(ids)
+    one = [layer.position(oid) for oid in probes]
+    assert all(p >= 0 for p in one[: len(ids)]) and sorted(one[: len(ids)]) == list(range(len(ids)))
+    assert list(layer.positions_of(b"".join(probes))) == one
+    assert list(layer.positions_of(b"")) == []
+    with monkeypatch.context() as m:  # a build without the compiled module
+        m.setattr(midx_mod, "_cdc", None)
+        assert list(layer.positions_of(b"".join(probes))) == one
+
+
+def test_entries_of_a_batch_agree_with_entry_over_layers_and_loose_packs(
+    tmp_path: Path,
+) -> None:
+    db, ids = _db(tmp_path / "objects", per=100)
+    recs = chunk_records(50, seed=9)  # one pack no index covers yet
+    with db.writer() as w:
+        w.add_prepared_many(recs)
+    fresh = PackDB(tmp_path / "objects")
+    assert fresh.layers() and fresh._loose
+    probes = _probes(ids) + [r[1] for r in recs]
+    batch = fresh.entries(probes)
+    assert batch == [fresh.entry(oid) for oid in probes]
+    assert sum(e is not None for e in batch) == len(ids) + len(recs)
+
+
+def test_find_refuses_bounds_outside_the_buffer() -> None:
+    ids = b"".join(sorted(blake3(b"%d" % i).digest() for i in range(10)))
+    fan = [0] * 257
+    for oid in (ids[i : i + 32] for i in range(0, len(ids), 32)):
+        for b in range(oid[0] + 1, 257):
+            fan[b] += 1
+    good = array("q", fan).tobytes()
+    pos = array("q", _cdc.find(ids, 0, good, ids[32:64] + bytes(32)))
+    assert list(pos) == [1, -1]
+    with pytest.raises(ValueError, match="inside the buffer"):
+        _cdc.find(ids[:-1], 0, good, ids[:32])  # the column is one byte short
+    with pytest.raises(ValueError, match="inside the buffer"):
+        _cdc.find(ids, 1, good, ids[:32])
+    with pytest.raises(ValueError, match="inside the buffer"):
+        _cdc.find(ids, 0, array("q", [0, 5, 3, *fan[3:]]).tobytes(), ids[:32])  # falls
+    with pytest.raises(ValueError, match="257 native int64"):
+        _cdc.find(ids, 0, good[:-8], ids[:32])
+    with pytest.raises(ValueError, match="32-byte ids"):
+        _cdc.find(ids, 0, good, ids[:31])
+
+
+def test_batch_lookups_do_not_import_numpy(tmp_path: Path) -> None:
+    _, ids = _db(tmp_path / "objects", per=100)
+    probe = tmp_path / "ids"
+    probe.write_bytes(b"".join(ids))
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from modelvault.odb import PackDB\n"
+        f"raw = open({str(probe)!r}, 'rb').read()\n"
+        "ids = [raw[i : i + 32] for i in range(0, len(raw), 32)]\n"
+        f"db = PackDB(Path({str(tmp_path / 'objects')!r}))\n"
+        "found = db.entries(ids)\n"
+        "assert db.layers() and all(e is not None for e in found), 'lookups failed'\n"
+        "print('numpy' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
