@@ -1,7 +1,8 @@
 """Batch lookups in a multi-pack index (``MultiIndex.positions_of``, ``_cdc.find``):
 they agree with single lookups for held and absent ids, with and without the compiled
 module, refuse a fan-out or offset that would read outside the mapping, and do not
-import numpy (a save that only looks up its parent's chunks never loads it)."""
+import numpy (a save that only looks up its parent's chunks never loads it). And a
+merge writes the same index whatever run of buckets it sorts at once."""
 
 from __future__ import annotations
 
@@ -105,3 +106,21 @@ def test_batch_lookups_do_not_import_numpy(tmp_path: Path) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("run", [1, 37, 1_000])
+def test_a_merge_writes_the_same_index_whatever_its_run_of_buckets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run: int
+) -> None:
+    """A merge sorts a run of buckets at a time (``_MERGE_RUN`` entries, at least one
+    bucket): the index it writes is byte for byte the same for any run, one bucket at a
+    time included (run 1, what merges did before), and covers every id."""
+    db, ids = _db(tmp_path / "objects", per=300)
+    packs = db.packs()
+    whole = midx_mod.write_midx(db.pack_dir, db.tmp_dir, [], packs, hidden=True)
+    monkeypatch.setattr(midx_mod, "_MERGE_RUN", run)
+    runs = midx_mod.write_midx(db.pack_dir, db.tmp_dir, [], packs, hidden=True)
+    assert whole is not None and runs is not None
+    assert runs.path.read_bytes() == whole.path.read_bytes()
+    assert runs.count == len(set(ids)) and runs.filter_ok()
+    assert list(runs.positions_of(b"".join(ids))) == [whole.position(oid) for oid in ids]
