@@ -406,17 +406,27 @@ done:
  * by the id's bytes 0-3 (big-endian, times blocks, >> 32), its 7 bits by the 9-bit
  * fields of bytes 8-15 (little-endian, lowest first); bit i of a block is bit i % 8 of
  * its byte i / 8. Without the GIL for many ids (the filter's pages may fault in). */
+/* The filter block of an id among ``blocks`` (its bytes 0-3, big-endian, scaled) and
+ * the word whose 9-bit groups are its 7 bits there (bytes 8-15, little-endian):
+ * docs/format.md section 5.1. */
+static inline const uint8_t *
+filter_spot(const uint8_t *filter, uint64_t blocks, const uint8_t *id, uint64_t *word)
+{
+    uint64_t top = ((uint64_t)id[0] << 24) | ((uint64_t)id[1] << 16) | ((uint64_t)id[2] << 8) |
+                   (uint64_t)id[3];
+    uint64_t v = 0;
+    for (int k = 7; k >= 0; k--)
+        v = (v << 8) | id[8 + k];
+    *word = v;
+    return filter + 64u * ((top * blocks) >> 32);
+}
+
 static void
 screen_ids(const uint8_t *filter, uint64_t blocks, const uint8_t *ids, Py_ssize_t n, uint8_t *out)
 {
     for (Py_ssize_t i = 0; i < n; i++) {
-        const uint8_t *id = ids + (size_t)ID_LEN * (size_t)i;
-        uint64_t top = ((uint64_t)id[0] << 24) | ((uint64_t)id[1] << 16) |
-                       ((uint64_t)id[2] << 8) | (uint64_t)id[3];
-        const uint8_t *block = filter + 64u * ((top * blocks) >> 32);
-        uint64_t v = 0;
-        for (int k = 7; k >= 0; k--)
-            v = (v << 8) | id[8 + k];
+        uint64_t v;
+        const uint8_t *block = filter_spot(filter, blocks, ids + (size_t)ID_LEN * (size_t)i, &v);
         uint8_t hit = 1;
         for (int k = 0; k < 7 && hit; k++) {
             unsigned bit = (unsigned)(v & 511u);
@@ -458,6 +468,44 @@ screen(PyObject *self, PyObject *args)
     } else {
         screen_ids(filter, blocks, ids.buf, n, out);
     }
+done:
+    PyBuffer_Release(&buf);
+    PyBuffer_Release(&ids);
+    return result;
+}
+
+/* Set the filter bits of each id in ``filter`` (``blocks`` 64-byte blocks): the block
+ * and the 7 bits screen_ids tests. */
+static PyObject *
+filter_add(PyObject *self, PyObject *args)
+{
+    Py_buffer buf, ids;
+    unsigned long long blocks;
+    if (!PyArg_ParseTuple(args, "w*Ky*:filter_add", &buf, &blocks, &ids))
+        return NULL;
+    PyObject *result = NULL;
+    if (ids.len % ID_LEN != 0) {
+        PyErr_SetString(PyExc_ValueError, "ids is not a whole number of 32-byte ids");
+        goto done;
+    }
+    if (blocks == 0 || blocks >= (1ull << 32) || (unsigned long long)buf.len / 64u != blocks ||
+        buf.len % 64) {
+        PyErr_SetString(PyExc_ValueError, "the filter is not blocks 64-byte blocks");
+        goto done;
+    }
+    uint8_t *filter = (uint8_t *)buf.buf;
+    for (Py_ssize_t i = 0; i < ids.len / ID_LEN; i++) {
+        uint64_t v;
+        uint8_t *block = (uint8_t *)filter_spot(
+            filter, blocks, (const uint8_t *)ids.buf + (size_t)ID_LEN * (size_t)i, &v);
+        for (int k = 0; k < 7; k++) {
+            unsigned bit = (unsigned)(v & 511u);
+            v >>= 9;
+            block[bit >> 3] |= (uint8_t)(1u << (bit & 7));
+        }
+    }
+    Py_INCREF(Py_None);
+    result = Py_None;
 done:
     PyBuffer_Release(&buf);
     PyBuffer_Release(&ids);
@@ -531,6 +579,9 @@ static PyMethodDef methods[] = {
      "screen(buf, offset, blocks, ids) -> bytes: 1 for each 32-byte id of ids that the "
      "multi-pack index filter of blocks 64-byte blocks at offset in buf may hold, else 0 "
      "(docs/format.md section 5.1)."},
+    {"filter_add", filter_add, METH_VARARGS,
+     "filter_add(filter, blocks, ids) -> None: set in filter (a writable buffer of blocks "
+     "64-byte blocks) the bits of each 32-byte id of ids that screen tests."},
     {"find", find, METH_VARARGS,
      "find(buf, offset, fan, ids) -> bytes: for each 32-byte id of ids, its position (a "
      "native int64, -1 if absent) among the sorted ids at offset in buf, searched within "

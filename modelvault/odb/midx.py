@@ -6,8 +6,8 @@ entries, a pack list and a trailing BLAKE3. It is memory-mapped, so a lookup is 
 search over pages the kernel caches: a process's RSS and start-up do not grow with the
 number of objects (:class:`MultiIndex`). The per-pack ``.idx`` files stay the source of
 truth: a multi-pack index is rebuilt from them (and from other sound multi-pack indexes)
-by :func:`write_midx`, a run of fan-out buckets at a time (memory: ~65,536 entries, or one
-bucket), under a temporary name, fsync'd, then renamed into view; a kill -9 mid-way leaves
+by :func:`write_midx` (in memory up to 65,536 ids; else a run of fan-out buckets at a
+time), under a temporary name, fsync'd, then renamed into view; a kill -9 mid-way leaves
 the old indexes in force.
 
 A multi-pack index is *in force* only while every pack it lists has its ``.idx`` in the
@@ -23,6 +23,7 @@ from __future__ import annotations
 import array
 import contextlib
 import functools
+import itertools
 import math
 import mmap
 import os
@@ -39,6 +40,7 @@ from modelvault.core.packfmt import (
     FILTER_K,
     HASH_LEN,
     IDX_COUNT,
+    IDX_ENTRY,
     MIDX_ENTRY,
     MIDX_FANOUT,
     MIDX_HEADER,
@@ -81,6 +83,7 @@ _INTERPOLATE = 64  # buckets larger than this are narrowed by a guess before the
 _READ_AHEAD = 64  # a screen of this many ids at once reads the whole filter ahead
 GROUP = 1 << 20  # a merge reads at most about this many .idx entries into memory at once
 _MERGE_RUN = 1 << 16  # a merge sorts the entries of at most this many ids at once (or a bucket)
+_SMALL_MERGE = 1 << 16  # a merge of at most this many ids is done without numpy, in memory
 
 
 def id_list(ids: np.ndarray) -> list[bytes]:
@@ -494,54 +497,34 @@ def write_midx(
 
     Packs whose ``.idx`` is missing or damaged are left out (they stay uncovered, and
     their readers report them). Memory: the ``.idx`` files of ``packs`` (callers pass a
-    bounded group: :data:`GROUP`), and a run of fan-out buckets of every input at a time
-    (:data:`_MERGE_RUN` entries, or one bucket).
+    bounded group: :data:`GROUP`), and up to :data:`_SMALL_MERGE` ids (in memory, no
+    numpy: :func:`_write_small`) or else a run of fan-out buckets of every input at a
+    time (:data:`_MERGE_RUN` entries, or one bucket: :func:`_write_large`).
     With ``hidden`` the index stays under its temporary name in ``tmp_dir`` (a step of a
     larger merge; the caller removes it).
     """
-    import numpy as np
-
-    midx_dtype = _dtypes()[1]
     layers = list(layers)
-    loose: dict[str, Any] = {}
+    loose: dict[str, bytes] = {}
+    size = sum(layer.count for layer in layers)
     for name in sorted(set(packs)):
         try:
-            loose[name] = idx_array(name, (pack_dir / f"{name}.idx").read_bytes())
+            data = (pack_dir / f"{name}.idx").read_bytes()
+            size += check_index(name, data)
         except (OSError, PackFormatError):
             continue
+        loose[name] = data
     names = sorted({*loose, *(p for layer in layers for p in layer.packs)})
     if not names:
         return None
-    number = {n: i for i, n in enumerate(names)}
-    sources: list[_Source] = []
-    for layer in layers:
-        packmap = np.array([number[p] for p in layer.packs], np.uint32)
-        sources.append(_Source(layer.ids(), layer.entries(), layer.bounds(), packmap))
-    for name, arr in loose.items():
-        first = np.frombuffer(arr["id"].tobytes(), np.uint8).reshape(-1, HASH_LEN)[:, 0]
-        bounds = [0, *np.searchsorted(first, np.arange(256), side="right").tolist()]
-        ent = np.zeros(len(arr), midx_dtype)
-        for col in ("kind", "codec", "offset", "stored", "raw"):
-            ent[col] = arr[col]
-        sources.append(_Source(arr["id"], ent, bounds, np.array([number[name]], np.uint32)))
-
     tmp = _fsutil.temp_name(tmp_dir, ".midx")
-    side = _fsutil.temp_name(tmp_dir, ".midx-entries")
     fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
     try:
-        side_fd = os.open(side, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            fan, count = _write_buckets(fd, side_fd, names, sources)
-            os.lseek(side_fd, 0, os.SEEK_SET)
-            while block := os.read(side_fd, _HASH_BLOCK):
-                _fsutil.write_all(fd, [block])
-        finally:
-            os.close(side_fd)
-            side.unlink(missing_ok=True)
-        lay = midx_layout(len(names), count)
-        _write_filter(fd, lay, fan)
+        if _cdc is not None and size <= _SMALL_MERGE:
+            fan, count = _write_small(fd, names, layers, loose)
+        else:
+            fan, count = _write_large(fd, tmp_dir, names, layers, loose)
         os.pwrite(fd, MIDX_HEADER.pack(MIDX_MAGIC, MIDX_VERSION, len(names), count), 0)
-        os.pwrite(fd, MIDX_FANOUT.pack(*fan), lay.fanout)
+        os.pwrite(fd, MIDX_FANOUT.pack(*fan), midx_layout(len(names), count).fanout)
         h = blake3()
         at = 0
         while block := os.pread(fd, _HASH_BLOCK, at):
@@ -562,6 +545,99 @@ def write_midx(
     return MultiIndex(final)
 
 
+def _head(names: list[str]) -> bytes:
+    """The header room, pack list and fan-out room of an index of ``names``."""
+    lay = midx_layout(len(names), 0)
+    head = bytearray(lay.ids)
+    for i, name in enumerate(names):
+        head[lay.packs + HASH_LEN * i : lay.packs + HASH_LEN * (i + 1)] = bytes.fromhex(name)
+    return bytes(head)
+
+
+def _write_small(
+    fd: int, names: list[str], layers: list[MultiIndex], loose: dict[str, bytes]
+) -> tuple[list[int], int]:
+    """Write the index of a merge of at most :data:`_SMALL_MERGE` ids, all in memory and
+    without numpy (whose import costs a process ~75 ms and an OpenBLAS thread's ~0.1 s
+    spin: most merges are of the few packs one commit wrote), up to its fan-out table and
+    header; returns the fan-out and the id count. The same bytes as :func:`_write_large`:
+    ids sorted, the first source's entry kept for an id held twice (layers, then packs in
+    name order), each entry's pack renumbered, the padding of a pack's entries zeroed."""
+    assert _cdc is not None
+    number = {n: i for i, n in enumerate(names)}
+    ids: list[bytes] = []
+    entries: list[bytes] = []
+    size = MIDX_ENTRY.size
+    for layer in layers:
+        remap = [number[p].to_bytes(4, "little") for p in layer.packs]
+        col = layer._map[layer._ids : layer._ids + HASH_LEN * layer.count]
+        ent = layer._map[layer._entries : layer._entries + size * layer.count]
+        ids += [col[i : i + HASH_LEN] for i in range(0, len(col), HASH_LEN)]
+        for at in range(0, len(ent), size):
+            k = int.from_bytes(ent[at : at + 4], "little")
+            if k >= len(remap):
+                raise layer.damaged(f"an entry names pack {k} of {len(remap)}")
+            entries.append(remap[k] + ent[at + 4 : at + size])
+    start, step = FILE_HEADER.size + IDX_COUNT.size, IDX_ENTRY.size
+    for name, data in loose.items():
+        pack = number[name].to_bytes(4, "little")
+        end = start + step * check_index(name, data)
+        ids += [data[at : at + HASH_LEN] for at in range(start, end, step)]
+        entries += [  # kind, codec; padding; offset, stored, raw
+            pack + data[at + 32 : at + 34] + b"\0\0" + data[at + 36 : at + 52]
+            for at in range(start, end, step)
+        ]
+    order = sorted(range(len(ids)), key=ids.__getitem__)  # stable: the first source first
+    kept = [i for j, i in enumerate(order) if not j or ids[i] != ids[order[j - 1]]]
+    column = b"".join(ids[i] for i in kept)
+    counts = [0] * 256
+    for i in kept:
+        counts[ids[i][0]] += 1
+    fan = list(itertools.accumulate(counts))
+    lay = midx_layout(len(names), len(kept))
+    bits = bytearray(FILTER_BLOCK * lay.blocks)
+    _cdc.filter_add(bits, lay.blocks, column)
+    column_entries = b"".join(entries[i] for i in kept)
+    _fsutil.write_all(fd, [_head(names), column, column_entries, memoryview(bits)])
+    return fan, len(kept)
+
+
+def _write_large(
+    fd: int, tmp_dir: Path, names: list[str], layers: list[MultiIndex], loose: dict[str, bytes]
+) -> tuple[list[int], int]:
+    """Write the index of a merge with numpy, a run of fan-out buckets at a time (the ids
+    to ``fd``, the entries to a temporary beside it, then appended), then its filter, up
+    to its fan-out table and header; returns the fan-out and the id count."""
+    import numpy as np
+
+    midx_dtype = _dtypes()[1]
+    number = {n: i for i, n in enumerate(names)}
+    sources: list[_Source] = []
+    for layer in layers:
+        packmap = np.array([number[p] for p in layer.packs], np.uint32)
+        sources.append(_Source(layer.ids(), layer.entries(), layer.bounds(), packmap))
+    for name, data in loose.items():
+        arr = idx_array(name, data)
+        first = np.frombuffer(arr["id"].tobytes(), np.uint8).reshape(-1, HASH_LEN)[:, 0]
+        bounds = [0, *np.searchsorted(first, np.arange(256), side="right").tolist()]
+        ent = np.zeros(len(arr), midx_dtype)
+        for col in ("kind", "codec", "offset", "stored", "raw"):
+            ent[col] = arr[col]
+        sources.append(_Source(arr["id"], ent, bounds, np.array([number[name]], np.uint32)))
+    side = _fsutil.temp_name(tmp_dir, ".midx-entries")
+    side_fd = os.open(side, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        fan, count = _write_buckets(fd, side_fd, names, sources)
+        os.lseek(side_fd, 0, os.SEEK_SET)
+        while block := os.read(side_fd, _HASH_BLOCK):
+            _fsutil.write_all(fd, [block])
+    finally:
+        os.close(side_fd)
+        side.unlink(missing_ok=True)
+    _write_filter(fd, midx_layout(len(names), count), fan)
+    return fan, count
+
+
 def _write_buckets(
     fd: int, side_fd: int, names: list[str], sources: list[_Source]
 ) -> tuple[list[int], int]:
@@ -572,11 +648,7 @@ def _write_buckets(
     ms of overhead a source)."""
     import numpy as np
 
-    lay = midx_layout(len(names), 0)
-    head = bytearray(lay.ids)
-    for i, name in enumerate(names):
-        head[lay.packs + HASH_LEN * i : lay.packs + HASH_LEN * (i + 1)] = bytes.fromhex(name)
-    _fsutil.write_all(fd, [bytes(head)])
+    _fsutil.write_all(fd, [_head(names)])
     fan: list[int] = []
     count = 0
     b = 0

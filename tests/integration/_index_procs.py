@@ -41,14 +41,15 @@ def hit(point: str) -> None:
 
 
 def install_points() -> None:
-    real_buckets = midx._write_buckets
+    for name in ("_write_small", "_write_large"):  # the index's body written, not sealed
+        real_body = getattr(midx, name)
 
-    def write_buckets(*args: Any, **kw: Any) -> Any:
-        out = real_buckets(*args, **kw)
-        hit("midx-buckets")
-        return out
+        def write_body(*args: Any, _real: Any = real_body, **kw: Any) -> Any:
+            out = _real(*args, **kw)
+            hit("midx-buckets")
+            return out
 
-    midx._write_buckets = write_buckets  # type: ignore[assignment]
+        setattr(midx, name, write_body)
 
     real_rename = _fsutil.rename_into
 

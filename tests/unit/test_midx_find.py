@@ -108,19 +108,29 @@ def test_batch_lookups_do_not_import_numpy(tmp_path: Path) -> None:
     assert out.stdout.strip() == "False"
 
 
-@pytest.mark.parametrize("run", [1, 37, 1_000])
-def test_a_merge_writes_the_same_index_whatever_its_run_of_buckets(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run: int
+@pytest.mark.parametrize("run", [1, 37, 1_000, None])
+def test_a_merge_writes_the_same_index_in_memory_and_by_runs_of_buckets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run: int | None
 ) -> None:
-    """A merge sorts a run of buckets at a time (``_MERGE_RUN`` entries, at least one
-    bucket): the index it writes is byte for byte the same for any run, one bucket at a
-    time included (run 1, what merges did before), and covers every id."""
+    """A small merge is done in memory without numpy; a large one with numpy, sorting a
+    run of buckets at a time (``_MERGE_RUN`` entries, at least one bucket). Both write
+    the same index byte for byte, whatever the run (1: a bucket at a time, as merges did
+    before; None: the default), and it covers every id. The inputs hold an id twice, in
+    a layer and in a pack: the layer's entry is kept."""
     db, ids = _db(tmp_path / "objects", per=300)
-    packs = db.packs()
-    whole = midx_mod.write_midx(db.pack_dir, db.tmp_dir, [], packs, hidden=True)
-    monkeypatch.setattr(midx_mod, "_MERGE_RUN", run)
-    runs = midx_mod.write_midx(db.pack_dir, db.tmp_dir, [], packs, hidden=True)
-    assert whole is not None and runs is not None
-    assert runs.path.read_bytes() == whole.path.read_bytes()
-    assert runs.count == len(set(ids)) and runs.filter_ok()
-    assert list(runs.positions_of(b"".join(ids))) == [whole.position(oid) for oid in ids]
+    twice = chunk_records(20, seed=500)  # the first pack's first 20 records, again
+    with db.writer() as w:
+        w.add_prepared_many(twice, checked=True)  # (not looked up: written again)
+    layers, packs = list(db.layers()), db._loose_packs
+    assert layers and packs
+    small = midx_mod.write_midx(db.pack_dir, db.tmp_dir, layers, packs, hidden=True)
+    monkeypatch.setattr(midx_mod, "_SMALL_MERGE", 0)
+    if run is not None:
+        monkeypatch.setattr(midx_mod, "_MERGE_RUN", run)
+    large = midx_mod.write_midx(db.pack_dir, db.tmp_dir, layers, packs, hidden=True)
+    assert small is not None and large is not None
+    assert large.path.read_bytes() == small.path.read_bytes()
+    assert large.count == len(set(ids)) and large.filter_ok()
+    assert list(large.positions_of(b"".join(ids))) == [layers[0].position(oid) for oid in ids]
+    for _, oid, *_ in twice:
+        assert large.lookup(oid) == layers[0].lookup(oid)
