@@ -400,12 +400,6 @@ done:
     return result;
 }
 
-/* screen(buf, offset, blocks, ids) -> bytes: for each 32-byte id of ids, 1 if the
- * blocked Bloom filter of a version-2 multi-pack index (docs/format.md section 5.1;
- * blocks blocks of 64 bytes at offset in buf) may hold it, else 0. The block is picked
- * by the id's bytes 0-3 (big-endian, times blocks, >> 32), its 7 bits by the 9-bit
- * fields of bytes 8-15 (little-endian, lowest first); bit i of a block is bit i % 8 of
- * its byte i / 8. Without the GIL for many ids (the filter's pages may fault in). */
 /* The filter block of an id among ``blocks`` (its bytes 0-3, big-endian, scaled) and
  * the word whose 9-bit groups are its 7 bits there (bytes 8-15, little-endian):
  * docs/format.md section 5.1. */
@@ -421,6 +415,12 @@ filter_spot(const uint8_t *filter, uint64_t blocks, const uint8_t *id, uint64_t 
     return filter + 64u * ((top * blocks) >> 32);
 }
 
+/* screen(buf, offset, blocks, ids) -> bytes: for each 32-byte id of ids, 1 if the
+ * blocked Bloom filter of a version-2 multi-pack index (docs/format.md section 5.1;
+ * blocks blocks of 64 bytes at offset in buf) may hold it, else 0. The block is picked
+ * by the id's bytes 0-3 (big-endian, times blocks, >> 32), its 7 bits by the 9-bit
+ * fields of bytes 8-15 (little-endian, lowest first); bit i of a block is bit i % 8 of
+ * its byte i / 8. Without the GIL for many ids (the filter's pages may fault in). */
 static void
 screen_ids(const uint8_t *filter, uint64_t blocks, const uint8_t *ids, Py_ssize_t n, uint8_t *out)
 {
