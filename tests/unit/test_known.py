@@ -403,8 +403,11 @@ def test_chunks_stored_by_the_float_codec_are_recognised_by_their_ids(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Float weights are stored compressed (codec 3), so they cannot be compared byte for
-    byte with the new file: the follow hashes the new bytes at the stored cuts instead,
-    and an edited version still gets exactly the chunks of cutting and hashing."""
+    byte with the new file: the new bytes are hashed at the stored cuts instead, which
+    runs without the GIL, so the file is compared in parallel segments, not followed on
+    one thread; an edited version still gets exactly the chunks of cutting and hashing.
+    Each segment cuts a chunk or two from a little before its start before it is in
+    step with the stored chunks."""
     from modelvault.core.codec import Codec
 
     data = _floats(5, 12 * MAX)
@@ -417,11 +420,18 @@ def test_chunks_stored_by_the_float_codec_are_recognised_by_their_ids(
     stored = [store.repo.objects.entry(c) for c, _ in _file_chunks(store, "m:v1", "w.bin")]
     assert sum(e is not None and e.codec == Codec.FLOAT for e in stored) > len(stored) // 2
     counting = _Counting(monkeypatch)
+    followed = []
+    real_follow = ingest._ChunkPipeline._follow
+    monkeypatch.setattr(
+        ingest._ChunkPipeline, "_follow", lambda *a: followed.append(1) or real_follow(*a)
+    )
+    segments = len(chunking.plan_segments(len(data)))
     store.save(tmp_path / "v2", "m:v2")
-    assert counting.hits >= len(data) - 2 * MAX  # unchanged: recognised, not cut
+    assert counting.hits >= len(data) - 2 * MAX * segments  # unchanged: recognised, not cut
     counting.hits = 0
     store.save(tmp_path / "v3", "m:v3")
-    assert counting.hits >= len(edited) - 6 * MAX  # all but the edit's neighbourhood
+    assert counting.hits >= len(edited) - 6 * MAX - 2 * MAX * segments  # but the edit's
+    assert not followed  # (compared in segments)
     for version, payload in (("m:v2", data), ("m:v3", edited)):
         assert _file_chunks(store, version, "w.bin") == _expected(payload)
         assert (Path(store.get(version).path) / "w.bin").read_bytes() == payload
@@ -435,7 +445,7 @@ def test_scattered_edits_among_compressed_chunks_give_the_chunks_of_cutting(
     after an edit and double while every chunk matches (``Match._hashed``). A version
     edited every MiB or so, in small and large edits and at a byte past a cut, still
     gets exactly the chunks of cutting and hashing, with most of it recognised; and the
-    new chunks, encoded on a pool thread after the follow (``_PENDING``), read back."""
+    new chunks are stored as encoding them there and then stores them, and read back."""
     from modelvault.core import codec, hashing
     from modelvault.core.codec import Codec
     from modelvault.odb import known as known_mod
@@ -467,7 +477,7 @@ def test_scattered_edits_among_compressed_chunks_give_the_chunks_of_cutting(
     assert _file_chunks(store, "m:v2", "w.bin") == _expected(bytes(edited))
     old = {c for c, _ in _file_chunks(store, "m:v1", "w.bin")}
     new = [c for c, _ in _file_chunks(store, "m:v2", "w.bin") if c not in old]
-    assert len(new) >= 8  # the edits' chunks, encoded on the pool after the follow
+    assert len(new) >= 8  # the edits' chunks
     db = store.repo.objects
     for c in new:  # stored as encoding them then and there would have stored them
         how, _ = codec.encode(db.read(c, ObjType.CHUNK))
