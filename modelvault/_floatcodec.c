@@ -1566,7 +1566,7 @@ huf_stream_tail(bitr *b, const uint16_t *tab, uint32_t tm, void *out, int wide, 
 
 /* One lookup: up to two symbols from the bits at the bottom of x. Byte symbols: entry
  * s1 | s2 << 8 | bits << 16 | count << 24; symbols of up to 10 bits (written as u16):
- * s1 | bits << 10 | (count - 1) << 14 | s2 << 16. */
+ * s1 | bits << 10 | s2 << 16 | count << 30. */
 #define GET2(x, pos, d)                                                                    \
     do {                                                                                   \
         uint32_t e_ = tab2[(x) & tm], l_ = (e_ >> 16) & 255;                              \
@@ -1579,7 +1579,7 @@ huf_stream_tail(bitr *b, const uint16_t *tab, uint32_t tm, void *out, int wide, 
     do {                                                                                   \
         uint32_t e_ = tab2[(x) & tm], l_ = (e_ >> 10) & 15;                               \
         store32le((uint8_t *)(d), e_ & 0x03FF03FFu);                                       \
-        (d) += 1 + ((e_ >> 14) & 1);                                                       \
+        (d) += e_ >> 30;                                                                   \
         (x) >>= l_;                                                                        \
         (pos) += l_;                                                                       \
     } while (0)
@@ -1823,7 +1823,7 @@ huf_decode(const uint8_t *src, Py_ssize_t len, Py_ssize_t n, int v, int symbits,
             continue;
         const uint32_t c1 = codes[s] & 0xFFFF, rest = (uint32_t)t - l1, ny = 1u << rest;
         if (wide) {
-            const uint32_t one = (uint32_t)s | l1 << 10, two = (uint32_t)s | 1u << 14;
+            const uint32_t one = (uint32_t)s | l1 << 10 | 1u << 30, two = (uint32_t)s | 2u << 30;
             for (uint32_t y = 0; y < ny; y++) {
                 const uint16_t e2 = tab[y];
                 const uint32_t l2 = (uint32_t)e2 >> 12;
