@@ -365,7 +365,7 @@ class PackDB(PackChecks, PackReads, FolderChanges):
         """Where each of ``oids`` is stored, None where the loaded indexes do not know it
         (no new look for new packs: for many ids at once, where a miss is no error).
         Many ids, unless few beside a large index, are looked up in each multi-pack index
-        at once (numpy)."""
+        at once (one compiled call, :meth:`MultiIndex.positions_of`)."""
         self._ensure_loaded()
         layers = self._layers
         loose = self._loose
