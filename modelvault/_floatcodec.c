@@ -524,6 +524,7 @@ al64(size_t n)
 
 #define HUF_MAX 12
 #define HUF_STREAMS 8 /* the format's; even: huf_encode codes streams in pairs */
+_Static_assert(HUF_STREAMS % 2 == 0, "huf_encode codes the streams two at a time");
 #define HUF_SMALL_M 43690 /* ceil(43690 * 12 / 8) = 65535 */
 #define HUF_KMAX 2        /* mantissa bits coded with the exponent, at most */
 #define HUF_NSYM (256 << HUF_KMAX)
@@ -673,9 +674,9 @@ typedef struct {
     uint8_t *p;
 } bitw;
 
-/* A code table indexed by the symbol as the encoder reads it (a byte, or a u16 whose
- * top bits beyond the coded ones are dropped by the table, not by a shift a symbol):
- * the bit-reversed code and its length apart, so a code is two loads, no unpacking. */
+/* A code table indexed by the symbol as the encoder reads it (a byte, or a u16 whose low
+ * bits below the coded ones are dropped by the table, not by a shift a symbol): the
+ * bit-reversed code and its length apart, so a code is two loads, no unpacking. */
 typedef struct {
     uint16_t code[HUF_NSYM];
     uint8_t len[HUF_NSYM];
@@ -913,7 +914,7 @@ huf_encode(const void *plane, int wide, int sh, Py_ssize_t n, const uint8_t *len
     int first, last;
     int t = huf_range(lens, nsyms, &first, &last);
     huf_codes(lens, codes, nsyms);
-    for (int v = 0; v < (wide ? HUF_NSYM : 256); v++) { /* by the value read: u16 >> sh */
+    for (int v = 0; v < (wide ? HUF_NSYM : nsyms); v++) { /* by the value read: u16 >> sh */
         uint32_t e = codes[wide ? v >> sh : v];
         tab.code[v] = (uint16_t)e;
         tab.len[v] = (uint8_t)(e >> 16);

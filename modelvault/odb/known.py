@@ -265,8 +265,8 @@ class KnownChunks:
         ]
         self._at.append(None)
         hashed = sum(at[1] for at in self._at if at is not None and not at[2])
-        # most of the stored file is compared by hashing the new bytes (stored compressed,
-        # a float codec), which runs without the GIL, rather than by memcmp
+        # most of the stored file is compared by hashing the new bytes (stored compressed:
+        # a float codec, or zstd), which runs without the GIL, rather than by memcmp
         self.mostly_hashed = 2 * hashed > offset
         self._packs: dict[str, _Pack | None] = {}  # opened on first use
         self._lock = threading.Lock()  # opening packs (segments are matched in threads)

@@ -147,9 +147,13 @@ def idx_array(pack: str, data: bytes) -> np.ndarray:
     Raises:
         PackFormatError: the file is damaged (magic, length or checksum).
     """
+    return _idx_entries(data, check_index(pack, data))
+
+
+def _idx_entries(data: bytes, count: int) -> np.ndarray:
+    """The ``count`` entries of a ``.idx`` file already checked (:func:`check_index`)."""
     import numpy as np
 
-    count = check_index(pack, data)
     return np.frombuffer(data, _dtypes()[0], count, offset=FILE_HEADER.size + IDX_COUNT.size)
 
 
@@ -504,15 +508,16 @@ def write_midx(
     larger merge; the caller removes it).
     """
     layers = list(layers)
-    loose: dict[str, bytes] = {}
+    loose: dict[str, tuple[bytes, int]] = {}  # name -> its .idx, checked, and its count
     size = sum(layer.count for layer in layers)
     for name in sorted(set(packs)):
         try:
             data = (pack_dir / f"{name}.idx").read_bytes()
-            size += check_index(name, data)
+            count = check_index(name, data)
         except (OSError, PackFormatError):
             continue
-        loose[name] = data
+        loose[name] = data, count
+        size += count
     names = sorted({*loose, *(p for layer in layers for p in layer.packs)})
     if not names:
         return None
@@ -555,7 +560,7 @@ def _head(names: list[str]) -> bytes:
 
 
 def _write_small(
-    fd: int, names: list[str], layers: list[MultiIndex], loose: dict[str, bytes]
+    fd: int, names: list[str], layers: list[MultiIndex], loose: dict[str, tuple[bytes, int]]
 ) -> tuple[list[int], int]:
     """Write the index of a merge of at most :data:`_SMALL_MERGE` ids, all in memory and
     without numpy (whose import costs a process ~75 ms and an OpenBLAS thread's ~0.1 s
@@ -579,9 +584,9 @@ def _write_small(
                 raise layer.damaged(f"an entry names pack {k} of {len(remap)}")
             entries.append(remap[k] + ent[at + 4 : at + size])
     start, step = FILE_HEADER.size + IDX_COUNT.size, IDX_ENTRY.size
-    for name, data in loose.items():
+    for name, (data, count) in loose.items():
         pack = number[name].to_bytes(4, "little")
-        end = start + step * check_index(name, data)
+        end = start + step * count
         ids += [data[at : at + HASH_LEN] for at in range(start, end, step)]
         entries += [  # kind, codec; padding; offset, stored, raw
             pack + data[at + 32 : at + 34] + b"\0\0" + data[at + 36 : at + 52]
@@ -603,7 +608,11 @@ def _write_small(
 
 
 def _write_large(
-    fd: int, tmp_dir: Path, names: list[str], layers: list[MultiIndex], loose: dict[str, bytes]
+    fd: int,
+    tmp_dir: Path,
+    names: list[str],
+    layers: list[MultiIndex],
+    loose: dict[str, tuple[bytes, int]],
 ) -> tuple[list[int], int]:
     """Write the index of a merge with numpy, a run of fan-out buckets at a time (the ids
     to ``fd``, the entries to a temporary beside it, then appended), then its filter, up
@@ -615,9 +624,13 @@ def _write_large(
     sources: list[_Source] = []
     for layer in layers:
         packmap = np.array([number[p] for p in layer.packs], np.uint32)
-        sources.append(_Source(layer.ids(), layer.entries(), layer.bounds(), packmap))
-    for name, data in loose.items():
-        arr = idx_array(name, data)
+        entries = layer.entries()
+        k = int(entries["pack"].max()) if layer.count else 0
+        if k >= len(packmap):  # (as _write_small reports it)
+            raise layer.damaged(f"an entry names pack {k} of {len(packmap)}")
+        sources.append(_Source(layer.ids(), entries, layer.bounds(), packmap))
+    for name, (data, count) in loose.items():
+        arr = _idx_entries(data, count)
         first = np.frombuffer(arr["id"].tobytes(), np.uint8).reshape(-1, HASH_LEN)[:, 0]
         bounds = [0, *np.searchsorted(first, np.arange(256), side="right").tolist()]
         ent = np.zeros(len(arr), midx_dtype)

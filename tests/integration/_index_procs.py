@@ -5,8 +5,10 @@ Run as ``python _index_procs.py save STORE SRC TAG --kill-at P`` or
 ``python _index_procs.py gc STORE --kill-at P``. The points are reached by wrapping
 functions of the real code in this process only; the work itself is the real thing:
 
-- ``midx-buckets``      the new multi-pack index's ids are written to its temporary file,
-                        its entries, header, fan-out and checksum not yet
+- ``midx-buckets``      the body of the new multi-pack index (ids, entries, filter) is
+                        written to its temporary file, its header, fan-out and checksum
+                        not yet (the small merges of these tests are made in memory:
+                        ``_write_small``; ``_write_large`` is wrapped the same way)
 - ``midx-sealed``       the new index is complete and fsync'd under its temporary name
 - ``midx-renamed``      the new index is in view, the ones it supersedes not yet removed
 - ``midx-old-gone``     the first superseded index was removed

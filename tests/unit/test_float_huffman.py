@@ -302,7 +302,7 @@ def test_encoder_output_follows_the_layout(kind: str, width: int, count: int) ->
     """What hencode writes (sub-format 2) is byte for byte the documented layout, built
     here from the raw bytes given the writer's choices (K, which planes are coded, the
     code lengths), and decodes with the pure-Python reader too. (The encoder codes two
-    streams at once: the counts give streams of unequal length, and empty ones.)"""
+    streams at once: the counts give streams of unequal length.)"""
     raw = b"\x05" + adversarial(kind, count, 4) + b"\x06\x07"
     payload = codec.encode_float_huffman(raw, width, 1, 1, (1 << width) - 1)
     w, skip, mask, rot, k = struct.unpack_from("<BBBBB", payload)
@@ -317,6 +317,27 @@ def test_encoder_output_follows_the_layout(kind: str, width: int, count: int) ->
         raw_length = -(-n * (8 - k) // 8) if i == width - 1 and k else n
         if count >= 6_000:  # (a few dozen symbols may not pay for a code's header)
             assert (length < raw_length) if mask >> i & 1 else (length == raw_length)
+    assert both_decoders(payload, len(raw)) == raw
+
+
+@pytest.mark.parametrize(("size", "seed"), [(68, 2), (70, 2), (82, 0), (84, 0), (98, 0)])
+def test_coded_planes_with_an_empty_stream_follow_the_layout(size: int, seed: int) -> None:
+    """A coded plane of n symbols whose eighth stream is empty (n = 34 to 49: m =
+    ceil(n / 8) symbols a stream fill seven) is written as the layout says: hencode
+    codes the streams two at a time, and the last pair holds one empty stream. (Seeds
+    whose plane 0 pays for a code at this size.)"""
+    from modelvault import _floatcodec
+
+    raw = adversarial("geometric", size, seed)[:size]
+    payload = _floatcodec.hencode(raw, 2, 0, 1, 3, 1024)  # keep 1024: code what shrinks
+    w, skip, mask, rot, k = struct.unpack_from("<BBBBB", payload)
+    n = size // 2
+    m = -(-n // 8)
+    assert (w, skip, rot) == (2, 0, 1) and mask & 1 and 7 * m >= n  # coded; stream 7 empty
+    planes = planes_of(payload)
+    assert planes[0][0]  # Huffman-coded, not a constant plane
+    lens = {i: lengths_v2(p) for i, p in enumerate(planes) if mask >> i & 1 and p[0]}
+    assert huffman_payload_v2(raw, 2, 0, 1, k, mask & 0x3F, lens) == payload
     assert both_decoders(payload, len(raw)) == raw
 
 

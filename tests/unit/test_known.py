@@ -426,11 +426,13 @@ def test_chunks_stored_by_the_float_codec_are_recognised_by_their_ids(
         ingest._ChunkPipeline, "_follow", lambda *a: followed.append(1) or real_follow(*a)
     )
     segments = len(chunking.plan_segments(len(data)))
+    assert segments >= 3
+    slack = 2 * MAX * (segments - 1)  # (the first segment starts in step: at the start)
     store.save(tmp_path / "v2", "m:v2")
-    assert counting.hits >= len(data) - 2 * MAX * segments  # unchanged: recognised, not cut
+    assert counting.hits >= len(data) - slack  # unchanged: recognised, not cut
     counting.hits = 0
     store.save(tmp_path / "v3", "m:v3")
-    assert counting.hits >= len(edited) - 6 * MAX - 2 * MAX * segments  # but the edit's
+    assert counting.hits >= len(edited) - 2 * MAX - slack  # all but the edit's chunks
     assert not followed  # (compared in segments)
     for version, payload in (("m:v2", data), ("m:v3", edited)):
         assert _file_chunks(store, version, "w.bin") == _expected(payload)
@@ -444,8 +446,8 @@ def test_scattered_edits_among_compressed_chunks_give_the_chunks_of_cutting(
     """Runs of chunks stored compressed are hashed in batches that start at one chunk
     after an edit and double while every chunk matches (``Match._hashed``). A version
     edited every MiB or so, in small and large edits and at a byte past a cut, still
-    gets exactly the chunks of cutting and hashing, with most of it recognised; and the
-    new chunks are stored as encoding them there and then stores them, and read back."""
+    gets exactly the chunks of cutting and hashing, with most of it recognised; and each
+    new chunk is stored with the codec that encoding it on its own picks, and reads back."""
     from modelvault.core import codec, hashing
     from modelvault.core.codec import Codec
     from modelvault.odb import known as known_mod

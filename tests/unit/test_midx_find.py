@@ -16,6 +16,14 @@ from _helpers import chunk_records
 from blake3 import blake3
 
 from modelvault import _cdc
+from modelvault.core.packfmt import (
+    FILE_HEADER,
+    HASH_LEN,
+    IDX_COUNT,
+    IDX_ENTRY,
+    MIDX_ENTRY,
+    check_index,
+)
 from modelvault.odb import PackDB
 from modelvault.odb import midx as midx_mod
 from modelvault.odb.packs import MERGE_AT
@@ -44,8 +52,10 @@ def test_positions_of_agrees_with_position(tmp_path: Path, monkeypatch: pytest.M
     db, ids = _db(tmp_path / "objects")
     [layer] = db.layers()
     probes = _probes(ids)
-    one = [layer.position(oid) for oid in probes]
-    assert all(p >= 0 for p in one[: len(ids)]) and sorted(one[: len(ids)]) == list(range(len(ids)))
+    column = sorted(set(ids))  # the index's id column
+    where = {oid: i for i, oid in enumerate(column)}
+    one = [where.get(oid, -1) for oid in probes]
+    assert len(column) == len(ids) and [layer.position(oid) for oid in probes] == one
     assert list(layer.positions_of(b"".join(probes))) == one
     assert list(layer.positions_of(b"")) == []
     with monkeypatch.context() as m:  # a build without the compiled module
@@ -115,14 +125,29 @@ def test_a_merge_writes_the_same_index_in_memory_and_by_runs_of_buckets(
     """A small merge is done in memory without numpy; a large one with numpy, sorting a
     run of buckets at a time (``_MERGE_RUN`` entries, at least one bucket). Both write
     the same index byte for byte, whatever the run (1: a bucket at a time, as merges did
-    before; None: the default), and it covers every id. The inputs hold an id twice, in
-    a layer and in a pack: the layer's entry is kept."""
+    before; None: the default), and it covers every id. The inputs hold ids twice, in a
+    layer and in a pack (the layer's entry is kept) and in two packs (the one first by
+    name is kept); and a pack's index with padding bytes that are not zero (written as
+    zero either way)."""
     db, ids = _db(tmp_path / "objects", per=300)
     twice = chunk_records(20, seed=500)  # the first pack's first 20 records, again
-    with db.writer() as w:
-        w.add_prepared_many(twice, checked=True)  # (not looked up: written again)
-    layers, packs = list(db.layers()), db._loose_packs
-    assert layers and packs
+    pair = chunk_records(15, seed=9_999)  # new records, in two packs
+    extra = chunk_records(1, seed=7)
+    for recs in (twice, pair, pair + extra):  # (a pack is named by its bytes: the second
+        # holding the pair differs by one record)
+        with db.writer() as w:
+            w.add_prepared_many(recs, checked=True)  # (not looked up: written again)
+    layers, packs = list(db.layers()), sorted(db._loose_packs)
+    assert layers and len(packs) == 3
+    idx = db.pack_dir / f"{packs[0]}.idx"  # padding of every entry set, checksum redone
+    data = bytearray(idx.read_bytes())
+    head, size = FILE_HEADER.size + IDX_COUNT.size, IDX_ENTRY.size
+    for at in range(head, len(data) - 2 * HASH_LEN, size):
+        data[at + 34 : at + 36] = b"\xff\xff"
+    data[-HASH_LEN:] = blake3(bytes(data[:-HASH_LEN])).digest()
+    idx.chmod(0o644)
+    idx.write_bytes(bytes(data))
+    check_index(packs[0], bytes(data))
     small = midx_mod.write_midx(db.pack_dir, db.tmp_dir, layers, packs, hidden=True)
     monkeypatch.setattr(midx_mod, "_SMALL_MERGE", 0)
     if run is not None:
@@ -130,7 +155,18 @@ def test_a_merge_writes_the_same_index_in_memory_and_by_runs_of_buckets(
     large = midx_mod.write_midx(db.pack_dir, db.tmp_dir, layers, packs, hidden=True)
     assert small is not None and large is not None
     assert large.path.read_bytes() == small.path.read_bytes()
-    assert large.count == len(set(ids)) and large.filter_ok()
-    assert list(large.positions_of(b"".join(ids))) == [layers[0].position(oid) for oid in ids]
+    every = {*ids, *(r[1] for r in pair + extra)}
+    assert large.count == len(every) and large.filter_ok()
+    where = {oid: i for i, oid in enumerate(sorted(every))}
+    assert list(large.positions_of(b"".join(ids))) == [where[oid] for oid in ids]
+    assert all(large.lookup(oid) == layers[0].lookup(oid) for oid in ids)
     for _, oid, *_ in twice:
         assert large.lookup(oid) == layers[0].lookup(oid)
+    holders = sorted(p for p in packs if pair[0][1] in db.entries_of(p))
+    assert len(holders) == 2
+    for _, oid, *_ in pair:
+        e = large.lookup(oid)
+        assert e is not None and e.pack == holders[0]
+    at = large.layout.entries
+    column = large._map[at : at + MIDX_ENTRY.size * large.count]
+    assert all(column[i + 6 : i + 8] == b"\0\0" for i in range(0, len(column), MIDX_ENTRY.size))
