@@ -9,6 +9,9 @@ functions of the real code in this process only; the work itself is the real thi
                         written to its temporary file, its header, fan-out and checksum
                         not yet (the small merges of these tests are made in memory:
                         ``_write_small``; ``_write_large`` is wrapped the same way)
+- ``midx-side``         a merge made with numpy (the child forces it: ``_SMALL_MERGE``
+                        0) has written its ids, its entries are in the temporary file
+                        beside it, not yet appended
 - ``midx-sealed``       the new index is complete and fsync'd under its temporary name
 - ``midx-renamed``      the new index is in view, the ones it supersedes not yet removed
 - ``midx-old-gone``     the first superseded index was removed
@@ -31,7 +34,7 @@ from modelvault.odb import midx, packs
 from modelvault.repo import maintenance
 from modelvault.store import Store
 
-MERGE_POINTS = ("midx-buckets", "midx-sealed", "midx-renamed", "midx-old-gone")
+MERGE_POINTS = ("midx-buckets", "midx-side", "midx-sealed", "midx-renamed", "midx-old-gone")
 GC_POINTS = ("repack-half", "repack-done", "pack-gone")
 
 _KILL: set[str] = set()
@@ -52,6 +55,15 @@ def install_points() -> None:
             return out
 
         setattr(midx, name, write_body)
+
+    real_buckets = midx._write_buckets
+
+    def write_buckets(*args: Any, **kw: Any) -> Any:
+        out = real_buckets(*args, **kw)
+        hit("midx-side")
+        return out
+
+    midx._write_buckets = write_buckets  # type: ignore[assignment]
 
     real_rename = _fsutil.rename_into
 
@@ -103,6 +115,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--kill-at", choices=MERGE_POINTS + GC_POINTS, required=True)
     a = p.parse_args(argv)
     _KILL.add(a.kill_at)
+    if a.kill_at == "midx-side":  # reached only by a merge made with numpy
+        midx._SMALL_MERGE = 0
     install_points()
     store = Store(a.store)
     if a.command == "save":
