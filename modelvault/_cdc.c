@@ -253,6 +253,16 @@ bad_kind(int kind)
     return 1;
 }
 
+/* Nonzero, with ValueError set, unless ``ids`` holds a whole number of 32-byte ids. */
+static int
+bad_ids(const Py_buffer *ids)
+{
+    if (ids->len % ID_LEN == 0)
+        return 0;
+    PyErr_SetString(PyExc_ValueError, "ids is not a whole number of 32-byte ids");
+    return 1;
+}
+
 static PyObject *
 cut_hash(PyObject *self, PyObject *args)
 {
@@ -446,10 +456,8 @@ screen(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "y*nKy*:screen", &buf, &offset, &blocks, &ids))
         return NULL;
     PyObject *result = NULL;
-    if (ids.len % ID_LEN != 0) {
-        PyErr_SetString(PyExc_ValueError, "ids is not a whole number of 32-byte ids");
+    if (bad_ids(&ids))
         goto done;
-    }
     if (blocks == 0 || blocks >= (1ull << 32) || offset < 0 || offset > buf.len ||
         (unsigned long long)(buf.len - offset) / 64u < blocks) {
         PyErr_SetString(PyExc_ValueError, "the filter does not lie inside the buffer");
@@ -484,10 +492,8 @@ filter_add(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "w*Ky*:filter_add", &buf, &blocks, &ids))
         return NULL;
     PyObject *result = NULL;
-    if (ids.len % ID_LEN != 0) {
-        PyErr_SetString(PyExc_ValueError, "ids is not a whole number of 32-byte ids");
+    if (bad_ids(&ids))
         goto done;
-    }
     if (blocks == 0 || blocks >= (1ull << 32) || (unsigned long long)buf.len / 64u != blocks ||
         buf.len % 64) {
         PyErr_SetString(PyExc_ValueError, "the filter is not blocks 64-byte blocks");
@@ -542,10 +548,8 @@ find(PyObject *self, PyObject *args)
         return NULL;
     PyObject *result = NULL;
     int64_t fan[257];
-    if (ids.len % ID_LEN != 0) {
-        PyErr_SetString(PyExc_ValueError, "ids is not a whole number of 32-byte ids");
+    if (bad_ids(&ids))
         goto done;
-    }
     if (fanbuf.len != (Py_ssize_t)sizeof fan) {
         PyErr_SetString(PyExc_ValueError, "fan is not 257 native int64 bounds");
         goto done;
