@@ -10,8 +10,9 @@
  * once per chunk, so two threads doing it in Python spend much of their time waiting
  * for each other.
  *
- * object_ids(kind, buf, ends) hashes consecutive chunks whose cut points are known (a new
- * version's bytes at the stored chunks' boundaries, odb.known) in one call.
+ * object_ids(kind, buf, ends, expect) hashes consecutive chunks whose cut points are known
+ * (a new version's bytes at the stored chunks' boundaries, odb.known) in one call; given
+ * the ids expected, it stops at the first that differs.
  *
  * screen(buf, offset, blocks, ids) tests ids against the filter of a multi-pack index
  * (docs/format.md section 5.1) at once: a save asks it for the chunks of each segment.
@@ -349,17 +350,23 @@ done:
     return result;
 }
 
-/* object_ids(kind, buf, ends) -> bytes: the ids of the spans buf[0:ends[0]],
+/* object_ids(kind, buf, ends, expect=None) -> bytes: the ids of the spans buf[0:ends[0]],
  * buf[ends[0]:ends[1]], ... (consecutive chunks whose cut points are known already),
- * 32 bytes each, in one call without the GIL. */
+ * 32 bytes each, in one call without the GIL. With ``expect`` (32 bytes an end), the
+ * ids up to the first that differs from its expected one, included: a new version's
+ * bytes past an edit are not hashed. */
 static PyObject *
 object_ids(PyObject *self, PyObject *args)
 {
     int kind;
-    Py_buffer view;
-    PyObject *ends_obj;
-    if (!PyArg_ParseTuple(args, "iy*O:object_ids", &kind, &view, &ends_obj))
+    Py_buffer view, want = {0};
+    PyObject *ends_obj, *expect_obj = Py_None;
+    if (!PyArg_ParseTuple(args, "iy*O|O:object_ids", &kind, &view, &ends_obj, &expect_obj))
         return NULL;
+    if (expect_obj != Py_None && PyObject_GetBuffer(expect_obj, &want, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
     PyObject *result = NULL, *seq = NULL;
     struct scratch *scratch = NULL;
     uint64_t *ends = NULL;
@@ -369,6 +376,11 @@ object_ids(PyObject *self, PyObject *args)
     if (seq == NULL)
         goto done;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    if (want.buf != NULL && want.len != n * ID_LEN) {
+        PyErr_Format(PyExc_ValueError, "expect holds %zd bytes: %zd ends need %zd", want.len,
+                     n, n * ID_LEN);
+        goto done;
+    }
     ends = PyMem_RawMalloc((size_t)(n ? n : 1) * sizeof *ends);
     scratch = PyMem_RawMalloc(sizeof *scratch);
     result = PyBytes_FromStringAndSize(NULL, n * ID_LEN);
@@ -394,19 +406,29 @@ object_ids(PyObject *self, PyObject *args)
     }
     uint8_t *out = (uint8_t *)PyBytes_AS_STRING(result);
     const uint8_t *buf = (const uint8_t *)view.buf;
+    const uint8_t *expect = (const uint8_t *)want.buf;
+    Py_ssize_t hashed = n;
     Py_BEGIN_ALLOW_THREADS
     uint64_t start = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
-        hash_prefixed((uint8_t)kind, buf + start, (size_t)(ends[i] - start),
-                      out + (size_t)i * ID_LEN, scratch);
+        uint8_t *id = out + (size_t)i * ID_LEN;
+        hash_prefixed((uint8_t)kind, buf + start, (size_t)(ends[i] - start), id, scratch);
         start = ends[i];
+        if (expect != NULL && memcmp(id, expect + (size_t)i * ID_LEN, ID_LEN) != 0) {
+            hashed = i + 1;
+            break;
+        }
     }
     Py_END_ALLOW_THREADS
+    if (hashed < n && _PyBytes_Resize(&result, hashed * ID_LEN) < 0)
+        result = NULL;
 done:
     Py_XDECREF(seq);
     PyMem_RawFree(ends);
     PyMem_RawFree(scratch);
     PyBuffer_Release(&view);
+    if (want.buf != NULL)
+        PyBuffer_Release(&want);
     return result;
 }
 
@@ -597,8 +619,10 @@ static PyMethodDef methods[] = {
      "chunk i of them, ids[32 * i : 32 * i + 32] the BLAKE3 hash of bytes((kind,)) + chunk "
      "i. Runs without the GIL."},
     {"object_ids", object_ids, METH_VARARGS,
-     "object_ids(kind, buf, ends) -> bytes: the object ids (32 bytes each) of the spans "
-     "buf[0:ends[0]], buf[ends[0]:ends[1]], ..., hashed in one call without the GIL."},
+     "object_ids(kind, buf, ends, expect=None) -> bytes: the object ids (32 bytes each) of "
+     "the spans buf[0:ends[0]], buf[ends[0]:ends[1]], ..., hashed in one call without the "
+     "GIL; with expect (32 bytes for each end), only up to the first id that differs from "
+     "its expected one, that id included."},
     {"object_id", object_id, METH_VARARGS,
      "object_id(kind, data) -> bytes: the BLAKE3 hash of bytes((kind,)) + data, without the "
      "GIL from 4 KiB on."},

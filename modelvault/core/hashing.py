@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from enum import IntEnum
+from typing import Protocol
 
 from blake3 import blake3
 
 __all__ = [
     "ID_LEN",
     "ObjType",
+    "matching_ids",
     "object_id",
     "object_ids",
     "parse_hex_id",
@@ -52,19 +54,39 @@ def object_id(kind: ObjType, data: bytes | memoryview) -> bytes:
     return _id(kind, data)
 
 
-def _ids_function(native: bool = True) -> Callable[[int, bytes | memoryview, Sequence[int]], bytes]:
-    """The compiled batch hash (one call, no GIL), else (or with ``native`` False) the
-    ids one by one."""
+class _Ids(Protocol):
+    def __call__(
+        self,
+        kind: int,
+        data: bytes | memoryview,
+        ends: Sequence[int],
+        expect: bytes | None = None,
+        /,
+    ) -> bytes: ...
 
-    def ids(kind: int, data: bytes | memoryview, ends: Sequence[int]) -> bytes:
+
+def _ids_function(native: bool = True) -> _Ids:
+    """The compiled batch hash (one call, no GIL), else (or with ``native`` False) the
+    ids one by one. Given ``expect`` (the ids expected, joined), either stops after the
+    first id that differs."""
+
+    def ids(
+        kind: int, data: bytes | memoryview, ends: Sequence[int], expect: bytes | None = None, /
+    ) -> bytes:
         view, parts = memoryview(data), []
-        for i, (a, b) in enumerate(zip([0, *ends[:-1]], ends, strict=True)):
+        if expect is not None and len(expect) != ID_LEN * len(ends):
+            raise ValueError(
+                f"expect holds {len(expect)} bytes: {len(ends)} ends need {ID_LEN * len(ends)}"
+            )
+        for i, (a, b) in enumerate(zip([0, *ends], ends, strict=False)):  # (ends may be [])
             if not a <= b <= len(view):
                 raise ValueError(
                     f"ends[{i}] is {b}: the ends must rise and lie within the buffer's "
                     f"{len(view)} bytes"
                 )
             parts.append(_id(kind, view[a:b]))
+            if expect is not None and parts[-1] != expect[i * ID_LEN : (i + 1) * ID_LEN]:
+                break
         return b"".join(parts)
 
     if not native:
@@ -84,6 +106,20 @@ def object_ids(kind: ObjType, data: bytes | memoryview, ends: Sequence[int]) -> 
     ... (each of ``kind``), hashed in one call (the compiled one lets other threads run)."""
     joined = _ids(kind, data, ends)
     return [joined[i : i + ID_LEN] for i in range(0, len(joined), ID_LEN)]
+
+
+def matching_ids(
+    kind: ObjType, data: bytes | memoryview, ends: Sequence[int], expect: Sequence[bytes]
+) -> int:
+    """How many of the objects ``data[0:ends[0]]``, ``data[ends[0]:ends[1]]``, ..., from
+    the first, have the ids ``expect``: hashed as :func:`object_ids` does, but none past
+    the first that differs (a new version's bytes past an edit)."""
+    want = b"".join(expect)
+    got = _ids(kind, data, ends, want)
+    n = len(got) // ID_LEN
+    if n and got[-ID_LEN:] != want[(n - 1) * ID_LEN : n * ID_LEN]:
+        n -= 1
+    return n
 
 
 def parse_hex_id(text: str) -> bytes:

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 from modelvault.core.chunking import MAX_SIZE
 from modelvault.core.codec import Codec
-from modelvault.core.hashing import ObjType, object_ids
+from modelvault.core.hashing import ObjType, matching_ids
 
 if TYPE_CHECKING:
     from modelvault.odb.packs import PackDB
@@ -56,7 +56,6 @@ __all__ = [
 ]
 
 _PAGE = mmap.PAGESIZE
-HASH_FIRST = 1  # bytes of the batch after an edit: one chunk, the least there is
 HASH_RUN = 4 << 20  # bytes of stored-compressed chunks compared by one batch of hashes
 
 
@@ -75,7 +74,6 @@ class Match:
 
     def __init__(self, known: KnownChunks) -> None:
         self.known = known
-        self._batch = HASH_FIRST  # bytes hashed by the next batch: doubles while all match
         self._memcmp = known._libc.memcmp
         self._expect = -1  # index of the stored chunk to try at the next cut point
         self._view: memoryview | None = None  # the view last asked about ...
@@ -156,27 +154,26 @@ class Match:
     def _hashed(self, view: memoryview, pos: int, k: int, last_start: int) -> tuple[int, int, bool]:
         """Compare the run of stored-compressed chunks from chunk ``k`` at ``pos``, each
         starting before ``last_start``, by hashing the new bytes at their cut points, a
-        batch in one call: ``(bytes, chunks, all)``, what matched in a row and whether
-        every chunk of the batch did. A batch is one chunk after an edit and doubles while
-        every chunk matches, to :data:`HASH_RUN` bytes (and the chunk that crosses it); a
-        batch cut short by the end of the pass or a raw chunk keeps its size. Hashing past
-        an edit is wasted, and a new version's edits can be a chunk or two every MiB."""
+        batch of up to :data:`HASH_RUN` bytes (and the chunk that crosses it) in one call
+        that stops at the first chunk that differs (:func:`matching_ids`: nothing past an
+        edit is hashed): ``(bytes, chunks, all)``, what matched in a row and whether every
+        chunk of the batch did. A batch cut short by the end of the pass or a raw chunk
+        keeps its size."""
         stored = self.known._at
         ends: list[int] = []
+        expect: list[bytes] = []
         p, j = pos, k
-        while p < last_start and p - pos < self._batch:
+        while p < last_start and p - pos < HASH_RUN:
             c = stored[j]
             if c is None or c[2]:
                 break
             p += c[1]
             ends.append(p - pos)
+            expect.append(c[0])
             j += 1
-        ids = object_ids(ObjType.CHUNK, view[pos:p], ends)
-        for i, got in enumerate(ids):
-            if got != stored[k + i][0]:  # type: ignore[index]  # (gathered above: not None)
-                self._batch = HASH_FIRST  # an edit: the next run may be short too
-                return (ends[i - 1] if i else 0), i, False
-        self._batch = min(max(self._batch, 2 * (p - pos)), HASH_RUN)  # (a short run: kept)
+        i = matching_ids(ObjType.CHUNK, view[pos:p], ends, expect)
+        if i < len(ends):
+            return (ends[i - 1] if i else 0), i, False
         return p - pos, len(ends), True
 
     def __call__(self, view: memoryview, at: int) -> tuple[bytes, int] | None:

@@ -123,6 +123,27 @@ def test_ids_of_consecutive_chunks_at_once() -> None:
         _cdc.object_ids(1, data, 5)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_ids_stop_at_the_first_that_differs(native: bool) -> None:
+    """Given the ids expected, object_ids (compiled, or the fallback) hashes up to the
+    first span whose id differs, that one included, and no further; matching_ids counts
+    the spans that matched in a row. An expect of the wrong size is refused."""
+    ids = _cdc.object_ids if native else hashing._ids_function(native=False)
+    data = os.urandom(2 * MAX + 999)
+    ends = [100, 5000, 5000, MAX, MAX + 7, 2 * MAX, len(data)]
+    true = _cdc.object_ids(1, data, ends)
+    assert ids(1, data, ends, true) == true
+    for wrong in (0, 2, 4, len(ends) - 1):
+        want = bytearray(true)
+        want[32 * wrong + 31] ^= 1
+        assert ids(1, data, ends, bytes(want)) == true[: 32 * (wrong + 1)]
+        expect = [bytes(want[i : i + 32]) for i in range(0, len(want), 32)]
+        assert hashing.matching_ids(ObjType.CHUNK, data, ends, expect) == wrong
+    assert ids(1, data, [], b"") == b""
+    with pytest.raises(ValueError, match="expect holds 31 bytes"):
+        ids(1, data, [5], true[:31])
+
+
 def test_the_fallback_gives_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
     data = os.urandom(2 * MAX) + bytes(MAX) + os.urandom(MAX // 3)
     view = memoryview(data)

@@ -443,11 +443,12 @@ def test_chunks_stored_by_the_float_codec_are_recognised_by_their_ids(
 def test_scattered_edits_among_compressed_chunks_give_the_chunks_of_cutting(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Runs of chunks stored compressed are hashed in batches that start at one chunk
-    after an edit and double while every chunk matches (``Match._hashed``). A version
-    edited every MiB or so, in small and large edits and at a byte past a cut, still
-    gets exactly the chunks of cutting and hashing, with most of it recognised; and each
-    new chunk is stored with the codec that encoding it on its own picks, and reads back."""
+    """Runs of chunks stored compressed are hashed in batches (``Match._hashed``) that
+    stop at the first chunk that differs: a byte past an edit is never hashed by a batch.
+    A version edited every MiB or so, in small and large edits and at a byte past a cut,
+    still gets exactly the chunks of cutting and hashing, with most of it recognised; and
+    each new chunk is stored with the codec that encoding it on its own picks, and reads
+    back."""
     from modelvault.core import codec, hashing
     from modelvault.core.codec import Codec
     from modelvault.odb import known as known_mod
@@ -464,18 +465,29 @@ def test_scattered_edits_among_compressed_chunks_give_the_chunks_of_cutting(
         (tmp_path / version).mkdir()
         (tmp_path / version / "w.bin").write_bytes(payload)
     store.save(tmp_path / "v1", "m:v1")
-    batches: list[int] = []
-    real = hashing.object_ids
+    batches: list[tuple[int, int]] = []  # (chunks in the batch, chunks that matched)
+    hashed = [0]  # bytes the batches hashed
+    real_matching, real_ids = hashing.matching_ids, hashing._ids
 
-    def counted(kind: ObjType, data: memoryview, ends: list[int]) -> list[bytes]:
-        batches.append(len(ends))
-        return real(kind, data, ends)
+    def counted(kind: ObjType, data: memoryview, ends: list[int], expect: list[bytes]) -> int:
+        matched = real_matching(kind, data, ends, expect)
+        batches.append((len(ends), matched))
+        return matched
 
-    monkeypatch.setattr(known_mod, "object_ids", counted)
+    def ids(kind: int, data: memoryview, ends: list[int], expect: bytes | None = None) -> bytes:
+        got = real_ids(kind, data, ends, expect)
+        hashed[0] += ends[len(got) // 32 - 1] if got else 0
+        return got
+
+    monkeypatch.setattr(known_mod, "matching_ids", counted)
+    monkeypatch.setattr(hashing, "_ids", ids)
     counting = _Counting(monkeypatch)
     store.save(tmp_path / "v2", "m:v2")
     assert counting.hits >= len(edited) - 8 * 3 * MAX  # all but the edits' neighbourhoods
-    assert max(batches) >= 8 and batches.count(1) >= 8  # batches grew, and restarted
+    short = [b for b in batches if b[1] < b[0]]
+    assert len(short) >= 8 and max(n for n, _ in batches) >= 8  # the edits; long batches
+    # what batches hashed: the chunks recognised, and one chunk for each edit at most
+    assert hashed[0] <= counting.hits + len(short) * MAX
     assert _file_chunks(store, "m:v2", "w.bin") == _expected(bytes(edited))
     old = {c for c, _ in _file_chunks(store, "m:v1", "w.bin")}
     new = [c for c, _ in _file_chunks(store, "m:v2", "w.bin") if c not in old]
