@@ -1863,14 +1863,21 @@ huf_decode(const uint8_t *src, Py_ssize_t len, Py_ssize_t n, int v, int symbits,
     return NULL;
 }
 
-/* hdecode(payload, raw_len) -> the raw bytes of a Huffman-planes codec-3 payload. */
+/* hdecode(payload, raw_len, out=None) -> the raw bytes of a Huffman-planes codec-3 payload;
+ * with ``out``, they are written there (a reader's reused buffer: no fresh pages). */
 static PyObject *
 hdecode(PyObject *self, PyObject *args)
 {
-    Py_buffer in;
+    Py_buffer in, dest = {0};
     Py_ssize_t raw_len;
-    if (!PyArg_ParseTuple(args, "y*n:hdecode", &in, &raw_len))
+    PyObject *dest_obj = Py_None;
+    if (!PyArg_ParseTuple(args, "y*n|O:hdecode", &in, &raw_len, &dest_obj))
         return NULL;
+    if (dest_obj != Py_None &&
+        PyObject_GetBuffer(dest_obj, &dest, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0) {
+        PyBuffer_Release(&in);
+        return NULL;
+    }
     const uint8_t *d = (const uint8_t *)in.buf;
     Py_ssize_t len = in.len;
     const char *err = NULL;
@@ -1922,7 +1929,16 @@ hdecode(PyObject *self, PyObject *args)
         err = "a narrow float plane's padding bits are not zero";
         goto done;
     }
-    res = PyBytes_FromStringAndSize(NULL, raw_len);
+    if (dest.buf != NULL && dest.len < raw_len) {
+        PyErr_Format(PyExc_ValueError, "out holds %zd bytes, fewer than raw_len %zd", dest.len,
+                     raw_len);
+        goto done;
+    }
+    if (dest.buf != NULL) {
+        res = Py_None;
+        Py_INCREF(res);
+    } else
+        res = PyBytes_FromStringAndSize(NULL, raw_len);
     size_t sz_planes = al64((size_t)(n * w + 8)), sz_sym = K ? al64((size_t)(n * 2 + 8)) : 0,
            sz_tab = al64(sizeof(uint16_t) << HUF_MAX);
     uint8_t *block = arena_get(sz_planes + sz_sym + sz_tab + (sizeof(uint32_t) << HUF_MAX), &own);
@@ -1938,7 +1954,7 @@ hdecode(PyObject *self, PyObject *args)
             PyErr_NoMemory();
         goto done;
     }
-    uint8_t *out = (uint8_t *)PyBytes_AS_STRING(res);
+    uint8_t *out = dest.buf != NULL ? (uint8_t *)dest.buf : (uint8_t *)PyBytes_AS_STRING(res);
     Py_BEGIN_ALLOW_THREADS
     const uint8_t *p = d + hl + 4 * w;
     const uint8_t *pl[4], *narrow_at = NULL;
@@ -1976,6 +1992,8 @@ done:
     }
     arena_done(own);
     PyBuffer_Release(&in);
+    if (dest.buf != NULL)
+        PyBuffer_Release(&dest);
     return res;
 }
 static PyMethodDef methods[] = {
@@ -1988,7 +2006,9 @@ static PyMethodDef methods[] = {
     {"hencode", hencode, METH_VARARGS,
      "hencode(data, width, skip, rot, tries, keep) -> a codec-3 payload of Huffman planes."},
     {"hdecode", hdecode, METH_VARARGS,
-     "hdecode(payload, raw_len) -> the raw bytes of a codec-3 payload of Huffman planes."},
+     "hdecode(payload, raw_len, out=None) -> the raw bytes of a codec-3 payload of Huffman "
+     "planes; with out (a writable buffer of raw_len bytes or more), written into out[:raw_len] "
+     "instead, and None returned."},
     {NULL, NULL, 0, NULL},
 };
 

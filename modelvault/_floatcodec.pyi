@@ -1,4 +1,5 @@
 from collections.abc import Sequence
+from typing import overload
 
 from typing_extensions import Buffer
 
@@ -10,4 +11,7 @@ def probe(
     data: Buffer, width: int = 0, /
 ) -> tuple[float, list[tuple[int, int, tuple[float, ...], tuple[float, ...]]]]: ...
 def hencode(data: Buffer, width: int, skip: int, rot: int, tries: int, keep: int, /) -> bytes: ...
+@overload
 def hdecode(payload: Buffer, raw_len: int, /) -> bytes: ...
+@overload
+def hdecode(payload: Buffer, raw_len: int, out: Buffer, /) -> None: ...

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import bisect
 import io
+import mmap
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from modelvault import _fsutil
 from modelvault._parallel import ordered_map
+from modelvault.core.chunking import MAX_SIZE
 from modelvault.core.hashing import ObjType
 from modelvault.core.objects import KIND_EXEC, KIND_TREE, FileObject
 from modelvault.odb import PackDB
@@ -93,6 +95,7 @@ class FileReader(io.RawIOBase):
 
 
 _READ_BATCH = 64  # chunks per reader task (read with few preads)
+_WINDOW = 4  # reader tasks under way at once
 
 
 def write_file(
@@ -100,21 +103,33 @@ def write_file(
 ) -> None:
     """Write one stored file to ``dest`` (which must not exist) and fsync it.
 
-    Reader threads map and verify batches of chunks; this thread writes them in order,
-    into blocks reserved for the whole file first (``_fsutil.preallocate``), starting
-    write-back as it goes (``_fsutil.WriteBack``).
+    Reader threads map, decode and verify batches of chunks; this thread writes them in
+    order, into blocks reserved for the whole file first (``_fsutil.preallocate``),
+    starting write-back as it goes (``_fsutil.WriteBack``). Batches are decoded into a
+    few buffers used in turn, not fresh memory for each.
     """
-    ids = [cid for cid, _ in fobj.chunks]
-    batches = [ids[i : i + _READ_BATCH] for i in range(0, len(ids), _READ_BATCH)]
+    chunks = fobj.chunks
+    batches = [chunks[i : i + _READ_BATCH] for i in range(0, len(chunks), _READ_BATCH)]
+    # Each batch is decoded into a buffer of a ring, reused once the batch that last used
+    # it is written: when batch j is handed to the pool, batches up to j - _WINDOW are
+    # written, so _WINDOW + 1 buffers never hand out one still being read. Anonymous
+    # mappings of the largest batch there can be: only the pages used are touched, once.
+    ring: list[mmap.mmap | None] = [None] * (_WINDOW + 1)
 
-    def fetch(batch: list[bytes]) -> list[bytes | memoryview]:
-        return db.read_many(batch, ObjType.CHUNK)
+    def fetch(item: tuple[int, list[tuple[bytes, int]]]) -> list[bytes | memoryview]:
+        j, batch = item
+        need = sum(n for _, n in batch)
+        slot = j % len(ring)
+        buf = ring[slot]
+        if buf is None or len(buf) < need:  # replaced, not resized: views may remain
+            buf = ring[slot] = mmap.mmap(-1, max(need, _READ_BATCH * MAX_SIZE))
+        return db.read_many([cid for cid, _ in batch], ObjType.CHUNK, memoryview(buf))
 
     fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     writeback = _fsutil.WriteBack(fd)
     try:
         _fsutil.preallocate(fd, 0, fobj.size, dest)
-        for _, datas in ordered_map(pool, fetch, batches, 4):
+        for _, datas in ordered_map(pool, fetch, enumerate(batches), _WINDOW):
             _fsutil.write_all(fd, datas)
             n = sum(len(d) for d in datas)
             writeback.wrote(n)

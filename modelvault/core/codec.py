@@ -505,11 +505,17 @@ def _decode_planes(payload: bytes | memoryview, raw_len: int) -> bytes:
 @overload
 def decode(codec: int, payload: bytes, raw_len: int) -> bytes: ...
 @overload
-def decode(codec: int, payload: bytes | memoryview, raw_len: int) -> bytes | memoryview: ...
-def decode(codec: int, payload: bytes | memoryview, raw_len: int) -> bytes | memoryview:
+def decode(
+    codec: int, payload: bytes | memoryview, raw_len: int, into: memoryview | None = None
+) -> bytes | memoryview: ...
+def decode(
+    codec: int, payload: bytes | memoryview, raw_len: int, into: memoryview | None = None
+) -> bytes | memoryview:
     """Undo :func:`encode` or :func:`encode_for_transfer`; never produces more than
     ``raw_len`` bytes. A raw payload comes back as it was given (a memoryview stays one:
-    no copy).
+    no copy). ``into`` (``raw_len`` bytes or more) is where a float codec payload is
+    decoded where it can be (the compiled Huffman planes), returned as ``into[:raw_len]``:
+    a reader that reuses its buffers writes into pages it has, not fresh ones.
 
     Raises:
         IntegrityError: the payload is not valid for its codec or has the wrong size.
@@ -521,7 +527,7 @@ def decode(codec: int, payload: bytes | memoryview, raw_len: int) -> bytes | mem
     elif codec == Codec.PLANES:
         out = _decode_planes(payload, raw_len)
     elif codec == Codec.FLOAT:
-        out = _decode_float(payload, raw_len)
+        out = _decode_float(payload, raw_len, into)
     else:
         raise IntegrityError(f"unknown codec {codec}")
     if len(out) != raw_len:

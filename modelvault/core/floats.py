@@ -164,8 +164,12 @@ def encode_float(
     return b"".join([head, view[:skip], *parts, view[skip + n * width :]])
 
 
-def _decode_float(payload: bytes | memoryview, raw_len: int) -> bytes:
-    """Undo :func:`encode_float`, checking every length against the header first."""
+def _decode_float(
+    payload: bytes | memoryview, raw_len: int, into: memoryview | None = None
+) -> bytes | memoryview:
+    """Undo :func:`encode_float`, checking every length against the header first; Huffman
+    planes are decoded into ``into`` where it is given and the C is built
+    (``into[:raw_len]`` is returned)."""
     view = memoryview(payload)
     if len(view) < FLOAT_HEAD.size:
         raise IntegrityError(f"float payload of {len(view)} bytes has no header")
@@ -174,7 +178,10 @@ def _decode_float(payload: bytes | memoryview, raw_len: int) -> bytes:
         if _fc is None:
             return _decode_huffman_py(view, raw_len)
         try:
-            return _fc.hdecode(view, raw_len)
+            if into is None:
+                return _fc.hdecode(view, raw_len)
+            _fc.hdecode(view, raw_len, into)
+            return into[:raw_len]
         except ValueError as exc:
             raise IntegrityError(f"invalid float payload (Huffman planes): {exc}") from exc
     if width not in FLOAT_WIDTHS:

@@ -184,18 +184,27 @@ def _spans(entries: list[Entry]) -> dict[str, list[tuple[int, int, list[int]]]]:
 def verify_payload(oid: bytes, e: Entry, payload: bytes, kind: ObjType | None) -> bytes: ...
 @overload
 def verify_payload(
-    oid: bytes, e: Entry, payload: bytes | memoryview, kind: ObjType | None
+    oid: bytes,
+    e: Entry,
+    payload: bytes | memoryview,
+    kind: ObjType | None,
+    into: memoryview | None = None,
 ) -> bytes | memoryview: ...
 def verify_payload(
-    oid: bytes, e: Entry, payload: bytes | memoryview, kind: ObjType | None
+    oid: bytes,
+    e: Entry,
+    payload: bytes | memoryview,
+    kind: ObjType | None,
+    into: memoryview | None = None,
 ) -> bytes | memoryview:
     """Decode a stored payload and check it against its id; returns the raw bytes (a raw
-    payload given as a memoryview comes back as that view, uncopied)."""
+    payload given as a memoryview comes back as that view, uncopied; a float payload is
+    decoded into ``into`` where given: see :func:`codec.decode`)."""
     if kind is not None and e.kind != kind:
         raise IntegrityError(f"object {oid.hex()} is a {e.kind}, expected a {kind.name.lower()}")
     if len(payload) != e.stored_len:
         raise IntegrityError(f"object {oid.hex()} is truncated on disk")
-    raw = codec.decode(e.codec, payload, e.raw_len)
+    raw = codec.decode(e.codec, payload, e.raw_len, into)
     if object_id(ObjType(e.kind), raw) != oid:
         raise IntegrityError(f"object {oid.hex()} does not match its id: the store is damaged")
     return raw
@@ -256,13 +265,21 @@ class PackReads:
         e, payload = self.read_stored(oid)
         return verify_payload(oid, e, payload, kind)
 
-    def read_many(self, oids: list[bytes], kind: ObjType | None = None) -> list[bytes | memoryview]:
+    def read_many(
+        self, oids: list[bytes], kind: ObjType | None = None, into: memoryview | None = None
+    ) -> list[bytes | memoryview]:
         """The raw bytes of several objects, in order, each checked against its id.
 
         Payloads lying next to each other in a pack (a file's chunks usually do) are
         memory-mapped together (hashed and handed on without a copy; the mapping goes
         when the last view of it does), and each pack is opened once per call. Falls back
         to :meth:`read` one by one if a pack disappears meanwhile (gc elsewhere).
+
+        ``into``, if given, holds the objects' raw bytes end to end (their sizes summed,
+        or more): where a payload is decoded in place (the float codec), object ``i`` is
+        written at the sum of the sizes before it and returned as a view of ``into``. A
+        reader that reuses such buffers (``checkout.write_file``) spares the kernel from
+        handing out and zeroing fresh pages for every batch.
 
         Raises:
             IntegrityError: an object is missing, or stored bytes do not hash to their id.
@@ -285,4 +302,16 @@ class PackReads:
                             payloads[i] = block[off : off + entries[i].stored_len]
         except FileNotFoundError:
             return [self.read(oid, kind) for oid in oids]
-        return [verify_payload(oid, entries[i], payloads[i], kind) for i, oid in enumerate(oids)]
+        if into is None:
+            return [
+                verify_payload(oid, e, payloads[i], kind)
+                for i, (oid, e) in enumerate(zip(oids, entries, strict=True))
+            ]
+        if len(into) < sum(e.raw_len for e in entries):
+            raise ValueError(f"into holds {len(into)} bytes, fewer than the objects' raw sizes")
+        out: list[bytes | memoryview] = []
+        at = 0
+        for i, (oid, e) in enumerate(zip(oids, entries, strict=True)):
+            out.append(verify_payload(oid, e, payloads[i], kind, into[at : at + e.raw_len]))
+            at += e.raw_len
+        return out
