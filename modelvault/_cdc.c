@@ -376,7 +376,7 @@ object_ids(PyObject *self, PyObject *args)
     if (seq == NULL)
         goto done;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-    if (want.buf != NULL && want.len != n * ID_LEN) {
+    if (want.obj != NULL && want.len != n * ID_LEN) {
         PyErr_Format(PyExc_ValueError, "expect holds %zd bytes: %zd ends need %zd", want.len,
                      n, n * ID_LEN);
         goto done;
@@ -406,7 +406,7 @@ object_ids(PyObject *self, PyObject *args)
     }
     uint8_t *out = (uint8_t *)PyBytes_AS_STRING(result);
     const uint8_t *buf = (const uint8_t *)view.buf;
-    const uint8_t *expect = (const uint8_t *)want.buf;
+    const uint8_t *expect = want.obj != NULL ? (const uint8_t *)want.buf : NULL;
     Py_ssize_t hashed = n;
     Py_BEGIN_ALLOW_THREADS
     uint64_t start = 0;
@@ -427,7 +427,7 @@ done:
     PyMem_RawFree(ends);
     PyMem_RawFree(scratch);
     PyBuffer_Release(&view);
-    if (want.buf != NULL)
+    if (want.obj != NULL)
         PyBuffer_Release(&want);
     return result;
 }

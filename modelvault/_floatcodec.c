@@ -1929,12 +1929,12 @@ hdecode(PyObject *self, PyObject *args)
         err = "a narrow float plane's padding bits are not zero";
         goto done;
     }
-    if (dest.buf != NULL && dest.len < raw_len) {
+    if (dest.obj != NULL && dest.len < raw_len) {
         PyErr_Format(PyExc_ValueError, "out holds %zd bytes, fewer than raw_len %zd", dest.len,
                      raw_len);
         goto done;
     }
-    if (dest.buf != NULL) {
+    if (dest.obj != NULL) {
         res = Py_None;
         Py_INCREF(res);
     } else
@@ -1954,7 +1954,7 @@ hdecode(PyObject *self, PyObject *args)
             PyErr_NoMemory();
         goto done;
     }
-    uint8_t *out = dest.buf != NULL ? (uint8_t *)dest.buf : (uint8_t *)PyBytes_AS_STRING(res);
+    uint8_t *out = dest.obj != NULL ? (uint8_t *)dest.buf : (uint8_t *)PyBytes_AS_STRING(res);
     Py_BEGIN_ALLOW_THREADS
     const uint8_t *p = d + hl + 4 * w;
     const uint8_t *pl[4], *narrow_at = NULL;
@@ -1992,7 +1992,7 @@ done:
     }
     arena_done(own);
     PyBuffer_Release(&in);
-    if (dest.buf != NULL)
+    if (dest.obj != NULL)
         PyBuffer_Release(&dest);
     return res;
 }

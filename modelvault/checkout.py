@@ -106,15 +106,18 @@ def write_file(
     Reader threads map, decode and verify batches of chunks; this thread writes them in
     order, into blocks reserved for the whole file first (``_fsutil.preallocate``),
     starting write-back as it goes (``_fsutil.WriteBack``). Batches are decoded into a
-    few buffers used in turn, not fresh memory for each.
+    few buffers used in turn, not fresh memory for each (``ordered_map`` must take its
+    items one at a time, as it does).
     """
     chunks = fobj.chunks
     batches = [chunks[i : i + _READ_BATCH] for i in range(0, len(chunks), _READ_BATCH)]
     # Each batch is decoded into a buffer of a ring, reused once the batch that last used
-    # it is written: when batch j is handed to the pool, batches up to j - _WINDOW are
-    # written, so _WINDOW + 1 buffers never hand out one still being read. Anonymous
-    # mappings of the largest batch there can be: only the pages used are touched, once.
-    ring: list[mmap.mmap | None] = [None] * (_WINDOW + 1)
+    # it is written: ordered_map takes batch j from ``batches`` (and hands it to the pool)
+    # only once this thread has written batch j - _WINDOW, so _WINDOW buffers never hand
+    # out one still being read or written (tests/unit/test_read_into.py fails with one
+    # fewer). Anonymous mappings of the largest batch there can be: only the pages used
+    # are touched, once.
+    ring: list[mmap.mmap | None] = [None] * _WINDOW
 
     def fetch(item: tuple[int, list[tuple[bytes, int]]]) -> list[bytes | memoryview]:
         j, batch = item

@@ -177,6 +177,8 @@ def _decode_float(
     if mask & HUF_FLAG:
         if _fc is None:
             return _decode_huffman_py(view, raw_len)
+        if into is not None and len(into) < raw_len:  # the caller's mistake, not damage
+            raise ValueError(f"into holds {len(into)} bytes, fewer than raw_len {raw_len}")
         try:
             if into is None:
                 return _fc.hdecode(view, raw_len)

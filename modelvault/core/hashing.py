@@ -78,12 +78,14 @@ def _ids_function(native: bool = True) -> _Ids:
             raise ValueError(
                 f"expect holds {len(expect)} bytes: {len(ends)} ends need {ID_LEN * len(ends)}"
             )
-        for i, (a, b) in enumerate(zip([0, *ends], ends, strict=False)):  # (ends may be [])
+        spans = list(zip([0, *ends], ends, strict=False))  # (ends may be [])
+        for i, (a, b) in enumerate(spans):  # all checked first, as the compiled one does
             if not a <= b <= len(view):
                 raise ValueError(
                     f"ends[{i}] is {b}: the ends must rise and lie within the buffer's "
                     f"{len(view)} bytes"
                 )
+        for i, (a, b) in enumerate(spans):
             parts.append(_id(kind, view[a:b]))
             if expect is not None and parts[-1] != expect[i * ID_LEN : (i + 1) * ID_LEN]:
                 break

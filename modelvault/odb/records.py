@@ -275,11 +275,13 @@ class PackReads:
         when the last view of it does), and each pack is opened once per call. Falls back
         to :meth:`read` one by one if a pack disappears meanwhile (gc elsewhere).
 
-        ``into``, if given, holds the objects' raw bytes end to end (their sizes summed,
-        or more): where a payload is decoded in place (the float codec), object ``i`` is
-        written at the sum of the sizes before it and returned as a view of ``into``. A
-        reader that reuses such buffers (``checkout.write_file``) spares the kernel from
-        handing out and zeroing fresh pages for every batch.
+        ``into``, if given, has room for the objects' raw bytes end to end (their sizes
+        summed): where a payload is decoded in place (the float codec's Huffman planes,
+        compiled), object ``i`` is written at the sum of the sizes before it and returned
+        as a view of ``into``. A reader that reuses such buffers (``checkout.write_file``)
+        spares the kernel from handing out and zeroing fresh pages for every batch. An
+        object that would not fit (its index entry damaged) is decoded into fresh memory,
+        and its check reports the damage.
 
         Raises:
             IntegrityError: an object is missing, or stored bytes do not hash to their id.
@@ -307,11 +309,12 @@ class PackReads:
                 verify_payload(oid, e, payloads[i], kind)
                 for i, (oid, e) in enumerate(zip(oids, entries, strict=True))
             ]
-        if len(into) < sum(e.raw_len for e in entries):
-            raise ValueError(f"into holds {len(into)} bytes, fewer than the objects' raw sizes")
+        into = into if into.format == "B" and into.ndim == 1 else into.cast("B")
         out: list[bytes | memoryview] = []
         at = 0
         for i, (oid, e) in enumerate(zip(oids, entries, strict=True)):
-            out.append(verify_payload(oid, e, payloads[i], kind, into[at : at + e.raw_len]))
-            at += e.raw_len
+            end = at + e.raw_len
+            room = into[at:end] if end <= len(into) else None
+            out.append(verify_payload(oid, e, payloads[i], kind, room))
+            at = end
         return out
