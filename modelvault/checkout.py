@@ -115,9 +115,10 @@ def write_file(
     # it is written: ordered_map takes batch j from ``batches`` (and hands it to the pool)
     # only once this thread has written batch j - _WINDOW, so _WINDOW buffers never hand
     # out one still being read or written (tests/unit/test_read_into.py fails with one
-    # fewer). Anonymous mappings of the largest batch there can be: only the pages used
-    # are touched, once.
+    # fewer). Anonymous mappings of the largest batch there can be (of the batch itself
+    # where no buffer is used twice): only the pages used are touched, once.
     ring: list[mmap.mmap | None] = [None] * _WINDOW
+    least = _READ_BATCH * MAX_SIZE if len(batches) > len(ring) else 1
 
     def fetch(item: tuple[int, list[tuple[bytes, int]]]) -> list[bytes | memoryview]:
         j, batch = item
@@ -125,7 +126,7 @@ def write_file(
         slot = j % len(ring)
         buf = ring[slot]
         if buf is None or len(buf) < need:  # replaced, not resized: views may remain
-            buf = ring[slot] = mmap.mmap(-1, max(need, _READ_BATCH * MAX_SIZE))
+            buf = ring[slot] = mmap.mmap(-1, max(need, least))
         return db.read_many([cid for cid, _ in batch], ObjType.CHUNK, memoryview(buf))
 
     fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
