@@ -1932,16 +1932,16 @@ hdecode(PyObject *self, PyObject *args)
         err = "a narrow float plane's padding bits are not zero";
         goto done;
     }
-    if (dest.obj != NULL && dest.len < raw_len) {
+    if (dest.obj == NULL)
+        res = PyBytes_FromStringAndSize(NULL, raw_len);
+    else if (dest.len < raw_len) {
         PyErr_Format(PyExc_ValueError, "out holds %zd bytes, fewer than raw_len %zd", dest.len,
                      raw_len);
         goto done;
-    }
-    if (dest.obj != NULL) {
+    } else {
         res = Py_None;
         Py_INCREF(res);
-    } else
-        res = PyBytes_FromStringAndSize(NULL, raw_len);
+    }
     size_t sz_planes = al64((size_t)(n * w + 8)), sz_sym = K ? al64((size_t)(n * 2 + 8)) : 0,
            sz_tab = al64(sizeof(uint16_t) << HUF_MAX);
     uint8_t *block = arena_get(sz_planes + sz_sym + sz_tab + (sizeof(uint32_t) << HUF_MAX), &own);

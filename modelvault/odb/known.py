@@ -157,8 +157,7 @@ class Match:
         batch of up to :data:`HASH_RUN` bytes (and the chunk that crosses it) in one call
         that stops at the first chunk that differs (:func:`matching_ids`: nothing past an
         edit is hashed): ``(bytes, chunks, all)``, what matched in a row and whether every
-        chunk of the batch did. A batch cut short by the end of the pass or a raw chunk
-        keeps its size."""
+        chunk of the batch did."""
         stored = self.known._at
         ends: list[int] = []
         expect: list[bytes] = []

@@ -304,17 +304,13 @@ class PackReads:
                             payloads[i] = block[off : off + entries[i].stored_len]
         except FileNotFoundError:
             return [self.read(oid, kind) for oid in oids]
-        if into is None:
-            return [
-                verify_payload(oid, e, payloads[i], kind)
-                for i, (oid, e) in enumerate(zip(oids, entries, strict=True))
-            ]
-        into = into if into.format == "B" and into.ndim == 1 else into.cast("B")
+        if into is not None and (into.format != "B" or into.ndim != 1):
+            into = into.cast("B")
         out: list[bytes | memoryview] = []
         at = 0
         for i, (oid, e) in enumerate(zip(oids, entries, strict=True)):
             end = at + e.raw_len
-            room = into[at:end] if end <= len(into) else None
+            room = into[at:end] if into is not None and end <= len(into) else None
             out.append(verify_payload(oid, e, payloads[i], kind, room))
             at = end
         return out
