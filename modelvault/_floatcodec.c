@@ -24,8 +24,13 @@
  *                          Huffman planes (skip -1: picked here)
  *   hdecode(payload, raw_len) -> bytes: its raw bytes; ValueError (one line saying what
  *                          is wrong) for any payload that does not follow the format
+ *   hdecode_many(payloads, raw_lens, out) -> None: the payloads decoded into out end to
+ *                          end in one call, or (i, what is wrong) for the first that does
+ *                          not follow the format (a reader of many chunks takes and drops
+ *                          the GIL once, not once a chunk)
  *
- * split, join, hencode and hdecode run without the GIL, and so does probe's counting.
+ * split, join, hencode, hdecode and hdecode_many run without the GIL, and so does probe's
+ * counting.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -1868,98 +1873,80 @@ huf_decode(const uint8_t *src, Py_ssize_t len, Py_ssize_t n, int v, int symbits,
 
 /* hdecode(payload, raw_len, out=None) -> the raw bytes of a Huffman-planes codec-3 payload;
  * with ``out``, they are written there (a reader's reused buffer: no fresh pages). */
-static PyObject *
-hdecode(PyObject *self, PyObject *args)
+/* A Huffman-planes payload's header, checked against the payload's length and raw_len. */
+typedef struct {
+    int w, skip, mask, r, v, hl, K;
+    Py_ssize_t n, tail, narrow, stored[4];
+} fhead;
+
+/* Check the header of the payload d[0:len] of an object of raw_len bytes into *h; NULL,
+ * or what is wrong with it. Reads only the payload: runs with or without the GIL. */
+static const char *
+fhead_check(const uint8_t *d, Py_ssize_t len, Py_ssize_t raw_len, fhead *h)
 {
-    Py_buffer in, dest = {0};
-    Py_ssize_t raw_len;
-    PyObject *dest_obj = Py_None;
-    if (!PyArg_ParseTuple(args, "y*n|O:hdecode", &in, &raw_len, &dest_obj))
-        return NULL;
-    if (dest_obj != Py_None &&
-        PyObject_GetBuffer(dest_obj, &dest, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0) {
-        PyBuffer_Release(&in);
-        return NULL;
-    }
-    const uint8_t *d = (const uint8_t *)in.buf;
-    Py_ssize_t len = in.len;
-    const char *err = NULL;
-    PyObject *res = NULL;
-    uint8_t *planes = NULL;
-    uint16_t *sym = NULL;
-    huf_tables tb = {NULL, NULL};
-    void *own = NULL;
-    if (len < 4) {
-        err = "float payload has no header";
-        goto done;
-    }
+    if (len < 4)
+        return "float payload has no header";
     int w = d[0], skip = d[1], mask = d[2], r = d[3];
     int v = (mask & HUF_V2) ? 2 : 1, hl = v == 1 ? 4 : 5;
     if ((w != 2 && w != 4) || skip >= w || !(mask & HUF_FLAG) || ((mask & 0x3F) >> w) ||
-        r < 1 || r >= 8 * w) {
-        err = "float planes header is invalid";
-        goto done;
-    }
-    if (len < hl + 4 * w) {
-        err = "float planes header is truncated";
-        goto done;
-    }
+        r < 1 || r >= 8 * w)
+        return "float planes header is invalid";
+    if (len < hl + 4 * w)
+        return "float planes header is truncated";
     int K = v == 2 ? d[4] : 0;
-    if (K > HUF_KMAX || (K && !(mask & 1))) {
-        err = "float planes header is invalid (K above 3, or K > 0 with plane 0 raw)";
-        goto done;
-    }
-    if (raw_len < skip) {
-        err = "float planes skip more bytes than the object holds";
-        goto done;
-    }
+    if (K > HUF_KMAX || (K && !(mask & 1)))
+        return "float planes header is invalid (K above 3, or K > 0 with plane 0 raw)";
+    if (raw_len < skip)
+        return "float planes skip more bytes than the object holds";
     Py_ssize_t n = (raw_len - skip) / w, tail = raw_len - skip - n * w;
     Py_ssize_t narrow = K ? (n * (8 - K) + 7) / 8 : n;
-    Py_ssize_t stored[4], sum = 0;
+    Py_ssize_t sum = 0;
     for (int i = 0; i < w; i++) {
-        stored[i] = (Py_ssize_t)load32(d + hl + 4 * i);
-        sum += stored[i];
-        if (!(mask >> i & 1) && stored[i] != (i == w - 1 ? narrow : n)) {
-            err = "a raw float plane has the wrong length";
-            goto done;
-        }
+        h->stored[i] = (Py_ssize_t)load32(d + hl + 4 * i);
+        sum += h->stored[i];
+        if (!(mask >> i & 1) && h->stored[i] != (i == w - 1 ? narrow : n))
+            return "a raw float plane has the wrong length";
     }
-    if (len != hl + 4 * w + skip + sum + tail) {
-        err = "float payload length does not match its header and raw length";
-        goto done;
-    }
-    if (K && narrow && !(mask >> (w - 1) & 1) && !narrow_pads_clean(d + len - tail - stored[w - 1], stored[w - 1], n, K)) {
-        err = "a narrow float plane's padding bits are not zero";
-        goto done;
-    }
-    if (dest.obj == NULL)
-        res = PyBytes_FromStringAndSize(NULL, raw_len);
-    else if (dest.len < raw_len) {
-        PyErr_Format(PyExc_ValueError, "out holds %zd bytes, fewer than raw_len %zd", dest.len,
-                     raw_len);
-        goto done;
-    } else {
-        res = Py_None;
-        Py_INCREF(res);
-    }
+    if (len != hl + 4 * w + skip + sum + tail)
+        return "float payload length does not match its header and raw length";
+    if (K && narrow && !(mask >> (w - 1) & 1) &&
+        !narrow_pads_clean(d + len - tail - h->stored[w - 1], h->stored[w - 1], n, K))
+        return "a narrow float plane's padding bits are not zero";
+    h->w = w;
+    h->skip = skip;
+    h->mask = mask;
+    h->r = r;
+    h->v = v;
+    h->hl = hl;
+    h->K = K;
+    h->n = n;
+    h->tail = tail;
+    h->narrow = narrow;
+    return NULL;
+}
+
+static const char OUT_OF_MEMORY[] = "out of memory";
+
+/* Decode the payload d (its header checked into *h) into out (its raw_len bytes); NULL,
+ * OUT_OF_MEMORY, or what is wrong with the payload. Runs without the GIL. */
+static const char *
+fdecode(const uint8_t *d, const fhead *h, uint8_t *out)
+{
+    const int w = h->w, skip = h->skip, mask = h->mask, r = h->r, v = h->v, K = h->K;
+    const Py_ssize_t n = h->n;
+    const Py_ssize_t *stored = h->stored;
     size_t sz_planes = al64((size_t)(n * w + 8)), sz_sym = K ? al64((size_t)(n * 2 + 8)) : 0,
            sz_tab = al64(sizeof(uint16_t) << HUF_MAX);
+    void *own = NULL;
     uint8_t *block = arena_get(sz_planes + sz_sym + sz_tab + (sizeof(uint32_t) << HUF_MAX), &own);
-    if (block != NULL) {
-        planes = block;
-        sym = K ? (uint16_t *)(block + sz_planes) : NULL;
-        tb.tab = (uint16_t *)(block + sz_planes + sz_sym);
-        tb.tab2 = (uint32_t *)(block + sz_planes + sz_sym + sz_tab);
-    }
-    if (res == NULL || block == NULL) {
-        Py_CLEAR(res);
-        if (!PyErr_Occurred())
-            PyErr_NoMemory();
-        goto done;
-    }
-    uint8_t *out = dest.obj != NULL ? (uint8_t *)dest.buf : (uint8_t *)PyBytes_AS_STRING(res);
-    Py_BEGIN_ALLOW_THREADS
-    const uint8_t *p = d + hl + 4 * w;
+    if (block == NULL)
+        return OUT_OF_MEMORY;
+    uint8_t *planes = block;
+    uint16_t *sym = K ? (uint16_t *)(block + sz_planes) : NULL;
+    huf_tables tb = {(uint16_t *)(block + sz_planes + sz_sym),
+                     (uint32_t *)(block + sz_planes + sz_sym + sz_tab)};
+    const char *err = NULL;
+    const uint8_t *p = d + h->hl + 4 * w;
     const uint8_t *pl[4], *narrow_at = NULL;
     memcpy(out, p, (size_t)skip);
     p += skip;
@@ -1985,20 +1972,149 @@ hdecode(PyObject *self, PyObject *args)
             join_sym(sym, pl, n, w, r, K, out + skip);
         else
             join_planes(pl, n, w, r, out + skip);
-        memcpy(out + skip + n * w, p, (size_t)tail);
+        memcpy(out + skip + n * w, p, (size_t)h->tail);
     }
+    arena_done(own);
+    return err;
+}
+
+static PyObject *
+hdecode(PyObject *self, PyObject *args)
+{
+    Py_buffer in, dest = {0};
+    Py_ssize_t raw_len;
+    PyObject *dest_obj = Py_None;
+    if (!PyArg_ParseTuple(args, "y*n|O:hdecode", &in, &raw_len, &dest_obj))
+        return NULL;
+    if (dest_obj != Py_None &&
+        PyObject_GetBuffer(dest_obj, &dest, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0) {
+        PyBuffer_Release(&in);
+        return NULL;
+    }
+    fhead h;
+    PyObject *res = NULL;
+    const char *err = fhead_check((const uint8_t *)in.buf, in.len, raw_len, &h);
+    if (err)
+        goto done;
+    if (dest.obj == NULL)
+        res = PyBytes_FromStringAndSize(NULL, raw_len);
+    else if (dest.len < raw_len) {
+        PyErr_Format(PyExc_ValueError, "out holds %zd bytes, fewer than raw_len %zd", dest.len,
+                     raw_len);
+        goto done;
+    } else {
+        res = Py_None;
+        Py_INCREF(res);
+    }
+    if (res == NULL)
+        goto done;
+    uint8_t *out = dest.obj != NULL ? (uint8_t *)dest.buf : (uint8_t *)PyBytes_AS_STRING(res);
+    Py_BEGIN_ALLOW_THREADS
+    err = fdecode((const uint8_t *)in.buf, &h, out);
     Py_END_ALLOW_THREADS
 done:
     if (err) {
         Py_CLEAR(res);
-        PyErr_SetString(PyExc_ValueError, err);
+        if (err == OUT_OF_MEMORY)
+            PyErr_NoMemory();
+        else
+            PyErr_SetString(PyExc_ValueError, err);
     }
-    arena_done(own);
     PyBuffer_Release(&in);
     if (dest.obj != NULL)
         PyBuffer_Release(&dest);
     return res;
 }
+
+/* hdecode_many(payloads, raw_lens, out): each payload decoded into out end to end, all in
+ * one call without the GIL. None, or (i, what is wrong) for the first payload i that does
+ * not follow the format (those before it are decoded). */
+static PyObject *
+hdecode_many(PyObject *self, PyObject *args)
+{
+    PyObject *pay_obj, *len_obj, *dest_obj;
+    if (!PyArg_ParseTuple(args, "OOO:hdecode_many", &pay_obj, &len_obj, &dest_obj))
+        return NULL;
+    PyObject *pays = PySequence_Fast(pay_obj, "payloads must be a sequence");
+    if (pays == NULL)
+        return NULL;
+    PyObject *lens = PySequence_Fast(len_obj, "raw_lens must be a sequence");
+    if (lens == NULL) {
+        Py_DECREF(pays);
+        return NULL;
+    }
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(pays), got = 0;
+    Py_buffer dest = {0};
+    Py_buffer *in = NULL;
+    fhead *heads = NULL;
+    Py_ssize_t *at = NULL;
+    PyObject *res = NULL;
+    if (PySequence_Fast_GET_SIZE(lens) != count) {
+        PyErr_SetString(PyExc_ValueError, "payloads and raw_lens differ in length");
+        goto done;
+    }
+    if (PyObject_GetBuffer(dest_obj, &dest, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0)
+        goto done;
+    in = PyMem_Calloc((size_t)count + 1, sizeof(Py_buffer));
+    heads = PyMem_Calloc((size_t)count + 1, sizeof(fhead));
+    at = PyMem_Calloc((size_t)count + 1, sizeof(Py_ssize_t));
+    if (in == NULL || heads == NULL || at == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    Py_ssize_t bad = count, total = 0;
+    const char *err = NULL;
+    for (; got < count; got++) { /* the buffers and headers, with the GIL */
+        Py_ssize_t raw_len = PyLong_AsSsize_t(PySequence_Fast_GET_ITEM(lens, got));
+        if (raw_len == -1 && PyErr_Occurred())
+            goto done;
+        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(pays, got), &in[got], PyBUF_SIMPLE) < 0)
+            goto done;
+        err = fhead_check((const uint8_t *)in[got].buf, in[got].len, raw_len, &heads[got]);
+        if (err) {
+            bad = got++;
+            break;
+        }
+        at[got] = total;
+        total += raw_len;
+    }
+    if (total > dest.len) {
+        PyErr_Format(PyExc_ValueError, "out holds %zd bytes, fewer than the raw_lens' sum %zd",
+                     dest.len, total);
+        goto done;
+    }
+    const char *derr = NULL;
+    Py_ssize_t dbad = bad;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < bad && !derr; i++) {
+        derr = fdecode((const uint8_t *)in[i].buf, &heads[i], (uint8_t *)dest.buf + at[i]);
+        if (derr)
+            dbad = i;
+    }
+    Py_END_ALLOW_THREADS
+    if (derr == OUT_OF_MEMORY) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    if (derr) {
+        bad = dbad;
+        err = derr;
+    }
+    res = err ? Py_BuildValue("(ns)", bad, err) : Py_NewRef(Py_None);
+done:
+    for (Py_ssize_t i = 0; i < got; i++)
+        if (in[i].obj != NULL)
+            PyBuffer_Release(&in[i]);
+    PyMem_Free(in);
+    PyMem_Free(heads);
+    PyMem_Free(at);
+    if (dest.obj != NULL)
+        PyBuffer_Release(&dest);
+    Py_DECREF(pays);
+    Py_DECREF(lens);
+    return res;
+}
+
 static PyMethodDef methods[] = {
     {"split", split, METH_VARARGS,
      "split(data, width, rot) -> the planes of len(data) // width elements, back to back."},
@@ -2012,6 +2128,9 @@ static PyMethodDef methods[] = {
      "hdecode(payload, raw_len, out=None) -> the raw bytes of a codec-3 payload of Huffman "
      "planes; with out (a writable buffer of raw_len bytes or more), written into out[:raw_len] "
      "instead, and None returned."},
+    {"hdecode_many", hdecode_many, METH_VARARGS,
+     "hdecode_many(payloads, raw_lens, out) -> None, or (i, what is wrong) for the first "
+     "payload that is not valid: each payload decoded into out end to end, in one call."},
     {NULL, NULL, 0, NULL},
 };
 

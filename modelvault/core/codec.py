@@ -50,6 +50,8 @@ from modelvault.core.floats import FLOAT_WIDTHS as FLOAT_WIDTHS
 from modelvault.core.floats import PLANE_TRY_BITS as PLANE_TRY_BITS
 from modelvault.core.floats import _decode_float as _decode_float
 from modelvault.core.floats import _join_float_numpy as _join_float_numpy
+from modelvault.core.floats import decode_float_batch as decode_float_batch
+from modelvault.core.floats import decodes_in_batch as decodes_in_batch
 from modelvault.core.floats import encode_float as encode_float
 from modelvault.core.floats import encode_float_hinted as encode_float_hinted
 from modelvault.core.floats import encode_float_huffman as encode_float_huffman

@@ -14,13 +14,15 @@ from test_float_ingest import _safetensors
 
 import modelvault
 from modelvault import _fsutil, checkout
-from modelvault._floatcodec import hdecode
+from modelvault._floatcodec import hdecode, hdecode_many
 from modelvault.core import codec
 from modelvault.core.codec import Codec
-from modelvault.core.hashing import ObjType
+from modelvault.core.hashing import ObjType, object_id
 from modelvault.core.objects import KIND_TREE
+from modelvault.core.packfmt import Entry
 from modelvault.errors import IntegrityError
 from modelvault.odb.reading import read_file_object, read_tree
+from modelvault.odb.records import _decode_run
 
 
 @pytest.fixture(autouse=True)
@@ -74,6 +76,101 @@ def test_a_buffer_too_small_or_read_only_is_the_callers_error_not_damage() -> No
     assert not isinstance(caught.value, IntegrityError)
     with pytest.raises((BufferError, TypeError)):
         hdecode(payload, len(raw), bytes(len(raw)))  # not writable
+
+
+def _payloads() -> list[tuple[bytes, bytes]]:
+    """(raw, Huffman-planes payload) pairs: bf16 and fp32 widths, bytes skipped, coded
+    and raw planes, tails, and an object too short for a whole element."""
+    fp32 = np.random.default_rng(5).normal(0, 0.02, 30_000).astype("<f4").tobytes()
+    cases = [
+        (_bf16(40_000), 2, -1, 3),
+        (fp32[:99_997], 4, -1, 15),
+        (_bf16(9_000, seed=2)[:17_999], 2, 1, 1),
+        (fp32[:50_003], 4, 3, 1),
+        (_bf16(30_000, seed=4), 2, 0, 0),
+        (b"\x01\x02\x03", 4, 1, 15),
+    ]
+    return [(raw, codec.encode_float_huffman(raw, w, skip, 1, t)) for raw, w, skip, t in cases]
+
+
+def test_hdecode_many_decodes_each_payload_end_to_end() -> None:
+    """The same bytes as hdecode of each, one after another, and nothing written past
+    them (guard bytes on both sides)."""
+    pairs = _payloads()
+    total = sum(len(raw) for raw, _ in pairs)
+    buf = bytearray(b"\xee" * (total + 16))
+    got = hdecode_many([p for _, p in pairs], [len(r) for r, _ in pairs], memoryview(buf)[8:])
+    assert got is None
+    assert buf[8 : 8 + total] == b"".join(raw for raw, _ in pairs)
+    assert buf[:8] == b"\xee" * 8 and buf[8 + total :] == b"\xee" * 8
+    assert [hdecode(p, len(r)) for r, p in pairs] == [r for r, _ in pairs]
+    assert hdecode_many([], [], bytearray(0)) is None
+
+
+@pytest.mark.parametrize("damage", ["header", "stream", "zstd form", "raw_len"])
+def test_hdecode_many_names_the_first_payload_that_is_not_valid(damage: str) -> None:
+    """``(i, what is wrong)`` for payload i, whether its header is invalid or its codes
+    are; the payloads before it are decoded, and the message is the one hdecode gives."""
+    pairs = _payloads()[:3]
+    raw, payload = pairs[1]
+    bad = bytearray(payload)
+    raw_lens = [len(r) for r, _ in pairs]
+    if damage == "header":
+        bad[0] = 3  # width 3
+    elif damage == "stream":
+        bad[40:] = b"\xff" * (len(bad) - 40)  # codes that run past the stream
+    elif damage == "zstd form":
+        bad = bytearray(codec.encode_float(raw, 4, 0, 1, 15))  # no Huffman flag
+    else:
+        raw_lens[1] += 4  # the index says longer than the payload holds
+    payloads = [pairs[0][1], bytes(bad), pairs[2][1]]
+    buf = bytearray(sum(raw_lens))
+    got = hdecode_many(payloads, raw_lens, buf)
+    assert got is not None and got[0] == 1
+    with pytest.raises(ValueError) as caught:
+        hdecode(bytes(bad), raw_lens[1])
+    assert got[1] == str(caught.value)
+    assert buf[: len(pairs[0][0])] == pairs[0][0]
+
+
+def test_hdecode_many_refuses_what_the_caller_got_wrong() -> None:
+    pairs = _payloads()[:2]
+    payloads, raw_lens = [p for _, p in pairs], [len(r) for r, _ in pairs]
+    with pytest.raises(ValueError, match="fewer than the raw_lens' sum"):
+        hdecode_many(payloads, raw_lens, bytearray(sum(raw_lens) - 1))
+    with pytest.raises(ValueError, match="differ in length"):
+        hdecode_many(payloads, raw_lens[:1], bytearray(sum(raw_lens)))
+    with pytest.raises((BufferError, TypeError)):
+        hdecode_many(payloads, raw_lens, bytes(sum(raw_lens)))  # not writable
+    with pytest.raises(TypeError):
+        hdecode_many([payloads[0], 7], raw_lens, bytearray(sum(raw_lens)))
+    with pytest.raises(TypeError):
+        hdecode_many(payloads, [raw_lens[0], "7"], bytearray(sum(raw_lens)))
+
+
+def test_a_batch_names_the_chunk_whose_bytes_do_not_match_its_id() -> None:
+    """A valid payload under another chunk's id (a pack record swapped): the chunks
+    decode, and the one whose bytes hash to another id is named."""
+    raws = [_bf16(20_000, seed=s) for s in (1, 2, 3)]
+    oids = [object_id(ObjType.CHUNK, r) for r in raws]
+    into = memoryview(bytearray(sum(map(len, raws))))
+    out: list[bytes | memoryview] = [b""] * 3
+
+    def run(payloads: list[bytes], kind: ObjType = ObjType.CHUNK) -> None:
+        entries = [
+            Entry("p", 0, len(p), len(r), ObjType.CHUNK, Codec.FLOAT)
+            for r, p in zip(raws, payloads, strict=True)
+        ]
+        views = {i: memoryview(p) for i, p in enumerate(payloads)}
+        _decode_run(oids, entries, views, kind, into, 0, [0, 1, 2], out)
+
+    payloads = [codec.encode_float_huffman(r, 2, -1, 1, 3) for r in raws]
+    with pytest.raises(IntegrityError, match=f"object {oids[2].hex()} does not match its id"):
+        run([payloads[0], payloads[1], payloads[1]])  # chunk 1's bytes where 2's belong
+    with pytest.raises(IntegrityError, match="expected a tree"):
+        run(payloads, ObjType.TREE)
+    run(payloads)
+    assert [bytes(d) for d in out] == raws
 
 
 def test_read_many_decodes_float_chunks_into_the_buffer(tmp_path: Path) -> None:
