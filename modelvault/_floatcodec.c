@@ -1871,8 +1871,6 @@ huf_decode(const uint8_t *src, Py_ssize_t len, Py_ssize_t n, int v, int symbits,
     return NULL;
 }
 
-/* hdecode(payload, raw_len, out=None) -> the raw bytes of a Huffman-planes codec-3 payload;
- * with ``out``, they are written there (a reader's reused buffer: no fresh pages). */
 /* A Huffman-planes payload's header, checked against the payload's length and raw_len. */
 typedef struct {
     int w, skip, mask, r, v, hl, K;
@@ -1978,6 +1976,8 @@ fdecode(const uint8_t *d, const fhead *h, uint8_t *out)
     return err;
 }
 
+/* hdecode(payload, raw_len, out=None) -> the raw bytes of a Huffman-planes codec-3 payload;
+ * with ``out``, they are written there (a reader's reused buffer: no fresh pages). */
 static PyObject *
 hdecode(PyObject *self, PyObject *args)
 {
