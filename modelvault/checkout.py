@@ -95,7 +95,7 @@ class FileReader(io.RawIOBase):
 
 
 _READ_BATCH = 64  # chunks per reader task (read with few preads)
-_WINDOW = 4  # reader tasks under way at once
+_WINDOW = 8  # reader tasks under way at once (4 left a reader idle behind a slow batch)
 
 
 def write_file(
