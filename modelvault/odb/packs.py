@@ -42,7 +42,14 @@ from modelvault.odb.midx import (
     is_midx_name,
     write_midx,
 )
-from modelvault.odb.records import PackChecks, PackReads, verify_payload
+from modelvault.odb.records import (
+    CHECK_RUN,
+    PackChecks,
+    PackReads,
+    check_payloads,
+    verify_all,
+    verify_payload,
+)
 from modelvault.odb.state import (
     DirKey,
     DirState,
@@ -63,6 +70,7 @@ from modelvault.odb.writer import (
 )
 
 __all__ = [
+    "CHECK_RUN",
     "PACK_TARGET",
     "PackBuilder",
     "PackDB",
@@ -71,6 +79,8 @@ __all__ = [
     "SealedPack",
     "_OpenPack",
     "build_pack",
+    "check_payloads",
+    "verify_all",
     "verify_payload",
 ]
 

@@ -26,7 +26,7 @@ from modelvault.core.packfmt import (
 )
 from modelvault.errors import IntegrityError
 
-__all__ = ["PackChecks", "PackReads", "verify_payload"]
+__all__ = ["PackChecks", "PackReads", "check_payloads", "verify_all", "verify_payload"]
 
 
 class PackChecks:
@@ -57,13 +57,15 @@ class PackChecks:
             f = open(self.pack_dir / f"{name}.pack", "rb")  # noqa: SIM115
         except FileNotFoundError:
             return list(entries)
+        items = list(entries.items())
+        scratch = bytearray(CHECK_RUN)  # reused by every group: no fresh pages per chunk
         with f:
-            for oid, e in entries.items():
-                payload = os.pread(f.fileno(), e.stored_len, e.offset)
-                try:
-                    verify_payload(oid, e, payload, None)
-                except IntegrityError:
-                    bad.append(oid)
+            for k in range(0, len(items), _CHECK_GROUP):
+                group = [
+                    (oid, e, os.pread(f.fileno(), e.stored_len, e.offset))
+                    for oid, e in items[k : k + _CHECK_GROUP]
+                ]
+                bad += [group[i][0] for i in check_payloads(group, None, scratch)]
         return bad
 
     def check_pack_file(self, name: str) -> str | None:
@@ -210,6 +212,45 @@ def verify_payload(
     return raw
 
 
+def _check_run(
+    oids: Sequence[bytes],
+    entries: Sequence[Entry],
+    payloads: Sequence[bytes | memoryview],
+    kind: ObjType | None,
+    into: memoryview,
+) -> list[int]:
+    """:func:`verify_payload` of Huffman-planes payloads of objects of one kind, decoded
+    into ``into`` end to end in one compiled call and hashed in another (a reader of many
+    chunks takes the GIL back a few times, not twice a chunk); returns where each object
+    ends in ``into``.
+
+    Raises:
+        IntegrityError: an object is of another kind, truncated, not a valid payload, or
+            does not hash to its id (the first of them is named).
+    """
+    first = entries[0]
+    if kind is not None and first.kind != kind:
+        name = oids[0].hex()
+        raise IntegrityError(f"object {name} is a {first.kind}, expected a {kind.name.lower()}")
+    ends: list[int] = []
+    end = 0
+    for oid, e, payload in zip(oids, entries, payloads, strict=True):
+        if len(payload) != e.stored_len:
+            raise IntegrityError(f"object {oid.hex()} is truncated on disk")
+        end += e.raw_len
+        ends.append(end)
+    room = into[:end]
+    bad = codec.decode_float_batch(payloads, [e.raw_len for e in entries], room)
+    if bad is not None:
+        raise IntegrityError(f"invalid float payload (Huffman planes): {bad[1]}")
+    good = matching_ids(ObjType(first.kind), room, ends, oids)
+    if good < len(oids):
+        raise IntegrityError(
+            f"object {oids[good].hex()} does not match its id: the store is damaged"
+        )
+    return ends
+
+
 def _decode_run(
     oids: list[bytes],
     entries: list[Entry],
@@ -220,36 +261,97 @@ def _decode_run(
     run: list[int],
     out: list[bytes | memoryview],
 ) -> None:
-    """:func:`verify_payload` of the float payloads ``run`` (indexes of objects of one
-    kind, whose raw bytes go into ``into`` end to end from ``at``), decoded in one
-    compiled call and hashed in another: sets ``out[i]`` to each object's view of
-    ``into``."""
+    """:func:`_check_run` of the objects ``run`` (indexes), their raw bytes going into
+    ``into`` from ``at``: sets ``out[i]`` to each object's view of ``into``."""
     assert into is not None
-    first = entries[run[0]]
-    if kind is not None and first.kind != kind:
-        oid = oids[run[0]].hex()
-        raise IntegrityError(f"object {oid} is a {first.kind}, expected a {kind.name.lower()}")
-    ends: list[int] = []
-    end = 0
-    for i in run:
-        if len(payloads[i]) != entries[i].stored_len:
-            raise IntegrityError(f"object {oids[i].hex()} is truncated on disk")
-        end += entries[i].raw_len
-        ends.append(end)
-    room = into[at : at + end]
-    bad = codec.decode_float_batch(
-        [payloads[i] for i in run], [entries[i].raw_len for i in run], room
+    ends = _check_run(
+        [oids[i] for i in run],
+        [entries[i] for i in run],
+        [payloads[i] for i in run],
+        kind,
+        into[at:],
     )
-    if bad is not None:
-        raise IntegrityError(f"invalid float payload (Huffman planes): {bad[1]}")
-    good = matching_ids(ObjType(first.kind), room, ends, [oids[i] for i in run])
-    if good < len(run):
-        oid = oids[run[good]].hex()
-        raise IntegrityError(f"object {oid} does not match its id: the store is damaged")
     start = 0
     for i, stop in zip(run, ends, strict=True):
-        out[i] = room[start:stop]
+        out[i] = into[at + start : at + stop]
         start = stop
+
+
+CHECK_RUN = 8 * 1024 * 1024  # raw bytes check_payloads decodes at once into its buffer
+_CHECK_GROUP = 64  # objects verify_pack reads, then checks at once
+
+
+def check_payloads(
+    items: Sequence[tuple[bytes, Entry, bytes | memoryview]],
+    kind: ObjType | None = None,
+    scratch: bytearray | None = None,
+) -> list[int]:
+    """The indexes of the ``(id, entry, stored payload)`` items that :func:`verify_payload`
+    refuses, without keeping any raw bytes: for a pull, a push or a verify, which only
+    need to know that every object is sound.
+
+    Huffman-planes payloads are decoded a run of up to :data:`CHECK_RUN` raw bytes at a
+    time into one buffer (``scratch``, if it is large enough, else one of this call) and
+    hashed there (:func:`_check_run`), not each into fresh memory with the GIL taken back
+    twice; the rest one by one. Where a run fails, its objects are checked one by one to
+    name each bad one (damage is rare)."""
+    bad: list[int] = []
+    run: list[int] = []
+    size = 0
+    buf = scratch
+
+    def flush() -> None:
+        nonlocal buf, size
+        if not run:
+            return
+        if buf is None or len(buf) < size:
+            buf = bytearray(size)
+        try:
+            _check_run(
+                [items[i][0] for i in run],
+                [items[i][1] for i in run],
+                [items[i][2] for i in run],
+                kind,
+                memoryview(buf),
+            )
+        except (IntegrityError, ValueError):
+            for i in run:
+                try:
+                    verify_payload(*items[i], kind)
+                except IntegrityError:
+                    bad.append(i)
+        run.clear()
+        size = 0
+
+    for i, (oid, e, payload) in enumerate(items):
+        if (
+            e.codec == codec.Codec.FLOAT
+            and 0 <= e.raw_len <= CHECK_RUN
+            and codec.decodes_in_batch(payload)
+        ):
+            if run and (size + e.raw_len > CHECK_RUN or items[run[0]][1].kind != e.kind):
+                flush()
+            run.append(i)
+            size += e.raw_len
+            continue
+        try:
+            verify_payload(oid, e, payload, kind)
+        except IntegrityError:
+            bad.append(i)
+    flush()
+    return sorted(bad)
+
+
+def verify_all(
+    items: Sequence[tuple[bytes, Entry, bytes | memoryview]],
+    kind: ObjType | None = None,
+    scratch: bytearray | None = None,
+) -> None:
+    """:func:`check_payloads`, raising :func:`verify_payload`'s error for the first
+    object that is not sound."""
+    for i in check_payloads(items, kind, scratch):
+        verify_payload(*items[i], kind)  # raises, naming what is wrong
+        raise IntegrityError(f"object {items[i][0].hex()} does not match its id")
 
 
 class PackReads:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +21,7 @@ from modelvault.core.hashing import ObjType
 from modelvault.core.objects import KIND_TREE, FileObject, ModelObject, TreeObject
 from modelvault.core.packfmt import Entry
 from modelvault.errors import IntegrityError, ModelExists, NotFound
-from modelvault.odb.packs import verify_payload
+from modelvault.odb.packs import CHECK_RUN, verify_all, verify_payload
 from modelvault.refs import RefValue, damaged_message, warn_damaged
 from modelvault.remote.aliases import remote_alias_ref
 from modelvault.remote.base import Bytes
@@ -61,7 +62,8 @@ class _Span:
     items: list[tuple[bytes, Entry]]
 
 
-Fetched = tuple[bytes, Entry, memoryview, bytes | memoryview]  # id, entry, payload, raw
+# id, entry, payload, raw bytes (b"" for a chunk: checked, not kept)
+Fetched = tuple[bytes, Entry, memoryview, bytes | memoryview]
 
 
 class _Fetcher:
@@ -73,6 +75,7 @@ class _Fetcher:
         self.repo = s.repo
         self.jobs = s.jobs
         self.tag: Tag | None = None  # the tag being pulled, once resolved (for errors)
+        self._local = threading.local()  # .scratch: a reader thread's buffer for checking
 
     @cached_property
     def index(self) -> RemoteIndex:
@@ -142,14 +145,22 @@ class _Fetcher:
     def _read(self, span: _Span, kind: ObjType | None, told: Bytes) -> tuple[_Span, list[Fetched]]:
         data = self.t.read_range(pack_key(span.pack), span.start, span.end - span.start, told)
         view = memoryview(data)
+        items = [
+            (oid, e, view[e.offset - span.start : e.offset - span.start + e.stored_len])
+            for oid, e in span.items
+        ]
         out: list[Fetched] = []
-        for oid, e in span.items:
-            payload = view[e.offset - span.start : e.offset - span.start + e.stored_len]
-            try:
-                raw = verify_payload(oid, e, payload, kind)
-            except IntegrityError as exc:
-                raise IntegrityError(f"{self.url}, pack {span.pack}: {exc}") from None
-            out.append((oid, e, payload, raw))
+        try:
+            if kind == ObjType.CHUNK:  # checked only: a chunk's raw bytes are not kept
+                scratch = getattr(self._local, "scratch", None)
+                if scratch is None:
+                    scratch = self._local.scratch = bytearray(CHECK_RUN)
+                verify_all(items, kind, scratch)
+                return span, [(oid, e, payload, b"") for oid, e, payload in items]
+            for oid, e, payload in items:
+                out.append((oid, e, payload, verify_payload(oid, e, payload, kind)))
+        except IntegrityError as exc:
+            raise IntegrityError(f"{self.url}, pack {span.pack}: {exc}") from None
         return span, out
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from modelvault.aliases import AliasValue
 from modelvault.core.packfmt import Entry
 from modelvault.errors import IntegrityError, ModelExists, RemoteError
-from modelvault.odb.packs import Record, build_pack, verify_payload
+from modelvault.odb.packs import CHECK_RUN, Record, build_pack, verify_all
 from modelvault.refs import RefValue
 from modelvault.remote.aliases import move_remote_alias
 from modelvault.remote.base import Bytes
@@ -41,6 +41,7 @@ __all__ = ["REPACK_TARGET", "push"]
 logger = logging.getLogger("modelvault.remote")
 
 REPACK_TARGET = 32 * 1024 * 1024  # size of packs built for a push
+_CHECK_GROUP = 64  # objects read, then checked at once, before they are packed
 
 
 @dataclass
@@ -212,8 +213,10 @@ def _send(db: PackDB, repo: RemoteRepo, up: _Upload, told: Bytes) -> tuple[_Uplo
 
 def _verified(db: PackDB, ids: list[bytes]) -> Iterator[Record]:
     """The stored records of ``ids``, each checked against its id (never copy damage
-    forward)."""
-    for oid in ids:
-        e, payload = db.read_stored(oid)
-        verify_payload(oid, e, payload, None)
-        yield e.kind, oid, e.codec, e.raw_len, payload
+    forward), a group at a time (:func:`verify_all`)."""
+    scratch = bytearray(CHECK_RUN)
+    for k in range(0, len(ids), _CHECK_GROUP):
+        group = [(oid, *db.read_stored(oid)) for oid in ids[k : k + _CHECK_GROUP]]
+        verify_all(group, None, scratch)
+        for oid, e, payload in group:
+            yield e.kind, oid, e.codec, e.raw_len, payload

@@ -12,11 +12,13 @@ import os
 import shutil
 from collections import Counter
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict
 
 from modelvault import _fsutil
+from modelvault._parallel import ordered_map
 from modelvault.aliases import AliasStore
 from modelvault.core import graph
 from modelvault.core.hashing import ObjType
@@ -281,17 +283,23 @@ def _verify(
     packs = db.packs()
     sizes = {pack: _pack_size(db.pack_dir / f"{pack}.pack") for pack in packs}
     total, done = sum(sizes.values()), 0
-    for i, pack in enumerate(packs):
-        if progress is not None:
-            progress(Step("verifying", i, done, len(packs), total))
-        done += sizes[pack]
-        bad_ids = db.verify_pack(pack)
-        corrupt.update(bad_ids)
-        why = db.check_pack_file(pack)
-        if why:
-            report.damaged_files[f"objects/packs/{pack}.pack"] = why
-        if bad_ids or why:
-            damaged.add(pack)
+
+    def check(pack: str) -> tuple[list[bytes], str | None]:
+        return db.verify_pack(pack), db.check_pack_file(pack)
+
+    if progress is not None:
+        progress(Step("verifying", 0, 0, len(packs), total))
+    # two packs at a time: decoding and hashing run without the GIL (check_payloads)
+    with ThreadPoolExecutor(VERIFY_THREADS, thread_name_prefix="modelvault-verify") as pool:
+        for i, (pack, (bad_ids, why)) in enumerate(ordered_map(pool, check, packs, 4)):
+            done += sizes[pack]
+            if progress is not None and i + 1 < len(packs):
+                progress(Step("verifying", i + 1, done, len(packs), total))
+            corrupt.update(bad_ids)
+            if why:
+                report.damaged_files[f"objects/packs/{pack}.pack"] = why
+            if bad_ids or why:
+                damaged.add(pack)
     for pack, why in db.damaged_indexes().items():
         report.damaged_files[f"objects/packs/{pack}.idx"] = why
         damaged.add(pack)
@@ -372,6 +380,7 @@ def gc(repo: Repository, progress: StepCallback | None = None) -> int:
     return freed
 
 
+VERIFY_THREADS = 2  # packs verified at once
 MAX_UNUSED = 0.05  # gc repacks partly dead packs until dead bytes are at most this of live
 
 
