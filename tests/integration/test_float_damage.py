@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _helpers import write_files
+from _helpers import archive_footer_at, write_files
 
 from modelvault import IntegrityError, Store, remotes
 from modelvault.checkout import lookup, read_file_object
@@ -19,7 +19,7 @@ from modelvault.core import codec
 from modelvault.core.codec import Codec
 from modelvault.core.hashing import ObjType
 from modelvault.core.packfmt import decode_index
-from modelvault.errors import NotFound
+from modelvault.errors import ArchiveError, NotFound
 
 
 @pytest.fixture(autouse=True)
@@ -131,3 +131,25 @@ def test_a_damaged_float_chunk_on_the_remote_is_reported_and_never_pulled(
         fresh.get("clf:v1")
     fresh.pull("keep:v1")
     assert fresh.verify().ok
+
+
+def test_a_damaged_float_chunk_in_an_archive_is_refused(tmp_path: Path) -> None:
+    store, src, chunks = _setup(tmp_path)
+    cid = _middle_float_chunk(store, chunks)
+    path = Path(store.export_model("clf:v1", str(tmp_path / "out")))
+    data = bytearray(path.read_bytes())
+    at, count, _ = struct.unpack_from("<QI4s", data, archive_footer_at(data))
+    rows = [struct.unpack_from("<32sBBxxQII", data, at + 8 + 52 * i) for i in range(count)]
+    (offset, stored) = next((o, n) for oid, _, how, o, n, _ in rows if oid == cid)
+    data[offset + stored // 2] ^= 0x10
+    bad = tmp_path / "bad.bentomodel"
+    bad.write_bytes(bytes(data))
+
+    target = Store(tmp_path / "target")
+    with pytest.raises(ArchiveError, match=cid.hex()):
+        target.import_model(bad)
+    with pytest.raises(NotFound):
+        target.get("clf:v1")
+    target.import_model(path)  # the sound copy
+    assert target.verify().ok
+    assert _files(Path(target.get("clf:v1").path)) == _files(src)
