@@ -88,3 +88,17 @@ def test_runs_longer_than_the_buffer_are_split(
     assert check_payloads(items, None, buf) == []
     items[5] = _flip(items[5])
     assert check_payloads(items, None, buf) == [5]
+
+
+def test_every_bad_raw_payload_is_named() -> None:
+    """Two bad ones in a row, one at the end, and one of another kind than asked."""
+    rng = np.random.default_rng(3)
+    items = [_item(rng.bytes(5_000 + 100 * i), Codec.RAW) for i in range(8)]
+    items.insert(4, _item(b"{}" * 100, Codec.RAW, ObjType.FILE))  # another kind between
+    assert check_payloads(items) == []
+    for i in (1, 2, 8):
+        items[i] = _flip(items[i])
+    assert check_payloads(items) == [1, 2, 8]
+    assert check_payloads(items, ObjType.CHUNK) == [1, 2, 4, 8]  # the file: not a chunk
+    with pytest.raises(IntegrityError, match=f"object {items[1][0].hex()} does not match"):
+        verify_all(items)
