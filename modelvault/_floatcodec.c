@@ -2028,28 +2028,30 @@ done:
 
 /* hdecode_many(payloads, raw_lens, out): each payload decoded into out end to end, all in
  * one call without the GIL. None, or (i, what is wrong) for the first payload i that does
- * not follow the format (those before it are decoded). */
+ * not follow the format (those before it are decoded). ValueError if out is too small or
+ * overlaps a payload. */
 static PyObject *
 hdecode_many(PyObject *self, PyObject *args)
 {
     PyObject *pay_obj, *len_obj, *dest_obj;
     if (!PyArg_ParseTuple(args, "OOO:hdecode_many", &pay_obj, &len_obj, &dest_obj))
         return NULL;
-    PyObject *pays = PySequence_Fast(pay_obj, "payloads must be a sequence");
+    /* tuples: nothing run while taking the buffers can change their length */
+    PyObject *pays = PySequence_Tuple(pay_obj);
     if (pays == NULL)
         return NULL;
-    PyObject *lens = PySequence_Fast(len_obj, "raw_lens must be a sequence");
+    PyObject *lens = PySequence_Tuple(len_obj);
     if (lens == NULL) {
         Py_DECREF(pays);
         return NULL;
     }
-    Py_ssize_t count = PySequence_Fast_GET_SIZE(pays), got = 0;
+    Py_ssize_t count = PyTuple_GET_SIZE(pays), got = 0;
     Py_buffer dest = {0};
     Py_buffer *in = NULL;
     fhead *heads = NULL;
     Py_ssize_t *at = NULL;
     PyObject *res = NULL;
-    if (PySequence_Fast_GET_SIZE(lens) != count) {
+    if (PyTuple_GET_SIZE(lens) != count) {
         PyErr_SetString(PyExc_ValueError, "payloads and raw_lens differ in length");
         goto done;
     }
@@ -2064,24 +2066,32 @@ hdecode_many(PyObject *self, PyObject *args)
     }
     Py_ssize_t bad = count, total = 0;
     const char *err = NULL;
+    const uint8_t *out_lo = (const uint8_t *)dest.buf, *out_hi = out_lo + dest.len;
     for (; got < count; got++) { /* the buffers and headers, with the GIL */
-        Py_ssize_t raw_len = PyLong_AsSsize_t(PySequence_Fast_GET_ITEM(lens, got));
+        Py_ssize_t raw_len = PyLong_AsSsize_t(PyTuple_GET_ITEM(lens, got));
         if (raw_len == -1 && PyErr_Occurred())
             goto done;
-        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(pays, got), &in[got], PyBUF_SIMPLE) < 0)
+        if (PyObject_GetBuffer(PyTuple_GET_ITEM(pays, got), &in[got], PyBUF_SIMPLE) < 0)
             goto done;
-        err = fhead_check((const uint8_t *)in[got].buf, in[got].len, raw_len, &heads[got]);
+        const uint8_t *p = (const uint8_t *)in[got].buf;
+        if (p < out_hi && out_lo < p + in[got].len) {
+            got++;
+            PyErr_SetString(PyExc_ValueError, "out overlaps a payload");
+            goto done;
+        }
+        err = fhead_check(p, in[got].len, raw_len, &heads[got]);
         if (err) {
             bad = got++;
             break;
         }
+        if (raw_len > dest.len - total) { /* (raw_len >= 0 here: fhead_check) */
+            got++;
+            PyErr_Format(PyExc_ValueError, "out holds %zd bytes, fewer than the raw_lens' sum",
+                         dest.len);
+            goto done;
+        }
         at[got] = total;
         total += raw_len;
-    }
-    if (total > dest.len) {
-        PyErr_Format(PyExc_ValueError, "out holds %zd bytes, fewer than the raw_lens' sum %zd",
-                     dest.len, total);
-        goto done;
     }
     const char *derr = NULL;
     Py_ssize_t dbad = bad;

@@ -213,13 +213,10 @@ def _decode_float(
     return _fc.join(width, rot, view[head : head + skip], planes, view[at:])
 
 
-_BATCH = _fc is not None
-
-
 def decodes_in_batch(payload: bytes | memoryview) -> bool:
     """Whether :func:`decode_float_batch` takes this float payload: Huffman planes, with
     the C built (the zstd form and the pure-Python decoder go one at a time)."""
-    return _BATCH and len(payload) >= FLOAT_HEAD.size and payload[2] & HUF_FLAG != 0
+    return _fc is not None and len(payload) >= FLOAT_HEAD.size and payload[2] & HUF_FLAG != 0
 
 
 def decode_float_batch(

@@ -46,8 +46,9 @@ class PackChecks:
 
     removing: Callable[[], contextlib.AbstractContextManager[None]]
 
-    def verify_pack(self, name: str) -> list[bytes]:
-        """Re-hash every object of one pack; return the ids that do not match."""
+    def verify_pack(self, name: str, scratch: bytearray | None = None) -> list[bytes]:
+        """Re-hash every object of one pack; return the ids that do not match.
+        ``scratch``: a buffer for :func:`check_payloads` that the caller reuses."""
         bad: list[bytes] = []
         try:
             entries = self.entries_of(name)
@@ -58,7 +59,8 @@ class PackChecks:
         except FileNotFoundError:
             return list(entries)
         items = list(entries.items())
-        scratch = bytearray(CHECK_RUN)  # reused by every group: no fresh pages per chunk
+        if scratch is None:  # reused by every group: no fresh pages per chunk
+            scratch = bytearray(CHECK_RUN)
         with f:
             for k in range(0, len(items), _CHECK_GROUP):
                 group = [
@@ -262,15 +264,22 @@ def _decode_run(
     out: list[bytes | memoryview],
 ) -> None:
     """:func:`_check_run` of the objects ``run`` (indexes), their raw bytes going into
-    ``into`` from ``at``: sets ``out[i]`` to each object's view of ``into``."""
+    ``into`` from ``at``: sets ``out[i]`` to each object's view of ``into``. Where the run
+    fails, its objects are read again one by one, so the error is the one
+    :func:`verify_payload` gives for the first bad object, as without runs."""
     assert into is not None
-    ends = _check_run(
-        [oids[i] for i in run],
-        [entries[i] for i in run],
-        [payloads[i] for i in run],
-        kind,
-        into[at:],
-    )
+    try:
+        ends = _check_run(
+            [oids[i] for i in run],
+            [entries[i] for i in run],
+            [payloads[i] for i in run],
+            kind,
+            into[at:],
+        )
+    except (IntegrityError, ValueError):
+        for i in run:
+            verify_payload(oids[i], entries[i], payloads[i], kind)
+        raise
     start = 0
     for i, stop in zip(run, ends, strict=True):
         out[i] = into[at + start : at + stop]

@@ -10,6 +10,7 @@ import contextlib
 import logging
 import os
 import shutil
+import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +26,7 @@ from modelvault.core.hashing import ObjType
 from modelvault.core.objects import KIND_TREE
 from modelvault.core.packfmt import RECORD_HEADER
 from modelvault.errors import IntegrityError, ModelVaultError, NotFound
-from modelvault.odb.packs import verify_payload
+from modelvault.odb.packs import CHECK_RUN, verify_payload
 from modelvault.odb.reading import read_file_object, read_model, read_tree
 from modelvault.refs import RefValue
 from modelvault.repo.repository import Repository
@@ -284,10 +285,15 @@ def _verify(
     sizes = {pack: _pack_size(db.pack_dir / f"{pack}.pack") for pack in packs}
     total, done = sum(sizes.values()), 0
 
-    def check(pack: str) -> tuple[list[bytes], str | None]:
-        return db.verify_pack(pack), db.check_pack_file(pack)
+    local = threading.local()  # .scratch: a verifying thread's buffer (check_payloads)
 
-    if progress is not None:
+    def check(pack: str) -> tuple[list[bytes], str | None]:
+        scratch = getattr(local, "scratch", None)
+        if scratch is None:
+            scratch = local.scratch = bytearray(CHECK_RUN)
+        return db.verify_pack(pack, scratch), db.check_pack_file(pack)
+
+    if progress is not None and packs:
         progress(Step("verifying", 0, 0, len(packs), total))
     # two packs at a time: decoding and hashing run without the GIL (check_payloads)
     with ThreadPoolExecutor(VERIFY_THREADS, thread_name_prefix="modelvault-verify") as pool:

@@ -91,14 +91,14 @@ def test_a_damaged_float_chunk_in_the_store_is_found_kept_here_and_repaired(
     assert e is not None and e.codec == Codec.FLOAT and e.kind == ObjType.CHUNK
     _flip(store.path / "objects" / "packs" / f"{e.pack}.pack", e.offset + e.stored_len // 2)
 
+    # a push elsewhere refuses to spread it (the packs are checked before they go)
+    remotes.add("other", (tmp_path / "other").as_uri(), store=store)
+    with pytest.raises(IntegrityError, match=f"local pack {e.pack} is damaged"):
+        store.push("clf:v1", "other")
     report = store.verify()
     assert not report.ok
     assert report.corrupt == [cid.hex()]
     assert report.broken_tags == ["clf:v1"]
-    # a push elsewhere refuses to spread it (the packs are re-checked before they go)
-    remotes.add("other", (tmp_path / "other").as_uri(), store=store)
-    with pytest.raises(IntegrityError):
-        store.push("clf:v1", "other")
     store.push("keep:v1", "other")  # what is sound still goes
     # the healthy copy on origin repairs it
     store.pull("clf:v1")

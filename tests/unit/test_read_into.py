@@ -231,3 +231,19 @@ def test_model_path_reuses_its_buffers_only_once_written(
 
     monkeypatch.setattr(_fsutil, "write_all", slow)
     assert (Path(model.path) / "w.safetensors").read_bytes() == data
+
+
+def test_hdecode_many_refuses_a_negative_length_and_an_out_over_a_payload() -> None:
+    pairs = _payloads()[:2]
+    payloads, raw_lens = [p for _, p in pairs], [len(r) for r, _ in pairs]
+    got = hdecode_many(payloads, [raw_lens[0], -4], bytearray(sum(raw_lens)))
+    assert got is not None and got[0] == 1 and "skip more bytes" in got[1]
+    shared = bytearray(payloads[0] + bytes(sum(raw_lens)))
+    view = memoryview(shared)
+    with pytest.raises(ValueError, match="overlaps"):  # the payload read, the out written
+        hdecode_many([view[: len(payloads[0])], payloads[1]], raw_lens, view[10:])
+    assert (
+        hdecode_many([view[: len(payloads[0])], payloads[1]], raw_lens, view[len(payloads[0]) :])
+        is None
+    )
+    assert bytes(view[len(payloads[0]) :]) == b"".join(r for r, _ in pairs)
