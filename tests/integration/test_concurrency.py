@@ -4,8 +4,10 @@ where an exact interleaving matters one is held at a pause point of the real cod
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -200,16 +202,18 @@ def test_verify_beside_gc_reports_no_false_damage(tmp_path: Path, sources: list[
     real = store.repo.objects.verify_pack
     started: list[str] = []
     lock = path / "locks" / "gc.lock"
+    once = threading.Lock()  # (verify checks two packs at a time)
 
-    def verify_pack_after_gc_starts(name: str) -> list[bytes]:
-        if not started:
-            started.append(name)
-            gc.send()  # gc begins now, with verify under way...
-            _wait_until(  # ...and either waits for verify or runs to its end
-                lambda: gc.proc.poll() is not None or waiting_for_lock(lock, gc.pid),
-                "gc finishes or waits",
-            )
-        return real(name)
+    def verify_pack_after_gc_starts(name: str, *rest: Any) -> list[bytes]:
+        with once:
+            if not started:
+                started.append(name)
+                gc.send()  # gc begins now, with verify under way...
+                _wait_until(  # ...and either waits for verify or runs to its end
+                    lambda: gc.proc.poll() is not None or waiting_for_lock(lock, gc.pid),
+                    "gc finishes or waits",
+                )
+        return real(name, *rest)
 
     store.repo.objects.verify_pack = verify_pack_after_gc_starts  # type: ignore[method-assign]
     report = store.verify()
