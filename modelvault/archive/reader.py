@@ -12,7 +12,6 @@ import io
 import mmap
 import os
 import stat
-import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -41,7 +40,7 @@ from modelvault.core.hashing import ID_LEN, ObjType, object_id
 from modelvault.core.objects import ModelObject
 from modelvault.core.packfmt import IDX_ENTRY, RECORD_HEADER, Entry
 from modelvault.errors import ArchiveError, IntegrityError
-from modelvault.odb.packs import CHECK_RUN, check_payloads, verify_payload
+from modelvault.odb.packs import CheckBuffers, check_payloads, verify_payload
 
 __all__ = [
     "BATCH",
@@ -261,7 +260,7 @@ class _Verified(NamedTuple):
     staged: Staged
 
 
-_local = threading.local()  # .scratch: a verifying thread's buffer for float chunks
+_buffers = CheckBuffers()  # a verifying thread's, for float chunks
 
 
 def _entry(rec: _Record) -> Entry:
@@ -276,7 +275,7 @@ def _verify(rec: _Record, decoded: memoryview | None = None, checked: bool = Fal
     local store holds codecs 0, 1 and 3). A chunk ``checked`` already
     (:func:`_verify_batch`) is only staged.
     """
-    if checked and rec.kind == ObjType.CHUNK:
+    if checked:
         return _Verified((rec.kind, rec.raw_len, []), None, rec[:5])
     entry = _entry(rec)
     try:
@@ -367,14 +366,13 @@ def _verify_batch(
     # float chunks: checked at once (decoded into a buffer this thread reuses, in one
     # compiled call, hashed in another); one that is not sound is verified again alone,
     # which names what is wrong with it
-    floats = [k for k, rec in enumerate(batch) if rec.codec == Codec.FLOAT]
+    floats = [
+        k for k, rec in enumerate(batch) if rec.codec == Codec.FLOAT and rec.kind == ObjType.CHUNK
+    ]
     checked = set(floats)
     if floats:
-        scratch = getattr(_local, "scratch", None)
-        if scratch is None:
-            scratch = _local.scratch = bytearray(CHECK_RUN)
         items = [(batch[k].oid, _entry(batch[k]), batch[k].payload) for k in floats]
-        checked -= {floats[i] for i in check_payloads(items, None, scratch)}
+        checked -= {floats[i] for i in check_payloads(items, None, _buffers.buffer)}
     out = [_verify(rec, decoded.get(k), k in checked) for k, rec in enumerate(batch)]
     return out, taken
 

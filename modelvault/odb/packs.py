@@ -43,7 +43,9 @@ from modelvault.odb.midx import (
     write_midx,
 )
 from modelvault.odb.records import (
+    CHECK_GROUP,
     CHECK_RUN,
+    CheckBuffers,
     PackChecks,
     PackReads,
     check_payloads,
@@ -70,8 +72,10 @@ from modelvault.odb.writer import (
 )
 
 __all__ = [
+    "CHECK_GROUP",
     "CHECK_RUN",
     "PACK_TARGET",
+    "CheckBuffers",
     "PackBuilder",
     "PackDB",
     "PackWriter",

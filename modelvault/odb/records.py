@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import overload
@@ -26,7 +27,16 @@ from modelvault.core.packfmt import (
 )
 from modelvault.errors import IntegrityError
 
-__all__ = ["PackChecks", "PackReads", "check_payloads", "verify_all", "verify_payload"]
+__all__ = [
+    "CHECK_GROUP",
+    "CHECK_RUN",
+    "CheckBuffers",
+    "PackChecks",
+    "PackReads",
+    "check_payloads",
+    "verify_all",
+    "verify_payload",
+]
 
 
 class PackChecks:
@@ -62,10 +72,10 @@ class PackChecks:
         if scratch is None:  # reused by every group: no fresh pages per chunk
             scratch = bytearray(CHECK_RUN)
         with f:
-            for k in range(0, len(items), _CHECK_GROUP):
+            for k in range(0, len(items), CHECK_GROUP):
                 group = [
                     (oid, e, os.pread(f.fileno(), e.stored_len, e.offset))
-                    for oid, e in items[k : k + _CHECK_GROUP]
+                    for oid, e in items[k : k + CHECK_GROUP]
                 ]
                 bad += [group[i][0] for i in check_payloads(group, None, scratch)]
         return bad
@@ -287,7 +297,16 @@ def _decode_run(
 
 
 CHECK_RUN = 8 * 1024 * 1024  # raw bytes check_payloads decodes at once into its buffer
-_CHECK_GROUP = 64  # objects verify_pack reads, then checks at once
+CHECK_GROUP = 64  # objects read, then checked at once (verify_pack, a push)
+
+
+class CheckBuffers(threading.local):
+    """A :data:`CHECK_RUN` buffer for :func:`check_payloads` per thread, made on its first
+    use there and reused by every later check of that thread (one of these per pool of
+    checking threads: the buffers go with it)."""
+
+    def __init__(self) -> None:
+        self.buffer = bytearray(CHECK_RUN)
 
 
 def check_payloads(
@@ -478,8 +497,10 @@ class PackReads:
                 and end <= len(into)
                 and e.codec == codec.Codec.FLOAT
                 and codec.decodes_in_batch(payloads[i])
-                and (not run or entries[run[0]].kind == e.kind)
             ):
+                if run and entries[run[0]].kind != e.kind:  # a run holds one kind
+                    _decode_run(oids, entries, payloads, kind, into, run_at, run, out)
+                    run = []
                 if not run:
                     run_at = at
                 run.append(i)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +20,7 @@ from modelvault.core.hashing import ObjType
 from modelvault.core.objects import KIND_TREE, FileObject, ModelObject, TreeObject
 from modelvault.core.packfmt import Entry
 from modelvault.errors import IntegrityError, ModelExists, NotFound
-from modelvault.odb.packs import CHECK_RUN, verify_all, verify_payload
+from modelvault.odb.packs import CheckBuffers, verify_all, verify_payload
 from modelvault.refs import RefValue, damaged_message, warn_damaged
 from modelvault.remote.aliases import remote_alias_ref
 from modelvault.remote.base import Bytes
@@ -75,7 +74,7 @@ class _Fetcher:
         self.repo = s.repo
         self.jobs = s.jobs
         self.tag: Tag | None = None  # the tag being pulled, once resolved (for errors)
-        self._local = threading.local()  # .scratch: a reader thread's buffer for checking
+        self._buffers = CheckBuffers()  # a reader thread's, for checking chunks
 
     @cached_property
     def index(self) -> RemoteIndex:
@@ -152,10 +151,7 @@ class _Fetcher:
         out: list[Fetched] = []
         try:
             if kind == ObjType.CHUNK:  # checked only: a chunk's raw bytes are not kept
-                scratch = getattr(self._local, "scratch", None)
-                if scratch is None:
-                    scratch = self._local.scratch = bytearray(CHECK_RUN)
-                verify_all(items, kind, scratch)
+                verify_all(items, kind, self._buffers.buffer)
                 return span, [(oid, e, payload, b"") for oid, e, payload in items]
             for oid, e, payload in items:
                 out.append((oid, e, payload, verify_payload(oid, e, payload, kind)))

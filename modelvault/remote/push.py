@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from modelvault.aliases import AliasValue
 from modelvault.core.packfmt import Entry
 from modelvault.errors import IntegrityError, ModelExists, RemoteError
-from modelvault.odb.packs import CHECK_RUN, Record, build_pack, verify_all
+from modelvault.odb.packs import CHECK_GROUP, CHECK_RUN, Record, build_pack, verify_all
 from modelvault.refs import RefValue
 from modelvault.remote.aliases import move_remote_alias
 from modelvault.remote.base import Bytes
@@ -41,7 +41,6 @@ __all__ = ["REPACK_TARGET", "push"]
 logger = logging.getLogger("modelvault.remote")
 
 REPACK_TARGET = 32 * 1024 * 1024  # size of packs built for a push
-_CHECK_GROUP = 64  # objects read, then checked at once, before they are packed
 
 
 @dataclass
@@ -215,8 +214,8 @@ def _verified(db: PackDB, ids: list[bytes]) -> Iterator[Record]:
     """The stored records of ``ids``, each checked against its id (never copy damage
     forward), a group at a time (:func:`verify_all`)."""
     scratch = bytearray(CHECK_RUN)
-    for k in range(0, len(ids), _CHECK_GROUP):
-        group = [(oid, *db.read_stored(oid)) for oid in ids[k : k + _CHECK_GROUP]]
+    for k in range(0, len(ids), CHECK_GROUP):
+        group = [(oid, *db.read_stored(oid)) for oid in ids[k : k + CHECK_GROUP]]
         verify_all(group, None, scratch)
         for oid, e, payload in group:
             yield e.kind, oid, e.codec, e.raw_len, payload

@@ -6,7 +6,6 @@ packs and the report types of :mod:`modelvault.remote.maintenance`.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ from modelvault.core.hashing import ObjType
 from modelvault.core.objects import ModelObject
 from modelvault.core.packfmt import FILE_HEADER, RECORD_HEADER, Entry
 from modelvault.errors import IntegrityError, NotFound
-from modelvault.odb.packs import CHECK_RUN, check_payloads, verify_payload
+from modelvault.odb.packs import CheckBuffers, check_payloads, verify_payload
 from modelvault.refs import RefValue
 from modelvault.remote.catalogue import CatalogueError, decode_catalogue
 from modelvault.remote.maintenance import (
@@ -94,7 +93,7 @@ def verify_remote(
     corrupt: set[bytes] = set()
     done_objects = done_bytes = 0
 
-    local = threading.local()  # .scratch: a worker's buffer for checking chunks
+    buffers = CheckBuffers()  # a worker's, for checking chunks
 
     def check_span(span: _Span) -> _Checked | None:
         """Read one span and check it (in a worker: zstd and BLAKE3 release the GIL)."""
@@ -115,10 +114,7 @@ def verify_remote(
             out.headers.append((e.offset, bytes(view[h0 : h0 + RECORD_HEADER.size])))
             if e.kind == ObjType.CHUNK:
                 chunks.append((oid, e, view[e.offset - start : e.offset - start + e.stored_len]))
-        scratch = getattr(local, "scratch", None)
-        if scratch is None:
-            scratch = local.scratch = bytearray(CHECK_RUN)
-        bad_chunks = {chunks[i][0] for i in check_payloads(chunks, None, scratch)}
+        bad_chunks = {chunks[i][0] for i in check_payloads(chunks, None, buffers.buffer)}
         for oid, e in span.items:
             if e.kind == ObjType.CHUNK:  # checked above, the raw bytes not kept
                 if oid in bad_chunks:

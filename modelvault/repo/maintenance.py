@@ -10,7 +10,6 @@ import contextlib
 import logging
 import os
 import shutil
-import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +25,7 @@ from modelvault.core.hashing import ObjType
 from modelvault.core.objects import KIND_TREE
 from modelvault.core.packfmt import RECORD_HEADER
 from modelvault.errors import IntegrityError, ModelVaultError, NotFound
-from modelvault.odb.packs import CHECK_RUN, verify_payload
+from modelvault.odb.packs import CheckBuffers, verify_payload
 from modelvault.odb.reading import read_file_object, read_model, read_tree
 from modelvault.refs import RefValue
 from modelvault.repo.repository import Repository
@@ -285,13 +284,10 @@ def _verify(
     sizes = {pack: _pack_size(db.pack_dir / f"{pack}.pack") for pack in packs}
     total, done = sum(sizes.values()), 0
 
-    local = threading.local()  # .scratch: a verifying thread's buffer (check_payloads)
+    buffers = CheckBuffers()  # a verifying thread's (check_payloads)
 
     def check(pack: str) -> tuple[list[bytes], str | None]:
-        scratch = getattr(local, "scratch", None)
-        if scratch is None:
-            scratch = local.scratch = bytearray(CHECK_RUN)
-        return db.verify_pack(pack, scratch), db.check_pack_file(pack)
+        return db.verify_pack(pack, buffers.buffer), db.check_pack_file(pack)
 
     if progress is not None and packs:
         progress(Step("verifying", 0, 0, len(packs), total))
