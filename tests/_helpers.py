@@ -74,3 +74,34 @@ def archive_body(data: bytes) -> bytes:
 def resigned(body: bytes) -> bytes:
     """``body`` (an archive without its checksum) followed by the checksum of its version."""
     return body + archive_checksum(archive_version(body), body)
+
+
+def flip(path: Path, offset: int, mask: int = 0x01) -> None:
+    """XOR one byte of a (maybe read-only) file, keeping its mode."""
+    mode = path.stat().st_mode
+    path.chmod(0o644)
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        byte = f.read(1)[0]
+        f.seek(offset)
+        f.write(bytes([byte ^ mask]))
+    path.chmod(mode)
+
+
+def bf16_weights(n: int, seed: int = 7) -> bytes:
+    """``n`` bf16 values like a layer's weights (normal, sd 0.02), rounded to nearest even
+    from fp32."""
+    import numpy as np
+
+    fp32 = np.random.default_rng(seed).normal(0, 0.02, n).astype("<f4").view("<u4")
+    return bytes((((fp32 + 0x7FFF + ((fp32 >> 16) & 1)) >> 16).astype("<u2")).tobytes())
+
+
+def safetensors(dtype: str, data: bytes) -> bytes:
+    """A safetensors file of one tensor ``w`` of ``dtype`` holding ``data``."""
+    import json
+    import struct
+
+    head = json.dumps({"w": {"dtype": dtype, "shape": [len(data)], "data_offsets": [0, len(data)]}})
+    raw = head.encode() + b" " * (-len(head) % 8)
+    return struct.pack("<Q", len(raw)) + raw + data

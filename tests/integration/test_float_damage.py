@@ -5,13 +5,11 @@ bytes are wrong, refuse to copy it anywhere, and repair it from a healthy copy."
 
 from __future__ import annotations
 
-import json
 import struct
 from pathlib import Path
 
-import numpy as np
 import pytest
-from _helpers import archive_footer_at, write_files
+from _helpers import archive_footer_at, bf16_weights, flip, safetensors, write_files
 
 from modelvault import IntegrityError, Store, remotes
 from modelvault.checkout import lookup, read_file_object
@@ -30,14 +28,6 @@ def default_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(codec, "FLOAT_HINTED", frozenset({"BF16"}))
 
 
-def _bf16_safetensors(n: int, seed: int) -> bytes:
-    fp32 = np.random.default_rng(seed).normal(0, 0.02, n).astype("<f4").view("<u4")
-    data = (((fp32 + 0x7FFF + ((fp32 >> 16) & 1)) >> 16).astype("<u2")).tobytes()
-    head = json.dumps({"w": {"dtype": "BF16", "shape": [n], "data_offsets": [0, len(data)]}})
-    raw = head.encode() + b" " * (-len(head) % 8)
-    return struct.pack("<Q", len(raw)) + raw + data
-
-
 def _setup(tmp_path: Path) -> tuple[Store, Path, list[bytes]]:
     """A store holding ``keep:v1`` and ``clf:v1`` (a bf16 file of float chunks), both
     pushed to ``origin``; the ids of clf:v1's chunks."""
@@ -45,7 +35,8 @@ def _setup(tmp_path: Path) -> tuple[Store, Path, list[bytes]]:
     remotes.add("origin", (tmp_path / "remote").as_uri(), store=store)
     keep = write_files(tmp_path / "keep", {"k.bin": bytes(range(256)) * 300})
     src = write_files(
-        tmp_path / "src", {"w.safetensors": _bf16_safetensors(700_000, 5), "c.json": b"{}"}
+        tmp_path / "src",
+        {"w.safetensors": safetensors("BF16", bf16_weights(700_000, 5)), "c.json": b"{}"},
     )
     store.save(keep, "keep:v1")
     model = store.save(src, "clf:v1")
@@ -67,17 +58,6 @@ def _middle_float_chunk(store: Store, chunks: list[bytes]) -> bytes:
     return chunks[i + 2] if all(flt[i : i + 4]) else chunks[i]
 
 
-def _flip(pack: Path, offset: int) -> None:
-    mode = pack.stat().st_mode
-    pack.chmod(0o644)
-    with open(pack, "r+b") as f:
-        f.seek(offset)
-        byte = f.read(1)[0]
-        f.seek(offset)
-        f.write(bytes([byte ^ 0x10]))
-    pack.chmod(mode)
-
-
 def _files(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
 
@@ -89,7 +69,7 @@ def test_a_damaged_float_chunk_in_the_store_is_found_kept_here_and_repaired(
     cid = _middle_float_chunk(store, chunks)
     e = store.repo.objects.entry(cid)
     assert e is not None and e.codec == Codec.FLOAT and e.kind == ObjType.CHUNK
-    _flip(store.path / "objects" / "packs" / f"{e.pack}.pack", e.offset + e.stored_len // 2)
+    flip(store.path / "objects" / "packs" / f"{e.pack}.pack", e.offset + e.stored_len // 2, 0x10)
 
     # a push elsewhere refuses to spread it (the packs are checked before they go)
     remotes.add("other", (tmp_path / "other").as_uri(), store=store)
@@ -116,7 +96,7 @@ def test_a_damaged_float_chunk_on_the_remote_is_reported_and_never_pulled(
     for idx in packs.glob("*.idx"):
         e = decode_index(idx.stem, idx.read_bytes())[0].get(cid) or e
     assert e is not None and e.codec == Codec.FLOAT
-    _flip(packs / f"{e.pack}.pack", e.offset + e.stored_len // 2)
+    flip(packs / f"{e.pack}.pack", e.offset + e.stored_len // 2, 0x10)
 
     report = store.verify_remote("origin")
     assert not report.ok

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _helpers import bf16_weights
 
 from modelvault.core import codec, floats
 from modelvault.core.codec import Codec
@@ -20,11 +21,6 @@ from modelvault.odb.packs import PackDB
 from modelvault.odb.records import check_payloads, verify_all
 
 Item = tuple[bytes, Entry, bytes]
-
-
-def _bf16(n: int, seed: int) -> bytes:
-    fp32 = np.random.default_rng(seed).normal(0, 0.02, n).astype("<f4").view("<u4")
-    return bytes((((fp32 + 0x7FFF + ((fp32 >> 16) & 1)) >> 16).astype("<u2")).tobytes())
 
 
 def _item(raw: bytes, how: Codec, kind: ObjType = ObjType.CHUNK) -> Item:
@@ -41,7 +37,7 @@ def _item(raw: bytes, how: Codec, kind: ObjType = ObjType.CHUNK) -> Item:
 
 def _items() -> list[Item]:
     """Float chunks in two runs (a raw chunk between them), and a zstd tree."""
-    floats = [_item(_bf16(20_000 + 500 * s, seed=s), Codec.FLOAT) for s in range(6)]
+    floats = [_item(bf16_weights(20_000 + 500 * s, seed=s), Codec.FLOAT) for s in range(6)]
     raw = _item(np.random.default_rng(9).bytes(30_000), Codec.RAW)
     tree = _item(b"tree " * 2_000, Codec.ZSTD, ObjType.TREE)
     return [*floats[:3], raw, *floats[3:], tree]
@@ -123,7 +119,7 @@ def test_float_chunks_go_through_the_batch_in_runs_of_one_kind_and_bounded_size(
     monkeypatch.setattr(codec, "decode_float_batch", seen)
     items = _items()
     flt = [e.raw_len for _, e, _ in items if e.codec == Codec.FLOAT]
-    items.insert(2, _item(_bf16(20_000, seed=30), Codec.FLOAT, ObjType.FILE))  # a float file
+    items.insert(2, _item(bf16_weights(20_000, seed=30), Codec.FLOAT, ObjType.FILE))  # a float file
     assert check_payloads(items) == []
     assert sorted(n for call in calls for n in call) == sorted([*flt, 40_000])
     assert all(sum(call) <= 90_000 for call in calls)
@@ -133,7 +129,7 @@ def test_float_chunks_go_through_the_batch_in_runs_of_one_kind_and_bounded_size(
 def test_float_payloads_the_batch_does_not_take_or_that_lie_about_their_length() -> None:
     """A codec-3 payload in its zstd form is checked on its own; a float chunk whose
     index gives another raw length is named, whether its header says so or not."""
-    raw = _bf16(30_000, seed=11)
+    raw = bf16_weights(30_000, seed=11)
     zstd_form = codec.encode_float(raw, 2, 0, 1, 1)
     assert not codec.decodes_in_batch(zstd_form)
     item = (object_id(ObjType.CHUNK, raw), Entry("p", 0, len(zstd_form), len(raw), 1, 3), zstd_form)
@@ -152,7 +148,7 @@ def test_float_payloads_the_batch_does_not_take_or_that_lie_about_their_length()
 def test_read_many_restarts_its_runs_after_other_objects(tmp_path: Path) -> None:
     """read_many into a buffer: float, raw, float chunks, a float object of another kind,
     float chunks again: every object back as stored, each float one in its place."""
-    raws = [_bf16(15_000 + 1000 * i, seed=40 + i) for i in range(6)]
+    raws = [bf16_weights(15_000 + 1000 * i, seed=40 + i) for i in range(6)]
     made = [_item(raws[0], Codec.FLOAT), _item(raws[1], Codec.RAW), _item(raws[2], Codec.FLOAT)]
     made += [_item(raws[3], Codec.FLOAT, ObjType.FILE), _item(raws[4], Codec.FLOAT)]
     made += [_item(raws[5], Codec.FLOAT)]

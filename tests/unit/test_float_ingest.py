@@ -3,12 +3,11 @@ the safetensors header where there is one (docs/format.md, section 2)."""
 
 from __future__ import annotations
 
-import json
-import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
+from _helpers import safetensors as _safetensors
 
 import modelvault
 from modelvault.core.codec import Codec
@@ -16,12 +15,6 @@ from modelvault.core.hashing import ObjType
 from modelvault.core.packfmt import decode_index
 
 pytestmark = pytest.mark.usefixtures("float_codec")  # its writing is off by default
-
-
-def _safetensors(dtype: str, data: bytes) -> bytes:
-    head = json.dumps({"w": {"dtype": dtype, "shape": [len(data)], "data_offsets": [0, len(data)]}})
-    raw = head.encode() + b" " * (-len(head) % 8)
-    return struct.pack("<Q", len(raw)) + raw + data
 
 
 def _chunk_heads(store_dir: Path) -> list[tuple[int, bytes]]:

@@ -12,23 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _helpers import flip
 
 from modelvault import IntegrityError, Model, NotFound, Store
 from modelvault.core.codec import Codec
 
 KiB = 1024
-
-
-def flip(path: Path, offset: int, mask: int = 0x01) -> None:
-    """XOR one byte of a (maybe read-only) file, keeping its mode."""
-    mode = path.stat().st_mode
-    path.chmod(0o644)
-    with open(path, "r+b") as f:
-        f.seek(offset)
-        byte = f.read(1)[0]
-        f.seek(offset)
-        f.write(bytes([byte ^ mask]))
-    path.chmod(mode)
 
 
 def pack_of(store: Store, oid: bytes) -> tuple[Path, int, int]:

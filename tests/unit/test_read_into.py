@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_float_ingest import _safetensors
+from _helpers import bf16_weights, safetensors
 
 import modelvault
 from modelvault import _fsutil, checkout
@@ -33,11 +33,6 @@ def default_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(codec, "FLOAT_HINTED", frozenset({"BF16"}))
 
 
-def _bf16(n: int, seed: int = 7) -> bytes:
-    fp32 = np.random.default_rng(seed).normal(0, 0.02, n).astype("<f4").view("<u4")
-    return bytes((((fp32 + 0x7FFF + ((fp32 >> 16) & 1)) >> 16).astype("<u2")).tobytes())
-
-
 def _saved(tmp_path: Path, data: bytes) -> tuple[modelvault.Model, list[tuple[bytes, int]]]:
     """A model of one bf16 safetensors file ``w.safetensors`` and that file's chunks."""
     src = tmp_path / "src"
@@ -56,7 +51,7 @@ def _saved(tmp_path: Path, data: bytes) -> tuple[modelvault.Model, list[tuple[by
 def test_hdecode_writes_into_the_buffer_given(width: int, skip: int, tries: int, cut: int) -> None:
     """Into a slice of a larger buffer: the raw bytes there, and not a byte written on
     either side (bf16 and fp32 widths, bytes skipped, coded or raw planes, a tail)."""
-    raw = _bf16(40_000) if width == 2 else np.random.default_rng(3).normal(0, 0.02, 20_000)
+    raw = bf16_weights(40_000) if width == 2 else np.random.default_rng(3).normal(0, 0.02, 20_000)
     raw = (raw if isinstance(raw, bytes) else raw.astype("<f4").tobytes())[: 80_000 - cut]
     payload = codec.encode_float_huffman(raw, width, skip, 1, tries)
     buf = bytearray(b"\xee" * (len(raw) + 20))
@@ -67,7 +62,7 @@ def test_hdecode_writes_into_the_buffer_given(width: int, skip: int, tries: int,
 
 
 def test_a_buffer_too_small_or_read_only_is_the_callers_error_not_damage() -> None:
-    raw = _bf16(40_000)
+    raw = bf16_weights(40_000)
     payload = codec.encode_float_huffman(raw, 2, -1, 1, 3)
     with pytest.raises(ValueError, match="fewer than raw_len"):
         hdecode(payload, len(raw), bytearray(len(raw) - 1))
@@ -83,11 +78,11 @@ def _payloads() -> list[tuple[bytes, bytes]]:
     and raw planes, tails, and an object too short for a whole element."""
     fp32 = np.random.default_rng(5).normal(0, 0.02, 30_000).astype("<f4").tobytes()
     cases = [
-        (_bf16(40_000), 2, -1, 3),
+        (bf16_weights(40_000), 2, -1, 3),
         (fp32[:99_997], 4, -1, 15),
-        (_bf16(9_000, seed=2)[:17_999], 2, 1, 1),
+        (bf16_weights(9_000, seed=2)[:17_999], 2, 1, 1),
         (fp32[:50_003], 4, 3, 1),
-        (_bf16(30_000, seed=4), 2, 0, 0),
+        (bf16_weights(30_000, seed=4), 2, 0, 0),
         (b"\x01\x02\x03", 4, 1, 15),
     ]
     return [(raw, codec.encode_float_huffman(raw, w, skip, 1, t)) for raw, w, skip, t in cases]
@@ -151,7 +146,7 @@ def test_hdecode_many_refuses_what_the_caller_got_wrong() -> None:
 def test_a_batch_names_the_chunk_whose_bytes_do_not_match_its_id() -> None:
     """A valid payload under another chunk's id (a pack record swapped): the chunks
     decode, and the one whose bytes hash to another id is named."""
-    raws = [_bf16(20_000, seed=s) for s in (1, 2, 3)]
+    raws = [bf16_weights(20_000, seed=s) for s in (1, 2, 3)]
     oids = [object_id(ObjType.CHUNK, r) for r in raws]
     into = memoryview(bytearray(sum(map(len, raws))))
     out: list[bytes | memoryview] = [b""] * 3
@@ -174,7 +169,7 @@ def test_a_batch_names_the_chunk_whose_bytes_do_not_match_its_id() -> None:
 
 
 def test_read_many_decodes_float_chunks_into_the_buffer(tmp_path: Path) -> None:
-    model, chunks = _saved(tmp_path, _safetensors("BF16", _bf16(400_000)))
+    model, chunks = _saved(tmp_path, safetensors("BF16", bf16_weights(400_000)))
     db = model.repo.objects
     ids = [cid for cid, _ in chunks]
     assert sum(db.entry(c).codec == Codec.FLOAT for c in ids) >= 3  # type: ignore[union-attr]
@@ -199,7 +194,7 @@ def test_read_many_decodes_float_chunks_into_the_buffer(tmp_path: Path) -> None:
 
 
 def test_a_damaged_float_chunk_read_into_a_buffer_is_reported(tmp_path: Path) -> None:
-    model, chunks = _saved(tmp_path, _safetensors("BF16", _bf16(400_000)))
+    model, chunks = _saved(tmp_path, safetensors("BF16", bf16_weights(400_000)))
     db = model.repo.objects
     ids = [cid for cid, _ in chunks]
     victim = next(e for e in map(db.entry, ids) if e is not None and e.codec == Codec.FLOAT)
@@ -219,7 +214,7 @@ def test_model_path_reuses_its_buffers_only_once_written(
     at least twice; the writer is slowed so that the readers run as far ahead as the
     window lets them. A buffer handed out again before its batch was written would put
     another batch's bytes in the file."""
-    data = _safetensors("BF16", _bf16(1_500_000, seed=9))
+    data = safetensors("BF16", bf16_weights(1_500_000, seed=9))
     model, chunks = _saved(tmp_path, data)
     assert len(chunks) >= 4 * checkout._WINDOW
     monkeypatch.setattr(checkout, "_READ_BATCH", 2)
