@@ -294,6 +294,12 @@ def paired(turn: int, baseline: Callable[[], B], measure: Callable[[], T]) -> tu
     return baseline(), result
 
 
+def _order(turn: int) -> str:
+    """Which side of a :func:`paired` turn ran first, for the log: on this host a step can
+    depend on what ran just before it (``RESULTS.md``, session 18: free page reporting)."""
+    return " (cp -r ran first)" if turn % 2 == 0 else " (cp -r ran after)"
+
+
 def check_same_files(src: str, copy: str) -> None:
     """Raise if ``copy`` does not hold the same relative paths and sizes as ``src``."""
 
@@ -319,7 +325,7 @@ def save_with_baseline(bench: Bench, run: int, root: str, version: int) -> None:
     drop_tree(dest)
     step.baseline_s.append(base)
     step.add(result)
-    log(f"run {run}: {tag} saved in {result.value:.2f} s, cp -r + sync {base:.2f} s")
+    log(f"run {run}: {tag} saved in {result.value:.2f} s, cp -r + sync {base:.2f} s{_order(run)}")
 
 
 def measure_saves(bench: Bench, run: int, root: str) -> None:
@@ -346,7 +352,10 @@ def measure_paths(bench: Bench, run: int, root: str) -> None:
     for name, result in (("path_first", first), ("path_again", again)):
         bench.steps[name].baseline_s.append(base)
         bench.steps[name].add(ChildResult(result.value[0], result.peak_rss, result.peak_anon))
-    log(f"run {run}: path {seconds:.2f} s, again {again.value[0]:.4f} s, cp -r + sync {base:.2f} s")
+    log(
+        f"run {run}: path {seconds:.2f} s, again {again.value[0]:.4f} s, "
+        f"cp -r + sync {base:.2f} s{_order(run)}"
+    )
 
 
 def run_once(bench: Bench, run: int) -> None:
