@@ -28,6 +28,7 @@ __all__ = [
     "Known",
     "Piece",
     "R",
+    "Resume",
     "Source",
     "Stitcher",
     "Work",
@@ -214,6 +215,7 @@ class Piece(Generic[R]):
 
 
 Known = Callable[[memoryview, int, int], "tuple[list[int], list[R]] | None"]
+Resume = Callable[[memoryview, int, int, int], "tuple[int, list[int], list[R]] | None"]
 Work = Callable[[memoryview, bytes], R]  # called with a chunk and its id
 
 
@@ -225,6 +227,7 @@ def cut_piece(
     known: Known[R] | None = None,
     lead: int = LEAD,
     before_work: Callable[[list[bytes]], None] | None = None,
+    resume: Resume[R] | None = None,
 ) -> Piece[R]:
     """Cut the segment ``[start, stop)`` and call ``work`` on each chunk and its id.
 
@@ -241,7 +244,12 @@ def cut_piece(
     the last of them. Without ``known`` the whole segment is cut and hashed in one call
     (:func:`cut_and_hash`), and ``before_work`` (if given) is called with the ids of its
     chunks, in order, before ``work`` is called on any (so a caller can look them all up
-    at once); with it, chunk by chunk, asking ``known`` at each cut point.
+    at once); with it, chunk by chunk, asking ``known`` at each cut point. ``resume``
+    (with ``known``), given the view, its file offset and the segment's start and stop
+    (file offsets), may answer ``(at, ends, results)``: chunks that start at a point
+    ``start <= at < stop`` it takes for a cut point, as ``known`` answers them; the lead
+    is then not cut. A wrong guess costs time, not correctness: the stitcher joins pieces
+    only at cut points they share.
     """
     base = max(0, start - lead)
     view = source.view(base, min(source.size, stop + 2 * MAX_SIZE))
@@ -255,10 +263,18 @@ def cut_piece(
             work(view[a:b], oid) for a, b, oid in zip([first, *rel[:-1]], rel, oids, strict=True)
         ]
         return Piece(base + first, stop, [base + e for e in rel], results, view, base)
-    pos = base + cut_and_hash(view, start - base, start - base)[0]
-    begin = pos
     ends: list[int] = []
     results = []
+    resumed = resume(view, base, start, stop) if resume is not None and start > base else None
+    if resumed is not None:
+        pos, rel, got = resumed
+        begin = pos
+        ends += [pos + e for e in rel]
+        results += got
+        pos = ends[-1]
+    else:
+        pos = base + cut_and_hash(view, start - base, start - base)[0]
+        begin = pos
     while pos < stop:
         hit = known(view, pos - base, stop - base)
         if hit is not None:

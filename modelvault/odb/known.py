@@ -81,6 +81,10 @@ class Match:
         self._pin: list[Any] = []  # ... kept valid by this
         self.touched: dict[_Pack, list[int]] = {}  # pack -> [lowest, highest] compared
 
+    def expect(self, i: int) -> None:
+        """Try stored chunk ``i`` at the next cut point (a guess: :meth:`run` compares it)."""
+        self._expect = i
+
     def learn(self, oid: bytes) -> None:
         """The chunk just before the next cut point is ``oid`` (cut and hashed)."""
         i = self.known._where.get(oid)
@@ -269,6 +273,22 @@ class KnownChunks:
 
     def __len__(self) -> int:
         return len(self._at) - 1
+
+    def index(self, oid: bytes) -> int | None:
+        """The index of the first stored chunk with id ``oid``, or None."""
+        return self._where.get(oid)
+
+    def offset(self, i: int) -> int:
+        """Where stored chunk ``i`` starts in the stored file."""
+        return self._offsets[i]
+
+    def chunk_at(self, offset: int) -> tuple[int, int] | None:
+        """The first stored chunk that starts at or after ``offset`` of the stored file:
+        ``(index, its offset)``, or None past the last."""
+        import bisect
+
+        i = bisect.bisect_left(self._offsets, offset)
+        return None if i >= len(self._at) - 1 else (i, self._offsets[i])
 
     def ends(self, i: int, k: int) -> list[int]:
         """Where chunks ``i + 1 .. k`` end, counted from the start of chunk ``i``."""

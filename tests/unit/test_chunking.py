@@ -189,3 +189,37 @@ def _data_and_segment(draw: st.DrawFn) -> tuple[bytes, int]:
 def test_stitched_cuts_equal_whole_cuts(case: tuple[bytes, int]) -> None:
     data, segment = case
     assert _stitched(data, segment)[0] == _whole(data)
+
+
+@pytest.mark.parametrize("wrong", [1, 777, 3 * MAX // 2])
+def test_a_resumed_piece_that_starts_off_a_cut_point_is_stitched_into_the_whole_cuts(
+    wrong: int,
+) -> None:
+    """``cut_piece``'s ``resume`` is a guess: a piece that starts where a cut from the
+    file's start does not (here ``wrong`` bytes past the segment's first true cut point,
+    each chunk after it as a cut from there gives) costs the stitcher time, never a
+    wrong chunk."""
+    data = os.urandom(24 * MAX)
+    source = chunking.Source.of_bytes(data)
+    whole = _whole(data)
+    cuts = list(itertools.accumulate(len(c) for c in whole))
+    resumed = []
+
+    def resume(
+        view: memoryview, base: int, start: int, stop: int
+    ) -> tuple[int, list[int], list[bytes]]:
+        at = next(c for c in cuts if c >= start) + wrong  # not a cut point
+        chunks = [bytes(c) for c in chunking.chunk_bytes(view[at - base :])][:2]
+        resumed.append(at)
+        return at, list(itertools.accumulate(len(c) for c in chunks)), chunks
+
+    stitcher: chunking.Stitcher[bytes] = chunking.Stitcher(_bytes)
+    out: list[bytes] = []
+    for start, stop in chunking.plan_segments(len(data), 4 * MAX):
+        piece = chunking.cut_piece(
+            source, start, stop, _bytes, known=lambda v, a, lim: None, resume=resume
+        )
+        out += stitcher.feed(piece)
+    assert len(resumed) == len(chunking.plan_segments(len(data), 4 * MAX)) - 1  # (not the first)
+    assert out == whole
+    assert stitcher.recut > 0  # the stitcher cut its way back into step

@@ -499,3 +499,59 @@ def test_scattered_edits_among_compressed_chunks_give_the_chunks_of_cutting(
     assert any(db.entry(c).codec == Codec.FLOAT for c in new)  # type: ignore[union-attr]
     assert (Path(store.get("m:v2").path) / "w.bin").read_bytes() == bytes(edited)
     assert store.verify().ok
+
+
+def _spy_on_lead_cuts(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many bytes each segment of a compared file cut before its start to find a cut
+    point (``cut_piece``'s lead), with segments of 4 * MAX bytes."""
+    leads: list[int] = []
+    real = chunking.cut_and_hash
+
+    def cut_and_hash(view: memoryview, stop: int, skip: int = 0) -> object:
+        if stop == skip > 0:  # (the lead: cut up to the segment's start, hash nothing)
+            leads.append(stop)
+        return real(view, stop, skip)
+
+    monkeypatch.setattr(chunking, "cut_and_hash", cut_and_hash)
+    monkeypatch.setattr(chunking, "SEGMENT", 4 * MAX)
+    monkeypatch.setattr(chunking, "MIN_SEGMENT", 4 * MAX)
+    return leads
+
+
+@pytest.mark.usefixtures("float_codec")
+@pytest.mark.parametrize("moved", [0, 1, 20_000])
+def test_segments_of_a_moved_version_start_at_the_stored_cuts_without_a_lead(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, moved: int
+) -> None:
+    """A version whose bytes all moved by the same amount (a safetensors header that grew)
+    or by none (a tensor rewritten in place): every segment but the first starts at the
+    first stored cut point in it, moved, instead of cutting a lead of 2 * MAX bytes before
+    it (``ingest._Shift``); the chunks are still exactly those of cutting and hashing."""
+    data = _floats(8, 64 * MAX)
+    edited = bytearray(data)
+    edited[20 * MAX : 20 * MAX + 65536] = _floats(9, 65536)  # one tensor rewritten
+    new = b"h" * moved + bytes(edited)
+    leads = _spy_on_lead_cuts(monkeypatch)
+    store = _save_pair(tmp_path, data, new)
+    assert len(chunking.plan_segments(len(new))) >= 16
+    assert len(leads) <= 2  # (v2; v1's segments cut and hashed in one call each) at most
+    # the edited segment and the last (of 15 after the first)
+    assert _file_chunks(store, "m:v2", "w.bin") == _expected(new)
+    assert (Path(store.get("m:v2").path) / "w.bin").read_bytes() == new
+
+
+@pytest.mark.usefixtures("float_codec")
+def test_a_version_moved_twice_learns_the_second_shift_from_its_segments(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bytes inserted half way: the segments after it first guess the old shift, which no
+    stored chunk confirms, and cut a lead; once a segment has found where the stored
+    chunks went, the ones after it start at the stored cuts again."""
+    data = _floats(10, 64 * MAX)
+    new = b"h" * 300 + data[: 32 * MAX + 5] + b"i" * 4096 + data[32 * MAX + 5 :]
+    leads = _spy_on_lead_cuts(monkeypatch)
+    store = _save_pair(tmp_path, data, new)
+    assert len(chunking.plan_segments(len(new))) >= 16
+    assert 1 <= len(leads) <= 5  # v2: a few, around the insertion
+    assert _file_chunks(store, "m:v2", "w.bin") == _expected(new)
+    assert (Path(store.get("m:v2").path) / "w.bin").read_bytes() == new
