@@ -139,9 +139,10 @@ class _ChunkPipeline:
         cut it (to a pack of the thread's own), rather than later from the drain thread,
         which would otherwise copy every byte into the page cache alone.
 
-        A piece is cut from a little before its segment (``chunking.LEAD``), so its
-        chunks are almost always the file's; where the stitcher finds otherwise, the
-        chunks written here that the file does not use stay unreferenced until ``gc``.
+        A piece is cut from a little before its segment (``chunking.LEAD``), or starts
+        at a stored cut point (``_resume``), so its chunks are almost always the file's;
+        where the stitcher finds otherwise, the chunks written here that the file does not
+        use stay unreferenced until ``gc``.
         """
         lane: int | None = getattr(self._local, "lane", None)
         if lane is None:
@@ -279,11 +280,12 @@ class _ChunkPipeline:
         go. With ``known``, each
         segment compares its cut points with the stored chunks too."""
         stitcher = Stitcher(work, begin)
-        shift = None if known is None else _Shift(source, begin, known)
+        spans = [(begin + a, begin + b) for a, b in plan_segments(source.size - begin)]
+        shift = _Shift(source, begin, known) if known is not None and len(spans) > 1 else None
 
         def cut(span: tuple[int, int]) -> Piece[Result]:
             lead = 0 if span[0] == begin else LEAD  # (begin is a cut point already)
-            if known is None or shift is None:  # (shift is None only without known)
+            if known is None:
                 try:
                     piece = cut_piece(
                         source, span[0], span[1], work, lead=lead, before_work=self._screen
@@ -300,9 +302,10 @@ class _ChunkPipeline:
                         _learning(work, match),
                         found,
                         lead,
-                        resume=_resume(match, found, shift),
+                        resume=None if shift is None else _resume(match, found, shift),
                     )
-                shift.saw(piece)
+                if shift is not None:
+                    shift.saw(piece)
             return piece
 
         def cut_and_write(span: tuple[int, int]) -> Piece[Result]:
@@ -310,7 +313,6 @@ class _ChunkPipeline:
             self._write_ahead(piece)
             return piece
 
-        spans = [(begin + a, begin + b) for a, b in plan_segments(source.size - begin)]
         if len(spans) == 1:  # a small file: handing off to threads costs more than it saves
             append(stitcher.feed(cut(spans[0])))
         else:

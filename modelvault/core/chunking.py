@@ -199,9 +199,10 @@ class Piece(Generic[R]):
     """The chunks of one segment, as cut from a little before it, and ``work`` done on
     each.
 
-    The first chunk starts at ``start``, the first cut at or after the segment's start;
-    the last runs past ``stop`` (it is the one that contains ``stop - 1``). A segment
-    shorter than a chunk may hold no cut, and its piece no chunk. ``view``
+    The first chunk starts at ``start``, the first cut at or after the segment's start
+    (or where ``cut_piece``'s ``resume`` guessed one); the last runs past ``stop`` (it
+    is the one that contains ``stop - 1``). A segment shorter than a chunk may hold no
+    cut, and its piece no chunk. ``view``
     covers the source from ``base`` (at most the segment's start) to ``min(size, stop + 2
     * MAX_SIZE)``, enough for the stitcher to cut on from any point before the last end.
     """
@@ -234,7 +235,8 @@ def cut_piece(
     The cutting starts ``lead`` bytes before ``start`` (or at 0), where only the cut points
     are wanted: by ``start`` they are almost always those of the whole file, as a chunker
     started anywhere falls in step within a chunk or two (the stitcher makes sure). The
-    chunks kept are those from the first cut at or after ``start``. Every chunk is cut
+    chunks kept are those from the first cut at or after ``start`` (or from where
+    ``resume`` answers, below). Every chunk is cut
     with more than ``MAX_SIZE`` bytes after its start in the view (or up to the end of the
     source), so it is exactly the chunk a sequential cut from the same point gives.
     ``known``, given the view, a cut point in it and the segment's end (both relative to

@@ -35,6 +35,7 @@ of the save and when it ends, so the mapped memory stays bounded whatever the fi
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import functools
 import mmap
@@ -285,8 +286,6 @@ class KnownChunks:
     def chunk_at(self, offset: int) -> tuple[int, int] | None:
         """The first stored chunk that starts at or after ``offset`` of the stored file:
         ``(index, its offset)``, or None past the last."""
-        import bisect
-
         i = bisect.bisect_left(self._offsets, offset)
         return None if i >= len(self._at) - 1 else (i, self._offsets[i])
 
