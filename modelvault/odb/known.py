@@ -88,7 +88,7 @@ class Match:
 
     def learn(self, oid: bytes) -> None:
         """The chunk just before the next cut point is ``oid`` (cut and hashed)."""
-        i = self.known._where.get(oid)
+        i = self.known.index(oid)
         self._expect = -1 if i is None else i + 1
 
     def run(self, view: memoryview, at: int, limit: int) -> tuple[int, int, int] | None:

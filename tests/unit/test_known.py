@@ -35,6 +35,13 @@ def _file_chunks(store: modelvault.Store, tag: str, name: str) -> list[tuple[byt
     return list(read_file_object(db, entry.oid).chunks)
 
 
+def _assert_as_cut(store: modelvault.Store, tag: str, name: str, data: bytes) -> None:
+    """The file ``name`` of ``tag`` has exactly the chunks of cutting and hashing ``data``,
+    and reads back as ``data``."""
+    assert _file_chunks(store, tag, name) == _expected(data)
+    assert (Path(store.get(tag).path) / name).read_bytes() == data
+
+
 class _Counting:
     """Counts the bytes ``KnownChunks`` recognised during saves."""
 
@@ -99,8 +106,7 @@ def test_a_version_saved_by_comparing_has_the_chunks_of_cutting_and_hashing(
         folder.mkdir()
         (folder / "weights.bin").write_bytes(data)
         store.save(folder, f"m:{version}")
-    assert _file_chunks(store, "m:v2", "weights.bin") == _expected(new)
-    assert (Path(store.get("m:v2").path) / "weights.bin").read_bytes() == new
+    _assert_as_cut(store, "m:v2", "weights.bin", new)
 
 
 def test_an_unchanged_file_is_recognised_not_hashed(
@@ -435,8 +441,7 @@ def test_chunks_stored_by_the_float_codec_are_recognised_by_their_ids(
     assert counting.hits >= len(edited) - 2 * MAX - slack  # all but the edit's chunks
     assert not followed  # (compared in segments)
     for version, payload in (("m:v2", data), ("m:v3", edited)):
-        assert _file_chunks(store, version, "w.bin") == _expected(payload)
-        assert (Path(store.get(version).path) / "w.bin").read_bytes() == payload
+        _assert_as_cut(store, version, "w.bin", payload)
 
 
 @pytest.mark.usefixtures("float_codec")
@@ -536,8 +541,7 @@ def test_segments_of_a_moved_version_start_at_the_stored_cuts_without_a_lead(
     assert len(chunking.plan_segments(len(new))) >= 16
     assert len(leads) <= 2  # (v2; v1's segments cut and hashed in one call each) at most
     # the edited segment and the last (of 15 or more after the first)
-    assert _file_chunks(store, "m:v2", "w.bin") == _expected(new)
-    assert (Path(store.get("m:v2").path) / "w.bin").read_bytes() == new
+    _assert_as_cut(store, "m:v2", "w.bin", new)
 
 
 @pytest.mark.usefixtures("float_codec")
@@ -553,8 +557,7 @@ def test_a_version_moved_twice_learns_the_second_shift_from_its_segments(
     store = _save_pair(tmp_path, data, new)
     assert len(chunking.plan_segments(len(new))) >= 16
     assert 1 <= len(leads) <= 5  # v2: a few, around the insertion
-    assert _file_chunks(store, "m:v2", "w.bin") == _expected(new)
-    assert (Path(store.get("m:v2").path) / "w.bin").read_bytes() == new
+    _assert_as_cut(store, "m:v2", "w.bin", new)
 
 
 @pytest.mark.usefixtures("float_codec")
@@ -571,5 +574,4 @@ def test_repeated_chunks_that_mislead_the_shift_still_give_the_chunks_of_cutting
     new = b"h" * 700 + data[: 40 * MAX] + _floats(14, 65536) + data[40 * MAX + 65536 :]
     _spy_on_lead_cuts(monkeypatch)
     store = _save_pair(tmp_path, data, new)
-    assert _file_chunks(store, "m:v2", "w.bin") == _expected(new)
-    assert (Path(store.get("m:v2").path) / "w.bin").read_bytes() == new
+    _assert_as_cut(store, "m:v2", "w.bin", new)
