@@ -12,6 +12,8 @@ $(STAMP): pyproject.toml modelvault/_planes.c modelvault/_cdc.c modelvault/_floa
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[dev,s3,sklearn]'
 	command -v strace >/dev/null || apt-get install -y strace  # tests/harness: fault injection
+	ldconfig -p | grep -q libefence || apt-get install -y electric-fence \
+	  || (apt-get update && apt-get install -y electric-fence)  # tests/unit/test_cdc_native.py: guard pages
 	touch $(STAMP)
 
 demo: $(STAMP)

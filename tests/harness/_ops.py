@@ -5,7 +5,9 @@ knows about the harness). Two ways to run one in another process:
 
 - ``python _ops.py once OP STORE ARGS_JSON``: one process, one operation (used under
   ``strace`` to inject faults at the Nth rename/link/unlink/fsync). Exit 0 done, 4 a
-  ModelVaultError, 5 an OSError (message on stderr), 6 anything else.
+  ModelVaultError, 5 an OSError (message on stderr), 6 anything else. A child that
+  dies of a fatal signal (SIGSEGV, SIGBUS, SIGABRT) writes every thread's stack to its
+  stderr first (``faulthandler``), which the harness's failure message shows.
 - :class:`ForkServer`: one long-lived process that has imported modelvault and forks a
   fresh child per operation, so a sweep of hundreds of kill -9 points pays the import
   once. The child is a real process that dies by a real SIGKILL; it forks from a
@@ -15,6 +17,7 @@ knows about the harness). Two ways to run one in another process:
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import json
 import os
 import shutil
@@ -167,6 +170,7 @@ class ForkServer:
 
 
 def main(argv: list[str]) -> int:
+    faulthandler.enable()  # (SIGKILL, the harness's own kill, runs no handler)
     if argv[:1] == ["serve"]:
         serve(sys.stdin, sys.stdout)
         return 0
