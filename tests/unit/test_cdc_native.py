@@ -185,6 +185,26 @@ def test_a_chunk_crossing_the_stop_is_the_last() -> None:
     )
 
 
+def test_cut_points_across_the_gear_lanes_equal_pyfastcdc() -> None:
+    """The gear loop runs two lanes 4 KiB apart, the second started 64 bytes early (see
+    _cdc.c, gear_scan): a cut in either lane or in the one-lane rest, with the hash
+    carried from lane to lane and from the smaller mask's stretch into the larger one's,
+    must be pyfastcdc's. 32 MiB of random bytes (~400 cuts, anywhere relative to
+    the lanes) and 400 pieces of random lengths (the shortened stretches of a file's last
+    bytes: past MIN_SIZE, around AVG_SIZE, past MAX_SIZE) cut as pyfastcdc cuts them."""
+    rng = random.Random(11)
+    data = rng.randbytes(32 << 20)
+
+    def reference(buf: bytes) -> list[int]:
+        return list(itertools.accumulate(len(c) for c in chunking.chunk_bytes(buf)))
+
+    assert _cdc.cut_hash(data, len(data), 1)[1] == reference(data)
+    for _ in range(400):
+        at, n = rng.randrange(len(data) - 2 * MAX), rng.randrange(chunking.MIN_SIZE, 2 * MAX)
+        piece = data[at : at + n]
+        assert _cdc.cut_hash(piece, n, 1)[1] == reference(piece), (at, n)
+
+
 # Run under Electric Fence (LD_PRELOAD): every malloc'd block ends at a page that is
 # followed by an unmapped one, so a read past any buffer the hash reads (its scratch
 # memory, the caller's data) is a SIGSEGV every time, not once in thousands of runs.
