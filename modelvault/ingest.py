@@ -9,9 +9,10 @@ and writing release the GIL, so a small thread pool keeps both cores busy.
 Files are memory-mapped one segment at a time, never read whole; at most ``_WINDOW + 2``
 segments are mapped at once.
 
-A file whose previous version is stored (``Parent``) is instead followed along that
-version's chunks on one thread, comparing bytes rather than cutting and hashing
-(``_ChunkPipeline._follow`` and ``odb.known``).
+A file whose previous version is stored (``Parent``) is compared with that version's
+chunks in the same segments: each segment compares the new bytes at the stored cut points
+(byte for byte, or by hashing where the stored chunk is compressed) rather than cutting
+and hashing them (``odb.known``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import stat
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from modelvault._parallel import ordered_pipeline
 from modelvault.checkout import read_file_object, read_tree
@@ -55,17 +55,11 @@ from modelvault.errors import InvalidInput, ModelVaultError, PathNotFound
 from modelvault.odb import PackDB, PackWriter
 from modelvault.odb.known import KnownChunks, Match
 
-if TYPE_CHECKING:
-    from concurrent.futures import Future
-
 _BATCH = 32  # chunks per add_prepared_many call
 SMALL_FILE = MIN_SIZE  # smaller files are one chunk: stored without the chunk pipeline
-FOLLOW_STEP = 16 * 1024 * 1024  # bytes mapped per step of _follow
-_FOLLOW_TRIAL = 2 * FOLLOW_STEP  # _follow goes at least this far before giving up
 _WINDOW = 3  # cut segments waiting to be appended: bounds memory to ~(_WINDOW + 2) segments
 Progress = Callable[[int], None]  # called with a number of bytes just processed
 Result = tuple[bytes, int, int, bytes | memoryview | None]  # id, codec, raw size, payload
-_PENDING = -1  # a Result's codec while its payload is the raw bytes, not yet encoded
 
 
 class _Compressibility:
@@ -105,17 +99,12 @@ class _ChunkPipeline:
         self._local = threading.local()  # .lane: the pack-writer lane of a pool thread
         self._lanes = itertools.count(1)  # lane 0 is the drain thread's
 
-    def _work(
-        self, data: memoryview, oid: bytes, guess: _Compressibility, defer: bool = False
-    ) -> Result:
+    def _work(self, data: memoryview, oid: bytes, guess: _Compressibility) -> Result:
         """The result of one chunk: no payload if the store holds it, else its payload
-        encoded (``defer``: the raw bytes, marked :data:`_PENDING`, for :meth:`_encode`
-        on another thread)."""
+        encoded."""
         absent: set[bytes] | None = getattr(self._local, "absent", None)
         if self.writer.has(oid, False if absent is not None and oid in absent else None):
             return oid, 0, len(data), None
-        if defer:
-            return oid, _PENDING, len(data), data
         return self._encode(oid, data, guess)
 
     @staticmethod
@@ -168,33 +157,20 @@ class _ChunkPipeline:
     ) -> FileObject:
         """Store every chunk of ``source`` and return its file object.
 
-        With ``known`` (the stored chunks of the file's previous version) the file is
-        first followed along the stored chunks (:meth:`_follow`); the rest, if the file
-        turns out mostly new, is cut in parallel (:meth:`_cut`). Where the stored chunks
-        are mostly compressed (``known.mostly_hashed``: a float codec, or zstd), they are
-        compared by hashing the new bytes, which runs without the GIL, so the whole file
-        is cut and compared in parallel segments from the start (a 90%-shared 1 GiB bf16
-        version: 0.61 -> 0.51 s). ``dtype`` is handed to the float codec for every chunk
-        (:func:`file_dtype`).
+        With ``known`` (the stored chunks of the file's previous version) each segment
+        compares the new bytes with the stored chunks as it cuts (:meth:`_cut`): byte for
+        byte where a chunk is kept raw (``memcmp``, without the GIL), by hashing the new
+        bytes where it is stored compressed. ``dtype`` is handed to the float codec for
+        every chunk (:func:`file_dtype`).
         """
         guess = _Compressibility(dtype)
 
         def work(data: memoryview, oid: bytes) -> Result:
             return self._work(data, oid, guess)
 
-        def defer(data: memoryview, oid: bytes) -> Result:
-            return self._work(data, oid, guess, defer=True)
-
         out: list[tuple[bytes, int]] = []
 
-        def ready(result: Result) -> Result:
-            oid, how, _, payload = result
-            if how == _PENDING and payload is not None:
-                return self._encode(oid, payload, guess)
-            return result
-
         def append(results: list[Result]) -> None:
-            results = [ready(r) for r in results]
             for i in range(0, len(results), _BATCH):
                 batch = results[i : i + _BATCH]
                 self.writer.add_prepared_many(
@@ -209,61 +185,10 @@ class _ChunkPipeline:
                 if progress:
                     progress(sum(size for _, _, size, _ in batch))
 
-        begin = 0
-        if known is not None and not known.mostly_hashed:
-            begin = self._follow(source, known, defer, append)
-        if begin < source.size:
-            self._cut(source, begin, known, work, append)
+        self._cut(source, 0, known, work, append)
         if sum(n for _, n in out) != source.size:  # cannot happen: every piece ends where it should
             raise AssertionError(f"stored {sum(n for _, n in out)} of {source.size} bytes")
         return FileObject(source.size, out)
-
-    def _follow(
-        self,
-        source: Source,
-        known: KnownChunks,
-        work: Work[Result],
-        append: Callable[[list[Result]], None],
-    ) -> int:
-        """Store the file from its start, one step at a time on this thread, comparing
-        each cut point with the stored chunk that follows the last one recognised; returns
-        where it stopped (a cut point): the end, or once most of what it went through
-        (after ``_FOLLOW_TRIAL`` bytes at least) had to be cut and hashed.
-
-        A new version mostly repeats the stored chunks, and comparing is cheap but done
-        chunk by chunk in Python: threads would only queue for the GIL. Each step starts
-        where the one before ended, a true cut point, so nothing needs stitching. A pool
-        thread encodes and appends each step's new chunks (``work`` leaves them
-        :data:`_PENDING`) while the next is compared.
-        """
-        pos = 0
-        with known.matching() as match:
-            hashed = 0  # bytes cut and hashed so far, not recognised
-            learning = _learning(work, match)
-
-            def work_and_learn(data: memoryview, oid: bytes) -> Result:
-                nonlocal hashed
-                hashed += len(data)
-                return learning(data, oid)
-
-            found = _found(match)
-            writing: Future[None] | None = None  # the step before's chunks, being appended
-            try:
-                while pos < source.size:
-                    stop = min(pos + FOLLOW_STEP, source.size)
-                    piece = cut_piece(source, pos, stop, work_and_learn, found, lead=0)
-                    match.give_back()
-                    if writing is not None:
-                        writing.result()
-                    writing = self.pool.submit(append, piece.results)
-                    pos = piece.ends[-1]
-                    del piece  # (its mapping goes once its chunks are written)
-                    if pos >= _FOLLOW_TRIAL and hashed > pos // 2:  # mostly new: cut the
-                        break  # rest in parallel (one changed tensor is no reason)
-            finally:
-                if writing is not None:
-                    writing.result()
-        return pos
 
     def _cut(
         self,

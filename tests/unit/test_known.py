@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import threading
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from modelvault.checkout import read_file_object
 from modelvault.core import chunking
 from modelvault.core.hashing import ObjType, object_id
 from modelvault.core.objects import ModelObject, TreeObject
-from modelvault.odb.known import KnownChunks
+from modelvault.odb.known import KnownChunks, Match
 
 MAX = chunking.MAX_SIZE
 
@@ -323,45 +324,41 @@ def _save_pair(tmp_path: Path, old: bytes, new: bytes) -> modelvault.Store:
     return store
 
 
-def _spy_on_parallel_cut(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Where each parallel cut of a file began (0 for a file not followed at all)."""
-    begins: list[int] = []
-    real = ingest._ChunkPipeline._cut
-
-    def cut(self: ingest._ChunkPipeline, src: chunking.Source, begin: int, *rest: object) -> None:
-        begins.append(begin)
-        real(self, src, begin, *rest)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(ingest._ChunkPipeline, "_cut", cut)
-    monkeypatch.setattr(ingest, "FOLLOW_STEP", 4 * MAX)  # small steps for small test files
-    monkeypatch.setattr(ingest, "_FOLLOW_TRIAL", 8 * MAX)
-    return begins
-
-
-def test_a_replaced_file_is_followed_only_briefly_then_cut_in_parallel(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_replaced_file_is_cut_as_new(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file replaced, not edited, has nothing of the stored file: its segments find no
+    stored chunk and cut and hash it as a new file; the chunks are those of cutting."""
     rng = random.Random(9)
     old, new = rng.randbytes(40 * MAX), rng.randbytes(40 * MAX)
-    begins = _spy_on_parallel_cut(monkeypatch)
-    store = _save_pair(tmp_path, old, new)
-    assert begins[0] == 0  # v1: nothing to follow
-    assert 8 * MAX <= begins[1] < 10 * MAX  # v2: given up after the trial
-    assert _file_chunks(store, "m:v2", "w.bin") == _expected(new)
-
-
-def test_one_large_edit_does_not_stop_following(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    rng = random.Random(10)
-    old = rng.randbytes(40 * MAX)
-    new = old[: 12 * MAX] + rng.randbytes(9 * MAX) + old[21 * MAX :]  # a step's worth, new
-    begins = _spy_on_parallel_cut(monkeypatch)
     counting = _Counting(monkeypatch)
     store = _save_pair(tmp_path, old, new)
-    assert begins == [0]  # only v1 was cut in parallel: v2 was followed to its end
-    assert counting.hits > 25 * MAX
-    assert _file_chunks(store, "m:v2", "w.bin") == _expected(new)
+    assert counting.hits == 0
+    _assert_as_cut(store, "m:v2", "w.bin", new)
+
+
+def test_a_large_edit_among_raw_chunks_is_compared_in_parallel_segments(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunks kept raw are compared byte for byte (``memcmp``, the GIL let go), in the
+    parallel segments of any file: a version with one large edit recognises all but the
+    edit and a chunk or two around each segment's start, on more than one thread, and
+    gets the chunks of cutting and hashing."""
+    rng = random.Random(10)
+    old = rng.randbytes(40 * MAX)
+    new = old[: 12 * MAX] + rng.randbytes(9 * MAX) + old[21 * MAX :]
+    counting = _Counting(monkeypatch)
+    threads: set[str] = set()
+    real_run = Match.run
+
+    def run(self: Match, view: memoryview, at: int, limit: int) -> tuple[int, int, int] | None:
+        threads.add(threading.current_thread().name)
+        return real_run(self, view, at, limit)
+
+    monkeypatch.setattr(Match, "run", run)
+    store = _save_pair(tmp_path, old, new)
+    segments = len(chunking.plan_segments(len(new)))
+    assert counting.hits >= len(new) - 9 * MAX - 2 * MAX * (segments + 1)
+    assert len(threads) > 1
+    _assert_as_cut(store, "m:v2", "w.bin", new)
 
 
 def test_a_run_takes_an_unedited_stretch_in_one_call_and_stops_before_an_edit(
@@ -426,11 +423,6 @@ def test_chunks_stored_by_the_float_codec_are_recognised_by_their_ids(
     stored = [store.repo.objects.entry(c) for c, _ in _file_chunks(store, "m:v1", "w.bin")]
     assert sum(e is not None and e.codec == Codec.FLOAT for e in stored) > len(stored) // 2
     counting = _Counting(monkeypatch)
-    followed = []
-    real_follow = ingest._ChunkPipeline._follow
-    monkeypatch.setattr(
-        ingest._ChunkPipeline, "_follow", lambda *a: followed.append(1) or real_follow(*a)
-    )
     segments = len(chunking.plan_segments(len(data)))
     assert segments >= 3
     slack = 2 * MAX * (segments - 1)  # (the first segment starts in step: at the start)
@@ -439,7 +431,6 @@ def test_chunks_stored_by_the_float_codec_are_recognised_by_their_ids(
     counting.hits = 0
     store.save(tmp_path / "v3", "m:v3")
     assert counting.hits >= len(edited) - 2 * MAX - slack  # all but the edit's chunks
-    assert not followed  # (compared in segments)
     for version, payload in (("m:v2", data), ("m:v3", edited)):
         _assert_as_cut(store, version, "w.bin", payload)
 
