@@ -185,7 +185,7 @@ class _ChunkPipeline:
                 if progress:
                     progress(sum(size for _, _, size, _ in batch))
 
-        self._cut(source, 0, known, work, append)
+        self._cut(source, known, work, append)
         if sum(n for _, n in out) != source.size:  # cannot happen: every piece ends where it should
             raise AssertionError(f"stored {sum(n for _, n in out)} of {source.size} bytes")
         return FileObject(source.size, out)
@@ -193,23 +193,21 @@ class _ChunkPipeline:
     def _cut(
         self,
         source: Source,
-        begin: int,
         known: KnownChunks | None,
         work: Work[Result],
         append: Callable[[list[Result]], None],
     ) -> None:
-        """Store ``source`` from ``begin`` (a cut point) to its end: the pool cuts
-        segments, hashes, encodes and writes their chunks (a chunker of its own per
-        segment, :meth:`_write_ahead`); the drain thread stitches them into the
-        sequential cut, writes the chunks it cut itself and lets each segment's mapping
-        go. With ``known``, each
-        segment compares its cut points with the stored chunks too."""
-        stitcher = Stitcher(work, begin)
-        spans = [(begin + a, begin + b) for a, b in plan_segments(source.size - begin)]
-        shift = _Shift(source, begin, known) if known is not None and len(spans) > 1 else None
+        """Store ``source``: the pool cuts segments, hashes, encodes and writes their
+        chunks (a chunker of its own per segment, :meth:`_write_ahead`); the drain thread
+        stitches them into the sequential cut, writes the chunks it cut itself and lets
+        each segment's mapping go. With ``known``, each segment compares its cut points
+        with the stored chunks too."""
+        stitcher = Stitcher(work, 0)
+        spans = plan_segments(source.size)
+        shift = _Shift(source, known) if known is not None and len(spans) > 1 else None
 
         def cut(span: tuple[int, int]) -> Piece[Result]:
-            lead = 0 if span[0] == begin else LEAD  # (begin is a cut point already)
+            lead = 0 if span[0] == 0 else LEAD  # (the file's start is a cut point)
             if known is None:
                 try:
                     piece = cut_piece(
@@ -272,17 +270,17 @@ class _Shift:
     (A safetensors header that grew moves every tensor by the same amount; a tensor
     rewritten in place moves nothing.) Segments read it and tell it what they found."""
 
-    def __init__(self, source: Source, begin: int, known: KnownChunks) -> None:
-        """Start from the last of the file's first few chunks (cut from ``begin``, a cut
-        point) that is a stored chunk; None if none is."""
+    def __init__(self, source: Source, known: KnownChunks) -> None:
+        """Start from the last of the file's first few chunks that is a stored chunk;
+        None if none is."""
         self.known = known
         self.value: int | None = None
-        pos = begin
-        view = source.view(begin, min(source.size, begin + (_SHIFT_TRIAL + 2) * MAX_SIZE))
+        pos = 0
+        view = source.view(0, min(source.size, (_SHIFT_TRIAL + 2) * MAX_SIZE))
         for _ in range(_SHIFT_TRIAL):
             if source.size - pos <= MAX_SIZE:
                 break
-            size, oid = next_chunk(view[pos - begin :])
+            size, oid = next_chunk(view[pos:])
             i = known.index(oid)
             if i is not None:
                 self.value = pos - known.offset(i)

@@ -386,9 +386,10 @@ def _libc_functions() -> tuple[Any, Any] | None:
 
     Loaded as a ``CDLL``: the GIL goes for the call, so the segments of a new version,
     compared on two threads, compare chunks at the same time (one ``memcmp`` is a chunk,
-    ~15 µs). A version of the 1 GiB fp32 benchmark model whose chunks are kept raw:
-    0.44 -> 0.36 s against comparing on one thread with the GIL kept (a ``PyDLL``), which
-    was as fast as two threads taking turns with it.
+    ~15 µs). A 90%-shared version of the 1 GiB fp32 benchmark model, whose chunks are
+    kept raw: 0.407 -> 0.335 s against comparing on one thread with the GIL kept (a
+    ``PyDLL``), which was as fast as two threads taking turns with it (RESULTS.md,
+    session 19).
     """
     import ctypes
 
