@@ -228,7 +228,7 @@ def test_hashing_reads_no_byte_past_its_buffers() -> None:
     """BLAKE3's AVX2 and AVX-512 assembly loads the first input of a group of 2 or 4
     chunks 32 or 64 bytes at a time where it needs 16, reading up to 48 bytes past it;
     _cdc hands it its own copy of the first 1 KiB (the type byte in front), which once
-    sat at the very end of its memory: a push segfaulted in object_id (4-8 KiB objects,
+    sat at the very end of its memory: a push segfaulted in object_id (2-8 KiB objects,
     one run in ~15 of the crash sweep). Every number of whole BLAKE3 chunks up to 20,
     short last chunks and segments whose last chunk is short are hashed with the memory
     fenced; the ids are the blake3 package's."""
