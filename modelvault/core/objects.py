@@ -7,6 +7,7 @@ never containing ``/`` or NUL.
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,9 +44,10 @@ def _pack(obj: Any) -> bytes:
     return msgpack.packb(obj, use_bin_type=True)  # type: ignore[no-any-return]
 
 
-def _unpack(data: bytes) -> Any:
+def _unpack(data: bytes, lists: bool = True) -> Any:
+    """``data`` decoded; msgpack arrays as lists, or as tuples (``lists=False``)."""
     try:
-        return msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True)
+        return msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=lists)
     except Exception as exc:  # msgpack raises several unrelated types
         raise ObjectFormatError(f"not valid msgpack: {exc}") from exc
 
@@ -79,18 +81,26 @@ class FileObject:
 
     @classmethod
     def decode(cls, data: bytes) -> FileObject:
-        d = _unpack(data)
+        d = _unpack(data, lists=False)  # (a file has thousands of chunks: tuples as read)
         _need(isinstance(d, dict) and set(d) == {"size", "chunks"}, "bad file object")
         chunks = d["chunks"]
-        _need(isinstance(chunks, list), "bad chunk list")
-        out: list[tuple[bytes, int]] = [tuple(item) for item in chunks if type(item) is list]
-        ok = len(out) == len(chunks) and all(  # one pass in a generator: a file has thousands
-            len(c) == 2 and type(c[0]) is bytes and len(c[0]) == ID_LEN and type(c[1]) is int
+        _need(isinstance(chunks, tuple), "bad chunk list")
+        out: list[tuple[bytes, int]] = list(chunks)
+        ok = all(  # one pass in a generator
+            type(c) is tuple
+            and len(c) == 2
+            and type(c[0]) is bytes
+            and len(c[0]) == ID_LEN
+            and type(c[1]) is int
+            and c[1] > 0
             for c in out
         )
-        _need(ok and all(n > 0 for _, n in out), "bad chunk entry")
+        _need(ok, "bad chunk entry")
         size = d["size"]
-        _need(isinstance(size, int) and size == sum(n for _, n in out), "file size mismatch")
+        _need(
+            isinstance(size, int) and size == sum(map(operator.itemgetter(1), out)),
+            "file size mismatch",
+        )
         return cls(size, out)
 
 

@@ -40,6 +40,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import functools
+import itertools
 import mmap
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -249,14 +250,13 @@ class KnownChunks:
         self._db = db
         self._libc = _Libc()
         self.chunks = chunks
-        self._where: dict[bytes, int] = {}  # id -> index of its first occurrence
-        self._offsets = [0]  # offset of each chunk in the stored file, then its size
-        offset = 0
-        for i, (oid, n) in enumerate(chunks):
-            self._where.setdefault(oid, i)
-            offset += n
-            self._offsets.append(offset)
-        entries = db.entries([oid for oid, _ in chunks])
+        oids = [oid for oid, _ in chunks]
+        # id -> index of its first occurrence (the last one written, counting down)
+        last = range(len(oids) - 1, -1, -1)
+        self._where: dict[bytes, int] = dict(zip(reversed(oids), last, strict=True))
+        # where each chunk starts in the stored file, then the file's size
+        self._offsets = [0, *itertools.accumulate(n for _, n in chunks)]
+        entries = db.entries(oids)
         # each chunk: id, length, pack and offset of its payload when it is kept raw (compared
         # byte for byte), pack "" when it is stored compressed (compared by its id: the
         # new bytes are hashed); None where it is not stored, and after the last

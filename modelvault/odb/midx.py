@@ -376,6 +376,22 @@ class MultiIndex:
         )
         return Entry(self.pack_name(pack), offset, stored, raw, kind, how)
 
+    def entries_at(self, positions: Sequence[int]) -> list[Entry | None]:
+        """:meth:`entry_at` of each of ``positions``, None where it is -1 (as
+        :meth:`positions_of` answers an absent id): for thousands at once, ~4x faster
+        than one call each (no method call or keyword arguments per entry)."""
+        unpack, size, base, mm = MIDX_ENTRY.unpack_from, MIDX_ENTRY.size, self._entries, self._map
+        names, name, make = self._names, self.pack_name, tuple.__new__
+        out: list[Entry | None] = []
+        add = out.append
+        for i in positions:
+            if i < 0:
+                add(None)
+                continue
+            pack, kind, how, offset, stored, raw = unpack(mm, base + size * i)
+            add(make(Entry, (names.get(pack) or name(pack), offset, stored, raw, kind, how)))
+        return out
+
     def give_back(self) -> None:
         """Unmap the pages lookups touched from this process (the page cache keeps
         them; the next lookups fault them in again)."""

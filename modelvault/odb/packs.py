@@ -398,15 +398,18 @@ class PackDB(PackChecks, PackReads, FolderChanges):
                 out[i] = self._find(oids[i])  # a single lookup ~2: see MultiIndex.position)
             return out
         for layer in layers:
-            found = layer.positions_of(b"".join(oids[i] for i in todo))
-            at = layer.entry_at
-            rest = []
-            for i, k in zip(todo, found, strict=True):
-                if k >= 0:
-                    out[i] = at(k)
-                else:
-                    rest.append(i)
-            todo = rest
+            found = layer.entries_at(layer.positions_of(b"".join(oids[i] for i in todo)))
+            if len(todo) == len(out):  # none found yet: the answers as they are
+                out = found
+                todo = [i for i, e in enumerate(found) if e is None]
+            else:
+                rest = []
+                for i, e in zip(todo, found, strict=True):
+                    if e is not None:
+                        out[i] = e
+                    else:
+                        rest.append(i)
+                todo = rest
             if not todo:
                 break
         return out

@@ -58,6 +58,7 @@ def test_commits_merge_pack_indexes_and_lookups_find_every_object(tmp_path: Path
     batch = fresh.entries(ids + absent)  # the batch path (_cdc.find)
     assert batch == [fresh.entry(oid) for oid in ids] + [None] * 100
     assert fresh.entries(ids[:3]) == batch[:3]  # one by one
+    assert layer.entries_at([2, -1, 0]) == [layer.entry_at(2), None, layer.entry_at(0)]
     assert fresh.entry(absent[0]) is None and not fresh.has(absent[1])
     assert sorted(fresh.ids()) == sorted(set(ids))
     assert fresh.packs() == sorted(p.stem for p in db.pack_dir.glob("*.idx"))

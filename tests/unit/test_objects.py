@@ -34,6 +34,31 @@ def test_file_object_round_trip_and_size_check() -> None:
         FileObject.decode(bad)
 
 
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        {"a": 1},  # not a list
+        [[OID, 10], [OID]],  # an entry of one field
+        [[OID, 10, 1]],  # of three
+        [[OID[:31], 10]],  # an id of 31 bytes
+        [["x" * 32, 10]],  # a string for an id
+        [[OID, 0]],  # an empty chunk
+        [[OID, -5]],  # a negative length
+        [[OID, True]],  # a bool for a length
+        [[OID, 1.5]],  # a float
+        [{"id": OID, "n": 10}],  # a map for an entry
+        [OID],  # bytes for an entry
+    ],
+)
+def test_file_object_refuses_malformed_chunk_lists(chunks: object) -> None:
+    size = 10 if chunks != [[OID, -5]] else -5
+    raw = msgpack.packb({"size": size, "chunks": chunks}, use_bin_type=True)
+    with pytest.raises(ObjectFormatError):
+        FileObject.decode(raw)
+    with pytest.raises(ObjectFormatError):  # and with a size that matches whatever it sums
+        FileObject.decode(msgpack.packb({"size": 0, "chunks": chunks}, use_bin_type=True))
+
+
 @pytest.mark.parametrize("name", ["..", ".", "", "a/b", "/etc", "a\0b", "a\\b"])
 def test_tree_refuses_unsafe_names(name: str) -> None:
     raw = msgpack.packb({"entries": [[name, "file", OID, 1]]})
