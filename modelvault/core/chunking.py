@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AVG_SIZE",
+    "BLOCK",
     "LEAD",
     "MAX_SIZE",
     "MIN_SEGMENT",
@@ -192,6 +193,7 @@ def plan_segments(size: int, segment: int | None = None) -> list[tuple[int, int]
 
 
 LEAD = 2 * MAX_SIZE  # a segment is cut from this far before its start (see cut_piece)
+BLOCK = 2 * MAX_SIZE  # cut and hashed at once, then worked on while in the cache
 
 
 @dataclass
@@ -229,6 +231,7 @@ def cut_piece(
     lead: int = LEAD,
     before_work: Callable[[list[bytes]], None] | None = None,
     resume: Resume[R] | None = None,
+    block: Callable[[], int] | None = None,
 ) -> Piece[R]:
     """Cut the segment ``[start, stop)`` and call ``work`` on each chunk and its id.
 
@@ -243,10 +246,13 @@ def cut_piece(
     the view), may instead answer ``(ends, results)`` for chunks from that cut point, each
     starting before the segment's end, ``ends`` relative to the cut point (``odb.known``:
     stored chunks with the same bytes, whose cuts it vouches for); cutting resumes after
-    the last of them. Without ``known`` the whole segment is cut and hashed in one call
-    (:func:`cut_and_hash`), and ``before_work`` (if given) is called with the ids of its
-    chunks, in order, before ``work`` is called on any (so a caller can look them all up
-    at once); with it, chunk by chunk, asking ``known`` at each cut point. ``resume``
+    the last of them. Without ``known`` the segment is cut and hashed a block at a time
+    (one :func:`cut_and_hash` call a block: the chunks that start in the next ``block()``
+    bytes, default ``BLOCK``), and ``before_work`` (if given) is called with the ids of a
+    block's chunks, in order, before ``work`` is called on any of them (so a caller can
+    look them all up at once); ``work`` runs on a block's chunks while their bytes are
+    still in the CPU's cache, before the next block is cut. With ``known``, chunk by
+    chunk, asking ``known`` at each cut point. ``resume``
     (with ``known``), given the view, its file offset and the segment's start and stop
     (file offsets), may answer ``(at, ends, results)``: chunks that start at a point
     ``start <= at < stop`` it takes for a cut point, as ``known`` answers them; the lead
@@ -256,15 +262,26 @@ def cut_piece(
     base = max(0, start - lead)
     view = source.view(base, min(source.size, stop + 2 * MAX_SIZE))
     if known is None:
-        first, rel, oids = cut_and_hash(view, stop - base, start - base)
+        limit = stop - base
+        block_size = block or (lambda: BLOCK)
+        first, rel, oids = cut_and_hash(view, min(limit, start - base + block_size()), start - base)
         if not rel:  # no cut in [start, stop): a segment shorter than a chunk
             return Piece(base + first, stop, [], [], view, base)
-        if before_work is not None:
-            before_work(oids)
-        results = [
-            work(view[a:b], oid) for a, b, oid in zip([first, *rel[:-1]], rel, oids, strict=True)
-        ]
-        return Piece(base + first, stop, [base + e for e in rel], results, view, base)
+        done: list[int] = []
+        results = []
+        at = first
+        while True:  # a block at a time: its chunks are worked on while in the cache
+            if before_work is not None:
+                before_work(oids)
+            for b, oid in zip(rel, oids, strict=True):
+                results.append(work(view[at:b], oid))
+                at = b
+            done += rel
+            if at >= limit:
+                break
+            _, rel, oids = cut_and_hash(view[at:], min(limit - at, block_size()))
+            rel = [at + e for e in rel]
+        return Piece(base + first, stop, [base + e for e in done], results, view, base)
     ends: list[int] = []
     results = []
     resumed = resume(view, base, start, stop) if resume is not None and start > base else None

@@ -113,6 +113,74 @@ def test_segmented_file_cuts_equal_whole_cuts(
     assert segmented == _stitched(data, segment)[0]
 
 
+def test_a_segment_is_worked_on_block_by_block() -> None:
+    """Without ``known``, a segment is cut and hashed a block at a time, and each
+    block's chunks are looked up (``before_work``) and worked on before the next block
+    is cut: the chunks are those of a sequential cut, and each id is screened before its
+    work, in blocks of about ``BLOCK`` bytes."""
+    data = os.urandom(6 * chunking.BLOCK + 12345)
+    source = chunking.Source.of_bytes(data)
+    calls: list[tuple[str, list[bytes]]] = []
+
+    def screen(oids: list[bytes]) -> None:
+        calls.append(("screen", list(oids)))
+
+    def work(view: memoryview, oid: bytes) -> bytes:
+        calls.append(("work", [oid]))
+        return _bytes(view, oid)
+
+    start, stop = 3 * MAX + 17, len(data) - MAX  # a lead, and a last chunk past stop
+    piece = chunking.cut_piece(source, start, stop, work, before_work=screen)
+    whole = _whole(data)
+    ends = list(itertools.accumulate(len(c) for c in whole))
+    first = next(i for i, e in enumerate(ends) if e >= start) + 1  # the first cut >= start
+    assert piece.results == whole[first : first + len(piece.results)]
+    assert piece.ends == ends[first : first + len(piece.ends)]
+    assert piece.ends[-2] < stop <= piece.ends[-1]
+    screens = [oids for kind, oids in calls if kind == "screen"]
+    span, block = stop - start, chunking.BLOCK  # a block: chunks that start in BLOCK bytes
+    assert span // (block + MAX) <= len(screens) <= span // block + 1
+    # every id is screened once, in order, before it is worked on, and no later block
+    # is screened before the work of the one before it is done
+    screened: list[bytes] = []
+    worked: list[bytes] = []
+    for kind, oids in calls:
+        if kind == "screen":
+            assert worked == screened, "a block was screened before the last one was done"
+            screened += oids
+        else:
+            assert oids[0] == screened[len(worked)]
+            worked += oids
+    assert worked == screened == [chunking_id(c) for c in piece.results]
+
+
+def test_blocks_of_any_size_give_the_chunks_of_a_sequential_cut() -> None:
+    """``block`` is asked before each block is cut; whatever it answers (down to one
+    chunk's worth, up to more than the segment), the piece is the same."""
+    data = os.urandom(5 * chunking.BLOCK)
+    source = chunking.Source.of_bytes(data)
+    start, stop = 2 * MAX + 5, len(data) - 2 * MAX
+    expected = chunking.cut_piece(source, start, stop, _bytes, block=lambda: 1 << 30)
+    sizes = random.Random(7)
+    asked = []
+
+    def block() -> int:
+        asked.append(sizes.choice([1, MAX, 3 * MAX]))
+        return asked[-1]
+
+    piece = chunking.cut_piece(source, start, stop, _bytes, block=block)
+    assert (piece.start, piece.ends, piece.results) == (
+        expected.start,
+        expected.ends,
+        expected.results,
+    )
+    assert len(asked) > 4
+
+
+def chunking_id(chunk: bytes) -> bytes:
+    return object_id(ObjType.CHUNK, chunk)
+
+
 def test_random_segments_stitch_after_a_few_chunks() -> None:
     data = os.urandom(12 << 20)
     chunks, stitcher = _stitched(data, 1 << 20)

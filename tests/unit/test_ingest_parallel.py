@@ -104,3 +104,43 @@ def test_workers_write_only_the_files_chunks(
         assert len(data) < writer.new_bytes < len(data) + MAX  # (and the file object)
     else:
         assert recut > 0 and written > len(expected)
+
+
+def test_segments_are_cut_in_blocks_only_while_chunks_are_compressed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A segment is cut a block at a time, each block's chunks compressed while in the
+    cache, as long as chunks compress; once they stop (weights kept raw), the rest of
+    each segment is cut in one call. The chunks are those of a sequential cut either way."""
+    import numpy as np
+
+    calls: list[int] = []
+    real = chunking.cut_and_hash
+
+    def counted(view: memoryview, stop: int, skip: int = 0) -> tuple[int, list[int], list[bytes]]:
+        calls.append(stop - skip)
+        return real(view, stop, skip)
+
+    monkeypatch.setattr(chunking, "cut_and_hash", counted)
+    size = 3 * chunking.SEGMENT
+    letters = np.random.default_rng(0).integers(97, 101, size, dtype=np.uint8).tobytes()
+    for name, data in [("letters", letters), ("random", os.urandom(size))]:
+        calls.clear()
+        path = tmp_path / name
+        path.write_bytes(data)
+        db = PackDB(tmp_path / f"objects-{name}")
+        writer = PackWriter(db)
+        ing = ingest.Ingester(writer)
+        try:
+            oid, _ = ing.store_file(path)
+        finally:
+            ing.close()
+        writer.commit()
+        assert list(read_file_object(PackDB(db.root), oid).chunks) == _expected(data)
+        blocks = [n for n in calls if n > 1]  # (one-chunk cuts: the stitcher's)
+        if name == "letters":  # every block compressed: a call per BLOCK bytes
+            assert len(blocks) >= size // (chunking.BLOCK + MAX)
+            assert max(blocks) <= chunking.BLOCK
+        else:  # a few blocks, then each segment's rest in one call
+            assert len(blocks) <= 3 * 2 + 2
+            assert max(blocks) > chunking.SEGMENT // 2
