@@ -57,17 +57,23 @@ def test_parallel_save_stores_the_sequential_chunks(
     assert b"".join(fresh.read(cid, ObjType.CHUNK) for cid, _ in fobj.chunks) == data
 
 
-def test_a_file_smaller_than_a_segment(tmp_path: Path) -> None:
-    data = os.urandom(MAX // 3)
-    path = tmp_path / "small"
-    path.write_bytes(data)
-    writer = PackWriter(PackDB(tmp_path / "objects"))
+def _store_file(db: PackDB, path: Path) -> bytes:
+    """Save one file into ``db``; its file object's id."""
+    writer = PackWriter(db)
     ing = ingest.Ingester(writer)
     try:
         oid, _ = ing.store_file(path)
     finally:
         ing.close()
     writer.commit()
+    return oid
+
+
+def test_a_file_smaller_than_a_segment(tmp_path: Path) -> None:
+    data = os.urandom(MAX // 3)
+    path = tmp_path / "small"
+    path.write_bytes(data)
+    oid = _store_file(PackDB(tmp_path / "objects"), path)
     assert list(read_file_object(PackDB(tmp_path / "objects"), oid).chunks) == _expected(data)
 
 
@@ -129,13 +135,7 @@ def test_segments_are_cut_in_blocks_only_while_chunks_are_compressed(
         path = tmp_path / name
         path.write_bytes(data)
         db = PackDB(tmp_path / f"objects-{name}")
-        writer = PackWriter(db)
-        ing = ingest.Ingester(writer)
-        try:
-            oid, _ = ing.store_file(path)
-        finally:
-            ing.close()
-        writer.commit()
+        oid = _store_file(db, path)
         assert list(read_file_object(PackDB(db.root), oid).chunks) == _expected(data)
         blocks = [n for n in calls if n > 1]  # (one-chunk cuts: the stitcher's)
         if name == "letters":  # every block compressed: a call per BLOCK bytes
