@@ -566,3 +566,24 @@ def test_repeated_chunks_that_mislead_the_shift_still_give_the_chunks_of_cutting
     _spy_on_lead_cuts(monkeypatch)
     store = _save_pair(tmp_path, data, new)
     _assert_as_cut(store, "m:v2", "w.bin", new)
+
+
+def test_the_chunk_table_names_first_occurrences_and_offsets(tmp_path: Path) -> None:
+    """``index`` names the first chunk with an id (a repeated tensor, runs of zeros),
+    ``offset`` and ``chunk_at`` where chunks start in the stored file; a chunk the store
+    does not hold (here: none is stored) is never offered as a match."""
+    from modelvault.odb import PackDB
+
+    a, b, c = (bytes([k]) * 32 for k in (1, 2, 3))
+    known = KnownChunks(PackDB(tmp_path / "objects"), [(a, 10), (b, 20), (a, 10), (b, 20)])
+    try:
+        assert (known.index(a), known.index(b), known.index(c)) == (0, 1, None)
+        assert [known.offset(i) for i in range(5)] == [0, 10, 30, 40, 60]
+        assert (known.chunk_at(0), known.chunk_at(11), known.chunk_at(60)) == (
+            (0, 0),
+            (2, 30),
+            None,
+        )
+        assert len(known) == 4 and known._at == [None] * 5
+    finally:
+        known.close()
