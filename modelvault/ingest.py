@@ -206,14 +206,15 @@ class _ChunkPipeline:
         known: KnownChunks | None,
         work: Work[Result],
         append: Callable[[list[Result]], None],
-        block: Callable[[], int] | None = None,
+        block: Callable[[], int],
     ) -> None:
         """Store ``source``: the pool cuts segments, hashes, encodes and writes their
-        chunks (a chunker of its own per segment, :meth:`_write_ahead`); the drain thread
-        stitches them into the sequential cut, writes the chunks it cut itself and lets
-        each segment's mapping go. With ``known``, each segment compares its cut points
-        with the stored chunks too."""
-        stitcher = Stitcher(work, 0)
+        chunks (a chunker of its own per segment, :meth:`_write_ahead`; ``block`` says how
+        much of a segment to cut at a time, :meth:`_Compressibility.block`); the drain
+        thread stitches them into the sequential cut, writes the chunks it cut itself and
+        lets each segment's mapping go. With ``known``, each segment compares its cut
+        points with the stored chunks too."""
+        stitcher = Stitcher(work)
         spans = plan_segments(source.size)
         shift = _Shift(source, known) if known is not None and len(spans) > 1 else None
 

@@ -322,8 +322,8 @@ class Stitcher(Generic[R]):
     the chunk of each byte value and steps over the run comparing bytes, not cutting.
     """
 
-    def __init__(self, work: Work[R], pos: int = 0) -> None:
-        self.pos = pos  # every byte before this is in a final chunk (pos: a cut point)
+    def __init__(self, work: Work[R]) -> None:
+        self.pos = 0  # every byte before this is in a final chunk (pos: a cut point)
         self.work = work
         self.recut = 0  # bytes cut here rather than in a worker (for tests and tuning)
         self.reused = 0  # bytes of runs stepped over with a remembered chunk

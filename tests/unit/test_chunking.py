@@ -151,7 +151,7 @@ def test_a_segment_is_worked_on_block_by_block() -> None:
         else:
             assert oids[0] == screened[len(worked)]
             worked += oids
-    assert worked == screened == [chunking_id(c) for c in piece.results]
+    assert worked == screened == [object_id(ObjType.CHUNK, c) for c in piece.results]
 
 
 def test_blocks_of_any_size_give_the_chunks_of_a_sequential_cut() -> None:
@@ -175,10 +175,6 @@ def test_blocks_of_any_size_give_the_chunks_of_a_sequential_cut() -> None:
         expected.results,
     )
     assert len(asked) > 4
-
-
-def chunking_id(chunk: bytes) -> bytes:
-    return object_id(ObjType.CHUNK, chunk)
 
 
 def test_random_segments_stitch_after_a_few_chunks() -> None:

@@ -19,6 +19,7 @@ from modelvault.checkout import read_file_object
 from modelvault.core import chunking
 from modelvault.core.hashing import ObjType, object_id
 from modelvault.core.objects import ModelObject, TreeObject
+from modelvault.odb import PackDB
 from modelvault.odb.known import KnownChunks, Match
 
 MAX = chunking.MAX_SIZE
@@ -572,8 +573,6 @@ def test_the_chunk_table_names_first_occurrences_and_offsets(tmp_path: Path) -> 
     """``index`` names the first chunk with an id (a repeated tensor, runs of zeros),
     ``offset`` and ``chunk_at`` where chunks start in the stored file; a chunk the store
     does not hold (here: none is stored) is never offered as a match."""
-    from modelvault.odb import PackDB
-
     a, b, c = (bytes([k]) * 32 for k in (1, 2, 3))
     known = KnownChunks(PackDB(tmp_path / "objects"), [(a, 10), (b, 20), (a, 10), (b, 20)])
     try:
