@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from modelvault import _fsutil
-from modelvault._parallel import ordered_map
+from modelvault._parallel import cpu_threads, ordered_map
 from modelvault.core.chunking import MAX_SIZE
 from modelvault.core.hashing import ObjType
 from modelvault.core.objects import KIND_EXEC, KIND_TREE, FileObject
@@ -96,6 +96,12 @@ class FileReader(io.RawIOBase):
 
 _READ_BATCH = 64  # chunks per reader task (read with few preads)
 _WINDOW = 8  # reader tasks under way at once (4 left a reader idle behind a slow batch)
+
+
+def reader_threads() -> int:
+    """Threads for the pool :func:`write_tree` reads with: :func:`cpu_threads`, fewer than
+    ``_WINDOW`` (so that a batch is always waiting for each reader)."""
+    return min(cpu_threads(), _WINDOW - 1)
 
 
 def write_file(

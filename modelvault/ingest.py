@@ -5,9 +5,9 @@ before its start and the BLAKE3 id of each chunk (one compiled call per segment,
 ``chunking.cut_and_hash``), skip known ids, compress the new ones, append them to a pack
 of the worker's own -> in order, on the drain thread: stitch the segments into the cut
 points of a sequential cut (writing what it cuts itself). Cutting, hashing, compression
-and writing release the GIL, so a small thread pool keeps both cores busy.
-Files are memory-mapped one segment at a time, never read whole; at most ``_WINDOW + 2``
-segments are mapped at once.
+and writing release the GIL, so a thread pool (``cpu_threads``: a thread a CPU, 2 to 8)
+keeps the cores busy. Files are memory-mapped one segment at a time, never read whole; at
+most ``max(_WINDOW + 2, threads + 1)`` segments are mapped at once.
 
 A file whose previous version is stored (``Parent``) is compared with that version's
 chunks in the same segments: each segment compares the new bytes at the stored cut points
@@ -24,7 +24,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from modelvault._parallel import ordered_pipeline
+from modelvault._parallel import cpu_threads, ordered_pipeline
 from modelvault.checkout import read_file_object, read_tree
 from modelvault.core import codec
 from modelvault.core.chunking import (
@@ -59,7 +59,7 @@ from modelvault.odb.known import KnownChunks, Match
 
 _BATCH = 32  # chunks per add_prepared_many call
 SMALL_FILE = MIN_SIZE  # smaller files are one chunk: stored without the chunk pipeline
-_WINDOW = 3  # cut segments waiting to be appended: bounds memory to ~(_WINDOW + 2) segments
+_WINDOW = 3  # cut segments waiting to be appended, at least (more with more threads)
 Progress = Callable[[int], None]  # called with a number of bytes just processed
 Result = tuple[bytes, int, int, bytes | memoryview | None]  # id, codec, raw size, payload
 
@@ -100,11 +100,15 @@ class _ChunkPipeline:
     """Cuts segments of a file and hashes and encodes their chunks in worker threads;
     stitches the segments and appends their chunks in order on a thread of its own."""
 
-    def __init__(self, writer: PackWriter, workers: int = 2) -> None:
+    def __init__(self, writer: PackWriter, workers: int | None = None) -> None:
         self.writer = writer
         from concurrent.futures import ThreadPoolExecutor
 
-        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="modelvault-chunk")
+        self.workers = cpu_threads() if workers is None else workers
+        # results waiting to be appended: ordered_pipeline then has up to window + 2
+        # segments under way, enough for every worker and one finished being appended
+        self.window = max(_WINDOW, self.workers - 1)
+        self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="modelvault-chunk")
         self.recut = 0  # bytes the stitcher cut itself, where segments did not agree
         self._local = threading.local()  # .lane: the pack-writer lane of a pool thread
         self._lanes = itertools.count(1)  # lane 0 is the drain thread's
@@ -258,7 +262,7 @@ class _ChunkPipeline:
             append(stitcher.feed(cut(spans[0])))
         else:
             ordered_pipeline(
-                self.pool, cut_and_write, spans, lambda p: append(stitcher.feed(p)), _WINDOW
+                self.pool, cut_and_write, spans, lambda p: append(stitcher.feed(p)), self.window
             )
         self.recut += stitcher.recut
         if stitcher.pos != source.size:  # cannot happen: every piece ends where it should

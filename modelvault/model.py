@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from modelvault import _fsutil
 from modelvault.aliases import AliasStore, parse_alias
-from modelvault.checkout import FileReader, materialise
+from modelvault.checkout import FileReader, materialise, reader_threads
 from modelvault.core.objects import KIND_TREE, ModelObject
 from modelvault.errors import IntegrityError, InvalidInput, NotFound
 from modelvault.odb.reading import lookup, read_file_object, read_model
@@ -128,7 +128,7 @@ class Model:
 
         with (
             _fsutil.reports_disk_full("writing out the model folder (Model.path)", self.repo.path),
-            ThreadPoolExecutor(2, thread_name_prefix="modelvault-read") as pool,
+            ThreadPoolExecutor(reader_threads(), thread_name_prefix="modelvault-read") as pool,
         ):
             folder = materialise(
                 self.repo.cache, self.repo.objects, self._oid, lambda: self.object.tree, pool
