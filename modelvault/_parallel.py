@@ -27,14 +27,15 @@ def cpu_threads() -> int:
     Why at most 8 by default: each 64 KiB chunk still costs some microseconds of Python
     under the GIL, which bounds what more threads can add; beyond 2 CPUs this has not
     been measured here (the project's machines have 2). Each save thread adds ~25 MiB to
-    the peak memory (its segment's mapped pages, its encoder's buffers): a new 1 GiB bf16
-    save peaked at 104 / 150 / 270 MiB with 2 / 4 / 8 threads forced on 2 CPUs. A machine
-    whose CPU share is smaller than its CPU count (a container's quota) can set the
-    variable lower.
+    the peak memory (its segment's mapped pages, its encoder's buffers: a new 1 GiB bf16
+    model saved and read back peaked at 104 / 150 / 270 MiB with 2 / 4 / 8 threads forced
+    on 2 CPUs) and writes a pack of its own, so a save leaves up to threads + 1 packs
+    partly filled (the multi-pack index covers them). A machine whose CPU share is
+    smaller than its CPU count (a container's quota) can set the variable lower.
     """
     setting = os.environ.get("MODELVAULT_THREADS", "").strip()
     if setting:
-        if setting.isdigit() and 1 <= int(setting) <= THREADS_MAX:
+        if setting.isascii() and setting.isdigit() and 1 <= int(setting) <= THREADS_MAX:
             return int(setting)
         import warnings
 
@@ -68,8 +69,16 @@ def ordered_map(
             head, fut = inflight.popleft()
             yield head, fut.result()
     finally:
-        for _, fut in inflight:
-            fut.cancel()
+        for _, fut in inflight:  # (stopped early) none outlives the caller's buffers
+            _settle(fut)
+
+
+def _settle(fut: Future[R]) -> None:
+    """Cancel ``fut`` or, once it has started, wait until it has finished (its outcome is
+    dropped): a call still running after its caller has moved on may be using memory the
+    caller is about to unmap (a save's pack maps, a read's buffers)."""
+    if not fut.cancel():
+        fut.exception()
 
 
 def ordered_pipeline(
@@ -84,7 +93,8 @@ def ordered_pipeline(
     ``consume`` runs on a thread of its own, so the calling thread only produces
     items: producing, ``fn`` and consuming overlap. At most ``window`` results wait
     to be consumed. The first exception (from the items, ``fn`` or ``consume``)
-    stops the work and is raised here once every started call has finished.
+    stops the work and is raised here once every started call has finished (calls not
+    yet started are cancelled).
     """
     import queue
     import threading
@@ -95,7 +105,7 @@ def ordered_pipeline(
     def drain() -> None:
         while (fut := waiting.get()) is not None:
             if failure:
-                fut.cancel()
+                _settle(fut)
                 continue
             try:
                 consume(fut.result())
@@ -104,11 +114,19 @@ def ordered_pipeline(
 
     consumer = threading.Thread(target=drain, name="modelvault-drain", daemon=True)
     consumer.start()
+    held: Future[R] | None = None  # submitted, not yet queued
     try:
         for item in items:
             if failure:
                 break
-            waiting.put(pool.submit(fn, item))
+            held = pool.submit(fn, item)
+            waiting.put(held)
+            held = None
+    except BaseException as exc:  # from the items, or put interrupted (Ctrl-C)
+        failure.append(exc)  # the drain settles what is queued
+        if held is not None:
+            _settle(held)
+        raise
     finally:
         waiting.put(None)
         consumer.join()

@@ -100,7 +100,7 @@ _WINDOW = 8  # reader tasks under way at once (4 left a reader idle behind a slo
 
 def reader_threads() -> int:
     """Threads for the pool :func:`write_tree` reads with: :func:`cpu_threads`, fewer than
-    ``_WINDOW`` (so that a batch is always waiting for each reader)."""
+    ``_WINDOW`` (so that each reader has a batch while this thread writes one)."""
     return min(cpu_threads(), _WINDOW - 1)
 
 

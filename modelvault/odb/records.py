@@ -458,7 +458,7 @@ class PackReads:
         object that would not fit (its index entry damaged) is decoded into fresh memory,
         and its check reports the damage. Consecutive Huffman-planes payloads going into
         ``into`` are decoded in one compiled call and hashed in another
-        (:func:`_decode_run`): two readers beside a writer then take the GIL a few times
+        (:func:`_decode_run`): readers beside a writer then take the GIL a few times
         a batch, not twice a chunk, and wait for it far less.
 
         Raises:

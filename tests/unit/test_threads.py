@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -87,14 +88,19 @@ def model(tmp_path: Path) -> Iterator[Path]:
     yield folder
 
 
-def _save_twice(store: modelvault.Store, folder: Path) -> tuple[str, str]:
-    """Save ``folder`` as v0, change 1 MiB of its weights, save it as v1: the trees."""
+def _save_twice(
+    store: modelvault.Store, folder: Path, after: Callable[[], None] = lambda: None
+) -> tuple[str, str]:
+    """Save ``folder`` as v0, change 1 MiB of its weights, save it as v1 (``after`` runs
+    after each save): the trees."""
     first = store.save(folder, "m:v0").object.tree
+    after()
     path = folder / "model.safetensors"
     data = bytearray(path.read_bytes())
     data[70 * MiB : 71 * MiB] = bytes(reversed(data[70 * MiB : 71 * MiB]))
     path.write_bytes(bytes(data))
     second = store.save(folder, "m:v1").object.tree
+    after()
     data[70 * MiB : 71 * MiB] = bytes(reversed(data[70 * MiB : 71 * MiB]))
     path.write_bytes(bytes(data))  # (as it was, for the next store)
     return first, second
@@ -116,8 +122,14 @@ def test_more_threads_save_and_read_the_same_objects_at_once(
     monkeypatch.setattr(ingest, "cut_piece", cuts.wrapped(ingest.cut_piece))
     monkeypatch.setattr(PackReads, "read_many", reads.wrapped(PackReads.read_many))
     six = modelvault.Store(tmp_path / "six")
-    assert _save_twice(six, model) == trees_two
-    assert cuts.most == 6  # (with 2 threads: 2; with a window of 3: 5)
+    most = []
+
+    def after() -> None:
+        most.append(cuts.most)
+        cuts.most = 0
+
+    assert _save_twice(six, model, after) == trees_two
+    assert most == [6, 6]  # the new save, the version (2 threads: 2; a window of 3: 5)
 
     def stored(store: modelvault.Store) -> set[bytes]:  # not the model documents (times)
         models = {bytes.fromhex(store.get(f"m:{v}").id) for v in ("v0", "v1")}
@@ -141,3 +153,55 @@ def test_one_thread_saves_and_reads_too(
     store.save(model, "m:v0")
     folder = Path(store.get("m:v0").path)
     assert (folder / "model.safetensors").read_bytes() == (model / "model.safetensors").read_bytes()
+
+
+class _Calls:
+    """A pool function that counts the calls running; item 0 (or ``fail``) raises."""
+
+    def __init__(self, fail: int | None = 0) -> None:
+        self.running = 0
+        self.fail = fail
+        self.lock = threading.Lock()
+
+    def __call__(self, item: int) -> int:
+        with self.lock:
+            self.running += 1
+        try:
+            if item == self.fail:
+                raise OSError(28, "No space left on device")
+            time.sleep(0.05)
+            return item
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+def test_a_failed_pipeline_returns_once_every_started_call_has_finished() -> None:
+    """A save whose first segment fails must not unmap the parent's packs under segments
+    still being compared: ordered_pipeline raises only after the calls it started end."""
+    calls = _Calls()
+    with ThreadPoolExecutor(6) as pool:
+        with pytest.raises(OSError, match="No space"):
+            _parallel.ordered_pipeline(pool, calls, range(40), lambda _r: None, window=5)
+        assert calls.running == 0
+
+
+def test_a_pipeline_whose_items_fail_waits_for_the_calls_it_started() -> None:
+    def items() -> Iterator[int]:
+        yield from range(1, 8)
+        raise ValueError("the folder changed")
+
+    calls = _Calls(fail=None)
+    with ThreadPoolExecutor(6) as pool:
+        with pytest.raises(ValueError, match="changed"):
+            _parallel.ordered_pipeline(pool, calls, items(), lambda _r: None, window=5)
+        assert calls.running == 0
+
+
+def test_an_ordered_map_left_early_waits_for_the_calls_it_started() -> None:
+    calls = _Calls(fail=None)
+    with ThreadPoolExecutor(6) as pool:
+        results = _parallel.ordered_map(pool, calls, range(1, 40), window=6)
+        assert next(results) == (1, 1)
+        results.close()  # (the reader's writer failed)
+        assert calls.running == 0
