@@ -26,10 +26,10 @@ def cpu_threads() -> int:
 
     Why at most 8 by default: each 64 KiB chunk still costs some microseconds of Python
     under the GIL, which bounds what more threads can add; beyond 2 CPUs this has not
-    been measured here (the project's machines have 2). Each save thread adds ~25 MiB to
-    the peak memory (its segment's mapped pages, its encoder's buffers: a new 1 GiB bf16
-    model saved and read back peaked at 104 / 150 / 270 MiB with 2 / 4 / 8 threads forced
-    on 2 CPUs) and writes a pack of its own, so a save leaves up to threads + 1 packs
+    been measured here (the project's machines have 2). Each save thread adds ~15 MiB to
+    the peak memory (mostly its segment's mapped pages: a new 1 GiB bf16 model saved and
+    read back peaked at 72 / 118 / 176 MiB with 2 / 4 / 8 threads forced on 2 CPUs) and
+    writes a pack of its own, so a save leaves up to threads + 1 packs
     partly filled (the multi-pack index covers them). A machine whose CPU share is
     smaller than its CPU count (a container's quota) can set the variable lower.
     """

@@ -147,20 +147,27 @@ class _ChunkPipeline:
         where the stitcher finds otherwise, the chunks written here that the file does not
         use stay unreferenced until ``gc``.
         """
+        piece.results = self._write_results(piece.results)
+
+    def _write_results(self, results: list[Result]) -> list[Result]:
+        """Append the new chunks of ``results`` to this pool thread's pack lane; returns
+        the results without payloads. (``cut_piece`` calls it after each block of a new
+        file's segment, while the block's payloads are in the cache: a worker holds one
+        block's payloads, not a segment's.)"""
         lane: int | None = getattr(self._local, "lane", None)
         if lane is None:
             lane = self._local.lane = next(self._lanes)
-        results = piece.results
-        self.writer.add_prepared_many(
-            (
-                (ObjType.CHUNK, oid, how, size, payload)
-                for oid, how, size, payload in results
-                if payload is not None
-            ),
-            lane,
-            checked=True,  # _work found each missing with has()
-        )
-        piece.results = [(oid, how, size, None) for oid, how, size, _ in results]
+        if any(payload is not None for *_, payload in results):
+            self.writer.add_prepared_many(
+                (
+                    (ObjType.CHUNK, oid, how, size, payload)
+                    for oid, how, size, payload in results
+                    if payload is not None
+                ),
+                lane,
+                checked=True,  # _work found each missing with has()
+            )
+        return [(oid, how, size, None) for oid, how, size, _ in results]
 
     def store(
         self,
@@ -222,7 +229,9 @@ class _ChunkPipeline:
         spans = plan_segments(source.size)
         shift = _Shift(source, known) if known is not None and len(spans) > 1 else None
 
-        def cut(span: tuple[int, int]) -> Piece[Result]:
+        def cut(span: tuple[int, int], in_pool: bool = True) -> Piece[Result]:
+            """A pool thread writes each block's new chunks to its own lane as it goes;
+            the calling thread (a file of one segment) leaves them to ``append``."""
             lead = 0 if span[0] == 0 else LEAD  # (the file's start is a cut point)
             if known is None:
                 try:
@@ -234,6 +243,7 @@ class _ChunkPipeline:
                         lead=lead,
                         before_work=self._screen,
                         block=block,
+                        after_work=self._write_results if in_pool else None,
                     )
                 finally:
                     self._local.absent = None
@@ -259,7 +269,7 @@ class _ChunkPipeline:
             return piece
 
         if len(spans) == 1:  # a small file: handing off to threads costs more than it saves
-            append(stitcher.feed(cut(spans[0])))
+            append(stitcher.feed(cut(spans[0], in_pool=False)))
         else:
             ordered_pipeline(
                 self.pool, cut_and_write, spans, lambda p: append(stitcher.feed(p)), self.window

@@ -232,6 +232,7 @@ def cut_piece(
     before_work: Callable[[list[bytes]], None] | None = None,
     resume: Resume[R] | None = None,
     block: Callable[[], int] | None = None,
+    after_work: Callable[[list[R]], list[R]] | None = None,
 ) -> Piece[R]:
     """Cut the segment ``[start, stop)`` and call ``work`` on each chunk and its id.
 
@@ -251,7 +252,10 @@ def cut_piece(
     bytes, default ``BLOCK``), and ``before_work`` (if given) is called with the ids of a
     block's chunks, in order, before ``work`` is called on any of them (so a caller can
     look them all up at once); ``work`` runs on a block's chunks while their bytes are
-    still in the CPU's cache, before the next block is cut. With ``known``, chunk by
+    still in the CPU's cache, before the next block is cut, and ``after_work`` (if given)
+    then gets the block's results and returns what the piece keeps of them (a caller
+    writes the block's new chunks at once, while their payloads are in the cache too,
+    and keeps no payload). With ``known``, chunk by
     chunk, asking ``known`` at each cut point. ``resume``
     (with ``known``), given the view, its file offset and the segment's start and stop
     (file offsets), may answer ``(at, ends, results)``: chunks that start at a point
@@ -273,9 +277,11 @@ def cut_piece(
         while True:  # a block at a time: its chunks are worked on while in the cache
             if before_work is not None:
                 before_work(oids)
+            block_results = []
             for b, oid in zip(rel, oids, strict=True):
-                results.append(work(view[at:b], oid))
+                block_results.append(work(view[at:b], oid))
                 at = b
+            results += block_results if after_work is None else after_work(block_results)
             done += rel
             if at >= limit:
                 break

@@ -154,6 +154,33 @@ def test_a_segment_is_worked_on_block_by_block() -> None:
     assert worked == screened == [object_id(ObjType.CHUNK, c) for c in piece.results]
 
 
+def test_each_block_is_handed_on_before_the_next_is_screened() -> None:
+    """``after_work`` gets each block's results, in order, right after their work and
+    before the next block is screened; the piece keeps what it returns (a saving worker
+    writes the block's new chunks there and keeps no payload)."""
+    data = os.urandom(6 * chunking.BLOCK + 12345)
+    source = chunking.Source.of_bytes(data)
+    calls: list[tuple[str, list[bytes]]] = []
+
+    def screen(oids: list[bytes]) -> None:
+        calls.append(("screen", list(oids)))
+
+    def after(results: list[bytes]) -> list[int]:
+        calls.append(("after", [object_id(ObjType.CHUNK, r) for r in results]))
+        return [len(r) for r in results]
+
+    start, stop = 3 * MAX + 17, len(data) - MAX
+    piece = chunking.cut_piece(source, start, stop, _bytes, before_work=screen, after_work=after)
+    assert [kind for kind, _ in calls] == ["screen", "after"] * (len(calls) // 2)
+    assert len(calls) // 2 >= (stop - start) // (chunking.BLOCK + MAX)  # (4 blocks)
+    for (_, screened), (_, handed) in zip(calls[::2], calls[1::2], strict=True):
+        assert handed == screened
+    whole = _whole(data)
+    ends = list(itertools.accumulate(len(c) for c in whole))
+    first = next(i for i, e in enumerate(ends) if e >= start) + 1  # the first cut >= start
+    assert piece.results == [len(c) for c in whole[first : first + len(piece.results)]]
+
+
 def test_blocks_of_any_size_give_the_chunks_of_a_sequential_cut() -> None:
     """``block`` is asked before each block is cut; whatever it answers (down to one
     chunk's worth, up to more than the segment), the piece is the same."""

@@ -4,6 +4,7 @@ readable. Small segments here, so that even small files have many seams."""
 
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
 
@@ -144,3 +145,46 @@ def test_segments_are_cut_in_blocks_only_while_chunks_are_compressed(
         else:  # a few blocks, then each segment's rest in one call
             assert len(blocks) <= 3 * 2 + 2
             assert max(blocks) > chunking.SEGMENT // 2
+
+
+def test_a_worker_writes_each_block_before_it_cuts_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a file's chunks compress, each worker appends a block's new chunks to its
+    pack before it cuts the next block: it holds one block's payloads at a time, not a
+    segment's (a 1 GiB bf16 save's anonymous memory: 47 -> 26 MiB with 2 threads)."""
+    import threading
+
+    import numpy as np
+
+    events: dict[int, list[str]] = {}
+    cut, write = chunking.cut_and_hash, PackWriter.add_prepared_many
+
+    def log(what: str) -> None:
+        events.setdefault(threading.get_ident(), []).append(what)
+
+    def logged_cut(
+        view: memoryview, stop: int, skip: int = 0
+    ) -> tuple[int, list[int], list[bytes]]:
+        log("cut")  # (the stitcher's, on the drain thread, are left out below: it writes lane 0)
+        return cut(view, stop, skip)
+
+    def logged_write(self: PackWriter, objects: object, lane: int = 0, **kw: bool) -> None:
+        if lane:  # a worker's lane (0: the drain thread's)
+            log("write")
+        write(self, objects, lane, **kw)
+
+    monkeypatch.setattr(chunking, "cut_and_hash", logged_cut)
+    monkeypatch.setattr(PackWriter, "add_prepared_many", logged_write)
+    size = 3 * chunking.SEGMENT
+    data = np.random.default_rng(1).integers(97, 101, size, dtype=np.uint8).tobytes()
+    path = tmp_path / "letters"
+    path.write_bytes(data)
+    db = PackDB(tmp_path / "objects")
+    oid = _store_file(db, path)
+    assert list(read_file_object(PackDB(db.root), oid).chunks) == _expected(data)
+    workers = [e for e in events.values() if "write" in e]
+    assert len(workers) == 2
+    for seen in workers:
+        assert seen.count("cut") >= size // 2 // (chunking.BLOCK + MAX) - 2
+        assert all(a != b for a, b in itertools.pairwise(seen)), " ".join(seen)  # cut, write
