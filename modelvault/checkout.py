@@ -28,6 +28,8 @@ __all__ = [
     "materialise",
     "read_file_object",
     "read_tree",
+    "reader_pool",
+    "reader_threads",
     "write_file",
     "write_tree",
 ]
@@ -102,6 +104,13 @@ def reader_threads() -> int:
     """Threads for the pool :func:`write_tree` reads with: :func:`cpu_threads`, fewer than
     ``_WINDOW`` (so that each reader has a batch while this thread writes one)."""
     return min(cpu_threads(), _WINDOW - 1)
+
+
+def reader_pool() -> ThreadPoolExecutor:
+    """A pool of :func:`reader_threads` threads for :func:`write_tree` (``with`` it)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    return ThreadPoolExecutor(reader_threads(), thread_name_prefix="modelvault-read")
 
 
 def write_file(

@@ -104,11 +104,11 @@ class _ChunkPipeline:
         self.writer = writer
         from concurrent.futures import ThreadPoolExecutor
 
-        self.workers = cpu_threads() if workers is None else workers
+        workers = cpu_threads() if workers is None else workers
         # results waiting to be appended: ordered_pipeline then has up to window + 2
         # segments under way, enough for every worker and one finished being appended
-        self.window = max(_WINDOW, self.workers - 1)
-        self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="modelvault-chunk")
+        self.window = max(_WINDOW, workers - 1)
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="modelvault-chunk")
         self.recut = 0  # bytes the stitcher cut itself, where segments did not agree
         self._local = threading.local()  # .lane: the pack-writer lane of a pool thread
         self._lanes = itertools.count(1)  # lane 0 is the drain thread's

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from modelvault import _fsutil
 from modelvault.aliases import AliasStore, parse_alias
-from modelvault.checkout import FileReader, materialise, reader_threads
+from modelvault.checkout import FileReader, materialise, reader_pool
 from modelvault.core.objects import KIND_TREE, ModelObject
 from modelvault.errors import IntegrityError, InvalidInput, NotFound
 from modelvault.odb.reading import lookup, read_file_object, read_model
@@ -124,11 +124,9 @@ class Model:
         Written into the store's cache on first access and reused afterwards, unless its
         files changed since: then it is written afresh (see ``repo.cache``).
         """
-        from concurrent.futures import ThreadPoolExecutor
-
         with (
             _fsutil.reports_disk_full("writing out the model folder (Model.path)", self.repo.path),
-            ThreadPoolExecutor(reader_threads(), thread_name_prefix="modelvault-read") as pool,
+            reader_pool() as pool,
         ):
             folder = materialise(
                 self.repo.cache, self.repo.objects, self._oid, lambda: self.object.tree, pool

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from modelvault import _fsutil
 from modelvault.aliases import AliasStore, check_alias, parse_alias
-from modelvault.checkout import reader_threads, write_tree
+from modelvault.checkout import reader_pool, write_tree
 from modelvault.errors import InvalidInput, InvalidTag, NotFound, PathNotFound
 from modelvault.ingest import Progress
 from modelvault.model import Model, find
@@ -315,8 +315,6 @@ class Store:
             InvalidInput: ``dest`` exists already.
             IntegrityError: a stored object is damaged.
         """
-        from concurrent.futures import ThreadPoolExecutor
-
         model = self.get(tag)
         target = Path(dest).absolute()
         if target.exists():
@@ -324,7 +322,7 @@ class Store:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = _fsutil.temp_name(target.parent, ".checkout")
         try:
-            with ThreadPoolExecutor(reader_threads(), thread_name_prefix="modelvault-read") as pool:
+            with reader_pool() as pool:
                 write_tree(self.repo.objects, model.object.tree, tmp, pool, progress)
             os.rename(tmp, target)
         except BaseException:

@@ -255,13 +255,12 @@ def cut_piece(
     still in the CPU's cache, before the next block is cut, and ``after_work`` (if given)
     then gets the block's results and returns what the piece keeps of them (a caller
     writes the block's new chunks at once, while their payloads are in the cache too,
-    and keeps no payload). With ``known``, chunk by
-    chunk, asking ``known`` at each cut point. ``resume``
-    (with ``known``), given the view, its file offset and the segment's start and stop
-    (file offsets), may answer ``(at, ends, results)``: chunks that start at a point
-    ``start <= at < stop`` it takes for a cut point, as ``known`` answers them; the lead
-    is then not cut. A wrong guess costs time, not correctness: the stitcher joins pieces
-    only at cut points they share.
+    and keeps no payload). With ``known``, chunk by chunk, asking ``known`` at each cut
+    point. ``resume`` (with ``known``), given the view, its file offset and the segment's
+    start and stop (file offsets), may answer ``(at, ends, results)``: chunks that start
+    at a point ``start <= at < stop`` it takes for a cut point, as ``known`` answers them;
+    the lead is then not cut. A wrong guess costs time, not correctness: the stitcher
+    joins pieces only at cut points they share.
     """
     base = max(0, start - lead)
     view = source.view(base, min(source.size, stop + 2 * MAX_SIZE))

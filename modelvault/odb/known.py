@@ -30,9 +30,9 @@ Why the answer is exactly what cutting and hashing would give:
 
 Stored chunks whose pages are not in the page cache take no part (``mincore``): reading
 them from disk would cost more than hashing the new bytes. Packs are memory-mapped and
-compared with ``memcmp`` (the GIL let go: segments are compared on the save's threads at once);
-a pass gives back the pack pages it touched when it ends, so the mapped memory stays
-bounded whatever the file size.
+compared with ``memcmp`` (the GIL let go: segments are compared on the save's threads at
+once); a pass gives back the pack pages it touched when it ends, so the mapped memory
+stays bounded whatever the file size.
 """
 
 from __future__ import annotations
@@ -385,8 +385,8 @@ def _libc_functions() -> tuple[Any, Any] | None:
     """``(memcmp, mincore)`` of the C library, or None where there is none to load.
 
     Loaded as a ``CDLL``: the GIL goes for the call, so the segments of a new version,
-    compared on the save's threads, compare chunks at the same time (one ``memcmp`` is a chunk,
-    ~15 µs). A 90%-shared version of the 1 GiB fp32 benchmark model, whose chunks are
+    compared on the save's threads, compare chunks at the same time (one ``memcmp`` is a
+    chunk, ~15 µs). A 90%-shared version of the 1 GiB fp32 benchmark model, whose chunks are
     kept raw: 0.407 -> 0.335 s against comparing on one thread with the GIL kept (a
     ``PyDLL``), which was as fast as two threads taking turns with it (RESULTS.md,
     session 19).
