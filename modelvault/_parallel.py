@@ -28,7 +28,7 @@ def cpu_threads() -> int:
     under the GIL, which bounds what more threads can add; beyond 2 CPUs this has not
     been measured here (the project's machines have 2). Each save thread adds ~15 MiB to
     the peak memory (mostly its segment's mapped pages: a new 1 GiB bf16 model saved and
-    read back peaked at 72 / 118 / 176 MiB with 2 / 4 / 8 threads forced on 2 CPUs) and
+    read back peaked at 71 / 118 / 176 MiB with 2 / 4 / 8 threads forced on 2 CPUs) and
     writes a pack of its own, so a save leaves up to threads + 1 packs partly filled (the
     multi-pack index covers them). A machine whose CPU share is smaller than its CPU
     count (a container's quota) can set the variable lower.

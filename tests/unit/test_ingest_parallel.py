@@ -152,7 +152,7 @@ def test_a_worker_writes_each_block_before_it_cuts_the_next(
 ) -> None:
     """While a file's chunks compress, each worker appends a block's new chunks to its
     pack before it cuts the next block: it holds one block's payloads at a time, not a
-    segment's (a 1 GiB bf16 save's anonymous memory: 47 -> 26 MiB with 2 threads)."""
+    segment's (a 1 GiB bf16 save's anonymous memory: 47 -> 25 MiB with 2 threads)."""
     import threading
 
     import numpy as np
