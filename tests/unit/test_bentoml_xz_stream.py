@@ -219,3 +219,46 @@ def test_a_disk_full_while_a_large_member_is_unpacked_and_saved(
     model = store.import_model(str(archive))
     assert (Path(model.path) / "weights.bin").read_bytes() == weights
     assert store.verify().ok
+
+
+def test_a_staging_write_that_fails_is_the_error_reported_not_the_saves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the staging file's writes stop (ENOSPC), the save waiting on its bytes stops
+    too, with an ArchiveError of its own; the import reports the cause, ENOSPC, even when
+    it sees the save's failure first (a slow unpacking: both have failed by its check)."""
+    import time
+
+    monkeypatch.setattr(reader, "OVERLAP_MIN", 1 << 20)
+    real_stage = reader._stage
+
+    class FullAfterTwo:
+        def __init__(self, blocks: object) -> None:
+            self.blocks, self.got = blocks, 0
+
+        def get(self) -> bytes | None:
+            self.got += 1
+            if self.got > 2:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.blocks.get()  # type: ignore[attr-defined, no-any-return]
+
+    monkeypatch.setattr(
+        reader, "_stage", lambda out, blocks, source: real_stage(out, FullAfterTwo(blocks), source)
+    )
+    real_take = containers._Budget.take
+
+    def slow_take(self: containers._Budget, name: str, n: int) -> None:
+        time.sleep(0.05)
+        real_take(self, name, n)
+
+    monkeypatch.setattr(containers._Budget, "take", slow_take)
+    folder = tmp_path / "model"
+    shutil.copytree(GOLDEN / "bento_pick.folder", folder)
+    (folder / "weights.bin").write_bytes(os.urandom(6 << 20))
+    archive = tmp_path / "m.bentomodel"
+    archive.write_bytes(lzma.compress(_tar_of(folder), preset=0))
+    store = modelvault.Store(tmp_path / "store")
+    with pytest.raises(OSError) as failed:
+        store.import_model(str(archive))
+    assert failed.value.errno == errno.ENOSPC
+    assert not store.list()

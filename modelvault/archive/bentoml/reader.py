@@ -109,6 +109,11 @@ def sniff(head: bytes) -> str | None:
     return None
 
 
+class _Unfinished(ArchiveError):
+    """A view of a :class:`_Growing` file whose unpacking failed: a consequence, never the
+    cause (the caller reports the staging's own error where there is one)."""
+
+
 class _Growing(Source):
     """A file still being written by the unpacking thread: a view waits until its bytes
     are there, and fails once the unpacking has failed."""
@@ -133,7 +138,7 @@ class _Growing(Source):
         with self._ready:
             self._ready.wait_for(lambda: self._have >= stop or self._failed)
             if self._have < stop:
-                raise ArchiveError("archive member was not unpacked whole (the import failed)")
+                raise _Unfinished("archive member was not unpacked whole (the import failed)")
         return super().view(start, stop)
 
 
@@ -272,7 +277,7 @@ class _Model:
                     done += len(block)
                 _hand(blocks, None, staging)
                 staging.result()
-            except BaseException:
+            except BaseException as exc:
                 source.fail()
                 with contextlib.suppress(queue.Empty):
                     while True:  # only this thread puts: after this, None fits
@@ -281,6 +286,11 @@ class _Model:
                 for step in (staging, saving):
                     with contextlib.suppress(BaseException):
                         step.result()
+                cause = staging.exception()  # (finished: waited for above)
+                if isinstance(exc, _Unfinished) and cause is not None:
+                    # the save stopped because the staging file's writes did (a full disk):
+                    # that is the error to report, whichever of the two was seen first
+                    raise cause from exc
                 raise
             oid, stored = saving.result()
         if stored != size:  # cannot happen: the source has exactly size bytes
